@@ -1,0 +1,5 @@
+"""``python -m unolearn`` runs the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""One hierarchy of typed errors.
+
+The CLI turns an :class:`UnolearnError` into a one-line message and its ``exit_code``;
+the proxy turns it into an HTTP response with its ``http_status``. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class UnolearnError(Exception):
+    """Base class of every error unolearn reports to a user."""
+
+    exit_code = 1
+    http_status = 500
+
+
+class InputError(UnolearnError):
+    """Bad user input: a file, a record, a flag or a request body."""
+
+    exit_code = 2
+    http_status = 400
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        self.file, self.line, self.field = file, line, field
+        where = ":".join(str(p) for p in (file, line) if p is not None)
+        if field:
+            message = f"{field}: {message}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigError(UnolearnError):
+    """An invalid configuration value (a config file, an environment variable or a flag)."""
+
+    exit_code = 2
+    http_status = 500
+
+
+class NotFoundError(UnolearnError):
+    """A named object (log, cluster, module, file) does not exist."""
+
+    exit_code = 2
+    http_status = 404
+
+
+class WorkspaceError(UnolearnError):
+    """The workspace cannot be opened, migrated or written."""
+
+    exit_code = 3
+    http_status = 500
+
+
+class BackendError(UnolearnError):
+    """A model backend failed (server unreachable, bad answer, exhausted retries)."""
+
+    exit_code = 4
+    http_status = 502
+
+
+class BackendHTTPError(BackendError):
+    """The model server answered with an HTTP error status."""
+
+    def __init__(self, message: str, *, status: int, retryable: bool) -> None:
+        self.status, self.retryable = status, retryable
+        super().__init__(message)
+
+
+class SchemaError(BackendError):
+    """The model did not produce output valid under the requested JSON schema."""

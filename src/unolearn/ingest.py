@@ -1,0 +1,86 @@
+"""The ingest stage: read log files into the workspace, batch by batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import InputError
+from .readers import FORMATS, read_logs
+from .records import Log, Rejected
+from .store import Workspace
+
+
+@dataclass
+class IngestResult:
+    """What an ingest did: new logs, logs already stored, and records rejected."""
+
+    ingested: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The summary as a plain dict (what ``--json`` prints)."""
+        return asdict(self)
+
+
+def check_paths(paths: Sequence[Path]) -> None:
+    """Fail before storing anything when a path is missing, a folder, or unreadable."""
+    if not paths:
+        raise InputError("no input file given")
+    for p in paths:
+        if not p.is_file():
+            raise InputError("no such file" if not p.exists() else "not a regular file", file=str(p))
+        try:
+            with p.open("rb"):
+                pass
+        except OSError as e:
+            raise InputError(f"cannot read: {e.strerror or e}", file=str(p)) from e
+
+
+def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_size: int = 1000,
+           on_reject: Callable[[Rejected], None] | None = None, progress: bool | None = None,
+           ) -> IngestResult:
+    """Store every valid record of ``paths`` in ``ws``; keep the invalid ones in ``rejected``.
+
+    Each batch is committed in one transaction, so an interrupted ingest leaves the workspace
+    consistent and a re-run completes it (records already stored count as duplicates).
+    ``progress=None`` shows a progress bar only on a terminal.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_paths(paths)
+    result = IngestResult()
+    total = sum(p.stat().st_size for p in paths)
+    disable = None if progress is None else not progress
+    with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=disable) as bar:
+        for path in paths:
+            done = 0
+            logs: list[Log] = []
+            bad: list[Rejected] = []
+            for offset, item in read_logs(path, fmt):
+                if isinstance(item, Rejected):
+                    bad.append(item)
+                    if on_reject:
+                        on_reject(item)
+                else:
+                    logs.append(item)
+                if len(logs) + len(bad) >= batch_size:
+                    _flush(ws, logs, bad, result)
+                bar.update(offset - done)
+                done = offset
+            _flush(ws, logs, bad, result)
+            bar.update(path.stat().st_size - done)
+    return result
+
+
+def _flush(ws: Workspace, logs: list[Log], bad: list[Rejected], result: IngestResult) -> None:
+    added, dups = ws.add_logs(logs, bad)
+    result.ingested += added
+    result.duplicates += dups
+    result.rejected += len(bad)
+    logs.clear()
+    bad.clear()

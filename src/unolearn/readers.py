@@ -1,0 +1,312 @@
+"""Log readers: stream records out of JSONL or JSON-array files and normalise them into :class:`Log`.
+
+Input contract:
+- A file is either JSONL (one JSON object per line) or one JSON array of objects; a truncated array
+  still yields every complete element before the cut. Files are streamed, never read whole.
+- ``openai``: ``{"messages": [{"role", "content"}...], "actions"?, "rating"?, "lang"?, "source"?,
+  "timestamp"?, "metadata"?, "id"?}``.
+- ``memorybench``: ``{"test_idx", "dataset_name", "lang", "input_prompt" | "input_chat_messages",
+  "dialog", "implicit_feedback", "info"}``; ``dialog``/``implicit_feedback`` may be JSON or
+  Python-literal strings, as in the published dataset.
+- ``sharegpt``: ``{"id", "conversations": [{"from": "human"|"gpt"|"system", "value"}]}``.
+Each yielded item is either a :class:`Log` or a :class:`Rejected` naming the file, line and reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydantic import ValidationError
+
+from .errors import InputError
+from .records import Action, Log, Message, Rejected
+
+FORMATS = ("auto", "openai", "memorybench", "sharegpt")
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One JSON value read from a file, with the line it starts on and the bytes read so far."""
+
+    line: int
+    text: str
+    offset: int
+    value: Any = None
+    error: str | None = None
+
+
+# -- reading JSON values ---------------------------------------------------------------------
+
+
+def iter_raw(fh: BinaryIO) -> Iterator[RawRecord]:
+    """Yield every top-level record of a JSONL file or a JSON array, streaming.
+
+    ``fh`` must be seekable (a regular file opened in binary mode).
+    """
+    head = fh.read(_CHUNK).lstrip(b"\xef\xbb\xbf \t\r\n")
+    fh.seek(0)
+    if head.startswith(b"["):
+        yield from _iter_array(fh)
+    else:
+        yield from _iter_lines(fh)
+
+
+def _iter_lines(fh: BinaryIO) -> Iterator[RawRecord]:
+    offset = 0
+    for line, raw in enumerate(fh, 1):
+        offset += len(raw)
+        text = raw.decode("utf-8", errors="replace").strip().lstrip("\ufeff")
+        if not text:
+            continue
+        try:
+            yield RawRecord(line, text, offset, value=json.loads(text))
+        except json.JSONDecodeError as e:
+            yield RawRecord(line, text, offset, error=f"not valid JSON ({e.msg} at column {e.colno})")
+
+
+def _iter_array(fh: BinaryIO) -> Iterator[RawRecord]:
+    """Decode the elements of one JSON array incrementally with ``raw_decode``."""
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    data = utf8.decode(fh.read(_CHUNK)).lstrip("\ufeff")
+    line, pos, eof = 1, data.index("[") + 1, False
+
+    def refill() -> bool:
+        nonlocal data, eof
+        chunk = fh.read(_CHUNK)
+        eof = not chunk
+        data += utf8.decode(chunk, final=eof)
+        return not eof
+
+    while True:
+        pos = _skip(data, pos)
+        if pos >= len(data):
+            if refill():
+                continue
+            yield RawRecord(line + data.count("\n", 0, pos), "", fh.tell(),
+                            error="truncated JSON array: no closing ']'")
+            return
+        if data[pos] == "]":
+            return
+        try:
+            value, end = decoder.raw_decode(data, pos)
+        except json.JSONDecodeError as e:
+            if not eof and refill():
+                continue
+            # The whole file is read and the array never closed: the file was cut in this record.
+            where = line + data.count("\n", 0, pos)
+            yield RawRecord(where, data[pos:pos + 2000], fh.tell(),
+                            error=f"truncated JSON array: the last record is incomplete ({e.msg})")
+            return
+        where = line + data.count("\n", 0, pos)
+        yield RawRecord(where, data[pos:end], fh.tell(), value=value)
+        line = where + data.count("\n", pos, end)
+        data, pos = data[end:], 0
+
+
+def _skip(data: str, pos: int) -> int:
+    """Skip whitespace and the commas between array elements."""
+    while pos < len(data) and (data[pos].isspace() or data[pos] == ","):
+        pos += 1
+    return pos
+
+
+# -- normalising records ---------------------------------------------------------------------
+
+
+class RecordError(ValueError):
+    """A record that cannot become a :class:`Log`; the message names the field."""
+
+
+def detect_format(obj: Any) -> str:
+    """Guess a record's format from its keys."""
+    if not isinstance(obj, dict):
+        raise RecordError(f"expected a JSON object, got {type(obj).__name__}")
+    if "conversations" in obj:
+        return "sharegpt"
+    if "messages" in obj:
+        return "openai"
+    if {"input_prompt", "input_chat_messages", "dialog"} & obj.keys():
+        return "memorybench"
+    raise RecordError("unknown record format: expected 'messages' (openai), 'conversations' "
+                      "(sharegpt) or 'input_prompt'/'dialog' (memorybench)")
+
+
+def _literal(value: Any, field: str) -> Any:
+    """Decode a field that may hold JSON or a Python literal as a string."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError) as e:
+        raise RecordError(f"{field}: neither JSON nor a Python literal") from e
+
+
+def _content(value: Any, field: str) -> str:
+    """Message content as text; OpenAI content-part lists are joined."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        return "".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text")
+    raise RecordError(f"{field}: expected a string, got {type(value).__name__}")
+
+
+_ROLE_ALIASES = {"developer": "system", "human": "user", "gpt": "assistant", "bot": "assistant",
+                 "chatgpt": "assistant", "model": "assistant"}
+
+
+def _messages(items: Any, field: str, role_key: str = "role", text_key: str = "content") -> list[Message]:
+    if not isinstance(items, list):
+        raise RecordError(f"{field}: expected a list of messages, got {type(items).__name__}")
+    out = []
+    for i, m in enumerate(items):
+        where = f"{field}[{i}]"
+        if not isinstance(m, dict):
+            raise RecordError(f"{where}: expected an object, got {type(m).__name__}")
+        role = m.get(role_key)
+        if not isinstance(role, str):
+            raise RecordError(f"{where}.{role_key}: missing or not a string")
+        role = _ROLE_ALIASES.get(role.lower(), role.lower())
+        if role not in ("system", "user", "assistant"):
+            raise RecordError(f"{where}.{role_key}: unknown role {m.get(role_key)!r}")
+        if text_key not in m:
+            raise RecordError(f"{where}.{text_key}: missing")
+        out.append(Message(role=role, content=_content(m[text_key], f"{where}.{text_key}")))
+    return out
+
+
+_ACTION_ALIASES = {"thumbs_up": "like", "thumbs_down": "dislike", "upvote": "like",
+                   "downvote": "dislike", "retry": "regenerate"}
+
+
+def _actions(value: Any, field: str) -> list[Action]:
+    """Implicit actions: a list of names or objects, or a mapping ``{name: true|count}``."""
+    value = _literal(value, field)
+    if value in (None, "", [], {}):
+        return []
+    if isinstance(value, dict):
+        value = [k for k, v in value.items() if v]
+    if not isinstance(value, list):
+        raise RecordError(f"{field}: expected a list or an object, got {type(value).__name__}")
+    out = []
+    for i, a in enumerate(value):
+        if isinstance(a, str):
+            a = {"kind": a}
+        if not isinstance(a, dict):
+            raise RecordError(f"{field}[{i}]: expected a string or an object")
+        kind = a.get("kind", a.get("type", a.get("action")))
+        kind = _ACTION_ALIASES.get(str(kind).lower(), str(kind).lower())
+        turn = a.get("turn", a.get("round"))
+        edited = a.get("edited", a.get("content"))
+        try:
+            out.append(Action(kind=kind, turn=turn, edited=edited))
+        except ValidationError as e:
+            raise RecordError(f"{field}[{i}]: {_first_error(e)}") from e
+    return out
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else err["msg"]
+
+
+def _common(obj: dict, source: str) -> dict[str, Any]:
+    rating = obj.get("rating")
+    if rating is not None and not isinstance(rating, (int, float)):
+        raise RecordError(f"rating: expected a number, got {type(rating).__name__}")
+    lang = obj.get("lang")
+    return {"rating": rating, "lang": lang if lang in ("en", "zh") else None,
+            "source": str(obj.get("source") or source), "timestamp": obj.get("timestamp"),
+            "actions": tuple(_actions(obj.get("actions"), "actions"))}
+
+
+def from_openai(obj: dict, source: str) -> Log:
+    """An OpenAI-messages record → :class:`Log`."""
+    fields = _common(obj, source)
+    metadata = obj.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise RecordError("metadata: expected an object")
+    if "id" in obj:
+        metadata = {**metadata, "id": obj["id"]}
+    if isinstance(obj.get("feedback"), list):  # explicit feedback turns appended after the answer
+        obj = {**obj, "messages": [*obj["messages"], *({"role": "user", "content": f}
+                                                        for f in obj["feedback"])]}
+    return Log.from_messages(_messages(obj.get("messages"), "messages"), metadata=metadata, **fields)
+
+
+def from_sharegpt(obj: dict, source: str) -> Log:
+    """A ShareGPT record → :class:`Log`."""
+    fields = _common(obj, source)
+    metadata = {"id": obj["id"]} if "id" in obj else {}
+    msgs = _messages(obj.get("conversations"), "conversations", role_key="from", text_key="value")
+    return Log.from_messages(msgs, metadata=metadata, **fields)
+
+
+def from_memorybench(obj: dict, source: str) -> Log:
+    """A MemoryBench record → :class:`Log` (dialog if present, else the input prompt alone)."""
+    dialog = _literal(obj.get("dialog"), "dialog")
+    if dialog:
+        msgs = _messages(dialog, "dialog")
+    elif obj.get("input_chat_messages") is not None:
+        msgs = _messages(_literal(obj["input_chat_messages"], "input_chat_messages"), "input_chat_messages")
+    elif isinstance(obj.get("input_prompt"), str):
+        msgs = [Message(role="user", content=obj["input_prompt"])]
+    else:
+        raise RecordError("input_prompt: missing or not a string (and no dialog)")
+    info = _literal(obj.get("info"), "info")
+    metadata = {k: obj[k] for k in ("test_idx", "id", "split", "category", "domain") if k in obj}
+    if info:
+        metadata["info"] = info
+    fields = _common({**obj, "source": obj.get("dataset_name")}, source)
+    fields["actions"] = tuple(_actions(obj.get("implicit_feedback"), "implicit_feedback"))
+    return Log.from_messages(msgs, metadata=metadata, **fields)
+
+
+CONVERTERS: dict[str, Callable[[dict, str], Log]] = {
+    "openai": from_openai, "memorybench": from_memorybench, "sharegpt": from_sharegpt}
+
+
+def to_log(obj: Any, fmt: str, source: str) -> Log:
+    """Normalise one decoded record; raises :class:`RecordError` naming the field at fault."""
+    fmt = detect_format(obj) if fmt == "auto" else fmt
+    if not isinstance(obj, dict):
+        raise RecordError(f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        return CONVERTERS[fmt](obj, source)
+    except ValidationError as e:
+        raise RecordError(_first_error(e)) from e
+    except ValueError as e:
+        if isinstance(e, RecordError):
+            raise
+        raise RecordError(str(e)) from e
+
+
+def read_logs(path: Path, fmt: str = "auto") -> Iterator[tuple[int, Log | Rejected]]:
+    """Yield ``(bytes_read, Log | Rejected)`` for every record of ``path``, streaming."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    try:
+        fh = path.open("rb")
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", file=str(path)) from e
+    with fh:
+        for raw in iter_raw(fh):
+            if raw.error:
+                yield raw.offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text)
+                continue
+            try:
+                yield raw.offset, to_log(raw.value, fmt, path.name)
+            except RecordError as e:
+                yield raw.offset, Rejected(file=str(path), line=raw.line, reason=str(e), raw=raw.text)

@@ -1,0 +1,138 @@
+"""Typed, frozen records and their content-addressed keys.
+
+Every record is identified by a *versioned* hash of its canonical JSON (sorted keys, no
+insignificant whitespace, UTF-8). Re-ingesting or re-computing the same content therefore yields
+the same key, which is what makes every stage idempotent. Bump ``RECORD_VERSION`` when a record's
+meaning changes so that old and new keys can never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+RECORD_VERSION = 1
+
+Role = Literal["system", "user", "assistant"]
+ActionKind = Literal["like", "dislike", "copy", "regenerate", "edit"]
+Lang = Literal["en", "zh"]
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def canonical_json(obj: Any) -> str:
+    """Serialise ``obj`` to canonical JSON: sorted keys, compact separators, unescaped UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(kind: str, obj: Any) -> str:
+    """Return the versioned key ``{kind}-v{RECORD_VERSION}-{sha256[:24]}`` of ``obj``'s canonical JSON."""
+    digest = hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+    return f"{kind}-v{RECORD_VERSION}-{digest[:24]}"
+
+
+def detect_lang(text: str) -> Lang:
+    """Guess ``zh`` when at least 20% of the non-space characters are CJK ideographs, else ``en``."""
+    chars = [c for c in text[:4000] if not c.isspace()]
+    if not chars:
+        return "en"
+    cjk = sum(1 for c in chars if _CJK.match(c))
+    return "zh" if cjk / len(chars) >= 0.2 else "en"
+
+
+class Record(BaseModel):
+    """Base of all records: frozen, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Message(Record):
+    """One chat message in OpenAI form."""
+
+    role: Role
+    content: str
+
+
+class Action(Record):
+    """An implicit user action on an answer; ``edit`` carries the user's edited answer."""
+
+    kind: ActionKind
+    turn: int | None = Field(None, description="Index of the assistant turn acted on (0 = first answer).")
+    edited: str | None = None
+
+    @model_validator(mode="after")
+    def _edit_has_text(self) -> "Action":
+        if self.kind == "edit" and not (self.edited and self.edited.strip()):
+            raise ValueError("an 'edit' action needs the edited answer in 'edited'")
+        return self
+
+
+class Log(Record):
+    """One logged interaction: a conversation, its first answer and the user's reactions to it."""
+
+    messages: tuple[Message, ...]
+    query: str = Field(description="The first user turn: the request the first answer answered.")
+    first_answer: str | None = Field(None, description="The first assistant turn after the query.")
+    feedback: tuple[str, ...] = Field((), description="User turns after the first answer.")
+    actions: tuple[Action, ...] = ()
+    rating: float | None = None
+    lang: Lang
+    source: str = ""
+    timestamp: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the query (first user turn) is empty")
+        return v
+
+    @property
+    def id(self) -> str:
+        """The log's content key."""
+        return content_hash("log", self.model_dump(mode="json"))
+
+    @property
+    def has_feedback(self) -> bool:
+        """True when the user reacted to the answer, in words or by an action."""
+        return bool(self.feedback or self.actions or self.rating is not None)
+
+    @classmethod
+    def from_messages(cls, messages: list[Message], **fields: Any) -> "Log":
+        """Build a log from a conversation, deriving query, first answer and feedback turns.
+
+        The query is the first user turn; the first answer is the first assistant turn after it;
+        feedback is every user turn after the first answer. ``lang`` is detected when not given.
+        """
+        users = [i for i, m in enumerate(messages) if m.role == "user"]
+        if not users:
+            raise ValueError("the conversation has no user turn")
+        q = users[0]
+        answer_at = next((i for i in range(q + 1, len(messages)) if messages[i].role == "assistant"), None)
+        first_answer = messages[answer_at].content if answer_at is not None else None
+        feedback = () if answer_at is None else tuple(
+            m.content for m in messages[answer_at + 1:] if m.role == "user")
+        query = messages[q].content
+        if fields.get("lang") is None:
+            fields["lang"] = detect_lang(query + "\n" + (first_answer or ""))
+        return cls(messages=tuple(messages), query=query, first_answer=first_answer,
+                   feedback=feedback, **fields)
+
+
+class Rejected(Record):
+    """An input record that could not be stored, kept with its raw text for inspection."""
+
+    file: str
+    line: int
+    reason: str
+    raw: str
+
+    @property
+    def id(self) -> str:
+        """The rejection's content key (same file, line and text → same key)."""
+        return content_hash("rej", {"file": self.file, "line": self.line, "raw": self.raw})

@@ -1,0 +1,251 @@
+"""The workspace: one directory with a SQLite database and a folder of artifacts.
+
+Storage contract:
+- The schema is migrated forward on open (``PRAGMA user_version`` counts applied migrations);
+  a migration is never edited once released, only appended to ``MIGRATIONS``.
+- Every write happens inside one transaction (:meth:`Workspace.transaction`), so a killed process
+  leaves either all of a batch or none of it. The journal is in WAL mode.
+- Records are stored as canonical JSON next to a few indexed columns; their primary key is the
+  record's content hash, so inserting the same record twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import NotFoundError, WorkspaceError
+from .records import Log, Rejected, canonical_json
+
+DEFAULT_DIR = "unolearn-workspace"
+DB_NAME = "unolearn.sqlite3"
+
+MIGRATIONS: list[str] = [
+    # 1: logs, rejected input records, stage runs.
+    """
+    CREATE TABLE logs (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        lang TEXT NOT NULL,
+        has_feedback INTEGER NOT NULL,
+        ingested_at TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX logs_source ON logs(source);
+    CREATE TABLE rejected (
+        id TEXT PRIMARY KEY,
+        file TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        raw TEXT NOT NULL,
+        rejected_at TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        status TEXT NOT NULL,
+        config TEXT NOT NULL,
+        result TEXT
+    );
+    """,
+    # 2: the model response cache and the embedding cache.
+    """
+    CREATE TABLE llm_cache (
+        key TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        response TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE embeddings (
+        model TEXT NOT NULL,
+        text_hash TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (model, text_hash)
+    );
+    """,
+]
+
+
+def now() -> str:
+    """The current UTC time as an ISO-8601 string."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def resolve_dir(path: str | os.PathLike[str] | None) -> Path:
+    """The workspace directory: ``path``, else ``$UNOLEARN_HOME``, else ``./unolearn-workspace``."""
+    return Path(path or os.environ.get("UNOLEARN_HOME") or DEFAULT_DIR)
+
+
+class Workspace:
+    """A unolearn workspace. Open with :meth:`open`; use as a context manager to close it."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
+        self.root = root
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None) -> "Workspace":
+        """Open (creating if needed) the workspace at ``path`` and migrate its schema."""
+        root = resolve_dir(path)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "artifacts").mkdir(exist_ok=True)
+            conn = sqlite3.connect(root / DB_NAME, isolation_level=None, timeout=30.0,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as e:
+            raise WorkspaceError(f"cannot open workspace {root}: {e}") from e
+        ws = cls(root, conn)
+        ws._migrate()
+        return ws
+
+    @property
+    def artifacts(self) -> Path:
+        """The folder for files too large for the database (adapters, reports)."""
+        return self.root / "artifacts"
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.conn.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the enclosed writes atomically: all of them are committed, or none."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise WorkspaceError(
+                f"workspace {self.root} has schema version {version}, newer than this unolearn "
+                f"({len(MIGRATIONS)}); upgrade unolearn")
+        for i in range(version, len(MIGRATIONS)):
+            try:
+                with self.transaction() as c:
+                    for statement in MIGRATIONS[i].split(";"):
+                        if statement.strip():
+                            c.execute(statement)
+                    c.execute(f"PRAGMA user_version = {i + 1}")
+            except sqlite3.Error as e:
+                raise WorkspaceError(f"migration {i + 1} of {self.root} failed: {e}") from e
+
+    # -- logs ---------------------------------------------------------------------------------
+
+    def add_logs(self, logs: Iterable[Log], rejected: Iterable[Rejected] = ()) -> tuple[int, int]:
+        """Store ``logs`` and keep ``rejected`` records, all in one transaction.
+
+        Returns ``(added, duplicates)``: how many logs were new and how many were already stored.
+        """
+        rows = [(log.id, log.source, log.lang, int(log.has_feedback), now(),
+                 canonical_json(log.model_dump(mode="json"))) for log in logs]
+        bad = [(r.id, r.file, r.line, r.reason, r.raw, now()) for r in rejected]
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany("INSERT OR IGNORE INTO logs VALUES (?,?,?,?,?,?)", rows)
+            added = c.total_changes - before
+            c.executemany("INSERT OR IGNORE INTO rejected VALUES (?,?,?,?,?,?)", bad)
+        return added, len(rows) - added
+
+    def get_log(self, log_id: str) -> Log:
+        """The log with key ``log_id`` (a unique prefix is enough)."""
+        rows = self.conn.execute(
+            "SELECT record FROM logs WHERE id >= ? AND id < ? LIMIT 2",
+            (log_id, log_id + "\U0010ffff")).fetchall()
+        if len(rows) != 1:
+            raise NotFoundError(f"no log {log_id!r}" if not rows else f"log id prefix {log_id!r} is ambiguous")
+        return Log.model_validate_json(rows[0][0])
+
+    def iter_logs(self, *, with_feedback: bool | None = None) -> Iterator[Log]:
+        """Every stored log in key order, optionally only those with (or without) feedback."""
+        sql, args = "SELECT record FROM logs", ()
+        if with_feedback is not None:
+            sql, args = sql + " WHERE has_feedback = ?", (int(with_feedback),)
+        for (record,) in self.conn.execute(sql + " ORDER BY id", args):
+            yield Log.model_validate_json(record)
+
+    def count(self, table: str) -> int:
+        """The number of rows in ``table``."""
+        return self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    def log_stats(self) -> dict[str, Any]:
+        """Counts of logs by source, language, feedback and implicit action; rejected records."""
+        c = self.conn
+
+        def grouped(sql: str) -> dict[str, int]:
+            return {str(k): n for k, n in c.execute(sql)}
+
+        return {
+            "logs": self.count("logs"),
+            "by_source": grouped("SELECT source, count(*) FROM logs GROUP BY source ORDER BY 2 DESC"),
+            "by_lang": grouped("SELECT lang, count(*) FROM logs GROUP BY lang ORDER BY 2 DESC"),
+            "with_feedback": c.execute("SELECT count(*) FROM logs WHERE has_feedback").fetchone()[0],
+            "without_feedback": c.execute("SELECT count(*) FROM logs WHERE NOT has_feedback").fetchone()[0],
+            "actions": grouped("SELECT json_extract(a.value, '$.kind'), count(*) FROM logs, "
+                               "json_each(logs.record, '$.actions') AS a GROUP BY 1 ORDER BY 2 DESC"),
+            "rejected": self.count("rejected"),
+        }
+
+    # -- caches ------------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> str | None:
+        """The cached response stored under ``key``, if any."""
+        row = self.conn.execute("SELECT response FROM llm_cache WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def cache_put(self, key: str, model: str, response: str) -> None:
+        """Store one model response (its own transaction: finished calls survive an interruption)."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO llm_cache VALUES (?,?,?,?)", (key, model, response, now()))
+
+    def embeddings_get(self, model: str, hashes: list[str]) -> dict[str, bytes]:
+        """Stored vectors (float32 bytes) of ``model`` for the given text hashes."""
+        found: dict[str, bytes] = {}
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(
+                f"SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN ({marks})",
+                (model, *chunk)))
+        return found
+
+    def embeddings_put(self, model: str, items: list[tuple[str, bytes]]) -> None:
+        """Store vectors (text hash, float32 bytes) of ``model`` in one transaction."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?)",
+                          [(model, h, v) for h, v in items])
+
+    # -- runs (provenance) --------------------------------------------------------------------
+
+    def start_run(self, stage: str, config: dict[str, Any]) -> int:
+        """Record the start of a stage run; return its id."""
+        with self.transaction() as c:
+            cur = c.execute("INSERT INTO runs (stage, started_at, status, config) VALUES (?,?,?,?)",
+                            (stage, now(), "running", canonical_json(config)))
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, result: dict[str, Any] | None = None) -> None:
+        """Record the end of a stage run with its status and result summary."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET finished_at=?, status=?, result=? WHERE id=?",
+                      (now(), status, canonical_json(result or {}), run_id))

@@ -1,0 +1,113 @@
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from unolearn.bench import write_synthetic_logs
+
+from conftest import chat, write_jsonl
+
+
+def test_version_and_help(run_cli):
+    from unolearn import __version__
+    r = run_cli("--version", workspace=False)
+    assert r.code == 0 and __version__ in r.out
+    r = run_cli("--help", workspace=False)
+    assert r.code == 0 and "ingest" in r.out and "logs" in r.out
+
+
+def test_ingest_json_summary_and_dedupe(run_cli, tmp_path):
+    p = write_jsonl(tmp_path / "logs.jsonl", [chat("q1", "a", "too long"), chat("q2", "a"),
+                                              "{broken", chat("q3")])
+    r = run_cli("ingest", "--json", str(p))
+    assert r.code == 0, r.err
+    assert r.json() == {"ingested": 3, "duplicates": 0, "rejected": 1}
+    assert f"{p}:3: not valid JSON" in r.err and "Traceback" not in r.err
+    r = run_cli("ingest", "--json", str(p))
+    assert r.code == 0 and r.json() == {"ingested": 0, "duplicates": 3, "rejected": 1}
+    stats = run_cli("logs", "stats", "--json").json()
+    assert stats["logs"] == 3 and stats["with_feedback"] == 1 and stats["rejected"] == 1
+
+
+def test_ingest_plain_output(run_cli, tmp_path):
+    p = write_jsonl(tmp_path / "logs.jsonl", [chat("q1", "a")])
+    r = run_cli("ingest", str(p))
+    assert r.code == 0 and "ingested 1, duplicates 0, rejected 0" in r.out
+
+
+def test_missing_file_is_one_line_exit_2_and_stores_nothing(run_cli, tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", [chat("q1", "a")])
+    r = run_cli("ingest", str(good), str(tmp_path / "nope.jsonl"))
+    assert r.code == 2
+    assert r.err.strip().splitlines() == [f"error: {tmp_path / 'nope.jsonl'}: no such file"]
+    assert run_cli("logs", "stats", "--json").json()["logs"] == 0
+
+
+def test_nothing_valid_exits_2(run_cli, tmp_path):
+    p = write_jsonl(tmp_path / "bad.jsonl", ["nope", json.dumps({"messages": []})])
+    r = run_cli("ingest", str(p))
+    assert r.code == 2 and "error: no valid record" in r.err and "Traceback" not in r.err
+    assert run_cli("logs", "stats", "--json").json()["rejected"] == 2
+
+
+def test_unreadable_file_exit_2(run_cli, tmp_path):
+    r = run_cli("ingest", str(tmp_path))
+    assert r.code == 2 and "not a regular file" in r.err
+
+
+def test_logs_show(run_cli, tmp_path):
+    p = write_jsonl(tmp_path / "logs.jsonl", [chat("what is tort", "an answer", "cite it", actions=["copy"])])
+    run_cli("ingest", str(p))
+    from unolearn.store import Workspace
+    r = run_cli("logs", "stats")
+    assert "1 with feedback" in r.out and "copy" in r.out
+    ws_dir = tmp_path / "ws"
+    with Workspace.open(ws_dir) as w:
+        log_id = next(w.iter_logs()).id
+    shown = run_cli("logs", "show", log_id[:14], "--json").json()
+    assert shown["id"] == log_id and shown["feedback"] == ["cite it"]
+    assert "[user] what is tort" in run_cli("logs", "show", log_id).out
+    r = run_cli("logs", "show", "log-v1-nothing")
+    assert r.code == 2 and r.err.startswith("error: no log")
+
+
+def test_kill_9_mid_ingest_then_rerun_completes(tmp_path, ws_dir):
+    n = 60_000
+    data = tmp_path / "big.jsonl"
+    write_synthetic_logs(data, n)
+    cmd = [sys.executable, "-m", "unolearn", "-d", str(ws_dir), "ingest", "--json", str(data)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = ws_dir / "unolearn.sqlite3"
+    deadline = time.time() + 120
+    stored = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=5) as c:
+                    stored = c.execute("SELECT count(*) FROM logs").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if stored >= 2000:
+                break
+    assert proc.poll() is None, "ingest finished before it could be killed; raise n"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        partial = c.execute("SELECT count(*) FROM logs").fetchone()[0]
+    assert 0 < partial < n and partial % 1000 == 0  # whole batches only
+    rerun = subprocess.run(cmd, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout) == {"ingested": n - partial, "duplicates": partial, "rejected": 0}
+
+
+def test_bench_ingest_reports_figures(run_cli):
+    r = run_cli("bench", "ingest", "--n", "300", "--json", workspace=False)
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["n"] == 300 and out["ingested"] == 300
+    assert out["records_per_s"] > 0 and 0 < out["peak_mb"] < 500

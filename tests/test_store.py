@@ -1,0 +1,60 @@
+import sqlite3
+
+import pytest
+
+from unolearn.errors import NotFoundError, WorkspaceError
+from unolearn.records import Log, Message, Rejected
+from unolearn.store import MIGRATIONS, Workspace
+
+
+def log(q: str, *feedback: str) -> Log:
+    msgs = [Message(role="user", content=q), Message(role="assistant", content="a")]
+    msgs += [Message(role="user", content=f) for f in feedback]
+    return Log.from_messages(msgs, source="t")
+
+
+def test_open_migrates_and_uses_wal(ws, ws_dir):
+    assert ws.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert ws.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (ws_dir / "artifacts").is_dir()
+    Workspace.open(ws_dir).close()  # re-open: no migration re-applied
+
+
+def test_newer_schema_is_refused(ws_dir):
+    with Workspace.open(ws_dir) as w:
+        w.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(WorkspaceError, match="newer"):
+        Workspace.open(ws_dir)
+
+
+def test_add_logs_dedupes_by_content(ws):
+    a, b = log("q1", "too long"), log("q2")
+    assert ws.add_logs([a, b]) == (2, 0)
+    assert ws.add_logs([a, b, log("q3")]) == (1, 2)
+    assert ws.get_log(a.id) == a and ws.get_log(a.id[:12]).query in ("q1", "q2", "q3")
+
+
+def test_get_log_errors(ws):
+    ws.add_logs([log("q1"), log("q2")])
+    with pytest.raises(NotFoundError, match="no log"):
+        ws.get_log("log-v1-zzz")
+    with pytest.raises(NotFoundError, match="ambiguous"):
+        ws.get_log("log-v1-")
+
+
+def test_failed_transaction_writes_nothing(ws):
+    ws.add_logs([log("q1")])
+    with pytest.raises(sqlite3.Error):
+        with ws.transaction() as c:
+            c.execute("INSERT INTO logs VALUES ('x','s','en',0,'t','{}')")
+            c.execute("INSERT INTO no_such_table VALUES (1)")
+    assert ws.count("logs") == 1
+
+
+def test_stats(ws):
+    ws.add_logs([log("q1", "too long"), log("q2")],
+                [Rejected(file="f", line=3, reason="bad", raw="{")])
+    s = ws.log_stats()
+    assert s["logs"] == 2 and s["with_feedback"] == 1 and s["without_feedback"] == 1
+    assert s["by_source"] == {"t": 2} and s["by_lang"] == {"en": 2} and s["rejected"] == 1
+    assert [x.query for x in ws.iter_logs(with_feedback=True)] == ["q1"]
