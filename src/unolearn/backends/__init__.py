@@ -1,0 +1,86 @@
+"""Model backends: build the chat models and the embedder that a configuration names.
+
+Heavy libraries (llama.cpp, torch, sentence-transformers, httpx clients) are imported only when the
+backend that needs them is built.
+"""
+
+from __future__ import annotations
+
+from ..config import BackendsConfig, ChatConfig, EmbedderConfig
+from ..store import Workspace
+from .base import ChatModel, ChatRequest, ChatResult, Embedder, Usage
+from .cache import CachedChatModel, CachedEmbedder
+
+__all__ = ["ChatModel", "ChatRequest", "ChatResult", "Embedder", "Usage", "make_chat", "make_embedder",
+           "Models"]
+
+
+def make_chat(cfg: ChatConfig) -> ChatModel:
+    """The uncached chat model that ``cfg`` describes."""
+    if cfg.backend == "openai":
+        from .openai_http import OpenAIChatModel
+
+        return OpenAIChatModel(cfg.base_url, cfg.model, api_key=cfg.api_key, concurrency=cfg.concurrency,
+                               timeout_s=cfg.timeout_s, max_retries=cfg.max_retries)
+    from .llamacpp import LlamaCppChatModel
+
+    return LlamaCppChatModel(cfg.model, n_ctx=cfg.n_ctx)
+
+
+def make_embedder(cfg: EmbedderConfig) -> Embedder:
+    """The uncached embedder that ``cfg`` describes."""
+    if cfg.backend == "openai":
+        from .openai_http import OpenAIEmbedder
+
+        return OpenAIEmbedder(cfg.base_url, cfg.model, api_key=cfg.api_key, batch_size=cfg.batch_size)
+    from .embedders import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(cfg.model, batch_size=cfg.batch_size)
+
+
+class Models:
+    """The models of one command: built on first use, cached in the workspace unless disabled.
+
+    The judge is the generator's instance when it is not configured separately, so an embedded
+    model is loaded once.
+    """
+
+    def __init__(self, ws: Workspace, cfg: BackendsConfig) -> None:
+        self.ws, self.cfg = ws, cfg
+        self._built: dict[str, object] = {}
+
+    def _chat(self, role: str, cfg: ChatConfig) -> ChatModel:
+        if role not in self._built:
+            model = make_chat(cfg)
+            self._built[role] = CachedChatModel(model, self.ws) if self.cfg.cache else model
+        return self._built[role]  # type: ignore[return-value]
+
+    @property
+    def generator(self) -> ChatModel:
+        """The model that writes rules, answers and revisions."""
+        return self._chat("generator", self.cfg.generator)
+
+    @property
+    def judge(self) -> ChatModel:
+        """The LLM judge (the generator unless configured apart)."""
+        if self.cfg.judge is None or self.cfg.judge == self.cfg.generator:
+            return self.generator
+        return self._chat("judge", self.cfg.judge)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedding model."""
+        if "embedder" not in self._built:
+            model = make_embedder(self.cfg.embedder)
+            self._built["embedder"] = CachedEmbedder(model, self.ws) if self.cfg.cache else model
+        return self._built["embedder"]  # type: ignore[return-value]
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        """Calls and tokens used so far, per built chat model."""
+        return {role: vars(m.usage) for role, m in self._built.items() if isinstance(m, ChatModel)}
+
+    async def aclose(self) -> None:
+        """Close every built chat model."""
+        for m in self._built.values():
+            if isinstance(m, ChatModel):
+                await m.aclose()
