@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import CONFIG_FILE, BackendsConfig, load_backends
+from .config import CONFIG_FILE, BackendsConfig, load_backends, stage_config
 from .errors import InputError, UnolearnError
 from .store import Workspace
 
@@ -121,6 +121,11 @@ def logs_stats(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(f"logs: {stats['logs']} ({stats['with_feedback']} with feedback, "
                f"{stats['without_feedback']} without); rejected records: {stats['rejected']}")
+    d = stats["distilled"]
+    if d["prior_rules"] or d["feedback_rules"]:
+        click.echo(f"distilled: {d['prior_rules']} prior rule sets; {d['feedback_rules']} logs with "
+                   f"feedback text: {d['usable_feedback']} usable, {d['filtered_as_noise']} filtered as noise; "
+                   f"pairs: {sum(d['pairs'].values())} {d['pairs'] or ''}")
     for title, key in (("source", "by_source"), ("language", "by_lang"), ("action", "actions")):
         if stats[key]:
             click.echo(f"by {title}:")
@@ -143,6 +148,76 @@ def logs_show(ctx: click.Context, log_id: str, as_json: bool) -> None:
         click.echo(f"[{m.role}] {m.content}")
     for a in log.actions:
         click.echo(f"(action) {a.kind}" + (f": {a.edited}" if a.edited else ""))
+
+
+def models_for(ctx: click.Context):
+    """The configured models of this invocation (built lazily)."""
+    from .backends import Models
+
+    return Models(open_workspace(ctx), load_config(ctx))
+
+
+def stage_config_for(ctx: click.Context, cls: type, section: str, **flags: Any) -> Any:
+    """A stage's config: defaults → the config file's ``section`` → the flags that were set."""
+    obj = ctx.find_root().obj
+    return stage_config(cls, obj["config_file"] or open_workspace(ctx).root / CONFIG_FILE, section, flags)
+
+
+@cli.command()
+@click.option("--revisions", "n_revisions", type=click.IntRange(min=1),
+              help="Revised answers per log (default 3); the judge's best becomes `chosen`.")
+@click.option("--seed", type=int, help="Seed of the first revision (default 42).")
+@click.option("--chunk-size", type=click.IntRange(min=1), help="Logs committed together (default 64).")
+@json_option
+@click.pass_context
+def distill(ctx: click.Context, n_revisions: int | None, seed: int | None, chunk_size: int | None,
+            as_json: bool) -> None:
+    """Distil logs into rules (with and without feedback) and preference pairs.
+
+    Only the work still missing is done, and every model call is cached in the workspace, so an
+    interrupted run resumes where it stopped. `unolearn logs stats` then shows how many logs carried
+    usable feedback (the first noise filter).
+    """
+    from .distill import DistillConfig, run
+
+    cfg = stage_config_for(ctx, DistillConfig, "distill", n_revisions=n_revisions, seed=seed,
+                           chunk_size=chunk_size)
+    result = run(open_workspace(ctx), models_for(ctx), cfg, progress=False if as_json else None)
+    out = result.as_dict()
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"distilled {out['logs']} logs: {out['prior_rules']} prior rule sets, {out['feedback_rules']} "
+               f"feedback rule sets ({out['usable_feedback']} usable, {out['filtered_as_noise']} noise), "
+               f"pairs {out['pairs']}, failed requests {out['failed']}")
+
+
+@cli.group()
+def pairs() -> None:
+    """Preference pairs made by `unolearn distill`."""
+
+
+@pairs.command("export")
+@click.option("--format", "fmt", type=click.Choice(["trl", "openai-dpo"]), default="trl", show_default=True,
+              help="trl: prompt/chosen/rejected (conversational); openai-dpo: "
+                   "input/preferred_output/non_preferred_output.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write JSONL here (atomically) instead of stdout.")
+@click.pass_context
+def pairs_export(ctx: click.Context, fmt: str, output: Path | None) -> None:
+    """Export the preference pairs as JSONL for DPO training elsewhere."""
+    from .distill import export_pairs
+
+    lines = (json.dumps(r, ensure_ascii=False) for r in export_pairs(open_workspace(ctx), fmt))
+    if output is None:
+        for line in lines:
+            click.echo(line)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        n = sum(fh.write(line + "\n") > 0 for line in lines)
+    tmp.replace(output)
+    click.echo(f"wrote {n} pairs to {output}", err=True)
 
 
 @cli.group()

@@ -70,6 +70,59 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (model, text_hash)
     );
     """,
+    # 3: the analysis stages: distilled rules, preference pairs, clusters, cognitive gap.
+    """
+    CREATE TABLE rules (
+        log_id TEXT NOT NULL REFERENCES logs(id),
+        kind TEXT NOT NULL CHECK (kind IN ('prior', 'feedback')),
+        rules TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (log_id, kind)
+    );
+    CREATE TABLE pairs (
+        id TEXT PRIMARY KEY,
+        log_id TEXT NOT NULL REFERENCES logs(id),
+        origin TEXT NOT NULL CHECK (origin IN ('revision', 'edit', 'implicit')),
+        prompt TEXT NOT NULL,
+        chosen TEXT NOT NULL,
+        rejected TEXT NOT NULL,
+        score REAL,
+        candidates TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX pairs_log ON pairs(log_id);
+    CREATE TABLE clusters (
+        id INTEGER PRIMARY KEY,
+        size INTEGER NOT NULL,
+        centroid BLOB NOT NULL,
+        embedder TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE cluster_members (
+        log_id TEXT PRIMARY KEY REFERENCES logs(id),
+        cluster INTEGER NOT NULL REFERENCES clusters(id)
+    );
+    CREATE INDEX cluster_members_cluster ON cluster_members(cluster);
+    CREATE TABLE novelty (
+        log_id TEXT NOT NULL REFERENCES logs(id),
+        rule_index INTEGER NOT NULL,
+        scorer TEXT NOT NULL,
+        novelty REAL NOT NULL,
+        PRIMARY KEY (log_id, rule_index, scorer)
+    );
+    CREATE TABLE gaps (
+        cluster INTEGER PRIMARY KEY REFERENCES clusters(id),
+        scorer TEXT NOT NULL,
+        gap REAL NOT NULL,
+        gap_mean REAL NOT NULL,
+        gap_max REAL NOT NULL,
+        n_logs INTEGER NOT NULL,
+        plan TEXT NOT NULL CHECK (plan IN ('primary', 'reflective')),
+        threshold REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -204,6 +257,15 @@ class Workspace:
             "actions": grouped("SELECT json_extract(a.value, '$.kind'), count(*) FROM logs, "
                                "json_each(logs.record, '$.actions') AS a GROUP BY 1 ORDER BY 2 DESC"),
             "rejected": self.count("rejected"),
+            "distilled": {
+                "prior_rules": c.execute("SELECT count(*) FROM rules WHERE kind = 'prior'").fetchone()[0],
+                "feedback_rules": c.execute("SELECT count(*) FROM rules WHERE kind = 'feedback'").fetchone()[0],
+                "usable_feedback": c.execute("SELECT count(*) FROM rules WHERE kind = 'feedback' "
+                                             "AND json_array_length(rules) > 0").fetchone()[0],
+                "filtered_as_noise": c.execute("SELECT count(*) FROM rules WHERE kind = 'feedback' "
+                                               "AND json_array_length(rules) = 0").fetchone()[0],
+                "pairs": grouped("SELECT origin, count(*) FROM pairs GROUP BY origin ORDER BY 2 DESC"),
+            },
         }
 
     # -- caches ------------------------------------------------------------------------------

@@ -45,9 +45,10 @@ class Models:
     model is loaded once.
     """
 
-    def __init__(self, ws: Workspace, cfg: BackendsConfig) -> None:
-        self.ws, self.cfg = ws, cfg
-        self._built: dict[str, object] = {}
+    def __init__(self, ws: Workspace, cfg: BackendsConfig | None = None, **built: ChatModel | Embedder) -> None:
+        """``built`` may hand over ready instances (``generator=``, ``judge=``, ``embedder=``), used as given."""
+        self.ws, self.cfg = ws, cfg or BackendsConfig()
+        self._built: dict[str, object] = dict(built)
 
     def _chat(self, role: str, cfg: ChatConfig) -> ChatModel:
         if role not in self._built:
@@ -63,7 +64,7 @@ class Models:
     @property
     def judge(self) -> ChatModel:
         """The LLM judge (the generator unless configured apart)."""
-        if self.cfg.judge is None or self.cfg.judge == self.cfg.generator:
+        if "judge" not in self._built and (self.cfg.judge is None or self.cfg.judge == self.cfg.generator):
             return self.generator
         return self._chat("judge", self.cfg.judge)
 

@@ -1,0 +1,409 @@
+"""The distil stage: logs → rules (with and without feedback) and preference pairs.
+
+For every log the generator writes the rules it would infer from the query alone (the model's
+*prior*); for every log whose user reacted in words, the rules that the feedback implies for the
+original query. Feedback that is not about the original query (small talk, a new question, bare
+thanks) yields an empty list: the first noise filter. For every log with usable feedback (or a
+wordless thumbs-down / regenerate), N answers are revised under the rules, the judge scores each
+against the rules, and the best becomes ``chosen`` with the first answer as ``rejected``; an ``edit``
+action gives a pair directly. Rules and pairs are stored per chunk of logs in one transaction, and
+every model call is cached, so an interrupted run resumes without repeating finished calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from .backends import ChatModel, ChatRequest, Models
+from .config import opt
+from .errors import ConfigError
+from .records import Log, content_hash
+from .store import Workspace, now
+
+RULES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"rules": {"type": "array", "items": {"type": "string"}}},
+    "required": ["rules"],
+}
+JUDGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reason": {"type": "string"}, "score": {"type": "integer", "minimum": 1, "maximum": 10}},
+    "required": ["reason", "score"],
+}
+
+PROMPTS = {
+    "en": {
+        "prior": (
+            "You study requests that users send to an AI assistant. You see only the request. "
+            "Write at most {n} rules that an answer should follow to serve this user well: first what "
+            "the user asks for explicitly, then needs you can reasonably infer from the request. "
+            "Each rule is one specific, actionable instruction phrased positively (what to do, not what "
+            "to avoid). Avoid generic advice that would fit any request. "
+            'Reply with JSON only: {{"rules": ["...", "..."]}}'),
+        "feedback": (
+            "You study conversations between a user and an AI assistant. You see the user's original "
+            "request, the assistant's first answer, and what the user said afterwards. Write the rules "
+            "that the user's later messages imply for answering the ORIGINAL request better. Only "
+            "reactions to that answer count: ignore small talk, new or unrelated questions, and thanks "
+            "or approval that asks for no change. If nothing remains, return an empty list. Each rule "
+            "is one specific, actionable instruction phrased positively (what to do). "
+            'Reply with JSON only: {"rules": ["...", "..."]}'),
+        "feedback_input": "## Original request\n{query}\n\n## First answer\n{answer}\n\n## What the user said afterwards\n{feedback}",
+        "prior_input": "## Request\n{query}",
+        "revise": (
+            "## Request\n{query}\n\n## Earlier answer\n{answer}\n\n## What the user said about it\n"
+            "{feedback}\n\n## Rules to follow\n{rules}\n\n"
+            "Rewrite the earlier answer so that it follows every rule while still answering the request "
+            "correctly. Output only the complete new answer, without repeating the request."),
+        "judge": (
+            "You grade an answer strictly. Score from 1 (ignores the rules or is wrong) to 10 (follows "
+            "every rule and answers the request correctly and completely).\n\n## Request\n{query}\n\n"
+            "## Rules\n{rules}\n\n## Answer\n{answer}\n\n"
+            'Reply with JSON only: {{"reason": "<one or two sentences>", "score": <integer 1-10>}}'),
+        "no_words": "(no words: the user {action} the answer)",
+    },
+    "zh": {
+        "prior": (
+            "你负责分析用户发给 AI 助手的请求。你只能看到请求本身。请写出最多 {n} 条规则，说明一个好的回答"
+            "应当怎样满足这位用户：先写用户明确提出的要求，再写可以从请求中合理推断出的需求。每条规则都是"
+            "一条具体、可执行的正面指令（说明要做什么，而不是不要做什么），不要写适用于任何请求的泛泛建议。"
+            '只输出 JSON：{{"rules": ["...", "..."]}}'),
+        "feedback": (
+            "你负责分析用户与 AI 助手之间的对话。你能看到用户最初的请求、助手的第一次回答，以及用户之后说的话。"
+            "请写出：根据用户之后的话，要更好地回答【最初的请求】应当遵循哪些规则。只有针对该回答的反应才算数："
+            "忽略闲聊、新的或无关的问题，以及不要求任何修改的感谢或认可。如果没有剩下的内容，返回空列表。"
+            "每条规则都是一条具体、可执行的正面指令（说明要做什么）。"
+            '只输出 JSON：{"rules": ["...", "..."]}'),
+        "feedback_input": "## 最初的请求\n{query}\n\n## 第一次回答\n{answer}\n\n## 用户之后说的话\n{feedback}",
+        "prior_input": "## 请求\n{query}",
+        "revise": (
+            "## 请求\n{query}\n\n## 之前的回答\n{answer}\n\n## 用户对它的反馈\n{feedback}\n\n"
+            "## 需要遵循的规则\n{rules}\n\n"
+            "请改写之前的回答，使其遵循每一条规则，同时仍然正确地回答请求。只输出完整的新回答，不要重复请求。"),
+        "judge": (
+            "请严格评价一个回答。评分从 1（无视规则或回答错误）到 10（遵循每一条规则，且正确、完整地回答了请求）。"
+            "\n\n## 请求\n{query}\n\n## 规则\n{rules}\n\n## 回答\n{answer}\n\n"
+            '只输出 JSON：{{"reason": "<一两句话>", "score": <1-10 的整数>}}'),
+        "no_words": "（没有文字：用户{action}了这个回答）",
+    },
+}
+_ACTION_WORDS = {"en": {"dislike": "gave a thumbs-down to", "regenerate": "asked to regenerate"},
+                 "zh": {"dislike": "点踩", "regenerate": "要求重新生成"}}
+
+
+@dataclass
+class DistillConfig:
+    """Parameters of the distil stage."""
+
+    n_revisions: int = opt(3, "Revised answers generated per log; the judge's best becomes `chosen`.")
+    temperature: float = opt(1.0, "Sampling temperature of the revisions.")
+    top_p: float = opt(0.9, "Nucleus sampling of the revisions.")
+    seed: int = opt(42, "Seed of the first revision; revision i uses seed + i.")
+    max_prior_rules: int = opt(5, "At most this many rules are kept from the query alone.")
+    rules_max_tokens: int = opt(384, "Token budget of a rules answer.")
+    answer_max_tokens: int = opt(768, "Token budget of a revised answer.")
+    judge_max_tokens: int = opt(256, "Token budget of a judge answer.")
+    chunk_size: int = opt(64, "Logs processed (and committed) together.")
+
+    def __post_init__(self) -> None:
+        if self.n_revisions < 1 or self.max_prior_rules < 1 or self.chunk_size < 1:
+            raise ConfigError("n_revisions, max_prior_rules and chunk_size must be ≥ 1")
+        if not (0.0 <= self.temperature <= 2.0 and 0.0 < self.top_p <= 1.0):
+            raise ConfigError("temperature must be in [0, 2] and top_p in (0, 1]")
+
+
+@dataclass
+class DistillResult:
+    """What a distil run did."""
+
+    logs: int = 0
+    prior_rules: int = 0
+    feedback_rules: int = 0
+    usable_feedback: int = 0
+    filtered_as_noise: int = 0
+    pairs: Counter = field(default_factory=Counter)
+    failed: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        d = asdict(self)
+        d["pairs"] = dict(self.pairs)
+        return d
+
+
+def numbered(items: Sequence[str]) -> str:
+    """Items as a numbered list, one per line."""
+    return "\n".join(f"{i}. {x}" for i, x in enumerate(items, 1))
+
+
+def wordless_rejection(log: Log) -> str | None:
+    """The action (dislike/regenerate) that rejected the first answer without words, if any."""
+    if log.feedback or log.first_answer is None:
+        return None
+    kinds = [a.kind for a in log.actions if a.turn in (None, 0)]
+    return next((k for k in ("dislike", "regenerate") if k in kinds), None)
+
+
+def feedback_text(log: Log) -> str:
+    """The user's reaction to the first answer as text: their words, else their wordless action."""
+    if log.feedback:
+        return numbered(log.feedback)
+    action = wordless_rejection(log)
+    if action is None:
+        return ""
+    return PROMPTS[log.lang]["no_words"].format(action=_ACTION_WORDS[log.lang][action])
+
+
+def prior_request(log: Log, cfg: DistillConfig) -> ChatRequest:
+    """The request for the rules the model infers from the query alone."""
+    p = PROMPTS[log.lang]
+    return ChatRequest.of([{"role": "system", "content": p["prior"].format(n=cfg.max_prior_rules)},
+                           {"role": "user", "content": p["prior_input"].format(query=log.query)}],
+                          schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed)
+
+
+def feedback_request(log: Log, cfg: DistillConfig) -> ChatRequest:
+    """The request for the rules that the user's feedback implies."""
+    p = PROMPTS[log.lang]
+    user = p["feedback_input"].format(query=log.query, answer=log.first_answer, feedback=feedback_text(log))
+    return ChatRequest.of([{"role": "system", "content": p["feedback"]}, {"role": "user", "content": user}],
+                          schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed)
+
+
+def revision_requests(log: Log, rules: Sequence[str], cfg: DistillConfig) -> list[ChatRequest]:
+    """N sampled revisions of the first answer under ``rules``."""
+    prompt = PROMPTS[log.lang]["revise"].format(query=log.query, answer=log.first_answer,
+                                                feedback=feedback_text(log), rules=numbered(rules))
+    return [ChatRequest.of(prompt, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + i,
+                           max_tokens=cfg.answer_max_tokens) for i in range(cfg.n_revisions)]
+
+
+def judge_request(log: Log, rules: Sequence[str], answer: str, cfg: DistillConfig, seed: int | None = None,
+                  temperature: float = 0.0) -> ChatRequest:
+    """The judge's 1–10 score of ``answer`` against ``rules``."""
+    prompt = PROMPTS[log.lang]["judge"].format(query=log.query, rules=numbered(rules), answer=answer)
+    return ChatRequest.of(prompt, schema=JUDGE_SCHEMA, max_tokens=cfg.judge_max_tokens,
+                          temperature=temperature, seed=seed if seed is not None else cfg.seed)
+
+
+def clean_rules(parsed: Any, limit: int | None = None) -> list[str]:
+    """The non-empty, de-duplicated rule strings of a parsed rules answer."""
+    out: list[str] = []
+    for r in (parsed or {}).get("rules", []):
+        r = " ".join(str(r).split())
+        if r and r not in out:
+            out.append(r)
+    return out[:limit] if limit else out
+
+
+def pair_prompt(log: Log) -> list[dict[str, str]]:
+    """The conversation up to the query: the pair's prompt."""
+    msgs = []
+    for m in log.messages:
+        msgs.append({"role": m.role, "content": m.content})
+        if m.role == "user":
+            return msgs
+    return msgs
+
+
+# -- the stage ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Done:
+    """What the workspace already holds, so a re-run only does what is missing."""
+
+    prior: set[str]
+    feedback: set[str]
+    usable: set[str]
+    prior_usable: set[str]
+    paired: set[str]
+
+    @classmethod
+    def load(cls, ws: Workspace) -> "_Done":
+        def ids(sql: str) -> set[str]:
+            return {r[0] for r in ws.conn.execute(sql)}
+
+        nonempty = "AND json_array_length(rules) > 0"
+        return cls(ids("SELECT log_id FROM rules WHERE kind = 'prior'"),
+                   ids("SELECT log_id FROM rules WHERE kind = 'feedback'"),
+                   ids(f"SELECT log_id FROM rules WHERE kind = 'feedback' {nonempty}"),
+                   ids(f"SELECT log_id FROM rules WHERE kind = 'prior' {nonempty}"),
+                   ids("SELECT DISTINCT log_id FROM pairs"))
+
+    def record_rules(self, log_id: str, kind: str, rules: list[str]) -> None:
+        """Note rules just stored."""
+        (self.prior if kind == "prior" else self.feedback).add(log_id)
+        if rules:
+            (self.prior_usable if kind == "prior" else self.usable).add(log_id)
+
+    def pair_possible(self, log: Log) -> bool:
+        """True when ``log`` can give a pair with what is known now (or may after its rules)."""
+        if log.first_answer is None:
+            return False
+        if any(a.kind == "edit" for a in log.actions):
+            return True
+        if log.feedback:
+            return log.id not in self.feedback or log.id in self.usable
+        return bool(wordless_rejection(log)) and (log.id not in self.prior or log.id in self.prior_usable)
+
+    def pending(self, log: Log) -> bool:
+        """True when ``log`` still needs prior rules, feedback rules or a pair."""
+        needs_feedback = bool(log.feedback) and log.first_answer is not None and log.id not in self.feedback
+        return (log.id not in self.prior or needs_feedback
+                or (self.pair_possible(log) and log.id not in self.paired))
+
+
+def run(ws: Workspace, models: Models, cfg: DistillConfig | None = None, *,
+        progress: bool | None = None) -> DistillResult:
+    """Distil every log that still lacks rules or a pair; return counts of what was done."""
+    cfg = cfg or DistillConfig()
+    run_id = ws.start_run("distill", asdict(cfg))
+    result = DistillResult()
+    try:
+        asyncio.run(_run(ws, models, cfg, result, progress))
+    except BaseException:
+        ws.finish_run(run_id, "failed", result.as_dict())
+        raise
+    result.usage = models.usage()
+    ws.finish_run(run_id, "ok", result.as_dict())
+    return result
+
+
+async def _run(ws: Workspace, models: Models, cfg: DistillConfig, result: DistillResult,
+               progress: bool | None) -> None:
+    done = _Done.load(ws)
+    todo = [log for log in ws.iter_logs() if done.pending(log)]
+    result.logs = len(todo)
+    try:
+        with tqdm(total=len(todo), desc="distill", unit="log",
+                  disable=None if progress is None else not progress) as bar:
+            for i in range(0, len(todo), cfg.chunk_size):
+                chunk = todo[i:i + cfg.chunk_size]
+                await _rules(ws, models.generator, chunk, done, cfg, result)
+                await _pairs(ws, models, chunk, done, cfg, result)
+                bar.update(len(chunk))
+    finally:
+        await models.aclose()
+
+
+async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cfg: DistillConfig,
+                 result: DistillResult) -> None:
+    """Ask for the missing prior and feedback rules of ``logs``; store them in one transaction."""
+    jobs = [(log, "prior", prior_request(log, cfg)) for log in logs if log.id not in done.prior]
+    jobs += [(log, "feedback", feedback_request(log, cfg)) for log in logs
+             if log.feedback and log.first_answer is not None and log.id not in done.feedback]
+    outs = await gen.generate([req for _, _, req in jobs], progress=False)
+    rows = []
+    for (log, kind, _), out in zip(jobs, outs):
+        if not out.ok:
+            result.failed += 1
+            continue
+        rules = clean_rules(out.parsed, cfg.max_prior_rules if kind == "prior" else None)
+        rows.append((log.id, kind, json.dumps(rules, ensure_ascii=False), gen.model_id, now()))
+        done.record_rules(log.id, kind, rules)
+        if kind == "prior":
+            result.prior_rules += 1
+        else:
+            result.feedback_rules += 1
+            result.usable_feedback += bool(rules)
+            result.filtered_as_noise += not rules
+    with ws.transaction() as c:
+        c.executemany("INSERT OR REPLACE INTO rules VALUES (?,?,?,?,?)", rows)
+
+
+def stored_rules(ws: Workspace, log_id: str, kind: str) -> list[str] | None:
+    """The stored rules of one log (``None`` when not distilled yet)."""
+    row = ws.conn.execute("SELECT rules FROM rules WHERE log_id = ? AND kind = ?", (log_id, kind)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def _pair_basis(ws: Workspace, log: Log) -> tuple[str, list[str]] | None:
+    """How a pair is made for ``log``: (origin, rules to revise under), or None for no pair."""
+    if log.first_answer is None:
+        return None
+    if log.feedback:
+        rules = stored_rules(ws, log.id, "feedback")
+        return ("revision", rules) if rules else None
+    if wordless_rejection(log):
+        rules = stored_rules(ws, log.id, "prior")
+        return ("implicit", rules) if rules else None
+    return None
+
+
+async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cfg: DistillConfig,
+                 result: DistillResult) -> None:
+    """Make the missing preference pairs of ``logs`` and store them in one transaction."""
+    rows = []
+    jobs: list[tuple[Log, str, list[str]]] = []
+    for log in logs:
+        if log.id in done.paired or log.first_answer is None:
+            continue
+        edits = [a.edited for a in log.actions if a.kind == "edit" and a.edited]
+        if edits:
+            rows.append(_pair_row(log, "edit", edits[-1], None, [], "user"))
+            continue
+        basis = _pair_basis(ws, log)
+        if basis:
+            jobs.append((log, *basis))
+    revisions = await models.generator.generate(
+        [r for log, _, rules in jobs for r in revision_requests(log, rules, cfg)], progress=False)
+    per_log = [revisions[i * cfg.n_revisions:(i + 1) * cfg.n_revisions] for i in range(len(jobs))]
+    judged = [(j, out.text) for j, outs in enumerate(per_log) for out in outs if out.ok and out.text.strip()]
+    result.failed += sum(not o.ok for o in revisions)
+    scores = await models.judge.generate(
+        [judge_request(jobs[j][0], jobs[j][2], text, cfg) for j, text in judged], progress=False)
+    best: dict[int, tuple[float, str, list[dict[str, Any]]]] = {}
+    for (j, text), sc in zip(judged, scores):
+        if not sc.ok:
+            result.failed += 1
+            continue
+        cand = {"answer": text, "score": sc.parsed["score"], "reason": sc.parsed["reason"]}
+        prev = best.get(j, (float("-inf"), "", []))
+        top = (cand["score"], text) if cand["score"] > prev[0] else prev[:2]
+        best[j] = (*top, prev[2] + [cand])
+    for j, (score, text, cands) in best.items():
+        log, origin, _ = jobs[j]
+        rows.append(_pair_row(log, origin, text, score, cands, models.generator.model_id))
+    for r in rows:
+        result.pairs[r[2]] += 1
+        done.paired.add(r[1])
+    with ws.transaction() as c:
+        c.executemany("INSERT OR REPLACE INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+
+def _pair_row(log: Log, origin: str, chosen: str, score: float | None, candidates: list, model: str) -> tuple:
+    prompt = pair_prompt(log)
+    pid = content_hash("pair", {"log": log.id, "origin": origin, "chosen": chosen})
+    return (pid, log.id, origin, json.dumps(prompt, ensure_ascii=False), chosen, log.first_answer, score,
+            json.dumps(candidates, ensure_ascii=False), model, now())
+
+
+EXPORT_FORMATS = ("trl", "openai-dpo")
+
+
+def export_pairs(ws: Workspace, fmt: str = "trl"):
+    """Yield the stored preference pairs as records of ``fmt``.
+
+    ``trl``: conversational ``{"prompt": [messages], "chosen": [assistant], "rejected": [assistant]}``,
+    as TRL's DPOTrainer reads it. ``openai-dpo``: ``{"input": {"messages": [...]},
+    "preferred_output": [assistant], "non_preferred_output": [assistant]}``.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown pair format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    for prompt, chosen, rejected in ws.conn.execute("SELECT prompt, chosen, rejected FROM pairs ORDER BY id"):
+        messages = json.loads(prompt)
+        good = [{"role": "assistant", "content": chosen}]
+        bad = [{"role": "assistant", "content": rejected}]
+        if fmt == "trl":
+            yield {"prompt": messages, "chosen": good, "rejected": bad}
+        else:
+            yield {"input": {"messages": messages}, "preferred_output": good, "non_preferred_output": bad}

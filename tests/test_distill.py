@@ -1,0 +1,139 @@
+import json
+import re
+
+import pytest
+
+from unolearn.backends import Models
+from unolearn.backends.cache import CachedChatModel
+from unolearn.distill import DistillConfig, export_pairs, run, stored_rules
+from unolearn.errors import BackendError, ConfigError
+from unolearn.records import Action, Log, Message
+
+from doubles import MockChatModel
+
+
+def make_log(q, a=None, *feedback, actions=(), lang=None):
+    msgs = [Message(role="user", content=q)]
+    if a is not None:
+        msgs.append(Message(role="assistant", content=a))
+    msgs += [Message(role="user", content=f) for f in feedback]
+    return Log.from_messages(msgs, actions=tuple(actions), lang=lang, source="t")
+
+
+def respond(req):
+    """A scripted model: rules by prompt kind, revisions that name their seed, a judge preferring seed 43."""
+    text = "\n".join(m["content"] for m in req.messages)
+    if "You study requests" in text or "你负责分析用户发给" in text:
+        return json.dumps({"rules": ["Answer the question directly.", "Answer the question directly.", "Be exact."]})
+    if "You study conversations" in text or "你负责分析用户与" in text:
+        wants = re.search(r"(What the user said afterwards|用户之后说的话)\n(.*)", text, re.S).group(2)
+        if "thanks" in wants.lower():
+            return json.dumps({"rules": []})
+        return json.dumps({"rules": ["Keep the answer under 50 words."]})
+    if "Rewrite the earlier answer" in text or "请改写之前的回答" in text:
+        return f"revised answer seed {req.seed}"
+    if "You grade an answer" in text or "请严格评价" in text:
+        answer = text.rsplit("## 回答\n" if "## 回答" in text else "## Answer\n", 1)[1]
+        return json.dumps({"reason": "r", "score": 9 if "seed 43" in answer else 5})
+    raise AssertionError(f"unexpected prompt: {text[:200]}")
+
+
+LOGS = {
+    "fb": make_log("Explain tort law", "A very long answer ...", "Too long, keep it short"),
+    "noise": make_log("What is a contract?", "An agreement.", "thanks, and what's the weather?"),
+    "prompt_only": make_log("ironside meaning"),
+    "dislike": make_log("Define estoppel", "Estoppel is ...", actions=[Action(kind="dislike")]),
+    "edit": make_log("Summarise GDPR", "Long text", actions=[Action(kind="edit", edited="Short text")]),
+    "zh": make_log("什么是合同法？", "合同法是……", "太长了，请简短一些"),
+}
+
+
+@pytest.fixture
+def filled(ws):
+    ws.add_logs(LOGS.values())
+    return ws
+
+
+def test_distill_rules_pairs_and_noise_filter(filled):
+    gen = MockChatModel(responder=respond)
+    res = run(filled, Models(filled, generator=gen), DistillConfig())
+    assert res.prior_rules == 6 and res.feedback_rules == 3
+    assert res.usable_feedback == 2 and res.filtered_as_noise == 1 and res.failed == 0
+    assert dict(res.pairs) == {"revision": 2, "implicit": 1, "edit": 1}
+    assert stored_rules(filled, LOGS["fb"].id, "prior") == ["Answer the question directly.", "Be exact."]
+    assert stored_rules(filled, LOGS["noise"].id, "feedback") == []
+    assert stored_rules(filled, LOGS["prompt_only"].id, "feedback") is None
+    pairs = {r[0]: r[1:] for r in filled.conn.execute(
+        "SELECT log_id, origin, chosen, rejected, score, candidates FROM pairs")}
+    origin, chosen, rejected, score, cands = pairs[LOGS["fb"].id]
+    assert (origin, chosen, rejected, score) == ("revision", "revised answer seed 43", "A very long answer ...", 9)
+    assert sorted(c["score"] for c in json.loads(cands)) == [5, 5, 9]
+    assert pairs[LOGS["edit"].id][:3] == ("edit", "Short text", "Long text")
+    assert pairs[LOGS["dislike"].id][0] == "implicit"
+    assert LOGS["noise"].id not in pairs and LOGS["prompt_only"].id not in pairs
+    stats = filled.log_stats()["distilled"]
+    assert stats["usable_feedback"] == 2 and stats["filtered_as_noise"] == 1
+    assert stats["pairs"] == {"revision": 2, "implicit": 1, "edit": 1}
+
+
+def test_prompts_follow_the_log_language(filled):
+    gen = MockChatModel(responder=respond)
+    run(filled, Models(filled, generator=gen))
+    zh = [r for r in gen.history if "什么是合同法" in r.messages[-1]["content"]]
+    assert zh and all(re.search(r"[\u4e00-\u9fff]{4}", r.messages[0]["content"]) for r in zh)
+    revisions = [r for r in gen.history if "Rewrite the earlier answer" in r.messages[0]["content"]]
+    assert {r.seed for r in revisions} == {42, 43, 44} and all(r.temperature == 1.0 and r.top_p == 0.9
+                                                               for r in revisions)
+    wordless = [r for r in revisions if "Define estoppel" in r.messages[0]["content"]]
+    assert "thumbs-down" in wordless[0].messages[0]["content"]
+
+
+def test_rerun_makes_no_calls_and_adds_nothing(filled):
+    gen = MockChatModel(responder=respond)
+    run(filled, Models(filled, generator=gen))
+    n = len(gen.history)
+    res = run(filled, Models(filled, generator=gen))
+    assert len(gen.history) == n and res.logs == 0 and sum(res.pairs.values()) == 0
+
+
+def test_interrupted_run_resumes_without_repeating_finished_calls(filled):
+    gen = MockChatModel(responder=respond)
+    failing_judge = MockChatModel(responder=lambda r: (_ for _ in ()).throw(BackendError("judge down")))
+    first = run(filled, Models(filled, generator=CachedChatModel(gen, filled), judge=failing_judge))
+    assert first.failed > 0 and dict(first.pairs) == {"edit": 1}
+    calls_before = len(gen.history)
+    judge = MockChatModel(responder=respond)
+    second = run(filled, Models(filled, generator=CachedChatModel(gen, filled), judge=judge))
+    assert len(gen.history) == calls_before, "finished generator calls were repeated"
+    assert dict(second.pairs) == {"revision": 2, "implicit": 1} and len(judge.history) == 9
+
+
+def test_export_formats(filled):
+    run(filled, Models(filled, generator=MockChatModel(responder=respond)))
+    trl = list(export_pairs(filled, "trl"))
+    assert len(trl) == 4 and all(set(r) == {"prompt", "chosen", "rejected"} for r in trl)
+    assert all(r["prompt"][-1]["role"] == "user" and r["chosen"][0]["role"] == "assistant" for r in trl)
+    oai = list(export_pairs(filled, "openai-dpo"))
+    assert set(oai[0]) == {"input", "preferred_output", "non_preferred_output"}
+    assert oai[0]["input"]["messages"] == trl[0]["prompt"]
+    with pytest.raises(ConfigError):
+        list(export_pairs(filled, "csv"))
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        DistillConfig(n_revisions=0)
+    with pytest.raises(ConfigError):
+        DistillConfig(top_p=0)
+
+
+def test_cli_pairs_export(filled, run_cli, tmp_path):
+    run(filled, Models(filled, generator=MockChatModel(responder=respond)))
+    out = tmp_path / "pairs.jsonl"
+    r = run_cli("pairs", "export", "--format", "openai-dpo", "-o", str(out))
+    assert r.code == 0, r.err
+    assert len(out.read_text().splitlines()) == 4 and "wrote 4 pairs" in r.err
+    r = run_cli("pairs", "export")
+    assert len(r.out.splitlines()) == 4 and "chosen" in r.out
+    stats = run_cli("logs", "stats").out
+    assert "2 usable, 1 filtered as noise" in stats
