@@ -41,6 +41,7 @@ class ChatRequest:
     top_p: float = 1.0
     seed: int | None = None
     max_tokens: int = 512
+    logprobs: int | None = None  # ask for this many top log-probabilities of the first answer token
 
     @classmethod
     def of(cls, messages: Sequence[dict[str, str]] | str, **kw: Any) -> "ChatRequest":
@@ -65,6 +66,7 @@ class ChatResult:
     latency_s: float = 0.0
     error: UnolearnError | None = None
     cached: bool = False
+    top_logprobs: dict[str, float] | None = None  # first answer token → log-probability (with logprobs)
 
     @property
     def ok(self) -> bool:
@@ -74,7 +76,8 @@ class ChatResult:
     def to_json(self) -> str:
         """Serialise a successful result (for the response cache)."""
         return canonical_json({"text": self.text, "parsed": self.parsed, "prompt_tokens": self.prompt_tokens,
-                               "completion_tokens": self.completion_tokens, "latency_s": self.latency_s})
+                               "completion_tokens": self.completion_tokens, "latency_s": self.latency_s,
+                               "top_logprobs": self.top_logprobs})
 
     @classmethod
     def from_json(cls, text: str) -> "ChatResult":
