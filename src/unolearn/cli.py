@@ -220,6 +220,67 @@ def pairs_export(ctx: click.Context, fmt: str, output: Path | None) -> None:
     click.echo(f"wrote {n} pairs to {output}", err=True)
 
 
+@cli.command()
+@click.option("--scorer", type=click.Choice(["embedding", "logprob"]),
+              help="embedding: 1 − max cosine to the prior rules (default); logprob: yes/no probability "
+                   "from the judge's logprobs (needs a server that returns logprobs).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0),
+              help="Gap at or above which a cluster is planned 'reflective' (default 0.45).")
+@json_option
+@click.pass_context
+def assess(ctx: click.Context, scorer: str | None, threshold: float | None, as_json: bool) -> None:
+    """Measure each cluster's cognitive gap and plan its path (primary or reflective)."""
+    from .assess import AssessConfig, run
+
+    cfg = stage_config_for(ctx, AssessConfig, "assess", scorer=scorer, threshold=threshold)
+    gaps = run(open_workspace(ctx), models_for(ctx), cfg)
+    if as_json:
+        echo_json([vars(g) for g in gaps])
+        return
+    for g in gaps:
+        click.echo(f"cluster {g.cluster:>4}: {g.n_logs:>5} logs, gap {g.gap:.2f} "
+                   f"(mean {g.gap_mean:.2f}, max {g.gap_max:.2f}) → {g.plan}")
+
+
+@cli.group()
+def clusters() -> None:
+    """Inspect the clusters."""
+
+
+@clusters.command("list")
+@json_option
+@click.pass_context
+def clusters_list(ctx: click.Context, as_json: bool) -> None:
+    """Each cluster's size, example queries, top rules, gap and plan."""
+    from .report import cluster_summaries
+
+    rows = cluster_summaries(open_workspace(ctx))
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no clusters yet: run `unolearn cluster`")
+    for r in rows:
+        gap = "not assessed" if r["gap"] is None else f"gap {r['gap']:.2f} → {r['plan']}"
+        click.echo(f"cluster {r['cluster']} ({r['size']} logs, {gap})")
+        for q in r["top_queries"]:
+            click.echo(f"    query: {' '.join(q.split())[:100]}")
+        for rule in r["top_rules"]:
+            click.echo(f"    rule:  {rule[:100]}")
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML (default: artifacts/report.html in the workspace).")
+@click.pass_context
+def report(ctx: click.Context, output: Path | None) -> None:
+    """Write a static HTML report: cluster map, clusters with gap and plan, noise-filter counts."""
+    from .report import write_report
+
+    models = models_for(ctx)
+    click.echo(str(write_report(open_workspace(ctx), models.embedder, output)))
+
+
 @cli.group()
 def config() -> None:
     """Inspect the configuration."""

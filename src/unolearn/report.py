@@ -1,0 +1,114 @@
+"""Views of the analysis: per-cluster summaries (for `clusters list`) and a static HTML report.
+
+The report is one self-contained HTML file in the workspace's artifacts (inline SVG, no scripts,
+no network), so it opens from disk in any browser and can be attached to a ticket.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import Embedder
+from .records import Log
+from .store import Workspace, now
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf"]
+
+
+def cluster_summaries(ws: Workspace, examples: int = 3) -> list[dict[str, Any]]:
+    """Every cluster with its size, example queries, most frequent rules, gap and plan."""
+    gaps = {r[0]: r[1:] for r in ws.conn.execute(
+        "SELECT cluster, gap, gap_mean, gap_max, scorer, plan FROM gaps")}
+    out = []
+    for cid, size in ws.conn.execute("SELECT id, size FROM clusters ORDER BY id").fetchall():
+        members = ws.conn.execute(
+            "SELECT l.record, f.rules FROM cluster_members m JOIN logs l ON l.id = m.log_id "
+            "LEFT JOIN rules f ON f.log_id = m.log_id AND f.kind = 'feedback' "
+            "WHERE m.cluster = ? ORDER BY m.log_id", (cid,)).fetchall()
+        queries = [Log.model_validate_json(rec).query for rec, _ in members]
+        rules = Counter(r for _, fb in members for r in json.loads(fb or "[]"))
+        gap, gap_mean, gap_max, scorer, plan = gaps.get(cid, (None, None, None, None, None))
+        out.append({"cluster": cid, "size": size, "top_queries": queries[:examples],
+                    "top_rules": [r for r, _ in rules.most_common(examples)], "gap": gap,
+                    "gap_mean": gap_mean, "gap_max": gap_max, "scorer": scorer, "plan": plan})
+    return out
+
+
+def pca_2d(vectors: np.ndarray) -> np.ndarray:
+    """Project rows onto their first two principal components (zeros when there is < 2 rows)."""
+    if len(vectors) < 2:
+        return np.zeros((len(vectors), 2))
+    centred = vectors - vectors.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    pts = centred @ vt[:2].T
+    return pts if pts.shape[1] == 2 else np.pad(pts, ((0, 0), (0, 2 - pts.shape[1])))
+
+
+def _map_svg(points: np.ndarray, labels: list[int], titles: list[str], size: int = 520) -> str:
+    if len(points) == 0:
+        return "<p>No clustered logs.</p>"
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    span = np.where(hi - lo == 0, 1.0, hi - lo)
+    xy = 20 + (points - lo) / span * (size - 40)
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{size - y:.1f}" r="4" fill="{PALETTE[c % len(PALETTE)]}" fill-opacity="0.75">'
+        f"<title>cluster {c}: {html.escape(t[:120])}</title></circle>"
+        for (x, y), c, t in zip(xy, labels, titles))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
+            f'style="border:1px solid #ccc;background:#fff">{dots}</svg>')
+
+
+def _cluster_rows(summaries: list[dict[str, Any]]) -> str:
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
+    def items(xs: list[str]) -> str:
+        return "<ul>" + "".join(f"<li>{html.escape(x[:200])}</li>" for x in xs) + "</ul>"
+
+    return "".join(
+        f'<tr><td><span class="sw" style="background:{PALETTE[s["cluster"] % len(PALETTE)]}"></span>'
+        f'{s["cluster"]}</td><td>{s["size"]}</td><td>{fmt(s["gap"])}</td><td>{fmt(s["gap_mean"])}</td>'
+        f'<td>{fmt(s["gap_max"])}</td><td>{html.escape(s["plan"] or "not assessed")}</td>'
+        f'<td>{items(s["top_queries"])}</td><td>{items(s["top_rules"])}</td></tr>' for s in summaries)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
+width:100%}td,th{border:1px solid #ddd;padding:6px;vertical-align:top;font-size:14px}th{background:#f4f4f4}
+ul{margin:0;padding-left:1.2em}.sw{display:inline-block;width:12px;height:12px;margin-right:6px;
+border-radius:2px}.counts td{border:none;padding:2px 12px 2px 0}"""
+
+
+def write_report(ws: Workspace, embedder: Embedder, path: Path | None = None) -> Path:
+    """Write the analysis report (cluster map, clusters, noise filter) and return its path."""
+    summaries = cluster_summaries(ws)
+    members = ws.conn.execute("SELECT m.cluster, l.record FROM cluster_members m JOIN logs l "
+                              "ON l.id = m.log_id ORDER BY m.cluster, m.log_id").fetchall()
+    queries = [Log.model_validate_json(rec).query for _, rec in members]
+    points = pca_2d(embedder.embed(queries)) if queries else np.zeros((0, 2))
+    stats = ws.log_stats()
+    d = stats["distilled"]
+    counts = [("logs", stats["logs"]), ("logs with feedback", stats["with_feedback"]),
+              ("feedback distilled", d["feedback_rules"]), ("usable feedback", d["usable_feedback"]),
+              ("filtered as noise", d["filtered_as_noise"]), ("preference pairs", sum(d["pairs"].values())),
+              ("clusters", len(summaries))]
+    body = (f"<h1>unolearn report</h1><p>Workspace <code>{html.escape(str(ws.root))}</code>, {now()}.</p>"
+            "<h2>Noise filter</h2><table class='counts'>"
+            + "".join(f"<tr><td>{k}</td><td><b>{v}</b></td></tr>" for k, v in counts) + "</table>"
+            "<h2>Cluster map</h2><p>Query embeddings of the clustered logs, first two principal "
+            "components; colour = cluster.</p>" + _map_svg(points, [c for c, _ in members], queries)
+            + "<h2>Clusters</h2><table><tr><th>cluster</th><th>size</th><th>gap</th><th>mean</th>"
+            "<th>max</th><th>plan</th><th>queries</th><th>top rules</th></tr>"
+            + _cluster_rows(summaries) + "</table>")
+    path = path or ws.artifacts / "report.html"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>unolearn report</title>"
+                   f"<style>{STYLE}</style></head><body>{body}</body></html>", encoding="utf-8")
+    tmp.replace(path)
+    return path
