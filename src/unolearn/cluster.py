@@ -1,0 +1,484 @@
+"""The cluster stage: group logs by what was asked *and* what the user objected to.
+
+Why a dual embedding: two logs belong together when their queries are alike and their feedback
+teaches the same thing. Each log is embedded twice (its query; its feedback rules joined by
+newlines), each vector is L2-normalised, the two are concatenated and normalised again, so query and
+feedback weigh equally. Clusters are cut from a Ward hierarchy at a distance threshold (paper: 4).
+
+Why two methods: exact Ward needs all pairwise distances (``n²/2`` doubles), fine up to
+``exact_max`` points (10,000 points of 768 + 768 dimensions: about 1 GB and half a minute on 2 cores).
+Above it, MiniBatchKMeans first compresses the points into
+``micro_clusters`` centroids, and Ward runs on those centroids weighted by their sizes — a weighted
+Ward that starts from the micro-clusters as already-formed clusters, so its merge heights are those
+exact Ward would give once it had formed them.
+
+Storage contract (tables of migration 3):
+- ``clusters``: ids ``0..k-1`` by size, largest first; ``centroid`` is the L2-normalised mean of the
+  members' *query* embeddings (float32 bytes), because a new request has a query but no feedback
+  yet; ``embedder`` is the model id the centroids belong to.
+- ``cluster_members``: one row per clustered log.
+- A run replaces the previous clustering in one transaction (``gaps``, computed per cluster, are
+  deleted with it), so readers see the old clustering or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from scipy.cluster.hierarchy import fcluster, linkage
+
+from .backends.base import Embedder
+from .config import opt
+from .errors import ConfigError, InputError, NotFoundError
+from .store import Workspace, now
+
+MAX_MICRO_CLUSTERS = 20_000  # the weighted Ward keeps an m × m float64 matrix (3.2 GB at 20,000)
+KMEANS_BATCH = 4_096
+KMEANS_SAMPLES = 100_000  # points MiniBatchKMeans sees in all (whole passes, at least one) ...
+KMEANS_MAX_PASSES = 20  # ... but no more passes than this over small inputs
+
+
+@dataclass
+class ClusterConfig:
+    """Settings of the cluster stage."""
+
+    threshold: float = opt(4.0, "Ward merge distance at which the hierarchy is cut (paper: 4 on "
+                                "Qwen3-Embedding-0.6B). It is a distance between unit vectors grown by "
+                                "cluster size (two points: their Euclidean distance, at most 2; clusters of "
+                                "sizes a and b: sqrt(2ab/(a+b)) times the distance of their centroids), so a "
+                                "good value depends on the embedder and the data: use `sweep` to choose it.")
+    exact_max: int = opt(10_000, "Largest number of logs clustered by exact Ward; above it, the "
+                                 "two-stage method (MiniBatchKMeans, then weighted Ward) is used.")
+    micro_clusters: int = opt(2_000, "Micro-clusters of the two-stage method's first stage.")
+    seed: int = opt(42, "Random seed of the two-stage method.")
+    unseen_distance: float | None = opt(None, "Routing: a query whose cosine distance to the nearest "
+                                              "centroid exceeds this is 'unseen' (no cluster); None "
+                                              "routes every query to its nearest cluster.")
+
+    def __post_init__(self) -> None:
+        if not self.threshold > 0:
+            raise ConfigError("cluster.threshold must be > 0")
+        if self.exact_max < 0:
+            raise ConfigError("cluster.exact_max must be >= 0")
+        if not 2 <= self.micro_clusters <= MAX_MICRO_CLUSTERS:
+            raise ConfigError(f"cluster.micro_clusters must be between 2 and {MAX_MICRO_CLUSTERS}")
+        if self.unseen_distance is not None and not 0 <= self.unseen_distance <= 2:
+            raise ConfigError("cluster.unseen_distance must be between 0 and 2 (a cosine distance)")
+
+
+@dataclass
+class ClusterResult:
+    """What one clustering run produced."""
+
+    n_logs: int
+    n_clusters: int
+    sizes: list[int]
+    method: str  # "exact" or "two-stage"
+    seconds: float
+
+
+# -- inputs and the dual embedding ---------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """The logs with usable feedback: ids, queries and feedback rules as one text each."""
+
+    log_ids: list[str]
+    queries: list[str]
+    rules: list[str]
+
+
+def _rule_text(rule: Any) -> str:
+    """A rule as text: strings as they are, structured rules as compact JSON."""
+    return rule.strip() if isinstance(rule, str) else json.dumps(rule, ensure_ascii=False, sort_keys=True)
+
+
+def load_inputs(ws: Workspace) -> Inputs:
+    """The logs whose feedback rules (``rules`` rows of kind 'feedback') are a non-empty list."""
+    out = Inputs([], [], [])
+    rows = ws.conn.execute(
+        "SELECT r.log_id, l.record, r.rules FROM rules r JOIN logs l ON l.id = r.log_id "
+        "WHERE r.kind = 'feedback' ORDER BY r.log_id")
+    for log_id, record, rules_json in rows:
+        rules = json.loads(rules_json)
+        texts = [t for t in map(_rule_text, rules if isinstance(rules, list) else []) if t]
+        if texts:
+            out.log_ids.append(log_id)
+            out.queries.append(json.loads(record)["query"])
+            out.rules.append("\n".join(texts))
+    return out
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1.0, norms)
+
+
+def dual_embedding(query_vecs: np.ndarray, rule_vecs: np.ndarray) -> np.ndarray:
+    """Normalise query and rule vectors, concatenate them, normalise again: ``(n, dq + dr)``."""
+    return normalise(np.hstack([normalise(query_vecs), normalise(rule_vecs)]))
+
+
+def _embed(embedder: Embedder, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+    """The query embeddings and the dual embeddings of ``inputs``."""
+    q = normalise(embedder.embed(inputs.queries))
+    return q, dual_embedding(q, embedder.embed(inputs.rules))
+
+
+# -- Ward hierarchies ----------------------------------------------------------------------------
+
+
+def ward_distances(x: np.ndarray) -> np.ndarray:
+    """Condensed Euclidean distances (float64) of the rows of ``x``, computed block by block."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    sq = np.einsum("ij,ij->i", x, x)
+    out = np.empty(n * (n - 1) // 2)
+    pos = 0
+    for start in range(0, n - 1, 512):
+        stop = min(start + 512, n - 1)
+        block = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
+        np.sqrt(np.maximum(block, 0.0, out=block), out=block)
+        for i in range(start, stop):
+            out[pos:pos + n - i - 1] = block[i - start, i + 1:]
+            pos += n - i - 1
+    return out
+
+
+def weighted_ward(centroids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Ward linkage of ``centroids`` treated as clusters of ``weights`` points each.
+
+    Returns a scipy-format linkage matrix (rows ``[a, b, height, leaves]``, sorted by height, new
+    clusters numbered from ``m``). Heights follow scipy's ward convention: clusters of sizes a and b
+    with centroids ca and cb are ``sqrt(2ab/(a+b)) * |ca - cb|`` apart, so with unit weights this is
+    ``scipy.cluster.hierarchy.linkage(centroids, "ward")``. The fourth column counts leaves (as
+    scipy's validity checks require), not weights. Nearest-neighbour chain with Lance–Williams
+    updates on squared distances: O(m²) memory, about O(m²) time.
+    """
+    c = np.asarray(centroids, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64).copy()
+    m = len(c)
+    if m < 2 or len(w) != m or not np.all(w > 0) or not np.isfinite(c).all():
+        raise ValueError("weighted_ward needs at least two finite centroids, each with a weight > 0")
+    d2 = _initial_ward_sq(c, w)
+    merges = _nn_chain(d2, w)
+    order = np.argsort(merges[:, 2], kind="mergesort")
+    return _relabel(merges[order], m)
+
+
+def _initial_ward_sq(c: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Squared Ward distances ``2ab/(a+b) |ca - cb|²`` of every pair; ``inf`` on the diagonal."""
+    sq = np.einsum("ij,ij->i", c, c)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (c @ c.T), 0.0)
+    d2 *= 2.0 * np.outer(w, w) / (w[:, None] + w[None, :])
+    np.fill_diagonal(d2, np.inf)
+    return d2
+
+
+def _nn_chain(d2: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Merge mutual nearest neighbours until one cluster is left (``d2`` and ``w`` are consumed).
+
+    Rows ``[x, y, height, leaves]`` in merge order, where x < y are the slots merged; the merged
+    cluster lives on in slot y. Ties prefer the previous chain element, as scipy does.
+    """
+    m = len(w)
+    leaves = np.ones(m)
+    active = np.ones(m, dtype=bool)
+    merges = np.empty((m - 1, 4))
+    chain: list[int] = []
+    for k in range(m - 1):
+        if not chain:
+            chain.append(int(np.argmax(active)))
+        while True:
+            x = chain[-1]
+            y = int(np.argmin(d2[x]))
+            if len(chain) > 1 and d2[x, chain[-2]] <= d2[x, y]:
+                y = chain[-2]
+                break
+            chain.append(y)
+        del chain[-2:]
+        x, y = min(x, y), max(x, y)
+        merges[k] = (x, y, np.sqrt(d2[x, y]), leaves[x] + leaves[y])
+        _merge_into(d2, w, active, x, y)
+        leaves[y] += leaves[x]
+    return merges
+
+
+def _merge_into(d2: np.ndarray, w: np.ndarray, active: np.ndarray, x: int, y: int) -> None:
+    """Lance–Williams Ward update: slot y becomes x ∪ y; slot x is retired."""
+    wx, wy, dxy = w[x], w[y], d2[x, y]
+    active[x] = False
+    new = ((wx + w) * d2[x] + (wy + w) * d2[y] - w * dxy) / (wx + wy + w)
+    new[~active] = np.inf
+    new[y] = np.inf
+    d2[y, :] = new
+    d2[:, y] = new
+    d2[x, :] = np.inf
+    d2[:, x] = np.inf
+    w[y] = wx + wy
+
+
+def _relabel(merges: np.ndarray, m: int) -> np.ndarray:
+    """Replace merged slots by scipy cluster ids (leaves 0..m-1, the i-th merge m+i)."""
+    parent = np.arange(2 * m - 1)
+
+    def find(i: int) -> int:
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    z = merges.copy()
+    for i, (x, y) in enumerate(merges[:, :2].astype(int)):
+        a, b = sorted((find(x), find(y)))
+        z[i, 0], z[i, 1] = a, b
+        parent[a] = parent[b] = m + i
+    return z
+
+
+@dataclass
+class Hierarchy:
+    """A Ward linkage over leaves, and the leaf of each point (points = leaves for exact Ward)."""
+
+    z: np.ndarray
+    leaf_of_point: np.ndarray
+    method: str
+
+    def cut(self, threshold: float) -> np.ndarray:
+        """Cluster labels of the points at ``threshold``: 0..k-1, largest cluster first."""
+        if len(self.z) == 0:
+            leaf_labels = np.zeros(1, dtype=np.int64)
+        else:
+            leaf_labels = fcluster(self.z, threshold, criterion="distance")
+        return order_by_size(leaf_labels[self.leaf_of_point])
+
+
+def order_by_size(labels: np.ndarray) -> np.ndarray:
+    """Relabel clusters 0..k-1 by size, largest first (ties: the cluster seen first)."""
+    uniq, first, counts = np.unique(labels, return_index=True, return_counts=True)
+    rank = np.lexsort((first, -counts))
+    new_id = np.empty(len(uniq), dtype=np.int64)
+    new_id[rank] = np.arange(len(uniq))
+    return new_id[np.searchsorted(uniq, labels)]
+
+
+def build_hierarchy(x: np.ndarray, cfg: ClusterConfig) -> Hierarchy:
+    """Exact Ward up to ``cfg.exact_max`` points, the two-stage method above it."""
+    n = len(x)
+    if n < 2:
+        return Hierarchy(np.zeros((0, 4)), np.zeros(n, dtype=np.int64), "exact")
+    if n <= cfg.exact_max:
+        return Hierarchy(linkage(ward_distances(x), "ward"), np.arange(n), "exact")
+    return _two_stage(x, cfg)
+
+
+def _two_stage(x: np.ndarray, cfg: ClusterConfig) -> Hierarchy:
+    """MiniBatchKMeans into micro-clusters, then Ward on their centroids weighted by size."""
+    micro = micro_cluster_labels(x, cfg.micro_clusters, cfg.seed)
+    centroids, counts, leaf_of_point = micro_centroids(x, micro)
+    if len(counts) < 2:
+        return Hierarchy(np.zeros((0, 4)), leaf_of_point, "two-stage")
+    return Hierarchy(weighted_ward(centroids, counts), leaf_of_point, "two-stage")
+
+
+def micro_cluster_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """MiniBatchKMeans labels of the rows of ``x`` into at most ``k`` groups.
+
+    Random initial centres and about ``KMEANS_SAMPLES`` points seen in all (one pass at 100k
+    points, up to ``KMEANS_MAX_PASSES`` over fewer): micro-clusters only need to be small and tight,
+    not optimal, and k-means++ or many passes over large inputs would cost more than the rest of the
+    stage (at 100k × 1,536 the pass and the final assignment are most of its time).
+    """
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    n = len(x)
+    passes = min(KMEANS_MAX_PASSES, max(1, round(KMEANS_SAMPLES / n)))
+    km = MiniBatchKMeans(n_clusters=min(k, n), init="random", n_init=1, random_state=seed,
+                         batch_size=min(KMEANS_BATCH, n), max_iter=passes, compute_labels=False)
+    with warnings.catch_warnings():  # duplicate points: fewer distinct centres; empty ones are dropped
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return km.fit(x).predict(x)
+
+
+def micro_centroids(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Means (float64) and sizes of the non-empty groups of ``labels``, and each point's group renumbered."""
+    k = int(labels.max()) + 1
+    onehot = sparse.csr_matrix((np.ones(len(x), dtype=x.dtype), (labels, np.arange(len(x)))),
+                               shape=(k, len(x)))
+    counts = np.bincount(labels, minlength=k)
+    sums = np.asarray(onehot @ x, dtype=np.float64)
+    keep = counts > 0
+    new_id = np.cumsum(keep) - 1
+    return sums[keep] / counts[keep, None], counts[keep].astype(np.float64), new_id[labels]
+
+
+def cluster_vectors(x: np.ndarray, cfg: ClusterConfig) -> tuple[np.ndarray, str]:
+    """Labels (0..k-1, largest first) of the rows of ``x`` cut at ``cfg.threshold``, and the method."""
+    h = build_hierarchy(x, cfg)
+    return h.cut(cfg.threshold), h.method
+
+
+# -- the stage -----------------------------------------------------------------------------------
+
+
+def _require_inputs(ws: Workspace) -> Inputs:
+    inputs = load_inputs(ws)
+    if not inputs.log_ids:
+        raise InputError("no logs with usable feedback to cluster: distill rules from logs with "
+                         "feedback first (rules of kind 'feedback' must be non-empty)")
+    return inputs
+
+
+def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None) -> ClusterResult:
+    """Cluster the logs with usable feedback and store the clusters, replacing any previous ones."""
+    cfg = cfg or ClusterConfig()
+    run_id = ws.start_run("cluster", {**dataclasses.asdict(cfg), "embedder": embedder.model_id})
+    try:
+        start = time.perf_counter()
+        inputs = _require_inputs(ws)
+        queries, dual = _embed(embedder, inputs)
+        labels, method = cluster_vectors(dual, cfg)
+        sizes = _persist(ws, inputs.log_ids, labels, queries, embedder.model_id)
+        result = ClusterResult(len(labels), len(sizes), sizes, method,
+                               round(time.perf_counter() - start, 3))
+    except BaseException as e:
+        ws.finish_run(run_id, "failed", {"error": f"{type(e).__name__}: {e}"})
+        raise
+    ws.finish_run(run_id, "ok", dataclasses.asdict(result))
+    return result
+
+
+def _persist(ws: Workspace, log_ids: list[str], labels: np.ndarray, queries: np.ndarray,
+             model_id: str) -> list[int]:
+    """Replace the stored clustering in one transaction; return the cluster sizes."""
+    sizes = np.bincount(labels).tolist()
+    created = now()
+    with ws.transaction() as c:
+        c.execute("DELETE FROM gaps")
+        c.execute("DELETE FROM cluster_members")
+        c.execute("DELETE FROM clusters")
+        c.executemany("INSERT INTO clusters (id, size, centroid, embedder, created_at) VALUES (?,?,?,?,?)",
+                      ((cid, size, _centroid(queries[labels == cid]).tobytes(), model_id, created)
+                       for cid, size in enumerate(sizes)))
+        c.executemany("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)",
+                      _member_rows(log_ids, labels))
+    return sizes
+
+
+def _centroid(vecs: np.ndarray) -> np.ndarray:
+    """The L2-normalised mean of ``vecs`` as float32."""
+    return normalise(vecs.mean(axis=0, keepdims=True))[0]
+
+
+def _member_rows(log_ids: list[str], labels: np.ndarray) -> Iterator[tuple[str, int]]:
+    return ((log_id, int(label)) for log_id, label in zip(log_ids, labels))
+
+
+def sweep(ws: Workspace, embedder: Embedder, thresholds: Sequence[float],
+          cfg: ClusterConfig | None = None) -> list[dict[str, Any]]:
+    """Cluster counts and sizes at each threshold, all cut from one hierarchy (nothing is stored)."""
+    cfg = cfg or ClusterConfig()
+    if not thresholds or any(not t > 0 for t in thresholds):
+        raise ConfigError("sweep needs one or more thresholds > 0")
+    _, dual = _embed(embedder, _require_inputs(ws))
+    h = build_hierarchy(dual, cfg)
+    out = []
+    for t in thresholds:
+        sizes = np.bincount(h.cut(t)).tolist()
+        out.append({"threshold": t, "n_clusters": len(sizes), "sizes": sizes, "method": h.method})
+    return out
+
+
+# -- routing -------------------------------------------------------------------------------------
+
+
+class Router:
+    """Routes a new query to the cluster with the nearest centroid (cosine on query embeddings)."""
+
+    def __init__(self, ws: Workspace, embedder: Embedder, ids: np.ndarray, centroids: np.ndarray,
+                 sizes: np.ndarray, unseen_distance: float | None = None) -> None:
+        self.ws, self.embedder = ws, embedder
+        self.ids, self.centroids, self.sizes = ids, centroids, sizes
+        self.unseen_distance = unseen_distance
+
+    @classmethod
+    def load(cls, ws: Workspace, embedder: Embedder, unseen_distance: float | None = None) -> "Router":
+        """Read the stored clusters; raise NotFoundError when there are none."""
+        rows = ws.conn.execute("SELECT id, size, centroid, embedder FROM clusters ORDER BY id").fetchall()
+        if not rows:
+            raise NotFoundError("no clusters in this workspace: run `unolearn cluster` first")
+        models = {r[3] for r in rows}
+        if models != {embedder.model_id}:
+            raise ConfigError(f"the clusters were built with embedder {', '.join(sorted(models))}, "
+                              f"not {embedder.model_id}: re-run `unolearn cluster` or use that embedder")
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        sizes = np.array([r[1] for r in rows], dtype=np.int64)
+        centroids = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]).copy()
+        return cls(ws, embedder, ids, centroids, sizes, unseen_distance)
+
+    def route(self, query: str) -> tuple[int | None, float]:
+        """The nearest cluster's id (None when unseen) and the query's cosine distance to it."""
+        return self.route_many([query])[0]
+
+    def route_many(self, queries: Sequence[str]) -> list[tuple[int | None, float]]:
+        """:meth:`route` for many queries, embedded in one call."""
+        if not queries:
+            return []
+        best, dist = self._nearest(normalise(self.embedder.embed(list(queries))))
+        limit = self.unseen_distance
+        return [(None if limit is not None and d > limit else int(self.ids[b]), float(d))
+                for b, d in zip(best, dist)]
+
+    def _nearest(self, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sims = vecs @ self.centroids.T
+        best = np.argmax(sims, axis=1)
+        return best, 1.0 - sims[np.arange(len(vecs)), best]
+
+    def add(self, log_id: str, query: str) -> tuple[int, float]:
+        """Assign a stored log to its nearest cluster and move that centroid (running mean, re-normalised).
+
+        Returns the cluster id and the query's cosine distance to the centroid before the update. A log
+        already in a cluster keeps it and changes nothing. Size and centroid are read and written in
+        one transaction, so concurrent adds are not lost.
+        """
+        if not self.ws.conn.execute("SELECT 1 FROM logs WHERE id = ?", (log_id,)).fetchone():
+            raise NotFoundError(f"no log {log_id!r}")
+        vec = normalise(self.embedder.embed([query]))
+        best, dist = self._nearest(vec)
+        i, cid = int(best[0]), int(self.ids[best[0]])
+        with self.ws.transaction() as t:
+            member = t.execute("SELECT cluster FROM cluster_members WHERE log_id = ?", (log_id,)).fetchone()
+            if member:
+                return int(member[0]), self._distance_to(int(member[0]), vec[0])
+            row = t.execute("SELECT size, centroid FROM clusters WHERE id = ?", (cid,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"cluster {cid} is gone (re-clustered since this router was loaded)")
+            size, centroid = row[0] + 1, running_mean(np.frombuffer(row[1], dtype=np.float32), row[0], vec[0])
+            t.execute("UPDATE clusters SET size = ?, centroid = ? WHERE id = ?", (size, centroid.tobytes(), cid))
+            t.execute("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)", (log_id, cid))
+        self.centroids[i], self.sizes[i] = centroid, size
+        return cid, float(dist[0])
+
+    def _distance_to(self, cid: int, vec: np.ndarray) -> float:
+        found = np.flatnonzero(self.ids == cid)
+        return float(1.0 - vec @ self.centroids[found[0]]) if len(found) else float("nan")
+
+
+def running_mean(centroid: np.ndarray, size: int, vec: np.ndarray) -> np.ndarray:
+    """The unit centroid of ``size`` members after adding ``vec`` (the stored centroid stands in for
+    the members' mean, whose norm is not kept), as float32."""
+    return normalise(((centroid * size + vec) / (size + 1))[None, :])[0]
