@@ -28,6 +28,10 @@ class MockChatModel(ChatModel):
         self.concurrency, self.model_id = concurrency, model_id
         self.queue: list[Any] = []
         self.history: list[ChatRequest] = []
+        self.adapters: dict[str, str] = {}
+
+    async def add_adapter(self, name: str, path: str) -> None:
+        self.adapters[name] = path
 
     def enqueue(self, *texts: str, error: BackendError | None = None) -> "MockChatModel":
         self.queue.extend(texts)

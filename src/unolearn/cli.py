@@ -40,7 +40,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
                    "Default: $UNOLEARN_HOME, else ./unolearn-workspace.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Configuration file (YAML). Default: config.yaml in the workspace.")
-@click.option("--backend", type=click.Choice(["embedded", "openai"]),
+@click.option("--backend", type=click.Choice(["embedded", "openai", "hf"]),
               help="Generator backend [env UNOLEARN_BACKEND]. Default: embedded.")
 @click.option("--base-url", help="OpenAI-compatible server of the generator, e.g. "
                                  "http://localhost:8000/v1 [env UNOLEARN_BASE_URL].")
@@ -220,6 +220,79 @@ def pairs_export(ctx: click.Context, fmt: str, output: Path | None) -> None:
     click.echo(f"wrote {n} pairs to {output}", err=True)
 
 
+@cli.command("cluster")
+@click.option("--threshold", type=click.FloatRange(min=0.0, min_open=True),
+              help="Ward distance at which the hierarchy is cut (default 4.0, the paper's value for "
+                   "Qwen3-Embedding-0.6B). It depends on the embedder: use --sweep to choose it.")
+@click.option("--sweep", "sweep_values", help="Comma-separated thresholds: print the cluster count and "
+                                               "sizes at each, store nothing.")
+@json_option
+@click.pass_context
+def cluster_cmd(ctx: click.Context, threshold: float | None, sweep_values: str | None, as_json: bool) -> None:
+    """Cluster the logs with usable feedback by query and feedback (dual embedding, Ward).
+
+    Each cluster keeps the centroid of its members' query embeddings; new queries are routed to the
+    nearest one. Re-clustering replaces the previous clusters (and their gaps and plans).
+    """
+    from .cluster import ClusterConfig, run, sweep
+
+    cfg = stage_config_for(ctx, ClusterConfig, "cluster", threshold=threshold)
+    embedder = models_for(ctx).embedder
+    if sweep_values:
+        try:
+            values = [float(v) for v in sweep_values.split(",") if v.strip()]
+        except ValueError as e:
+            raise InputError(f"--sweep: not a list of numbers: {sweep_values!r}") from e
+        rows = sweep(open_workspace(ctx), embedder, values, cfg)
+        if as_json:
+            echo_json(rows)
+            return
+        for r in rows:
+            click.echo(f"threshold {r['threshold']:>6}: {r['n_clusters']:>5} clusters, largest "
+                       f"{sorted(r['sizes'], reverse=True)[:8]}")
+        return
+    result = run(open_workspace(ctx), embedder, cfg)
+    if as_json:
+        echo_json(vars(result))
+    else:
+        click.echo(f"{result.n_logs} logs → {result.n_clusters} clusters ({result.method}, "
+                   f"{result.seconds:.1f} s); sizes {result.sizes[:12]}")
+
+
+@cli.command("run")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--stop-after", type=click.Choice(["ingest", "distill", "cluster", "assess", "train", "select"]),
+              help="End after this stage.")
+@json_option
+@click.pass_context
+def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None, as_json: bool) -> None:
+    """The main job: ingest PATHS (if given) → distill → cluster → assess → train → select.
+
+    Resumable: re-running continues where an interrupted run stopped, and repeats no finished model
+    call or training. Each stage reads its section of the config file (distill:, cluster:, assess:,
+    train:, select:).
+    """
+    from .assess import AssessConfig
+    from .cluster import ClusterConfig
+    from .distill import DistillConfig
+    from .pipeline import RunConfigs, run
+    from .selection import SelectConfig
+    from .train import TrainConfig
+
+    cfgs = RunConfigs(*(stage_config_for(ctx, cls, name) for cls, name in (
+        (DistillConfig, "distill"), (ClusterConfig, "cluster"), (AssessConfig, "assess"),
+        (TrainConfig, "train"), (SelectConfig, "select"))))
+    echo = (lambda _: None) if as_json else click.echo
+    summary = run(open_workspace(ctx), models_for(ctx), paths, cfgs, echo, stop_after)
+    if as_json:
+        echo_json(summary)
+        return
+    plans = summary.get("select") or []
+    for p in plans:
+        if p["system"] == "uno":
+            click.echo(f"cluster {p['cluster']:>4}: {p['path']} ({p['reason']})")
+
+
 @cli.command()
 @click.option("--scorer", type=click.Choice(["embedding", "logprob"]),
               help="embedding: 1 − max cosine to the prior rules (default); logprob: yes/no probability "
@@ -279,6 +352,211 @@ def report(ctx: click.Context, output: Path | None) -> None:
 
     models = models_for(ctx)
     click.echo(str(write_report(open_workspace(ctx), models.embedder, output)))
+
+
+@cli.command()
+@click.option("--cluster", "cluster_id", type=int, help="Train only this cluster's modules.")
+@click.option("--base-model", help="Hugging Face model folder to train on (default: the embedded model).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Expert epochs (default 8).")
+@click.option("--critic-epochs", type=click.IntRange(min=1), help="Critic epochs (default 8).")
+@click.option("--max-length", type=click.IntRange(min=16), help="Token limit of a training sequence (default 1024).")
+@json_option
+@click.pass_context
+def train(ctx: click.Context, cluster_id: int | None, base_model: str | None, epochs: int | None,
+          critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
+    """Train per-cluster LoRA experts (DPO+SFT) and critics (SFT).
+
+    Every hyper-parameter can be set in the `train:` section of the config file (see
+    `unolearn.train.TrainConfig`). On GPUs the same command trains in bf16; for several GPUs run it
+    under `accelerate launch -m unolearn train ...`.
+    """
+    from .train import TrainConfig, run
+
+    cfg = stage_config_for(ctx, TrainConfig, "train", base_model=base_model, epochs=epochs,
+                           critic_epochs=critic_epochs, max_length=max_length)
+
+    def report(m: Any) -> None:
+        if not as_json:
+            state = "reused" if m.reused else f"trained in {m.seconds:.0f} s"
+            click.echo(f"cluster {m.cluster}: {m.kind} {m.id} ({m.n_train} train / {m.n_val} val, {state})")
+
+    modules = run(open_workspace(ctx), cfg, cluster_id, on_module=report)
+    if as_json:
+        echo_json([vars(m) for m in modules])
+    elif not modules:
+        click.echo("nothing to train (clusters with too few pairs get no expert; see --help)")
+
+
+@cli.command("select")
+@json_option
+@click.pass_context
+def select_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Validate each expert's epochs with the judge and fix every cluster's final path."""
+    from .selection import SelectConfig, run
+
+    cfg = stage_config_for(ctx, SelectConfig, "select")
+    plans = run(open_workspace(ctx), models_for(ctx), cfg)
+    if as_json:
+        echo_json([vars(p) for p in plans])
+        return
+    for p in plans:
+        where = f" {p.module_id}@{p.epoch}" if p.module_id else ""
+        click.echo(f"cluster {p.cluster:>4} {p.system:<10} → {p.path}{where} ({p.reason})")
+
+
+@cli.command("answer")
+@click.argument("query")
+@click.option("--system", type=click.Choice(["uno", "uno-single", "base"]), default="uno", show_default=True,
+              help="uno: expert, critic or base per the plan; uno-single: expert or base; base: no memory.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@json_option
+@click.pass_context
+def answer_cmd(ctx: click.Context, query: str, system: str, max_tokens: int, as_json: bool) -> None:
+    """Answer QUERY through the plan and show the path taken (cluster, module, epoch)."""
+    import asyncio
+
+    from .answer import answer
+    from .cluster import Router
+
+    ws, models = open_workspace(ctx), models_for(ctx)
+    has_clusters = ws.count("clusters") > 0
+    router = Router.load(ws, models.embedder) if has_clusters and system != "base" else None
+
+    async def go():
+        try:
+            return await answer(ws, models, router, [{"role": "user", "content": query}], system,
+                                max_tokens=max_tokens)
+        finally:
+            await models.aclose()
+
+    out = asyncio.run(go())
+    if as_json:
+        echo_json(out.as_dict())
+        return
+    r = out.route
+    where = f"cluster {r.cluster}" if r.cluster is not None else "no cluster"
+    module = f", {r.module_id} epoch {r.epoch}" if r.module_id else ""
+    click.echo(f"[{r.system}: {r.path}, {where}{module}]", err=True)
+    click.echo(out.text)
+
+
+@cli.group()
+def modules() -> None:
+    """Inspect the trained experience modules."""
+
+
+@modules.command("list")
+@json_option
+@click.pass_context
+def modules_list(ctx: click.Context, as_json: bool) -> None:
+    """Every trained expert and critic with its provenance and losses."""
+    from .train import list_modules
+
+    rows = list_modules(open_workspace(ctx))
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no modules yet: run `unolearn train`")
+    for m in rows:
+        losses = m["metrics"].get("train_loss", {})
+        last = f"{list(losses.values())[-1]:.3f}" if losses else "–"
+        click.echo(f"cluster {m['cluster']:>4} {m['kind']:<6} {m['id']} epochs {m['epochs']} "
+                   f"train/val {m['n_train']}/{m['n_val']} last loss {last} ({m['seconds']} s)")
+
+
+@cli.command()
+@click.argument("prompts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Preference file (YAML or JSON); default: the packaged one.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated users.")
+@click.option("--rounds", type=click.IntRange(0, 10), default=3, show_default=True, help="Feedback rounds at most.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each file.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the simulated logs (MemoryBench JSONL).")
+@json_option
+@click.pass_context
+def simulate(ctx: click.Context, prompts: tuple[Path, ...], preferences: Path | None, seed: int, rounds: int,
+             limit: int | None, output: Path, as_json: bool) -> None:
+    """Simulate users with hidden, code-checkable preferences on MemoryBench-format PROMPTS.
+
+    The configured chat model answers each prompt; the simulated user checks the answer against the
+    constraints of its dataset and complains (up to --rounds times) with noise as the preference file
+    says. The output is MemoryBench JSONL that `unolearn ingest` reads like real logs.
+    """
+    from .simulate import load_preferences, load_prompt_records, simulate as run_sim, summarize
+
+    records = load_prompt_records(prompts, limit)
+    prefs = load_preferences(preferences)
+    models = models_for(ctx)
+    out = run_sim(records, prefs, models.generator, seed, rounds, progress=False if as_json else None)
+    tmp = output.with_name(output.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for r in out:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(output)
+    summary = {"output": str(output), **summarize(out)}
+    echo_json(summary) if as_json else click.echo(
+        f"wrote {len(out)} simulated logs to {output}: {summary['violated_first']} first answers violated a "
+        f"constraint, {summary['feedback_rounds']} feedback rounds, noise {summary['noise']}")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                default="../shared/data/memorybench-prompts")
+@click.option("--train-per-set", type=click.IntRange(min=1), help="Train prompts simulated per dataset (20).")
+@click.option("--test-per-set", type=click.IntRange(min=1), help="Test prompts benchmarked per dataset (10).")
+@click.option("--max-tokens", type=click.IntRange(min=16), help="Token budget of every answer (200).")
+@json_option
+@click.pass_context
+def demo(ctx: click.Context, data_dir: Path, train_per_set: int | None, test_per_set: int | None,
+         max_tokens: int | None, as_json: bool) -> None:
+    """The end-to-end example: simulate users, run the main job, benchmark every system.
+
+    DATA_DIR holds the MemoryBench prompt files (nfcats/lexeval_qa/hellobench_ak_qa _train/_test.jsonl).
+    Resumable like `unolearn run`; prints the comparison table at the end.
+    """
+    from .demo import DemoConfig, run
+
+    cfg = stage_config_for(ctx, DemoConfig, "demo", train_per_set=train_per_set, test_per_set=test_per_set,
+                           max_tokens=max_tokens)
+    echo = (lambda _: None) if as_json else click.echo
+    result = run(open_workspace(ctx), models_for(ctx), data_dir, cfg, echo)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(quality_table(result))
+    click.echo(f"({result['n_prompts']} test prompts, {result['minutes']} minutes in all; "
+               "`unolearn report` adds the chart to the HTML report)")
+
+
+@cli.command()
+@click.option("--upstream", help="Base URL of the model server to route to (vLLM, SGLang, any "
+                                 "OpenAI-compatible), e.g. http://localhost:8000/v1.")
+@click.option("--embedded", is_flag=True, help="No upstream: answer with the workspace's configured chat "
+                                               "backend (the embedded model by default).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8400, show_default=True)
+@click.option("--system", type=click.Choice(["uno", "uno-single", "base"]), default="uno", show_default=True,
+              help="Default routing; a request may override it with the header X-Unolearn-System.")
+@click.option("--load-adapters", is_flag=True, help="Load the planned adapters into the upstream at start "
+                                                    "(vLLM --enable-lora with runtime LoRA updating).")
+@click.pass_context
+def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str, port: int, system: str,
+          load_adapters: bool) -> None:
+    """Run an OpenAI-compatible proxy that routes each request by the workspace's plan.
+
+    Endpoints: POST /v1/chat/completions (streaming too), GET /v1/models, GET /healthz, GET /metrics,
+    POST /v1/feedback. Every answer is recorded; feedback posted for its response id feeds the next
+    `unolearn run`. Set UNOLEARN_SERVE_KEY to require `Authorization: Bearer <key>`.
+    """
+    from .serve import ServeConfig, serve as run_server
+
+    if bool(upstream) == embedded:
+        raise InputError("give exactly one of --upstream URL or --embedded")
+    cfg = ServeConfig(upstream=upstream, host=host, port=port, system=system, load_adapters=load_adapters)
+    ws = open_workspace(ctx)
+    run_server(ws.root, cfg, backends=load_config(ctx))
 
 
 @cli.group()
@@ -355,6 +633,105 @@ def bench_ingest(n: int, as_json: bool) -> None:
     out = run(n)
     echo_json(out) if as_json else click.echo(
         f"{out['n']} records: {out['records_per_s']:.0f} records/s, peak {out['peak_mb']:.0f} MB")
+
+
+@bench.command("throughput")
+@click.option("--n", type=click.IntRange(min=1), default=200, show_default=True, help="Requests per run.")
+@click.option("--latency", type=click.FloatRange(min=0.0), default=0.1, show_default=True,
+              help="Seconds the local server takes per answer.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True)
+@json_option
+def bench_throughput_cmd(n: int, latency: float, concurrency: int, as_json: bool) -> None:
+    """Requests/s of the OpenAI-compatible client against a local server, sequential vs concurrent."""
+    from .bench_throughput import bench_throughput
+
+    out = bench_throughput(n=n, latency_s=latency, concurrency=concurrency)
+    echo_json(out) if as_json else click.echo(
+        f"sequential {out['sequential_rps']:.1f} req/s, concurrent {out['concurrent_rps']:.1f} req/s "
+        f"({out['ratio']:.1f}×)")
+
+
+@bench.command("cluster")
+@click.option("--n", type=click.IntRange(min=100), default=100_000, show_default=True,
+              help="Synthetic vectors to cluster with the two-stage method.")
+@json_option
+def bench_cluster_cmd(n: int, as_json: bool) -> None:
+    """Time, peak memory and ARI (vs exact Ward on a 5,000-point subset) of clustering N vectors."""
+    from .bench_cluster import bench_cluster
+
+    out = bench_cluster(n=n)
+    echo_json(out) if as_json else click.echo(
+        f"{out['n']} vectors: {out['seconds']:.1f} s, peak {out['peak_mb']:.0f} MB, ARI {out['ari']:.3f}")
+
+
+@bench.command("quality")
+@click.option("--train", "train_logs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Simulated (or real) logs to ingest first; skipped when already stored.")
+@click.option("--test", "tests", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), help="MemoryBench test prompt files.")
+@click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The preference file whose hidden constraints are checked (default: the packaged one).")
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each test file.")
+@click.option("--systems", help="Comma-separated subset of base,bm25,dense,rules,uno-single,uno.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Token budget of an answer (default 512).")
+@click.option("--no-checklist", is_flag=True, help="Skip the judge's HelloBench checklist coverage.")
+@json_option
+@click.pass_context
+def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: tuple[Path, ...],
+                      preferences: Path | None, limit: int | None, systems: str | None, max_tokens: int | None,
+                      no_checklist: bool, as_json: bool) -> None:
+    """Compare base, bm25, dense, rules, uno-single and uno on test prompts in one run.
+
+    Prints per system and dataset: constraint compliance (share of prompt × hidden constraint pairs
+    satisfied), quality guards (LexEval ROUGE-L, HelloBench checklist coverage), prompt tokens and
+    latency per query. Also adds a bar chart to `unolearn report`.
+    """
+    from .bench_quality import QualityConfig, run
+    from .ingest import ingest as run_ingest
+    from .simulate import load_preferences, load_prompt_records
+
+    ws = open_workspace(ctx)
+    if train_logs:
+        run_ingest(ws, list(train_logs), progress=False if as_json else None)
+    flags = {"max_tokens": max_tokens, "checklist": False if no_checklist else None,
+             "systems": tuple(x.strip() for x in systems.split(",")) if systems else None}
+    cfg = stage_config_for(ctx, QualityConfig, "bench_quality", **flags)
+    result = run(ws, models_for(ctx), load_prompt_records(tests, limit), load_preferences(preferences), cfg)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(quality_table(result))
+
+
+def quality_table(result: dict[str, Any]) -> str:
+    """The benchmark result as a plain-text table (one row per system and dataset)."""
+    def f(v: Any, pct: bool = False) -> str:
+        return "–" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    lines = [f"{'system':<11} {'dataset':<34} {'n':>4} {'compliance':>10} {'rougeL':>7} {'checklist':>9} "
+             f"{'prompt tok':>10} {'latency s':>9}"]
+    for name, s in result["systems"].items():
+        for ds, d in [("all", s), *s["per_dataset"].items()]:
+            lines.append(f"{name:<11} {ds[:34]:<34} {d['n']:>4} {f(d['compliance'], True):>10} "
+                         f"{f(d.get('rouge_l')):>7} {f(d.get('checklist')):>9} {d['prompt_tokens']:>10} "
+                         f"{d['latency_s']:>9.2f}")
+    return "\n".join(lines)
+
+
+@bench.command("serve")
+@click.option("--n", type=click.IntRange(min=1), default=2000, show_default=True, help="Requests per target.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--latency", type=click.FloatRange(min=0.0), default=0.02, show_default=True,
+              help="Seconds the fake upstream takes per answer.")
+@json_option
+def bench_serve_cmd(n: int, concurrency: int, latency: float, as_json: bool) -> None:
+    """Throughput and latency through the proxy vs directly to the same upstream, and lost feedback."""
+    from .bench_serve import bench_serve
+
+    out = bench_serve(n=n, concurrency=concurrency, latency_s=latency)
+    echo_json(out) if as_json else click.echo(
+        f"proxy p50 {out['proxy']['p50_ms']:.1f} ms, direct p50 {out['direct']['p50_ms']:.1f} ms, added "
+        f"{out['added_p50_ms']:.1f} ms; errors {out['errors']}, lost feedback {out['lost_feedback']}")
 
 
 def _one_line(e: BaseException) -> str:

@@ -85,6 +85,33 @@ ul{margin:0;padding-left:1.2em}.sw{display:inline-block;width:12px;height:12px;m
 border-radius:2px}.counts td{border:none;padding:2px 12px 2px 0}"""
 
 
+def _bars_svg(values: dict[str, float | None], width: int = 420) -> str:
+    """Horizontal bars of a 0–1 value per system."""
+    rows = "".join(
+        f'<text x="0" y="{18 * i + 13}" font-size="12">{html.escape(name)}</text>'
+        f'<rect x="90" y="{18 * i + 3}" width="{(v or 0) * (width - 150):.1f}" height="12" '
+        f'fill="{PALETTE[i % len(PALETTE)]}"/><text x="{95 + (v or 0) * (width - 150):.1f}" y="{18 * i + 13}" '
+        f'font-size="11">{"–" if v is None else f"{100 * v:.1f}%"}</text>'
+        for i, (name, v) in enumerate(values.items()))
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{18 * len(values) + 6}">{rows}</svg>'
+
+
+def quality_section(result: dict[str, Any]) -> str:
+    """The benchmark's compliance per system, one bar chart per dataset, plus a table of all figures."""
+    systems = result["systems"]
+    datasets = sorted({d for s in systems.values() for d in s["per_dataset"]})
+    charts = "".join(
+        f"<h3>{html.escape(d)}</h3>" + _bars_svg({n: s["per_dataset"].get(d, {}).get("compliance")
+                                                  for n, s in systems.items()}) for d in datasets)
+    head = "<tr><th>system</th><th>compliance</th><th>ROUGE-L</th><th>checklist</th><th>prompt tokens</th><th>latency s</th></tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{s['compliance']}</td><td>{s.get('rouge_l', '–')}</td>"
+        f"<td>{s.get('checklist', '–')}</td><td>{s['prompt_tokens']}</td><td>{s['latency_s']}</td></tr>"
+        for n, s in systems.items())
+    return (f"<h2>Benchmark: constraint compliance</h2><p>{result['n_prompts']} test prompts; share of "
+            f"(prompt, hidden constraint) pairs satisfied.</p>{charts}<table>{head}{body}</table>")
+
+
 def write_report(ws: Workspace, embedder: Embedder, path: Path | None = None) -> Path:
     """Write the analysis report (cluster map, clusters, noise filter) and return its path."""
     summaries = cluster_summaries(ws)
@@ -106,6 +133,9 @@ def write_report(ws: Workspace, embedder: Embedder, path: Path | None = None) ->
             + "<h2>Clusters</h2><table><tr><th>cluster</th><th>size</th><th>gap</th><th>mean</th>"
             "<th>max</th><th>plan</th><th>queries</th><th>top rules</th></tr>"
             + _cluster_rows(summaries) + "</table>")
+    bench = ws.artifacts / "bench_quality.json"
+    if bench.exists():
+        body += quality_section(json.loads(bench.read_text(encoding="utf-8")))
     path = path or ws.artifacts / "report.html"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>unolearn report</title>"

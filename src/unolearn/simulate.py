@@ -439,3 +439,25 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 __all__ = ["Constraint", "DatasetPrefs", "Noise", "Preferences", "compliance", "constraints_for",
            "load_preferences", "parse_preferences", "record_query", "simulate", "simulate_async", "summarize"]
+
+
+def load_prompt_records(paths: Sequence[Path], limit: int | None = None) -> list[dict[str, Any]]:
+    """MemoryBench-format test records from JSONL files (the first ``limit`` of each)."""
+    out = []
+    for path in paths:
+        with path.open(encoding="utf-8") as fh:
+            kept = 0
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                if limit is not None and kept >= limit:
+                    break
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from e
+                if not isinstance(rec, dict) or not record_query(rec):
+                    raise InputError("expected a MemoryBench record with input_prompt", file=str(path), line=n)
+                out.append(rec)
+                kept += 1
+    return out

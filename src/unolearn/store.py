@@ -123,6 +123,68 @@ MIGRATIONS: list[str] = [
         threshold REAL NOT NULL
     );
     """,
+    # 4: experience modules (trained adapters), their validation, and the final plan per cluster.
+    """
+    CREATE TABLE modules (
+        id TEXT PRIMARY KEY,
+        cluster INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('expert', 'critic')),
+        path TEXT NOT NULL,
+        epochs INTEGER NOT NULL,
+        base_model TEXT NOT NULL,
+        data_hash TEXT NOT NULL,
+        config TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        train_logs TEXT NOT NULL,
+        val_logs TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX modules_cluster ON modules(cluster, kind);
+    CREATE TABLE validation (
+        module_id TEXT NOT NULL REFERENCES modules(id),
+        epoch INTEGER NOT NULL,
+        log_id TEXT NOT NULL,
+        sample INTEGER NOT NULL,
+        score_initial REAL NOT NULL,
+        score_module REAL NOT NULL,
+        bleu REAL NOT NULL,
+        length_ratio REAL NOT NULL,
+        outcome REAL NOT NULL,
+        PRIMARY KEY (module_id, epoch, log_id, sample)
+    );
+    CREATE TABLE plans (
+        cluster INTEGER NOT NULL,
+        system TEXT NOT NULL CHECK (system IN ('uno', 'uno-single')),
+        path TEXT NOT NULL CHECK (path IN ('primary', 'reflective', 'base')),
+        module_id TEXT,
+        epoch INTEGER,
+        win_rate REAL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (cluster, system)
+    );
+    """,
+    # 5: interactions served by the proxy and the feedback attached to them later.
+    """
+    CREATE TABLE served (
+        response_id TEXT PRIMARY KEY,
+        messages TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        route TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        log_id TEXT
+    );
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        response_id TEXT NOT NULL REFERENCES served(response_id),
+        text TEXT,
+        action TEXT CHECK (action IN ('like', 'dislike', 'copy', 'regenerate', 'edit')),
+        edited TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX feedback_response ON feedback(response_id);
+    """,
 ]
 
 

@@ -184,6 +184,10 @@ class ChatModel(ABC):
                     asked = dataclasses.replace(request, seed=request.seed + 1000 + attempt)
         return ChatResult(error=last, latency_s=time.perf_counter() - start)
 
+    async def add_adapter(self, name: str, path: str) -> None:
+        """Make the PEFT LoRA adapter folder ``path`` usable as ``ChatRequest(adapter=name)``."""
+        raise BackendError(f"the {type(self).__name__} backend cannot load LoRA adapters")
+
     async def aclose(self) -> None:
         """Release connections or model memory (optional)."""
 

@@ -40,6 +40,10 @@ class CachedChatModel(ChatModel):
             self.ws.cache_put(key, self.model_id, res.to_json())
         return res
 
+    async def add_adapter(self, name: str, path: str) -> None:
+        """Load the adapter into the wrapped model."""
+        await self.inner.add_adapter(name, path)
+
     async def aclose(self) -> None:
         """Close the wrapped model."""
         await self.inner.aclose()

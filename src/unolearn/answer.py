@@ -1,0 +1,140 @@
+"""Answering a new request through the plan: the library function behind `answer`, the proxy and bench.
+
+A request is routed by its query to the nearest cluster; that cluster's stored plan for the chosen
+system decides the path:
+- ``primary``: the generator answers with the cluster's expert adapter (the validated epoch);
+- ``reflective``: the base model answers, the critic adapter writes numbered revision rules for that
+  answer, and the base model revises its answer under them;
+- ``base``: the base model answers (also for unseen queries and clusters without a plan).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .backends import ChatRequest, ChatResult, Models
+from .cluster import Router
+from .errors import ConfigError
+from .records import Log, Message, detect_lang
+from .selection import SYSTEMS, ensure_adapter, load_plan
+from .store import Workspace
+from .train import critic_prompt
+
+ALL_SYSTEMS = (*SYSTEMS, "base")
+CRITIC_MAX_TOKENS = 256
+
+REVISE = {
+    "en": ("## Request\n{query}\n\n## Draft answer\n{answer}\n\n## Suggestions\n{rules}\n\n"
+           "Revise the draft so that it follows the suggestions while still answering the request "
+           "correctly. Output only the complete revised answer."),
+    "zh": ("## 请求\n{query}\n\n## 初稿\n{answer}\n\n## 建议\n{rules}\n\n"
+           "请按照建议修改初稿，同时仍然正确地回答请求。只输出完整的修改后回答。"),
+}
+
+
+@dataclass
+class Route:
+    """The path a request takes."""
+
+    system: str
+    path: str
+    cluster: int | None = None
+    distance: float | None = None
+    module_id: str | None = None
+    epoch: int | None = None
+
+
+@dataclass
+class Answer:
+    """The final answer, the route, and the intermediate texts of the reflective path."""
+
+    text: str
+    route: Route
+    draft: str | None = None
+    critique: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {"text": self.text, "route": asdict(self.route), "draft": self.draft,
+                "critique": self.critique, "usage": self.usage}
+
+
+def query_of(messages: list[dict[str, str]]) -> str:
+    """The text routed on: the last user message."""
+    users = [m["content"] for m in messages if m.get("role") == "user"]
+    if not users:
+        raise ConfigError("the request has no user message")
+    return users[-1]
+
+
+def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "uno") -> Route:
+    """Where ``query`` goes under ``system`` (``uno``, ``uno-single`` or ``base``)."""
+    if system not in ALL_SYSTEMS:
+        raise ConfigError(f"unknown system {system!r}; choose one of {', '.join(ALL_SYSTEMS)}")
+    if system == "base" or router is None:
+        return Route(system, "base")
+    cluster, distance = router.route(query)
+    plan = load_plan(ws, cluster, system) if cluster is not None else None
+    if plan is None:
+        return Route(system, "base", cluster, distance)
+    return Route(system, plan.path, cluster, distance, plan.module_id, plan.epoch)
+
+
+def _usage(*results: ChatResult) -> dict[str, int]:
+    return {"prompt_tokens": sum(r.prompt_tokens for r in results),
+            "completion_tokens": sum(r.completion_tokens for r in results)}
+
+
+async def _one(models: Models, req: ChatRequest) -> ChatResult:
+    (res,) = await models.generator.generate([req], progress=False)
+    if res.error:
+        raise res.error
+    return res
+
+
+async def answer(ws: Workspace, models: Models, router: Router | None, messages: list[dict[str, str]],
+                 system: str = "uno", *, max_tokens: int = 512, temperature: float = 0.0,
+                 seed: int | None = 42, route: Route | None = None) -> Answer:
+    """Answer one chat request through the plan of ``system`` (or along ``route`` when already planned)."""
+    query = query_of(messages)
+    route = route or plan_route(ws, router, query, system)
+    kw = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    if route.path == "primary":
+        name = await ensure_adapter(models.generator, ws, route.module_id, route.epoch)
+        res = await _one(models, ChatRequest.of(messages, adapter=name, **kw))
+        return Answer(res.text, route, usage=_usage(res))
+    draft = await _one(models, ChatRequest.of(messages, **kw))
+    if route.path == "base":
+        return Answer(draft.text, route, usage=_usage(draft))
+    name = await ensure_adapter(models.generator, ws, route.module_id, route.epoch)
+    critique = await _one(models, ChatRequest.of(critic_messages(query, draft.text), adapter=name,
+                                                 max_tokens=CRITIC_MAX_TOKENS, seed=seed))
+    rules = rules_of(critique.text)
+    revised = await _one(models, ChatRequest.of(revise_messages(messages, query, draft.text, rules), **kw))
+    return Answer(strip_echo(revised.text), route, draft.text, rules, _usage(draft, critique, revised))
+
+
+def critic_messages(query: str, draft: str) -> list[dict[str, str]]:
+    """The reflective path's critic input: the query and the base model's draft answer."""
+    log = Log(messages=(Message(role="user", content=query),), query=query, first_answer=draft,
+              lang=detect_lang(query))
+    return critic_prompt(log)
+
+
+def rules_of(critique: str) -> str:
+    """The critic's revision rules as inserted into the revision prompt ("-" when it wrote none)."""
+    return critique.strip() or "-"
+
+
+def revise_messages(messages: list[dict[str, str]], query: str, draft: str, rules: str) -> list[dict[str, str]]:
+    """The revision request: the conversation with its last turn replaced by the revision prompt."""
+    revise = REVISE[detect_lang(query)].format(query=query, answer=draft, rules=rules)
+    return [*messages[:-1], {"role": "user", "content": revise}]
+
+
+def strip_echo(text: str) -> str:
+    """Drop a leading markdown heading that merely labels the revision (e.g. "## Revised answer")."""
+    return re.sub(r"^\s*#+\s*(revised answer|修改后的回答)\s*\n", "", text, flags=re.I).strip() or text

@@ -1,0 +1,308 @@
+"""The quality benchmark: do the learned modules make answers follow users' unspoken preferences?
+
+On held-out test prompts, every system answers in one run:
+- ``base``: the model alone;
+- ``bm25`` / ``dense``: the 5 most similar past logs (BM25 over words / cosine over embeddings),
+  with what their users said, placed in the prompt;
+- ``rules``: the distilled feedback rules of the 5 nearest past logs in the prompt (a Mem0-like memory);
+- ``uno-single`` and ``uno``: the answer path of the workspace's plans.
+Each answer is checked against the hidden constraints of its prompt (code, not a judge):
+compliance = share of (prompt, constraint) pairs satisfied. Quality guards keep a system from
+winning by dropping the content: ROUGE-L against LexEval's ``golden_answer`` and, for HelloBench,
+the share of checklist items the judge finds covered. Prompt tokens and latency are per query.
+Nothing depends on the constraint ids of any preference file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .answer import answer
+from .backends import ChatRequest, ChatResult, Models
+from .cluster import Router
+from .config import opt
+from .constraints import compliance
+from .errors import ConfigError, InputError
+from .records import Log, detect_lang
+from .selection import tokens
+from .simulate import Preferences, constraints_for, record_query
+from .store import Workspace
+
+SYSTEMS = ("base", "bm25", "dense", "rules", "uno-single", "uno")
+
+MEMORY_HEADER = {
+    "en": ("Earlier users asked similar questions and reacted to the answers they got. Use what they "
+           "asked for when you answer the new question.\n\n{items}\n\n## New question\n{query}"),
+    "zh": ("之前的用户问过类似的问题，并对得到的回答做出了反应。回答新问题时，请参考他们提出的要求。\n\n{items}\n\n## 新问题\n{query}"),
+}
+LOG_ITEM = {"en": "## Earlier question {i}\n{query}\n### What the user said about the answer\n{feedback}",
+            "zh": "## 之前的问题 {i}\n{query}\n### 用户对回答的反馈\n{feedback}"}
+RULES_HEADER = {
+    "en": "Rules learned from earlier users with similar questions:\n{rules}\n\n## Question\n{query}",
+    "zh": "从提出类似问题的用户那里总结出的规则：\n{rules}\n\n## 问题\n{query}",
+}
+CHECKLIST_SCHEMA = {"type": "object", "properties": {"covered": {"type": "array", "items": {"type": "boolean"}}},
+                    "required": ["covered"]}
+CHECKLIST_PROMPT = ("For each checklist item, say whether the answer satisfies it.\n\n## Question\n{query}\n\n"
+                    "## Answer\n{answer}\n\n## Checklist\n{items}\n\n"
+                    'Reply with JSON only: {{"covered": [true or false for each item, in order]}}')
+
+
+@dataclass
+class QualityConfig:
+    """Parameters of the quality benchmark."""
+
+    systems: tuple[str, ...] = opt(SYSTEMS, "Systems to compare.")
+    top_k: int = opt(5, "Past logs (or rule sets) placed in the prompt by the memory baselines.")
+    max_tokens: int = opt(512, "Token budget of an answer.")
+    checklist: bool = opt(True, "Judge HelloBench checklist coverage (one judge call per answer).")
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.systems) - set(SYSTEMS))
+        if unknown or not self.systems:
+            raise ConfigError(f"systems: unknown {unknown[0]!r}" if unknown else "systems: none given")
+        if self.top_k < 1 or self.max_tokens < 1:
+            raise ConfigError("top_k and max_tokens must be ≥ 1")
+
+
+# -- the memory baselines --------------------------------------------------------------------
+
+
+@dataclass
+class MemoryItem:
+    """One past log as the memory baselines see it."""
+
+    query: str
+    feedback: str
+    rules: list[str]
+
+
+def load_memory(ws: Workspace) -> list[MemoryItem]:
+    """Past logs whose users said something about the answer, with their distilled feedback rules."""
+    rows = ws.conn.execute("SELECT l.record, r.rules FROM logs l LEFT JOIN rules r ON r.log_id = l.id "
+                           "AND r.kind = 'feedback' WHERE l.has_feedback ORDER BY l.id")
+    items = []
+    for record, rules in rows:
+        log = Log.model_validate_json(record)
+        if log.feedback:
+            items.append(MemoryItem(log.query, "\n".join(log.feedback), json.loads(rules) if rules else []))
+    return items
+
+
+class Bm25Index:
+    """BM25 over the past queries (jieba words for Chinese, lower-cased words otherwise)."""
+
+    def __init__(self, queries: Sequence[str]) -> None:
+        import bm25s
+
+        self.n = len(queries)
+        self.index = bm25s.BM25()
+        self.index.index([tokens(q, detect_lang(q)) or ["_"] for q in queries], show_progress=False)
+
+    def top(self, query: str, k: int) -> list[int]:
+        """Indices of the ``k`` best-matching past queries (fewer when the memory is small)."""
+        k = min(k, self.n)
+        docs, scores = self.index.retrieve([tokens(query, detect_lang(query)) or ["_"]], k=k, show_progress=False)
+        return [int(d) for d, s in zip(docs[0], scores[0]) if s > 0]
+
+
+def dense_top(query_vec: np.ndarray, memory_vecs: np.ndarray, k: int) -> list[int]:
+    """Indices of the ``k`` past queries with the highest cosine similarity."""
+    if len(memory_vecs) == 0:
+        return []
+    sims = memory_vecs @ query_vec
+    return [int(i) for i in np.argsort(-sims, kind="stable")[:k]]
+
+
+def memory_prompt(query: str, hits: list[MemoryItem], lang: str) -> str:
+    """The bm25/dense prompt: similar past questions with their users' reactions, then the question."""
+    if not hits:
+        return query
+    items = "\n\n".join(LOG_ITEM[lang].format(i=i, query=h.query, feedback=h.feedback)
+                        for i, h in enumerate(hits, 1))
+    return MEMORY_HEADER[lang].format(items=items, query=query)
+
+
+def rules_prompt(query: str, hits: list[MemoryItem], lang: str) -> str:
+    """The rules prompt: the de-duplicated feedback rules of the nearest past logs, then the question."""
+    rules: list[str] = []
+    for h in hits:
+        rules += [r for r in h.rules if r not in rules]
+    if not rules:
+        return query
+    return RULES_HEADER[lang].format(rules="\n".join(f"- {r}" for r in rules), query=query)
+
+
+# -- quality guards ----------------------------------------------------------------------------
+
+
+def rouge_l(candidate: str, reference: str, lang: str) -> float:
+    """ROUGE-L F1 on words (characters for Chinese)."""
+    cand = [c for c in candidate if not c.isspace()] if lang == "zh" else tokens(candidate, lang)
+    ref = [c for c in reference if not c.isspace()] if lang == "zh" else tokens(reference, lang)
+    if not cand or not ref:
+        return 0.0
+    prev = [0] * (len(ref) + 1)
+    for c in cand:
+        cur = [0]
+        for j, r in enumerate(ref, 1):
+            cur.append(prev[j - 1] + 1 if c == r else max(prev[j], cur[j - 1]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    p, r = lcs / len(cand), lcs / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def checklist_items(record: dict[str, Any]) -> list[str]:
+    """A HelloBench record's checklist texts."""
+    info = record.get("info") or {}
+    return [str(c.get("checklist_content", c)) if isinstance(c, dict) else str(c) for c in info.get("checklist", [])]
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """One system's answer to one test prompt."""
+
+    system: str
+    index: int
+    text: str
+    prompt_tokens: int
+    latency_s: float
+    error: str | None = None
+
+
+def _attempt(system: str, i: int, res: ChatResult) -> Attempt:
+    return Attempt(system, i, res.text if res.ok else "", res.prompt_tokens, res.latency_s,
+                   None if res.ok else str(res.error))
+
+
+async def _plain_system(models: Models, system: str, prompts: list[str], cfg: QualityConfig) -> list[Attempt]:
+    reqs = [ChatRequest.of(p, max_tokens=cfg.max_tokens, seed=42) for p in prompts]
+    outs = await models.generator.generate(reqs, desc=system)
+    return [_attempt(system, i, r) for i, r in enumerate(outs)]
+
+
+async def _uno_system(ws: Workspace, models: Models, router: Router | None, system: str, queries: list[str],
+                      cfg: QualityConfig) -> list[Attempt]:
+    sem = asyncio.Semaphore(max(1, models.generator.concurrency))
+
+    async def one(i: int, q: str) -> Attempt:
+        async with sem:
+            start = time.perf_counter()
+            try:
+                out = await answer(ws, models, router, [{"role": "user", "content": q}], system,
+                                   max_tokens=cfg.max_tokens)
+            except Exception as e:  # noqa: BLE001 — one failed answer must not end the benchmark
+                return Attempt(system, i, "", 0, time.perf_counter() - start, str(e))
+            return Attempt(system, i, out.text, out.usage.get("prompt_tokens", 0), time.perf_counter() - start)
+
+    return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(queries))))
+
+
+def build_prompts(system: str, queries: list[str], memory: list[MemoryItem], embed: Any, k: int) -> list[str]:
+    """The prompt each memory baseline sends for each query (``base``: the query itself)."""
+    if system == "base" or not memory:
+        return list(queries)
+    langs = [detect_lang(q) for q in queries]
+    if system == "bm25":
+        index = Bm25Index([m.query for m in memory])
+        return [memory_prompt(q, [memory[j] for j in index.top(q, k)], lang) for q, lang in zip(queries, langs)]
+    mem_vecs, q_vecs = embed([m.query for m in memory]), embed(queries)
+    hits = [[memory[j] for j in dense_top(v, mem_vecs, k)] for v in q_vecs]
+    make = memory_prompt if system == "dense" else rules_prompt
+    return [make(q, h, lang) for q, h, lang in zip(queries, hits, langs)]
+
+
+async def _checklist(models: Models, record: dict[str, Any], text: str) -> float | None:
+    items = checklist_items(record)
+    if not items or not text:
+        return None
+    prompt = CHECKLIST_PROMPT.format(query=record_query(record), answer=text,
+                                     items="\n".join(f"{i}. {c}" for i, c in enumerate(items, 1)))
+    (res,) = await models.judge.generate([ChatRequest.of(prompt, schema=CHECKLIST_SCHEMA, max_tokens=256)],
+                                         progress=False)
+    if not res.ok:
+        return None
+    covered = res.parsed["covered"][: len(items)]
+    return sum(bool(c) for c in covered) / len(items)
+
+
+def _score(attempt: Attempt, record: dict[str, Any], prefs: Preferences) -> dict[str, Any]:
+    constraints = constraints_for(prefs, record)
+    checks = compliance(attempt.text, constraints) if constraints else {}
+    out: dict[str, Any] = {"checks": checks}
+    golden = (record.get("info") or {}).get("golden_answer")
+    if isinstance(golden, str) and golden:
+        out["rouge_l"] = rouge_l(attempt.text, golden, detect_lang(golden))
+    return out
+
+
+def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    checks = [v for r in rows for v in r["checks"].values()]
+    out: dict[str, Any] = {
+        "n": len(rows), "compliance": round(float(np.mean(checks)), 4) if checks else None,
+        "prompt_tokens": round(float(np.mean([r["prompt_tokens"] for r in rows])), 1),
+        "latency_s": round(float(np.mean([r["latency_s"] for r in rows])), 3),
+        "errors": sum(r["error"] is not None for r in rows)}
+    for key in ("rouge_l", "checklist"):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        if vals:
+            out[key] = round(float(np.mean(vals)), 4)
+    return out
+
+
+def run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Preferences,
+        cfg: QualityConfig | None = None) -> dict[str, Any]:
+    """Answer ``records`` with every system and score them; also saved as artifacts/bench_quality.json."""
+    cfg = cfg or QualityConfig()
+    if not records:
+        raise InputError("no test prompts")
+    result = asyncio.run(_run(ws, models, records, prefs, cfg))
+    (ws.artifacts / "bench_quality.json").write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    return result
+
+
+async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Preferences,
+               cfg: QualityConfig) -> dict[str, Any]:
+    queries = [record_query(r) for r in records]
+    memory = load_memory(ws)
+    router = Router.load(ws, models.embedder) if ws.count("clusters") else None
+    systems: dict[str, Any] = {}
+    try:
+        for system in cfg.systems:
+            if system in ("uno", "uno-single"):
+                attempts = await _uno_system(ws, models, router, system, queries, cfg)
+            else:
+                prompts = build_prompts(system, queries, memory, models.embedder.embed, cfg.top_k)
+                attempts = await _plain_system(models, system, prompts, cfg)
+            systems[system] = await _system_metrics(models, attempts, records, prefs, cfg)
+    finally:
+        await models.aclose()
+    return {"n_prompts": len(records), "memory_logs": len(memory), "systems": systems}
+
+
+async def _system_metrics(models: Models, attempts: list[Attempt], records: list[dict[str, Any]],
+                          prefs: Preferences, cfg: QualityConfig) -> dict[str, Any]:
+    by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    rows = []
+    for a, rec in zip(attempts, records):
+        row = {**_score(a, rec, prefs), "prompt_tokens": a.prompt_tokens, "latency_s": a.latency_s, "error": a.error}
+        if cfg.checklist:
+            row["checklist"] = await _checklist(models, rec, a.text)
+        rows.append(row)
+        by_dataset[str(rec.get("dataset_name", "unknown"))].append(row)
+    return {**_summarise(rows), "per_dataset": {d: _summarise(r) for d, r in sorted(by_dataset.items())}}

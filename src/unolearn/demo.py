@@ -1,0 +1,98 @@
+"""The small end-to-end example behind the README's first command.
+
+Simulated users with hidden preferences (the packaged preference file) react to the embedded
+model's answers on a few train prompts of each shared MemoryBench set; the main job learns from those
+logs; the quality benchmark then compares every system on held-out test prompts and prints the table.
+Sizes and budgets are chosen so that the whole example fits in about half an hour on a 2-core CPU;
+every value can be changed with flags or the config file's sections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .backends import Models
+from .bench_quality import QualityConfig
+from .cluster import ClusterConfig
+from .config import opt
+from .distill import DistillConfig
+from .errors import ConfigError, InputError
+from .pipeline import RunConfigs
+from .selection import SelectConfig
+from .store import Workspace
+from .train import TrainConfig
+
+PROMPT_SETS = ("nfcats", "lexeval_qa", "hellobench_ak_qa")
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of the example."""
+
+    train_per_set: int = opt(20, "Train prompts simulated per dataset.")
+    test_per_set: int = opt(10, "Test prompts benchmarked per dataset.")
+    rounds: int = opt(1, "Feedback rounds of the simulated users.")
+    max_tokens: int = opt(200, "Token budget of every answer.")
+    seed: int = opt(0, "Seed of the simulated users.")
+
+    def __post_init__(self) -> None:
+        if min(self.train_per_set, self.test_per_set, self.max_tokens) < 1 or self.rounds < 0:
+            raise ConfigError("train_per_set, test_per_set and max_tokens must be ≥ 1, rounds ≥ 0")
+
+
+def demo_stage_configs(cfg: DemoConfig) -> RunConfigs:
+    """Stage settings small enough for a 2-core CPU (the paper's defaults are for GPUs)."""
+    return RunConfigs(
+        distill=DistillConfig(n_revisions=2, answer_max_tokens=cfg.max_tokens, rules_max_tokens=160,
+                              judge_max_tokens=96),
+        cluster=ClusterConfig(threshold=1.5),
+        train=TrainConfig(epochs=2, critic_epochs=2, lora_r=8, lora_alpha=16, max_length=512, grad_accum=4,
+                          critics="reflective"),
+        select=SelectConfig(answer_max_tokens=cfg.max_tokens))
+
+
+def prompt_files(data_dir: Path, split: str) -> list[Path]:
+    """The shared MemoryBench prompt files of ``split`` (train or test)."""
+    files = [data_dir / f"{name}_{split}.jsonl" for name in PROMPT_SETS]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise InputError(f"missing prompt file(s): {', '.join(missing)}")
+    return files
+
+
+def run(ws: Workspace, models: Models, data_dir: Path, cfg: DemoConfig | None = None,
+        echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Simulate → main job → benchmark; return the benchmark result (with timings)."""
+    from . import bench_quality, pipeline
+    from .simulate import load_preferences, load_prompt_records, simulate_async
+
+    cfg = cfg or DemoConfig()
+    start = time.perf_counter()
+    prefs = load_preferences(None)
+    logs = ws.artifacts / "demo-train-logs.jsonl"
+    if not logs.exists():
+        echo(f"simulating users on {cfg.train_per_set} train prompts per dataset")
+        records = load_prompt_records(prompt_files(data_dir, "train"), cfg.train_per_set)
+        out = asyncio.run(_simulate(models, records, prefs, cfg, simulate_async))
+        tmp = logs.with_name(logs.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), encoding="utf-8")
+        tmp.replace(logs)
+    pipeline.run(ws, models, [logs], demo_stage_configs(cfg), echo)
+    echo(f"benchmarking on {cfg.test_per_set} test prompts per dataset")
+    tests = load_prompt_records(prompt_files(data_dir, "test"), cfg.test_per_set)
+    result = bench_quality.run(ws, models, tests, prefs, QualityConfig(max_tokens=cfg.max_tokens))
+    result["minutes"] = round((time.perf_counter() - start) / 60, 1)
+    return result
+
+
+async def _simulate(models: Models, records: list, prefs: Any, cfg: DemoConfig, simulate_async: Any) -> list:
+    try:
+        return await simulate_async(records, prefs, models.generator, cfg.seed, cfg.rounds, max_tokens=cfg.max_tokens)
+    finally:
+        await models.aclose()

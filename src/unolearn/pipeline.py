@@ -1,0 +1,102 @@
+"""The main job: ingest → distill → cluster → assess → train → select, resumable.
+
+Each stage is resumable on its own (distil skips finished logs and every model call is cached;
+training reuses a module whose data and configuration are unchanged; selection's calls are cached).
+Clustering is skipped when its input (the logs with usable feedback, the embedder and the cluster
+configuration) is unchanged since the last clustering, so cluster ids — which trained modules refer
+to — stay stable across re-runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .backends import Models
+from .cluster import ClusterConfig
+from .distill import DistillConfig
+from .assess import AssessConfig
+from .records import content_hash
+from .selection import SelectConfig
+from .store import Workspace
+from .train import TrainConfig
+
+STAGES = ("ingest", "distill", "cluster", "assess", "train", "select")
+
+
+@dataclass
+class RunConfigs:
+    """The configuration of every stage of the main job."""
+
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    assess: AssessConfig = field(default_factory=AssessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+
+
+def cluster_fingerprint(ws: Workspace, embedder_id: str, cfg: ClusterConfig) -> str:
+    """A key of everything the clustering depends on."""
+    usable = [r[0] for r in ws.conn.execute("SELECT log_id FROM rules WHERE kind = 'feedback' AND "
+                                            "json_array_length(rules) > 0 ORDER BY log_id")]
+    return content_hash("clustering", {"logs": usable, "embedder": embedder_id, "cfg": asdict(cfg)})
+
+
+def _last_fingerprint(ws: Workspace) -> str | None:
+    row = ws.conn.execute("SELECT result FROM runs WHERE stage = 'cluster-input' AND status = 'ok' "
+                          "ORDER BY id DESC LIMIT 1").fetchone()
+    return json.loads(row[0]).get("fingerprint") if row else None
+
+
+def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConfigs | None = None,
+        echo: Callable[[str], None] = click.echo, stop_after: str | None = None) -> dict[str, Any]:
+    """Run every stage in order (``stop_after`` ends early); return each stage's summary."""
+    from . import assess, cluster, distill, ingest, selection, train
+
+    cfgs = cfgs or RunConfigs()
+    summary: dict[str, Any] = {}
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("ingest", lambda: _ingest(ws, paths, ingest)),
+        ("distill", lambda: distill.run(ws, models, cfgs.distill).as_dict()),
+        ("cluster", lambda: _cluster(ws, models, cfgs.cluster, cluster)),
+        ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
+        ("train", lambda: [_module_summary(m) for m in train.run(ws, cfgs.train)]),
+        ("select", lambda: [asdict(p) for p in selection.run(ws, models, cfgs.select)]),
+    ]
+    for i, (name, step) in enumerate(steps, 1):
+        echo(f"[{i}/{len(steps)}] {name}")
+        start = time.perf_counter()
+        summary[name] = step()
+        echo(f"      {name} done in {time.perf_counter() - start:.0f} s")
+        if name == stop_after:
+            break
+    return summary
+
+
+def _ingest(ws: Workspace, paths: Sequence[Path], ingest: Any) -> dict[str, Any]:
+    """Ingest the given files, and turn served interactions that got feedback into logs."""
+    from .serve import collect_served
+
+    out = ingest.ingest(ws, list(paths)).as_dict() if paths else {}
+    out["served_with_feedback"] = collect_served(ws)
+    return out
+
+
+def _cluster(ws: Workspace, models: Models, cfg: ClusterConfig, cluster: Any) -> dict[str, Any]:
+    fingerprint = cluster_fingerprint(ws, models.embedder.model_id, cfg)
+    if fingerprint == _last_fingerprint(ws) and ws.count("clusters"):
+        return {"skipped": "input unchanged", "clusters": ws.count("clusters")}
+    result = cluster.run(ws, models.embedder, cfg)
+    run_id = ws.start_run("cluster-input", asdict(cfg))
+    ws.finish_run(run_id, "ok", {"fingerprint": fingerprint})
+    return asdict(result)
+
+
+def _module_summary(m: Any) -> dict[str, Any]:
+    return {"id": m.id, "cluster": m.cluster, "kind": m.kind, "seconds": round(m.seconds, 1), "reused": m.reused}

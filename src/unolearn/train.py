@@ -1,0 +1,374 @@
+"""The train stage: per-cluster experience modules as LoRA adapters.
+
+- **Expert** (for clusters planned ``primary``): TRL ``DPOTrainer`` with the sigmoid DPO loss plus an
+  SFT loss on the chosen answer (``loss_type=["sigmoid", "sft"]``, weights 0.5/0.5 by default), on
+  the cluster's preference pairs.
+- **Critic** (every cluster by default, since a primary cluster may fail validation and fall back):
+  TRL ``SFTTrainer`` teaching the model to write numbered revision rules for (query, first answer);
+  the targets are the cluster's distilled feedback rules.
+
+Both train a PEFT LoRA with an 80/20 train/validation split of the cluster's logs (seeded) and save
+the adapter after every epoch under ``artifacts/modules/<module id>/epoch-<k>``. A module is recorded
+in the workspace only after its training finished, so an interrupted run leaves no half module, and
+a module with the same data and configuration is not trained twice. The same code runs on a CPU
+(fp32) and on GPUs (bf16, optional gradient checkpointing; several GPUs with ``accelerate launch``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import opt
+from .distill import numbered
+from .errors import ConfigError, InputError
+from .records import Log, content_hash
+from .store import Workspace, now
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+CRITIC_PROMPT = {
+    "en": ("Provide suggestions to make the answer better. Read the question and the answer, then write "
+           "numbered, concrete rules that a revised answer should follow to satisfy this user.\n\n"
+           "## Question\n{query}\n\n## Answer\n{answer}"),
+    "zh": ("请提出让回答变得更好的建议。阅读问题和回答，然后写出带编号的具体规则，说明修改后的回答应当怎样满足这位用户。"
+           "\n\n## 问题\n{query}\n\n## 回答\n{answer}"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of expert and critic training (defaults follow the UNO paper)."""
+
+    base_model: str | None = opt(None, "Hugging Face model folder to train on (default: the embedded "
+                                       "model, converted for training once into the workspace).")
+    epochs: int = opt(8, "Expert (DPO+SFT) epochs; an adapter is saved after each.")
+    critic_epochs: int = opt(8, "Critic (SFT) epochs; an adapter is saved after each.")
+    learning_rate: float = opt(5e-4, "Peak learning rate (cosine schedule).")
+    beta: float = opt(0.1, "DPO beta.")
+    dpo_weight: float = opt(0.5, "Weight of the sigmoid DPO loss.")
+    sft_weight: float = opt(0.5, "Weight of the SFT loss on the chosen answer.")
+    lora_r: int = opt(64, "LoRA rank.")
+    lora_alpha: int = opt(128, "LoRA alpha.")
+    lora_dropout: float = opt(0.05, "LoRA dropout.")
+    target_modules: list[str] = opt(LORA_TARGETS, "Modules that get LoRA weights (attention and MLP).")
+    batch_size: int = opt(1, "Per-device batch size.")
+    grad_accum: int = opt(8, "Gradient accumulation steps.")
+    max_length: int = opt(1024, "Token limit of a training sequence (prompt + answer).")
+    val_fraction: float = opt(0.2, "Share of a cluster's logs held out for validation.")
+    seed: int = opt(42, "Seed of the split and of training.")
+    min_pairs: int = opt(4, "Clusters with fewer training pairs get no expert.")
+    critics: str = opt("all", "Which clusters get a critic: all, reflective (planned reflective), none.")
+    bf16: bool | None = opt(None, "bf16 training (default: on when a CUDA GPU supports it).")
+    gradient_checkpointing: bool = opt(False, "Trade compute for memory (large models on GPUs).")
+
+    def __post_init__(self) -> None:
+        ints = (self.epochs, self.critic_epochs, self.lora_r, self.lora_alpha, self.batch_size,
+                self.grad_accum, self.max_length, self.min_pairs)
+        if min(ints) < 1:
+            raise ConfigError("epochs, critic_epochs, lora_r, lora_alpha, batch_size, grad_accum, "
+                              "max_length and min_pairs must be ≥ 1")
+        if not (0.0 <= self.val_fraction < 1.0 and 0.0 <= self.lora_dropout < 1.0 and self.learning_rate > 0):
+            raise ConfigError("val_fraction and lora_dropout must be in [0, 1), learning_rate > 0")
+        if self.critics not in ("all", "reflective", "none"):
+            raise ConfigError(f"critics: {self.critics!r} is not one of all, reflective, none")
+        if self.dpo_weight < 0 or self.sft_weight < 0 or self.dpo_weight + self.sft_weight == 0:
+            raise ConfigError("dpo_weight and sft_weight must be ≥ 0 and not both 0")
+
+
+@dataclass
+class ModuleInfo:
+    """One trained module: its id, cluster, kind, adapter folder, epochs, losses and timing."""
+
+    id: str
+    cluster: int
+    kind: str
+    path: str
+    epochs: int
+    metrics: dict[str, Any]
+    seconds: float
+    n_train: int
+    n_val: int
+    reused: bool = False
+
+
+def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """A seeded train/validation split (at least one of each when there are two or more ids)."""
+    ids = sorted(ids)
+    random.Random(seed).shuffle(ids)
+    n_val = min(len(ids) - 1, max(1, round(len(ids) * val_fraction))) if len(ids) > 1 and val_fraction else 0
+    return sorted(ids[n_val:]), sorted(ids[:n_val])
+
+
+def critic_prompt(log: Log) -> list[dict[str, str]]:
+    """The critic's input: the question and the first answer."""
+    text = CRITIC_PROMPT[log.lang].format(query=log.query, answer=log.first_answer or "")
+    return [{"role": "user", "content": text}]
+
+
+def _members(ws: Workspace, cluster: int) -> list[str]:
+    return [r[0] for r in ws.conn.execute(
+        "SELECT log_id FROM cluster_members WHERE cluster = ? ORDER BY log_id", (cluster,))]
+
+
+def expert_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
+    """TRL conversational preference rows for the pairs of ``log_ids``."""
+    rows = []
+    for log_id in log_ids:
+        for prompt, chosen, rejected in ws.conn.execute(
+                "SELECT prompt, chosen, rejected FROM pairs WHERE log_id = ? ORDER BY id", (log_id,)):
+            rows.append({"prompt": json.loads(prompt), "chosen": [{"role": "assistant", "content": chosen}],
+                         "rejected": [{"role": "assistant", "content": rejected}]})
+    return rows
+
+
+def critic_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
+    """TRL conversational prompt–completion rows: (question, first answer) → numbered feedback rules."""
+    rows = []
+    for log_id in log_ids:
+        got = ws.conn.execute("SELECT l.record, r.rules FROM logs l JOIN rules r ON r.log_id = l.id "
+                              "AND r.kind = 'feedback' WHERE l.id = ?", (log_id,)).fetchone()
+        if not got or not json.loads(got[1]):
+            continue
+        log = Log.model_validate_json(got[0])
+        if log.first_answer is None:
+            continue
+        rows.append({"prompt": critic_prompt(log),
+                     "completion": [{"role": "assistant", "content": numbered(json.loads(got[1]))}]})
+    return rows
+
+
+# -- base model ------------------------------------------------------------------------------
+
+
+def resolve_base_model(ws: Workspace, cfg: TrainConfig) -> Path:
+    """The Hugging Face folder to train on: ``cfg.base_model``, else the embedded model converted once."""
+    if cfg.base_model:
+        path = Path(cfg.base_model)
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"base_model: {path} is not a Hugging Face model folder (no config.json)")
+        return path
+    return embedded_hf_model(ws.artifacts / "base-model")
+
+
+def embedded_hf_model(dest: Path) -> Path:
+    """Convert the packaged GGUF chat model into a Hugging Face folder at ``dest`` (once).
+
+    transformers loads a GGUF dequantised; its ``save_pretrained`` refuses such a model, so the
+    weights move into a freshly built model of the same config first.
+    """
+    if (dest / "config.json").is_file():
+        return dest
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .backends.llamacpp import packaged_model_path
+
+    gguf = packaged_model_path()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    config.quantization_config = None
+    if hasattr(config, "__dict__"):
+        config.__dict__.pop("quantization_config", None)
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.replace(dest)
+    return dest
+
+
+# -- trainers --------------------------------------------------------------------------------
+
+
+def _lora_config(cfg: TrainConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
+
+
+def _trainer_args(cfg: TrainConfig, out: Path, epochs: int, has_val: bool) -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    return {"output_dir": str(out / "trainer"), "num_train_epochs": epochs, "learning_rate": cfg.learning_rate,
+            "lr_scheduler_type": "cosine", "per_device_train_batch_size": cfg.batch_size,
+            "per_device_eval_batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
+            "max_length": cfg.max_length, "logging_steps": 1, "save_strategy": "no",
+            "eval_strategy": "epoch" if has_val else "no", "report_to": [], "seed": cfg.seed, "bf16": bf16,
+            "gradient_checkpointing": cfg.gradient_checkpointing, "use_cpu": not cuda,
+            "disable_tqdm": True}
+
+
+def _load(base: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return AutoModelForCausalLM.from_pretrained(base), tok
+
+
+def _save_each_epoch(out: Path) -> Any:
+    """A callback that saves the LoRA adapter after every epoch as ``out/epoch-<k>``."""
+    from transformers import TrainerCallback
+
+    class SaveEachEpoch(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):  # noqa: D102
+            if state.is_world_process_zero and model is not None:
+                model.save_pretrained(out / f"epoch-{round(state.epoch)}")
+
+    return SaveEachEpoch()
+
+
+def epoch_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean training loss per epoch and the evaluation loss logged at each epoch's end."""
+    train: dict[int, list[float]] = defaultdict(list)
+    evals: dict[int, float] = {}
+    for entry in log_history:
+        epoch = max(1, math.ceil(entry.get("epoch", 0) - 1e-9))
+        if "loss" in entry:
+            train[epoch].append(float(entry["loss"]))
+        if "eval_loss" in entry:
+            evals[round(entry["epoch"])] = float(entry["eval_loss"])
+    return {"train_loss": {e: sum(v) / len(v) for e, v in sorted(train.items())}, "eval_loss": evals}
+
+
+def train_expert(base: Path, train: list[dict], val: list[dict], cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    """DPO (sigmoid) + SFT LoRA training on preference rows; adapters saved per epoch under ``out``."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model, tok = _load(base)
+    args = DPOConfig(**_trainer_args(cfg, out, cfg.epochs, bool(val)), beta=cfg.beta,
+                     loss_type=["sigmoid", "sft"], loss_weights=[cfg.dpo_weight, cfg.sft_weight])
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
+                         eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
+                         peft_config=_lora_config(cfg), callbacks=[_save_each_epoch(out)])
+    trainer.train()
+    return epoch_metrics(trainer.state.log_history)
+
+
+def train_critic(base: Path, train: list[dict], val: list[dict], cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    """SFT LoRA training on (question, answer) → rules rows; adapters saved per epoch under ``out``."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tok = _load(base)
+    args = SFTConfig(**_trainer_args(cfg, out, cfg.critic_epochs, bool(val)), completion_only_loss=True)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
+                         eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
+                         peft_config=_lora_config(cfg), callbacks=[_save_each_epoch(out)])
+    trainer.train()
+    return epoch_metrics(trainer.state.log_history)
+
+
+TRAINERS = {"expert": (expert_rows, train_expert), "critic": (critic_rows, train_critic)}
+
+
+# -- the stage -------------------------------------------------------------------------------
+
+
+def _module_key(kind: str, cluster: int, base: Path, cfg: TrainConfig, train: list, val: list) -> tuple[str, str]:
+    """(module id, data hash): the same data, base model and configuration give the same module."""
+    data_hash = content_hash("data", {"train": train, "val": val})
+    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("critics", "min_pairs")}
+    return content_hash(kind, {"cluster": cluster, "data": data_hash, "base": str(base), "cfg": relevant}), data_hash
+
+
+def _existing(ws: Workspace, module_id: str) -> ModuleInfo | None:
+    row = ws.conn.execute("SELECT cluster, kind, path, epochs, metrics, seconds, train_logs, val_logs "
+                          "FROM modules WHERE id = ?", (module_id,)).fetchone()
+    if not row:
+        return None
+    cluster, kind, path, epochs, metrics, seconds, tr, va = row
+    return ModuleInfo(module_id, cluster, kind, path, epochs, json.loads(metrics), seconds,
+                      len(json.loads(tr)), len(json.loads(va)), reused=True)
+
+
+def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainConfig,
+                 train_ids: list[str], val_ids: list[str]) -> ModuleInfo | None:
+    """Train one expert or critic for ``cluster`` (or reuse the identical one); None when no data."""
+    make_rows, trainer = TRAINERS[kind]
+    train, val = make_rows(ws, train_ids), make_rows(ws, val_ids)
+    if len(train) < (cfg.min_pairs if kind == "expert" else 1):
+        return None
+    module_id, data_hash = _module_key(kind, cluster, base, cfg, train, val)
+    if found := _existing(ws, module_id):
+        return found
+    final = ws.artifacts / "modules" / module_id
+    tmp = final.with_name(f".{module_id}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    start = time.perf_counter()
+    try:
+        metrics = trainer(base, train, val, cfg, tmp)
+    except ValueError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if "num_samples" in str(e):
+            raise InputError(f"cluster {cluster}: no {kind} example fits in max_length={cfg.max_length} "
+                             "tokens; raise max_length") from e
+        raise
+    seconds = time.perf_counter() - start
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    epochs = cfg.epochs if kind == "expert" else cfg.critic_epochs
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.replace(final)
+    with ws.transaction() as c:
+        c.execute("INSERT INTO modules VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  (module_id, cluster, kind, str(final), epochs, str(base), data_hash,
+                   json.dumps(asdict(cfg)), json.dumps(metrics), json.dumps(train_ids), json.dumps(val_ids),
+                   seconds, now()))
+    return ModuleInfo(module_id, cluster, kind, str(final), epochs, metrics, seconds, len(train), len(val))
+
+
+def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = None,
+        on_module=None) -> list[ModuleInfo]:
+    """Train the experts and critics the plan calls for, for one cluster or all of them."""
+    cfg = cfg or TrainConfig()
+    plans = dict(ws.conn.execute("SELECT cluster, plan FROM gaps").fetchall())
+    clusters = [r[0] for r in ws.conn.execute("SELECT id FROM clusters ORDER BY id")]
+    if not clusters:
+        raise InputError("no clusters: run `unolearn cluster` (and `unolearn assess`) first")
+    if cluster is not None:
+        if cluster not in clusters:
+            raise InputError(f"no cluster {cluster}; clusters are 0..{max(clusters)}")
+        clusters = [cluster]
+    base = resolve_base_model(ws, cfg)
+    run_id = ws.start_run("train", asdict(cfg))
+    done: list[ModuleInfo] = []
+    for c in clusters:
+        train_ids, val_ids = split_ids(_members(ws, c), cfg.val_fraction, cfg.seed)
+        kinds = [] if plans.get(c) == "reflective" else ["expert"]
+        if cfg.critics == "all" or (cfg.critics == "reflective" and plans.get(c) == "reflective"):
+            kinds.append("critic")
+        for kind in kinds:
+            info = train_module(ws, kind, c, base, cfg, train_ids, val_ids)
+            if info:
+                done.append(info)
+                if on_module:
+                    on_module(info)
+    ws.finish_run(run_id, "ok", {"modules": [m.id for m in done]})
+    return done
+
+
+def list_modules(ws: Workspace) -> list[dict[str, Any]]:
+    """Every trained module with its provenance."""
+    rows = ws.conn.execute("SELECT id, cluster, kind, path, epochs, base_model, data_hash, metrics, seconds, "
+                           "train_logs, val_logs, created_at FROM modules ORDER BY cluster, kind").fetchall()
+    return [{"id": r[0], "cluster": r[1], "kind": r[2], "path": r[3], "epochs": r[4], "base_model": r[5],
+             "data_hash": r[6], "metrics": json.loads(r[7]), "seconds": round(r[8], 1),
+             "n_train": len(json.loads(r[9])), "n_val": len(json.loads(r[10])), "created_at": r[11]}
+            for r in rows]

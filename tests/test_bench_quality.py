@@ -1,0 +1,126 @@
+import json
+
+import pytest
+
+from unolearn.backends import Models
+from unolearn.bench_quality import (Bm25Index, MemoryItem, QualityConfig, build_prompts, checklist_items,
+                                    dense_top, load_memory, memory_prompt, rouge_l, rules_prompt, run)
+from unolearn.errors import ConfigError
+from unolearn.report import write_report
+from unolearn.simulate import parse_preferences
+from unolearn.store import now
+
+from doubles import HashEmbedder, MockChatModel
+from test_distill import make_log
+
+MEMORY = [MemoryItem("how to cook rice in a pot", "Too long, give numbered steps", ["Give numbered steps."]),
+          MemoryItem("what does the contract law say", "Cite the article", ["Cite the article number."]),
+          MemoryItem("best train to paris", "One sentence please", ["Answer in one sentence."])]
+
+
+def test_bm25_finds_the_similar_log():
+    idx = Bm25Index([m.query for m in MEMORY])
+    assert idx.top("cook rice quickly", 2)[0] == 0
+    assert idx.top("zzz unknown", 2) == []
+
+
+def test_dense_top_orders_by_cosine():
+    e = HashEmbedder(dim=128)
+    vecs = e.embed([m.query for m in MEMORY])
+    assert dense_top(e.embed(["train to paris"])[0], vecs, 2)[0] == 2
+    assert dense_top(vecs[0], vecs[:0], 2) == []
+
+
+def test_memory_prompt_has_the_logs_feedback_and_the_question():
+    p = memory_prompt("cook pasta", MEMORY[:2], "en")
+    assert "how to cook rice in a pot" in p and "Too long, give numbered steps" in p
+    assert p.endswith("## New question\ncook pasta") and p.index("Earlier question 1") < p.index("Earlier question 2")
+    assert memory_prompt("cook pasta", [], "en") == "cook pasta"
+    assert "新问题" in memory_prompt("怎么做饭", MEMORY[:1], "zh")
+
+
+def test_rules_prompt_dedupes_rules():
+    p = rules_prompt("q", [MEMORY[0], MEMORY[0], MEMORY[1]], "en")
+    assert p.count("Give numbered steps.") == 1 and "- Cite the article number." in p and p.endswith("q")
+    assert rules_prompt("q", [MemoryItem("x", "y", [])], "en") == "q"
+
+
+def test_build_prompts_per_system():
+    e = HashEmbedder(dim=128)
+    qs = ["how to cook rice", "train to paris"]
+    assert build_prompts("base", qs, MEMORY, e.embed, 1) == qs
+    bm = build_prompts("bm25", qs, MEMORY, e.embed, 1)
+    assert "how to cook rice in a pot" in bm[0] and "best train to paris" in bm[1]
+    dense = build_prompts("dense", qs, MEMORY, e.embed, 1)
+    assert "Too long" in dense[0] and "One sentence" in dense[1]
+    rules = build_prompts("rules", qs, MEMORY, e.embed, 1)
+    assert "Give numbered steps." in rules[0] and "Too long" not in rules[0]
+    assert build_prompts("bm25", qs, [], e.embed, 5) == qs
+
+
+def test_rouge_l():
+    assert rouge_l("the cat sat", "the cat sat", "en") == pytest.approx(1.0)
+    assert rouge_l("the cat", "the cat sat on", "en") == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert rouge_l("合同法第五条", "合同法第五条规定", "zh") == pytest.approx(2 * 1 * 0.75 / 1.75)
+    assert rouge_l("", "x", "en") == 0.0
+
+
+def test_checklist_items():
+    assert checklist_items({"info": {"checklist": [{"checklist_id": 0, "checklist_content": "Is it right?"}]}}) == [
+        "Is it right?"]
+    assert checklist_items({"info": {}}) == []
+
+
+PREFS = parse_preferences({"noise": {}, "datasets": {
+    "Short": {"constraints": [{"id": "brief", "check": {"max_words": 5},
+                               "feedback": ["Too long.", "太长了。"]}]},
+    "HelloBench-X": {"constraints": [{"id": "head", "check": {"heading": True},
+                                      "feedback": ["Add headings.", "加标题。"]}]}}}, "test")
+
+
+def test_run_scores_every_system(ws):
+    ws.add_logs([make_log("how to cook rice", "a very long answer", "Too long, keep it short")])
+    log_id = ws.conn.execute("SELECT id FROM logs").fetchone()[0]
+    with ws.transaction() as c:
+        c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'm', ?)", (log_id, json.dumps(["Be brief."]), now()))
+    records = [{"input_prompt": "cook rice fast", "dataset_name": "Short", "info": {}},
+               {"input_prompt": "explain gravity", "dataset_name": "HelloBench-X",
+                "info": {"checklist": [{"checklist_content": "Mentions mass"}, {"checklist_content": "Has math"}]}},
+               {"input_prompt": "什么是合同", "dataset_name": "LexEval-QA", "info": {"golden_answer": "合同是协议"}}]
+
+    def respond(req):
+        text = req.messages[-1]["content"]
+        if "checklist item" in text:
+            return json.dumps({"covered": [True, False]})
+        if "Rules learned" in text or "Earlier users" in text:
+            return "Short answer here."  # memory made the model brief
+        return "# Title\n" + "word " * 20 if "gravity" in text else "合同是双方的协议" if "合同" in text else "word " * 20
+
+    gen = MockChatModel(responder=respond)
+    out = run(ws, Models(ws, generator=gen, embedder=HashEmbedder()), records, PREFS,
+              QualityConfig(systems=("base", "bm25", "rules", "uno")))
+    s = out["systems"]
+    assert set(s) == {"base", "bm25", "rules", "uno"} and out["memory_logs"] == 1
+    assert s["base"]["per_dataset"]["Short"]["compliance"] == 0.0
+    assert s["rules"]["per_dataset"]["Short"]["compliance"] == 1.0
+    assert s["base"]["per_dataset"]["HelloBench-X"]["checklist"] == 0.5
+    assert s["base"]["per_dataset"]["LexEval-QA"]["rouge_l"] > 0.5
+    assert s["base"]["per_dataset"]["LexEval-QA"]["compliance"] is None  # no constraints there
+    assert s["uno"]["errors"] == 0 and s["uno"]["n"] == 3
+    assert s["rules"]["prompt_tokens"] > s["base"]["prompt_tokens"]
+    assert json.loads((ws.artifacts / "bench_quality.json").read_text())["systems"]["base"] == s["base"]
+    html = write_report(ws, HashEmbedder()).read_text()
+    assert "Benchmark: constraint compliance" in html and "HelloBench-X" in html
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        QualityConfig(systems=("base", "magic"))
+    with pytest.raises(ConfigError):
+        QualityConfig(top_k=0)
+
+
+def test_load_memory_uses_feedback_text(ws):
+    ws.add_logs([make_log("q1", "a", "too long"), make_log("q2", "a"), make_log("q3")])
+    (m,) = load_memory(ws)
+    assert (m.query, m.feedback, m.rules) == ("q1", "too long", [])

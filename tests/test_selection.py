@@ -1,0 +1,109 @@
+import json
+
+import pytest
+
+from unolearn.backends import Models
+from unolearn.errors import ConfigError
+from unolearn.selection import (SelectConfig, best_critic_epoch, bleu, choose_epoch, decide, load_plan,
+                                outcome, run)
+from unolearn.store import now
+
+from doubles import MockChatModel
+from test_train import seed_workspace
+
+CFG = SelectConfig()
+
+
+def test_bleu():
+    assert bleu("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert bleu("completely different words here", "the cat sat on the mat") < 0.05
+    assert 0.05 < bleu("the cat sat on a mat today", "the cat sat on the mat") < 1.0
+    assert bleu("", "x") == 0.0
+    assert bleu("根据合同法第五条的规定", "根据合同法第五条的规定", "zh") == pytest.approx(1.0)
+    assert bleu("今天天气很好", "根据合同法第五条的规定", "zh") < 0.05
+
+
+@pytest.mark.parametrize("sm, si, b, ratio, expected", [
+    (8, 5, 0.3, 1.0, 1.0), (5, 5, 0.3, 1.0, 0.5), (4, 5, 0.3, 1.0, 0.0),
+    (9, 5, 0.05, 1.0, 0.0),   # drifted: BLEU must exceed 0.05
+    (9, 5, 0.06, 0.09, 0.0),  # collapsed: under 10% of the initial length
+    (9, 5, 0.06, 0.10, 1.0),
+])
+def test_outcome_guards(sm, si, b, ratio, expected):
+    assert outcome(sm, si, b, ratio, CFG) == expected
+
+
+def test_choose_epoch_on_a_hand_made_table():
+    table = {1: [1, 0, 0.5, 0], 2: [1, 1, 0.5, 0], 3: [1, 1, 0.5, 0], 4: [0, 0, 0, 0]}
+    assert choose_epoch(table, 0.53) == (2, 0.625)  # earliest of the best
+    assert choose_epoch({1: [1, 0], 2: [0.5, 0.5]}, 0.53) == (None, 0.5)  # best 0.5 < 0.53 → fall back
+    assert choose_epoch({1: [1, 0, 0.5, 0.62 / 0.5 * 0.5]}, 0.53)[0] == 1
+    assert choose_epoch({}, 0.53) == (None, 0.0)
+
+
+def test_best_critic_epoch():
+    assert best_critic_epoch({"eval_loss": {"1": 2.0, "2": 1.5, "3": 1.7}}, 3) == 2
+    assert best_critic_epoch({"eval_loss": {}}, 8) == 8
+
+
+def test_decide_each_case():
+    def paths(plans):
+        return {p.system: (p.path, p.module_id, p.epoch) for p in plans}
+
+    assert paths(decide(0, "primary", ("e", 3, 0.6), ("c", 2))) == {
+        "uno": ("primary", "e", 3), "uno-single": ("primary", "e", 3)}
+    assert paths(decide(0, "primary", ("e", None, 0.4), ("c", 2))) == {
+        "uno": ("reflective", "c", 2), "uno-single": ("base", None, None)}
+    assert paths(decide(0, "reflective", None, ("c", 1))) == {
+        "uno": ("reflective", "c", 1), "uno-single": ("base", None, None)}
+    assert paths(decide(0, "primary", None, None)) == {"uno": ("base", None, None), "uno-single": ("base", None, None)}
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        SelectConfig(win_threshold=1.5)
+    with pytest.raises(ConfigError):
+        SelectConfig(judge_samples=0)
+
+
+def add_module(ws, mid, cluster, kind, val_ids, epochs=2, metrics=None):
+    with ws.transaction() as c:
+        c.execute("INSERT INTO modules VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  (mid, cluster, kind, f"/m/{mid}", epochs, "base", "h", "{}", json.dumps(metrics or {}),
+                   "[]", json.dumps(val_ids), 1.0, now()))
+
+
+def test_select_validates_and_stores_plans(ws):
+    ids = seed_workspace(ws)
+    with ws.transaction() as c:
+        for cid, theme in enumerate(["rice", "law"]):
+            c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (cid, 6, b"\0" * 16, "hash", now()))
+            c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, cid) for i in ids[theme]])
+        c.execute("INSERT INTO gaps VALUES (1,'embedding',0.2,0.2,0.2,6,'primary',0.45)")
+    add_module(ws, "exp-rice", 0, "expert", ids["rice"][:2])
+    add_module(ws, "exp-law", 1, "expert", ids["law"][:2])
+    add_module(ws, "crit-law", 1, "critic", [], metrics={"eval_loss": {"1": 1.0, "2": 2.0}})
+
+    def generator(req):  # epoch 2 of the rice expert adds detail; everything else repeats a bad answer
+        if req.adapter == "exp-rice@2":
+            return "A long answer about rice plus the numbered steps."
+        return "unrelated words only"
+
+    def judge(req):
+        answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
+        return json.dumps({"reason": "r", "score": 9 if "numbered steps" in answer else 5})
+
+    gen, jud = MockChatModel(responder=generator), MockChatModel(responder=judge)
+    plans = run(ws, Models(ws, generator=gen, judge=jud))
+    got = {(p.cluster, p.system): (p.path, p.module_id, p.epoch) for p in plans}
+    assert got[(0, "uno")] == ("primary", "exp-rice", 2) and got[(0, "uno-single")] == ("primary", "exp-rice", 2)
+    assert got[(1, "uno")] == ("reflective", "crit-law", 1) and got[(1, "uno-single")] == ("base", None, None)
+    assert set(gen.adapters) == {"exp-rice@1", "exp-rice@2", "exp-law@1", "exp-law@2"}
+    rate = {p.cluster: p.win_rate for p in plans if p.system == "uno"}
+    assert rate[0] == 1.0 and rate[1] == 0.0
+    # 2 val logs × 3 judge samples × 2 epochs per expert
+    assert ws.conn.execute("SELECT count(*) FROM validation WHERE module_id='exp-rice'").fetchone()[0] == 12
+    assert [r.temperature for r in jud.history[:3]] == [0.0, 1.0, 1.0]
+    stored = load_plan(ws, 0, "uno")
+    assert (stored.path, stored.module_id, stored.epoch, stored.win_rate) == ("primary", "exp-rice", 2, 1.0)
+    assert "epoch 2" in stored.reason and load_plan(ws, 5, "uno") is None

@@ -1,0 +1,169 @@
+"""Expert and critic training on the tiny model, module reuse, and `answer` on every path."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unolearn.answer import answer, plan_route
+from unolearn.backends import Models
+from unolearn.backends.hf import TransformersChatModel
+from unolearn.cluster import ClusterConfig, Router
+from unolearn.cluster import run as cluster
+from unolearn.errors import ConfigError, InputError
+from unolearn.records import Log, Message
+from unolearn.store import Workspace, now
+from unolearn.train import TrainConfig, list_modules, run, split_ids
+
+from doubles import HashEmbedder
+from tiny_model import tiny_model_dir  # noqa: F401
+
+TOPICS = {  # cluster theme → (query words, feedback rule); themes share no words, so they cluster apart
+    "rice": ("how to cook rice grains pot", "Give numbered steps."),
+    "law": ("contract statute liability court", "Cite the article of the statute."),
+    "travel": ("train ticket station paris", "Answer in one sentence."),
+}
+
+
+def seed_workspace(ws: Workspace) -> dict[str, list[str]]:
+    """Six logs per theme with feedback rules and a preference pair each."""
+    ids: dict[str, list[str]] = {}
+    for theme, (words, rule) in TOPICS.items():
+        for i in range(6):
+            log = Log.from_messages([Message(role="user", content=f"{words} question {i}"),
+                                     Message(role="assistant", content=f"A long answer about {theme} {i}."),
+                                     Message(role="user", content="not like this")], source="t")
+            ws.add_logs([log])
+            ids.setdefault(theme, []).append(log.id)
+            with ws.transaction() as c:
+                c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'm', ?)", (log.id, json.dumps([rule]), now()))
+                c.execute("INSERT INTO rules VALUES (?, 'prior', ?, 'm', ?)", (log.id, json.dumps(["Be clear."]), now()))
+                c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                          (f"pair-{log.id}", log.id, "revision", json.dumps([{"role": "user", "content": log.query}]),
+                           f"Short answer about {theme}.", log.first_answer, 9.0, "[]", "m", now()))
+    return ids
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    ws = Workspace.open(tmp_path_factory.mktemp("trained") / "ws")
+    ids = seed_workspace(ws)
+    embedder = HashEmbedder(dim=64)
+    cluster(ws, embedder, ClusterConfig(threshold=1.0))
+    by_theme = {t: ws.conn.execute("SELECT cluster FROM cluster_members WHERE log_id = ?", (v[0],)).fetchone()[0]
+                for t, v in ids.items()}
+    assert len(set(by_theme.values())) == 3, "test data should form one cluster per theme"
+    with ws.transaction() as c:  # the law cluster is planned reflective
+        for theme, cid in by_theme.items():
+            plan = "reflective" if theme == "law" else "primary"
+            c.execute("INSERT INTO gaps VALUES (?,?,?,?,?,?,?,?)", (cid, "embedding", 0.5, 0.5, 0.5, 6, plan, 0.45))
+    cfg = TrainConfig(base_model=str(tiny_model_dir), epochs=2, critic_epochs=2, lora_r=4, lora_alpha=8,
+                      grad_accum=1, max_length=256, min_pairs=3)
+    modules = run(ws, cfg)
+    yield ws, cfg, modules, by_theme, embedder
+    ws.close()
+
+
+def test_split_is_seeded_80_20():
+    ids = [f"id{i}" for i in range(10)]
+    train, val = split_ids(ids, 0.2, 42)
+    assert len(train) == 8 and len(val) == 2 and split_ids(list(reversed(ids)), 0.2, 42) == (train, val)
+    assert split_ids(["a"], 0.2, 42) == (["a"], []) and split_ids(ids, 0.2, 1) != (train, val)
+
+
+def test_experts_and_critics_follow_the_plan(trained):
+    ws, _, modules, by_theme, _ = trained
+    kinds = {(m.cluster, m.kind) for m in modules}
+    assert (by_theme["rice"], "expert") in kinds and (by_theme["travel"], "expert") in kinds
+    assert (by_theme["law"], "expert") not in kinds and (by_theme["law"], "critic") in kinds
+    assert len([m for m in modules if m.kind == "critic"]) == 3
+    for m in modules:
+        assert set(m.metrics["train_loss"]) == {1, 2} and all(np.isfinite(list(m.metrics["train_loss"].values())))
+        assert m.n_train == 5 and m.n_val == 1
+        assert [p.name for p in sorted(Path(m.path).iterdir())] == ["epoch-1", "epoch-2"]
+
+
+def test_lora_weights_changed_and_base_weights_did_not(trained, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _, _, modules, _, _ = trained
+    expert = next(m for m in modules if m.kind == "expert")
+    w1 = load_file(f"{expert.path}/epoch-1/adapter_model.safetensors")
+    w2 = load_file(f"{expert.path}/epoch-2/adapter_model.safetensors")
+    lora_b = [k for k in w2 if "lora_B" in k]
+    assert lora_b and all(torch.count_nonzero(w2[k]) > 0 for k in lora_b)  # PEFT initialises B to zero
+    assert any(not torch.equal(w1[k], w2[k]) for k in w2)
+    assert not any("lora" not in k for k in w2), "the adapter must hold LoRA weights only"
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), f"{expert.path}/epoch-2")
+    base_after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                  for k, v in peft.state_dict().items() if "lora" not in k}
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, base_after[k]), k
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        with_adapter = peft(ids).logits
+        with peft.disable_adapter():
+            without = peft(ids).logits
+    assert not torch.allclose(with_adapter, without)
+
+
+def test_same_data_and_config_is_not_retrained(trained):
+    ws, cfg, modules, _, _ = trained
+    again = run(ws, cfg)
+    assert all(m.reused for m in again) and {m.id for m in again} == {m.id for m in modules}
+    assert len(list_modules(ws)) == len(modules)
+
+
+def test_train_errors(trained, tmp_path):
+    ws, cfg, _, _, _ = trained
+    with pytest.raises(InputError, match="no cluster 99"):
+        run(ws, cfg, cluster=99)
+    with pytest.raises(ConfigError, match="config.json"):
+        run(ws, TrainConfig(base_model=str(tmp_path)))
+    with pytest.raises(ConfigError):
+        TrainConfig(critics="some")
+    with Workspace.open(tmp_path / "empty") as empty:
+        with pytest.raises(InputError, match="unolearn cluster"):
+            run(empty, cfg)
+
+
+def _plan(ws, cluster, path, module=None, epoch=None):
+    with ws.transaction() as c:
+        for system in ("uno", "uno-single"):
+            p = path if system == "uno" or path != "reflective" else "base"
+            c.execute("INSERT OR REPLACE INTO plans VALUES (?,?,?,?,?,?,?)",
+                      (cluster, system, p, module if p != "base" else None, epoch if p != "base" else None, None, "t"))
+
+
+def test_answer_takes_each_path(trained, tiny_model_dir):
+    ws, _, modules, by_theme, embedder = trained
+    expert = next(m for m in modules if m.kind == "expert" and m.cluster == by_theme["rice"])
+    critic = next(m for m in modules if m.kind == "critic" and m.cluster == by_theme["law"])
+    _plan(ws, by_theme["rice"], "primary", expert.id, 2)
+    _plan(ws, by_theme["law"], "reflective", critic.id, 1)
+    _plan(ws, by_theme["travel"], "base")
+    gen = TransformersChatModel(tiny_model_dir)
+    models = Models(ws, generator=gen, embedder=embedder)
+    router = Router.load(ws, embedder)
+
+    def ask(q, system="uno"):
+        return asyncio.run(answer(ws, models, router, [{"role": "user", "content": q}], system, max_tokens=8))
+
+    primary = ask("how to cook rice grains pot question 9")
+    assert (primary.route.path, primary.route.module_id, primary.route.epoch) == ("primary", expert.id, 2)
+    assert gen.usage.calls == 1 and f"{expert.id}@2" in gen._adapters
+    reflective = ask("contract statute liability court question 9")
+    assert reflective.route.path == "reflective" and reflective.route.module_id == critic.id
+    assert reflective.draft is not None and reflective.critique is not None and gen.usage.calls == 4
+    base = ask("train ticket station paris question 9")
+    assert base.route.path == "base" and base.route.cluster == by_theme["travel"] and gen.usage.calls == 5
+    assert ask("contract statute liability court question 9", "uno-single").route.path == "base"
+    assert plan_route(ws, router, "how to cook rice", "base").path == "base"
+    with pytest.raises(ConfigError):
+        plan_route(ws, router, "q", "magic")
