@@ -19,7 +19,7 @@ import hashlib
 import json
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +75,7 @@ class FakeOpenAI:
         self.api_key: str | None = None  #: when set, other keys get 401
         self.reverse_embeddings = False  #: return embeddings in reverse ``index`` order
         self.in_flight = self.max_in_flight = 0
+        self.responder: Callable[[dict[str, Any]], str] | None = None  #: answers when nothing is queued
         self._answers: deque[str] = deque()
         self._failures: deque[_Failure] = deque()
         self._lock = threading.Lock()
@@ -158,7 +159,8 @@ class FakeOpenAI:
             return JSONResponse({"detail": [{"type": "literal_error", "loc": ["body", "response_format", "type"],
                                              "msg": "Input should be 'text' or 'json_object'",
                                              "input": "json_schema"}]}, status_code=422)
-        content = self._answers.popleft() if self._answers else self._echo(body)
+        content = self._answers.popleft() if self._answers else (
+            self.responder(body) if self.responder else self._echo(body))
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         if body.get("stream"):
             return StreamingResponse(self._sse(model, content, prompt, body), media_type="text/event-stream")

@@ -209,7 +209,7 @@ def _trainer_args(cfg: TrainConfig, out: Path, epochs: int, has_val: bool) -> di
             "max_length": cfg.max_length, "logging_steps": 1, "save_strategy": "no",
             "eval_strategy": "epoch" if has_val else "no", "report_to": [], "seed": cfg.seed, "bf16": bf16,
             "gradient_checkpointing": cfg.gradient_checkpointing, "use_cpu": not cuda,
-            "disable_tqdm": True}
+            "disable_tqdm": True, "log_level": "warning"}
 
 
 def _load(base: Path) -> tuple[Any, Any]:
@@ -231,6 +231,30 @@ def _save_each_epoch(out: Path) -> Any:
                 model.save_pretrained(out / f"epoch-{round(state.epoch)}")
 
     return SaveEachEpoch()
+
+
+def _quiet(trainer: Any, desc: str) -> Any:
+    """Replace the trainer's printing of log dicts (stdout) with one progress bar on stderr."""
+    from tqdm import tqdm
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+    class Bar(TrainerCallback):
+        bar: Any = None
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102
+            self.bar = tqdm(total=state.max_steps, desc=desc, unit="step", disable=None)
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+            self.bar.update(1)
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: D102
+            self.bar.close()
+
+    trainer.add_callback(Bar())
+    return trainer
 
 
 def epoch_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -257,7 +281,7 @@ def train_expert(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                          peft_config=_lora_config(cfg), callbacks=[_save_each_epoch(out)])
-    trainer.train()
+    _quiet(trainer, "expert").train()
     return epoch_metrics(trainer.state.log_history)
 
 
@@ -271,7 +295,7 @@ def train_critic(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                          peft_config=_lora_config(cfg), callbacks=[_save_each_epoch(out)])
-    trainer.train()
+    _quiet(trainer, "critic").train()
     return epoch_metrics(trainer.state.log_history)
 
 
