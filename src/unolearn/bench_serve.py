@@ -1,0 +1,201 @@
+"""Overhead of the routing proxy: the same load sent through it and directly to its upstream.
+
+Honest figures on a small machine need the three parties in separate processes (threads of one
+process would share one interpreter lock): the fixed-latency upstream (:mod:`.bench_server`) and the
+proxy (:mod:`.serve`, on a fresh empty workspace, so every request takes the base path and routing's
+embedding cost is not part of the figure) each run in a child process; this process is the client. The
+client is a minimal keep-alive HTTP/1.1 client on asyncio streams (one connection per worker), so it
+costs the CPU the measured servers share as little as possible. After the proxied run, one feedback
+is posted per proxied response; the proxy is then stopped (which flushes its writer) and the stored
+feedback is counted.
+
+Run a child by hand: ``python -m unolearn.bench_serve upstream LATENCY_S`` or
+``python -m unolearn.bench_serve proxy WS_DIR UPSTREAM_URL``; it prints its URL and serves until its
+standard input closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError, UnolearnError
+
+WARMUP = 200
+
+
+def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02) -> dict[str, Any]:
+    """Send ``n`` chat requests at ``concurrency`` through the proxy and directly to the upstream.
+
+    Returns ``{"proxy": {"rps", "p50_ms", "p99_ms"}, "direct": {...}, "added_p50_ms", "errors",
+    "lost_feedback", "feedback_errors", "cpu_ms_per_request": {"upstream", "proxy", "client"}}``; the
+    CPU figures are per request of the proxied run (Linux only), to tell overhead from a busy machine.
+    """
+    if n < 1 or concurrency < 1 or latency_s < 0:
+        raise ConfigError("n and concurrency must be >= 1, latency_s >= 0")
+    with tempfile.TemporaryDirectory(prefix="unolearn-bench-serve-") as tmp:
+        upstream = _child("upstream", str(latency_s))
+        try:
+            proxy = _child("proxy", str(Path(tmp) / "ws"), upstream.url)
+            try:
+                pids = (upstream.proc.pid, proxy.proc.pid)
+                out = asyncio.run(_measure(upstream.url, proxy.url, n, concurrency, pids))
+            finally:
+                proxy.stop()
+        finally:
+            upstream.stop()
+        stored = _stored_feedback(Path(tmp) / "ws", out.pop("ids"))
+    out["lost_feedback"] = out.pop("feedback_sent") - stored
+    return {"n": n, "concurrency": concurrency, "latency_s": latency_s, **out}
+
+
+async def _measure(upstream: str, proxy: str, n: int, concurrency: int, pids: tuple[int, int]) -> dict[str, Any]:
+    """Warm both, run direct then proxied, then post one feedback per proxied response."""
+    body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello proxy"}],
+                       "max_tokens": 8}).encode()
+    for url in (upstream, proxy):
+        await _load(url, "/v1/chat/completions", [body] * WARMUP, concurrency)
+    direct = await _load(upstream, "/v1/chat/completions", [body] * n, concurrency)
+    cpu = [*_cpu_s(pids), time.process_time()]
+    proxied = await _load(proxy, "/v1/chat/completions", [body] * n, concurrency)
+    cpu = [round((b - a) / n * 1000, 3) for a, b in zip(cpu, [*_cpu_s(pids), time.process_time()])]
+    ids = [json.loads(r)["id"] for s, r in proxied.answers if s == 200]
+    feedback = [json.dumps({"response_id": i, "action": "like", "text": "good"}).encode() for i in ids]
+    sent = await _load(proxy, "/v1/feedback", feedback, concurrency)
+    direct_s, proxy_s = direct.summary(), proxied.summary()
+    return {"proxy": proxy_s, "direct": direct_s, "added_p50_ms": round(proxy_s["p50_ms"] - direct_s["p50_ms"], 2),
+            "errors": direct.errors + proxied.errors, "feedback_errors": sent.errors,
+            "cpu_ms_per_request": {"upstream": cpu[0], "proxy": cpu[1], "client": cpu[2]},
+            "feedback_sent": len(ids), "ids": ids}
+
+
+class Run:
+    """Latencies, answers and errors of one load run."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.answers: list[tuple[int, bytes]] = []
+        self.errors = 0
+        self.seconds = 0.0
+
+    def summary(self) -> dict[str, float]:
+        """Requests per second, median and 99th percentile latency (ms)."""
+        lat = sorted(self.latencies) or [0.0]
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        return {"rps": round(len(self.latencies) / self.seconds, 1) if self.seconds else 0.0,
+                "p50_ms": round(statistics.median(lat) * 1000, 2), "p99_ms": round(p99 * 1000, 2)}
+
+
+async def _load(url: str, path: str, bodies: list[bytes], concurrency: int) -> Run:
+    """POST every body with ``concurrency`` workers, each on its own keep-alive connection."""
+    run, todo = Run(), iter(bodies)
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+
+    async def worker() -> None:
+        conn = None
+        for body in todo:
+            start = time.perf_counter()
+            try:
+                conn = conn or await asyncio.open_connection(host, port)
+                status, answer = await _post(*conn, host, path, body)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                run.errors += 1
+                conn = None
+                continue
+            run.latencies.append(time.perf_counter() - start)
+            run.answers.append((status, answer))
+            run.errors += status != 200
+        if conn:
+            conn[1].close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str,
+                body: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 POST on a kept-alive connection; the answer must carry a Content-Length."""
+    writer.write(f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+                 f"content-length: {len(body)}\r\n\r\n".encode() + body)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = next(int(v) for k, _, v in (h.partition(":") for h in lines[1:]) if k.lower() == "content-length")
+    return status, await reader.readexactly(length)
+
+
+class _Child:
+    """A server in a child process; its URL is the first line it prints."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "unolearn.bench_serve", *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.url = (self.proc.stdout.readline() or "").strip()
+        if not self.url.startswith("http://"):
+            self.stop()
+            raise UnolearnError(f"the benchmark's {args[0]} server did not start")
+
+    def stop(self) -> None:
+        """Close its standard input (it shuts down, flushing what it queued) and wait for it."""
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _child(*args: str) -> _Child:
+    return _Child(*args)
+
+
+def _cpu_s(pids: tuple[int, ...]) -> list[float]:
+    """CPU seconds (user + system) used so far by each process (Linux ``/proc``; 0 elsewhere)."""
+    out = []
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        except (OSError, IndexError, ValueError):
+            out.append(0.0)
+    return out
+
+
+def _stored_feedback(ws_dir: Path, ids: list[str]) -> int:
+    """How many of ``ids`` have a stored feedback."""
+    from .store import Workspace
+
+    with Workspace.open(ws_dir) as ws:
+        stored = {r[0] for r in ws.conn.execute("SELECT DISTINCT response_id FROM feedback")}
+    return len(stored & set(ids))
+
+
+def _main(argv: list[str]) -> None:
+    """Child process entry: serve until standard input closes."""
+    from .bench_server import fixed_latency_app, serve_asgi
+
+    if argv[0] == "upstream":
+        app, lifespan = fixed_latency_app(float(argv[1])), "off"
+    else:
+        from .serve import ServeConfig, create_app
+
+        app, lifespan = create_app(argv[1], ServeConfig(upstream=argv[2], api_key="")), "on"
+    with serve_asgi(app, lifespan=lifespan) as url:
+        print(url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

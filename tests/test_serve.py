@@ -1,0 +1,364 @@
+"""The routing proxy as a real server on 127.0.0.1, in front of the fake OpenAI upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from doubles import HashEmbedder, MockChatModel
+from fake_openai import FakeOpenAI
+from unolearn.bench_serve import bench_serve
+from unolearn.bench_server import serve_asgi
+from unolearn.errors import ConfigError
+from unolearn.serve import Recorder, ServeConfig, collect_served, create_app
+from unolearn.store import Workspace, now
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+THEMES = {0: "rice cooking grains pot water", 1: "contract law statute court liability",
+          2: "travel flight hotel visa trip"}
+RICE = "how long should rice grains cook in a pot of water"
+LAW = "does the statute of contract liability apply in court"
+TRAVEL = "which hotel for my flight and visa trip"
+
+
+def make_workspace(ws_dir: Path) -> None:
+    """Three clusters (rice: expert; law: critic under uno, base under uno-single; travel: base)."""
+    vecs = HashEmbedder().embed(list(THEMES.values()))
+    with Workspace.open(ws_dir) as ws, ws.transaction() as c:
+        for cid, vec in zip(THEMES, vecs):
+            c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (cid, 5, vec.tobytes(), "hash", now()))
+        for mid, cluster, kind in (("exp-rice", 0, "expert"), ("crit-law", 1, "critic")):
+            c.execute("INSERT INTO modules VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (mid, cluster, kind, f"/adapters/{mid}", 3, "base", "h", "{}", "{}", "[]", "[]", 1.0, now()))
+        plans = [(0, "uno", "primary", "exp-rice", 2), (0, "uno-single", "primary", "exp-rice", 2),
+                 (1, "uno", "reflective", "crit-law", 1), (1, "uno-single", "base", None, None),
+                 (2, "uno", "base", None, None), (2, "uno-single", "base", None, None)]
+        c.executemany("INSERT INTO plans VALUES (?,?,?,?,?,NULL,'t')", plans)
+
+
+@dataclass
+class Stack:
+    fake: FakeOpenAI
+    client: httpx.Client
+    ws_dir: Path
+    url: str
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Fake upstream + proxy (API key, adapters loaded at start, small limits) + an authorised client."""
+    ws_dir = tmp_path_factory.mktemp("serve") / "ws"
+    make_workspace(ws_dir)
+    fake = FakeOpenAI()
+    with fake.running():
+        cfg = ServeConfig(upstream=fake.url, api_key=KEY, load_adapters=True, upstream_timeout_s=1.5,
+                          max_body_bytes=4096, max_messages=8)
+        with serve_asgi(create_app(ws_dir, cfg, embedder=HashEmbedder()), lifespan="on") as url:
+            with httpx.Client(base_url=url, headers=AUTH, timeout=20) as client:
+                yield Stack(fake, client, ws_dir, url)
+
+
+@pytest.fixture
+def s(stack):
+    """The stack with the fake's history, script and failures cleared."""
+    with stack.fake._lock:
+        stack.fake.history.clear()
+    stack.fake._answers.clear()
+    stack.fake._failures.clear()
+    return stack
+
+
+def ask(s: Stack, query: str, *, system: str | None = None, **body):
+    headers = {"X-Unolearn-System": system} if system else {}
+    payload = {"model": "fake-model", "messages": [{"role": "user", "content": query}], **body}
+    return s.client.post("/v1/chat/completions", json=payload, headers=headers)
+
+
+def events(resp: httpx.Response) -> list[str]:
+    """The ``data:`` payloads of an SSE response."""
+    return [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+
+
+def streamed_text(payloads: list[str]) -> str:
+    chunks = [json.loads(p) for p in payloads if p != "[DONE]"]
+    return "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c["choices"])
+
+
+def assert_openai_error(resp: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "code"} and err["message"]
+    assert "Traceback" not in resp.text and 'File "' not in resp.text
+    if code:
+        assert err["code"] == code
+    return err
+
+
+# -- paths -----------------------------------------------------------------------------------------
+
+
+def test_adapters_are_loaded_at_start(s):
+    assert s.fake.adapters == {"crit-law@1": "/adapters/crit-law/epoch-1", "exp-rice@2": "/adapters/exp-rice/epoch-2"}
+
+
+def test_base_path_forwards_the_body_unchanged(s):
+    raw = json.dumps({"model": "fake-model", "messages": [{"role": "system", "content": "be kind"},
+                                                          {"role": "user", "content": TRAVEL}],
+                      "temperature": 0.3, "user": "u-1", "max_tokens": 7}, indent=2)
+    resp = s.client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    (got,) = s.fake.requests()
+    assert got.body == json.loads(raw)
+    data = resp.json()
+    assert data["object"] == "chat.completion" and data["choices"][0]["message"]["content"] == f"echo: {TRAVEL}"
+    assert data["id"].startswith("chatcmpl-") and data["id"] == resp.headers["x-unolearn-response-id"]
+    assert resp.headers["x-unolearn-route"] == "path=base; cluster=2; system=uno"
+
+
+def test_primary_path_sends_the_expert_adapter_as_model(s):
+    resp = ask(s, RICE, temperature=0.5)
+    assert resp.status_code == 200, resp.text
+    (got,) = s.fake.requests()
+    assert got.body["model"] == "exp-rice@2" and got.body["temperature"] == 0.5
+    assert resp.headers["x-unolearn-route"] == "path=primary; cluster=0; system=uno; adapter=exp-rice@2"
+    assert resp.json()["choices"][0]["message"]["content"] == f"echo: {RICE}"
+
+
+def test_reflective_path_drafts_critiques_revises_and_returns_only_the_revision(s):
+    s.fake.enqueue("the draft answer", "1. Cite the statute.", "## Revised answer\nThe revised answer.")
+    resp = ask(s, LAW)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"] == "The revised answer."
+    assert "draft answer" not in resp.text and "Cite the statute" not in resp.text
+    draft, critic, revise = s.fake.requests()
+    assert draft.body["model"] == "fake-model" and draft.body["messages"] == [{"role": "user", "content": LAW}]
+    assert critic.body["model"] == "crit-law@1" and "the draft answer" in critic.body["messages"][-1]["content"]
+    prompt = revise.body["messages"][-1]["content"]
+    assert revise.body["model"] == "fake-model" and "1. Cite the statute." in prompt and "the draft answer" in prompt
+    assert resp.headers["x-unolearn-route"].startswith("path=reflective; cluster=1; system=uno; adapter=crit-law@1")
+    assert resp.json()["usage"]["completion_tokens"] > 0
+
+
+def test_header_overrides_the_system(s):
+    single = ask(s, LAW, system="uno-single")
+    assert single.headers["x-unolearn-route"] == "path=base; cluster=1; system=uno-single"
+    base = ask(s, RICE, system="base")
+    assert base.headers["x-unolearn-route"] == "path=base; cluster=-; system=base"
+    assert [r.body["model"] for r in s.fake.requests()] == ["fake-model", "fake-model"]
+    assert_openai_error(ask(s, RICE, system="magic"), 400, "invalid_system")
+
+
+# -- streaming -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query, model", [(TRAVEL, "fake-model"), (RICE, "exp-rice@2")])
+def test_streaming_relays_events_with_the_response_id(s, query, model):
+    payload = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": query}]}
+    with s.client.stream("POST", "/v1/chat/completions", json=payload) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        payloads = events(resp)
+    rid = resp.headers["x-unolearn-response-id"]
+    assert payloads[-1] == "[DONE]" and len(payloads) > 3
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    assert {c["id"] for c in chunks} == {rid} and {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert streamed_text(payloads) == f"echo: {query}"
+    assert s.fake.requests()[0].body["model"] == model and s.fake.requests()[0].body["stream"] is True
+    fb = s.client.post("/v1/feedback", json={"response_id": rid, "action": "copy"})  # recorded before [DONE]
+    assert fb.status_code == 200, fb.text
+
+
+def test_reflective_streaming_sends_only_the_revision(s):
+    s.fake.enqueue("draft", "1. rule", "revised text")
+    payload = {"model": "fake-model", "stream": True, "stream_options": {"include_usage": True},
+               "messages": [{"role": "user", "content": LAW}]}
+    with s.client.stream("POST", "/v1/chat/completions", json=payload) as resp:
+        payloads = events(resp)
+    assert payloads[-1] == "[DONE]" and streamed_text(payloads) == "revised text"
+    assert json.loads(payloads[-2])["usage"]["total_tokens"] > 0
+    assert all("stream" not in r.body for r in s.fake.requests())
+
+
+# -- security and robustness -----------------------------------------------------------------------
+
+
+def test_auth_is_required_except_for_healthz(s):
+    for key in (None, "wrong"):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=s.url, headers=headers) as anon:
+            assert_openai_error(anon.post("/v1/chat/completions", json={"messages": []}), 401, "invalid_api_key")
+            assert_openai_error(anon.post("/v1/feedback", json={"response_id": "x"}), 401)
+            assert_openai_error(anon.get("/v1/models"), 401)
+            assert_openai_error(anon.get("/metrics"), 401)
+            health = anon.get("/healthz")
+            assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["routing"]
+    assert not s.fake.requests()
+
+
+def test_limits_give_413(s):
+    assert_openai_error(ask(s, "x" * 5000), 413, "request_too_large")
+    many = [{"role": "user", "content": "hi"}] * 9
+    resp = s.client.post("/v1/chat/completions", json={"model": "fake-model", "messages": many})
+    assert_openai_error(resp, 413, "too_many_messages")
+    assert not s.fake.requests()
+
+
+def test_invalid_bodies_give_400(s):
+    bad = s.client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert_openai_error(bad, 400, "invalid_json")
+    assert_openai_error(s.client.post("/v1/chat/completions", json=[1]), 400)
+    no_user = {"model": "fake-model", "messages": [{"role": "system", "content": "hi"}]}
+    assert_openai_error(s.client.post("/v1/chat/completions", json=no_user), 400)
+
+
+def test_upstream_failures_give_502_without_traceback(s):
+    s.fake.fail(500, "engine exploded")
+    err = assert_openai_error(ask(s, TRAVEL), 502, "upstream_error")
+    assert "engine exploded" in err["message"] and err["type"] == "upstream_error"
+    s.fake.fail(503, "down")
+    assert_openai_error(ask(s, TRAVEL, stream=True), 502, "upstream_error")
+    s.fake.hang(3.0)
+    assert_openai_error(ask(s, TRAVEL), 502, "upstream_timeout")
+
+
+def test_upstream_client_errors_are_relayed(s):
+    err = assert_openai_error(ask(s, TRAVEL, model="no-such-model"), 404, "upstream_rejected")
+    assert "no-such-model" in err["message"]
+
+
+def test_unreachable_upstream_gives_502(tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    cfg = ServeConfig(upstream=f"http://127.0.0.1:{port}/v1", api_key="")
+    with serve_asgi(create_app(tmp_path / "ws", cfg), lifespan="on") as url:
+        resp = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+        assert_openai_error(resp, 502, "upstream_unreachable")
+        assert_openai_error(httpx.get(url + "/v1/models"), 502)
+        assert 'unolearn_upstream_errors_total{kind="unreachable"} 2' in httpx.get(url + "/metrics").text
+
+
+# -- feedback and the loop -------------------------------------------------------------------------
+
+
+def test_feedback_is_stored_and_checked(s):
+    rid = ask(s, RICE).json()["id"]
+    ok = s.client.post("/v1/feedback", json={"response_id": rid, "text": "too long", "action": "dislike"})
+    assert ok.status_code == 200 and ok.json() == {"object": "feedback", "response_id": rid, "stored": True}
+    edit = s.client.post("/v1/feedback", json={"response_id": rid, "action": "edit", "edited": "Short."})
+    assert edit.status_code == 200
+    with Workspace.open(s.ws_dir) as ws:
+        rows = ws.conn.execute("SELECT text, action, edited FROM feedback WHERE response_id = ? ORDER BY id",
+                               (rid,)).fetchall()
+        served = ws.conn.execute("SELECT answer, model, route FROM served WHERE response_id = ?", (rid,)).fetchone()
+    assert rows == [("too long", "dislike", None), (None, "edit", "Short.")]
+    assert served[0] == f"echo: {RICE}" and served[1] == "exp-rice@2" and json.loads(served[2])["path"] == "primary"
+    assert_openai_error(s.client.post("/v1/feedback", json={"response_id": "chatcmpl-nope", "action": "like"}),
+                        404, "response_not_found")
+    for bad in ({"response_id": rid, "action": "edit"}, {"response_id": rid, "action": "love"},
+                {"response_id": rid}, {"text": "x"}, {"response_id": rid, "text": "x", "extra": 1},
+                {"response_id": rid, "action": "like", "edited": "x"}):
+        assert_openai_error(s.client.post("/v1/feedback", json=bad), 400, "invalid_feedback")
+    bad_json = s.client.post("/v1/feedback", content=b"nope", headers={"content-type": "application/json"})
+    assert_openai_error(bad_json, 400, "invalid_json")
+
+
+def test_collect_served_turns_feedback_into_logs(s):
+    rid = ask(s, LAW, system="uno-single", messages=[
+        {"role": "system", "content": "You are a lawyer."}, {"role": "user", "content": LAW}]).json()["id"]
+    unrated = ask(s, TRAVEL).json()["id"]
+    assert s.client.post("/v1/feedback", json={"response_id": rid, "text": "Cite the article."}).status_code == 200
+    assert s.client.post("/v1/feedback", json={"response_id": rid, "action": "regenerate"}).status_code == 200
+    with Workspace.open(s.ws_dir) as ws:
+        assert collect_served(ws) >= 1
+        assert collect_served(ws) == 0
+        log_id = ws.conn.execute("SELECT log_id FROM served WHERE response_id = ?", (rid,)).fetchone()[0]
+        assert ws.conn.execute("SELECT log_id FROM served WHERE response_id = ?", (unrated,)).fetchone()[0] is None
+        log = ws.get_log(log_id)
+    assert log.query == LAW and log.first_answer == f"echo: {LAW}" and log.source == "serve"
+    assert log.feedback == ("Cite the article.",) and [a.kind for a in log.actions] == ["regenerate"]
+    assert [m.role for m in log.messages] == ["system", "user", "assistant", "user"]
+    assert log.metadata["response_id"] == rid and log.has_feedback
+
+
+def test_feedback_for_a_response_still_queued_and_flush_on_close(tmp_path):
+    async def go() -> None:
+        rec = Recorder(tmp_path / "ws", batch=512)
+        await rec.start()
+        rows = [(f"r{i}", "[]", "a", "{}", "m", now()) for i in range(300)]
+        for row in rows:
+            rec.served(row)
+        assert rec.known("r299") and not rec.known("r300")
+        await rec.feedback(("r299", "late but kept", None, None, now()))  # queued behind its response
+        rec.served(("r-last", "[]", "a", "{}", "m", now()))
+        await rec.close()  # flushes what is still queued
+
+    asyncio.run(go())
+    with Workspace.open(tmp_path / "ws") as ws:
+        assert ws.count("served") == 301 and ws.count("feedback") == 1
+
+
+# -- the other endpoints ---------------------------------------------------------------------------
+
+
+def test_models_and_metrics(s):
+    ids = [m["id"] for m in s.client.get("/v1/models").json()["data"]]
+    assert ids[0] == "fake-model" and "exp-rice@2" in ids
+    ask(s, RICE)
+    s.fake.fail(500)
+    ask(s, TRAVEL)
+    text = s.client.get("/metrics").text
+    assert "# TYPE unolearn_requests_total counter" in text
+    assert 'unolearn_requests_total{path="primary",status="200"}' in text
+    assert 'unolearn_requests_total{path="base",status="502"}' in text
+    assert 'unolearn_request_duration_seconds_bucket{path="primary",le="+Inf"}' in text
+    assert "# TYPE unolearn_request_duration_seconds histogram" in text
+    assert 'unolearn_upstream_errors_total{kind="error"}' in text
+    assert "unolearn_write_queue_depth" in text
+
+
+def test_embedded_mode_answers_through_the_plan(tmp_path):
+    make_workspace(tmp_path / "ws")
+
+    def respond(req):
+        if req.adapter == "crit-law@1":
+            return "1. Be formal."
+        return "revised" if "Be formal" in req.messages[-1]["content"] else f"answer via {req.adapter}"
+
+    gen = MockChatModel(responder=respond)
+    app = create_app(tmp_path / "ws", ServeConfig(api_key=""), generator=gen, embedder=HashEmbedder())
+    with serve_asgi(app, lifespan="on") as url, httpx.Client(base_url=url, timeout=20) as client:
+        body = {"messages": [{"role": "user", "content": RICE}]}
+        primary = client.post("/v1/chat/completions", json=body)
+        assert primary.json()["choices"][0]["message"]["content"] == "answer via exp-rice@2"
+        with client.stream("POST", "/v1/chat/completions",
+                           json={"stream": True, "messages": [{"role": "user", "content": LAW}]}) as resp:
+            payloads = events(resp)
+        assert payloads[-1] == "[DONE]" and streamed_text(payloads) == "revised"
+        assert resp.headers["x-unolearn-route"].startswith("path=reflective")
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["unolearn"]
+    assert gen.adapters == {"exp-rice@2": "/adapters/exp-rice/epoch-2", "crit-law@1": "/adapters/crit-law/epoch-1"}
+
+
+def test_config_is_validated(monkeypatch):
+    monkeypatch.setenv("UNOLEARN_SERVE_KEY", "from-env")
+    assert ServeConfig().api_key == "from-env" and ServeConfig(api_key="").api_key is None
+    assert ServeConfig(upstream="http://127.0.0.1:8000").upstream == "http://127.0.0.1:8000/v1"
+    for bad in ({"system": "magic"}, {"port": 70000}, {"max_body_bytes": 10}, {"load_adapters": True},
+                {"upstream_timeout_s": 0}, {"upstream": "ftp://x"}):
+        with pytest.raises(ConfigError):
+            ServeConfig(**bad)
+
+
+def test_bench_serve_small_run():
+    out = bench_serve(n=60, concurrency=8, latency_s=0.005)
+    assert out["errors"] == 0 and out["lost_feedback"] == 0 and out["feedback_errors"] == 0
+    assert out["proxy"]["rps"] > 0 and out["direct"]["p50_ms"] > 0 and "added_p50_ms" in out
