@@ -42,6 +42,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -52,12 +53,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+try:
+    import aiohttp
+except ImportError:  # only the proxy's upstream client needs it (the serve extra); collect_served does not
+    aiohttp = None
 
 from .answer import (ALL_SYSTEMS, CRITIC_MAX_TOKENS, Route, answer, critic_messages, plan_route,
                      revise_messages, rules_of, strip_echo)
 from .backends import Models
-from .backends.openai_http import error_message, normalize_base_url, resolve_api_key
+from .backends.openai_http import _message_of, normalize_base_url, resolve_api_key
 from .config import BackendsConfig, opt
 from .errors import ConfigError, UnolearnError, WorkspaceError
 from .records import Action, Log, Message, detect_lang
@@ -291,50 +295,64 @@ class Recorder:
 
 
 class Upstream:
-    """The OpenAI-compatible server answers are forwarded to, through one shared ``httpx.AsyncClient``.
+    """The OpenAI-compatible server answers are forwarded to, through one shared ``aiohttp.ClientSession``.
 
-    The client is opened by :meth:`start` and closed by :meth:`close` (the app's lifespan); its pool holds
-    up to ``connections`` connections, busy or idle. ``timeout_s`` bounds connecting, every wait for
-    bytes and the wait for a free connection. HTTP/1.1 only.
+    The session is opened by :meth:`start` (on the running loop) and closed by :meth:`close` (the app's
+    lifespan); its connector holds up to ``connections`` connections, busy or idle. ``timeout_s`` bounds
+    the wait for a free connection plus connecting, and every wait for bytes. Redirects are not followed.
     """
 
     def __init__(self, base_url: str, api_key: str | None, timeout_s: float, connections: int) -> None:
         self.base_url, self.timeout_s, self.connections = base_url, timeout_s, connections
         key = resolve_api_key(api_key)
         self.headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
-        self.client: httpx.AsyncClient | None = None
+        self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        """Open the client (connections open on demand)."""
-        limits = httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections)
-        self.client = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout_s,
-                                        limits=limits)
+        """Open the session (connections open on demand)."""
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_read=self.timeout_s)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.connections),
+                                             headers=self.headers, timeout=timeout)
 
     async def close(self) -> None:
-        """Close the client and its connections."""
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        """Close the session and its connections."""
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
 
     @contextmanager
     def errors(self) -> Iterator[None]:
-        """Raise httpx's failures as :class:`UpstreamError` (502): timeout, bad answer or unreachable."""
+        """Raise aiohttp's failures as :class:`UpstreamError` (502): timeout, bad answer or unreachable."""
         try:
             yield
-        except httpx.TimeoutException as e:
+        except asyncio.TimeoutError as e:
             raise UpstreamError(f"upstream timed out after {self.timeout_s:g} s ({type(e).__name__})", "timeout") from e
-        except httpx.DecodingError as e:
+        except aiohttp.ClientPayloadError as e:
             raise UpstreamError(f"upstream sent a body that cannot be decoded: {e}", "bad_answer") from e
-        except httpx.RequestError as e:
+        except aiohttp.ClientError as e:
             raise UpstreamError(f"upstream unreachable at {self.base_url}: {type(e).__name__} {e}".strip(),
                                 "unreachable") from e
 
+    async def send(self, method: str, path: str, body: bytes | None = None) -> aiohttp.ClientResponse:
+        """The upstream's answer, headers read; a non-2xx is read, released and raised (:func:`check`)."""
+        with self.errors():
+            resp = await self.session.request(method, self.base_url + path, data=body, allow_redirects=False)
+            if not 200 <= resp.status < 300:
+                try:
+                    body = await resp.read()
+                finally:
+                    resp.release()
+                check(resp.status, resp.reason, body)
+        return resp
+
     async def read(self, method: str, path: str, body: bytes | None = None) -> bytes:
         """The body of a 2xx answer; :class:`UpstreamError` otherwise."""
-        with self.errors():
-            resp = await self.client.request(method, path, content=body)
-        check(resp)
-        return resp.content
+        resp = await self.send(method, path, body)
+        try:
+            with self.errors():
+                return await resp.read()
+        finally:
+            resp.release()
 
     async def post(self, path: str, body: bytes) -> dict[str, Any]:
         """POST ``body`` and return the JSON answer of a 2xx."""
@@ -349,52 +367,47 @@ class Upstream:
         data = await self.post("/chat/completions", json.dumps(body).encode())
         return content_of(data), data
 
-    async def open_stream(self, body: bytes) -> httpx.Response:
-        """Start a streaming chat completion (2xx checked, body not read); the caller must close the response."""
-        request = self.client.build_request("POST", "/chat/completions", content=body)
-        with self.errors():
-            resp = await self.client.send(request, stream=True)
-            if not resp.is_success:
-                try:
-                    await resp.aread()
-                finally:
-                    await resp.aclose()
-        check(resp)
-        return resp
+    async def open_stream(self, body: bytes) -> aiohttp.ClientResponse:
+        """Start a streaming chat completion (2xx checked, body not read); the caller must release the answer."""
+        return await self.send("POST", "/chat/completions", body)
 
     async def models(self) -> bytes:
         """The upstream's ``/models`` answer."""
         return await self.read("GET", "/models")
 
 
-def check(resp: httpx.Response) -> None:
-    """Raise for a non-2xx upstream answer (body read): its 4xx as is, a 5xx (or anything else) as 502."""
-    if resp.is_success:
-        return
-    message = f"upstream answered HTTP {resp.status_code}: {error_message(resp)}"
-    if resp.is_client_error:
-        raise UpstreamError(message, "rejected", resp.status_code)
+def check(status: int, reason: str | None, body: bytes) -> None:
+    """Raise for a non-2xx upstream answer: its 4xx as is, a 5xx (or anything else) as 502."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    text = (_message_of(data) if data is not None else None) or body.decode("utf-8", "replace") or reason or ""
+    message = f"upstream answered HTTP {status}: " + re.sub(r"\s+", " ", str(text)).strip()[:500]
+    if 400 <= status < 500:
+        raise UpstreamError(message, "rejected", status)
     raise UpstreamError(message, "error")
 
 
 class Relayed:
-    """An ASGI response relaying an upstream stream; the upstream answer is closed once it is sent.
+    """An ASGI response relaying an upstream stream; the upstream answer is released once it is sent.
 
-    Closing here, not only in the event generator, frees the pooled connection also when the client
-    left before the generator started or while it waited on a send.
+    Releasing here, not only in the event generator, frees the pooled connection also when the client
+    left before the generator started or while it waited on a send (an answer not read to its end
+    closes its connection).
     """
 
     streams = True
 
-    def __init__(self, response: Any, upstream: httpx.Response) -> None:
+    def __init__(self, response: Any, upstream: aiohttp.ClientResponse) -> None:
         self.response, self.upstream = response, upstream
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Send the response, then close the upstream answer."""
+        """Send the response, then release the upstream answer."""
         try:
             await self.response(scope, receive, send)
         finally:
-            await self.upstream.aclose()
+            self.upstream.release()
 
 def content_of(data: Any) -> str:
     """``choices[0].message.content`` of a chat completion ('' when absent)."""
@@ -684,14 +697,14 @@ class Proxy:
         resp = await self.upstream.open_stream(body)
         return Relayed(self.streaming(self.events(resp, chat, route, model, start), chat, route), resp)
 
-    async def events(self, resp: httpx.Response, chat: Chat, route: Route, model: str,
+    async def events(self, resp: aiohttp.ClientResponse, chat: Chat, route: Route, model: str,
                      start: float) -> AsyncIterator[bytes]:
         """The upstream's SSE events, ids replaced; the answer is recorded before ``[DONE]`` goes out."""
         parts: list[str] = []
         status, buf, done = 200, b"", False
         try:
             with self.upstream.errors():
-                async for data in resp.aiter_bytes():
+                async for data in resp.content.iter_any():
                     buf = (buf + data).replace(b"\r\n", b"\n")
                     while b"\n\n" in buf and not done:
                         event, buf = buf.split(b"\n\n", 1)
@@ -707,7 +720,7 @@ class Proxy:
             yield sse(error_body(e))
         finally:
             self.metrics.observe(route.path, status, time.perf_counter() - start)
-            await resp.aclose()
+            resp.release()
 
     @staticmethod
     def event(event: bytes, chat: Chat, parts: list[str]) -> tuple[bytes, bool]:
@@ -849,8 +862,9 @@ def create_app(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *
     try:
         from starlette.applications import Starlette
         from starlette.routing import Route as HTTPRoute
+        import aiohttp  # noqa: F401
     except ImportError as e:
-        raise ConfigError("the proxy needs starlette and uvicorn: pip install 'unolearn[serve]'") from e
+        raise ConfigError("the proxy needs starlette, uvicorn and aiohttp: pip install 'unolearn[serve]'") from e
     proxy = Proxy(Path(ws_dir), cfg or ServeConfig(), backends, built)
     routes = [HTTPRoute("/v1/chat/completions", proxy.chat, methods=["POST"]),
               HTTPRoute("/v1/feedback", proxy.feedback, methods=["POST"]),
