@@ -52,6 +52,7 @@ class ChatConfig:
     timeout_s: float = opt(120.0, "Per-request timeout in seconds (openai).")
     max_retries: int = opt(5, "Retries on timeouts, 429 and 5xx (openai).")
     n_ctx: int = opt(4096, "Context length (embedded).")
+    n_threads: int | None = opt(None, "CPU threads (embedded; default: all). Fewer are faster on a busy machine.")
 
     def __post_init__(self) -> None:
         if self.backend not in CHAT_BACKENDS:

@@ -29,7 +29,9 @@ from .store import Workspace, now
 
 RULES_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"rules": {"type": "array", "items": {"type": "string"}}},
+    # A length cap per rule keeps small models from writing a whole answer into one rule (measured:
+    # it turned the embedded model's invalid JSON into valid JSON, docs/embedded-model.md).
+    "properties": {"rules": {"type": "array", "items": {"type": "string", "maxLength": 300}}},
     "required": ["rules"],
 }
 JUDGE_SCHEMA: dict[str, Any] = {

@@ -28,7 +28,7 @@ def make_chat(cfg: ChatConfig) -> ChatModel:
         return TransformersChatModel(cfg.model)
     from .llamacpp import LlamaCppChatModel
 
-    return LlamaCppChatModel(cfg.model, n_ctx=cfg.n_ctx)
+    return LlamaCppChatModel(cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads)
 
 
 def make_embedder(cfg: EmbedderConfig) -> Embedder:

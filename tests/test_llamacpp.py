@@ -1,0 +1,195 @@
+"""The embedded llama.cpp backend, on the real default model shipped in the ``embedded`` packages."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from unolearn.backends.base import ChatRequest  # noqa: E402
+from unolearn.backends.llamacpp import (  # noqa: E402
+    DEFAULT_MODEL, LlamaCppChatModel, PackagedModel, _assemble, packaged_model_path,
+)
+from unolearn.errors import BackendError, ConfigError, InputError  # noqa: E402
+
+RULES = {
+    "type": "object",
+    "properties": {"rules": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3}},
+    "required": ["rules"],
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = LlamaCppChatModel()
+    yield m
+    asyncio.run(m.aclose())
+
+
+def test_default_model_is_pinned_and_identified(model):
+    assert model.model_path.name == DEFAULT_MODEL.file_name
+    assert model.model_path.stat().st_size == DEFAULT_MODEL.size
+    assert model.model_id == f"llamacpp:{DEFAULT_MODEL.file_name}:{DEFAULT_MODEL.sha256[:12]}"
+
+
+def test_plain_request(model):
+    [res] = model.generate_sync([ChatRequest.of("What is the capital of France? Answer in one word.",
+                                                max_tokens=8)])
+    assert res.ok, res.error
+    assert "paris" in res.text.lower()
+    assert res.prompt_tokens > 5 and 0 < res.completion_tokens <= 8
+    assert model.usage.completion_tokens >= res.completion_tokens
+
+
+def test_schema_request_is_constrained_and_parsed(model):
+    req = ChatRequest.of([{"role": "system", "content": "Write rules that make an answer better."},
+                          {"role": "user", "content": "Query: how do I boil an egg?\nGive at most 3 rules."}],
+                         schema=RULES, max_tokens=96)
+    res = asyncio.run(model.complete(req))  # one call, no re-asking: the grammar alone must give valid JSON
+    assert res.parsed is not None, res.text
+    jsonschema.validate(res.parsed, RULES)
+    assert all(r.strip() for r in res.parsed["rules"])
+
+
+def test_fixed_seed_is_deterministic(model):
+    req = ChatRequest.of("Write a two-line poem about the sea.", temperature=0.9, seed=7, max_tokens=24)
+    first = model.generate_sync([req])[0]
+    model.generate_sync([ChatRequest.of("Name a colour.", max_tokens=4)])  # something else in between
+    again = model.generate_sync([req])[0]
+    assert first.ok and first.text and again.text == first.text
+
+
+def test_batch_results_keep_request_order(model):
+    prompts = ["Say hi.", "Name one planet of the solar system, one word only.",
+               "Translate to French, nothing else: 'The cat sleeps on the warm windowsill all afternoon.'"]
+    reqs = [ChatRequest.of(p, max_tokens=6) for p in prompts]
+    batch = model.generate_sync(reqs)
+    alone = [model.generate_sync([r])[0] for r in reqs]
+    assert [r.text for r in batch] == [r.text for r in alone]
+    assert batch[0].prompt_tokens < batch[1].prompt_tokens < batch[2].prompt_tokens
+
+
+def test_unknown_adapter_is_a_backend_error(model):
+    [res] = model.generate_sync([ChatRequest.of("hi", adapter="nope", max_tokens=4)])
+    assert isinstance(res.error, BackendError) and "nope" in str(res.error)
+
+
+def test_missing_model_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such model file") as e:
+        LlamaCppChatModel(str(tmp_path / "missing.gguf"))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_adapter_file_is_a_config_error(model, tmp_path):
+    with pytest.raises(ConfigError, match="adapter x"):
+        LlamaCppChatModel(str(model.model_path), adapters={"x": str(tmp_path / "x.gguf")})
+
+
+def test_sha_mismatch_is_a_config_error():
+    bad = PackagedModel("m.gguf", "0" * 64, 1, (("pytest", "pytest/__init__.py"),))
+    with pytest.raises(ConfigError, match="sha256"):
+        packaged_model_path(bad)
+
+
+def test_missing_package_is_a_config_error(tmp_path):
+    gone = PackagedModel("m.gguf", "0" * 64, 1, (("no-such-dist-xyz", "a.bin"),))
+    with pytest.raises(ConfigError, match="no-such-dist-xyz"):
+        packaged_model_path(gone, tmp_path)
+
+
+def test_assemble_concatenates_and_checks_sha(tmp_path):
+    parts = [tmp_path / "p1", tmp_path / "p2"]
+    parts[0].write_bytes(b"GGUF" * 1000)
+    parts[1].write_bytes(b"tail")
+    dest = tmp_path / "cache" / "m.gguf"
+    with pytest.raises(ConfigError, match="sha256"):
+        _assemble(parts, dest, "0" * 64)
+    assert not dest.parent.exists() or not list(dest.parent.iterdir())  # nothing half-written left behind
+    _assemble(parts, dest, hashlib.sha256(b"GGUF" * 1000 + b"tail").hexdigest())
+    assert dest.read_bytes() == b"GGUF" * 1000 + b"tail"
+    assert [p.name for p in dest.parent.iterdir()] == ["m.gguf"]
+
+
+
+def _peft_folder(path: Path, base_gguf: Path, scale: float) -> Path:
+    """A PEFT LoRA folder (q_proj and v_proj of every layer, rank 4) laid out as ``save_pretrained`` writes it."""
+    from safetensors.numpy import save_file
+
+    from unolearn.backends.gguf_lora import _base_info
+
+    base = _base_info(base_gguf)
+    head_dim = base["n_embd"] // base["n_head"]
+    outs = {"self_attn.q_proj": base["n_embd"], "self_attn.v_proj": base["n_head_kv"] * head_dim}
+    rng, tensors = np.random.default_rng(0), {}
+    for i in range(base["n_blocks"]):
+        for module, n_out in outs.items():
+            key = f"base_model.model.model.layers.{i}.{module}"
+            tensors[f"{key}.lora_A.weight"] = rng.normal(0, 0.05, (4, base["n_embd"])).astype(np.float32)
+            tensors[f"{key}.lora_B.weight"] = scale * rng.normal(0, 0.2, (n_out, 4)).astype(np.float32)
+    path.mkdir()
+    save_file(tensors, str(path / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_converted_peft_adapters_switch_at_run_time(model, tmp_path):
+    from unolearn.backends.gguf_lora import convert_peft_to_gguf_lora
+
+    base = model.model_path
+    adapters = {}
+    for name, scale in (("rand", 1.0), ("zero", 0.0)):
+        peft_dir = _peft_folder(tmp_path / name, base, scale)
+        adapters[name] = str(convert_peft_to_gguf_lora(peft_dir, tmp_path / f"{name}.gguf", base))
+    m = LlamaCppChatModel(str(base), adapters=adapters)
+    req = ChatRequest.of("What is the capital of France?", max_tokens=8)
+    with_adapter = [ChatRequest(**{**req.__dict__, "adapter": a}) for a in ("rand", "zero")]
+    try:
+        plain, rand, zero, again = m.generate_sync([req, *with_adapter, req])
+    finally:
+        asyncio.run(m.aclose())
+    assert all(r.ok for r in (plain, rand, zero, again))
+    assert rand.text != plain.text  # the adapter is applied
+    assert zero.text == plain.text  # a zero update changes nothing
+    assert again.text == plain.text  # switching back to no adapter restores the base model
+
+
+def test_unsupported_peft_variants_are_refused(tmp_path, model):
+    from unolearn.backends.gguf_lora import convert_peft_to_gguf_lora
+
+    folder = tmp_path / "dora"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                            "use_dora": True}))
+    with pytest.raises(InputError, match="use_dora"):
+        convert_peft_to_gguf_lora(folder, tmp_path / "out.gguf", model.model_path)
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_add_adapter_converts_a_peft_folder_once(model, tmp_path):
+    peft_dir = _peft_folder(tmp_path / "expert@1", model.model_path, 1.0)
+    m = LlamaCppChatModel(str(model.model_path))
+
+    async def go():
+        await m.add_adapter("expert@1", str(peft_dir))
+        stamp = (peft_dir / "adapter.gguf").stat().st_mtime_ns
+        await m.add_adapter("expert@1", str(peft_dir))
+        req = ChatRequest.of("What is the capital of France?", max_tokens=8)
+        outs = await m.generate([req, ChatRequest(**{**req.__dict__, "adapter": "expert@1"})])
+        return stamp, outs
+
+    try:
+        stamp, (plain, adapted) = asyncio.run(go())
+    finally:
+        asyncio.run(m.aclose())
+    assert (peft_dir / "adapter.gguf").stat().st_mtime_ns == stamp
+    assert plain.ok and adapted.ok and adapted.text != plain.text
+    with pytest.raises(BackendError, match="adapter_config.json"):
+        asyncio.run(LlamaCppChatModel(str(model.model_path)).add_adapter("x", str(tmp_path)))
