@@ -137,3 +137,12 @@ def test_cli_pairs_export(filled, run_cli, tmp_path):
     assert len(r.out.splitlines()) == 4 and "chosen" in r.out
     stats = run_cli("logs", "stats").out
     assert "2 usable, 1 filtered as noise" in stats
+
+
+def test_all_requests_failing_is_an_error_not_an_empty_success(filled):
+    from unolearn.errors import BackendError as BE
+
+    down = MockChatModel(responder=lambda r: (_ for _ in ()).throw(BE("server down")))
+    with pytest.raises(BE, match="every model request of distill failed .*server down"):
+        run(filled, Models(filled, generator=down))
+    assert filled.conn.execute("SELECT status FROM runs WHERE stage='distill'").fetchone()[0] == "failed"

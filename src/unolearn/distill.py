@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .backends import ChatModel, ChatRequest, Models
 from .config import opt
-from .errors import ConfigError
+from .errors import BackendError, ConfigError
 from .records import Log, content_hash
 from .store import Workspace, now
 
@@ -132,7 +132,13 @@ class DistillResult:
     filtered_as_noise: int = 0
     pairs: Counter = field(default_factory=Counter)
     failed: int = 0
+    first_error: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, error: Exception | None) -> None:
+        """Count one failed model request, keeping the first error's message."""
+        self.failed += 1
+        self.first_error = self.first_error or str(error)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -276,6 +282,11 @@ def run(ws: Workspace, models: Models, cfg: DistillConfig | None = None, *,
         ws.finish_run(run_id, "failed", result.as_dict())
         raise
     result.usage = models.usage()
+    answered = result.prior_rules + result.feedback_rules + result.pairs["revision"] + result.pairs["implicit"]
+    if result.failed and not answered:
+        ws.finish_run(run_id, "failed", result.as_dict())
+        raise BackendError(f"every model request of distill failed ({result.failed}); first error: "
+                           f"{result.first_error}")
     ws.finish_run(run_id, "ok", result.as_dict())
     return result
 
@@ -307,7 +318,7 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
     rows = []
     for (log, kind, _), out in zip(jobs, outs):
         if not out.ok:
-            result.failed += 1
+            result.fail(out.error)
             continue
         rules = clean_rules(out.parsed, cfg.max_prior_rules if kind == "prior" else None)
         rows.append((log.id, kind, json.dumps(rules, ensure_ascii=False), gen.model_id, now()))
@@ -360,13 +371,15 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
         [r for log, _, rules in jobs for r in revision_requests(log, rules, cfg)], progress=False)
     per_log = [revisions[i * cfg.n_revisions:(i + 1) * cfg.n_revisions] for i in range(len(jobs))]
     judged = [(j, out.text) for j, outs in enumerate(per_log) for out in outs if out.ok and out.text.strip()]
-    result.failed += sum(not o.ok for o in revisions)
+    for o in revisions:
+        if not o.ok:
+            result.fail(o.error)
     scores = await models.judge.generate(
         [judge_request(jobs[j][0], jobs[j][2], text, cfg) for j, text in judged], progress=False)
     best: dict[int, tuple[float, str, list[dict[str, Any]]]] = {}
     for (j, text), sc in zip(judged, scores):
         if not sc.ok:
-            result.failed += 1
+            result.fail(sc.error)
             continue
         cand = {"answer": text, "score": sc.parsed["score"], "reason": sc.parsed["reason"]}
         prev = best.get(j, (float("-inf"), "", []))

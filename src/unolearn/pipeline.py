@@ -74,6 +74,9 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
         start = time.perf_counter()
         summary[name] = step()
         echo(f"      {name} done in {time.perf_counter() - start:.0f} s")
+        if isinstance(summary[name], dict) and summary[name].get("failed"):
+            echo(f"      warning: {summary[name]['failed']} model requests failed (re-run to retry them); "
+                 f"first error: {summary[name].get('first_error')}")
         if name == stop_after:
             break
     return summary

@@ -142,9 +142,17 @@ class LlamaCppChatModel(ChatModel):
         self.model_id = f"llamacpp:{path.name}:{file_sha256(path)[:12]}"
         self.seed = seed
         self._lock = threading.Lock()
-        self._llm = _load_llama(path, n_ctx, n_threads or _default_threads(), seed)
-        self._adapters = {name: self._load_adapter(name, p) for name, p in (adapters or {}).items()}
+        self._load_args = (path, n_ctx, n_threads or _default_threads(), seed)
+        self._llm = _load_llama(*self._load_args)
+        self._adapter_files = dict(adapters or {})
+        self._adapters = {name: self._load_adapter(name, p) for name, p in self._adapter_files.items()}
         self._active: str | None = None
+
+    def _reopen(self) -> None:
+        """Load the model and its adapters again after :meth:`aclose` (callers hold the lock)."""
+        self._llm = _load_llama(*self._load_args)
+        self._adapters = {name: self._load_adapter(name, p) for name, p in self._adapter_files.items()}
+        self._active = None
 
     def _load_adapter(self, name: str, path: str) -> Any:
         """Load one GGUF LoRA file for this model (it is freed together with the model)."""
@@ -171,11 +179,14 @@ class LlamaCppChatModel(ChatModel):
         if not gguf.is_file():
             convert_peft_to_gguf_lora(peft_dir, gguf, self.model_path)
         with self._lock:
+            if self._llm is None:
+                self._reopen()
             self._adapters[name] = self._load_adapter(name, str(gguf))
+            self._adapter_files[name] = str(gguf)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """Answer one request in a worker thread; one request at a time runs on the llama.cpp context."""
-        if request.adapter is not None and request.adapter not in self._adapters:
+        if request.adapter is not None and request.adapter not in self._adapter_files:
             raise BackendError(f"unknown adapter {request.adapter!r} (known: {', '.join(self._adapters) or 'none'})")
         return await asyncio.to_thread(self._complete_locked, request)
 
@@ -183,7 +194,7 @@ class LlamaCppChatModel(ChatModel):
         start = time.perf_counter()
         with self._lock:
             if self._llm is None:
-                raise BackendError("the llama.cpp model is closed")
+                self._reopen()
             self._use_adapter(request.adapter)
             self._llm.reset()
             try:
@@ -222,7 +233,7 @@ class LlamaCppChatModel(ChatModel):
         self._llm.reset()  # cached prefixes were computed under the previous adapter
 
     async def aclose(self) -> None:
-        """Free the model, its context and its adapters."""
+        """Free the model, its context and its adapters (a later request loads them again)."""
         with self._lock:
             if self._llm is not None:
                 self._llm.close()
