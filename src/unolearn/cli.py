@@ -504,9 +504,9 @@ def simulate(ctx: click.Context, prompts: tuple[Path, ...], preferences: Path | 
 @cli.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
                 default="../shared/data/memorybench-prompts")
-@click.option("--train-per-set", type=click.IntRange(min=1), help="Train prompts simulated per dataset (20).")
-@click.option("--test-per-set", type=click.IntRange(min=1), help="Test prompts benchmarked per dataset (10).")
-@click.option("--max-tokens", type=click.IntRange(min=16), help="Token budget of every answer (200).")
+@click.option("--train-per-set", type=click.IntRange(min=1), help="Train prompts simulated per dataset (4).")
+@click.option("--test-per-set", type=click.IntRange(min=1), help="Test prompts benchmarked per dataset (2).")
+@click.option("--max-tokens", type=click.IntRange(min=16), help="Token budget of every answer (96).")
 @json_option
 @click.pass_context
 def demo(ctx: click.Context, data_dir: Path, train_per_set: int | None, test_per_set: int | None,
