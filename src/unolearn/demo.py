@@ -49,8 +49,8 @@ class DemoConfig:
 def demo_stage_configs(cfg: DemoConfig) -> RunConfigs:
     """Stage settings small enough for a 2-core CPU (the paper's defaults are for GPUs)."""
     return RunConfigs(
-        distill=DistillConfig(n_revisions=2, answer_max_tokens=cfg.max_tokens, rules_max_tokens=160,
-                              judge_max_tokens=96),
+        distill=DistillConfig(n_revisions=2, answer_max_tokens=cfg.max_tokens, rules_max_tokens=256,
+                              judge_max_tokens=160),
         cluster=ClusterConfig(threshold=1.5),
         train=TrainConfig(epochs=2, critic_epochs=2, lora_r=8, lora_alpha=16, max_length=512, grad_accum=4,
                           critics="reflective", min_pairs=2),

@@ -31,12 +31,13 @@ RULES_SCHEMA: dict[str, Any] = {
     "type": "object",
     # A length cap per rule keeps small models from writing a whole answer into one rule (measured:
     # it turned the embedded model's invalid JSON into valid JSON, docs/embedded-model.md).
-    "properties": {"rules": {"type": "array", "items": {"type": "string", "maxLength": 300}}},
+    "properties": {"rules": {"type": "array", "items": {"type": "string", "maxLength": 200}}},
     "required": ["rules"],
 }
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"reason": {"type": "string"}, "score": {"type": "integer", "minimum": 1, "maximum": 10}},
+    "properties": {"reason": {"type": "string", "maxLength": 300},
+                   "score": {"type": "integer", "minimum": 1, "maximum": 10}},
     "required": ["reason", "score"],
 }
 
