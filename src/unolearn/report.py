@@ -79,10 +79,10 @@ def _cluster_rows(summaries: list[dict[str, Any]]) -> str:
         f'<td>{items(s["top_queries"])}</td><td>{items(s["top_rules"])}</td></tr>' for s in summaries)
 
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
+STYLE = """body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
 width:100%}td,th{border:1px solid #ddd;padding:6px;vertical-align:top;font-size:14px}th{background:#f4f4f4}
 ul{margin:0;padding-left:1.2em}.sw{display:inline-block;width:12px;height:12px;margin-right:6px;
-border-radius:2px}.counts td{border:none;padding:2px 12px 2px 0}"""
+border-radius:2px}table.counts{width:auto}.counts td{border:none;padding:2px 12px 2px 0}"""
 
 
 def _bars_svg(values: dict[str, float | None], width: int = 420) -> str:
