@@ -35,7 +35,7 @@ from .errors import ConfigError, InputError
 from .records import Log, detect_lang
 from .selection import tokens
 from .simulate import Preferences, constraints_for, record_query
-from .store import Workspace
+from .store import Workspace, write_lines_atomic
 
 SYSTEMS = ("base", "bm25", "dense", "rules", "uno-single", "uno")
 
@@ -272,7 +272,7 @@ def run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Pre
     if not records:
         raise InputError("no test prompts")
     result = asyncio.run(_run(ws, models, records, prefs, cfg))
-    (ws.artifacts / "bench_quality.json").write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    write_lines_atomic(ws.artifacts / "bench_quality.json", [json.dumps(result, ensure_ascii=False, indent=2)])
     return result
 
 

@@ -14,7 +14,7 @@ import click
 from . import __version__
 from .config import CONFIG_FILE, BackendsConfig, load_backends, stage_config
 from .errors import InputError, UnolearnError
-from .store import Workspace
+from .store import Workspace, write_jsonl_atomic
 
 
 def echo_json(obj: Any) -> None:
@@ -208,15 +208,12 @@ def pairs_export(ctx: click.Context, fmt: str, output: Path | None) -> None:
     """Export the preference pairs as JSONL for DPO training elsewhere."""
     from .distill import export_pairs
 
-    lines = (json.dumps(r, ensure_ascii=False) for r in export_pairs(open_workspace(ctx), fmt))
+    records = export_pairs(open_workspace(ctx), fmt)
     if output is None:
-        for line in lines:
-            click.echo(line)
+        for r in records:
+            click.echo(json.dumps(r, ensure_ascii=False))
         return
-    tmp = output.with_name(output.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        n = sum(fh.write(line + "\n") > 0 for line in lines)
-    tmp.replace(output)
+    n = write_jsonl_atomic(output, records)
     click.echo(f"wrote {n} pairs to {output}", err=True)
 
 
@@ -490,11 +487,7 @@ def simulate(ctx: click.Context, prompts: tuple[Path, ...], preferences: Path | 
     prefs = load_preferences(preferences)
     models = models_for(ctx)
     out = run_sim(records, prefs, models.generator, seed, rounds, progress=False if as_json else None)
-    tmp = output.with_name(output.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in out:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(output)
+    write_jsonl_atomic(output, out)
     summary = {"output": str(output), **summarize(out)}
     echo_json(summary) if as_json else click.echo(
         f"wrote {len(out)} simulated logs to {output}: {summary['violated_first']} first answers violated a "

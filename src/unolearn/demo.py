@@ -10,7 +10,6 @@ default sizes are small; raise them with flags, or point the configuration at a 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from .distill import DistillConfig
 from .errors import ConfigError, InputError
 from .pipeline import RunConfigs
 from .selection import SelectConfig
-from .store import Workspace
+from .store import Workspace, write_jsonl_atomic
 from .train import TrainConfig
 
 PROMPT_SETS = ("nfcats", "lexeval_qa", "hellobench_ak_qa")
@@ -80,9 +79,7 @@ def run(ws: Workspace, models: Models, data_dir: Path, cfg: DemoConfig | None = 
         echo(f"simulating users on {cfg.train_per_set} train prompts per dataset")
         records = load_prompt_records(prompt_files(data_dir, "train"), cfg.train_per_set)
         out = asyncio.run(_simulate(models, records, prefs, cfg, simulate_async))
-        tmp = logs.with_name(logs.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), encoding="utf-8")
-        tmp.replace(logs)
+        write_jsonl_atomic(logs, out)
     pipeline.run(ws, models, [logs], demo_stage_configs(cfg), echo)
     echo(f"benchmarking on {cfg.test_per_set} test prompts per dataset")
     tests = load_prompt_records(prompt_files(data_dir, "test"), cfg.test_per_set)

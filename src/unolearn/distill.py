@@ -213,6 +213,20 @@ def clean_rules(parsed: Any, limit: int | None = None) -> list[str]:
     return out[:limit] if limit else out
 
 
+def feedback_examples(ws: Workspace, log_ids: list[str]) -> list[tuple[Log, list[str]]]:
+    """(log, feedback rules) of each of ``log_ids`` that has a first answer and non-empty feedback rules."""
+    out = []
+    for log_id in log_ids:
+        row = ws.conn.execute("SELECT l.record, r.rules FROM logs l JOIN rules r ON r.log_id = l.id "
+                              "AND r.kind = 'feedback' WHERE l.id = ?", (log_id,)).fetchone()
+        rules = json.loads(row[1]) if row else []
+        if rules:
+            log = Log.model_validate_json(row[0])
+            if log.first_answer is not None:
+                out.append((log, rules))
+    return out
+
+
 def pair_prompt(log: Log) -> list[dict[str, str]]:
     """The conversation up to the query: the pair's prompt."""
     msgs = []

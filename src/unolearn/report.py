@@ -16,7 +16,7 @@ import numpy as np
 
 from .backends import Embedder
 from .records import Log
-from .store import Workspace, now
+from .store import Workspace, now, write_lines_atomic
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
@@ -137,8 +137,6 @@ def write_report(ws: Workspace, embedder: Embedder, path: Path | None = None) ->
     if bench.exists():
         body += quality_section(json.loads(bench.read_text(encoding="utf-8")))
     path = path or ws.artifacts / "report.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>unolearn report</title>"
-                   f"<style>{STYLE}</style></head><body>{body}</body></html>", encoding="utf-8")
-    tmp.replace(path)
+    write_lines_atomic(path, [f"<!doctype html><html><head><meta charset='utf-8'><title>unolearn report</title>"
+                              f"<style>{STYLE}</style></head><body>{body}</body></html>"])
     return path

@@ -24,7 +24,7 @@ from typing import Any
 
 from .backends import ChatModel, ChatRequest, Models
 from .config import opt
-from .distill import DistillConfig, judge_request
+from .distill import DistillConfig, feedback_examples, judge_request
 from .errors import ConfigError, InputError
 from .records import Log
 from .store import Workspace
@@ -146,15 +146,7 @@ def _latest_module(ws: Workspace, cluster: int, kind: str) -> tuple | None:
 
 
 def _val_logs(ws: Workspace, val_ids: list[str]) -> list[tuple[Log, list[str]]]:
-    out = []
-    for log_id in val_ids:
-        row = ws.conn.execute("SELECT l.record, r.rules FROM logs l JOIN rules r ON r.log_id = l.id "
-                              "AND r.kind = 'feedback' WHERE l.id = ?", (log_id,)).fetchone()
-        if row and json.loads(row[1]):
-            log = Log.model_validate_json(row[0])
-            if log.first_answer:
-                out.append((log, json.loads(row[1])))
-    return out
+    return [(log, rules) for log, rules in feedback_examples(ws, val_ids) if log.first_answer]
 
 
 async def _judge_all(judge: ChatModel, items: list[tuple[Log, list[str], str]], cfg: SelectConfig) -> list[list[float | None]]:

@@ -11,6 +11,7 @@ Storage contract:
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -191,6 +192,27 @@ MIGRATIONS: list[str] = [
 def now() -> str:
     """The current UTC time as an ISO-8601 string."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_lines_atomic(path: Path, lines: Iterable[str]) -> int:
+    """Write ``lines`` (each ended by a newline) to ``path`` through a temporary file renamed into place.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old file as it was.
+    Returns the number of lines written.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(line + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[Any]) -> int:
+    """Write ``records`` as JSON lines (UTF-8, unescaped) atomically; return how many."""
+    return write_lines_atomic(path, (json.dumps(r, ensure_ascii=False) for r in records))
 
 
 def resolve_dir(path: str | os.PathLike[str] | None) -> Path:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import opt
-from .distill import numbered
+from .distill import feedback_examples, numbered
 from .errors import ConfigError, InputError
 from .records import Log, content_hash
 from .store import Workspace, now
@@ -131,18 +131,8 @@ def expert_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
 
 def critic_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
     """TRL conversational prompt–completion rows: (question, first answer) → numbered feedback rules."""
-    rows = []
-    for log_id in log_ids:
-        got = ws.conn.execute("SELECT l.record, r.rules FROM logs l JOIN rules r ON r.log_id = l.id "
-                              "AND r.kind = 'feedback' WHERE l.id = ?", (log_id,)).fetchone()
-        if not got or not json.loads(got[1]):
-            continue
-        log = Log.model_validate_json(got[0])
-        if log.first_answer is None:
-            continue
-        rows.append({"prompt": critic_prompt(log),
-                     "completion": [{"role": "assistant", "content": numbered(json.loads(got[1]))}]})
-    return rows
+    return [{"prompt": critic_prompt(log), "completion": [{"role": "assistant", "content": numbered(rules)}]}
+            for log, rules in feedback_examples(ws, log_ids)]
 
 
 # -- base model ------------------------------------------------------------------------------
