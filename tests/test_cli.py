@@ -111,3 +111,9 @@ def test_bench_ingest_reports_figures(run_cli):
     out = r.json()
     assert out["n"] == 300 and out["ingested"] == 300
     assert out["records_per_s"] > 0 and 0 < out["peak_mb"] < 500
+
+
+def test_unwritable_output_is_one_line_not_a_traceback(run_cli, tmp_path):
+    r = run_cli("pairs", "export", "-o", str(tmp_path / "missing" / "pairs.jsonl"))
+    assert r.code == 1 and "Traceback" not in r.err
+    assert len(r.err.strip().splitlines()) == 1 and r.err.startswith("error: ")

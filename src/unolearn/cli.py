@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -13,7 +14,7 @@ import click
 
 from . import __version__
 from .config import CONFIG_FILE, BackendsConfig, load_backends, stage_config
-from .errors import InputError, UnolearnError
+from .errors import InputError, UnolearnError, WorkspaceError
 from .store import Workspace, write_jsonl_atomic
 
 
@@ -744,6 +745,12 @@ def main(argv: list[str] | None = None) -> None:
     except UnolearnError as e:
         click.echo(f"error: {_one_line(e)}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # a file that cannot be read or written: say which, without a traceback
+        click.echo(f"error: {_one_line(e)}", err=True)
+        sys.exit(1)
+    except sqlite3.Error as e:
+        click.echo(f"error: workspace database: {_one_line(e)}", err=True)
+        sys.exit(WorkspaceError.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
