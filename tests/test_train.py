@@ -167,3 +167,32 @@ def test_answer_takes_each_path(trained, tiny_model_dir):
     assert plan_route(ws, router, "how to cook rice", "base").path == "base"
     with pytest.raises(ConfigError):
         plan_route(ws, router, "q", "magic")
+
+
+def test_profile_fills_only_unset_fields():
+    cpu = TrainConfig(profile="cpu", epochs=3).resolved()
+    assert (cpu.profile, cpu.epochs, cpu.critic_epochs, cpu.lora_r, cpu.max_length) == ("cpu", 3, 2, 8, 512)
+    gpu = TrainConfig(profile="gpu", lora_r=16).resolved()
+    assert (gpu.epochs, gpu.lora_r, gpu.lora_alpha, gpu.grad_accum, gpu.max_length) == (8, 16, 128, 8, 1024)
+    auto = TrainConfig().resolved()
+    assert auto.profile == ("gpu" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="profile"):
+        TrainConfig(profile="tpu")
+    with pytest.raises(ConfigError):
+        TrainConfig(epochs=0)
+
+
+def test_bench_train_trains_one_seeded_cluster(tiny_model_dir, tmp_path):
+    from unolearn.bench_train import bench_train
+
+    cfg = TrainConfig(base_model=str(tiny_model_dir), profile="cpu", epochs=1, critic_epochs=1, lora_r=4,
+                      lora_alpha=8, max_length=256)
+    out = bench_train(5, cfg, answer_words=12, workspace=tmp_path / "ws")
+    assert out["config"]["profile"] == "cpu" and out["pairs"] == 5
+    for kind in ("expert", "critic"):
+        assert (out[kind]["n_train"], out[kind]["n_val"]) == (4, 1)
+        assert out[kind]["seconds"] > 0 and Path(out[kind]["path"], "epoch-1").is_dir()
+    with Workspace.open(tmp_path / "ws") as ws:  # kept, with the modules recorded for select and answer
+        assert {m["kind"] for m in list_modules(ws)} == {"expert", "critic"}
+    with pytest.raises(InputError, match="empty workspace"):
+        bench_train(5, cfg, answer_words=12, workspace=tmp_path / "ws")

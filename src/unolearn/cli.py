@@ -355,22 +355,26 @@ def report(ctx: click.Context, output: Path | None) -> None:
 @cli.command()
 @click.option("--cluster", "cluster_id", type=int, help="Train only this cluster's modules.")
 @click.option("--base-model", help="Hugging Face model folder to train on (default: the embedded model).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Expert epochs (default 8).")
-@click.option("--critic-epochs", type=click.IntRange(min=1), help="Critic epochs (default 8).")
-@click.option("--max-length", type=click.IntRange(min=16), help="Token limit of a training sequence (default 1024).")
+@click.option("--profile", type=click.Choice(["auto", "gpu", "cpu"]),
+              help="Defaults of unset settings: gpu (the paper's), cpu (minutes on 2 cores); auto picks by CUDA.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Expert epochs (default: 8 gpu, 2 cpu).")
+@click.option("--critic-epochs", type=click.IntRange(min=1), help="Critic epochs (default: 8 gpu, 2 cpu).")
+@click.option("--max-length", type=click.IntRange(min=16),
+              help="Token limit of a training sequence (default: 1024 gpu, 512 cpu).")
 @json_option
 @click.pass_context
-def train(ctx: click.Context, cluster_id: int | None, base_model: str | None, epochs: int | None,
-          critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
+def train(ctx: click.Context, cluster_id: int | None, base_model: str | None, profile: str | None,
+          epochs: int | None, critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
     """Train per-cluster LoRA experts (DPO+SFT) and critics (SFT).
 
-    Every hyper-parameter can be set in the `train:` section of the config file (see
+    Without CUDA the `cpu` profile applies (2 epochs, LoRA r 8, sequences up to 512 tokens: one
+    cluster of ~20 pairs in minutes on 2 cores); with CUDA the paper's settings. Every hyper-parameter can be set in the `train:` section of the config file (see
     `unolearn.train.TrainConfig`). On GPUs the same command trains in bf16; for several GPUs run it
     under `accelerate launch -m unolearn train ...`.
     """
     from .train import TrainConfig, run
 
-    cfg = stage_config_for(ctx, TrainConfig, "train", base_model=base_model, epochs=epochs,
+    cfg = stage_config_for(ctx, TrainConfig, "train", base_model=base_model, profile=profile, epochs=epochs,
                            critic_epochs=critic_epochs, max_length=max_length)
 
     def report(m: Any) -> None:
@@ -643,6 +647,35 @@ def bench_throughput_cmd(n: int, latency: float, concurrency: int, as_json: bool
     echo_json(out) if as_json else click.echo(
         f"sequential {out['sequential_rps']:.1f} req/s, concurrent {out['concurrent_rps']:.1f} req/s "
         f"({out['ratio']:.1f}×)")
+
+
+@bench.command("train")
+@click.option("--pairs", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Logs (one preference pair each) in the benchmark's cluster; 80% train, 20% validation.")
+@click.option("--answer-words", type=click.IntRange(min=8), default=120, show_default=True,
+              help="Words of each rejected first answer; the chosen revision has a third of them.")
+@click.option("--workspace", "keep", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the seeded workspace here (must be new or empty) for `select` and `answer` after.")
+@click.option("--base-model", help="Hugging Face model folder (default: the embedded model, converted).")
+@click.option("--profile", type=click.Choice(["auto", "gpu", "cpu"]), default="auto", show_default=True,
+              help="Defaults of the train settings (see `unolearn train --help`).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Expert epochs (default: the profile's).")
+@click.option("--critic-epochs", type=click.IntRange(min=1), help="Critic epochs (default: the profile's).")
+@click.option("--max-length", type=click.IntRange(min=16), help="Token limit of a training sequence.")
+@json_option
+def bench_train_cmd(pairs: int, answer_words: int, keep: Path | None, base_model: str | None, profile: str,
+                    epochs: int | None, critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
+    """Seconds to train one cluster's expert and critic on this machine (synthetic pairs)."""
+    from .bench_train import bench_train
+    from .train import TrainConfig
+
+    flags = {"base_model": base_model, "profile": profile, "epochs": epochs, "critic_epochs": critic_epochs, "max_length": max_length}
+    cfg = TrainConfig(**{k: v for k, v in flags.items() if v is not None})
+    out = bench_train(pairs, cfg, answer_words=answer_words, workspace=keep)
+    echo_json(out) if as_json else click.echo(
+        f"{pairs} pairs: base model ready in {out['prepare_base_s']:.0f} s; "
+        + ", ".join(f"{k} {out[k]['seconds']:.0f} s" for k in ("expert", "critic") if k in out)
+        + f"; total {out['total_s']:.0f} s")
 
 
 @bench.command("cluster")

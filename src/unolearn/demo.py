@@ -51,8 +51,7 @@ def demo_stage_configs(cfg: DemoConfig) -> RunConfigs:
         distill=DistillConfig(n_revisions=2, answer_max_tokens=cfg.max_tokens, rules_max_tokens=256,
                               judge_max_tokens=160),
         cluster=ClusterConfig(threshold=0.8),  # by `unolearn cluster --sweep` on the demo logs (e5)
-        train=TrainConfig(epochs=2, critic_epochs=2, lora_r=8, lora_alpha=16, max_length=512, grad_accum=4,
-                          critics="reflective", min_pairs=2),
+        train=TrainConfig(profile="cpu", critics="reflective", min_pairs=2),
         select=SelectConfig(answer_max_tokens=cfg.max_tokens))
 
 

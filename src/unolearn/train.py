@@ -22,7 +22,7 @@ import random
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +43,40 @@ CRITIC_PROMPT = {
 }
 
 
+PROFILES: dict[str, dict[str, int]] = {
+    # The UNO paper's settings, for GPUs.
+    "gpu": {"epochs": 8, "critic_epochs": 8, "lora_r": 64, "lora_alpha": 128, "grad_accum": 8, "max_length": 1024},
+    # Small enough that one cluster of ~20 pairs trains in minutes on a 2-core CPU (bench train).
+    "cpu": {"epochs": 2, "critic_epochs": 2, "lora_r": 8, "lora_alpha": 16, "grad_accum": 4, "max_length": 512},
+}
+
+
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of expert and critic training (defaults follow the UNO paper)."""
+    """Hyper-parameters of expert and critic training.
+
+    Fields left unset (None) take their value from ``profile``: the paper's settings on a GPU, smaller
+    ones on a CPU (see :data:`PROFILES`); call :meth:`resolved` for the values a run uses.
+    """
 
     base_model: str | None = opt(None, "Hugging Face model folder to train on (default: the embedded "
                                        "model, converted for training once into the workspace).")
-    epochs: int = opt(8, "Expert (DPO+SFT) epochs; an adapter is saved after each.")
-    critic_epochs: int = opt(8, "Critic (SFT) epochs; an adapter is saved after each.")
+    profile: str = opt("auto", "Defaults of the unset fields: 'gpu' (the paper's: 8 epochs, LoRA r 64, alpha 128, "
+                               "grad_accum 8, max_length 1024), 'cpu' (2 epochs, r 8, alpha 16, grad_accum 4, "
+                               "max_length 512), or 'auto' (gpu when CUDA is available).")
+    epochs: int | None = opt(None, "Expert (DPO+SFT) epochs; an adapter is saved after each (profile: 8 / 2).")
+    critic_epochs: int | None = opt(None, "Critic (SFT) epochs; an adapter is saved after each (profile: 8 / 2).")
     learning_rate: float = opt(5e-4, "Peak learning rate (cosine schedule).")
     beta: float = opt(0.1, "DPO beta.")
     dpo_weight: float = opt(0.5, "Weight of the sigmoid DPO loss.")
     sft_weight: float = opt(0.5, "Weight of the SFT loss on the chosen answer.")
-    lora_r: int = opt(64, "LoRA rank.")
-    lora_alpha: int = opt(128, "LoRA alpha.")
+    lora_r: int | None = opt(None, "LoRA rank (profile: 64 / 8).")
+    lora_alpha: int | None = opt(None, "LoRA alpha (profile: 128 / 16).")
     lora_dropout: float = opt(0.05, "LoRA dropout.")
     target_modules: list[str] = opt(LORA_TARGETS, "Modules that get LoRA weights (attention and MLP).")
     batch_size: int = opt(1, "Per-device batch size.")
-    grad_accum: int = opt(8, "Gradient accumulation steps.")
-    max_length: int = opt(1024, "Token limit of a training sequence (prompt + answer).")
+    grad_accum: int | None = opt(None, "Gradient accumulation steps (profile: 8 / 4).")
+    max_length: int | None = opt(None, "Token limit of a training sequence, prompt + answer (profile: 1024 / 512).")
     val_fraction: float = opt(0.2, "Share of a cluster's logs held out for validation.")
     seed: int = opt(42, "Seed of the split and of training.")
     min_pairs: int = opt(4, "Clusters with fewer training pairs get no expert.")
@@ -70,8 +85,10 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(False, "Trade compute for memory (large models on GPUs).")
 
     def __post_init__(self) -> None:
-        ints = (self.epochs, self.critic_epochs, self.lora_r, self.lora_alpha, self.batch_size,
-                self.grad_accum, self.max_length, self.min_pairs)
+        if self.profile not in ("auto", *PROFILES):
+            raise ConfigError(f"train.profile: {self.profile!r} is not one of auto, {', '.join(PROFILES)}")
+        ints = [v for v in (self.epochs, self.critic_epochs, self.lora_r, self.lora_alpha, self.batch_size,
+                            self.grad_accum, self.max_length, self.min_pairs) if v is not None]
         if min(ints) < 1:
             raise ConfigError("epochs, critic_epochs, lora_r, lora_alpha, batch_size, grad_accum, "
                               "max_length and min_pairs must be ≥ 1")
@@ -81,6 +98,16 @@ class TrainConfig:
             raise ConfigError(f"critics: {self.critics!r} is not one of all, reflective, none")
         if self.dpo_weight < 0 or self.sft_weight < 0 or self.dpo_weight + self.sft_weight == 0:
             raise ConfigError("dpo_weight and sft_weight must be ≥ 0 and not both 0")
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with ``profile`` decided (auto: gpu when CUDA is available) and every unset field filled."""
+        profile = self.profile
+        if profile == "auto":
+            import torch
+
+            profile = "gpu" if torch.cuda.is_available() else "cpu"
+        unset = {k: v for k, v in PROFILES[profile].items() if getattr(self, k) is None}
+        return replace(self, profile=profile, **unset)
 
 
 @dataclass
@@ -262,8 +289,10 @@ def epoch_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
 
 def train_expert(base: Path, train: list[dict], val: list[dict], cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """DPO (sigmoid) + SFT LoRA training on preference rows; adapters saved per epoch under ``out``."""
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from trl import DPOConfig, DPOTrainer
+
+    disable_progress_bars()  # TRL's tokenizing bars; the trainer gets one bar (_quiet)
 
     model, tok = _load(base)
     args = DPOConfig(**_trainer_args(cfg, out, cfg.epochs, bool(val)), beta=cfg.beta,
@@ -277,8 +306,10 @@ def train_expert(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
 
 def train_critic(base: Path, train: list[dict], val: list[dict], cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """SFT LoRA training on (question, answer) → rules rows; adapters saved per epoch under ``out``."""
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from trl import SFTConfig, SFTTrainer
+
+    disable_progress_bars()
 
     model, tok = _load(base)
     args = SFTConfig(**_trainer_args(cfg, out, cfg.critic_epochs, bool(val)), completion_only_loss=True)
@@ -351,7 +382,7 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
 def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = None,
         on_module=None) -> list[ModuleInfo]:
     """Train the experts and critics the plan calls for, for one cluster or all of them."""
-    cfg = cfg or TrainConfig()
+    cfg = (cfg or TrainConfig()).resolved()
     plans = dict(ws.conn.execute("SELECT cluster, plan FROM gaps").fetchall())
     clusters = [r[0] for r in ws.conn.execute("SELECT id FROM clusters ORDER BY id")]
     if not clusters:

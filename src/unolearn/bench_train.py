@@ -1,0 +1,90 @@
+"""``unolearn bench train``: how long one cluster's expert and critic take to train on this machine.
+
+The benchmark seeds a workspace with one cluster of ``n`` logs, each with a feedback rule and a
+preference pair of realistic length (a long first answer rejected, a short revision chosen), then runs
+the real train stage for that cluster and reports the seconds per module. The workspace is kept when a
+folder is given, so ``unolearn select`` and ``unolearn answer`` can use the trained adapters after it.
+The text is synthetic; only its token count matters for the timing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .records import Log, Message
+from .store import Workspace, now
+from .train import TrainConfig, resolve_base_model
+from .train import run as train
+
+TOPICS = ["sourdough bread", "tax deductions", "marathon training", "python packaging", "photosynthesis",
+          "home insurance", "solar panels", "job interviews", "bird migration", "credit scores"]
+WORDS = ("the a of to and in is that for it as with on this be are by can or from which when you your "
+         "how most will more time also use first each step may need should example because process "
+         "usually part well often make good important important common different simple help").split()
+RULE = "Keep the answer under 60 words and start with the direct answer."
+
+
+def _answer(rng: random.Random, topic: str, words: int) -> str:
+    body = [rng.choice(WORDS) for _ in range(words)]
+    for i in range(0, words, 12):
+        body[i] = topic.split()[0]
+    return " ".join(body).capitalize() + "."
+
+
+def seed_cluster(ws: Workspace, n: int, answer_words: int, seed: int = 42) -> list[str]:
+    """Store ``n`` logs with a feedback rule and one pair each, all in cluster 0 (planned primary)."""
+    rng = random.Random(seed)
+    logs, rows = [], []
+    for i in range(n):
+        topic = TOPICS[i % len(TOPICS)]
+        query = f"Question {i}: what should I know about {topic}?"
+        first = _answer(rng, topic, answer_words)
+        log = Log.from_messages([Message(role="user", content=query), Message(role="assistant", content=first),
+                                 Message(role="user", content="Too long, get to the point.")], source="bench")
+        logs.append(log)
+        rows.append((log, first, _answer(rng, topic, max(8, answer_words // 3))))
+    ws.add_logs(logs)
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (0, ?, ?, 'bench', ?)", (n, np.zeros(4, "float32").tobytes(), now()))
+        c.execute("INSERT INTO gaps VALUES (0, 'bench', 0.5, 0.5, 0.5, ?, 'primary', 0.45)", (n,))
+        for log, first, short in rows:
+            c.execute("INSERT INTO cluster_members VALUES (?, 0)", (log.id,))
+            c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'bench', ?)", (log.id, json.dumps([RULE]), now()))
+            c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      (f"bench-{log.id}", log.id, "revision", json.dumps([{"role": "user", "content": log.query}]),
+                       short, first, 9.0, "[]", "bench", now()))
+    return [log.id for log in logs]
+
+
+def bench_train(n: int, cfg: TrainConfig, answer_words: int = 120, workspace: Path | None = None) -> dict[str, Any]:
+    """Seed one cluster of ``n`` pairs, train its expert and critic, and time each step."""
+    cfg = cfg.resolved()
+    with tempfile.TemporaryDirectory(prefix="unolearn-bench-train-") as tmp:
+        ws = Workspace.open(workspace or Path(tmp) / "ws")
+        try:
+            if ws.count("logs"):
+                raise InputError(f"{ws.root}: the benchmark needs an empty workspace")
+            seed_cluster(ws, n, answer_words)
+            start = time.perf_counter()
+            base = resolve_base_model(ws, cfg)
+            prepare_s = time.perf_counter() - start
+            modules = train(ws, cfg, cluster=0)
+        finally:
+            ws.close()
+    out: dict[str, Any] = {"pairs": n, "answer_words": answer_words, "base_model": str(base),
+                           "prepare_base_s": round(prepare_s, 1),
+                           "config": {"profile": cfg.profile, "epochs": cfg.epochs, "critic_epochs": cfg.critic_epochs, "lora_r": cfg.lora_r,
+                                      "max_length": cfg.max_length, "grad_accum": cfg.grad_accum}}
+    for m in modules:
+        out[m.kind] = {"seconds": round(m.seconds, 1), "n_train": m.n_train, "n_val": m.n_val,
+                       "train_loss": m.metrics["train_loss"], "path": m.path if workspace else None}
+    out["total_s"] = round(prepare_s + sum(m.seconds for m in modules), 1)
+    return out
