@@ -108,6 +108,16 @@ def test_interrupted_run_resumes_without_repeating_finished_calls(filled):
     assert dict(second.pairs) == {"revision": 2, "implicit": 1} and len(judge.history) == 9
 
 
+def test_one_revision_becomes_chosen_without_a_judge_call(filled):
+    gen = MockChatModel(responder=respond)
+    judge = MockChatModel(responder=lambda r: (_ for _ in ()).throw(AssertionError("judge called")))
+    res = run(filled, Models(filled, generator=gen, judge=judge), DistillConfig(n_revisions=1))
+    assert dict(res.pairs) == {"revision": 2, "implicit": 1, "edit": 1} and not judge.history
+    chosen = {r[0] for r in filled.conn.execute("SELECT chosen FROM pairs WHERE origin != 'edit'")}
+    assert chosen == {"revised answer seed 42"}
+    assert filled.conn.execute("SELECT count(*) FROM pairs WHERE score IS NULL").fetchone()[0] == 4
+
+
 def test_export_formats(filled):
     run(filled, Models(filled, generator=MockChatModel(responder=respond)))
     trl = list(export_pairs(filled, "trl"))

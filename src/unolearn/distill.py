@@ -105,7 +105,8 @@ _ACTION_WORDS = {"en": {"dislike": "gave a thumbs-down to", "regenerate": "asked
 class DistillConfig:
     """Parameters of the distil stage."""
 
-    n_revisions: int = opt(3, "Revised answers generated per log; the judge's best becomes `chosen`.")
+    n_revisions: int = opt(3, "Revised answers generated per log; the judge's best becomes `chosen` "
+                              "(with 1, the revision is `chosen` without a judge call).")
     temperature: float = opt(1.0, "Sampling temperature of the revisions.")
     top_p: float = opt(0.9, "Nucleus sampling of the revisions.")
     seed: int = opt(42, "Seed of the first revision; revision i uses seed + i.")
@@ -389,17 +390,7 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
     for o in revisions:
         if not o.ok:
             result.fail(o.error)
-    scores = await models.judge.generate(
-        [judge_request(jobs[j][0], jobs[j][2], text, cfg) for j, text in judged], progress=False)
-    best: dict[int, tuple[float, str, list[dict[str, Any]]]] = {}
-    for (j, text), sc in zip(judged, scores):
-        if not sc.ok:
-            result.fail(sc.error)
-            continue
-        cand = {"answer": text, "score": sc.parsed["score"], "reason": sc.parsed["reason"]}
-        prev = best.get(j, (float("-inf"), "", []))
-        top = (cand["score"], text) if cand["score"] > prev[0] else prev[:2]
-        best[j] = (*top, prev[2] + [cand])
+    best = await _best_revisions(models, jobs, judged, cfg, result)
     for j, (score, text, cands) in best.items():
         log, origin, _ = jobs[j]
         rows.append(_pair_row(log, origin, text, score, cands, models.generator.model_id))
@@ -408,6 +399,25 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
         done.paired.add(r[1])
     with ws.transaction() as c:
         c.executemany("INSERT OR REPLACE INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+
+async def _best_revisions(models: Models, jobs: list[tuple[Log, str, list[str]]], judged: list[tuple[int, str]],
+                          cfg: DistillConfig, result: DistillResult) -> dict[int, tuple[float | None, str, list]]:
+    """Job index → (judge score, best revision, all candidates); with one revision per log, no judge call."""
+    if cfg.n_revisions == 1:
+        return {j: (None, text, [{"answer": text, "score": None, "reason": None}]) for j, text in judged}
+    scores = await models.judge.generate(
+        [judge_request(jobs[j][0], jobs[j][2], text, cfg) for j, text in judged], progress=False)
+    best: dict[int, tuple[float | None, str, list]] = {}
+    for (j, text), sc in zip(judged, scores):
+        if not sc.ok:
+            result.fail(sc.error)
+            continue
+        cand = {"answer": text, "score": sc.parsed["score"], "reason": sc.parsed["reason"]}
+        prev = best.get(j, (float("-inf"), "", []))
+        top = (cand["score"], text) if cand["score"] > prev[0] else prev[:2]
+        best[j] = (*top, prev[2] + [cand])
+    return best
 
 
 def _pair_row(log: Log, origin: str, chosen: str, score: float | None, candidates: list, model: str) -> tuple:
