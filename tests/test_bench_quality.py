@@ -3,6 +3,7 @@ import json
 import pytest
 
 from unolearn.backends import Models
+from unolearn.backends.cache import CachedChatModel
 from unolearn.bench_quality import (Bm25Index, MemoryItem, QualityConfig, build_prompts, checklist_items,
                                     dense_top, load_memory, memory_prompt, rouge_l, rules_prompt, run)
 from unolearn.errors import ConfigError
@@ -96,7 +97,8 @@ def test_run_scores_every_system(ws):
             return "Short answer here."  # memory made the model brief
         return "# Title\n" + "word " * 20 if "gravity" in text else "合同是双方的协议" if "合同" in text else "word " * 20
 
-    gen = MockChatModel(responder=respond)
+    # Cached like the default backends: uno (no plans: the base path) answers from base's cached calls.
+    gen = CachedChatModel(MockChatModel(responder=respond, delay_s=0.02), ws)
     out = run(ws, Models(ws, generator=gen, embedder=HashEmbedder()), records, PREFS,
               QualityConfig(systems=("base", "bm25", "rules", "uno")))
     s = out["systems"]
@@ -107,6 +109,7 @@ def test_run_scores_every_system(ws):
     assert s["base"]["per_dataset"]["LexEval-QA"]["rouge_l"] > 0.5
     assert s["base"]["per_dataset"]["LexEval-QA"]["compliance"] is None  # no constraints there
     assert s["uno"]["errors"] == 0 and s["uno"]["n"] == 3
+    assert s["uno"]["latency_s"] >= 0.02 and s["base"]["latency_s"] >= 0.02  # cached answers keep their time
     assert s["rules"]["prompt_tokens"] > s["base"]["prompt_tokens"]
     assert json.loads((ws.artifacts / "bench_quality.json").read_text())["systems"]["base"] == s["base"]
     html = write_report(ws, HashEmbedder()).read_text()

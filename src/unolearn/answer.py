@@ -55,11 +55,12 @@ class Answer:
     draft: str | None = None
     critique: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    latency_s: float = 0.0  # model time of the calls; an answer from the response cache counts its first call's
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         return {"text": self.text, "route": asdict(self.route), "draft": self.draft,
-                "critique": self.critique, "usage": self.usage}
+                "critique": self.critique, "usage": self.usage, "latency_s": round(self.latency_s, 3)}
 
 
 def query_of(messages: list[dict[str, str]]) -> str:
@@ -83,9 +84,11 @@ def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "
     return Route(system, plan.path, cluster, distance, plan.module_id, plan.epoch)
 
 
-def _usage(*results: ChatResult) -> dict[str, int]:
-    return {"prompt_tokens": sum(r.prompt_tokens for r in results),
-            "completion_tokens": sum(r.completion_tokens for r in results)}
+def _usage(*results: ChatResult) -> dict[str, Any]:
+    """Token counts and model time of ``results`` (keyword arguments of :class:`Answer`)."""
+    return {"usage": {"prompt_tokens": sum(r.prompt_tokens for r in results),
+                      "completion_tokens": sum(r.completion_tokens for r in results)},
+            "latency_s": sum(r.latency_s for r in results)}
 
 
 async def _one(models: Models, req: ChatRequest) -> ChatResult:
@@ -105,16 +108,16 @@ async def answer(ws: Workspace, models: Models, router: Router | None, messages:
     if route.path == "primary":
         name = await ensure_adapter(models.generator, ws, route.module_id, route.epoch)
         res = await _one(models, ChatRequest.of(messages, adapter=name, **kw))
-        return Answer(res.text, route, usage=_usage(res))
+        return Answer(res.text, route, **_usage(res))
     draft = await _one(models, ChatRequest.of(messages, **kw))
     if route.path == "base":
-        return Answer(draft.text, route, usage=_usage(draft))
+        return Answer(draft.text, route, **_usage(draft))
     name = await ensure_adapter(models.generator, ws, route.module_id, route.epoch)
     critique = await _one(models, ChatRequest.of(critic_messages(query, draft.text), adapter=name,
                                                  max_tokens=CRITIC_MAX_TOKENS, seed=seed))
     rules = rules_of(critique.text)
     revised = await _one(models, ChatRequest.of(revise_messages(messages, query, draft.text, rules), **kw))
-    return Answer(strip_echo(revised.text), route, draft.text, rules, _usage(draft, critique, revised))
+    return Answer(strip_echo(revised.text), route, draft.text, rules, **_usage(draft, critique, revised))
 
 
 def critic_messages(query: str, draft: str) -> list[dict[str, str]]:

@@ -173,6 +173,7 @@ class ChatModel(ABC):
                 res = await self.complete(asked)
             except BackendError as e:
                 return ChatResult(error=e, latency_s=time.perf_counter() - start)
+            res.latency_s = time.perf_counter() - start  # re-asks included
             if request.schema is None or res.parsed is not None:
                 return res
             try:
