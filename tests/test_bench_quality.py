@@ -5,7 +5,8 @@ import pytest
 from unolearn.backends import Models
 from unolearn.backends.cache import CachedChatModel
 from unolearn.bench_quality import (Bm25Index, MemoryItem, QualityConfig, build_prompts, checklist_items,
-                                    dense_top, load_memory, memory_prompt, rouge_l, rules_prompt, run)
+                                    checklist_schema, dense_top, load_memory, memory_prompt, rouge_l, rules_prompt,
+                                    run)
 from unolearn.errors import ConfigError
 from unolearn.report import write_report
 from unolearn.simulate import parse_preferences
@@ -70,6 +71,17 @@ def test_checklist_items():
     assert checklist_items({"info": {"checklist": [{"checklist_id": 0, "checklist_content": "Is it right?"}]}}) == [
         "Is it right?"]
     assert checklist_items({"info": {}}) == []
+
+
+def test_checklist_schema_wants_one_answer_per_item():
+    from unolearn.backends.base import parse_json_output
+    from unolearn.errors import SchemaError
+
+    schema = checklist_schema(3)
+    assert parse_json_output('{"covered": [true, false, true]}', schema) == {"covered": [True, False, True]}
+    for wrong in ('{"covered": [true, false]}', '{"covered": [true, true, true, true]}'):
+        with pytest.raises(SchemaError):
+            parse_json_output(wrong, schema)
 
 
 PREFS = parse_preferences({"noise": {}, "datasets": {

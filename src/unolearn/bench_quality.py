@@ -50,8 +50,15 @@ RULES_HEADER = {
     "en": "Rules learned from earlier users with similar questions:\n{rules}\n\n## Question\n{query}",
     "zh": "从提出类似问题的用户那里总结出的规则：\n{rules}\n\n## 问题\n{query}",
 }
-CHECKLIST_SCHEMA = {"type": "object", "properties": {"covered": {"type": "array", "items": {"type": "boolean"}}},
-                    "required": ["covered"]}
+
+
+def checklist_schema(n: int) -> dict[str, Any]:
+    """The judge's answer: exactly one boolean per checklist item (an unbounded array lets a small model
+    repeat ``true`` until its token budget ends, and the cut-off JSON is lost)."""
+    covered = {"type": "array", "items": {"type": "boolean"}, "minItems": n, "maxItems": n}
+    return {"type": "object", "properties": {"covered": covered}, "required": ["covered"]}
+
+
 CHECKLIST_PROMPT = ("For each checklist item, say whether the answer satisfies it.\n\n## Question\n{query}\n\n"
                     "## Answer\n{answer}\n\n## Checklist\n{items}\n\n"
                     'Reply with JSON only: {{"covered": [true or false for each item, in order]}}')
@@ -237,7 +244,7 @@ async def _checklist(models: Models, record: dict[str, Any], text: str) -> float
         return None
     prompt = CHECKLIST_PROMPT.format(query=record_query(record), answer=text,
                                      items="\n".join(f"{i}. {c}" for i, c in enumerate(items, 1)))
-    (res,) = await models.judge.generate([ChatRequest.of(prompt, schema=CHECKLIST_SCHEMA, max_tokens=256)],
+    (res,) = await models.judge.generate([ChatRequest.of(prompt, schema=checklist_schema(len(items)), max_tokens=256)],
                                          progress=False)
     if not res.ok:
         return None
