@@ -362,3 +362,32 @@ def test_bench_serve_small_run():
     out = bench_serve(n=60, concurrency=8, latency_s=0.005)
     assert out["errors"] == 0 and out["lost_feedback"] == 0 and out["feedback_errors"] == 0
     assert out["proxy"]["rps"] > 0 and out["direct"]["p50_ms"] > 0 and "added_p50_ms" in out
+
+
+def test_fixed_latency_upstream_of_the_benchmark():
+    from unolearn.bench_serve import _load, _post
+    from unolearn.bench_server import FixedLatencyProtocol
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: FixedLatencyProtocol(0.01), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        try:
+            run = await _load(url, "/v1/chat/completions", [b'{"messages": []}'] * 20, 4)
+            assert run.errors == 0 and len(run.answers) == 20 and min(run.latencies) >= 0.009
+            assert json.loads(run.answers[0][1])["choices"][0]["message"]["content"] == "ok"
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert (await _post(reader, writer, "h", "/v1/nothing", b"{}"))[0] == 404
+            body = b'{"messages": [{"role": "user", "content": "split"}]}'  # a body in two packets
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % len(body) + body[:10])
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(body[10:])
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            writer.close()
+        finally:
+            server.close()
+
+    asyncio.run(main())

@@ -1,11 +1,12 @@
 """Overhead of the routing proxy: the same load sent through it and directly to its upstream.
 
 Honest figures on a small machine need the three parties in separate processes (threads of one
-process would share one interpreter lock): the fixed-latency upstream (:mod:`.bench_server`) and the
+process would share one interpreter lock): the fixed-latency upstream (a bare asyncio protocol,
+:class:`.bench_server.FixedLatencyProtocol`, so that it takes little of the CPU the proxy needs) and the
 proxy (:mod:`.serve`, on a fresh empty workspace, so every request takes the base path and routing's
 embedding cost is not part of the figure) each run in a child process; this process is the client. The
-client is a minimal keep-alive HTTP/1.1 client on asyncio streams (one connection per worker), so it
-costs the CPU the measured servers share as little as possible. After the proxied run, one feedback
+client is a minimal keep-alive HTTP/1.1 client on asyncio streams (one connection per worker, on uvloop
+when installed), so it costs the CPU the measured servers share as little as possible. After the proxied run, one feedback
 is posted per proxied response; the proxy is then stopped (which flushes its writer) and the stored
 feedback is counted.
 
@@ -48,7 +49,7 @@ def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02) -
             proxy = _child("proxy", str(Path(tmp) / "ws"), upstream.url)
             try:
                 pids = (upstream.proc.pid, proxy.proc.pid)
-                out = asyncio.run(_measure(upstream.url, proxy.url, n, concurrency, pids))
+                out = run_fast(_measure(upstream.url, proxy.url, n, concurrency, pids))
             finally:
                 proxy.stop()
         finally:
@@ -182,17 +183,30 @@ def _stored_feedback(ws_dir: Path, ids: list[str]) -> int:
     return len(stored & set(ids))
 
 
+def run_fast(coro: Any) -> Any:
+    """Run ``coro`` on a uvloop event loop when uvloop is installed (as uvicorn does), else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def _main(argv: list[str]) -> None:
     """Child process entry: serve until standard input closes."""
-    from .bench_server import fixed_latency_app, serve_asgi
+    from .bench_server import serve_asgi, serve_fixed_latency
 
     if argv[0] == "upstream":
-        app, lifespan = fixed_latency_app(float(argv[1])), "off"
-    else:
-        from .serve import ServeConfig, create_app
+        async def upstream() -> None:
+            stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+            await serve_fixed_latency(float(argv[1]), stdin_closed)
 
-        app, lifespan = create_app(argv[1], ServeConfig(upstream=argv[2], api_key="")), "on"
-    with serve_asgi(app, lifespan=lifespan) as url:
+        run_fast(upstream())
+        return
+    from .serve import ServeConfig, create_app
+
+    with serve_asgi(create_app(argv[1], ServeConfig(upstream=argv[2], api_key="")), lifespan="on") as url:
         print(url, flush=True)
         sys.stdin.read()
 

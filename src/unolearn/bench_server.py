@@ -118,3 +118,50 @@ def _wait_started(server: Any, thread: threading.Thread, timeout_s: float) -> No
         if not thread.is_alive() or time.monotonic() > end:
             raise UnolearnError("the local HTTP server did not start")
         time.sleep(0.01)
+
+
+class FixedLatencyProtocol(asyncio.Protocol):
+    """A bare HTTP/1.1 keep-alive server: every ``POST .../chat/completions`` is answered after a fixed delay.
+
+    The serve benchmark's upstream. It costs a few tens of microseconds of CPU per request (an ASGI
+    server costs about ten times more), so on a small machine the CPU it shares with the proxy under
+    test goes to the proxy. Requests on one connection are answered in order; nothing is validated.
+    """
+
+    BODY = json.dumps(chat_completion("bench", "ok", prompt_tokens=2)).encode()
+    OK = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(BODY)) + BODY
+    NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+
+    def __init__(self, latency_s: float) -> None:
+        self.latency_s, self.buf, self.transport = latency_s, b"", None
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: Any) -> None:  # noqa: D102
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            request_line, *headers = self.buf[:end].lower().split(b"\r\n")
+            length = next((int(v) for k, _, v in (h.partition(b":") for h in headers) if k == b"content-length"), 0)
+            if len(self.buf) < end + 4 + length:
+                return
+            self.buf = self.buf[end + 4 + length:]
+            method, path = (request_line.split(b" ") + [b"", b""])[:2]
+            answer = self.OK if method == b"post" and path.endswith(b"/chat/completions") else self.NOT_FOUND
+            self.loop.call_later(self.latency_s, self._send, answer)
+
+    def _send(self, answer: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+
+
+async def serve_fixed_latency(latency_s: float, until: Awaitable[Any]) -> None:
+    """Serve :class:`FixedLatencyProtocol` on a free port of 127.0.0.1, print its URL, stop when ``until`` ends."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: FixedLatencyProtocol(latency_s), "127.0.0.1", 0)
+    print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    try:
+        await until
+    finally:
+        server.close()
