@@ -48,7 +48,8 @@ class DemoConfig:
 def demo_stage_configs(cfg: DemoConfig) -> RunConfigs:
     """Stage settings small enough for a 2-core CPU (the paper's defaults are for GPUs)."""
     return RunConfigs(
-        distill=DistillConfig(n_revisions=2, answer_max_tokens=cfg.max_tokens, rules_max_tokens=256,
+        # One revision per log: it becomes `chosen` with no judge call (half of distil's calls on a CPU).
+        distill=DistillConfig(n_revisions=1, answer_max_tokens=cfg.max_tokens, rules_max_tokens=256,
                               judge_max_tokens=160),
         cluster=ClusterConfig(threshold=0.8),  # by `unolearn cluster --sweep` on the demo logs (e5)
         train=TrainConfig(profile="cpu", critics="reflective", min_pairs=2),
