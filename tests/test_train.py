@@ -187,12 +187,13 @@ def test_bench_train_trains_one_seeded_cluster(tiny_model_dir, tmp_path):
 
     cfg = TrainConfig(base_model=str(tiny_model_dir), profile="cpu", epochs=1, critic_epochs=1, lora_r=4,
                       lora_alpha=8, max_length=256)
-    out = bench_train(5, cfg, answer_words=12, workspace=tmp_path / "ws")
+    out = bench_train(5, cfg, HashEmbedder(dim=64), answer_words=12, workspace=tmp_path / "ws")
     assert out["config"]["profile"] == "cpu" and out["pairs"] == 5
     for kind in ("expert", "critic"):
         assert (out[kind]["n_train"], out[kind]["n_val"]) == (4, 1)
         assert out[kind]["seconds"] > 0 and Path(out[kind]["path"], "epoch-1").is_dir()
     with Workspace.open(tmp_path / "ws") as ws:  # kept, with the modules recorded for select and answer
         assert {m["kind"] for m in list_modules(ws)} == {"expert", "critic"}
+        assert ws.conn.execute("SELECT embedder, size FROM clusters").fetchall() == [("hash", 5)]
     with pytest.raises(InputError, match="empty workspace"):
-        bench_train(5, cfg, answer_words=12, workspace=tmp_path / "ws")
+        bench_train(5, cfg, HashEmbedder(dim=64), answer_words=12, workspace=tmp_path / "ws")

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .errors import InputError
+from .backends import Embedder
+from .cluster import ClusterConfig
+from .cluster import run as cluster
+from .errors import InputError, UnolearnError
 from .records import Log, Message
 from .store import Workspace, now
 from .train import TrainConfig, resolve_base_model
@@ -39,8 +40,9 @@ def _answer(rng: random.Random, topic: str, words: int) -> str:
     return " ".join(body).capitalize() + "."
 
 
-def seed_cluster(ws: Workspace, n: int, answer_words: int, seed: int = 42) -> list[str]:
-    """Store ``n`` logs with a feedback rule and one pair each, all in cluster 0 (planned primary)."""
+def seed_cluster(ws: Workspace, embedder: Embedder, n: int, answer_words: int, seed: int = 42) -> list[str]:
+    """Store ``n`` logs with a feedback rule and one pair each, clustered (by the real stage) into one
+    cluster 0 planned primary, so that ``select`` and ``answer`` can route to it afterwards."""
     rng = random.Random(seed)
     logs, rows = [], []
     for i in range(n):
@@ -53,18 +55,21 @@ def seed_cluster(ws: Workspace, n: int, answer_words: int, seed: int = 42) -> li
         rows.append((log, first, _answer(rng, topic, max(8, answer_words // 3))))
     ws.add_logs(logs)
     with ws.transaction() as c:
-        c.execute("INSERT INTO clusters VALUES (0, ?, ?, 'bench', ?)", (n, np.zeros(4, "float32").tobytes(), now()))
-        c.execute("INSERT INTO gaps VALUES (0, 'bench', 0.5, 0.5, 0.5, ?, 'primary', 0.45)", (n,))
         for log, first, short in rows:
-            c.execute("INSERT INTO cluster_members VALUES (?, 0)", (log.id,))
             c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'bench', ?)", (log.id, json.dumps([RULE]), now()))
             c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
                       (f"bench-{log.id}", log.id, "revision", json.dumps([{"role": "user", "content": log.query}]),
                        short, first, 9.0, "[]", "bench", now()))
+    clustered = cluster(ws, embedder, ClusterConfig(threshold=1e6))  # no cut: one cluster
+    if clustered.n_clusters != 1:
+        raise UnolearnError(f"the benchmark's logs formed {clustered.n_clusters} clusters, not one")
+    with ws.transaction() as c:
+        c.execute("INSERT INTO gaps VALUES (0, 'bench', 0.5, 0.5, 0.5, ?, 'primary', 0.45)", (n,))
     return [log.id for log in logs]
 
 
-def bench_train(n: int, cfg: TrainConfig, answer_words: int = 120, workspace: Path | None = None) -> dict[str, Any]:
+def bench_train(n: int, cfg: TrainConfig, embedder: Embedder, answer_words: int = 120,
+                workspace: Path | None = None) -> dict[str, Any]:
     """Seed one cluster of ``n`` pairs, train its expert and critic, and time each step."""
     cfg = cfg.resolved()
     with tempfile.TemporaryDirectory(prefix="unolearn-bench-train-") as tmp:
@@ -72,7 +77,7 @@ def bench_train(n: int, cfg: TrainConfig, answer_words: int = 120, workspace: Pa
         try:
             if ws.count("logs"):
                 raise InputError(f"{ws.root}: the benchmark needs an empty workspace")
-            seed_cluster(ws, n, answer_words)
+            seed_cluster(ws, embedder, n, answer_words)
             start = time.perf_counter()
             base = resolve_base_model(ws, cfg)
             prepare_s = time.perf_counter() - start

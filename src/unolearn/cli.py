@@ -666,12 +666,15 @@ def bench_throughput_cmd(n: int, latency: float, concurrency: int, as_json: bool
 def bench_train_cmd(pairs: int, answer_words: int, keep: Path | None, base_model: str | None, profile: str,
                     epochs: int | None, critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
     """Seconds to train one cluster's expert and critic on this machine (synthetic pairs)."""
+    from .backends import make_embedder
     from .bench_train import bench_train
+    from .config import load_backends
     from .train import TrainConfig
 
+    embedder = make_embedder(load_backends(None).embedder)  # the defaults and environment a fresh workspace has
     flags = {"base_model": base_model, "profile": profile, "epochs": epochs, "critic_epochs": critic_epochs, "max_length": max_length}
     cfg = TrainConfig(**{k: v for k, v in flags.items() if v is not None})
-    out = bench_train(pairs, cfg, answer_words=answer_words, workspace=keep)
+    out = bench_train(pairs, cfg, embedder, answer_words=answer_words, workspace=keep)
     echo_json(out) if as_json else click.echo(
         f"{pairs} pairs: base model ready in {out['prepare_base_s']:.0f} s; "
         + ", ".join(f"{k} {out[k]['seconds']:.0f} s" for k in ("expert", "critic") if k in out)
