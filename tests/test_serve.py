@@ -353,15 +353,19 @@ def test_config_is_validated(monkeypatch):
     assert ServeConfig().api_key == "from-env" and ServeConfig(api_key="").api_key is None
     assert ServeConfig(upstream="http://127.0.0.1:8000").upstream == "http://127.0.0.1:8000/v1"
     for bad in ({"system": "magic"}, {"port": 70000}, {"max_body_bytes": 10}, {"load_adapters": True},
-                {"upstream_timeout_s": 0}, {"upstream": "ftp://x"}):
+                {"upstream_timeout_s": 0}, {"upstream": "ftp://x"}, {"workers": 0}, {"workers": 2}):
         with pytest.raises(ConfigError):
             ServeConfig(**bad)
 
 
-def test_bench_serve_small_run():
-    out = bench_serve(n=60, concurrency=8, latency_s=0.005)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bench_serve_small_run(workers):
+    """The real `unolearn serve` (two worker processes too): no errors, every feedback stored, even one
+    posted to another worker than the one that served its response."""
+    out = bench_serve(n=60, concurrency=8, latency_s=0.005, workers=workers)
     assert out["errors"] == 0 and out["lost_feedback"] == 0 and out["feedback_errors"] == 0
     assert out["proxy"]["rps"] > 0 and out["direct"]["p50_ms"] > 0 and "added_p50_ms" in out
+    assert out["workers"] == workers and out["cpu_ms_per_request"]["proxy"] > 0
 
 
 def test_fixed_latency_upstream_of_the_benchmark():

@@ -1,31 +1,33 @@
 """Overhead of the routing proxy: the same load sent through it and directly to its upstream.
 
 Honest figures on a small machine need the three parties in separate processes (threads of one
-process would share one interpreter lock): the fixed-latency upstream (a bare asyncio protocol,
-:class:`.bench_server.FixedLatencyProtocol`, so that it takes little of the CPU the proxy needs) and the
-proxy (:mod:`.serve`, on a fresh empty workspace, so every request takes the base path and routing's
-embedding cost is not part of the figure) each run in a child process; this process is the client. The
-client is a minimal keep-alive HTTP/1.1 client on asyncio streams (one connection per worker, on uvloop
-when installed), so it costs the CPU the measured servers share as little as possible. After the proxied run, one feedback
-is posted per proxied response; the proxy is then stopped (which flushes its writer) and the stored
-feedback is counted.
+process would share one interpreter lock). The fixed-latency upstream is a bare asyncio protocol
+(:class:`.bench_server.FixedLatencyProtocol`), so that it takes little of the CPU the proxy needs. The
+proxy is the real ``unolearn serve --upstream URL [--workers N]`` on a fresh empty workspace, so every
+request takes the base path and routing's embedding cost is not part of the figure. This process is
+the client: a minimal keep-alive HTTP/1.1 client on asyncio streams (one connection per worker, on
+uvloop when installed). After the proxied run, one feedback is posted per proxied response; the proxy
+is then interrupted (its workers write what they queued) and the stored feedback is counted.
 
-Run a child by hand: ``python -m unolearn.bench_serve upstream LATENCY_S`` or
-``python -m unolearn.bench_serve proxy WS_DIR UPSTREAM_URL``; it prints its URL and serves until its
-standard input closes.
+Run the upstream by hand: ``python -m unolearn.bench_serve LATENCY_S``; it prints its URL and serves
+until its standard input closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,41 +36,44 @@ from .errors import ConfigError, UnolearnError
 WARMUP = 200
 
 
-def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02) -> dict[str, Any]:
+def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02, workers: int = 1) -> dict[str, Any]:
     """Send ``n`` chat requests at ``concurrency`` through the proxy and directly to the upstream.
 
-    Returns ``{"proxy": {"rps", "p50_ms", "p99_ms"}, "direct": {...}, "added_p50_ms", "errors",
-    "lost_feedback", "feedback_errors", "cpu_ms_per_request": {"upstream", "proxy", "client"}}``; the
-    CPU figures are per request of the proxied run (Linux only), to tell overhead from a busy machine.
+    The proxy is the real ``unolearn serve --upstream URL --workers N`` in a child process, on a fresh
+    workspace. Returns ``{"proxy": {"rps", "p50_ms", "p99_ms"}, "direct": {...}, "added_p50_ms",
+    "errors", "lost_feedback", "feedback_errors", "cpu_ms_per_request": {"upstream", "proxy",
+    "client"}}``; the CPU figures are per request of the proxied run (Linux only; the proxy's counts
+    all its workers), to tell overhead from a busy machine.
     """
-    if n < 1 or concurrency < 1 or latency_s < 0:
-        raise ConfigError("n and concurrency must be >= 1, latency_s >= 0")
+    if n < 1 or concurrency < 1 or latency_s < 0 or workers < 1:
+        raise ConfigError("n, concurrency and workers must be >= 1, latency_s >= 0")
     with tempfile.TemporaryDirectory(prefix="unolearn-bench-serve-") as tmp:
-        upstream = _child("upstream", str(latency_s))
+        upstream = _Child(str(latency_s))
         try:
-            proxy = _child("proxy", str(Path(tmp) / "ws"), upstream.url)
+            proxy = ServeProcess(Path(tmp) / "ws", upstream.url, workers)
             try:
-                pids = (upstream.proc.pid, proxy.proc.pid)
-                out = run_fast(_measure(upstream.url, proxy.url, n, concurrency, pids))
+                out = run_fast(_measure(upstream.url, proxy.url, n, concurrency,
+                                        lambda: (_cpu_s([upstream.proc.pid])[0], sum(_cpu_s(proxy.pids())))))
             finally:
                 proxy.stop()
         finally:
             upstream.stop()
         stored = _stored_feedback(Path(tmp) / "ws", out.pop("ids"))
     out["lost_feedback"] = out.pop("feedback_sent") - stored
-    return {"n": n, "concurrency": concurrency, "latency_s": latency_s, **out}
+    return {"n": n, "concurrency": concurrency, "latency_s": latency_s, "workers": workers, **out}
 
 
-async def _measure(upstream: str, proxy: str, n: int, concurrency: int, pids: tuple[int, int]) -> dict[str, Any]:
+async def _measure(upstream: str, proxy: str, n: int, concurrency: int,
+                   servers_cpu: Callable[[], tuple[float, float]]) -> dict[str, Any]:
     """Warm both, run direct then proxied, then post one feedback per proxied response."""
     body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello proxy"}],
                        "max_tokens": 8}).encode()
     for url in (upstream, proxy):
         await _load(url, "/v1/chat/completions", [body] * WARMUP, concurrency)
     direct = await _load(upstream, "/v1/chat/completions", [body] * n, concurrency)
-    cpu = [*_cpu_s(pids), time.process_time()]
+    cpu = [*servers_cpu(), time.process_time()]
     proxied = await _load(proxy, "/v1/chat/completions", [body] * n, concurrency)
-    cpu = [round((b - a) / n * 1000, 3) for a, b in zip(cpu, [*_cpu_s(pids), time.process_time()])]
+    cpu = [round((b - a) / n * 1000, 3) for a, b in zip(cpu, [*servers_cpu(), time.process_time()])]
     ids = [json.loads(r)["id"] for s, r in proxied.answers if s == 200]
     feedback = [json.dumps({"response_id": i, "action": "like", "text": "good"}).encode() for i in ids]
     sent = await _load(proxy, "/v1/feedback", feedback, concurrency)
@@ -145,7 +150,7 @@ class _Child:
         self.url = (self.proc.stdout.readline() or "").strip()
         if not self.url.startswith("http://"):
             self.stop()
-            raise UnolearnError(f"the benchmark's {args[0]} server did not start")
+            raise UnolearnError("the benchmark's upstream server did not start")
 
     def stop(self) -> None:
         """Close its standard input (it shuts down, flushing what it queued) and wait for it."""
@@ -158,11 +163,59 @@ class _Child:
             self.proc.wait()
 
 
-def _child(*args: str) -> _Child:
-    return _Child(*args)
+class ServeProcess:
+    """``unolearn serve --upstream URL`` on a free port of 127.0.0.1, in a child process."""
+
+    def __init__(self, ws_dir: Path, upstream: str, workers: int, ready_timeout_s: float = 60.0) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "unolearn", "-d", str(ws_dir), "serve", "--upstream", upstream,
+               "--port", str(port), "--workers", str(workers)]
+        self.log = ws_dir.parent / "serve.log"  # a file, not a pipe: a full pipe would stall the server
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
+                                         env={**os.environ, "UNOLEARN_SERVE_KEY": ""})
+        self.url = f"http://127.0.0.1:{port}"
+        self._wait_ready(port, ready_timeout_s)
+
+    def _wait_ready(self, port: int, timeout_s: float) -> None:
+        """Until ``/healthz`` answers (a worker has started); the warm-up then reaches the others."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and self.proc.poll() is None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            time.sleep(0.1)
+        self.stop()
+        raise UnolearnError(f"unolearn serve did not start: {self.log.read_text().strip()[-500:]}")
+
+    def pids(self) -> list[int]:
+        """The server's process and its workers."""
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return [self.proc.pid, *map(int, children)]
+
+    def stop(self) -> None:
+        """Interrupt it (it writes what it queued, then exits) and wait."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def _cpu_s(pids: tuple[int, ...]) -> list[float]:
+def _cpu_s(pids: list[int] | tuple[int, ...]) -> list[float]:
     """CPU seconds (user + system) used so far by each process (Linux ``/proc``; 0 elsewhere)."""
     out = []
     for pid in pids:
@@ -194,21 +247,14 @@ def run_fast(coro: Any) -> Any:
 
 
 def _main(argv: list[str]) -> None:
-    """Child process entry: serve until standard input closes."""
-    from .bench_server import serve_asgi, serve_fixed_latency
+    """Child process entry (the upstream): serve until standard input closes."""
+    from .bench_server import serve_fixed_latency
 
-    if argv[0] == "upstream":
-        async def upstream() -> None:
-            stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-            await serve_fixed_latency(float(argv[1]), stdin_closed)
+    async def upstream() -> None:
+        stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_fixed_latency(float(argv[0]), stdin_closed)
 
-        run_fast(upstream())
-        return
-    from .serve import ServeConfig, create_app
-
-    with serve_asgi(create_app(argv[1], ServeConfig(upstream=argv[2], api_key="")), lifespan="on") as url:
-        print(url, flush=True)
-        sys.stdin.read()
+    run_fast(upstream())
 
 
 if __name__ == "__main__":

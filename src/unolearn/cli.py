@@ -539,9 +539,11 @@ def demo(ctx: click.Context, data_dir: Path, train_per_set: int | None, test_per
               help="Default routing; a request may override it with the header X-Unolearn-System.")
 @click.option("--load-adapters", is_flag=True, help="Load the planned adapters into the upstream at start "
                                                     "(vLLM --enable-lora with runtime LoRA updating).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Proxy processes sharing the port (upstream mode; e.g. one per core).")
 @click.pass_context
 def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str, port: int, system: str,
-          load_adapters: bool) -> None:
+          load_adapters: bool, workers: int) -> None:
     """Run an OpenAI-compatible proxy that routes each request by the workspace's plan.
 
     Endpoints: POST /v1/chat/completions (streaming too), GET /v1/models, GET /healthz, GET /metrics,
@@ -552,7 +554,8 @@ def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str, p
 
     if bool(upstream) == embedded:
         raise InputError("give exactly one of --upstream URL or --embedded")
-    cfg = ServeConfig(upstream=upstream, host=host, port=port, system=system, load_adapters=load_adapters)
+    cfg = ServeConfig(upstream=upstream, host=host, port=port, system=system, load_adapters=load_adapters,
+                      workers=workers)
     ws = open_workspace(ctx)
     run_server(ws.root, cfg, backends=load_config(ctx))
 
@@ -753,12 +756,14 @@ def quality_table(result: dict[str, Any]) -> str:
 @click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--latency", type=click.FloatRange(min=0.0), default=0.02, show_default=True,
               help="Seconds the fake upstream takes per answer.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Proxy worker processes (unolearn serve --workers).")
 @json_option
-def bench_serve_cmd(n: int, concurrency: int, latency: float, as_json: bool) -> None:
+def bench_serve_cmd(n: int, concurrency: int, latency: float, workers: int, as_json: bool) -> None:
     """Throughput and latency through the proxy vs directly to the same upstream, and lost feedback."""
     from .bench_serve import bench_serve
 
-    out = bench_serve(n=n, concurrency=concurrency, latency_s=latency)
+    out = bench_serve(n=n, concurrency=concurrency, latency_s=latency, workers=workers)
     echo_json(out) if as_json else click.echo(
         f"proxy p50 {out['proxy']['p50_ms']:.1f} ms, direct p50 {out['direct']['p50_ms']:.1f} ms, added "
         f"{out['added_p50_ms']:.1f} ms; errors {out['errors']}, lost feedback {out['lost_feedback']}")

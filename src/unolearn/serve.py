@@ -38,6 +38,7 @@ Logs and feedback never leave through the API.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -98,6 +99,8 @@ class ServeConfig:
     upstream_connections: int = opt(256, "Most connections open to the upstream, busy or idle.")
     load_adapters: bool = opt(False, "At start, load every adapter the workspace's plans use into the upstream "
                                      "(vLLM POST /v1/load_lora_adapter).")
+    workers: int = opt(1, "Server processes sharing the port (upstream mode only: each one is a full proxy with "
+                          "its own writer; /metrics then counts the worker that answers the scrape).")
     write_batch: int = opt(512, "Most served rows and feedbacks written in one transaction.")
     write_linger_s: float = opt(0.02, "The writer waits this long after a first queued row for more to join its "
                                       "transaction (fewer commits under load; a feedback answer waits at most this "
@@ -120,6 +123,9 @@ class ServeConfig:
             raise ConfigError("serve.upstream_timeout_s must be > 0 and upstream_connections ≥ 1")
         if self.load_adapters and self.upstream is None:
             raise ConfigError("serve.load_adapters needs an upstream")
+        if self.workers < 1 or (self.workers > 1 and self.upstream is None):
+            raise ConfigError("serve.workers must be ≥ 1, and more than 1 needs an upstream (each worker would "
+                              "load the embedded model)")
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -817,13 +823,22 @@ class Proxy:
         try:
             self.authorize(request)
             rid, text, action, edited = parse_feedback(await self.read_body(request))
-            if not self.recorder.known(rid):
+            if not await self.known_soon(rid):
                 raise HTTPProblem(f"no response {rid!r}", 404, "response_not_found")
             await self.recorder.feedback((rid, text, action, edited, now()))
         except UnolearnError as e:
             return error_response(e)
         self.metrics.feedback[action or "none"] += 1
         return JSONResponse({"object": "feedback", "response_id": rid, "stored": True})
+
+    async def known_soon(self, rid: str) -> bool:
+        """True when ``rid`` was served; an id not seen yet is looked up again for a moment, since with
+        several workers another one may still hold the row in its queue (linger plus one commit)."""
+        for wait in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2):
+            await asyncio.sleep(wait)
+            if self.recorder.known(rid):
+                return True
+        return False
 
     async def models_list(self, request: Any) -> Any:
         """``GET /v1/models``."""
@@ -903,15 +918,42 @@ class ChatFastPath:
             await self.app(scope, receive, send)
 
 
+WORKER_ENV = "UNOLEARN_SERVE_WORKER"
+
+
 def serve(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *,
           backends: BackendsConfig | None = None, **built: Any) -> None:
-    """Run the proxy with uvicorn until interrupted (queued records are written before it exits)."""
+    """Run the proxy with uvicorn until interrupted (queued records are written before it exits).
+
+    With ``cfg.workers`` > 1, uvicorn starts that many processes on one socket; each builds its app
+    with :func:`worker_app` from the settings this process hands over in the environment.
+    """
     import uvicorn
 
     cfg = cfg or ServeConfig()
-    app = create_app(ws_dir, cfg, backends=backends, **built)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, lifespan="on", access_log=False, log_level="info",
-                proxy_headers=False, timeout_graceful_shutdown=10)
+    run = {"host": cfg.host, "port": cfg.port, "lifespan": "on", "access_log": False, "log_level": "info",
+           "proxy_headers": False, "timeout_graceful_shutdown": 10}
+    if cfg.workers == 1:
+        uvicorn.run(create_app(ws_dir, cfg, backends=backends, **built), **run)
+        return
+    if built:
+        raise ConfigError("serve.workers > 1 builds its models in each worker; pass configurations, not instances")
+    backends = backends or BackendsConfig()
+    os.environ[WORKER_ENV] = json.dumps({"ws_dir": str(ws_dir), "serve": dataclasses.asdict(cfg),
+                                         "backends": dataclasses.asdict(backends)})
+    uvicorn.run("unolearn.serve:worker_app", factory=True, workers=cfg.workers, **run)
+
+
+def worker_app() -> Any:
+    """The app of one worker process of :func:`serve` (its settings come from the environment)."""
+    from .config import ChatConfig, EmbedderConfig
+
+    spec = json.loads(os.environ[WORKER_ENV])
+    b = spec["backends"]
+    backends = BackendsConfig(generator=ChatConfig(**b["generator"]),
+                              judge=ChatConfig(**b["judge"]) if b["judge"] else None,
+                              embedder=EmbedderConfig(**b["embedder"]), cache=b["cache"])
+    return create_app(spec["ws_dir"], ServeConfig(**spec["serve"]), backends=backends)
 
 
 # -- closing the loop ------------------------------------------------------------------------------
