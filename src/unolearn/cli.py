@@ -367,8 +367,9 @@ def train(ctx: click.Context, cluster_id: int | None, base_model: str | None, pr
           epochs: int | None, critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
     """Train per-cluster LoRA experts (DPO+SFT) and critics (SFT).
 
-    Without CUDA the `cpu` profile applies (2 epochs, LoRA r 8, sequences up to 512 tokens: one
-    cluster of ~20 pairs in minutes on 2 cores); with CUDA the paper's settings. Every hyper-parameter can be set in the `train:` section of the config file (see
+    Without CUDA the `cpu` profile applies (2 epochs, LoRA r 8, sequences up to 512 tokens; on 2
+    cores a cluster of 20 pairs took 8 min for its expert and 4 for its critic); with CUDA the
+    paper's settings. Every hyper-parameter can be set in the `train:` section of the config file (see
     `unolearn.train.TrainConfig`). On GPUs the same command trains in bf16; for several GPUs run it
     under `accelerate launch -m unolearn train ...`.
     """
