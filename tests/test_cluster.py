@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -208,6 +209,9 @@ def test_router_routes_to_the_topic_cluster_and_flags_unseen(ws):
     unseen, far = strict.route("completely unrelated words about quantum chromodynamics")
     assert unseen is None and far > 0.5
     assert [c for c, _ in strict.route_many(["plan my marathon training schedule", "zzz qqq"])] == [2, None]
+    cluster.run(ws, HashEmbedder(), dataclasses.replace(CFG, unseen_distance=0.5))
+    assert Router.load(ws, HashEmbedder()).unseen_distance == 0.5  # as clustered, unless given
+    assert Router.load(ws, HashEmbedder(), unseen_distance=None).unseen_distance is None
 
 
 def test_router_add_moves_the_centroid_and_counts_the_log(ws):

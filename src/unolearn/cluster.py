@@ -406,6 +406,13 @@ def sweep(ws: Workspace, embedder: Embedder, thresholds: Sequence[float],
 # -- routing -------------------------------------------------------------------------------------
 
 
+def stored_unseen_distance(ws: Workspace) -> float | None:
+    """``unseen_distance`` of the last successful cluster run (None when there was none or it was unset)."""
+    row = ws.conn.execute("SELECT config FROM runs WHERE stage = 'cluster' AND status = 'ok' "
+                          "ORDER BY id DESC LIMIT 1").fetchone()
+    return json.loads(row[0]).get("unseen_distance") if row else None
+
+
 class Router:
     """Routes a new query to the cluster with the nearest centroid (cosine on query embeddings)."""
 
@@ -416,8 +423,14 @@ class Router:
         self.unseen_distance = unseen_distance
 
     @classmethod
-    def load(cls, ws: Workspace, embedder: Embedder, unseen_distance: float | None = None) -> "Router":
-        """Read the stored clusters; raise NotFoundError when there are none."""
+    def load(cls, ws: Workspace, embedder: Embedder, unseen_distance: float | None | str = "stored") -> "Router":
+        """Read the stored clusters; raise NotFoundError when there are none.
+
+        ``unseen_distance`` defaults to the one the clusters were made with (the last successful
+        ``cluster`` run's configuration), so ``answer``, the proxy and the benchmark route alike.
+        """
+        if unseen_distance == "stored":
+            unseen_distance = stored_unseen_distance(ws)
         rows = ws.conn.execute("SELECT id, size, centroid, embedder FROM clusters ORDER BY id").fetchall()
         if not rows:
             raise NotFoundError("no clusters in this workspace: run `unolearn cluster` first")
