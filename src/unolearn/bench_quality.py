@@ -244,8 +244,8 @@ async def _checklist(models: Models, record: dict[str, Any], text: str) -> float
         return None
     prompt = CHECKLIST_PROMPT.format(query=record_query(record), answer=text,
                                      items="\n".join(f"{i}. {c}" for i, c in enumerate(items, 1)))
-    (res,) = await models.judge.generate([ChatRequest.of(prompt, schema=checklist_schema(len(items)), max_tokens=256)],
-                                         progress=False)
+    request = ChatRequest.of(prompt, schema=checklist_schema(len(items)), max_tokens=256)
+    (res,) = await models.judge.generate([request], progress=False)
     if not res.ok:
         return None
     covered = res.parsed["covered"][: len(items)]

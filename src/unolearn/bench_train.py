@@ -29,7 +29,7 @@ TOPICS = ["sourdough bread", "tax deductions", "marathon training", "python pack
           "home insurance", "solar panels", "job interviews", "bird migration", "credit scores"]
 WORDS = ("the a of to and in is that for it as with on this be are by can or from which when you your "
          "how most will more time also use first each step may need should example because process "
-         "usually part well often make good important important common different simple help").split()
+         "usually part well often make good important common different simple help").split()
 RULE = "Keep the answer under 60 words and start with the direct answer."
 
 
@@ -86,8 +86,8 @@ def bench_train(n: int, cfg: TrainConfig, embedder: Embedder, answer_words: int 
             ws.close()
     out: dict[str, Any] = {"pairs": n, "answer_words": answer_words, "base_model": str(base),
                            "prepare_base_s": round(prepare_s, 1),
-                           "config": {"profile": cfg.profile, "epochs": cfg.epochs, "critic_epochs": cfg.critic_epochs, "lora_r": cfg.lora_r,
-                                      "max_length": cfg.max_length, "grad_accum": cfg.grad_accum}}
+                           "config": {k: getattr(cfg, k) for k in ("profile", "epochs", "critic_epochs", "lora_r",
+                                                                   "max_length", "grad_accum")}}
     for m in modules:
         out[m.kind] = {"seconds": round(m.seconds, 1), "n_train": m.n_train, "n_val": m.n_val,
                        "train_loss": m.metrics["train_loss"], "path": m.path if workspace else None}

@@ -676,7 +676,8 @@ def bench_train_cmd(pairs: int, answer_words: int, keep: Path | None, base_model
     from .train import TrainConfig
 
     embedder = make_embedder(load_backends(None).embedder)  # the defaults and environment a fresh workspace has
-    flags = {"base_model": base_model, "profile": profile, "epochs": epochs, "critic_epochs": critic_epochs, "max_length": max_length}
+    flags = {"base_model": base_model, "profile": profile, "epochs": epochs, "critic_epochs": critic_epochs,
+             "max_length": max_length}
     cfg = TrainConfig(**{k: v for k, v in flags.items() if v is not None})
     out = bench_train(pairs, cfg, embedder, answer_words=answer_words, workspace=keep)
     echo_json(out) if as_json else click.echo(
