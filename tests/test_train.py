@@ -197,3 +197,19 @@ def test_bench_train_trains_one_seeded_cluster(tiny_model_dir, tmp_path):
         assert ws.conn.execute("SELECT embedder, size FROM clusters").fetchall() == [("hash", 5)]
     with pytest.raises(InputError, match="empty workspace"):
         bench_train(5, cfg, HashEmbedder(dim=64), answer_words=12, workspace=tmp_path / "ws")
+
+
+def test_embedded_model_converts_to_a_hugging_face_folder(tmp_path):
+    """The packaged GGUF model → a trainable HF folder, written once (the CPU users' base model)."""
+    pytest.importorskip("llama_cpp")
+    from unolearn.train import embedded_hf_model
+
+    dest = embedded_hf_model(tmp_path / "base-model")
+    config = json.loads((dest / "config.json").read_text())
+    weights = load_file(dest / "model.safetensors")
+    embed = weights["model.embed_tokens.weight"]
+    assert embed.shape == (config["vocab_size"], config["hidden_size"]) and embed.dtype == torch.float32
+    assert all(t.device.type == "cpu" and torch.isfinite(t).all() for t in weights.values())
+    assert len(weights) > 200 and (dest / "tokenizer.json").is_file()
+    stamp = (dest / "model.safetensors").stat().st_mtime_ns
+    assert embedded_hf_model(dest) == dest and (dest / "model.safetensors").stat().st_mtime_ns == stamp

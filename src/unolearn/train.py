@@ -195,8 +195,10 @@ def embedded_hf_model(dest: Path) -> Path:
     config.quantization_config = None
     if hasattr(config, "__dict__"):
         config.__dict__.pop("quantization_config", None)
-    model = type(loaded)(config)
-    model.load_state_dict(loaded.state_dict())
+    with torch.device("meta"):  # no second copy of the weights: the loaded tensors are moved in
+        model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
