@@ -117,3 +117,16 @@ def test_unwritable_output_is_one_line_not_a_traceback(run_cli, tmp_path):
     r = run_cli("pairs", "export", "-o", str(tmp_path / "missing" / "pairs.jsonl"))
     assert r.code == 1 and "Traceback" not in r.err
     assert len(r.err.strip().splitlines()) == 1 and r.err.startswith("error: ")
+
+
+def test_closed_output_pipe_exits_0_and_other_os_errors_exit_1(monkeypatch, capsys):
+    import pytest
+
+    from unolearn import cli
+
+    for error, code in ((BrokenPipeError(32, "Broken pipe"), 0), (PermissionError(13, "Permission denied"), 1)):
+        monkeypatch.setattr(cli.cli, "main", lambda *a, error=error, **k: (_ for _ in ()).throw(error))
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["logs", "stats"])
+        assert exit_.value.code == code
+    assert capsys.readouterr().err.strip() == "error: [Errno 13] Permission denied"

@@ -788,6 +788,8 @@ def main(argv: list[str] | None = None) -> None:
     except UnolearnError as e:
         click.echo(f"error: {_one_line(e)}", err=True)
         sys.exit(e.exit_code)
+    except BrokenPipeError:  # the reader went away (`... | head`): not an error; before OSError, its base
+        sys.exit(0)
     except OSError as e:  # a file that cannot be read or written: say which, without a traceback
         click.echo(f"error: {_one_line(e)}", err=True)
         sys.exit(1)
@@ -797,7 +799,5 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)
     if isinstance(rc, int) and rc:
         sys.exit(rc)
