@@ -832,9 +832,11 @@ class Proxy:
         return JSONResponse({"object": "feedback", "response_id": rid, "stored": True})
 
     async def known_soon(self, rid: str) -> bool:
-        """True when ``rid`` was served; an id not seen yet is looked up again for a moment, since with
-        several workers another one may still hold the row in its queue (linger plus one commit)."""
-        for wait in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2):
+        """True when ``rid`` was served. With several workers an id not seen yet is looked up again for a
+        moment, since another worker may still hold the row in its queue (linger plus one commit); one
+        worker knows its own queue, so its first answer is final."""
+        waits = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2) if self.cfg.workers > 1 else (0.0,)
+        for wait in waits:
             await asyncio.sleep(wait)
             if self.recorder.known(rid):
                 return True
@@ -928,7 +930,10 @@ def serve(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *,
     With ``cfg.workers`` > 1, uvicorn starts that many processes on one socket; each builds its app
     with :func:`worker_app` from the settings this process hands over in the environment.
     """
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError as e:
+        raise ConfigError("the proxy needs starlette, uvicorn and aiohttp: pip install 'unolearn[serve]'") from e
 
     cfg = cfg or ServeConfig()
     run = {"host": cfg.host, "port": cfg.port, "lifespan": "on", "access_log": False, "log_level": "info",
