@@ -43,9 +43,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
-from .records import detect_lang
+from .records import CJK, detect_lang
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORDLIKE = re.compile(r"\w")
 _SENTENCE_END = re.compile(r"[.!?]+(?=[\s\"'”’)\]]|$)|[。！？]+")
 _BULLET = re.compile(r"^[ \t]*[-*+•][ \t]+\S", re.MULTILINE)
@@ -61,8 +60,8 @@ _FENCE = re.compile(r"\A```[\w-]*\n(.*)\n?```\Z", re.DOTALL)
 
 def count_words(text: str) -> int:
     """Words in ``text``: one per CJK ideograph plus one per other token with a letter or digit."""
-    ideographs = len(_CJK.findall(text))
-    rest = _CJK.sub(" ", text)
+    ideographs = len(CJK.findall(text))
+    rest = CJK.sub(" ", text)
     return ideographs + sum(1 for tok in rest.split() if _WORDLIKE.search(tok))
 
 

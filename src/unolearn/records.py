@@ -21,7 +21,7 @@ Role = Literal["system", "user", "assistant"]
 ActionKind = Literal["like", "dislike", "copy", "regenerate", "edit"]
 Lang = Literal["en", "zh"]
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # CJK ideographs (also words in constraints)
 
 
 def canonical_json(obj: Any) -> str:
@@ -40,7 +40,7 @@ def detect_lang(text: str) -> Lang:
     chars = [c for c in text[:4000] if not c.isspace()]
     if not chars:
         return "en"
-    cjk = sum(1 for c in chars if _CJK.match(c))
+    cjk = sum(1 for c in chars if CJK.match(c))
     return "zh" if cjk / len(chars) >= 0.2 else "en"
 
 
