@@ -353,3 +353,22 @@ def test_simulate_accepts_a_preference_path_and_the_packaged_default(tmp_path):
     assert rec["info"]["simulated"]["rounds"] == 1
     (rec,) = simulate([prompt(1, ds="NFCats")], None, model(), seed=1)
     assert rec["info"]["simulated"]["key"] == "NFCats"
+
+
+def test_load_prompt_records_reads_jsonl_and_arrays_and_names_bad_lines(tmp_path):
+    from unolearn.errors import InputError
+    from unolearn.simulate import load_prompt_records
+
+    recs = [{"input_prompt": f"question {i}", "dataset_name": "NFCats"} for i in range(3)]
+    jsonl, array = tmp_path / "p.jsonl", tmp_path / "p.json"
+    jsonl.write_text("\n".join(json.dumps(r) for r in recs) + "\n\n")
+    array.write_text(json.dumps(recs, indent=2))
+    assert load_prompt_records([jsonl], limit=2) == recs[:2]
+    assert load_prompt_records([array, jsonl]) == recs + recs
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(recs[0]) + "\n{broken\n")
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: not valid JSON"):
+        load_prompt_records([bad])
+    bad.write_text(json.dumps({"dataset_name": "x", "input_prompt": 3}) + "\n")
+    with pytest.raises(InputError, match=r"bad\.jsonl:1:"):
+        load_prompt_records([bad])

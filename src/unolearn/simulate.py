@@ -61,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .backends.base import ChatModel, ChatRequest
 from .constraints import compliance, parse_check, run_check
 from .errors import ConfigError, InputError
+from .readers import iter_raw
 from .records import detect_lang
 
 NOISE_KINDS = ("off_topic", "thanks", "unrelated_complaint", "implicit_only")
@@ -441,23 +442,25 @@ __all__ = ["Constraint", "DatasetPrefs", "Noise", "Preferences", "compliance", "
            "load_preferences", "parse_preferences", "record_query", "simulate", "simulate_async", "summarize"]
 
 
+def _has_query(record: Mapping[str, Any]) -> bool:
+    try:
+        return bool(record_query(record))
+    except InputError:
+        return False
+
+
 def load_prompt_records(paths: Sequence[Path], limit: int | None = None) -> list[dict[str, Any]]:
-    """MemoryBench-format test records from JSONL files (the first ``limit`` of each)."""
+    """MemoryBench-format prompt records from JSONL files or JSON arrays (the first ``limit`` of each)."""
     out = []
     for path in paths:
-        with path.open(encoding="utf-8") as fh:
-            kept = 0
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
+        with path.open("rb") as fh:
+            for kept, raw in enumerate(iter_raw(fh)):
                 if limit is not None and kept >= limit:
                     break
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"not valid JSON ({e.msg})", file=str(path), line=n) from e
-                if not isinstance(rec, dict) or not record_query(rec):
-                    raise InputError("expected a MemoryBench record with input_prompt", file=str(path), line=n)
-                out.append(rec)
-                kept += 1
+                if raw.error:
+                    raise InputError(raw.error, file=str(path), line=raw.line)
+                if not isinstance(raw.value, dict) or not _has_query(raw.value):
+                    raise InputError("expected a MemoryBench record with input_prompt", file=str(path),
+                                     line=raw.line)
+                out.append(raw.value)
     return out
