@@ -238,18 +238,27 @@ def build_prompts(system: str, queries: list[str], memory: list[MemoryItem], emb
     return [make(q, h, lang) for q, h, lang in zip(queries, hits, langs)]
 
 
-async def _checklist(models: Models, record: dict[str, Any], text: str) -> float | None:
+def _checklist_request(record: dict[str, Any], text: str) -> ChatRequest | None:
+    """The judge request for one answer's HelloBench checklist (None without a checklist or an answer)."""
     items = checklist_items(record)
     if not items or not text:
         return None
     prompt = CHECKLIST_PROMPT.format(query=record_query(record), answer=text,
                                      items="\n".join(f"{i}. {c}" for i, c in enumerate(items, 1)))
-    request = ChatRequest.of(prompt, schema=checklist_schema(len(items)), max_tokens=256)
-    (res,) = await models.judge.generate([request], progress=False)
-    if not res.ok:
-        return None
-    covered = res.parsed["covered"][: len(items)]
-    return sum(bool(c) for c in covered) / len(items)
+    return ChatRequest.of(prompt, schema=checklist_schema(len(items)), max_tokens=256)
+
+
+async def _checklists(models: Models, attempts: list[Attempt], records: list[dict[str, Any]]) -> list[float | None]:
+    """Checklist coverage of each answer: the judge's requests are sent together, in one batch."""
+    requests = [_checklist_request(rec, a.text) for a, rec in zip(attempts, records)]
+    asked = [r for r in requests if r is not None]
+    results = iter(await models.judge.generate(asked, progress=False) if asked else [])
+    out: list[float | None] = []
+    for rec, req in zip(records, requests):
+        res = next(results) if req is not None else None
+        n = len(checklist_items(rec))
+        out.append(sum(bool(c) for c in res.parsed["covered"][:n]) / n if res is not None and res.ok else None)
+    return out
 
 
 def _score(attempt: Attempt, record: dict[str, Any], prefs: Preferences) -> dict[str, Any]:
@@ -310,10 +319,11 @@ async def _system_metrics(models: Models, attempts: list[Attempt], records: list
                           prefs: Preferences, cfg: QualityConfig) -> dict[str, Any]:
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
     rows = []
-    for a, rec in zip(attempts, records):
+    checklists = await _checklists(models, attempts, records) if cfg.checklist else [None] * len(records)
+    for a, rec, checklist in zip(attempts, records, checklists):
         row = {**_score(a, rec, prefs), "prompt_tokens": a.prompt_tokens, "latency_s": a.latency_s, "error": a.error}
         if cfg.checklist:
-            row["checklist"] = await _checklist(models, rec, a.text)
+            row["checklist"] = checklist
         rows.append(row)
         by_dataset[str(rec.get("dataset_name", "unknown"))].append(row)
     return {**_summarise(rows), "per_dataset": {d: _summarise(r) for d, r in sorted(by_dataset.items())}}
