@@ -183,13 +183,19 @@ def test_add_adapter_converts_a_peft_folder_once(model, tmp_path):
         await m.add_adapter("expert@1", str(peft_dir))
         req = ChatRequest.of("What is the capital of France?", max_tokens=8)
         outs = await m.generate([req, ChatRequest(**{**req.__dict__, "adapter": "expert@1"})])
-        return stamp, outs
+        await m.aclose()  # closed, then asked again: the model and the adapter come back, the adapter once
+        loads, load = [], m._load_adapter
+        m._load_adapter = lambda name, path: loads.append(name) or load(name, path)
+        await m.add_adapter("expert@1", str(peft_dir))
+        (again,) = await m.generate([ChatRequest(**{**req.__dict__, "adapter": "expert@1"})])
+        return stamp, outs, again, loads
 
     try:
-        stamp, (plain, adapted) = asyncio.run(go())
+        stamp, (plain, adapted), again, loads = asyncio.run(go())
     finally:
         asyncio.run(m.aclose())
     assert (peft_dir / "adapter.gguf").stat().st_mtime_ns == stamp
     assert plain.ok and adapted.ok and adapted.text != plain.text
+    assert again.text == adapted.text and loads == ["expert@1"]
     with pytest.raises(BackendError, match="adapter_config.json"):
         asyncio.run(LlamaCppChatModel(str(model.model_path)).add_adapter("x", str(tmp_path)))

@@ -143,13 +143,11 @@ class LlamaCppChatModel(ChatModel):
         self.seed = seed
         self._lock = threading.Lock()
         self._load_args = (path, n_ctx, n_threads or _default_threads(), seed)
-        self._llm = _load_llama(*self._load_args)
         self._adapter_files = dict(adapters or {})
-        self._adapters = {name: self._load_adapter(name, p) for name, p in self._adapter_files.items()}
-        self._active: str | None = None
+        self._open()
 
-    def _reopen(self) -> None:
-        """Load the model and its adapters again after :meth:`aclose` (callers hold the lock)."""
+    def _open(self) -> None:
+        """Load the model and its adapters (at start, and again after :meth:`aclose`; callers hold the lock)."""
         self._llm = _load_llama(*self._load_args)
         self._adapters = {name: self._load_adapter(name, p) for name, p in self._adapter_files.items()}
         self._active = None
@@ -167,7 +165,7 @@ class LlamaCppChatModel(ChatModel):
 
     async def add_adapter(self, name: str, path: str) -> None:
         """Use the PEFT adapter folder ``path`` as ``name``: converted once to ``adapter.gguf`` beside it."""
-        if name not in self._adapters:
+        if name not in self._adapter_files:  # a known one is reloaded with the model after aclose
             await asyncio.to_thread(self._add_adapter, name, Path(path))
 
     def _add_adapter(self, name: str, peft_dir: Path) -> None:
@@ -179,8 +177,10 @@ class LlamaCppChatModel(ChatModel):
         if not gguf.is_file():
             convert_peft_to_gguf_lora(peft_dir, gguf, self.model_path)
         with self._lock:
+            if name in self._adapter_files:  # added meanwhile by a concurrent call
+                return
             if self._llm is None:
-                self._reopen()
+                self._open()
             self._adapters[name] = self._load_adapter(name, str(gguf))
             self._adapter_files[name] = str(gguf)
 
@@ -194,7 +194,7 @@ class LlamaCppChatModel(ChatModel):
         start = time.perf_counter()
         with self._lock:
             if self._llm is None:
-                self._reopen()
+                self._open()
             self._use_adapter(request.adapter)
             self._llm.reset()
             try:
