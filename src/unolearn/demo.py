@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import bench_quality, pipeline
 from .backends import Models
 from .bench_quality import QualityConfig
 from .cluster import ClusterConfig
@@ -24,6 +25,7 @@ from .distill import DistillConfig
 from .errors import ConfigError, InputError
 from .pipeline import RunConfigs
 from .selection import SelectConfig
+from .simulate import load_preferences, load_prompt_records, simulate_async
 from .store import Workspace, write_jsonl_atomic
 from .train import TrainConfig
 
@@ -68,9 +70,6 @@ def prompt_files(data_dir: Path, split: str) -> list[Path]:
 def run(ws: Workspace, models: Models, data_dir: Path, cfg: DemoConfig | None = None,
         echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Simulate → main job → benchmark; return the benchmark result (with timings)."""
-    from . import bench_quality, pipeline
-    from .simulate import load_preferences, load_prompt_records, simulate_async
-
     cfg = cfg or DemoConfig()
     start = time.perf_counter()
     prefs = load_preferences(None)
@@ -78,7 +77,7 @@ def run(ws: Workspace, models: Models, data_dir: Path, cfg: DemoConfig | None = 
     if not logs.exists():
         echo(f"simulating users on {cfg.train_per_set} train prompts per dataset")
         records = load_prompt_records(prompt_files(data_dir, "train"), cfg.train_per_set)
-        out = asyncio.run(_simulate(models, records, prefs, cfg, simulate_async))
+        out = asyncio.run(_simulate(models, records, prefs, cfg))
         write_jsonl_atomic(logs, out)
     pipeline.run(ws, models, [logs], demo_stage_configs(cfg), echo)
     echo(f"benchmarking on {cfg.test_per_set} test prompts per dataset")
@@ -88,7 +87,7 @@ def run(ws: Workspace, models: Models, data_dir: Path, cfg: DemoConfig | None = 
     return result
 
 
-async def _simulate(models: Models, records: list, prefs: Any, cfg: DemoConfig, simulate_async: Any) -> list:
+async def _simulate(models: Models, records: list, prefs: Any, cfg: DemoConfig) -> list:
     try:
         return await simulate_async(records, prefs, models.generator, cfg.seed, cfg.rounds, max_tokens=cfg.max_tokens)
     finally:

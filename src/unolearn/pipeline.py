@@ -18,10 +18,11 @@ from typing import Any
 
 import click
 
+from . import assess, cluster, distill, ingest, selection, train
+from .assess import AssessConfig
 from .backends import Models
 from .cluster import ClusterConfig
 from .distill import DistillConfig
-from .assess import AssessConfig
 from .records import content_hash
 from .selection import SelectConfig
 from .store import Workspace
@@ -57,14 +58,12 @@ def _last_fingerprint(ws: Workspace) -> str | None:
 def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConfigs | None = None,
         echo: Callable[[str], None] = click.echo, stop_after: str | None = None) -> dict[str, Any]:
     """Run every stage in order (``stop_after`` ends early); return each stage's summary."""
-    from . import assess, cluster, distill, ingest, selection, train
-
     cfgs = cfgs or RunConfigs()
     summary: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("ingest", lambda: _ingest(ws, paths, ingest)),
+        ("ingest", lambda: _ingest(ws, paths)),
         ("distill", lambda: distill.run(ws, models, cfgs.distill).as_dict()),
-        ("cluster", lambda: _cluster(ws, models, cfgs.cluster, cluster)),
+        ("cluster", lambda: _cluster(ws, models, cfgs.cluster)),
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
         ("train", lambda: [_module_summary(m) for m in train.run(ws, cfgs.train)]),
         ("select", lambda: [asdict(p) for p in selection.run(ws, models, cfgs.select)]),
@@ -82,7 +81,7 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
     return summary
 
 
-def _ingest(ws: Workspace, paths: Sequence[Path], ingest: Any) -> dict[str, Any]:
+def _ingest(ws: Workspace, paths: Sequence[Path]) -> dict[str, Any]:
     """Ingest the given files, and turn served interactions that got feedback into logs."""
     from .serve import collect_served
 
@@ -91,7 +90,7 @@ def _ingest(ws: Workspace, paths: Sequence[Path], ingest: Any) -> dict[str, Any]
     return out
 
 
-def _cluster(ws: Workspace, models: Models, cfg: ClusterConfig, cluster: Any) -> dict[str, Any]:
+def _cluster(ws: Workspace, models: Models, cfg: ClusterConfig) -> dict[str, Any]:
     fingerprint = cluster_fingerprint(ws, models.embedder.model_id, cfg)
     if fingerprint == _last_fingerprint(ws) and ws.count("clusters"):
         return {"skipped": "input unchanged", "clusters": ws.count("clusters")}
