@@ -28,6 +28,7 @@ from .distill import DistillConfig, feedback_examples, judge_request
 from .errors import ConfigError, InputError
 from .records import Log
 from .store import Workspace
+from .train import epoch_dir
 
 SYSTEMS = ("uno", "uno-single")
 
@@ -120,7 +121,7 @@ async def ensure_adapter(model: ChatModel, ws: Workspace, module_id: str, epoch:
     if not row:
         raise InputError(f"no module {module_id}")
     name = adapter_name(module_id, epoch)
-    await model.add_adapter(name, f"{row[0]}/epoch-{epoch}")
+    await model.add_adapter(name, str(epoch_dir(row[0], epoch)))
     return name
 
 

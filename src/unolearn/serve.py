@@ -68,6 +68,7 @@ from .errors import ConfigError, UnolearnError, WorkspaceError
 from .records import Action, Log, Message, detect_lang
 from .selection import adapter_name
 from .store import Workspace, now
+from .train import epoch_dir
 
 log = logging.getLogger(__name__)
 
@@ -609,7 +610,7 @@ class Proxy:
         names = []
         for module_id, epoch, path in rows:
             name = adapter_name(module_id, epoch)
-            body = json.dumps({"lora_name": name, "lora_path": f"{path}/epoch-{epoch}"}).encode()
+            body = json.dumps({"lora_name": name, "lora_path": str(epoch_dir(path, epoch))}).encode()
             try:
                 await self.upstream.read("POST", "/load_lora_adapter", body)
             except UpstreamError as e:

@@ -240,6 +240,11 @@ def _load(base: Path) -> tuple[Any, Any]:
     return AutoModelForCausalLM.from_pretrained(base), tok
 
 
+def epoch_dir(module_path: str | Path, epoch: int) -> Path:
+    """The adapter folder of one epoch of a module stored at ``module_path``."""
+    return Path(module_path) / f"epoch-{epoch}"
+
+
 def _save_each_epoch(out: Path) -> Any:
     """A callback that saves the LoRA adapter after every epoch as ``out/epoch-<k>``."""
     from transformers import TrainerCallback
@@ -247,7 +252,7 @@ def _save_each_epoch(out: Path) -> Any:
     class SaveEachEpoch(TrainerCallback):
         def on_epoch_end(self, args, state, control, model=None, **kwargs):  # noqa: D102
             if state.is_world_process_zero and model is not None:
-                model.save_pretrained(out / f"epoch-{round(state.epoch)}")
+                model.save_pretrained(epoch_dir(out, round(state.epoch)))
 
     return SaveEachEpoch()
 
