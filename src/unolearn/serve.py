@@ -43,7 +43,6 @@ import hmac
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -62,7 +61,7 @@ except ImportError:  # only the proxy's upstream client needs it (the serve extr
 from .answer import (ALL_SYSTEMS, CRITIC_MAX_TOKENS, Route, answer, critic_messages, plan_route,
                      revise_messages, rules_of, strip_echo)
 from .backends import Models
-from .backends.openai_http import _message_of, normalize_base_url, resolve_api_key
+from .backends.openai_http import error_text, normalize_base_url, resolve_api_key
 from .config import BackendsConfig, opt
 from .errors import ConfigError, UnolearnError, WorkspaceError
 from .records import Action, Log, Message, detect_lang
@@ -392,12 +391,7 @@ class Upstream:
 
 def check(status: int, reason: str | None, body: bytes) -> None:
     """Raise for a non-2xx upstream answer: its 4xx as is, a 5xx (or anything else) as 502."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    text = (_message_of(data) if data is not None else None) or body.decode("utf-8", "replace") or reason or ""
-    message = f"upstream answered HTTP {status}: " + re.sub(r"\s+", " ", str(text)).strip()[:500]
+    message = f"upstream answered HTTP {status}: {error_text(body, reason)}"
     if 400 <= status < 500:
         raise UpstreamError(message, "rejected", status)
     raise UpstreamError(message, "error")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
+import json
 import logging
 import os
 import random
@@ -61,12 +62,17 @@ def normalize_base_url(base_url: str) -> str:
 
 def error_message(resp: httpx.Response) -> str:
     """The server's error message on one line (OpenAI, vLLM, llama.cpp and FastAPI error bodies)."""
+    return error_text(resp.content, resp.reason_phrase)
+
+
+def error_text(body: bytes, reason: str | None) -> str:
+    """The message of an error answer's ``body`` on one line: its JSON message, else its text, else ``reason``."""
     try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    msg = _message_of(body) if body is not None else None
-    text = msg or resp.text or resp.reason_phrase
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    msg = _message_of(data) if data is not None else None
+    text = msg or body.decode("utf-8", "replace") or reason or ""
     return re.sub(r"\s+", " ", str(text)).strip()[:500]
 
 
