@@ -184,11 +184,16 @@ def load_backends(file: Path | None, overrides: dict[str, dict[str, Any]] | None
         raise ConfigError(f"{where}: backends: unknown key {unknown[0]!r}")
     if merged.get("judge") and merged.get("generator"):
         merged["judge"] = {**merged["generator"], **merged["judge"]}
+    return backends_from_dict(merged, where)
+
+
+def backends_from_dict(data: dict[str, Any], where: str = "config") -> BackendsConfig:
+    """A :class:`BackendsConfig` from plain dicts (a merged config section, or ``dataclasses.asdict`` of one)."""
     return BackendsConfig(
-        generator=_build(ChatConfig, merged.get("generator"), f"{where}: backends.generator"),
-        judge=_build(ChatConfig, merged.get("judge"), f"{where}: backends.judge"),
-        embedder=_build(EmbedderConfig, merged.get("embedder"), f"{where}: backends.embedder"),
-        cache=bool(merged.get("cache", True)))
+        generator=_build(ChatConfig, data.get("generator"), f"{where}: backends.generator"),
+        judge=_build(ChatConfig, data.get("judge"), f"{where}: backends.judge"),
+        embedder=_build(EmbedderConfig, data.get("embedder"), f"{where}: backends.embedder"),
+        cache=bool(data.get("cache", True)))
 
 
 def _env_layer(env: dict[str, str] | os._Environ) -> dict[str, dict[str, Any]]:

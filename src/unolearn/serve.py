@@ -62,7 +62,7 @@ from .answer import (ALL_SYSTEMS, CRITIC_MAX_TOKENS, Route, answer, critic_messa
                      revise_messages, rules_of, strip_echo)
 from .backends import Models
 from .backends.openai_http import error_text, normalize_base_url, resolve_api_key
-from .config import BackendsConfig, opt
+from .config import BackendsConfig, backends_from_dict, opt
 from .errors import ConfigError, UnolearnError, WorkspaceError
 from .records import Action, Log, Message, detect_lang
 from .selection import adapter_name
@@ -946,14 +946,8 @@ def serve(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *,
 
 def worker_app() -> Any:
     """The app of one worker process of :func:`serve` (its settings come from the environment)."""
-    from .config import ChatConfig, EmbedderConfig
-
     spec = json.loads(os.environ[WORKER_ENV])
-    b = spec["backends"]
-    backends = BackendsConfig(generator=ChatConfig(**b["generator"]),
-                              judge=ChatConfig(**b["judge"]) if b["judge"] else None,
-                              embedder=EmbedderConfig(**b["embedder"]), cache=b["cache"])
-    return create_app(spec["ws_dir"], ServeConfig(**spec["serve"]), backends=backends)
+    return create_app(spec["ws_dir"], ServeConfig(**spec["serve"]), backends=backends_from_dict(spec["backends"]))
 
 
 # -- closing the loop ------------------------------------------------------------------------------
