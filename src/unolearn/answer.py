@@ -17,7 +17,7 @@ from typing import Any
 from .backends import ChatRequest, ChatResult, Models
 from .cluster import Router
 from .errors import ConfigError
-from .records import Log, Message, detect_lang
+from .records import detect_lang
 from .selection import SYSTEMS, ensure_adapter, load_plan
 from .store import Workspace
 from .train import critic_prompt
@@ -122,9 +122,7 @@ async def answer(ws: Workspace, models: Models, router: Router | None, messages:
 
 def critic_messages(query: str, draft: str) -> list[dict[str, str]]:
     """The reflective path's critic input: the query and the base model's draft answer."""
-    log = Log(messages=(Message(role="user", content=query),), query=query, first_answer=draft,
-              lang=detect_lang(query))
-    return critic_prompt(log)
+    return critic_prompt(query, draft, detect_lang(query))
 
 
 def rules_of(critique: str) -> str:

@@ -134,10 +134,9 @@ def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str]
     return sorted(ids[n_val:]), sorted(ids[:n_val])
 
 
-def critic_prompt(log: Log) -> list[dict[str, str]]:
+def critic_prompt(query: str, answer: str, lang: str) -> list[dict[str, str]]:
     """The critic's input: the question and the first answer."""
-    text = CRITIC_PROMPT[log.lang].format(query=log.query, answer=log.first_answer or "")
-    return [{"role": "user", "content": text}]
+    return [{"role": "user", "content": CRITIC_PROMPT[lang].format(query=query, answer=answer)}]
 
 
 def _members(ws: Workspace, cluster: int) -> list[str]:
@@ -158,7 +157,7 @@ def expert_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
 
 def critic_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
     """TRL conversational prompt–completion rows: (question, first answer) → numbered feedback rules."""
-    return [{"prompt": critic_prompt(log), "completion": [{"role": "assistant", "content": numbered(rules)}]}
+    return [{"prompt": critic_prompt(log.query, log.first_answer or "", log.lang), "completion": [{"role": "assistant", "content": numbered(rules)}]}
             for log, rules in feedback_examples(ws, log_ids)]
 
 
