@@ -440,10 +440,14 @@ def export_pairs(ws: Workspace, fmt: str = "trl"):
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown pair format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     for prompt, chosen, rejected in ws.conn.execute("SELECT prompt, chosen, rejected FROM pairs ORDER BY id"):
-        messages = json.loads(prompt)
-        good = [{"role": "assistant", "content": chosen}]
-        bad = [{"role": "assistant", "content": rejected}]
-        if fmt == "trl":
-            yield {"prompt": messages, "chosen": good, "rejected": bad}
-        else:
-            yield {"input": {"messages": messages}, "preferred_output": good, "non_preferred_output": bad}
+        yield pair_record(prompt, chosen, rejected, fmt)
+
+
+def pair_record(prompt: str, chosen: str, rejected: str, fmt: str = "trl") -> dict[str, Any]:
+    """One stored pair (its prompt as stored JSON) as a record of ``fmt`` (see :func:`export_pairs`)."""
+    messages = json.loads(prompt)
+    good = [{"role": "assistant", "content": chosen}]
+    bad = [{"role": "assistant", "content": rejected}]
+    if fmt == "trl":
+        return {"prompt": messages, "chosen": good, "rejected": bad}
+    return {"input": {"messages": messages}, "preferred_output": good, "non_preferred_output": bad}

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import opt
-from .distill import feedback_examples, numbered
+from .distill import feedback_examples, numbered, pair_record
 from .errors import ConfigError, InputError
 from .records import Log, content_hash
 from .store import Workspace, now
@@ -146,13 +146,8 @@ def _members(ws: Workspace, cluster: int) -> list[str]:
 
 def expert_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
     """TRL conversational preference rows for the pairs of ``log_ids``."""
-    rows = []
-    for log_id in log_ids:
-        for prompt, chosen, rejected in ws.conn.execute(
-                "SELECT prompt, chosen, rejected FROM pairs WHERE log_id = ? ORDER BY id", (log_id,)):
-            rows.append({"prompt": json.loads(prompt), "chosen": [{"role": "assistant", "content": chosen}],
-                         "rejected": [{"role": "assistant", "content": rejected}]})
-    return rows
+    sql = "SELECT prompt, chosen, rejected FROM pairs WHERE log_id = ? ORDER BY id"
+    return [pair_record(*row) for log_id in log_ids for row in ws.conn.execute(sql, (log_id,))]
 
 
 def critic_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
