@@ -15,8 +15,10 @@ pytest.importorskip("llama_cpp")
 
 from unolearn.backends.base import ChatRequest  # noqa: E402
 from unolearn.backends.llamacpp import (  # noqa: E402
-    DEFAULT_MODEL, LlamaCppChatModel, PackagedModel, _assemble, packaged_model_path,
+    DEFAULT_MODEL, MODEL_PARAMS, LlamaCppChatModel, PackagedModel, _assemble, cpu_flags, packaged_model_path,
 )
+from unolearn.doctor import check_generation  # noqa: E402
+from unolearn.config import ChatConfig  # noqa: E402
 from unolearn.errors import BackendError, ConfigError, InputError  # noqa: E402
 
 RULES = {
@@ -37,6 +39,28 @@ def test_default_model_is_pinned_and_identified(model):
     assert model.model_path.name == DEFAULT_MODEL.file_name
     assert model.model_path.stat().st_size == DEFAULT_MODEL.size
     assert model.model_id == f"llamacpp:{DEFAULT_MODEL.file_name}:{DEFAULT_MODEL.sha256[:12]}"
+
+
+def test_opened_model_keeps_llama_cpp_off_its_extra_buffer_types(model):
+    # The AMX buffer type segfaults on Sapphire Rapids CPUs (llama.cpp issue 20824): never used.
+    assert MODEL_PARAMS == {"use_extra_bufts": False}
+    assert model._llm.model_params.use_extra_bufts is False
+    import llama_cpp.llama_cpp as low
+
+    assert low.llama_model_default_params().use_extra_bufts is True  # the wrapper is gone after loading
+
+
+def test_packaged_model_generates_in_a_child_process():
+    # A native crash (SIGSEGV on AMX CPUs without the fix) would fail this test, not end pytest.
+    check, out = check_generation(str(packaged_model_path()), ChatConfig(), tokens=8)
+    assert check.status != "fail", check.detail
+    assert out["tokens"] > 0 and out["use_extra_bufts"] is False
+
+
+def test_cpu_flags_read_from_cpuinfo():
+    text = "processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 avx512f amx_tile amx_int8\n\nprocessor\t: 1\n"
+    assert {"avx2", "avx512f", "amx_tile", "amx_int8"} <= cpu_flags(text)
+    assert cpu_flags("") == set()
 
 
 def test_plain_request(model):

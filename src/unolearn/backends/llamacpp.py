@@ -19,6 +19,8 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -127,7 +129,7 @@ class LlamaCppChatModel(ChatModel):
 
     ``model_path=None`` uses the pinned default model from the installed ``embedded`` packages.
     ``adapters`` maps adapter names (as in :attr:`ChatRequest.adapter`) to GGUF LoRA files.
-    ``n_threads=None`` uses every CPU this process may run on (see :func:`_default_threads`).
+    ``n_threads=None`` uses every CPU this process may run on (see :func:`default_threads`).
     ``seed`` is used for requests without one. ``cache_dir`` is where a split default model is reassembled.
     """
 
@@ -142,13 +144,13 @@ class LlamaCppChatModel(ChatModel):
         self.model_id = f"llamacpp:{path.name}:{file_sha256(path)[:12]}"
         self.seed = seed
         self._lock = threading.Lock()
-        self._load_args = (path, n_ctx, n_threads or _default_threads(), seed)
+        self._load_args = (path, n_ctx, n_threads or default_threads(), seed)
         self._adapter_files = dict(adapters or {})
         self._open()
 
     def _open(self) -> None:
         """Load the model and its adapters (at start, and again after :meth:`aclose`; callers hold the lock)."""
-        self._llm = _load_llama(*self._load_args)
+        self._llm = load_llama(*self._load_args)
         self._adapters = {name: self._load_adapter(name, p) for name, p in self._adapter_files.items()}
         self._active = None
 
@@ -241,20 +243,77 @@ class LlamaCppChatModel(ChatModel):
             self._adapters.clear()
 
 
-def _load_llama(path: Path, n_ctx: int, n_threads: int, seed: int) -> Any:
-    """Load a GGUF file with llama-cpp-python, turning its failures into :class:`ConfigError`."""
+#: llama.cpp model parameters unolearn sets on every model it loads. ``use_extra_bufts=False`` keeps
+#: llama.cpp from repacking weights into its extra CPU buffer types: on CPUs with AMX (Sapphire Rapids
+#: and later) the AMX buffer's Q4_K path segfaults in the first decode (upstream llama.cpp issue 20824).
+#: Set always, not only when the CPU reports AMX: ggml picks the path from CPUID, which a VM's
+#: /proc/cpuinfo need not show, and on CPUs without AMX the setting measured no slower
+#: (docs/embedded-model.md).
+MODEL_PARAMS = {"use_extra_bufts": False}
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _model_params(fields: dict[str, Any]) -> Iterator[None]:
+    """While ``Llama()`` is built, make ``llama_model_default_params()`` return params with ``fields`` set.
+
+    ``Llama.__init__`` takes its model parameters from that function and offers no keyword for these
+    fields, so it is wrapped for the duration of the load (under a lock; the original is restored).
+    """
+    import llama_cpp.llama_cpp as low
+
+    original = low.llama_model_default_params
+
+    def with_fields() -> Any:
+        params = original()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    with _PARAMS_LOCK:
+        low.llama_model_default_params = with_fields
+        try:
+            yield
+        finally:
+            low.llama_model_default_params = original
+
+
+def load_llama(path: Path, n_ctx: int, n_threads: int, seed: int) -> Any:
+    """Load a GGUF file with llama-cpp-python (with :data:`MODEL_PARAMS`), its failures as :class:`ConfigError`."""
     try:
         from llama_cpp import Llama
     except ImportError:
         raise ConfigError("the embedded backend needs llama-cpp-python: pip install 'unolearn[embedded]'") from None
     try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                     seed=seed, verbose=False)
+        with _model_params(MODEL_PARAMS):
+            llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                        seed=seed, verbose=False)
     except (ValueError, RuntimeError) as e:
         raise ConfigError(f"{path}: llama.cpp could not load the model ({e})") from None
+    for name, value in MODEL_PARAMS.items():
+        if getattr(llm.model_params, name) != value:  # a llama-cpp-python that builds its parameters otherwise
+            llm.close()
+            raise ConfigError(f"llama-cpp-python {_llama_version()} did not apply the model parameter {name}="
+                              f"{value}; install the pinned version (pip install 'unolearn[embedded]')")
+    return llm
 
 
-def _default_threads() -> int:
+def _llama_version() -> str:
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        return "(unknown version)"
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The instruction-set flags of the first CPU listed in a ``/proc/cpuinfo`` text (empty if none)."""
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def default_threads() -> int:
     """Every CPU this process may run on.
 
     Measured with the default model on an idle 2-core machine: 1 thread 14, 2 threads 22 tokens/s.
