@@ -21,9 +21,10 @@ from pathlib import Path
 from unolearn.backends.base import ChatRequest, parse_json_output
 from unolearn.backends.llamacpp import LlamaCppChatModel
 from unolearn.errors import UnolearnError
+from unolearn.prompt_sets import packaged_dir
 
-#: The MemoryBench prompt sets, in the shared/ folder beside the repository by default.
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "memorybench-prompts"
+#: The MemoryBench prompt sets shipped in the package.
+DATA = packaged_dir()
 MIX = {"nfcats_train.jsonl": 7, "hellobench_ak_qa_train.jsonl": 7, "lexeval_qa_train.jsonl": 6}
 COMPLAINTS = {
     "en": ["Too long, get to the point.", "Too vague: give concrete examples.", "Is that right? Cite a source."],

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from unolearn.prompt_sets import packaged_dir
 from unolearn.readers import read_logs
 from unolearn.records import Log, Rejected
 
@@ -46,11 +47,8 @@ def test_memorybench_python_literal_fields(tmp_path):
     assert c.feedback == a.feedback and [x.kind for x in c.actions] == ["copy"]
 
 
-def test_shared_memorybench_prompt_files_read_cleanly():
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "memorybench-prompts"
-    if not root.exists():
-        pytest.skip("shared data not present")
-    out = items(root / "lexeval_qa_test.jsonl")
+def test_packaged_memorybench_prompt_files_read_cleanly():
+    out = items(packaged_dir() / "lexeval_qa_test.jsonl")
     assert len(out) == 50 and all(isinstance(x, Log) for x in out)
     assert {x.lang for x in out} == {"zh"}
 

@@ -13,12 +13,12 @@ import yaml
 from doubles import MockChatModel
 from unolearn.constraints import compliance
 from unolearn.errors import BackendError, ConfigError
+from unolearn.prompt_sets import packaged_dir
 from unolearn.readers import from_memorybench, read_logs
 from unolearn.records import Log, detect_lang
 from unolearn.simulate import (OFF_TOPIC, THANKS, UNRELATED_COMPLAINTS, constraints_for, load_preferences,
                                parse_preferences, simulate, summarize)
 
-SHARED = Path("/work/shared/data/memorybench-prompts")
 SHARED_NAMES = ("NFCats", "LexEval-QA", "HelloBench-Academic&Knowledge-QA")
 
 BAD = "This answer is much longer than five words and has no bullet list at all."
@@ -68,10 +68,9 @@ def test_packaged_preferences_cover_the_shared_datasets_in_both_languages():
             assert {detect_lang(f) for f in c.feedback} == {"en", "zh"}, (name, c.id)
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared prompt files not present")
-def test_packaged_keys_match_the_shared_dataset_names_exactly():
+def test_packaged_keys_match_the_packaged_dataset_names_exactly():
     prefs = load_preferences()
-    for path in SHARED.glob("*.jsonl"):
+    for path in packaged_dir().glob("*.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines()[:20]:
             rec = json.loads(line)
             assert rec["dataset_name"] in SHARED_NAMES

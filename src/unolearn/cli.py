@@ -15,7 +15,7 @@ import click
 from . import __version__
 from .config import CONFIG_FILE, BackendsConfig, load_backends, stage_config
 from .errors import InputError, UnolearnError, WorkspaceError
-from .store import Workspace, write_jsonl_atomic
+from .store import Workspace, resolve_dir, write_jsonl_atomic
 
 
 def echo_json(obj: Any) -> None:
@@ -32,6 +32,31 @@ def open_workspace(ctx: click.Context) -> Workspace:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+class PromptFiles(click.ParamType):
+    """A prompt file path, or a packaged set's name (``memorybench:test``): converts to a list of paths."""
+
+    name = "PROMPTS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[Path]:
+        from .prompt_sets import resolve
+
+        if isinstance(value, list):
+            return value
+        try:
+            paths = resolve(str(value))
+        except InputError as e:
+            self.fail(str(e), param, ctx)
+        for p in paths:
+            if not p.is_file():
+                self.fail(f"{p}: no such file", param, ctx)
+        return paths
+
+
+def flat(groups: tuple[list[Path], ...]) -> list[Path]:
+    """The paths of several :class:`PromptFiles` arguments, in order."""
+    return [p for g in groups for p in g]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -69,7 +94,7 @@ def cli(ctx: click.Context, workspace: str | None, config_file: Path | None, bac
 def load_config(ctx: click.Context) -> BackendsConfig:
     """The effective backend configuration: defaults → config file → environment → flags."""
     obj = ctx.find_root().obj
-    file = obj["config_file"] or open_workspace(ctx).root / CONFIG_FILE
+    file = obj["config_file"] or resolve_dir(obj.get("workspace")) / CONFIG_FILE
     if obj["config_file"] and not file.exists():
         raise InputError("no such file", file=str(file))
     return load_backends(file, obj["overrides"])
@@ -469,7 +494,7 @@ def modules_list(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("prompts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("prompts", nargs=-1, required=True, type=PromptFiles())
 @click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Preference file (YAML or JSON); default: the packaged one.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated users.")
@@ -479,9 +504,12 @@ def modules_list(ctx: click.Context, as_json: bool) -> None:
               help="Where to write the simulated logs (MemoryBench JSONL).")
 @json_option
 @click.pass_context
-def simulate(ctx: click.Context, prompts: tuple[Path, ...], preferences: Path | None, seed: int, rounds: int,
+def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: Path | None, seed: int, rounds: int,
              limit: int | None, output: Path, as_json: bool) -> None:
     """Simulate users with hidden, code-checkable preferences on MemoryBench-format PROMPTS.
+
+    PROMPTS are files, or the packaged sets: memorybench:train, memorybench:test, or one of them such as
+    memorybench:nfcats_train (see `unolearn data --help`).
 
     The configured chat model answers each prompt; the simulated user checks the answer against the
     constraints of its dataset and complains (up to --rounds times) with noise as the preference file
@@ -489,7 +517,7 @@ def simulate(ctx: click.Context, prompts: tuple[Path, ...], preferences: Path | 
     """
     from .simulate import load_preferences, load_prompt_records, simulate as run_sim, summarize
 
-    records = load_prompt_records(prompts, limit)
+    records = load_prompt_records(flat(prompts), limit)
     prefs = load_preferences(preferences)
     models = models_for(ctx)
     out = run_sim(records, prefs, models.generator, seed, rounds, progress=False if as_json else None)
@@ -501,18 +529,18 @@ def simulate(ctx: click.Context, prompts: tuple[Path, ...], preferences: Path | 
 
 
 @cli.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                default="../shared/data/memorybench-prompts")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
 @click.option("--train-per-set", type=click.IntRange(min=1), help="Train prompts simulated per dataset (4).")
 @click.option("--test-per-set", type=click.IntRange(min=1), help="Test prompts benchmarked per dataset (2).")
 @click.option("--max-tokens", type=click.IntRange(min=16), help="Token budget of every answer (96).")
 @json_option
 @click.pass_context
-def demo(ctx: click.Context, data_dir: Path, train_per_set: int | None, test_per_set: int | None,
+def demo(ctx: click.Context, data_dir: Path | None, train_per_set: int | None, test_per_set: int | None,
          max_tokens: int | None, as_json: bool) -> None:
     """The end-to-end example: simulate users, run the main job, benchmark every system.
 
-    DATA_DIR holds the MemoryBench prompt files (nfcats/lexeval_qa/hellobench_ak_qa _train/_test.jsonl).
+    DATA_DIR holds the MemoryBench prompt files (nfcats/lexeval_qa/hellobench_ak_qa _train/_test.jsonl);
+    without it the packaged prompts are used (`unolearn data export DIR` writes them out).
     Resumable like `unolearn run`; prints the comparison table at the end.
     """
     from .demo import DemoConfig, run
@@ -619,6 +647,60 @@ def chat(ctx: click.Context, prompt: str, role: str, schema_file: Path | None, m
         click.echo(res.text)
 
 
+@cli.command()
+@click.option("--no-generate", is_flag=True, help="Skip the test generation and embedding (seconds instead of ~20 s).")
+@json_option
+@click.pass_context
+def doctor(ctx: click.Context, no_generate: bool, as_json: bool) -> None:
+    """Check that this machine can run the embedded default, and what it will cost.
+
+    Reports Python and package versions, CPU features (AVX2, AVX-512, AMX), the model file and its
+    sha256, one short generation with tokens/s and one embedding (each in a child process, so a native
+    crash is reported, not fatal), the workspace and the effective configuration with the reachability
+    of each configured server. Exit code 1 when a check fails; the JSON keys are listed in the README.
+    """
+    from .doctor import run
+
+    report = run(load_config(ctx), resolve_dir(ctx.find_root().obj.get("workspace")), generate=not no_generate)
+    if as_json:
+        echo_json(report)
+    else:
+        for c in report["checks"]:
+            mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[c["status"]]
+            click.echo(f"{mark} {c['name']:<10} {c['detail']}" + (f"  → {c['fix']}" if c["fix"] else ""))
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@cli.group()
+def data() -> None:
+    """The MemoryBench prompt sets shipped with unolearn (MIT; NFCats en, LexEval-QA zh, HelloBench en).
+
+    Commands that take prompt files also take their names: memorybench:train and memorybench:test (the
+    three sets of a split), or one file such as memorybench:lexeval_qa_test.
+    """
+
+
+@data.command("path")
+def data_path() -> None:
+    """Print the folder holding the packaged prompt files."""
+    from .prompt_sets import packaged_dir
+
+    click.echo(packaged_dir())
+
+
+@data.command("export")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@json_option
+def data_export(dest: Path, as_json: bool) -> None:
+    """Copy the packaged prompt files, their LICENSE and README into DEST."""
+    from .prompt_sets import export
+
+    written = export(dest)
+    echo_json({"dest": str(dest), "files": [p.name for p in written]}) if as_json else click.echo(
+        f"wrote {len(written)} files to {dest}")
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks that print JSON figures measured on this machine."""
@@ -686,6 +768,23 @@ def bench_train_cmd(pairs: int, answer_words: int, keep: Path | None, base_model
         + f"; total {out['total_s']:.0f} s")
 
 
+@bench.command("demo")
+@click.option("--workspace", "ws_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The demo's workspace (a new one measures a full run; an existing one resumes).")
+@click.option("--train-per-set", type=click.IntRange(min=1), help="Train prompts per dataset (the demo's default).")
+@click.option("--test-per-set", type=click.IntRange(min=1), help="Test prompts per dataset (the demo's default).")
+@json_option
+def bench_demo_cmd(ws_dir: Path, train_per_set: int | None, test_per_set: int | None, as_json: bool) -> None:
+    """Wall time and peak resident memory of the whole process tree of `unolearn demo` (psutil samples)."""
+    from .bench_demo import bench_demo
+
+    flags = [f for k, v in (("--train-per-set", train_per_set), ("--test-per-set", test_per_set))
+             if v is not None for f in (k, str(v))]
+    out = bench_demo(ws_dir, flags)
+    echo_json(out) if as_json else click.echo(
+        f"{out['wall_s'] / 60:.1f} min, process-tree peak {out['peak_tree_mb']} MB ({out['n_prompts']} test prompts)")
+
+
 @bench.command("cluster")
 @click.option("--n", type=click.IntRange(min=100), default=100_000, show_default=True,
               help="Synthetic vectors to cluster with the two-stage method.")
@@ -702,8 +801,8 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
 @bench.command("quality")
 @click.option("--train", "train_logs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Simulated (or real) logs to ingest first; skipped when already stored.")
-@click.option("--test", "tests", multiple=True, required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path), help="MemoryBench test prompt files.")
+@click.option("--test", "tests", multiple=True, required=True, type=PromptFiles(),
+              help="MemoryBench test prompt files, or a packaged set such as memorybench:test.")
 @click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The preference file whose hidden constraints are checked (default: the packaged one).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each test file.")
@@ -712,7 +811,7 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
 @click.option("--no-checklist", is_flag=True, help="Skip the judge's HelloBench checklist coverage.")
 @json_option
 @click.pass_context
-def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: tuple[Path, ...],
+def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: tuple[list[Path], ...],
                       preferences: Path | None, limit: int | None, systems: str | None, max_tokens: int | None,
                       no_checklist: bool, as_json: bool) -> None:
     """Compare base, bm25, dense, rules, uno-single and uno on test prompts in one run.
@@ -731,7 +830,7 @@ def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: t
     flags = {"max_tokens": max_tokens, "checklist": False if no_checklist else None,
              "systems": tuple(x.strip() for x in systems.split(",")) if systems else None}
     cfg = stage_config_for(ctx, QualityConfig, "bench_quality", **flags)
-    result = run(ws, models_for(ctx), load_prompt_records(tests, limit), load_preferences(preferences), cfg)
+    result = run(ws, models_for(ctx), load_prompt_records(flat(tests), limit), load_preferences(preferences), cfg)
     if as_json:
         echo_json(result)
         return

@@ -22,15 +22,13 @@ from .bench_quality import QualityConfig
 from .cluster import ClusterConfig
 from .config import opt
 from .distill import DistillConfig
-from .errors import ConfigError, InputError
+from .errors import ConfigError
 from .pipeline import RunConfigs
+from .prompt_sets import packaged_dir, split_files
 from .selection import SelectConfig
 from .simulate import load_preferences, load_prompt_records, simulate_async
 from .store import Workspace, write_jsonl_atomic
 from .train import TrainConfig
-
-PROMPT_SETS = ("nfcats", "lexeval_qa", "hellobench_ak_qa")
-
 
 @dataclass
 class DemoConfig:
@@ -58,30 +56,25 @@ def demo_stage_configs(cfg: DemoConfig) -> RunConfigs:
         select=SelectConfig(answer_max_tokens=cfg.max_tokens))
 
 
-def prompt_files(data_dir: Path, split: str) -> list[Path]:
-    """The shared MemoryBench prompt files of ``split`` (train or test)."""
-    files = [data_dir / f"{name}_{split}.jsonl" for name in PROMPT_SETS]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise InputError(f"missing prompt file(s): {', '.join(missing)}")
-    return files
-
-
-def run(ws: Workspace, models: Models, data_dir: Path, cfg: DemoConfig | None = None,
+def run(ws: Workspace, models: Models, data_dir: Path | None = None, cfg: DemoConfig | None = None,
         echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Simulate → main job → benchmark; return the benchmark result (with timings)."""
+    """Simulate → main job → benchmark; return the benchmark result (with timings).
+
+    ``data_dir`` holds the prompt files; ``None`` uses the packaged MemoryBench prompts.
+    """
     cfg = cfg or DemoConfig()
+    data_dir = data_dir or packaged_dir()
     start = time.perf_counter()
     prefs = load_preferences(None)
     logs = ws.artifacts / "demo-train-logs.jsonl"
     if not logs.exists():
         echo(f"simulating users on {cfg.train_per_set} train prompts per dataset")
-        records = load_prompt_records(prompt_files(data_dir, "train"), cfg.train_per_set)
+        records = load_prompt_records(split_files(data_dir, "train"), cfg.train_per_set)
         out = asyncio.run(_simulate(models, records, prefs, cfg))
         write_jsonl_atomic(logs, out)
     pipeline.run(ws, models, [logs], demo_stage_configs(cfg), echo)
     echo(f"benchmarking on {cfg.test_per_set} test prompts per dataset")
-    tests = load_prompt_records(prompt_files(data_dir, "test"), cfg.test_per_set)
+    tests = load_prompt_records(split_files(data_dir, "test"), cfg.test_per_set)
     result = bench_quality.run(ws, models, tests, prefs, QualityConfig(max_tokens=cfg.max_tokens))
     result["minutes"] = round((time.perf_counter() - start) / 60, 1)
     return result
