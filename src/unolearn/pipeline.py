@@ -65,7 +65,7 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
         ("distill", lambda: distill.run(ws, models, cfgs.distill).as_dict()),
         ("cluster", lambda: _cluster(ws, models, cfgs.cluster)),
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
-        ("train", lambda: [_module_summary(m) for m in train.run(ws, cfgs.train)]),
+        ("train", lambda: [_module_summary(m) for m in train.run_in_child(ws.root, cfgs.train)]),
         ("select", lambda: [asdict(p) for p in selection.run(ws, models, cfgs.select)]),
     ]
     for i, (name, step) in enumerate(steps, 1):
