@@ -17,7 +17,7 @@ from unolearn.cluster import run as cluster
 from unolearn.errors import ConfigError, InputError
 from unolearn.records import Log, Message
 from unolearn.store import Workspace, now
-from unolearn.train import TrainConfig, list_modules, run, split_ids
+from unolearn.train import TrainConfig, list_modules, run, run_in_child, split_ids
 
 from doubles import HashEmbedder
 from tiny_model import tiny_model_dir  # noqa: F401
@@ -131,6 +131,14 @@ def test_train_errors(trained, tmp_path):
     with Workspace.open(tmp_path / "empty") as empty:
         with pytest.raises(InputError, match="unolearn cluster"):
             run(empty, cfg)
+        with pytest.raises(InputError, match="unolearn cluster"):  # raised in the child, re-raised here
+            run_in_child(empty.root, cfg)
+
+
+def test_cpu_profile_checkpoints_gradients_and_gpu_does_not():
+    assert TrainConfig(profile="cpu").resolved().gradient_checkpointing is True
+    assert TrainConfig(profile="gpu").resolved().gradient_checkpointing is False
+    assert TrainConfig(profile="cpu", gradient_checkpointing=False).resolved().gradient_checkpointing is False
 
 
 def _plan(ws, cluster, path, module=None, epoch=None):
