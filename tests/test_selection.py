@@ -4,7 +4,7 @@ import pytest
 
 from unolearn.backends import Models
 from unolearn.errors import ConfigError
-from unolearn.selection import (SelectConfig, best_critic_epoch, bleu, choose_epoch, decide, load_plan,
+from unolearn.selection import (SelectConfig, best_critic_epoch, bleu, choose_epoch, decide, drift, load_plan,
                                 outcome, run)
 from unolearn.store import now
 
@@ -21,6 +21,37 @@ def test_bleu():
     assert bleu("", "x") == 0.0
     assert bleu("根据合同法第五条的规定", "根据合同法第五条的规定", "zh") == pytest.approx(1.0)
     assert bleu("今天天气很好", "根据合同法第五条的规定", "zh") < 0.05
+
+
+BASE_ANSWER = ("Rice is cooked by rinsing it until the water runs clear, then simmering one part rice in "
+               "about two parts water with a pinch of salt. Bring the pot to a boil, cover it, turn the heat "
+               "to low and let it cook for around eighteen minutes without lifting the lid. Take it off the heat, "
+               "leave it covered for five more minutes so the steam finishes the grains, then fluff the rice "
+               "with a fork before serving. Brown rice needs more water and about forty minutes. A rice "
+               "cooker does the same with less attention: add rice and water, press start, and wait.")
+QUERY = "How do I cook rice on the stove?"
+
+
+def test_drift_guard_passes_a_short_answer_on_the_subject():
+    short = "Rinse the rice, simmer one part rice in two parts water, covered, for eighteen minutes; rest five."
+    assert bleu(short, BASE_ANSWER) < 0.05  # plain BLEU: the brevity penalty alone rejects it
+    assert drift(short, BASE_ANSWER, QUERY, "en") > SelectConfig().bleu_min
+
+
+@pytest.mark.parametrize("drifted", [
+    "The French Revolution began in 1789 when the Estates-General met at Versailles and the third estate "
+    "declared itself a national assembly, which led to the storming of the Bastille in July.",
+    "rice " * 60,  # degenerate repetition
+    "I'm sorry, but I can't assist with that request.",
+])
+def test_drift_guard_catches_answers_off_the_subject(drifted):
+    assert drift(drifted, BASE_ANSWER, QUERY, "en") <= SelectConfig().bleu_min
+
+
+def test_drift_guard_in_chinese():
+    base = "根据合同法的规定，租赁合同期满后，承租人应当返还租赁物；出租人提前通知的，承租人在通知期内可以继续居住。"
+    assert drift("通知期内承租人可以继续居住，期满返还租赁物。", base, "租客收到通知后可以住多久？", "zh") > 0.05
+    assert drift("今天天气很好，我们去公园散步吧。", base, "租客收到通知后可以住多久？", "zh") <= 0.05
 
 
 @pytest.mark.parametrize("sm, si, b, ratio, expected", [
@@ -59,7 +90,21 @@ def test_decide_each_case():
     assert paths(decide(0, "primary", None, None)) == {"uno": ("base", None, None), "uno-single": ("base", None, None)}
 
 
+def test_an_expert_with_too_few_validation_items_is_not_judged(ws):
+    ids = seed_workspace(ws)
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 6, b"\0" * 16, "hash", now()))
+        c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, 0) for i in ids["rice"]])
+    add_module(ws, "exp-rice", 0, "expert", ids["rice"][:1])
+    gen = MockChatModel(responder=lambda req: "x")
+    [uno, single] = run(ws, Models(ws, generator=gen, judge=gen))
+    assert (uno.path, single.path) == ("base", "base") and not gen.history
+    assert "not judged: 1 validation item(s), fewer than min_val_items 2" in uno.reason
+
+
 def test_config_validation():
+    with pytest.raises(ConfigError):
+        SelectConfig(min_val_items=0)
     with pytest.raises(ConfigError):
         SelectConfig(win_threshold=1.5)
     with pytest.raises(ConfigError):
@@ -84,10 +129,10 @@ def test_select_validates_and_stores_plans(ws):
     add_module(ws, "exp-law", 1, "expert", ids["law"][:2])
     add_module(ws, "crit-law", 1, "critic", [], metrics={"eval_loss": {"1": 1.0, "2": 2.0}})
 
-    def generator(req):  # epoch 2 of the rice expert adds detail; everything else repeats a bad answer
+    def generator(req):  # epoch 2 of the rice expert adds detail; everything else gives the base answer
         if req.adapter == "exp-rice@2":
             return "A long answer about rice plus the numbered steps."
-        return "unrelated words only"
+        return "A long answer about rice."
 
     def judge(req):
         answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
@@ -100,10 +145,14 @@ def test_select_validates_and_stores_plans(ws):
     assert got[(1, "uno")] == ("reflective", "crit-law", 1) and got[(1, "uno-single")] == ("base", None, None)
     assert set(gen.adapters) == {"exp-rice@1", "exp-rice@2", "exp-law@1", "exp-law@2"}
     rate = {p.cluster: p.win_rate for p in plans if p.system == "uno"}
-    assert rate[0] == 1.0 and rate[1] == 0.0
-    # 2 val logs × 3 judge samples × 2 epochs per expert
-    assert ws.conn.execute("SELECT count(*) FROM validation WHERE module_id='exp-rice'").fetchone()[0] == 12
+    assert rate[0] == 1.0 and rate[1] == 0.5  # the law expert answers as base does: ties
+    # One row per validation item and epoch (2 val logs × 2 epochs), its judge samples averaged
+    rows = ws.conn.execute("SELECT epoch, score_initial, score_module, same_as_base FROM validation "
+                           "WHERE module_id='exp-rice' ORDER BY epoch").fetchall()
+    assert rows == [(1, 5.0, 5.0, 1), (1, 5.0, 5.0, 1), (2, 5.0, 9.0, 0), (2, 5.0, 9.0, 0)]
     assert [r.temperature for r in jud.history[:3]] == [0.0, 1.0, 1.0]
+    base_requests = [r for r in gen.history if r.adapter is None]  # a fresh base answer per validation query
+    assert len(base_requests) == 4 and {r.max_tokens for r in gen.history} == {SelectConfig().answer_max_tokens}
     stored = load_plan(ws, 0, "uno")
     assert (stored.path, stored.module_id, stored.epoch, stored.win_rate) == ("primary", "exp-rice", 2, 1.0)
     assert "epoch 2" in stored.reason and load_plan(ws, 5, "uno") is None

@@ -1,10 +1,14 @@
 """The select stage: validate each expert's checkpoints and fix the final path of every cluster.
 
-For every expert, each epoch's adapter answers the cluster's validation queries (greedy). The judge
-scores that answer and the log's initial answer against the log's feedback rules, three times (one
-greedy judgement, two sampled). Each comparison is a win (1), a tie (½) or a loss (0); an answer
-that drifted from the initial one (BLEU ≤ 0.05) or collapsed (< 10% of its length) counts as a loss.
-The best epoch is used when its win rate reaches 0.53; otherwise the cluster falls back.
+For every expert, each epoch's adapter and the base model answer the cluster's validation queries
+with the same token budget and seed (as the reference does: the comparison is with a fresh base
+answer, not the log's stored one). The judge scores both answers against the log's feedback rules
+three times (one greedy judgement, two sampled), and each answer's scores are averaged before the
+comparison: a win (1), a tie (½) or a loss (0); an answer that drifted off the query (BLEU ≤ 0.05
+against the base answer and the query, without the brevity penalty, which would punish short
+answers) or collapsed (< 10% of the base answer's length) counts as a loss. An expert with fewer than
+``min_val_items`` validation items is not judged. The best epoch is used when its win rate reaches
+0.53; otherwise the cluster falls back.
 
 Final plans, per cluster and system:
 - ``uno``: ``primary(epoch)`` when the expert passed, else ``reflective`` (critic, then revise) when a
@@ -19,6 +23,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,18 +43,20 @@ class SelectConfig:
     """Thresholds and sampling of checkpoint validation."""
 
     win_threshold: float = opt(0.53, "An expert epoch is used when its win rate reaches this.")
-    bleu_min: float = opt(0.05, "An answer with BLEU ≤ this to the initial answer counts as a loss.")
-    min_length_ratio: float = opt(0.1, "An answer shorter than this share of the initial one counts as a loss.")
+    bleu_min: float = opt(0.05, "An answer whose BLEU to the base answer and the query (no brevity penalty: "
+                                "see `drift`) is ≤ this drifted off the query and counts as a loss.")
+    min_length_ratio: float = opt(0.1, "An answer shorter than this share of the base answer counts as a loss.")
     judge_samples: int = opt(3, "Judgements per comparison: the first greedy, the others sampled.")
     judge_temperature: float = opt(1.0, "Temperature of the sampled judgements.")
-    answer_max_tokens: int = opt(512, "Token budget of a validation answer.")
-    seed: int = opt(42, "Seed of the sampled judgements.")
+    answer_max_tokens: int = opt(512, "Token budget of a validation answer (checkpoint and base alike).")
+    min_val_items: int = opt(2, "An expert with fewer validation items is not judged (its cluster falls back).")
+    seed: int = opt(42, "Seed of the answers and of the sampled judgements.")
 
     def __post_init__(self) -> None:
         if not (0 <= self.win_threshold <= 1 and 0 <= self.bleu_min < 1 and 0 <= self.min_length_ratio < 1):
             raise ConfigError("win_threshold must be in [0, 1], bleu_min and min_length_ratio in [0, 1)")
-        if self.judge_samples < 1 or self.answer_max_tokens < 1:
-            raise ConfigError("judge_samples and answer_max_tokens must be ≥ 1")
+        if self.judge_samples < 1 or self.answer_max_tokens < 1 or self.min_val_items < 1:
+            raise ConfigError("judge_samples, answer_max_tokens and min_val_items must be ≥ 1")
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -65,24 +72,63 @@ def tokens(text: str, lang: str) -> list[str]:
     return re.findall(r"\w+|[^\w\s]", text.lower())
 
 
-def bleu(candidate: str, reference: str, lang: str = "en", max_n: int = 4) -> float:
-    """Sentence BLEU: geometric mean of 1..4-gram precisions (add-one smoothed above unigrams) × brevity."""
-    cand, ref = tokens(candidate, lang), tokens(reference, lang)
-    if not cand or not ref:
+def bleu(candidate: str, references: str | Sequence[str], lang: str = "en", max_n: int = 4) -> float:
+    """Sentence BLEU against one or more references (see :func:`ngram_bleu`), with the brevity penalty."""
+    refs = [references] if isinstance(references, str) else list(references)
+    return ngram_bleu(tokens(candidate, lang), [tokens(r, lang) for r in refs], max_n, brevity=True)
+
+
+def ngram_bleu(cand: list[str], refs: list[list[str]], max_n: int = 4, brevity: bool = True) -> float:
+    """The geometric mean of 1..``max_n``-gram precisions of ``cand`` (counts clipped by the most any
+    reference has; add-one smoothed above unigrams), × the brevity penalty against the closest reference
+    length when ``brevity``."""
+    refs = [r for r in refs if r]
+    if not cand or not refs:
         return 0.0
-    max_n = min(max_n, len(cand), len(ref))  # short texts: only the n-grams they can have
+    max_n = min(max_n, len(cand), max(len(r) for r in refs))  # short texts: only the n-grams they can have
     log_p = 0.0
     for n in range(1, max_n + 1):
         c = Counter(tuple(cand[i:i + n]) for i in range(len(cand) - n + 1))
-        r = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+        r: Counter = Counter()
+        for ref in refs:
+            r |= Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
         match, total = sum(min(k, r[g]) for g, k in c.items()), max(1, sum(c.values()))
         if n > 1:
             match, total = match + 1, total + 1
         if match == 0:
             return 0.0
         log_p += math.log(match / total) / max_n
-    brevity = min(0.0, 1.0 - len(ref) / len(cand))
-    return math.exp(log_p + brevity)
+    closest = min((len(x) for x in refs), key=lambda n: (abs(n - len(cand)), n))
+    penalty = min(0.0, 1.0 - closest / len(cand)) if brevity else 0.0
+    return math.exp(log_p + penalty)
+
+
+#: Function words left out of the drift guard's tokens: shared by texts on any subject.
+STOP_WORDS = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
+    "these those i you he she we they me my your our their not no do does did so than then there here can "
+    "will would should could may might must have has had just also very about into over such what which who "
+    "how when where why all any some each more most other 的 了 是 在 我 你 他 她 它 们 和 与 及 或 也 就 都 "
+    "而 吧 呢 吗 啊 这 那 之 其 把 被 对 从 向 以 于 为 所 上 下 中".split())
+
+
+def content_tokens(text: str, lang: str) -> list[str]:
+    """:func:`tokens` without punctuation and :data:`STOP_WORDS`."""
+    return [t for t in tokens(text, lang) if re.search(r"\w", t) and t not in STOP_WORDS]
+
+
+def drift(answer: str, base_answer: str, query: str, lang: str) -> float:
+    """How much ``answer`` stays on the subject: BLEU-4 of its content words against the base answer
+    and the query, without the brevity penalty.
+
+    The guard exists to catch an adapter that drifted off the query (another subject, a refusal,
+    degenerate repetition). Plain sentence BLEU also punishes an answer for being short (its brevity
+    penalty alone is ~0.007 for a 20-word answer to a 120-word base answer), which is what "be concise"
+    feedback asks for, and it counts shared function words and punctuation as overlap; the length
+    guard (``min_length_ratio``) covers collapsed answers.
+    """
+    refs = [content_tokens(base_answer, lang), content_tokens(query, lang)]
+    return ngram_bleu(content_tokens(answer, lang), refs, brevity=False)
 
 
 def outcome(score_module: float, score_initial: float, bleu_score: float, length_ratio: float,
@@ -146,12 +192,9 @@ def _latest_module(ws: Workspace, cluster: int, kind: str) -> tuple | None:
                            "ORDER BY created_at DESC, id LIMIT 1", (cluster, kind)).fetchone()
 
 
-def _val_logs(ws: Workspace, val_ids: list[str]) -> list[tuple[Log, list[str]]]:
-    return [(log, rules) for log, rules in feedback_examples(ws, val_ids) if log.first_answer]
-
-
-async def _judge_all(judge: ChatModel, items: list[tuple[Log, list[str], str]], cfg: SelectConfig) -> list[list[float | None]]:
-    """Scores of each (log, rules, answer) item, ``judge_samples`` times (None where the judge failed)."""
+async def _judge_means(judge: ChatModel, items: list[tuple[Log, list[str], str]],
+                       cfg: SelectConfig) -> list[float | None]:
+    """Each (log, rules, answer) item's score: the mean of its ``judge_samples`` judgements (None if all failed)."""
     dcfg = DistillConfig()
     reqs = [judge_request(log, rules, answer, dcfg, seed=cfg.seed + s,
                           temperature=0.0 if s == 0 else cfg.judge_temperature)
@@ -159,47 +202,71 @@ async def _judge_all(judge: ChatModel, items: list[tuple[Log, list[str], str]], 
     outs = await judge.generate(reqs, desc="judge")
     scores = [float(o.parsed["score"]) if o.ok else None for o in outs]
     k = cfg.judge_samples
-    return [scores[i * k:(i + 1) * k] for i in range(len(items))]
+    means = []
+    for i in range(len(items)):
+        valid = [x for x in scores[i * k:(i + 1) * k] if x is not None]
+        means.append(sum(valid) / len(valid) if valid else None)
+    return means
+
+
+def _answer_requests(logs: list[tuple[Log, list[str]]], cfg: SelectConfig, adapter: str | None) -> list[ChatRequest]:
+    """The validation requests: each log's query, with ``adapter`` or without (the base answer), one budget."""
+    from .distill import pair_prompt
+
+    return [ChatRequest.of(pair_prompt(log), adapter=adapter, max_tokens=cfg.answer_max_tokens, seed=cfg.seed)
+            for log, _ in logs]
+
+
+@dataclass
+class Validation:
+    """An expert's validation: outcomes (1 win, ½ tie, 0 loss) per epoch over ``n_items`` items."""
+
+    outcomes: dict[int, list[float]]
+    n_items: int
 
 
 async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs: int, val_ids: list[str],
-                          cfg: SelectConfig) -> dict[int, list[float]]:
-    """Win/tie/loss outcomes of every epoch of one expert on its validation logs; stored as they are."""
-    from .distill import pair_prompt
+                          cfg: SelectConfig) -> Validation:
+    """Judge every epoch of one expert against a fresh base answer to each validation query; store the items.
 
-    logs = _val_logs(ws, val_ids)
-    if not logs:
-        return {}
-    initial = await _judge_all(models.judge, [(log, rules, log.first_answer) for log, rules in logs], cfg)
+    As in the reference: the checkpoint's and the base model's answers share the token budget and seed;
+    each answer's judge samples are averaged before the win / tie / loss. Fewer than ``min_val_items``
+    items: nothing is judged.
+    """
+    logs = feedback_examples(ws, val_ids)
+    if len(logs) < cfg.min_val_items:
+        return Validation({}, len(logs))
+    base = [a.text if a.ok else "" for a in
+            await models.generator.generate(_answer_requests(logs, cfg, None), desc="base answers")]
+    base_scores = await _judge_means(models.judge, [(log, rules, t) for (log, rules), t in zip(logs, base)], cfg)
     outcomes: dict[int, list[float]] = defaultdict(list)
     rows = []
     for epoch in range(1, epochs + 1):
         name = await ensure_adapter(models.generator, ws, module_id, epoch)
-        answers = await models.generator.generate(
-            [ChatRequest.of(pair_prompt(log), adapter=name, max_tokens=cfg.answer_max_tokens, seed=cfg.seed)
-             for log, _ in logs], desc=f"epoch {epoch}")
+        answers = await models.generator.generate(_answer_requests(logs, cfg, name), desc=f"epoch {epoch}")
         texts = [a.text if a.ok else "" for a in answers]
-        scored = await _judge_all(models.judge, [(log, rules, t) for (log, rules), t in zip(logs, texts)], cfg)
-        for (log, _), text, mine, theirs in zip(logs, texts, scored, initial):
-            b = bleu(text, log.first_answer, log.lang)
-            ratio = len(text) / max(1, len(log.first_answer))
-            for s, (sm, si) in enumerate(zip(mine, theirs)):
-                if sm is None or si is None:
-                    continue
-                o = outcome(sm, si, b, ratio, cfg)
-                outcomes[epoch].append(o)
-                rows.append((module_id, epoch, log.id, s, si, sm, b, ratio, o))
+        scores = await _judge_means(models.judge, [(log, rules, t) for (log, rules), t in zip(logs, texts)], cfg)
+        for (log, _), text, base_text, sm, sb in zip(logs, texts, base, scores, base_scores):
+            if sm is None or sb is None:
+                continue
+            b = drift(text, base_text, log.query, log.lang)
+            ratio = len(text) / max(1, len(base_text))
+            o = outcome(sm, sb, b, ratio, cfg)
+            outcomes[epoch].append(o)
+            rows.append((module_id, epoch, log.id, 0, sb, sm, b, ratio, o, int(text == base_text)))
     with ws.transaction() as c:
         c.execute("DELETE FROM validation WHERE module_id = ?", (module_id,))
-        c.executemany("INSERT INTO validation VALUES (?,?,?,?,?,?,?,?,?)", rows)
-    return dict(outcomes)
+        c.executemany("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, "
+                      "bleu, length_ratio, outcome, same_as_base) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    return Validation(dict(outcomes), len(logs))
 
 
-def decide(cluster: int, gap_plan: str | None, expert: tuple[str, int | None, float] | None,
-           critic: tuple[str, int] | None) -> list[Plan]:
+def decide(cluster: int, gap_plan: str | None, expert: tuple[str, int | None, float | None] | None,
+           critic: tuple[str, int] | None, not_judged: str | None = None) -> list[Plan]:
     """The UNO and UNO-Single plans of one cluster from its gap plan and validation results.
 
-    ``expert`` is (module id, chosen epoch or None, best win rate); ``critic`` is (module id, epoch).
+    ``expert`` is (module id, chosen epoch or None, best win rate, None when not judged); ``critic`` is
+    (module id, epoch); ``not_judged`` says why an expert was not judged.
     """
     if expert and expert[1] is not None and gap_plan != "reflective":
         mid, epoch, rate = expert
@@ -207,6 +274,8 @@ def decide(cluster: int, gap_plan: str | None, expert: tuple[str, int | None, fl
         return [Plan(cluster, s, "primary", mid, epoch, rate, why) for s in SYSTEMS]
     if gap_plan == "reflective":
         why = "high cognitive gap"
+    elif expert and not_judged:
+        why = f"expert not judged: {not_judged}"
     elif expert:
         why = f"expert failed validation (best win rate {expert[2]:.2f})"
     else:
@@ -239,13 +308,17 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, clusters: list[
     plans: list[Plan] = []
     try:
         for cluster in clusters:
-            expert = critic = None
+            expert = critic = not_judged = None
             if (row := _latest_module(ws, cluster, "expert")) and gap_plans.get(cluster) != "reflective":
-                outcomes = await validate_expert(ws, models, row[0], row[1], json.loads(row[3]), cfg)
-                expert = (row[0], *choose_epoch(outcomes, cfg.win_threshold))
+                val = await validate_expert(ws, models, row[0], row[1], json.loads(row[3]), cfg)
+                if val.n_items < cfg.min_val_items:
+                    not_judged = f"{val.n_items} validation item(s), fewer than min_val_items {cfg.min_val_items}"
+                    expert = (row[0], None, None)
+                else:
+                    expert = (row[0], *choose_epoch(val.outcomes, cfg.win_threshold))
             if row := _latest_module(ws, cluster, "critic"):
                 critic = (row[0], best_critic_epoch(json.loads(row[2]), row[1]))
-            plans += decide(cluster, gap_plans.get(cluster), expert, critic)
+            plans += decide(cluster, gap_plans.get(cluster), expert, critic, not_judged)
     finally:
         await models.aclose()
     return plans

@@ -186,6 +186,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX feedback_response ON feedback(response_id);
     """,
+    # 6: validation compares each checkpoint with a fresh base answer, one row per item (judge samples
+    # averaged); same_as_base marks a checkpoint answer identical to the base answer.
+    """
+    DELETE FROM validation;
+    ALTER TABLE validation ADD COLUMN same_as_base INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -324,6 +330,36 @@ class Workspace:
     def count(self, table: str) -> int:
         """The number of rows in ``table``."""
         return self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    def funnel_rows(self) -> dict[str, Any]:
+        """Raw counts of the learning funnel, per cluster where they belong (see :mod:`unolearn.funnel`)."""
+        c = self.conn
+        one = lambda sql: c.execute(sql).fetchone()[0]  # noqa: E731
+        clusters = c.execute(
+            "SELECT k.id, k.size, (SELECT count(*) FROM cluster_members m JOIN rules r ON r.log_id = m.log_id "
+            "AND r.kind = 'feedback' AND json_array_length(r.rules) > 0 WHERE m.cluster = k.id), "
+            "(SELECT count(*) FROM cluster_members m JOIN pairs p ON p.log_id = m.log_id WHERE m.cluster = k.id) "
+            "FROM clusters k ORDER BY k.id").fetchall()
+        modules = c.execute(
+            "SELECT m.id, m.cluster, m.kind, json_extract(m.metrics, '$.steps'), "
+            "(SELECT count(DISTINCT v.log_id) FROM validation v WHERE v.module_id = m.id), "
+            "(SELECT count(*) FROM validation v WHERE v.module_id = m.id), "
+            "(SELECT coalesce(sum(v.same_as_base), 0) FROM validation v WHERE v.module_id = m.id) "
+            "FROM modules m WHERE m.cluster IN (SELECT id FROM clusters) ORDER BY m.cluster, m.kind, m.created_at"
+        ).fetchall()
+        return {
+            "logs": self.count("logs"),
+            "with_feedback": one("SELECT count(*) FROM logs WHERE has_feedback"),
+            "feedback_rules_nonempty": one("SELECT count(*) FROM rules WHERE kind = 'feedback' "
+                                           "AND json_array_length(rules) > 0"),
+            "pairs": self.count("pairs"),
+            "clusters": [dict(zip(("cluster", "size", "feedback_rules_nonempty", "pairs"), r)) for r in clusters],
+            "plans": [dict(zip(("cluster", "system", "path", "module_id"), r)) for r in
+                      c.execute("SELECT cluster, system, path, module_id FROM plans ORDER BY cluster, system")],
+            "gaps": dict(c.execute("SELECT cluster, plan FROM gaps").fetchall()),
+            "modules": [dict(zip(("id", "cluster", "kind", "steps", "val_items", "val_answers", "same_as_base"), r))
+                        for r in modules],
+        }
 
     def log_stats(self) -> dict[str, Any]:
         """Counts of logs by source, language, feedback and implicit action; rejected records."""
