@@ -55,6 +55,16 @@ def test_run_stores_gaps_and_plans(ws):
     assert ws.count("novelty") == 6
 
 
+def test_logs_without_prior_rules_are_not_scored(ws):
+    add_clustered(ws, 0, "q", ["keep the answer short"], ["keep the answer short and clear"])
+    add_clustered(ws, 0, "q2", ["quote article 12 verbatim"], [])  # would count as novelty 1.0
+    add_clustered(ws, 1, "r", ["quote article 12 verbatim"], [])  # nothing scored in the cluster
+    g0, g1 = run(ws, Models(ws, embedder=HashEmbedder(dim=256)))
+    assert g0.n_logs == 1 and g0.gap < 0.45 and g0.plan == "primary"
+    assert (g1.cluster, g1.gap, g1.n_logs, g1.plan) == (1, 0.0, 0, "primary")
+    assert ws.count("novelty") == 1
+
+
 def test_logprob_scorer(ws):
     add_clustered(ws, 0, "q", ["keep it short", "add an example"], ["be brief"])
     add_clustered(ws, 0, "q2", ["cite sources"], [])
@@ -69,7 +79,7 @@ def test_logprob_scorer(ws):
     (g,) = run(ws, Models(ws, generator=judge), AssessConfig(scorer="logprob"))
     assert len(judge.history) == 2 and all(r.logprobs == 20 and r.max_tokens == 1 for r in judge.history)
     p_short = np.exp(-0.1) / (np.exp(-0.1) + np.exp(-1.5))
-    assert g.gap == pytest.approx(((1 - p_short) + 1.0) / 2)
+    assert g.gap == pytest.approx(1 - p_short) and g.n_logs == 1  # the log without prior rules is not scored
     assert ws.conn.execute("SELECT DISTINCT scorer FROM novelty").fetchall() == [("logprob",)]
 
 

@@ -3,7 +3,8 @@
 For every feedback rule of a clustered log, the probability that the log's *prior* rules (what the
 model inferred from the query alone) already cover it; novelty = 1 − that probability. Per log we
 keep the minimum, mean and maximum novelty of its rules; a cluster's gap is the mean over its logs
-of the per-log minimum. Clusters whose gap reaches the threshold are planned ``reflective`` (the
+of the per-log minimum, over the logs that have both feedback and prior rules (a cluster with none
+has gap 0). Clusters whose gap reaches the threshold are planned ``reflective`` (the
 feedback teaches what the model does not know: a critic), the others ``primary`` candidates (an
 expert adapter). Every number records the scorer that made it.
 
@@ -123,9 +124,12 @@ def _clustered_rules(ws: Workspace) -> list[tuple[int, str, str, list[str], list
 def run(ws: Workspace, models: Models, cfg: AssessConfig | None = None) -> list[ClusterGap]:
     """Score every clustered log's feedback rules, aggregate per cluster, store gaps and plans."""
     cfg = cfg or AssessConfig()
-    items = _clustered_rules(ws)
-    if not items:
+    clustered = _clustered_rules(ws)
+    if not clustered:
         raise InputError("no clustered logs with feedback rules: run `unolearn distill` and `unolearn cluster` first")
+    # As in the reference, a log is scored only when it has both rule sets: without prior rules there is
+    # nothing its feedback could be covered by, and counting it as fully novel would inflate the gap.
+    items = [it for it in clustered if it[4]]
     run_id = ws.start_run("assess", asdict(cfg))
     if cfg.scorer == "embedding":
         novelty = [embedding_novelty(models.embedder, rules, prior) for _, _, _, rules, prior in items]
@@ -133,6 +137,9 @@ def run(ws: Workspace, models: Models, cfg: AssessConfig | None = None) -> list[
         novelty = asyncio.run(_with_close(models, logprob_novelty(
             models.judge, [(lang, rules, prior) for _, _, lang, rules, prior in items])))
     gaps = aggregate([(c, nov) for (c, *_), nov in zip(items, novelty)], cfg.threshold)
+    scored = {g.cluster for g in gaps}
+    gaps += [ClusterGap(c, 0.0, 0.0, 0.0, 0, "primary") for c in sorted({it[0] for it in clustered} - scored)]
+    gaps.sort(key=lambda g: g.cluster)
     _store(ws, items, novelty, gaps, cfg)
     ws.finish_run(run_id, "ok", {"clusters": len(gaps), "logs": len(items)})
     return gaps
