@@ -1,12 +1,14 @@
 import json
 
+import numpy as np
 import pytest
 
 from unolearn.backends import Models
 from unolearn.backends.cache import CachedChatModel
 from unolearn.bench_quality import (Bm25Index, MemoryItem, QualityConfig, build_prompts, checklist_items,
-                                    checklist_schema, dense_top, load_memory, memory_prompt, rouge_l, rules_prompt,
-                                    run)
+                                    checklist_schema, dense_top, load_memory, memory_prompt, paired_bootstrap_ci,
+                                    prompt_counts, rouge_l, rules_prompt, run)
+from unolearn.cli import quality_table
 from unolearn.errors import ConfigError
 from unolearn.report import write_report
 from unolearn.simulate import parse_preferences
@@ -123,9 +125,56 @@ def test_run_scores_every_system(ws):
     assert s["uno"]["errors"] == 0 and s["uno"]["n"] == 3
     assert s["uno"]["latency_s"] >= 0.02 and s["base"]["latency_s"] >= 0.02  # cached answers keep their time
     assert s["rules"]["prompt_tokens"] > s["base"]["prompt_tokens"]
+    assert out["n_checks"] == s["base"]["n_checks"] == 2 and s["base"]["per_dataset"]["Short"]["n_checks"] == 1
+    assert s["base"]["compliance_ci_vs_base"] is None and len(s["rules"]["compliance_ci_vs_base"]) == 2
     assert json.loads((ws.artifacts / "bench_quality.json").read_text())["systems"]["base"] == s["base"]
+    table = quality_table(out)
+    assert "vs base [95% CI]" in table and f"{out['n_checks']} prompt × constraint checks" in table
     html = write_report(ws, HashEmbedder()).read_text()
     assert "Benchmark: constraint compliance" in html and "HelloBench-X" in html
+
+
+def test_self_refine_critiques_and_revises_without_an_adapter(ws):
+    def respond(req):
+        text = req.messages[-1]["content"]
+        if text.startswith("Provide suggestions"):
+            return "1. Keep it under five words."
+        if "## Suggestions" in text:
+            return "Short answer."
+        return "word " * 20
+
+    gen = MockChatModel(responder=respond)
+    records = [{"input_prompt": f"cook rice fast {i}", "dataset_name": "Short", "info": {}} for i in range(3)]
+    out = run(ws, Models(ws, generator=gen, embedder=HashEmbedder()), records, PREFS,
+              QualityConfig(systems=("base", "self-refine"), checklist=False))
+    s = out["systems"]
+    assert s["base"]["compliance"] == 0.0 and s["self-refine"]["compliance"] == 1.0
+    assert s["self-refine"]["errors"] == 0 and s["self-refine"]["compliance_ci_vs_base"] == [1.0, 1.0]
+    assert all(r.adapter is None for r in gen.history) and len(gen.history) == 3 + 3 * 3  # base + draft/critic/revise
+    assert "self-refine" not in out["funnel"]["test_paths"]  # not a routed system
+
+
+def test_paired_bootstrap_interval_pools_checks_and_pairs_prompts():
+    rng = np.random.default_rng(1)
+    base = np.array([[rng.integers(0, 3), 3] for _ in range(60)], dtype=float)
+    better = base.copy()
+    better[::2, 0] = base[::2, 0] + 1  # one more constraint met on every other prompt
+    low, high = paired_bootstrap_ci(better, base, seed=0)
+    assert 0 < low <= high and low < (better[:, 0].sum() - base[:, 0].sum()) / base[:, 1].sum() < high + 1e-9
+    assert paired_bootstrap_ci(better, base, seed=0) == [low, high]  # seeded
+    assert paired_bootstrap_ci(base, base) == [0.0, 0.0]  # paired: the same answers differ by nothing
+    noisy = base.copy()
+    noisy[:, 0] = rng.permutation(base[:, 0])  # same total, shuffled over prompts: no real difference
+    lo, hi = paired_bootstrap_ci(noisy, base, seed=0)
+    assert lo < 0 < hi
+    assert paired_bootstrap_ci(base[:0], base[:0]) is None
+    with pytest.raises(ValueError):
+        paired_bootstrap_ci(base[:5], base)
+
+
+def test_prompt_counts():
+    rows = [{"checks": {"a": True, "b": False}}, {"checks": {}}, {"checks": {"c": True}}]
+    assert prompt_counts(rows).tolist() == [[1, 2], [0, 0], [1, 1]]
 
 
 def test_config_validation():

@@ -113,8 +113,26 @@ async def answer(ws: Workspace, models: Models, router: Router | None, messages:
     if route.path == "base":
         return Answer(draft.text, route, **_usage(draft))
     name = await ensure_adapter(models.generator, ws, route.module_id, route.epoch)
-    critique = await _one(models, ChatRequest.of(critic_messages(query, draft.text), adapter=name,
-                                                 max_tokens=CRITIC_MAX_TOKENS, seed=seed))
+    return await _reflect(models, messages, draft, route, name, kw)
+
+
+async def self_refine(models: Models, messages: list[dict[str, str]], *, max_tokens: int = 512,
+                      temperature: float = 0.0, seed: int | None = 42) -> Answer:
+    """The reflective path without learning: the base model critiques its own draft, then revises it.
+
+    The benchmark's ``self-refine`` system: what the reflective path gains over it is what the critic learned.
+    """
+    kw = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    draft = await _one(models, ChatRequest.of(messages, **kw))
+    return await _reflect(models, messages, draft, Route("self-refine", "reflective"), None, kw)
+
+
+async def _reflect(models: Models, messages: list[dict[str, str]], draft: ChatResult, route: Route,
+                   critic: str | None, kw: dict[str, Any]) -> Answer:
+    """Critic rules on ``draft`` (the ``critic`` adapter, or none), then the base model's revision under them."""
+    query = query_of(messages)
+    critique = await _one(models, ChatRequest.of(critic_messages(query, draft.text), adapter=critic,
+                                                 max_tokens=CRITIC_MAX_TOKENS, seed=kw["seed"]))
     rules = rules_of(critique.text)
     revised = await _one(models, ChatRequest.of(revise_messages(messages, query, draft.text, rules), **kw))
     return Answer(strip_echo(revised.text), route, draft.text, rules, **_usage(draft, critique, revised))

@@ -5,7 +5,9 @@ On held-out test prompts, every system answers in one run:
 - ``bm25`` / ``dense``: the 5 most similar past logs (BM25 over words / cosine over embeddings),
   with what their users said, placed in the prompt;
 - ``rules``: the distilled feedback rules of the 5 nearest past logs in the prompt (a Mem0-like memory);
-- ``uno-single`` and ``uno``: the answer path of the workspace's plans.
+- ``uno-single`` and ``uno``: the answer path of the workspace's plans;
+- ``self-refine``: the reflective path without learning (the base model critiques its own draft with
+  the critic's prompt, no adapter, then revises): ``uno``'s reflective gain counts where it beats this.
 Each answer is checked against the hidden constraints of its prompt (code, not a judge):
 compliance = share of (prompt, constraint) pairs satisfied. Quality guards keep a system from
 winning by dropping the content: ROUGE-L against LexEval's ``golden_answer`` and, for HelloBench,
@@ -26,18 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from .answer import answer, plan_route
+from .answer import answer, plan_route, self_refine
 from .backends import ChatRequest, ChatResult, Models
 from .cluster import Router
 from .config import opt
 from .constraints import compliance
 from .errors import ConfigError, InputError
+from .funnel import count_test_paths, funnel
 from .records import Log, detect_lang
 from .selection import tokens
 from .simulate import Preferences, constraints_for, record_query
 from .store import Workspace, write_lines_atomic
 
-SYSTEMS = ("base", "bm25", "dense", "rules", "uno-single", "uno")
+SYSTEMS = ("base", "bm25", "dense", "rules", "self-refine", "uno-single", "uno")
 
 MEMORY_HEADER = {
     "en": ("Earlier users asked similar questions and reacted to the answers they got. Use what they "
@@ -190,6 +193,7 @@ class Attempt:
     prompt_tokens: int
     latency_s: float
     error: str | None = None
+    path: str | None = None  # uno systems: primary, reflective, base, or unseen (no cluster near enough)
 
 
 def _attempt(system: str, i: int, res: ChatResult) -> Attempt:
@@ -211,15 +215,20 @@ async def _uno_system(ws: Workspace, models: Models, router: Router | None, syst
         async with sem:
             start = time.perf_counter()
             try:
+                messages = [{"role": "user", "content": q}]
+                if system == "self-refine":
+                    out = await self_refine(models, messages, max_tokens=cfg.max_tokens)
+                    return Attempt(system, i, out.text, out.usage.get("prompt_tokens", 0), out.latency_s)
                 route = plan_route(ws, router, q, system)
                 routing_s = time.perf_counter() - start
-                out = await answer(ws, models, router, [{"role": "user", "content": q}], system,
-                                   max_tokens=cfg.max_tokens, route=route)
+                out = await answer(ws, models, router, messages, system, max_tokens=cfg.max_tokens, route=route)
             except Exception as e:  # noqa: BLE001 — one failed answer must not end the benchmark
                 return Attempt(system, i, "", 0, time.perf_counter() - start, str(e))
             # Routing plus model time; answers from the response cache count the time of their first call,
             # as the plain systems' do.
-            return Attempt(system, i, out.text, out.usage.get("prompt_tokens", 0), routing_s + out.latency_s)
+            path = route.path if route.cluster is not None or router is None else "unseen"
+            return Attempt(system, i, out.text, out.usage.get("prompt_tokens", 0), routing_s + out.latency_s,
+                           path=path)
 
     return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(queries))))
 
@@ -274,7 +283,8 @@ def _score(attempt: Attempt, record: dict[str, Any], prefs: Preferences) -> dict
 def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     checks = [v for r in rows for v in r["checks"].values()]
     out: dict[str, Any] = {
-        "n": len(rows), "compliance": round(float(np.mean(checks)), 4) if checks else None,
+        "n": len(rows), "n_checks": len(checks),
+        "compliance": round(float(np.mean(checks)), 4) if checks else None,
         "prompt_tokens": round(float(np.mean([r["prompt_tokens"] for r in rows])), 1),
         "latency_s": round(float(np.mean([r["latency_s"] for r in rows])), 3),
         "errors": sum(r["error"] is not None for r in rows)}
@@ -283,6 +293,38 @@ def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if vals:
             out[key] = round(float(np.mean(vals)), 4)
     return out
+
+
+def prompt_counts(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Per test prompt: ``[constraints satisfied, constraints checked]`` (an ``n × 2`` array)."""
+    return np.array([[sum(map(bool, r["checks"].values())), len(r["checks"])] for r in rows], dtype=float).reshape(-1, 2)
+
+
+def paired_bootstrap_ci(system: np.ndarray, base: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                        level: float = 0.95) -> list[float] | None:
+    """The bootstrap interval of compliance(system) − compliance(base), resampling test prompts.
+
+    Both arrays come from :func:`prompt_counts` over the same prompts in the same order; each resample
+    draws prompts with replacement and pools their checks (compliance is a share of all checks), so
+    the two systems are always compared on the same prompts. ``None`` with no checks at all.
+    """
+    if len(system) != len(base):
+        raise ValueError("the two systems must be scored on the same prompts")
+    if len(system) == 0 or base[:, 1].sum() == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(system), size=(n_boot, len(system)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diffs = (system[idx, 0].sum(1) / system[idx, 1].sum(1)) - (base[idx, 0].sum(1) / base[idx, 1].sum(1))
+    diffs = diffs[np.isfinite(diffs)]
+    tail = (1 - level) / 2
+    return [round(float(np.quantile(diffs, tail)), 4), round(float(np.quantile(diffs, 1 - tail)), 4)]
+
+
+def add_intervals(systems: dict[str, Any], counts: dict[str, np.ndarray]) -> None:
+    """Set ``compliance_ci_vs_base`` on every system (``None`` for base itself or without base)."""
+    for name, s in systems.items():
+        s["compliance_ci_vs_base"] = (paired_bootstrap_ci(counts[name], counts["base"])
+                                      if name != "base" and "base" in counts else None)
 
 
 def run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Preferences,
@@ -302,21 +344,29 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
     memory = load_memory(ws)
     router = Router.load(ws, models.embedder) if ws.count("clusters") else None
     systems: dict[str, Any] = {}
+    counts: dict[str, np.ndarray] = {}
+    routes: dict[str, list[str]] = {}
     try:
         for system in cfg.systems:
-            if system in ("uno", "uno-single"):
+            if system in ("uno", "uno-single", "self-refine"):
                 attempts = await _uno_system(ws, models, router, system, queries, cfg)
+                if system != "self-refine":
+                    routes[system] = [a.path or "error" for a in attempts]
             else:
                 prompts = build_prompts(system, queries, memory, models.embedder.embed, cfg.top_k)
                 attempts = await _plain_system(models, system, prompts, cfg)
-            systems[system] = await _system_metrics(models, attempts, records, prefs, cfg)
+            systems[system], counts[system] = await _system_metrics(models, attempts, records, prefs, cfg)
     finally:
         await models.aclose()
-    return {"n_prompts": len(records), "memory_logs": len(memory), "systems": systems}
+    add_intervals(systems, counts)
+    n_checks = int(next(iter(counts.values()))[:, 1].sum()) if counts else 0
+    return {"n_prompts": len(records), "n_checks": n_checks, "memory_logs": len(memory), "systems": systems,
+            "funnel": {**funnel(ws), "test_paths": count_test_paths(routes)}}
 
 
 async def _system_metrics(models: Models, attempts: list[Attempt], records: list[dict[str, Any]],
-                          prefs: Preferences, cfg: QualityConfig) -> dict[str, Any]:
+                          prefs: Preferences, cfg: QualityConfig) -> tuple[dict[str, Any], np.ndarray]:
+    """A system's summary (overall and per dataset) and its per-prompt check counts."""
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
     rows = []
     checklists = await _checklists(models, attempts, records) if cfg.checklist else [None] * len(records)
@@ -326,4 +376,5 @@ async def _system_metrics(models: Models, attempts: list[Attempt], records: list
             row["checklist"] = checklist
         rows.append(row)
         by_dataset[str(rec.get("dataset_name", "unknown"))].append(row)
-    return {**_summarise(rows), "per_dataset": {d: _summarise(r) for d, r in sorted(by_dataset.items())}}
+    summary = {**_summarise(rows), "per_dataset": {d: _summarise(r) for d, r in sorted(by_dataset.items())}}
+    return summary, prompt_counts(rows)

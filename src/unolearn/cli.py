@@ -15,6 +15,7 @@ import click
 from . import __version__
 from .config import CONFIG_FILE, BackendsConfig, load_backends, stage_config
 from .errors import InputError, UnolearnError, WorkspaceError
+from .funnel import funnel_lines
 from .store import Workspace, resolve_dir, write_jsonl_atomic
 
 
@@ -314,6 +315,7 @@ def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None,
     for p in plans:
         if p["system"] == "uno":
             click.echo(f"cluster {p['cluster']:>4}: {p['path']} ({p['reason']})")
+    click.echo("\n".join(funnel_lines(summary["funnel"])))
 
 
 @cli.command()
@@ -553,8 +555,8 @@ def demo(ctx: click.Context, data_dir: Path | None, train_per_set: int | None, t
         echo_json(result)
         return
     click.echo(quality_table(result))
-    click.echo(f"({result['n_prompts']} test prompts, {result['minutes']} minutes in all; "
-               "`unolearn report` adds the chart to the HTML report)")
+    click.echo("\n".join(funnel_lines(result["funnel"])))
+    click.echo(f"({result['minutes']} minutes in all; `unolearn report` adds the chart to the HTML report)")
 
 
 @cli.command()
@@ -806,7 +808,7 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
 @click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The preference file whose hidden constraints are checked (default: the packaged one).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each test file.")
-@click.option("--systems", help="Comma-separated subset of base,bm25,dense,rules,uno-single,uno.")
+@click.option("--systems", help="Comma-separated subset of base,bm25,dense,rules,self-refine,uno-single,uno.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Token budget of an answer (default 512).")
 @click.option("--no-checklist", is_flag=True, help="Skip the judge's HelloBench checklist coverage.")
 @json_option
@@ -814,7 +816,7 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
 def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: tuple[list[Path], ...],
                       preferences: Path | None, limit: int | None, systems: str | None, max_tokens: int | None,
                       no_checklist: bool, as_json: bool) -> None:
-    """Compare base, bm25, dense, rules, uno-single and uno on test prompts in one run.
+    """Compare base, bm25, dense, rules, self-refine, uno-single and uno on test prompts in one run.
 
     Prints per system and dataset: constraint compliance (share of prompt × hidden constraint pairs
     satisfied), quality guards (LexEval ROUGE-L, HelloBench checklist coverage), prompt tokens and
@@ -835,21 +837,38 @@ def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: t
         echo_json(result)
         return
     click.echo(quality_table(result))
+    click.echo("\n".join(funnel_lines(result["funnel"])))
 
 
 def quality_table(result: dict[str, Any]) -> str:
-    """The benchmark result as a plain-text table (one row per system and dataset)."""
+    """The benchmark result as a plain-text table (one row per system and dataset).
+
+    The overall row of each system shows its compliance minus base's with the paired bootstrap 95%
+    interval; ``*`` marks an interval that excludes 0.
+    """
     def f(v: Any, pct: bool = False) -> str:
         return "–" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}" if isinstance(v, float) else str(v))
 
-    lines = [f"{'system':<11} {'dataset':<34} {'n':>4} {'compliance':>10} {'rougeL':>7} {'checklist':>9} "
-             f"{'prompt tok':>10} {'latency s':>9}"]
+    lines = [f"{'system':<11} {'dataset':<34} {'n':>4} {'checks':>6} {'compliance':>10} {'vs base [95% CI]':>24} "
+             f"{'rougeL':>7} {'checklist':>9} {'prompt tok':>10} {'latency s':>9}"]
     for name, s in result["systems"].items():
         for ds, d in [("all", s), *s["per_dataset"].items()]:
-            lines.append(f"{name:<11} {ds[:34]:<34} {d['n']:>4} {f(d['compliance'], True):>10} "
+            lines.append(f"{name:<11} {ds[:34]:<34} {d['n']:>4} {d.get('n_checks', '–'):>6} "
+                         f"{f(d['compliance'], True):>10} {_vs_base(result, name, d) if ds == 'all' else '':>24} "
                          f"{f(d.get('rouge_l')):>7} {f(d.get('checklist')):>9} {d['prompt_tokens']:>10} "
                          f"{d['latency_s']:>9.2f}")
+    lines.append(f"({result['n_prompts']} test prompts, {result.get('n_checks', '–')} prompt × constraint checks; "
+                 "* = the 95% interval of the difference to base excludes 0)")
     return "\n".join(lines)
+
+
+def _vs_base(result: dict[str, Any], name: str, d: dict[str, Any]) -> str:
+    """``+9.1 [-4.5, +22.7]`` in percentage points, ``*`` when the interval excludes 0."""
+    ci, base = d.get("compliance_ci_vs_base"), result["systems"].get("base", {}).get("compliance")
+    if not ci or d.get("compliance") is None or base is None:
+        return ""
+    mark = "*" if ci[0] > 0 or ci[1] < 0 else " "
+    return f"{100 * (d['compliance'] - base):+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]{mark}"
 
 
 @bench.command("serve")

@@ -52,7 +52,7 @@ def demo_stage_configs(cfg: DemoConfig) -> RunConfigs:
         distill=DistillConfig(n_revisions=1, answer_max_tokens=cfg.max_tokens, rules_max_tokens=256,
                               judge_max_tokens=160),
         cluster=ClusterConfig(threshold=0.8),  # by `unolearn cluster --sweep` on the demo logs (e5)
-        train=TrainConfig(profile="cpu", critics="reflective", min_pairs=2),
+        train=TrainConfig(profile="cpu", min_pairs=2),  # a critic for every cluster, as in the reference
         select=SelectConfig(answer_max_tokens=cfg.max_tokens))
 
 

@@ -23,6 +23,7 @@ from .assess import AssessConfig
 from .backends import Models
 from .cluster import ClusterConfig
 from .distill import DistillConfig
+from .funnel import funnel
 from .records import content_hash
 from .selection import SelectConfig
 from .store import Workspace
@@ -78,6 +79,7 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
                  f"first error: {summary[name].get('first_error')}")
         if name == stop_after:
             break
+    summary["funnel"] = funnel(ws)
     return summary
 
 

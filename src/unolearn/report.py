@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Embedder
+from .funnel import funnel_lines
 from .records import Log
 from .store import Workspace, now, write_lines_atomic
 
@@ -103,13 +104,26 @@ def quality_section(result: dict[str, Any]) -> str:
     charts = "".join(
         f"<h3>{html.escape(d)}</h3>" + _bars_svg({n: s["per_dataset"].get(d, {}).get("compliance")
                                                   for n, s in systems.items()}) for d in datasets)
-    head = "<tr><th>system</th><th>compliance</th><th>ROUGE-L</th><th>checklist</th><th>prompt tokens</th><th>latency s</th></tr>"
+    head = ("<tr><th>system</th><th>compliance</th><th>− base, 95% CI</th><th>ROUGE-L</th><th>checklist</th>"
+            "<th>prompt tokens</th><th>latency s</th></tr>")
     body = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{s['compliance']}</td><td>{s.get('rouge_l', '–')}</td>"
-        f"<td>{s.get('checklist', '–')}</td><td>{s['prompt_tokens']}</td><td>{s['latency_s']}</td></tr>"
-        for n, s in systems.items())
-    return (f"<h2>Benchmark: constraint compliance</h2><p>{result['n_prompts']} test prompts; share of "
-            f"(prompt, hidden constraint) pairs satisfied.</p>{charts}<table>{head}{body}</table>")
+        f"<tr><td>{html.escape(n)}</td><td>{s['compliance']}</td><td>{_ci_cell(s.get('compliance_ci_vs_base'))}</td>"
+        f"<td>{s.get('rouge_l', '–')}</td><td>{s.get('checklist', '–')}</td><td>{s['prompt_tokens']}</td>"
+        f"<td>{s['latency_s']}</td></tr>" for n, s in systems.items())
+    funnel = "".join(f"<pre>{html.escape(line)}</pre>" for line in funnel_lines(result["funnel"])) \
+        if "funnel" in result else ""
+    return (f"<h2>Benchmark: constraint compliance</h2><p>{result['n_prompts']} test prompts, "
+            f"{result.get('n_checks', '–')} (prompt, hidden constraint) checks; compliance is the share "
+            f"satisfied; the interval is a paired bootstrap over test prompts (bold: excludes 0).</p>"
+            f"{charts}<table>{head}{body}</table><h3>Learning funnel</h3>{funnel}")
+
+
+def _ci_cell(ci: list[float] | None) -> str:
+    """A compliance-difference interval, bold when it excludes 0."""
+    if not ci:
+        return "–"
+    text = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+    return f"<b>{text}</b>" if ci[0] > 0 or ci[1] < 0 else text
 
 
 def write_report(ws: Workspace, embedder: Embedder, path: Path | None = None) -> Path:

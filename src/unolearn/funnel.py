@@ -1,0 +1,87 @@
+"""The learning funnel: where the logs go, from ingestion to a validated module.
+
+Why it exists: when the learned modules do not change answers, the cause is somewhere in a long
+chain (no feedback, no usable rules, tiny clusters, too few optimizer steps, adapters that answer as
+the base model does, validation that rejects everything). The funnel counts each step, in total and
+per cluster, so that a run, the quality benchmark and the report show where the signal is lost.
+
+Keys (``run --json``, ``bench quality --json`` and the report; only ever added to): ``logs``,
+``with_feedback``, ``feedback_rules_nonempty``, ``pairs``, ``clusters`` (``{"n", "sizes"}``),
+``plans`` (per system, the count of clusters on each path), ``experts_trained``, ``expert_steps``,
+``val_items`` and ``val_answers_same_as_base`` (per expert id; the last as ``[identical, answers]``
+over items × epochs), ``experts_passed`` (clusters whose ``uno-single`` plan is primary),
+``critics_trained``, ``per_cluster`` (the same counts for each cluster) and, from the benchmark,
+``test_paths`` (per system, test prompts on each of primary / reflective / base / unseen).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .store import Workspace
+
+PATHS = ("primary", "reflective", "base")
+
+
+def funnel(ws: Workspace) -> dict[str, Any]:
+    """The funnel of the workspace as it stands (the keys in the module docstring, without ``test_paths``)."""
+    raw = ws.funnel_rows()
+    experts = [m for m in raw["modules"] if m["kind"] == "expert"]
+    plans: dict[str, Counter] = {"uno": Counter(), "uno-single": Counter()}
+    for p in raw["plans"]:
+        plans[p["system"]][p["path"]] += 1
+    return {
+        "logs": raw["logs"], "with_feedback": raw["with_feedback"],
+        "feedback_rules_nonempty": raw["feedback_rules_nonempty"], "pairs": raw["pairs"],
+        "clusters": {"n": len(raw["clusters"]), "sizes": [c["size"] for c in raw["clusters"]]},
+        "plans": {s: {p: c[p] for p in PATHS} for s, c in plans.items()},
+        "experts_trained": len(experts),
+        "expert_steps": {m["id"]: m["steps"] for m in experts},
+        "val_items": {m["id"]: m["val_items"] for m in experts},
+        "val_answers_same_as_base": {m["id"]: [m["same_as_base"], m["val_answers"]] for m in experts},
+        "experts_passed": plans["uno-single"]["primary"],
+        "critics_trained": sum(m["kind"] == "critic" for m in raw["modules"]),
+        "per_cluster": _per_cluster(raw),
+    }
+
+
+def _per_cluster(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each cluster's size, usable rules, pairs, gap plan, final paths and module counts."""
+    out = []
+    for c in raw["clusters"]:
+        k = c["cluster"]
+        mods = [m for m in raw["modules"] if m["cluster"] == k]
+        expert = next((m for m in reversed(mods) if m["kind"] == "expert"), None)
+        out.append({
+            **c, "gap_plan": raw["gaps"].get(k),
+            "paths": {p["system"]: p["path"] for p in raw["plans"] if p["cluster"] == k},
+            "expert_steps": expert["steps"] if expert else None,
+            "val_items": expert["val_items"] if expert else None,
+            "val_answers_same_as_base": [expert["same_as_base"], expert["val_answers"]] if expert else None,
+            "critic": any(m["kind"] == "critic" for m in mods)})
+    return out
+
+
+def count_test_paths(routes: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Per system, how many test prompts took each path (``unseen``: no cluster near enough)."""
+    return {system: {p: Counter(r)[p] for p in (*PATHS, "unseen")} for system, r in routes.items()}
+
+
+def funnel_lines(f: dict[str, Any]) -> list[str]:
+    """The funnel as a few lines of text for the terminal."""
+    same = sum(v[0] for v in f["val_answers_same_as_base"].values())
+    answers = sum(v[1] for v in f["val_answers_same_as_base"].values())
+    lines = [
+        f"funnel: {f['logs']} logs → {f['with_feedback']} with feedback → {f['feedback_rules_nonempty']} with "
+        f"feedback rules → {f['pairs']} pairs → {f['clusters']['n']} clusters (sizes {f['clusters']['sizes']})",
+        f"        {f['experts_trained']} experts (optimizer steps {list(f['expert_steps'].values())}, validation "
+        f"items {list(f['val_items'].values())}, {same}/{answers} validation answers identical to base) → "
+        f"{f['experts_passed']} passed; {f['critics_trained']} critics",
+        "        plans: " + "; ".join(f"{s} " + ", ".join(f"{p} {n}" for p, n in c.items())
+                                     for s, c in f["plans"].items()),
+    ]
+    if "test_paths" in f:
+        lines.append("        test prompts: " + "; ".join(
+            f"{s} " + ", ".join(f"{p} {n}" for p, n in c.items() if n) for s, c in f["test_paths"].items()))
+    return lines
