@@ -18,6 +18,7 @@ a module with the same data and configuration is not trained twice. The same cod
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import math
 import multiprocessing
@@ -414,6 +415,10 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
             raise InputError(f"cluster {cluster}: no {kind} example fits in max_length={cfg.max_length} "
                              "tokens; raise max_length") from e
         raise
+    finally:
+        # The trainer, its callbacks and the model hold each other: free them now, not when the cycle
+        # collector next runs, or the next module's model is loaded beside this one (+2 GB measured).
+        gc.collect()
     seconds = time.perf_counter() - start
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     epochs = cfg.epochs if kind == "expert" else cfg.critic_epochs
