@@ -8,8 +8,8 @@ per cluster, so that a run, the quality benchmark and the report show where the 
 Keys (``run --json``, ``bench quality --json`` and the report; only ever added to): ``logs``,
 ``with_feedback``, ``feedback_rules_nonempty``, ``pairs``, ``clusters`` (``{"n", "sizes"}``),
 ``plans`` (per system, the count of clusters on each path), ``experts_trained``, ``expert_steps``,
-``val_items`` and ``val_answers_same_as_base`` (per expert id; the last as ``[identical, answers]``
-over items × epochs), ``experts_passed`` (clusters whose ``uno-single`` plan is primary),
+``val_items`` (per expert id: its held-out validation logs) and ``val_answers_same_as_base`` (per
+expert id: ``[identical, judged answers]`` over items × epochs; none when the expert was not judged), ``experts_passed`` (clusters whose ``uno-single`` plan is primary),
 ``critics_trained``, ``per_cluster`` (the same counts for each cluster) and, from the benchmark,
 ``test_paths`` (per system, test prompts on each of primary / reflective / base / unseen).
 """

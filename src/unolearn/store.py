@@ -341,8 +341,7 @@ class Workspace:
             "(SELECT count(*) FROM cluster_members m JOIN pairs p ON p.log_id = m.log_id WHERE m.cluster = k.id) "
             "FROM clusters k ORDER BY k.id").fetchall()
         modules = c.execute(
-            "SELECT m.id, m.cluster, m.kind, json_extract(m.metrics, '$.steps'), "
-            "(SELECT count(DISTINCT v.log_id) FROM validation v WHERE v.module_id = m.id), "
+            "SELECT m.id, m.cluster, m.kind, json_extract(m.metrics, '$.steps'), json_array_length(m.val_logs), "
             "(SELECT count(*) FROM validation v WHERE v.module_id = m.id), "
             "(SELECT coalesce(sum(v.same_as_base), 0) FROM validation v WHERE v.module_id = m.id) "
             "FROM modules m WHERE m.cluster IN (SELECT id FROM clusters) ORDER BY m.cluster, m.kind, m.created_at"

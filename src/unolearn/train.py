@@ -212,8 +212,10 @@ def embedded_hf_model(dest: Path) -> Path:
 
     The model is built on the meta device and the dequantised GGUF tensors are moved into it, so the
     weights exist once in memory (transformers' own ``from_pretrained(gguf_file=...)`` holds them twice:
-    4.1 GB peak for the 0.5B model). Saved in 200 MB shards: safetensors copies a shard into memory to
-    write it.
+    4.1 GB peak for the 0.5B model). They are kept in bf16 (3.8 GB peak in fp32): the rounding
+    (< 0.4% of a weight) is far below the 4–5-bit quantization of the served model, and a CPU with native
+    bf16 trains on these weights as they are; others load them as fp32. Saved in 200 MB shards:
+    safetensors copies a shard into memory to write it.
     """
     if (dest / "config.json").is_file():
         return dest
@@ -227,9 +229,9 @@ def embedded_hf_model(dest: Path) -> Path:
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model,
-                                   torch_dtype=torch.float32)["tensors"]
+                                   torch_dtype=torch.bfloat16)["tensors"]
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     del tensors
     model.tie_weights()
