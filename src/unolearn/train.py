@@ -272,15 +272,16 @@ def _trainer_args(cfg: TrainConfig, out: Path, epochs: int, has_val: bool) -> di
 
 
 def _load(base: Path, cfg: TrainConfig) -> tuple[Any, Any]:
-    """The base model and tokenizer; on a CPU with ``bf16`` the frozen weights are held in bf16 (half the
-    memory; PEFT keeps the LoRA weights in fp32), on a GPU in fp32 under bf16 autocast."""
+    """The base model and tokenizer. On a CPU the frozen weights are held in bf16 with ``bf16`` (half the
+    memory; PEFT keeps the LoRA weights in fp32), else in fp32 whatever the checkpoint's dtype (torch
+    emulates bf16 slowly without native support); on a GPU in the checkpoint's dtype."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(base)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    dtype = torch.bfloat16 if cfg.bf16 and not torch.cuda.is_available() else torch.float32
+    dtype = "auto" if torch.cuda.is_available() else torch.bfloat16 if cfg.bf16 else torch.float32
     return AutoModelForCausalLM.from_pretrained(base, dtype=dtype), tok
 
 
