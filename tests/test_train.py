@@ -17,7 +17,7 @@ from unolearn.cluster import run as cluster
 from unolearn.errors import ConfigError, InputError
 from unolearn.records import Log, Message
 from unolearn.store import Workspace, now
-from unolearn.train import TrainConfig, list_modules, run, run_in_child, split_ids
+from unolearn.train import TrainConfig, cpu_bf16, list_modules, run, run_in_child, split_ids
 
 from doubles import HashEmbedder
 from tiny_model import tiny_model_dir  # noqa: F401
@@ -133,6 +133,12 @@ def test_train_errors(trained, tmp_path):
             run(empty, cfg)
         with pytest.raises(InputError, match="unolearn cluster"):  # raised in the child, re-raised here
             run_in_child(empty.root, cfg)
+
+
+def test_cpu_bf16_needs_native_support():
+    assert cpu_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16\n") is True
+    assert cpu_bf16("flags\t\t: fpu avx2 amx_tile amx_bf16\n") is True
+    assert cpu_bf16("flags\t\t: fpu avx2 avx512f\n") is False and cpu_bf16("") is False
 
 
 def test_cpu_profile_checkpoints_gradients_and_gpu_does_not():

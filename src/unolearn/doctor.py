@@ -63,21 +63,14 @@ def package_versions() -> dict[str, str | None]:
 
 def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
     """The CPU model and the instruction sets that matter to llama.cpp, from ``/proc/cpuinfo`` on Linux."""
-    from .backends.llamacpp import default_threads, cpu_flags
+    from .backends.llamacpp import cpu_flags, default_threads, read_cpuinfo
 
-    text = cpuinfo if cpuinfo is not None else _read_cpuinfo()
+    text = cpuinfo if cpuinfo is not None else read_cpuinfo()
     flags = cpu_flags(text)
     model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
                  platform.processor() or platform.machine())
     return {"model": model, "cores": default_threads(), "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
             "amx": sorted(f for f in flags if f.startswith("amx"))}
-
-
-def _read_cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def check_model(cfg: ChatConfig) -> tuple[Check, dict[str, Any]]:

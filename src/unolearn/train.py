@@ -138,14 +138,9 @@ def cpu_bf16(cpuinfo: str | None = None) -> bool:
     checkpointing): bf16 weights 27 s and 2.3 GB resident, fp32 39 s and 3.8 GB. Without native
     support torch emulates bf16 slowly, so such CPUs keep fp32.
     """
-    from .backends.llamacpp import cpu_flags
+    from .backends.llamacpp import cpu_flags, read_cpuinfo
 
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags(cpuinfo))
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags(read_cpuinfo() if cpuinfo is None else cpuinfo))
 
 
 @dataclass

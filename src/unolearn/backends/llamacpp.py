@@ -305,6 +305,14 @@ def _llama_version() -> str:
         return "(unknown version)"
 
 
+def read_cpuinfo() -> str:
+    """The text of ``/proc/cpuinfo`` (empty where there is none, as on macOS or Windows)."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def cpu_flags(cpuinfo: str) -> set[str]:
     """The instruction-set flags of the first CPU listed in a ``/proc/cpuinfo`` text (empty if none)."""
     for line in cpuinfo.splitlines():
