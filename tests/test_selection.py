@@ -96,9 +96,13 @@ def test_an_expert_with_too_few_validation_items_is_not_judged(ws):
         c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 6, b"\0" * 16, "hash", now()))
         c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, 0) for i in ids["rice"]])
     add_module(ws, "exp-rice", 0, "expert", ids["rice"][:1])
+    with ws.transaction() as c:  # a judgement left by an earlier selection
+        c.execute("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, bleu, "
+                  "length_ratio, outcome) VALUES ('exp-rice', 1, ?, 0, 5, 9, 0.5, 1, 1)", (ids["rice"][0],))
     gen = MockChatModel(responder=lambda req: "x")
     [uno, single] = run(ws, Models(ws, generator=gen, judge=gen))
     assert (uno.path, single.path) == ("base", "base") and not gen.history
+    assert ws.count("validation") == 0
     assert "not judged: 1 validation item(s), fewer than min_val_items 2" in uno.reason
 
 

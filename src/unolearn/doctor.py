@@ -13,7 +13,8 @@ The ``--json`` document (a contract; keys are only ever added):
 - ``model``: ``{"backend", "path", "sha256_ok", ...}``; ``generation``: ``{"tokens", "seconds",
   "tokens_per_s", "use_extra_bufts"}`` or ``{"error"}``; ``embedder``: ``{"model", "dim", "seconds"}``
   or ``{"error"}``; ``workspace``: ``{"path", "exists", "schema_version", "logs", "clusters",
-  "modules"}``; ``config``: the effective configuration (API keys masked) with ``reachable`` per server.
+  "modules"}``; ``config``: the effective configuration (API keys masked). Whether each configured
+  server answers is a check named after its role (``generator``, ``judge``, ``embedder``).
 """
 
 from __future__ import annotations

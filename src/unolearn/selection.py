@@ -23,7 +23,6 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,10 +71,9 @@ def tokens(text: str, lang: str) -> list[str]:
     return re.findall(r"\w+|[^\w\s]", text.lower())
 
 
-def bleu(candidate: str, references: str | Sequence[str], lang: str = "en", max_n: int = 4) -> float:
-    """Sentence BLEU against one or more references (see :func:`ngram_bleu`), with the brevity penalty."""
-    refs = [references] if isinstance(references, str) else list(references)
-    return ngram_bleu(tokens(candidate, lang), [tokens(r, lang) for r in refs], max_n, brevity=True)
+def bleu(candidate: str, reference: str, lang: str = "en", max_n: int = 4) -> float:
+    """Sentence BLEU of ``candidate`` against ``reference`` (see :func:`ngram_bleu`), with the brevity penalty."""
+    return ngram_bleu(tokens(candidate, lang), [tokens(reference, lang)], max_n, brevity=True)
 
 
 def ngram_bleu(cand: list[str], refs: list[list[str]], max_n: int = 4, brevity: bool = True) -> float:
@@ -235,6 +233,8 @@ async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs:
     """
     logs = feedback_examples(ws, val_ids)
     if len(logs) < cfg.min_val_items:
+        with ws.transaction() as c:  # no judgements of an earlier selection stay behind
+            c.execute("DELETE FROM validation WHERE module_id = ?", (module_id,))
         return Validation({}, len(logs))
     base = [a.text if a.ok else "" for a in
             await models.generator.generate(_answer_requests(logs, cfg, None), desc="base answers")]
