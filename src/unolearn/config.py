@@ -208,11 +208,16 @@ def _env_layer(env: dict[str, str] | os._Environ) -> dict[str, dict[str, Any]]:
     return layer
 
 
-def stage_config(cls: type, file: Path | None, section: str, flags: dict[str, Any]) -> Any:
-    """A stage's config dataclass: defaults → the config file's ``section`` → flags that are set."""
+def stage_config(cls: type, file: Path | None, section: str, flags: dict[str, Any],
+                 profile: str | None = None) -> Any:
+    """A stage's config dataclass: defaults → ``profile``'s values (``cpu``/``gpu``, see
+    :mod:`unolearn.profiles`) → the config file's ``section`` → flags that are set."""
+    from .profiles import overlay
+
     data = read_config_file(file).get(section) if file else None
-    merged = dict(data or {})
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{file}: '{section}' must be a mapping")
+    merged = overlay(profile, section)
+    merged.update(data or {})
     merged.update({k: v for k, v in flags.items() if v is not None})
     return _build(cls, merged, f"{file}: {section}" if data else section)

@@ -59,6 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .backends.base import ChatModel, ChatRequest
+from .config import opt
 from .constraints import compliance, parse_check, run_check
 from .errors import ConfigError, InputError
 from .readers import iter_raw
@@ -85,6 +86,18 @@ OFF_TOPIC = {
 
 
 # -- the preference file -------------------------------------------------------------------------
+
+
+@dataclass
+class SimulateConfig:
+    """The cost settings of a simulation (the ``simulate`` section; the cpu profile lowers them)."""
+
+    max_tokens: int = opt(1024, "Token budget of every answer of the simulated dialogs (profile cpu: 256).")
+    rounds: int = opt(3, "Feedback rounds at most per dialog (profile cpu: 1).")
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or not 0 <= self.rounds <= 10:
+            raise ConfigError("simulate: max_tokens must be ≥ 1 and rounds in 0..10")
 
 
 class _Model(BaseModel):
