@@ -32,6 +32,8 @@ def respond(req):
         return json.dumps({"rules": ["Keep the answer under 50 words."]})
     if "Rewrite the earlier answer" in text or "请改写之前的回答" in text:
         return f"revised answer seed {req.seed}"
+    if "Write a new answer to the request" in text or "请重新回答这个请求" in text:
+        return f"fresh answer seed {req.seed}"
     if "You grade an answer" in text or "请严格评价" in text:
         answer = text.rsplit("## 回答\n" if "## 回答" in text else "## Answer\n", 1)[1]
         return json.dumps({"reason": "r", "score": 9 if "seed 43" in answer else 5})
@@ -67,7 +69,8 @@ def test_distill_rules_pairs_and_noise_filter(filled):
         "SELECT log_id, origin, chosen, rejected, score, candidates FROM pairs")}
     origin, chosen, rejected, score, cands = pairs[LOGS["fb"].id]
     assert (origin, chosen, rejected, score) == ("revision", "revised answer seed 43", "A very long answer ...", 9)
-    assert sorted(c["score"] for c in json.loads(cands)) == [5, 5, 9]
+    assert sorted(c["score"] for c in json.loads(cands)) == [5, 5, 5, 5, 9, 9]  # the tie keeps the revision
+    assert sorted(c["kind"] for c in json.loads(cands)) == ["fresh"] * 3 + ["revise"] * 3
     assert pairs[LOGS["edit"].id][:3] == ("edit", "Short text", "Long text")
     assert pairs[LOGS["dislike"].id][0] == "implicit"
     assert LOGS["noise"].id not in pairs and LOGS["prompt_only"].id not in pairs
@@ -105,17 +108,26 @@ def test_interrupted_run_resumes_without_repeating_finished_calls(filled):
     judge = MockChatModel(responder=respond)
     second = run(filled, Models(filled, generator=CachedChatModel(gen, filled), judge=judge))
     assert len(gen.history) == calls_before, "finished generator calls were repeated"
-    assert dict(second.pairs) == {"revision": 2, "implicit": 1} and len(judge.history) == 9
+    assert dict(second.pairs) == {"revision": 2, "implicit": 1} and len(judge.history) == 18
 
 
-def test_one_revision_becomes_chosen_without_a_judge_call(filled):
+def test_fresh_answers_from_the_feedback_compete_with_revisions(filled):
+    def fresh_wins(req):
+        answer = req.messages[-1]["content"].rsplit("## Answer\n", 1)[-1]
+        return json.dumps({"reason": "r", "score": 8 if answer.startswith("fresh") else 4})
+
     gen = MockChatModel(responder=respond)
-    judge = MockChatModel(responder=lambda r: (_ for _ in ()).throw(AssertionError("judge called")))
+    judge = MockChatModel(responder=lambda r: fresh_wins(r) if "You grade" in r.messages[-1]["content"] else respond(r))
     res = run(filled, Models(filled, generator=gen, judge=judge), DistillConfig(n_revisions=1))
-    assert dict(res.pairs) == {"revision": 2, "implicit": 1, "edit": 1} and not judge.history
-    chosen = {r[0] for r in filled.conn.execute("SELECT chosen FROM pairs WHERE origin != 'edit'")}
-    assert chosen == {"revised answer seed 42"}
-    assert filled.conn.execute("SELECT count(*) FROM pairs WHERE score IS NULL").fetchone()[0] == 4
+    assert dict(res.pairs) == {"revision": 2, "implicit": 1, "edit": 1}
+    fresh = [r for r in gen.history if "Write a new answer to the request" in r.messages[0]["content"]]
+    tort = [r for r in fresh if "Explain tort law" in r.messages[0]["content"]]
+    assert tort and "A very long answer" not in tort[0].messages[0]["content"]  # no first answer to anchor on
+    assert "Too long, keep it short" in tort[0].messages[0]["content"]
+    assert len(judge.history) == 6  # two candidates for each of the three logs revised
+    row = filled.conn.execute("SELECT chosen, candidates FROM pairs WHERE log_id = ?", (LOGS["fb"].id,)).fetchone()
+    assert row[0] == "fresh answer seed 42"
+    assert [c["kind"] for c in json.loads(row[1])] == ["revise", "fresh"]
 
 
 def test_export_formats(filled):

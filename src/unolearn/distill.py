@@ -4,9 +4,10 @@ For every log the generator writes the rules it would infer from the query alone
 *prior*); for every log whose user reacted in words, the rules that the feedback implies for the
 original query. Feedback that is not about the original query (small talk, a new question, bare
 thanks) yields an empty list: the first noise filter. For every log with usable feedback (or a
-wordless thumbs-down / regenerate), N answers are revised under the rules, the judge scores each
-against the rules, and the best becomes ``chosen`` with the first answer as ``rejected``; an ``edit``
-action gives a pair directly. Rules and pairs are stored per chunk of logs in one transaction, and
+wordless thumbs-down / regenerate), N candidates of each of two kinds are sampled (a revision of the
+first answer under the rules, and a fresh answer written from the feedback alone), the judge scores
+each against the rules, and the best becomes ``chosen`` with the first answer as ``rejected``; an
+``edit`` action gives a pair directly. Rules and pairs are stored per chunk of logs in one transaction, and
 every model call is cached, so an interrupted run resumes without repeating finished calls.
 """
 
@@ -65,6 +66,10 @@ PROMPTS = {
             "{feedback}\n\n## Rules to follow\n{rules}\n\n"
             "Rewrite the earlier answer so that it follows every rule while still answering the request "
             "correctly. Output only the complete new answer, without repeating the request."),
+        "fresh": (
+            "## Request\n{query}\n\n## What the user said about an earlier answer to it\n{feedback}\n\n"
+            "Write a new answer to the request that gives this user what they asked for. "
+            "Output only the answer."),
         "judge": (
             "You grade an answer strictly. Score from 1 (ignores the rules or is wrong) to 10 (follows "
             "every rule and answers the request correctly and completely).\n\n## Request\n{query}\n\n"
@@ -90,6 +95,9 @@ PROMPTS = {
             "## 请求\n{query}\n\n## 之前的回答\n{answer}\n\n## 用户对它的反馈\n{feedback}\n\n"
             "## 需要遵循的规则\n{rules}\n\n"
             "请改写之前的回答，使其遵循每一条规则，同时仍然正确地回答请求。只输出完整的新回答，不要重复请求。"),
+        "fresh": (
+            "## 请求\n{query}\n\n## 用户对之前某个回答的反馈\n{feedback}\n\n"
+            "请重新回答这个请求，给出这位用户想要的回答。只输出回答。"),
         "judge": (
             "请严格评价一个回答。评分从 1（无视规则或回答错误）到 10（遵循每一条规则，且正确、完整地回答了请求）。"
             "\n\n## 请求\n{query}\n\n## 规则\n{rules}\n\n## 回答\n{answer}\n\n"
@@ -105,15 +113,15 @@ _ACTION_WORDS = {"en": {"dislike": "gave a thumbs-down to", "regenerate": "asked
 class DistillConfig:
     """Parameters of the distil stage."""
 
-    n_revisions: int = opt(3, "Revised answers generated per log; the judge's best becomes `chosen` "
-                              "(with 1, the revision is `chosen` without a judge call).")
+    n_revisions: int = opt(3, "Candidates of each kind per log (a revision of the first answer, a fresh "
+                              "answer from the feedback); the judge's best becomes `chosen` (profile cpu: 1).")
     temperature: float = opt(1.0, "Sampling temperature of the revisions.")
     top_p: float = opt(0.9, "Nucleus sampling of the revisions.")
     seed: int = opt(42, "Seed of the first revision; revision i uses seed + i.")
     max_prior_rules: int = opt(5, "At most this many rules are kept from the query alone.")
-    rules_max_tokens: int = opt(384, "Token budget of a rules answer.")
-    answer_max_tokens: int = opt(768, "Token budget of a revised answer.")
-    judge_max_tokens: int = opt(256, "Token budget of a judge answer.")
+    rules_max_tokens: int = opt(384, "Token budget of a rules answer (profile cpu: 192).")
+    answer_max_tokens: int = opt(1024, "Token budget of a revised answer (profile cpu: 256).")
+    judge_max_tokens: int = opt(256, "Token budget of a judge answer (profile cpu: 128).")
     chunk_size: int = opt(64, "Logs processed (and committed) together.")
 
     def __post_init__(self) -> None:
@@ -188,12 +196,19 @@ def feedback_request(log: Log, cfg: DistillConfig) -> ChatRequest:
                           schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed)
 
 
+REVISION_KINDS = ("revise", "fresh")
+
+
 def revision_requests(log: Log, rules: Sequence[str], cfg: DistillConfig) -> list[ChatRequest]:
-    """N sampled revisions of the first answer under ``rules``."""
-    prompt = PROMPTS[log.lang]["revise"].format(query=log.query, answer=log.first_answer,
-                                                feedback=feedback_text(log), rules=numbered(rules))
-    return [ChatRequest.of(prompt, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + i,
-                           max_tokens=cfg.answer_max_tokens) for i in range(cfg.n_revisions)]
+    """The candidates for ``chosen``, ``n_revisions`` sampled of each kind (as in the reference):
+    ``revise`` rewrites the first answer under ``rules`` and the feedback; ``fresh`` answers the query
+    anew from the user's feedback alone, without the first answer to anchor on."""
+    p = PROMPTS[log.lang]
+    prompts = {"revise": p["revise"].format(query=log.query, answer=log.first_answer,
+                                            feedback=feedback_text(log), rules=numbered(rules)),
+               "fresh": p["fresh"].format(query=log.query, feedback=feedback_text(log))}
+    return [ChatRequest.of(prompts[kind], temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + i,
+                           max_tokens=cfg.answer_max_tokens) for kind in REVISION_KINDS for i in range(cfg.n_revisions)]
 
 
 def judge_request(log: Log, rules: Sequence[str], answer: str, cfg: DistillConfig, seed: int | None = None,
@@ -225,6 +240,22 @@ def feedback_examples(ws: Workspace, log_ids: list[str]) -> list[tuple[Log, list
             log = Log.model_validate_json(row[0])
             if log.first_answer is not None:
                 out.append((log, rules))
+    return out
+
+
+def no_rule_logs(ws: Workspace, log_ids: list[str]) -> list[Log]:
+    """The logs among ``log_ids`` whose user reacted in words but whose feedback gave no rules, and that
+    have a first answer and no preference pair: what users did not object to."""
+    out = []
+    for log_id in log_ids:
+        row = ws.conn.execute(
+            "SELECT l.record FROM logs l JOIN rules r ON r.log_id = l.id AND r.kind = 'feedback' WHERE l.id = ? "
+            "AND json_array_length(r.rules) = 0 AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.log_id = l.id)",
+            (log_id,)).fetchone()
+        if row:
+            log = Log.model_validate_json(row[0])
+            if log.first_answer is not None:
+                out.append(log)
     return out
 
 
@@ -385,8 +416,10 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
             jobs.append((log, *basis))
     revisions = await models.generator.generate(
         [r for log, _, rules in jobs for r in revision_requests(log, rules, cfg)], progress=False)
-    per_log = [revisions[i * cfg.n_revisions:(i + 1) * cfg.n_revisions] for i in range(len(jobs))]
-    judged = [(j, out.text) for j, outs in enumerate(per_log) for out in outs if out.ok and out.text.strip()]
+    k = len(REVISION_KINDS) * cfg.n_revisions
+    per_log = [revisions[i * k:(i + 1) * k] for i in range(len(jobs))]
+    judged = [(j, out.text, REVISION_KINDS[i // cfg.n_revisions]) for j, outs in enumerate(per_log)
+              for i, out in enumerate(outs) if out.ok and out.text.strip()]
     for o in revisions:
         if not o.ok:
             result.fail(o.error)
@@ -401,19 +434,17 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
         c.executemany("INSERT OR REPLACE INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
 
 
-async def _best_revisions(models: Models, jobs: list[tuple[Log, str, list[str]]], judged: list[tuple[int, str]],
+async def _best_revisions(models: Models, jobs: list[tuple[Log, str, list[str]]], judged: list[tuple[int, str, str]],
                           cfg: DistillConfig, result: DistillResult) -> dict[int, tuple[float | None, str, list]]:
-    """Job index → (judge score, best revision, all candidates); with one revision per log, no judge call."""
-    if cfg.n_revisions == 1:
-        return {j: (None, text, [{"answer": text, "score": None, "reason": None}]) for j, text in judged}
+    """Job index → (judge score, best candidate, all candidates); ties keep the earliest (a revision)."""
     scores = await models.judge.generate(
-        [judge_request(jobs[j][0], jobs[j][2], text, cfg) for j, text in judged], progress=False)
+        [judge_request(jobs[j][0], jobs[j][2], text, cfg) for j, text, _ in judged], progress=False)
     best: dict[int, tuple[float | None, str, list]] = {}
-    for (j, text), sc in zip(judged, scores):
+    for (j, text, kind), sc in zip(judged, scores):
         if not sc.ok:
             result.fail(sc.error)
             continue
-        cand = {"answer": text, "score": sc.parsed["score"], "reason": sc.parsed["reason"]}
+        cand = {"answer": text, "kind": kind, "score": sc.parsed["score"], "reason": sc.parsed["reason"]}
         prev = best.get(j, (float("-inf"), "", []))
         top = (cand["score"], text) if cand["score"] > prev[0] else prev[:2]
         best[j] = (*top, prev[2] + [cand])
