@@ -99,8 +99,8 @@ def test_order_by_size_numbers_largest_first():
 
 def test_two_stage_agrees_with_exact_ward_on_separable_blobs():
     x, truth = synthetic_vectors(1500, 32, seed=1, blobs=12)
-    exact, m1 = cluster_vectors(x, ClusterConfig(threshold=3.0))
-    two, m2 = cluster_vectors(x, ClusterConfig(threshold=3.0, exact_max=100, micro_clusters=150))
+    exact, m1, *_ = cluster_vectors(x, ClusterConfig(threshold=3.0))
+    two, m2, *_ = cluster_vectors(x, ClusterConfig(threshold=3.0, exact_max=100, micro_clusters=150))
     assert (m1, m2) == ("exact", "two-stage")
     assert exact.max() + 1 >= 8  # a meaningful number of clusters, not one or all
     assert adjusted_rand_score(exact, two) >= 0.9
@@ -141,13 +141,13 @@ def test_run_two_stage_when_over_exact_max(ws):
     assert res.method == "two-stage" and res.n_logs == 24 and res.sizes == [8, 8, 8]
 
 
-def test_run_excludes_logs_without_usable_feedback_rules(ws):
+def test_run_clusters_every_log_with_distilled_feedback_even_without_rules(ws):
     add_topics(ws, counts=(3, 3, 3))
-    add_log(ws, "empty list", [])
+    add_log(ws, "empty list", [])  # feedback that gave no rules: clustered, as in the reference
     add_log(ws, "blank rules", ["", "  "])
-    add_log(ws, "prior only", None, prior_rules=["a prior rule"])
+    add_log(ws, "prior only", None, prior_rules=["a prior rule"])  # no feedback distilled: not clustered
     res = cluster.run(ws, HashEmbedder(), CFG)
-    assert res.n_logs == 9 and ws.count("cluster_members") == 9
+    assert res.n_logs == 11 and ws.count("cluster_members") == 11
 
 
 def test_run_without_usable_feedback_is_an_input_error(ws):
@@ -186,13 +186,40 @@ def test_failure_while_storing_keeps_the_previous_clustering(ws, monkeypatch):
 def test_sweep_counts_fall_as_the_threshold_grows(ws):
     add_topics(ws)
     thresholds = [0.01, 0.5, 1.0, 1.5, 3.0, 100.0]
-    rows = sweep(ws, HashEmbedder(), thresholds)
+    rows = sweep(ws, HashEmbedder(), thresholds, ClusterConfig(auto_min_size=4))
+    rows, auto = rows[:-1], rows[-1]
+    assert auto["auto"].startswith("auto: best silhouette") and auto["n_clusters"] == 3
+    assert all(r["silhouette"] is None for r in (rows[0], rows[-1]))  # 15 clusters of one, or one cluster
     counts = [r["n_clusters"] for r in rows]
     assert [r["threshold"] for r in rows] == thresholds
     assert counts == sorted(counts, reverse=True) and counts[0] == 15 and counts[-1] == 1
     assert all(sum(r["sizes"]) == 15 for r in rows)
     assert rows[3]["sizes"] == cluster.run(ws, HashEmbedder(), CFG).sizes
     assert ws.count("runs") == 1  # sweep stores nothing
+
+
+def test_automatic_threshold_finds_the_topics_and_is_recorded(ws):
+    add_topics(ws)
+    result = cluster.run(ws, HashEmbedder(), ClusterConfig(auto_min_size=4))
+    assert result.sizes == [6, 5, 4] and result.threshold_from.startswith("auto: best silhouette")
+    recorded = json.loads(ws.conn.execute("SELECT result FROM runs WHERE stage = 'cluster'").fetchone()[0])
+    assert recorded["threshold"] == result.threshold > 0 and recorded["threshold_from"] == result.threshold_from
+
+
+def test_automatic_threshold_keeps_clusters_large_enough_to_train_on(ws):
+    add_topics(ws, counts=(3, 2, 2))  # 7 logs: no cut into two clusters has a median cluster of 4
+    result = cluster.run(ws, HashEmbedder(), ClusterConfig(auto_min_size=4))
+    assert result.sizes == [7] and result.threshold_from.startswith("auto: one cluster")
+    small = cluster.run(ws, HashEmbedder(), ClusterConfig(auto_min_size=2))
+    assert small.sizes == [3, 2, 2]
+
+
+def test_logs_whose_feedback_gave_no_rules_join_their_topic(ws):
+    ids = add_topics(ws)
+    quiet = add_log(ws, f"{TOPICS['bread'][0]} variant9", [])
+    result = cluster.run(ws, HashEmbedder(), ClusterConfig(threshold=1.5))
+    members = dict(stored(ws)[1])
+    assert result.n_logs == 16 and members[quiet] == members[ids["bread"][0]]
 
 
 # -- routing -------------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def _full_run(x: np.ndarray, truth: np.ndarray, seed: int) -> dict[str, Any]:
 
     cfg = ClusterConfig(threshold=THRESHOLD, exact_max=0, micro_clusters=min(2_000, len(x) // 2), seed=seed)
     start = time.perf_counter()
-    labels, _ = cluster_vectors(x, cfg)
+    labels, *_ = cluster_vectors(x, cfg)
     seconds = time.perf_counter() - start
     peak_mb = _peak_mb()
     return {"seconds": round(seconds, 2), "peak_mb": round(peak_mb, 1),
@@ -117,8 +117,8 @@ def _agreement(x: np.ndarray, seed: int) -> dict[str, Any]:
     n = len(x)
     sub = x[np.random.default_rng(seed + 1).choice(n, size=min(n, SUBSET), replace=False)]
     micro = min(SUBSET_MICRO, len(sub) // 2)
-    exact, _ = cluster_vectors(sub, ClusterConfig(threshold=THRESHOLD, exact_max=len(sub)))
-    two, _ = cluster_vectors(sub, ClusterConfig(threshold=THRESHOLD, exact_max=0, micro_clusters=micro,
+    exact, *_ = cluster_vectors(sub, ClusterConfig(threshold=THRESHOLD, exact_max=len(sub)))
+    two, *_ = cluster_vectors(sub, ClusterConfig(threshold=THRESHOLD, exact_max=0, micro_clusters=micro,
                                                 seed=seed))
     return {"ari": round(float(adjusted_rand_score(exact, two)), 4), "ari_subset": len(sub),
             "ari_micro_clusters": micro, "ari_exact_clusters": int(exact.max()) + 1}

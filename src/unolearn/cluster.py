@@ -50,11 +50,16 @@ KMEANS_MAX_PASSES = 20  # ... but no more passes than this over small inputs
 class ClusterConfig:
     """Settings of the cluster stage."""
 
-    threshold: float = opt(4.0, "Ward merge distance at which the hierarchy is cut (paper: 4 on "
-                                "Qwen3-Embedding-0.6B). It is a distance between unit vectors grown by "
-                                "cluster size (two points: their Euclidean distance, at most 2; clusters of "
-                                "sizes a and b: sqrt(2ab/(a+b)) times the distance of their centroids), so a "
-                                "good value depends on the embedder and the data: use `sweep` to choose it.")
+    threshold: float | None = opt(None, "Ward merge distance at which the hierarchy is cut (paper: 4 on "
+                                        "Qwen3-Embedding-0.6B). It is a distance between unit vectors grown by "
+                                        "cluster size (two points: their Euclidean distance, at most 2; clusters "
+                                        "of sizes a and b: sqrt(2ab/(a+b)) times the distance of their centroids), "
+                                        "so a good value depends on the embedder and the data. None (default): "
+                                        "chosen from the data (see `auto_threshold`) and recorded with the run.")
+    auto_min_size: int = opt(8, "Automatic threshold: only cuts whose median cluster has at least this many "
+                                "logs are considered. A cluster must train and validate: at the 20% "
+                                "validation share, 8 logs give 2 validation items (select's min_val_items) "
+                                "and 6 for training.")
     exact_max: int = opt(10_000, "Largest number of logs clustered by exact Ward; above it, the "
                                  "two-stage method (MiniBatchKMeans, then weighted Ward) is used.")
     micro_clusters: int = opt(2_000, "Micro-clusters of the two-stage method's first stage.")
@@ -64,8 +69,10 @@ class ClusterConfig:
                                               "routes every query to its nearest cluster.")
 
     def __post_init__(self) -> None:
-        if not self.threshold > 0:
+        if self.threshold is not None and not self.threshold > 0:
             raise ConfigError("cluster.threshold must be > 0")
+        if self.auto_min_size < 1:
+            raise ConfigError("cluster.auto_min_size must be ≥ 1")
         if self.exact_max < 0:
             raise ConfigError("cluster.exact_max must be >= 0")
         if not 2 <= self.micro_clusters <= MAX_MICRO_CLUSTERS:
@@ -83,6 +90,8 @@ class ClusterResult:
     sizes: list[int]
     method: str  # "exact" or "two-stage"
     seconds: float
+    threshold: float = 0.0  # where the hierarchy was cut
+    threshold_from: str = "config"  # "config", or how the automatic choice was made
 
 
 # -- inputs and the dual embedding ---------------------------------------------------------------
@@ -103,7 +112,12 @@ def _rule_text(rule: Any) -> str:
 
 
 def load_inputs(ws: Workspace) -> Inputs:
-    """The logs whose feedback rules (``rules`` rows of kind 'feedback') are a non-empty list."""
+    """The logs with distilled feedback rules (``rules`` rows of kind 'feedback'), empty lists included.
+
+    As in the reference, a log whose user reacted but whose feedback gave no rules is clustered too,
+    with an empty rule text in the dual embedding: it joins its topic's cluster and gives that
+    cluster's expert a no-change pair (see :func:`unolearn.train.expert_rows`).
+    """
     out = Inputs([], [], [])
     rows = ws.conn.execute(
         "SELECT r.log_id, l.record, r.rules FROM rules r JOIN logs l ON l.id = r.log_id "
@@ -111,10 +125,9 @@ def load_inputs(ws: Workspace) -> Inputs:
     for log_id, record, rules_json in rows:
         rules = json.loads(rules_json)
         texts = [t for t in map(_rule_text, rules if isinstance(rules, list) else []) if t]
-        if texts:
-            out.log_ids.append(log_id)
-            out.queries.append(json.loads(record)["query"])
-            out.rules.append("\n".join(texts))
+        out.log_ids.append(log_id)
+        out.queries.append(json.loads(record)["query"])
+        out.rules.append("\n".join(texts))
     return out
 
 
@@ -326,10 +339,53 @@ def micro_centroids(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     return sums[keep] / counts[keep, None], counts[keep].astype(np.float64), new_id[labels]
 
 
-def cluster_vectors(x: np.ndarray, cfg: ClusterConfig) -> tuple[np.ndarray, str]:
-    """Labels (0..k-1, largest first) of the rows of ``x`` cut at ``cfg.threshold``, and the method."""
+AUTO_MAX_CANDIDATES = 40  # cluster counts tried by the automatic threshold
+SILHOUETTE_SAMPLE = 2_000  # points the silhouette is computed on
+
+
+def auto_threshold(x: np.ndarray, h: Hierarchy, min_size: int, seed: int = 42) -> tuple[float, str]:
+    """A cut of ``h`` chosen from the data: the best silhouette over cuts into k ≥ 2 clusters whose median
+    cluster holds at least ``min_size`` points; one cluster when no such cut exists.
+
+    Why: Ward's merge distances scale with the embedder (the paper's 4.0 fits Qwen3-Embedding-0.6B and
+    merges nearly everything under e5-small), while the silhouette — how much closer each point is to its
+    own cluster than to the next one — is comparable across embedders. The size floor keeps the cut from
+    splitting the logs into clusters too small to train an expert on. Returns (threshold, how it was chosen).
+    """
+    from sklearn.metrics import silhouette_score
+
+    heights = np.sort(h.z[:, 2]) if len(h.z) else np.zeros(0)
+    top = float(heights[-1]) if len(heights) else 0.0
+    leaves = len(heights) + 1
+    ks = [k for k in range(2, leaves + 1) if k * min_size <= len(x)]
+    if not ks:
+        return top + 1.0, f"auto: one cluster ({len(x)} logs < 2 × auto_min_size {min_size})"
+    if len(ks) > AUTO_MAX_CANDIDATES:
+        ks = sorted({int(round(k)) for k in np.geomspace(ks[0], ks[-1], AUTO_MAX_CANDIDATES)})
+    sample = min(len(x), SILHOUETTE_SAMPLE)
+    best: tuple[float, int, float] | None = None
+    for k in ks:
+        t = float((heights[leaves - k - 1] + heights[leaves - k]) / 2)  # between the merges that leave k leaves
+        labels = h.cut(t)
+        n = np.bincount(labels)
+        if len(n) < 2 or np.median(n) < min_size:
+            continue
+        score = float(silhouette_score(x, labels, sample_size=sample, random_state=seed))
+        if best is None or score > best[0]:
+            best = (score, len(n), t)
+    if best is None:
+        return top + 1.0, f"auto: one cluster (no cut with a median cluster of ≥ {min_size} logs)"
+    return best[2], f"auto: best silhouette {best[0]:.3f} at {best[1]} clusters"
+
+
+def cluster_vectors(x: np.ndarray, cfg: ClusterConfig) -> tuple[np.ndarray, str, float, str]:
+    """Labels (0..k-1, largest first) of the rows of ``x``, the method, the threshold and where it came from."""
     h = build_hierarchy(x, cfg)
-    return h.cut(cfg.threshold), h.method
+    if cfg.threshold is None:
+        threshold, source = auto_threshold(x, h, cfg.auto_min_size, cfg.seed)
+    else:
+        threshold, source = cfg.threshold, "config"
+    return h.cut(threshold), h.method, threshold, source
 
 
 # -- the stage -----------------------------------------------------------------------------------
@@ -337,7 +393,7 @@ def cluster_vectors(x: np.ndarray, cfg: ClusterConfig) -> tuple[np.ndarray, str]
 
 def _require_inputs(ws: Workspace) -> Inputs:
     inputs = load_inputs(ws)
-    if not inputs.log_ids:
+    if not any(inputs.rules):
         raise InputError("no logs with usable feedback to cluster: distill rules from logs with "
                          "feedback first (rules of kind 'feedback' must be non-empty)")
     return inputs
@@ -351,10 +407,10 @@ def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None) -> 
         start = time.perf_counter()
         inputs = _require_inputs(ws)
         queries, dual = _embed(embedder, inputs)
-        labels, method = cluster_vectors(dual, cfg)
+        labels, method, threshold, source = cluster_vectors(dual, cfg)
         sizes = _persist(ws, inputs.log_ids, labels, queries, embedder.model_id)
         result = ClusterResult(len(labels), len(sizes), sizes, method,
-                               round(time.perf_counter() - start, 3))
+                               round(time.perf_counter() - start, 3), round(threshold, 4), source)
     except BaseException as e:
         ws.finish_run(run_id, "failed", {"error": f"{type(e).__name__}: {e}"})
         raise
@@ -394,12 +450,21 @@ def sweep(ws: Workspace, embedder: Embedder, thresholds: Sequence[float],
     cfg = cfg or ClusterConfig()
     if not thresholds or any(not t > 0 for t in thresholds):
         raise ConfigError("sweep needs one or more thresholds > 0")
+    from sklearn.metrics import silhouette_score
+
     _, dual = _embed(embedder, _require_inputs(ws))
     h = build_hierarchy(dual, cfg)
     out = []
     for t in thresholds:
-        sizes = np.bincount(h.cut(t)).tolist()
-        out.append({"threshold": t, "n_clusters": len(sizes), "sizes": sizes, "method": h.method})
+        labels = h.cut(t)
+        sizes = np.bincount(labels).tolist()
+        sil = (float(silhouette_score(dual, labels, sample_size=min(len(dual), SILHOUETTE_SAMPLE),
+                                      random_state=cfg.seed)) if 2 <= len(sizes) < len(dual) else None)
+        out.append({"threshold": t, "n_clusters": len(sizes), "sizes": sizes, "silhouette": sil,
+                    "method": h.method})
+    auto, source = auto_threshold(dual, h, cfg.auto_min_size, cfg.seed)
+    out.append({"threshold": round(auto, 4), "n_clusters": int(h.cut(auto).max()) + 1,
+                "sizes": np.bincount(h.cut(auto)).tolist(), "silhouette": None, "method": h.method, "auto": source})
     return out
 
 

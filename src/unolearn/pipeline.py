@@ -43,10 +43,15 @@ class RunConfigs:
     select: SelectConfig = field(default_factory=SelectConfig)
 
 
+def run_configs(build: Callable[[type, str], Any]) -> RunConfigs:
+    """Every stage's config, each built by ``build(dataclass, config section)``."""
+    return RunConfigs(build(DistillConfig, "distill"), build(ClusterConfig, "cluster"), build(AssessConfig, "assess"),
+                      build(TrainConfig, "train"), build(SelectConfig, "select"))
+
+
 def cluster_fingerprint(ws: Workspace, embedder_id: str, cfg: ClusterConfig) -> str:
     """A key of everything the clustering depends on."""
-    usable = [r[0] for r in ws.conn.execute("SELECT log_id FROM rules WHERE kind = 'feedback' AND "
-                                            "json_array_length(rules) > 0 ORDER BY log_id")]
+    usable = [r[0] for r in ws.conn.execute("SELECT log_id FROM rules WHERE kind = 'feedback' ORDER BY log_id")]
     return content_hash("clustering", {"logs": usable, "embedder": embedder_id, "cfg": asdict(cfg)})
 
 
