@@ -17,7 +17,8 @@ from unolearn.cluster import run as cluster
 from unolearn.errors import ConfigError, InputError
 from unolearn.records import Log, Message
 from unolearn.store import Workspace, now
-from unolearn.train import TrainConfig, cpu_bf16, list_modules, run, run_in_child, split_ids
+from unolearn.train import (TrainConfig, cpu_bf16, critic_rows, expert_rows, learning_rows, list_modules, run,
+                            run_in_child, split_ids, split_members)
 
 from doubles import HashEmbedder
 from tiny_model import tiny_model_dir  # noqa: F401
@@ -73,6 +74,26 @@ def test_split_is_seeded_80_20():
     train, val = split_ids(ids, 0.2, 42)
     assert len(train) == 8 and len(val) == 2 and split_ids(list(reversed(ids)), 0.2, 42) == (train, val)
     assert split_ids(["a"], 0.2, 42) == (["a"], []) and split_ids(ids, 0.2, 1) != (train, val)
+
+
+def test_logs_whose_feedback_gave_no_rules_train_as_no_change_pairs(ws):
+    ids = seed_workspace(ws)
+    quiet = Log.from_messages([Message(role="user", content="how to cook rice grains pot question 9"),
+                               Message(role="assistant", content="Rinse, simmer, rest."),
+                               Message(role="user", content="thanks!")], source="t")
+    ws.add_logs([quiet])
+    with ws.transaction() as c:
+        c.execute("INSERT INTO rules VALUES (?, 'feedback', '[]', 'm', ?)", (quiet.id, now()))
+        c.execute("INSERT INTO clusters VALUES (0, 7, ?, 'hash', ?)", (b"\0" * 16, now()))
+        c.executemany("INSERT INTO cluster_members VALUES (?, 0)", [(i,) for i in [*ids["rice"], quiet.id]])
+    train_ids, val_ids = split_members(ws, 0, 0.2, 42)
+    assert quiet.id in train_ids and quiet.id not in val_ids and len(val_ids) == 1  # split of the 6 with rules
+    rows = expert_rows(ws, train_ids)
+    keep = [r for r in rows if r["chosen"] == r["rejected"]]
+    assert len(rows) == 6 and keep == [{"prompt": [{"role": "user", "content": quiet.query}],
+                                        "chosen": [{"role": "assistant", "content": "Rinse, simmer, rest."}],
+                                        "rejected": [{"role": "assistant", "content": "Rinse, simmer, rest."}]}]
+    assert learning_rows("expert", rows) == 5 and len(critic_rows(ws, train_ids)) == 5  # critics: rules only
 
 
 def test_experts_and_critics_follow_the_plan(trained):
@@ -185,9 +206,11 @@ def test_answer_takes_each_path(trained, tiny_model_dir):
 
 def test_profile_fills_only_unset_fields():
     cpu = TrainConfig(profile="cpu", epochs=3).resolved()
-    assert (cpu.profile, cpu.epochs, cpu.critic_epochs, cpu.lora_r, cpu.max_length) == ("cpu", 3, 2, 8, 512)
+    assert (cpu.profile, cpu.epochs, cpu.critic_epochs, cpu.lora_r, cpu.max_length, cpu.min_pairs) == (
+        "cpu", 3, 2, 8, 512, 2)
     gpu = TrainConfig(profile="gpu", lora_r=16).resolved()
-    assert (gpu.epochs, gpu.lora_r, gpu.lora_alpha, gpu.grad_accum, gpu.max_length) == (8, 16, 128, 8, 1024)
+    assert (gpu.epochs, gpu.lora_r, gpu.lora_alpha, gpu.grad_accum, gpu.max_length, gpu.min_pairs) == (
+        8, 16, 128, 8, 1024, 4)
     auto = TrainConfig().resolved()
     assert auto.profile == ("gpu" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError, match="profile"):

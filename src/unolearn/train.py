@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import opt
-from .distill import feedback_examples, numbered, pair_record
+from .distill import feedback_examples, no_rule_logs, numbered, pair_prompt, pair_record
 from .errors import ConfigError, InputError, UnolearnError
 from .records import Log, content_hash
 from .store import Workspace, now
@@ -52,12 +52,13 @@ CRITIC_PROMPT = {
 PROFILES: dict[str, dict[str, Any]] = {
     # The UNO paper's settings, for GPUs.
     "gpu": {"epochs": 8, "critic_epochs": 8, "lora_r": 64, "lora_alpha": 128, "grad_accum": 8, "max_length": 1024,
-            "gradient_checkpointing": False},
+            "gradient_checkpointing": False, "min_pairs": 4},
     # For a 2-core CPU: one cluster of 20 pairs took 8 min (expert) + 4 min (critic) in `unolearn bench train`.
     # Gradient checkpointing: a 2 x 512-token step of the 0.5B model peaks at 3.8 instead of 7.3 GB resident
     # (with limit_heap_growth), for 10-20% more time per step.
+    # Small CPU runs have clusters of a few logs: an expert from 2 pairs is still validated before use.
     "cpu": {"epochs": 2, "critic_epochs": 2, "lora_r": 8, "lora_alpha": 16, "grad_accum": 4, "max_length": 512,
-            "gradient_checkpointing": True},
+            "gradient_checkpointing": True, "min_pairs": 2},
 }
 
 
@@ -89,7 +90,7 @@ class TrainConfig:
     max_length: int | None = opt(None, "Token limit of a training sequence, prompt + answer (profile: 1024 / 512).")
     val_fraction: float = opt(0.2, "Share of a cluster's logs held out for validation.")
     seed: int = opt(42, "Seed of the split and of training.")
-    min_pairs: int = opt(4, "Clusters with fewer training pairs get no expert.")
+    min_pairs: int | None = opt(None, "Clusters with fewer training pairs get no expert (profile: 4 / 2).")
     critics: str = opt("all", "Which clusters get a critic: all, reflective (planned reflective), none.")
     bf16: bool | None = opt(None, "bf16 training (default: on a GPU that supports it; on a CPU with native bf16 "
                                   "(AVX512-BF16 or AMX), where the base weights are then held in bf16).")
@@ -177,10 +178,30 @@ def _members(ws: Workspace, cluster: int) -> list[str]:
         "SELECT log_id FROM cluster_members WHERE cluster = ? ORDER BY log_id", (cluster,))]
 
 
+def split_members(ws: Workspace, cluster: int, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train ids, validation ids) of a cluster: the logs with feedback rules are split; the logs whose
+    feedback gave none (clustered as in the reference, for their no-change pairs) all train, since a
+    validation item is judged against its feedback rules."""
+    members = _members(ws, cluster)
+    no_rules = {log.id for log in no_rule_logs(ws, members)}
+    train_ids, val_ids = split_ids([m for m in members if m not in no_rules], val_fraction, seed)
+    return sorted(train_ids + list(no_rules)), val_ids
+
+
 def expert_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
-    """TRL conversational preference rows for the pairs of ``log_ids``."""
+    """TRL conversational preference rows for the pairs of ``log_ids``, and a no-change row (chosen =
+    rejected = the first answer) for each of them whose feedback gave no rules, as the reference does:
+    its DPO term is zero, its SFT term keeps what the user did not object to."""
     sql = "SELECT prompt, chosen, rejected FROM pairs WHERE log_id = ? ORDER BY id"
-    return [pair_record(*row) for log_id in log_ids for row in ws.conn.execute(sql, (log_id,))]
+    rows = [pair_record(*row) for log_id in log_ids for row in ws.conn.execute(sql, (log_id,))]
+    keep = [pair_record(json.dumps(pair_prompt(log), ensure_ascii=False), log.first_answer, log.first_answer)
+            for log in no_rule_logs(ws, log_ids)]
+    return rows + keep
+
+
+def learning_rows(kind: str, rows: list[dict[str, Any]]) -> int:
+    """How many of a module's training rows teach a change (an expert's no-change rows do not)."""
+    return sum(r["chosen"] != r["rejected"] for r in rows) if kind == "expert" else len(rows)
 
 
 def critic_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
@@ -395,7 +416,7 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     """Train one expert or critic for ``cluster`` (or reuse the identical one); None when no data."""
     make_rows, trainer = TRAINERS[kind]
     train, val = make_rows(ws, train_ids), make_rows(ws, val_ids)
-    if len(train) < (cfg.min_pairs if kind == "expert" else 1):
+    if learning_rows(kind, train) < (cfg.min_pairs if kind == "expert" else 1):
         return None
     module_id, data_hash = _module_key(kind, cluster, base, cfg, train, val)
     if found := _existing(ws, module_id):
@@ -469,7 +490,7 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
     run_id = ws.start_run("train", asdict(cfg))
     done: list[ModuleInfo] = []
     for c in clusters:
-        train_ids, val_ids = split_ids(_members(ws, c), cfg.val_fraction, cfg.seed)
+        train_ids, val_ids = split_members(ws, c, cfg.val_fraction, cfg.seed)
         kinds = [] if plans.get(c) == "reflective" else ["expert"]
         if cfg.critics == "all" or (cfg.critics == "reflective" and plans.get(c) == "reflective"):
             kinds.append("critic")
