@@ -164,7 +164,12 @@ class FakeOpenAI:
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         if body.get("stream"):
             return StreamingResponse(self._sse(model, content, prompt, body), media_type="text/event-stream")
-        return JSONResponse(chat_completion(model, content, prompt_tokens=prompt))
+        out = chat_completion(model, content, prompt_tokens=prompt)
+        if body.get("logprobs"):  # OpenAI's shape; the scripted answer is the likeliest first token
+            alts = [{"token": content, "logprob": -0.1}, {"token": "No", "logprob": -2.5}]
+            out["choices"][0]["logprobs"] = {"content": [{"token": content, "logprob": -0.1,
+                                                          "top_logprobs": alts[:body.get("top_logprobs", 1)]}]}
+        return JSONResponse(out)
 
     @staticmethod
     def _echo(body: dict[str, Any]) -> str:

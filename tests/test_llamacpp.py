@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
+from unolearn.assess import yes_probability  # noqa: E402
 from unolearn.backends.base import ChatRequest  # noqa: E402
 from unolearn.backends.llamacpp import (  # noqa: E402
     DEFAULT_MODEL, MODEL_PARAMS, LlamaCppChatModel, PackagedModel, _assemble, cpu_flags, packaged_model_path,
@@ -80,6 +81,17 @@ def test_schema_request_is_constrained_and_parsed(model):
     assert res.parsed is not None, res.text
     jsonschema.validate(res.parsed, RULES)
     assert all(r.strip() for r in res.parsed["rules"])
+
+
+def test_first_token_logprobs_answer_a_yes_no_question(model):
+    def p_yes(question: str) -> float:
+        [res] = model.generate_sync([ChatRequest.of(question + " Answer yes or no.", max_tokens=1, logprobs=10)])
+        assert res.ok and len(res.top_logprobs) == 10 and all(lp <= 0 for lp in res.top_logprobs.values())
+        assert res.text.strip().lower() in {t.strip().lower() for t in res.top_logprobs}  # greedy = most likely
+        return yes_probability(res.top_logprobs)
+
+    # The 0.5B model is a weak judge (measured: 0.62 and 0.42), but it leans the right way
+    assert p_yes("Is Paris the capital of France?") > 0.5 > p_yes("Is the sun colder than ice?")
 
 
 def test_fixed_seed_is_deterministic(model):

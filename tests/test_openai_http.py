@@ -141,6 +141,16 @@ def test_json_schema_response_format(fake_openai):
         "type": "json_schema", "json_schema": {"name": "output", "schema": SCHEMA, "strict": True}}
 
 
+def test_first_token_logprobs_are_asked_for_and_read(fake_openai):
+    fake_openai.enqueue("Yes")
+    res = one(model_for(fake_openai), ChatRequest.of("covered?", max_tokens=1, logprobs=50))
+    assert res.top_logprobs == {"Yes": -0.1, "No": -2.5}
+    body = fake_openai.requests()[0].body
+    assert body["logprobs"] is True and body["top_logprobs"] == 20  # the API's maximum
+    fake_openai.enqueue("plain")
+    assert one(model_for(fake_openai), ChatRequest.of("no logprobs")).top_logprobs is None
+
+
 def test_json_schema_rejected_falls_back_to_json_object(fake_openai):
     fake_openai.reject_json_schema = True
     fake_openai.enqueue({"a": 1}, {"a": 2})

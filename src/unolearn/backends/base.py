@@ -55,6 +55,16 @@ class ChatRequest:
         return content_hash("chat", {"model": model_id, **self.__dict__, "messages": list(self.messages)})
 
 
+def first_token_logprobs(choice: dict[str, Any]) -> dict[str, float] | None:
+    """``{token: logprob}`` of the first answer token's top alternatives in an OpenAI-format chat choice
+    (``choice["logprobs"]["content"][0]["top_logprobs"]``), or None when the answer has none."""
+    try:
+        first = (choice.get("logprobs") or {}).get("content")[0]
+        return {t["token"]: float(t["logprob"]) for t in first.get("top_logprobs") or []} or None
+    except (TypeError, IndexError, KeyError, AttributeError, ValueError):
+        return None
+
+
 @dataclass
 class ChatResult:
     """The answer to one :class:`ChatRequest`: text, parsed object (with a schema), usage, or an error."""

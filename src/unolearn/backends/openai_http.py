@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 
 from ..errors import BackendError, BackendHTTPError, ConfigError
-from .base import ChatModel, ChatRequest, ChatResult, Embedder
+from .base import ChatModel, ChatRequest, ChatResult, Embedder, first_token_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +253,9 @@ class OpenAIChatModel(OpenAIHTTP, ChatModel):
             body["seed"] = request.seed
         if request.schema is not None:
             body["response_format"] = self._response_format(request.schema)
+        if request.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = min(20, request.logprobs)  # the OpenAI API's maximum
         return body
 
     def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +286,8 @@ class OpenAIChatModel(OpenAIHTTP, ChatModel):
                                f"{resp.text[:200]!r}") from e
         usage = data.get("usage") or {}
         return ChatResult(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                          completion_tokens=int(usage.get("completion_tokens") or 0), latency_s=latency_s)
+                          completion_tokens=int(usage.get("completion_tokens") or 0), latency_s=latency_s,
+                          top_logprobs=first_token_logprobs(data["choices"][0]))
 
     async def add_adapter(self, name: str, path: str) -> None:
         """Load a PEFT adapter folder into the server under ``name`` (vLLM runtime LoRA loading)."""
