@@ -25,6 +25,14 @@ def add_clustered(ws, cluster: int, q: str, feedback_rules: list[str], prior_rul
     return log.id
 
 
+def test_each_scorer_has_its_own_default_threshold():
+    # 0.45 is the reference's, on P(not covered); e5's 1 − cosine separated covered from new rules at
+    # 0.084 on the hand-labelled items of scripts/data/gap_calibration.jsonl (docs/embedded-model.md)
+    assert AssessConfig(scorer="logprob").threshold == 0.45
+    assert AssessConfig().threshold == AssessConfig(scorer="embedding").threshold == 0.084
+    assert AssessConfig(threshold=0.3).threshold == 0.3
+
+
 def test_embedding_novelty():
     e = HashEmbedder(dim=256)
     nov = embedding_novelty(e, ["cite the statute number", "use a table"], ["cite the statute number please"])
@@ -45,7 +53,7 @@ def test_run_stores_gaps_and_plans(ws):
     for i in range(3):
         add_clustered(ws, 0, f"q{i}", ["keep the answer short"], ["keep the answer short and clear"])
         add_clustered(ws, 1, f"r{i}", ["quote article 12 verbatim"], ["explain the law simply"])
-    gaps = run(ws, Models(ws, embedder=HashEmbedder(dim=256)))
+    gaps = run(ws, Models(ws, embedder=HashEmbedder(dim=256)), AssessConfig(threshold=0.45))
     assert [g.plan for g in gaps] == ["primary", "reflective"]
     rows = ws.conn.execute("SELECT cluster, scorer, plan, n_logs, threshold FROM gaps ORDER BY cluster").fetchall()
     assert rows == [(0, "embedding", "primary", 3, 0.45), (1, "embedding", "reflective", 3, 0.45)]
@@ -59,7 +67,7 @@ def test_logs_without_prior_rules_are_not_scored(ws):
     add_clustered(ws, 0, "q", ["keep the answer short"], ["keep the answer short and clear"])
     add_clustered(ws, 0, "q2", ["quote article 12 verbatim"], [])  # would count as novelty 1.0
     add_clustered(ws, 1, "r", ["quote article 12 verbatim"], [])  # nothing scored in the cluster
-    g0, g1 = run(ws, Models(ws, embedder=HashEmbedder(dim=256)))
+    g0, g1 = run(ws, Models(ws, embedder=HashEmbedder(dim=256)), AssessConfig(threshold=0.45))
     assert g0.n_logs == 1 and g0.gap < 0.45 and g0.plan == "primary"
     assert (g1.cluster, g1.gap, g1.n_logs, g1.plan) == (1, 0.0, 0, "primary")
     assert ws.count("novelty") == 1
