@@ -147,16 +147,27 @@ def test_select_validates_and_stores_plans(ws):
     got = {(p.cluster, p.system): (p.path, p.module_id, p.epoch) for p in plans}
     assert got[(0, "uno")] == ("primary", "exp-rice", 2) and got[(0, "uno-single")] == ("primary", "exp-rice", 2)
     assert got[(1, "uno")] == ("reflective", "crit-law", 1) and got[(1, "uno-single")] == ("base", None, None)
-    assert set(gen.adapters) == {"exp-rice@1", "exp-rice@2", "exp-law@1", "exp-law@2"}
+    assert set(gen.adapters) == {"exp-rice@1", "exp-rice@2", "exp-law@1", "exp-law@2", "crit-law@1"}
     rate = {p.cluster: p.win_rate for p in plans if p.system == "uno"}
-    assert rate[0] == 1.0 and rate[1] == 0.5  # the law expert answers as base does: ties
+    assert rate[0] == 1.0 and rate[1] == 0.5  # law's reflective path revises into the base answer: ties
+    # The critic (its epoch of lowest eval loss) is judged on the expert's validation items, like an expert
+    crit = ws.conn.execute("SELECT epoch, log_id, score_initial, score_module FROM validation "
+                           "WHERE module_id='crit-law' ORDER BY log_id").fetchall()
+    assert crit == [(1, i, 5.0, 5.0) for i in sorted(ids["law"][:2])]
+    critiques = [r for r in gen.history if r.adapter == "crit-law@1"]
+    assert len(critiques) == 2 and "A long answer about rice." in critiques[0].messages[0]["content"]
+    law_uno = next(p for p in plans if (p.cluster, p.system) == (1, "uno"))
+    assert "critic epoch 1 (won 0.50 of validation comparisons)" in law_uno.reason
+    assert "; gap 0.20 < 0.45 (embedding, 6 logs scored)" in law_uno.reason
     # One row per validation item and epoch (2 val logs × 2 epochs), its judge samples averaged
     rows = ws.conn.execute("SELECT epoch, score_initial, score_module, same_as_base FROM validation "
                            "WHERE module_id='exp-rice' ORDER BY epoch").fetchall()
     assert rows == [(1, 5.0, 5.0, 1), (1, 5.0, 5.0, 1), (2, 5.0, 9.0, 0), (2, 5.0, 9.0, 0)]
     assert [r.temperature for r in jud.history[:3]] == [0.0, 1.0, 1.0]
-    base_requests = [r for r in gen.history if r.adapter is None]  # a fresh base answer per validation query
-    assert len(base_requests) == 4 and {r.max_tokens for r in gen.history} == {SelectConfig().answer_max_tokens}
+    base_requests = [r for r in gen.history if r.adapter is None and "## Draft answer" not in r.messages[-1]["content"]]
+    assert len(base_requests) == 4  # a fresh base answer per validation query, shared by expert and critic
+    answers = [r for r in gen.history if r.adapter != "crit-law@1"]
+    assert {r.max_tokens for r in answers} == {SelectConfig().answer_max_tokens}
     stored = load_plan(ws, 0, "uno")
     assert (stored.path, stored.module_id, stored.epoch, stored.win_rate) == ("primary", "exp-rice", 2, 1.0)
     assert "epoch 2" in stored.reason and load_plan(ws, 5, "uno") is None

@@ -73,7 +73,7 @@ class QualityConfig:
 
     systems: tuple[str, ...] = opt(SYSTEMS, "Systems to compare.")
     top_k: int = opt(5, "Past logs (or rule sets) placed in the prompt by the memory baselines.")
-    max_tokens: int = opt(512, "Token budget of an answer.")
+    max_tokens: int = opt(1024, "Token budget of an answer (profile cpu: 256).")
     checklist: bool = opt(True, "Judge HelloBench checklist coverage (one judge call per answer).")
 
     def __post_init__(self) -> None:

@@ -74,9 +74,13 @@ def flat(groups: tuple[list[Path], ...]) -> list[Path]:
 @click.option("--model", help="Generator model: the served name (openai) or a GGUF path (embedded) "
                               "[env UNOLEARN_MODEL].")
 @click.option("--no-cache", is_flag=True, help="Bypass the workspace's response and embedding cache.")
+@click.option("--profile", type=click.Choice(["auto", "cpu", "gpu"]),
+              help="Costly settings of every stage (token budgets, revisions, judge samples, epochs): "
+                   "cpu for a laptop, gpu for the paper's; auto (default) picks cpu for the embedded "
+                   "model, gpu for a server [env UNOLEARN_PROFILE, config `profile:`].")
 @click.pass_context
 def cli(ctx: click.Context, workspace: str | None, config_file: Path | None, backend: str | None,
-        base_url: str | None, model: str | None, no_cache: bool) -> None:
+        base_url: str | None, model: str | None, no_cache: bool, profile: str | None) -> None:
     """unolearn: make a deployed LLM system better from its own user logs.
 
     Logs of users reacting to answers are distilled into rules and preference pairs,
@@ -86,6 +90,7 @@ def cli(ctx: click.Context, workspace: str | None, config_file: Path | None, bac
     obj = ctx.ensure_object(dict)
     obj["workspace"] = workspace
     obj["config_file"] = config_file
+    obj["profile"] = profile
     if backend is None and base_url:
         backend = "openai"
     obj["overrides"] = {"generator": {"backend": backend, "base_url": base_url, "model": model},
@@ -184,15 +189,34 @@ def models_for(ctx: click.Context):
     return Models(open_workspace(ctx), load_config(ctx))
 
 
+def config_path(ctx: click.Context) -> Path:
+    """The config file of this invocation: ``--config``, else the workspace's config.yaml."""
+    return ctx.find_root().obj["config_file"] or open_workspace(ctx).root / CONFIG_FILE
+
+
+def profile_for(ctx: click.Context) -> tuple[str, bool]:
+    """The resolved profile (cpu or gpu) of this invocation (flag → environment → config file → auto),
+    and whether it was ``auto``."""
+    from .config import read_config_file
+    from .profiles import requested, resolve
+
+    name = requested(read_config_file(config_path(ctx)), ctx.find_root().obj.get("profile"))
+    return resolve(name, load_config(ctx).generator.backend), name == "auto"
+
+
 def stage_config_for(ctx: click.Context, cls: type, section: str, **flags: Any) -> Any:
-    """A stage's config: defaults → the config file's ``section`` → the flags that were set."""
-    obj = ctx.find_root().obj
-    return stage_config(cls, obj["config_file"] or open_workspace(ctx).root / CONFIG_FILE, section, flags)
+    """A stage's config: defaults → the profile's values → the config file's ``section`` → the flags set.
+
+    Under ``auto`` training keeps its own ``auto`` (by CUDA), whatever serves the generator.
+    """
+    profile, auto = profile_for(ctx)
+    return stage_config(cls, config_path(ctx), section, flags, None if auto and section == "train" else profile)
 
 
 @cli.command()
 @click.option("--revisions", "n_revisions", type=click.IntRange(min=1),
-              help="Revised answers per log (default 3); the judge's best becomes `chosen`.")
+              help="Candidates of each kind per log (default 3; profile cpu: 1); the judge's best becomes "
+                   "`chosen`.")
 @click.option("--seed", type=int, help="Seed of the first revision (default 42).")
 @click.option("--chunk-size", type=click.IntRange(min=1), help="Logs committed together (default 64).")
 @json_option
@@ -246,8 +270,8 @@ def pairs_export(ctx: click.Context, fmt: str, output: Path | None) -> None:
 
 @cli.command("cluster")
 @click.option("--threshold", type=click.FloatRange(min=0.0, min_open=True),
-              help="Ward distance at which the hierarchy is cut (default 4.0, the paper's value for "
-                   "Qwen3-Embedding-0.6B). It depends on the embedder: use --sweep to choose it.")
+              help="Ward distance at which the hierarchy is cut (default: chosen from the data by the best "
+                   "silhouette; the paper's 4.0 fits Qwen3-Embedding-0.6B). Use --sweep to compare values.")
 @click.option("--sweep", "sweep_values", help="Comma-separated thresholds: print the cluster count and "
                                                "sizes at each, store nothing.")
 @json_option
@@ -272,15 +296,16 @@ def cluster_cmd(ctx: click.Context, threshold: float | None, sweep_values: str |
             echo_json(rows)
             return
         for r in rows:
+            sil = f", silhouette {r['silhouette']:.3f}" if r.get("silhouette") is not None else ""
             click.echo(f"threshold {r['threshold']:>6}: {r['n_clusters']:>5} clusters, largest "
-                       f"{sorted(r['sizes'], reverse=True)[:8]}")
+                       f"{sorted(r['sizes'], reverse=True)[:8]}{sil}" + (f" ({r['auto']})" if r.get("auto") else ""))
         return
     result = run(open_workspace(ctx), embedder, cfg)
     if as_json:
         echo_json(vars(result))
     else:
-        click.echo(f"{result.n_logs} logs → {result.n_clusters} clusters ({result.method}, "
-                   f"{result.seconds:.1f} s); sizes {result.sizes[:12]}")
+        click.echo(f"{result.n_logs} logs → {result.n_clusters} clusters ({result.method}, threshold "
+                   f"{result.threshold:g}: {result.threshold_from}; {result.seconds:.1f} s); sizes {result.sizes[:12]}")
 
 
 @cli.command("run")
@@ -296,16 +321,9 @@ def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None,
     call or training. Each stage reads its section of the config file (distill:, cluster:, assess:,
     train:, select:).
     """
-    from .assess import AssessConfig
-    from .cluster import ClusterConfig
-    from .distill import DistillConfig
-    from .pipeline import RunConfigs, run
-    from .selection import SelectConfig
-    from .train import TrainConfig
+    from .pipeline import run, run_configs
 
-    cfgs = RunConfigs(*(stage_config_for(ctx, cls, name) for cls, name in (
-        (DistillConfig, "distill"), (ClusterConfig, "cluster"), (AssessConfig, "assess"),
-        (TrainConfig, "train"), (SelectConfig, "select"))))
+    cfgs = run_configs(lambda cls, section: stage_config_for(ctx, cls, section))
     echo = (lambda _: None) if as_json else click.echo
     summary = run(open_workspace(ctx), models_for(ctx), paths, cfgs, echo, stop_after)
     if as_json:
@@ -323,7 +341,7 @@ def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None,
               help="embedding: 1 − max cosine to the prior rules (default); logprob: yes/no probability "
                    "from the judge's logprobs (needs a server that returns logprobs).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0),
-              help="Gap at or above which a cluster is planned 'reflective' (default 0.45).")
+              help="Gap at or above which a cluster is planned 'reflective' (default: the scorer's).")
 @json_option
 @click.pass_context
 def assess(ctx: click.Context, scorer: str | None, threshold: float | None, as_json: bool) -> None:
@@ -500,14 +518,16 @@ def modules_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Preference file (YAML or JSON); default: the packaged one.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated users.")
-@click.option("--rounds", type=click.IntRange(0, 10), default=3, show_default=True, help="Feedback rounds at most.")
+@click.option("--rounds", type=click.IntRange(0, 10), help="Feedback rounds at most (default 3; profile cpu: 1).")
+@click.option("--max-tokens", type=click.IntRange(min=1),
+              help="Token budget of every answer (default 1024; profile cpu: 256).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each file.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the simulated logs (MemoryBench JSONL).")
 @json_option
 @click.pass_context
-def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: Path | None, seed: int, rounds: int,
-             limit: int | None, output: Path, as_json: bool) -> None:
+def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: Path | None, seed: int,
+             rounds: int | None, max_tokens: int | None, limit: int | None, output: Path, as_json: bool) -> None:
     """Simulate users with hidden, code-checkable preferences on MemoryBench-format PROMPTS.
 
     PROMPTS are files, or the packaged sets: memorybench:train, memorybench:test, or one of them such as
@@ -517,12 +537,14 @@ def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: P
     constraints of its dataset and complains (up to --rounds times) with noise as the preference file
     says. The output is MemoryBench JSONL that `unolearn ingest` reads like real logs.
     """
-    from .simulate import load_preferences, load_prompt_records, simulate as run_sim, summarize
+    from .simulate import SimulateConfig, load_preferences, load_prompt_records, simulate as run_sim, summarize
 
+    cfg = stage_config_for(ctx, SimulateConfig, "simulate", rounds=rounds, max_tokens=max_tokens)
     records = load_prompt_records(flat(prompts), limit)
     prefs = load_preferences(preferences)
     models = models_for(ctx)
-    out = run_sim(records, prefs, models.generator, seed, rounds, progress=False if as_json else None)
+    out = run_sim(records, prefs, models.generator, seed, cfg.rounds, max_tokens=cfg.max_tokens,
+                  progress=False if as_json else None)
     write_jsonl_atomic(output, out)
     summary = {"output": str(output), **summarize(out)}
     echo_json(summary) if as_json else click.echo(
@@ -534,23 +556,22 @@ def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: P
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
 @click.option("--train-per-set", type=click.IntRange(min=1), help="Train prompts simulated per dataset (4).")
 @click.option("--test-per-set", type=click.IntRange(min=1), help="Test prompts benchmarked per dataset (2).")
-@click.option("--max-tokens", type=click.IntRange(min=16), help="Token budget of every answer (96).")
 @json_option
 @click.pass_context
 def demo(ctx: click.Context, data_dir: Path | None, train_per_set: int | None, test_per_set: int | None,
-         max_tokens: int | None, as_json: bool) -> None:
+         as_json: bool) -> None:
     """The end-to-end example: simulate users, run the main job, benchmark every system.
 
     DATA_DIR holds the MemoryBench prompt files (nfcats/lexeval_qa/hellobench_ak_qa _train/_test.jsonl);
     without it the packaged prompts are used (`unolearn data export DIR` writes them out).
     Resumable like `unolearn run`; prints the comparison table at the end.
     """
-    from .demo import DemoConfig, run
+    from .demo import DemoConfig, run, stages_for
 
-    cfg = stage_config_for(ctx, DemoConfig, "demo", train_per_set=train_per_set, test_per_set=test_per_set,
-                           max_tokens=max_tokens)
+    cfg = stage_config_for(ctx, DemoConfig, "demo", train_per_set=train_per_set, test_per_set=test_per_set)
+    stages = stages_for(lambda cls, section: stage_config_for(ctx, cls, section))
     echo = (lambda _: None) if as_json else click.echo
-    result = run(open_workspace(ctx), models_for(ctx), data_dir, cfg, echo)
+    result = run(open_workspace(ctx), models_for(ctx), data_dir, cfg, echo, stages)
     if as_json:
         echo_json(result)
         return
@@ -809,7 +830,8 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
               help="The preference file whose hidden constraints are checked (default: the packaged one).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each test file.")
 @click.option("--systems", help="Comma-separated subset of base,bm25,dense,rules,self-refine,uno-single,uno.")
-@click.option("--max-tokens", type=click.IntRange(min=1), help="Token budget of an answer (default 512).")
+@click.option("--max-tokens", type=click.IntRange(min=1),
+              help="Token budget of an answer (default 1024; profile cpu: 256).")
 @click.option("--no-checklist", is_flag=True, help="Skip the judge's HelloBench checklist coverage.")
 @json_option
 @click.pass_context

@@ -10,7 +10,9 @@ Keys (``run --json``, ``bench quality --json`` and the report; only ever added t
 ``plans`` (per system, the count of clusters on each path), ``experts_trained``, ``expert_steps``,
 ``val_items`` (per expert id: its held-out validation logs) and ``val_answers_same_as_base`` (per
 expert id: ``[identical, judged answers]`` over items × epochs; none when the expert was not judged), ``experts_passed`` (clusters whose ``uno-single`` plan is primary),
-``critics_trained``, ``per_cluster`` (the same counts for each cluster) and, from the benchmark,
+``critics_trained``, ``per_cluster`` (the same counts for each cluster, with the gap behind its plan —
+``gap``, ``gap_threshold``, ``gap_scorer``, ``gap_scored_logs`` — and the validation win rate of each
+system's path, ``win_rates``) and, from the benchmark,
 ``test_paths`` (per system, test prompts on each of primary / reflective / base / unseen).
 """
 
@@ -53,9 +55,12 @@ def _per_cluster(raw: dict[str, Any]) -> list[dict[str, Any]]:
         k = c["cluster"]
         mods = [m for m in raw["modules"] if m["cluster"] == k]
         expert = next((m for m in reversed(mods) if m["kind"] == "expert"), None)
+        gap = raw["gaps"].get(k) or {}
         out.append({
-            **c, "gap_plan": raw["gaps"].get(k),
+            **c, "gap_plan": gap.get("plan"), "gap": gap.get("gap"), "gap_threshold": gap.get("threshold"),
+            "gap_scorer": gap.get("scorer"), "gap_scored_logs": gap.get("n_logs"),
             "paths": {p["system"]: p["path"] for p in raw["plans"] if p["cluster"] == k},
+            "win_rates": {p["system"]: p["win_rate"] for p in raw["plans"] if p["cluster"] == k},
             "expert_steps": expert["steps"] if expert else None,
             "val_items": expert["val_items"] if expert else None,
             "val_answers_same_as_base": [expert["same_as_base"], expert["val_answers"]] if expert else None,

@@ -10,6 +10,10 @@ answers) or collapsed (< 10% of the base answer's length) counts as a loss. An e
 ``min_val_items`` validation items is not judged. The best epoch is used when its win rate reaches
 0.53; otherwise the cluster falls back.
 
+The reflective path (the critic's epoch of lowest validation loss, as in the reference, then the
+base model's revision) is judged the same way on the same items, against the same base answers; its
+win rate is reported in the plan (the paths below stay the paper's; a later system may choose by it).
+
 Final plans, per cluster and system:
 - ``uno``: ``primary(epoch)`` when the expert passed, else ``reflective`` (critic, then revise) when a
   critic exists, else ``base``.
@@ -28,7 +32,7 @@ from typing import Any
 
 from .backends import ChatModel, ChatRequest, Models
 from .config import opt
-from .distill import DistillConfig, feedback_examples, judge_request
+from .distill import DistillConfig, feedback_examples, judge_request, pair_prompt
 from .errors import ConfigError, InputError
 from .records import Log
 from .store import Workspace
@@ -45,17 +49,19 @@ class SelectConfig:
     bleu_min: float = opt(0.05, "An answer whose BLEU to the base answer and the query (no brevity penalty: "
                                 "see `drift`) is ≤ this drifted off the query and counts as a loss.")
     min_length_ratio: float = opt(0.1, "An answer shorter than this share of the base answer counts as a loss.")
-    judge_samples: int = opt(3, "Judgements per comparison: the first greedy, the others sampled.")
+    judge_samples: int = opt(3, "Judgements per comparison: the first greedy, the others sampled (profile cpu: 2).")
     judge_temperature: float = opt(1.0, "Temperature of the sampled judgements.")
-    answer_max_tokens: int = opt(512, "Token budget of a validation answer (checkpoint and base alike).")
+    answer_max_tokens: int = opt(1024, "Token budget of a validation answer (checkpoint and base alike; "
+                                       "profile cpu: 256).")
+    judge_max_tokens: int = opt(256, "Token budget of a judgement (profile cpu: 128).")
     min_val_items: int = opt(2, "An expert with fewer validation items is not judged (its cluster falls back).")
     seed: int = opt(42, "Seed of the answers and of the sampled judgements.")
 
     def __post_init__(self) -> None:
         if not (0 <= self.win_threshold <= 1 and 0 <= self.bleu_min < 1 and 0 <= self.min_length_ratio < 1):
             raise ConfigError("win_threshold must be in [0, 1], bleu_min and min_length_ratio in [0, 1)")
-        if self.judge_samples < 1 or self.answer_max_tokens < 1 or self.min_val_items < 1:
-            raise ConfigError("judge_samples, answer_max_tokens and min_val_items must be ≥ 1")
+        if min(self.judge_samples, self.answer_max_tokens, self.judge_max_tokens, self.min_val_items) < 1:
+            raise ConfigError("judge_samples, answer_max_tokens, judge_max_tokens and min_val_items must be ≥ 1")
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -193,7 +199,7 @@ def _latest_module(ws: Workspace, cluster: int, kind: str) -> tuple | None:
 async def _judge_means(judge: ChatModel, items: list[tuple[Log, list[str], str]],
                        cfg: SelectConfig) -> list[float | None]:
     """Each (log, rules, answer) item's score: the mean of its ``judge_samples`` judgements (None if all failed)."""
-    dcfg = DistillConfig()
+    dcfg = DistillConfig(judge_max_tokens=cfg.judge_max_tokens)
     reqs = [judge_request(log, rules, answer, dcfg, seed=cfg.seed + s,
                           temperature=0.0 if s == 0 else cfg.judge_temperature)
             for log, rules, answer in items for s in range(cfg.judge_samples)]
@@ -209,21 +215,64 @@ async def _judge_means(judge: ChatModel, items: list[tuple[Log, list[str], str]]
 
 def _answer_requests(logs: list[tuple[Log, list[str]]], cfg: SelectConfig, adapter: str | None) -> list[ChatRequest]:
     """The validation requests: each log's query, with ``adapter`` or without (the base answer), one budget."""
-    from .distill import pair_prompt
-
     return [ChatRequest.of(pair_prompt(log), adapter=adapter, max_tokens=cfg.answer_max_tokens, seed=cfg.seed)
             for log, _ in logs]
 
 
 @dataclass
 class Validation:
-    """An expert's validation: outcomes (1 win, ½ tie, 0 loss) per epoch over ``n_items`` items."""
+    """A module's validation: outcomes (1 win, ½ tie, 0 loss) per epoch over ``n_items`` items."""
 
     outcomes: dict[int, list[float]]
     n_items: int
 
 
-async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs: int, val_ids: list[str],
+@dataclass
+class Baseline:
+    """A cluster's validation items and the fresh base answers (with their mean judge scores) to them."""
+
+    logs: list[tuple[Log, list[str]]]
+    answers: list[str]
+    scores: list[float | None]
+
+
+async def baseline(ws: Workspace, models: Models, val_ids: list[str], cfg: SelectConfig) -> Baseline:
+    """The validation items of ``val_ids`` and the base model's judged answers (none below ``min_val_items``)."""
+    logs = feedback_examples(ws, val_ids)
+    if len(logs) < cfg.min_val_items:
+        return Baseline(logs, [], [])
+    answers = [a.text if a.ok else "" for a in
+               await models.generator.generate(_answer_requests(logs, cfg, None), desc="base answers")]
+    scores = await _judge_means(models.judge, [(log, rules, t) for (log, rules), t in zip(logs, answers)], cfg)
+    return Baseline(logs, answers, scores)
+
+
+def _judged(base: Baseline) -> bool:
+    return bool(base.answers)
+
+
+async def _compare(models: Models, base: Baseline, module_id: str, epoch: int, texts: list[str],
+                   cfg: SelectConfig, outcomes: dict[int, list[float]], rows: list[tuple]) -> None:
+    """Judge ``texts`` (one module epoch's answers) against the base answers; add outcomes and rows."""
+    scores = await _judge_means(models.judge, [(log, rules, t) for (log, rules), t in zip(base.logs, texts)], cfg)
+    for (log, _), text, base_text, sm, sb in zip(base.logs, texts, base.answers, scores, base.scores):
+        if sm is None or sb is None:
+            continue
+        b = drift(text, base_text, log.query, log.lang)
+        ratio = len(text) / max(1, len(base_text))
+        o = outcome(sm, sb, b, ratio, cfg)
+        outcomes[epoch].append(o)
+        rows.append((module_id, epoch, log.id, 0, sb, sm, b, ratio, o, int(text == base_text)))
+
+
+def _store_validation(ws: Workspace, module_id: str, rows: list[tuple]) -> None:
+    with ws.transaction() as c:  # no judgements of an earlier selection stay behind
+        c.execute("DELETE FROM validation WHERE module_id = ?", (module_id,))
+        c.executemany("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, "
+                      "bleu, length_ratio, outcome, same_as_base) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+
+async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs: int, base: Baseline,
                           cfg: SelectConfig) -> Validation:
     """Judge every epoch of one expert against a fresh base answer to each validation query; store the items.
 
@@ -231,64 +280,79 @@ async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs:
     each answer's judge samples are averaged before the win / tie / loss. Fewer than ``min_val_items``
     items: nothing is judged.
     """
-    logs = feedback_examples(ws, val_ids)
-    if len(logs) < cfg.min_val_items:
-        with ws.transaction() as c:  # no judgements of an earlier selection stay behind
-            c.execute("DELETE FROM validation WHERE module_id = ?", (module_id,))
-        return Validation({}, len(logs))
-    base = [a.text if a.ok else "" for a in
-            await models.generator.generate(_answer_requests(logs, cfg, None), desc="base answers")]
-    base_scores = await _judge_means(models.judge, [(log, rules, t) for (log, rules), t in zip(logs, base)], cfg)
     outcomes: dict[int, list[float]] = defaultdict(list)
-    rows = []
-    for epoch in range(1, epochs + 1):
+    rows: list[tuple] = []
+    for epoch in range(1, epochs + 1) if _judged(base) else ():
         name = await ensure_adapter(models.generator, ws, module_id, epoch)
-        answers = await models.generator.generate(_answer_requests(logs, cfg, name), desc=f"epoch {epoch}")
-        texts = [a.text if a.ok else "" for a in answers]
-        scores = await _judge_means(models.judge, [(log, rules, t) for (log, rules), t in zip(logs, texts)], cfg)
-        for (log, _), text, base_text, sm, sb in zip(logs, texts, base, scores, base_scores):
-            if sm is None or sb is None:
-                continue
-            b = drift(text, base_text, log.query, log.lang)
-            ratio = len(text) / max(1, len(base_text))
-            o = outcome(sm, sb, b, ratio, cfg)
-            outcomes[epoch].append(o)
-            rows.append((module_id, epoch, log.id, 0, sb, sm, b, ratio, o, int(text == base_text)))
-    with ws.transaction() as c:
-        c.execute("DELETE FROM validation WHERE module_id = ?", (module_id,))
-        c.executemany("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, "
-                      "bleu, length_ratio, outcome, same_as_base) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-    return Validation(dict(outcomes), len(logs))
+        answers = await models.generator.generate(_answer_requests(base.logs, cfg, name), desc=f"epoch {epoch}")
+        await _compare(models, base, module_id, epoch, [a.text if a.ok else "" for a in answers], cfg,
+                       outcomes, rows)
+    _store_validation(ws, module_id, rows)
+    return Validation(dict(outcomes), len(base.logs))
+
+
+async def validate_critic(ws: Workspace, models: Models, module_id: str, epoch: int, base: Baseline,
+                          cfg: SelectConfig) -> Validation:
+    """Judge the reflective path with one critic epoch on the expert's validation items, like an expert.
+
+    The draft is the base answer itself (the reflective path's first call); the critic writes rules for
+    it and the base model revises under them. The revision is judged against the same base answer, so
+    the plan can compare the paths on the same items.
+    """
+    from .answer import CRITIC_MAX_TOKENS, critic_messages, revise_messages, rules_of, strip_echo
+
+    outcomes: dict[int, list[float]] = defaultdict(list)
+    rows: list[tuple] = []
+    if _judged(base):
+        name = await ensure_adapter(models.generator, ws, module_id, epoch)
+        critiques = await models.generator.generate(
+            [ChatRequest.of(critic_messages(log.query, draft), adapter=name, max_tokens=CRITIC_MAX_TOKENS,
+                            seed=cfg.seed) for (log, _), draft in zip(base.logs, base.answers)], desc="critiques")
+        revisions = await models.generator.generate(
+            [ChatRequest.of(revise_messages(pair_prompt(log), log.query, draft, rules_of(c.text if c.ok else "")),
+                            max_tokens=cfg.answer_max_tokens, seed=cfg.seed)
+             for (log, _), draft, c in zip(base.logs, base.answers, critiques)], desc="revisions")
+        await _compare(models, base, module_id, epoch, [strip_echo(r.text) if r.ok else "" for r in revisions],
+                       cfg, outcomes, rows)
+    _store_validation(ws, module_id, rows)
+    return Validation(dict(outcomes), len(base.logs))
 
 
 def decide(cluster: int, gap_plan: str | None, expert: tuple[str, int | None, float | None] | None,
-           critic: tuple[str, int] | None, not_judged: str | None = None) -> list[Plan]:
+           critic: tuple[str, int] | tuple[str, int, float | None] | None, not_judged: str | None = None,
+           gap_note: str = "") -> list[Plan]:
     """The UNO and UNO-Single plans of one cluster from its gap plan and validation results.
 
     ``expert`` is (module id, chosen epoch or None, best win rate, None when not judged); ``critic`` is
-    (module id, epoch); ``not_judged`` says why an expert was not judged.
+    (module id, epoch[, win rate of the reflective path, None when not judged]); ``not_judged`` says
+    why an expert was not judged; ``gap_note`` gives the gap behind the plan. The paths are the paper's:
+    the critic's validation is reported, not used to choose.
     """
+    gap = f"; {gap_note}" if gap_note else ""
     if expert and expert[1] is not None and gap_plan != "reflective":
         mid, epoch, rate = expert
-        why = f"expert epoch {epoch} won {rate:.2f} of validation comparisons"
+        why = f"expert epoch {epoch} won {rate:.2f} of validation comparisons{gap}"
         return [Plan(cluster, s, "primary", mid, epoch, rate, why) for s in SYSTEMS]
     if gap_plan == "reflective":
-        why = "high cognitive gap"
+        why = f"high cognitive gap{gap}"
     elif expert and not_judged:
-        why = f"expert not judged: {not_judged}"
+        why = f"expert not judged: {not_judged}{gap}"
     elif expert:
-        why = f"expert failed validation (best win rate {expert[2]:.2f})"
+        why = f"expert failed validation (best win rate {expert[2]:.2f}){gap}"
     else:
-        why = "no expert (too few pairs, or not trained)"
+        why = f"no expert (too few pairs, or not trained){gap}"
     rate = expert[2] if expert else None
     single = Plan(cluster, "uno-single", "base", None, None, rate, why)
     if critic:
-        return [Plan(cluster, "uno", "reflective", critic[0], critic[1], rate, why + "; critic available"), single]
+        c_rate = critic[2] if len(critic) > 2 else None
+        judged = f"won {c_rate:.2f} of validation comparisons" if c_rate is not None else "not judged"
+        return [Plan(cluster, "uno", "reflective", critic[0], critic[1], c_rate,
+                     f"{why}; critic epoch {critic[1]} ({judged})"), single]
     return [Plan(cluster, "uno", "base", None, None, rate, why + "; no critic"), single]
 
 
 def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[Plan]:
-    """Validate every cluster's expert, then store and return the final plans of all clusters."""
+    """Validate every cluster's expert and critic, then store and return the final plans of all clusters."""
     cfg = cfg or SelectConfig()
     clusters = [r[0] for r in ws.conn.execute("SELECT id FROM clusters ORDER BY id")]
     if not clusters:
@@ -303,22 +367,39 @@ def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[
     return plans
 
 
+def _gap_notes(ws: Workspace) -> dict[int, tuple[str, str]]:
+    """Per cluster: its gap plan, and the scores behind it as text ("gap 0.52 ≥ 0.45 (embedding, 6 logs scored)")."""
+    out = {}
+    for cluster, plan, gap, threshold, scorer, n in ws.conn.execute(
+            "SELECT cluster, plan, gap, threshold, scorer, n_logs FROM gaps"):
+        sign = "≥" if plan == "reflective" else "<"
+        out[cluster] = (plan, f"gap {gap:.2f} {sign} {threshold:.2f} ({scorer}, {n} logs scored)")
+    return out
+
+
 async def _run(ws: Workspace, models: Models, cfg: SelectConfig, clusters: list[int]) -> list[Plan]:
-    gap_plans = dict(ws.conn.execute("SELECT cluster, plan FROM gaps").fetchall())
+    gaps = _gap_notes(ws)
     plans: list[Plan] = []
     try:
         for cluster in clusters:
+            gap_plan, gap_note = gaps.get(cluster, (None, ""))
             expert = critic = not_judged = None
-            if (row := _latest_module(ws, cluster, "expert")) and gap_plans.get(cluster) != "reflective":
-                val = await validate_expert(ws, models, row[0], row[1], json.loads(row[3]), cfg)
-                if val.n_items < cfg.min_val_items:
+            exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
+            val_ids = json.loads((exp_row or crit_row)[3]) if exp_row or crit_row else []
+            base = await baseline(ws, models, val_ids, cfg)
+            if exp_row and gap_plan != "reflective":
+                val = await validate_expert(ws, models, exp_row[0], exp_row[1], base, cfg)
+                if not _judged(base):
                     not_judged = f"{val.n_items} validation item(s), fewer than min_val_items {cfg.min_val_items}"
-                    expert = (row[0], None, None)
+                    expert = (exp_row[0], None, None)
                 else:
-                    expert = (row[0], *choose_epoch(val.outcomes, cfg.win_threshold))
-            if row := _latest_module(ws, cluster, "critic"):
-                critic = (row[0], best_critic_epoch(json.loads(row[2]), row[1]))
-            plans += decide(cluster, gap_plans.get(cluster), expert, critic, not_judged)
+                    expert = (exp_row[0], *choose_epoch(val.outcomes, cfg.win_threshold))
+            if crit_row:
+                epoch = best_critic_epoch(json.loads(crit_row[2]), crit_row[1])
+                val = await validate_critic(ws, models, crit_row[0], epoch, base, cfg)
+                rate = (sum(val.outcomes[epoch]) / len(val.outcomes[epoch])) if val.outcomes.get(epoch) else None
+                critic = (crit_row[0], epoch, rate)
+            plans += decide(cluster, gap_plan, expert, critic, not_judged, gap_note)
     finally:
         await models.aclose()
     return plans

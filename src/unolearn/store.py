@@ -353,9 +353,11 @@ class Workspace:
                                            "AND json_array_length(rules) > 0"),
             "pairs": self.count("pairs"),
             "clusters": [dict(zip(("cluster", "size", "feedback_rules_nonempty", "pairs"), r)) for r in clusters],
-            "plans": [dict(zip(("cluster", "system", "path", "module_id"), r)) for r in
-                      c.execute("SELECT cluster, system, path, module_id FROM plans ORDER BY cluster, system")],
-            "gaps": dict(c.execute("SELECT cluster, plan FROM gaps").fetchall()),
+            "plans": [dict(zip(("cluster", "system", "path", "module_id", "win_rate"), r)) for r in
+                      c.execute("SELECT cluster, system, path, module_id, win_rate FROM plans "
+                                "ORDER BY cluster, system")],
+            "gaps": {r[0]: dict(zip(("plan", "gap", "threshold", "scorer", "n_logs"), r[1:])) for r in
+                     c.execute("SELECT cluster, plan, gap, threshold, scorer, n_logs FROM gaps")},
             "modules": [dict(zip(("id", "cluster", "kind", "steps", "val_items", "val_answers", "same_as_base"), r))
                         for r in modules],
         }
