@@ -96,6 +96,29 @@ def test_packaged_constraints_are_satisfiable_and_discriminate(name):
     assert sum(not ok for ok in compliance(plain, cons).values()) >= 2
 
 
+ALT = Path(__file__).resolve().parents[1] / "benchmarks" / "preferences-alt.yaml"
+ALT_GOOD = {
+    "NFCats": "In short: **etiolated** means pale from growing without light.\n\nStems grow long and weak.",
+    "LexEval-QA": "根据《中华人民共和国民法典》第一千二百五十三条，使用人应当承担侵权责任，所有人不能证明自己没有过错的，"
+                  "也应承担责任。以上意见仅供参考。",
+    "HelloBench-Academic&Knowledge-QA": "Trains sell food.\n\nFor example, dining cars serve meals.\n\n"
+                                        "Trolleys pass by. Which would you choose?",
+}
+
+
+@pytest.mark.parametrize("name", SHARED_NAMES)
+def test_second_preference_file_uses_other_checks_and_discriminates(name):
+    alt, packaged = load_preferences(ALT), load_preferences()
+    cons = constraints_for(alt, "a plain question", name)
+    assert len(cons) == 3 and all({detect_lang(f) for f in c.feedback} == {"en", "zh"} for c in cons)
+    kinds = {next(iter(c.check)) for c in cons}
+    assert not kinds & {next(iter(c.check)) for c in constraints_for(packaged, "a plain question", name)
+                        if next(iter(c.check)) not in ("contains", "not_contains")}
+    assert all(compliance(ALT_GOOD[name], cons).values())
+    plain = "- It depends.\n- " + " ".join(["It depends on many things."] * 30)
+    assert sum(not ok for ok in compliance(plain, cons).values()) >= 2
+
+
 def test_match_key_in_packaged_file_carves_out_definition_queries():
     prefs = load_preferences()
     assert prefs.resolve("definition of etiolated", "NFCats") == "nfcats-definitions"
