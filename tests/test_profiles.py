@@ -64,3 +64,14 @@ def test_a_section_that_is_not_a_mapping_is_a_config_error(tmp_path):
     f.write_text("distill: 5\n")
     with pytest.raises(ConfigError, match="'distill' must be a mapping"):
         stage_config(DistillConfig, f, "distill", {}, "cpu")
+
+
+def test_the_demo_runs_what_simulate_run_and_bench_quality_run():
+    from unolearn.demo import stages_for
+    from unolearn.pipeline import run_configs
+
+    build = lambda cls, section: stage_config(cls, None, section, {}, "cpu")  # noqa: E731
+    demo = stages_for(build)
+    assert demo.run == run_configs(build) and demo.quality == build(QualityConfig, "bench_quality")
+    assert demo.simulate == build(SimulateConfig, "simulate")
+    assert demo.run.train.critics == "all" and demo.run.cluster.threshold is None  # no demo-only overrides

@@ -456,15 +456,19 @@ def select_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.argument("query")
 @click.option("--system", type=click.Choice(["uno", "uno-single", "base"]), default="uno", show_default=True,
               help="uno: expert, critic or base per the plan; uno-single: expert or base; base: no memory.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1),
+              help="Token budget of the answer (default: the profile's, as in `bench quality`: 1024; cpu 256).")
 @json_option
 @click.pass_context
-def answer_cmd(ctx: click.Context, query: str, system: str, max_tokens: int, as_json: bool) -> None:
+def answer_cmd(ctx: click.Context, query: str, system: str, max_tokens: int | None, as_json: bool) -> None:
     """Answer QUERY through the plan and show the path taken (cluster, module, epoch)."""
     import asyncio
 
     from .answer import answer
+    from .bench_quality import QualityConfig
     from .cluster import Router
+
+    max_tokens = max_tokens or stage_config_for(ctx, QualityConfig, "bench_quality").max_tokens
 
     ws, models = open_workspace(ctx), models_for(ctx)
     has_clusters = ws.count("clusters") > 0
