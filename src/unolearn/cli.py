@@ -339,7 +339,7 @@ def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None,
 @cli.command()
 @click.option("--scorer", type=click.Choice(["embedding", "logprob"]),
               help="embedding: 1 − max cosine to the prior rules (default); logprob: yes/no probability "
-                   "from the judge's logprobs (needs a server that returns logprobs).")
+                   "from the judge's logprobs (the embedded model, or a server that returns logprobs).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0),
               help="Gap at or above which a cluster is planned 'reflective' (default: the scorer's).")
 @json_option
@@ -353,9 +353,10 @@ def assess(ctx: click.Context, scorer: str | None, threshold: float | None, as_j
     if as_json:
         echo_json([vars(g) for g in gaps])
         return
+    click.echo(f"scorer {cfg.scorer}, threshold {cfg.threshold:g} (a gap at or above it plans 'reflective')")
     for g in gaps:
-        click.echo(f"cluster {g.cluster:>4}: {g.n_logs:>5} logs, gap {g.gap:.2f} "
-                   f"(mean {g.gap_mean:.2f}, max {g.gap_max:.2f}) → {g.plan}")
+        click.echo(f"cluster {g.cluster:>4}: {g.n_logs:>5} logs scored, gap {g.gap:.3f} "
+                   f"(mean {g.gap_mean:.3f}, max {g.gap_max:.3f}) → {g.plan}")
 
 
 @cli.group()
