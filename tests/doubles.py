@@ -48,8 +48,12 @@ class MockChatModel(ChatModel):
         if isinstance(item, BackendError):
             raise item
         text = item if isinstance(item, str) else json.dumps(item)
+        top = None
+        if request.logprobs:  # the answer is the likeliest first token; "yes" and "no" compete
+            other = "no" if text.strip().lower() == "yes" else "yes"
+            top = {text: -0.1, other: -2.4}
         return ChatResult(text=text, prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
-                          completion_tokens=len(text.split()))
+                          completion_tokens=len(text.split()), top_logprobs=top)
 
 
 class HashEmbedder(Embedder):

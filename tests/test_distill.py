@@ -23,13 +23,16 @@ def make_log(q, a=None, *feedback, actions=(), lang=None):
 def respond(req):
     """A scripted model: rules by prompt kind, revisions that name their seed, a judge preferring seed 43."""
     text = "\n".join(m["content"] for m in req.messages)
-    if "You study requests" in text or "你负责分析用户发给" in text:
+    system, last = req.messages[0]["content"], req.messages[-1]["content"]
+    if "You study requests" in system or "你负责分析用户发给" in system:
         return json.dumps({"rules": ["Answer the question directly.", "Answer the question directly.", "Be exact."]})
-    if "You study conversations" in text or "你负责分析用户与" in text:
-        wants = re.search(r"(What the user said afterwards|用户之后说的话)\n(.*)", text, re.S).group(2)
+    if "You study conversations" in system or "你负责分析用户与" in system:
+        wants = re.search(r"(What the user said afterwards|用户之后说的话)\n(.*)", last, re.S).group(2)
         if "thanks" in wants.lower():
             return json.dumps({"rules": []})
         return json.dumps({"rules": ["Keep the answer under 50 words."]})
+    if "You read what a user wrote" in system or "你要判断用户" in system:
+        return "no" if "weather" in last else "yes"
     if "Rewrite the earlier answer" in text or "请改写之前的回答" in text:
         return f"revised answer seed {req.seed}"
     if "Write a new answer to the request" in text or "请重新回答这个请求" in text:
@@ -168,3 +171,49 @@ def test_all_requests_failing_is_an_error_not_an_empty_success(filled):
     with pytest.raises(BE, match="every model request of distill failed .*server down"):
         run(filled, Models(filled, generator=down))
     assert filled.conn.execute("SELECT status FROM runs WHERE stage='distill'").fetchone()[0] == "failed"
+
+
+def test_the_gate_stores_no_rules_for_reactions_that_ask_for_no_change(filled):
+    gen = MockChatModel(responder=respond)
+    res = run(filled, Models(filled, generator=gen))
+    assert res.gated_as_noise == 1 and stored_rules(filled, LOGS["noise"].id, "feedback") == []
+    asked = [r for r in gen.history if "You study conversations" in r.messages[0]["content"]]
+    assert not any("weather" in r.messages[-1]["content"] for r in asked)  # no rule request after the gate
+    gates = [r for r in gen.history if r.logprobs]
+    assert len(gates) == 3 and all(r.max_tokens == 1 for r in gates)
+
+
+def test_without_the_gate_every_reaction_is_asked_for_rules(ws):
+    ws.add_logs([LOGS["noise"]])
+    gen = MockChatModel(responder=respond)
+    res = run(ws, Models(ws, generator=gen), DistillConfig(gate=False))
+    assert res.gated_as_noise == 0 and res.filtered_as_noise == 1 and not any(r.logprobs for r in gen.history)
+
+
+def test_worked_examples_come_before_the_real_input_in_its_language(filled):
+    gen = MockChatModel(responder=respond)
+    run(filled, Models(filled, generator=gen))
+    for lang, query in (("en", "Explain tort law"), ("zh", "什么是合同法")):
+        req = next(r for r in gen.history if r.schema and query in r.messages[-1]["content"]
+                   and ("You study conversations" in r.messages[0]["content"] or "你负责分析用户与" in r.messages[0]["content"]))
+        roles = [m["role"] for m in req.messages]
+        assert roles == ["system"] + ["user", "assistant"] * 3 + ["user"]
+        shown = [json.loads(m["content"]) for m in req.messages if m["role"] == "assistant"]
+        assert [] in [s["rules"] for s in shown]  # an example of feedback that gives no rule
+        assert (lang == "zh") == bool(re.search(r"[\u4e00-\u9fff]", req.messages[1]["content"]))
+
+
+def test_rules_that_are_not_rules_are_dropped_and_counted(ws):
+    log = make_log("How do I boil an egg?", "Put the egg in boiling water for eight minutes then cool it.",
+                   "Too vague, and how long for a soft one?")
+    ws.add_logs([log])
+
+    def sloppy(req):
+        if "You study conversations" in req.messages[0]["content"]:
+            return json.dumps({"rules": ["Give the time for a soft-boiled egg.", "What about a soft egg?",
+                                         "Put the egg in boiling water for eight minutes then cool it."]})
+        return respond(req)
+
+    res = run(ws, Models(ws, generator=MockChatModel(responder=sloppy)))
+    assert stored_rules(ws, log.id, "feedback") == ["Give the time for a soft-boiled egg."]
+    assert res.rules_rejected == {"question": 1, "copy": 1}

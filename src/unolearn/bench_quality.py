@@ -36,7 +36,7 @@ from .constraints import compliance
 from .errors import ConfigError, InputError
 from .funnel import count_test_paths, funnel
 from .records import Log, detect_lang
-from .selection import tokens
+from .text import tokens
 from .simulate import Preferences, constraints_for, record_query
 from .store import Workspace, write_lines_atomic
 

@@ -239,7 +239,8 @@ def distill(ctx: click.Context, n_revisions: int | None, seed: int | None, chunk
         echo_json(out)
         return
     click.echo(f"distilled {out['logs']} logs: {out['prior_rules']} prior rule sets, {out['feedback_rules']} "
-               f"feedback rule sets ({out['usable_feedback']} usable, {out['filtered_as_noise']} noise), "
+               f"feedback rule sets ({out['usable_feedback']} usable, {out['filtered_as_noise']} noise, of which "
+               f"{out['gated_as_noise']} by the gate), rules dropped {out['rules_rejected'] or 0}, "
                f"pairs {out['pairs']}, failed requests {out['failed']}")
 
 

@@ -25,7 +25,9 @@ from tqdm import tqdm
 from .backends import ChatModel, ChatRequest, Models
 from .config import opt
 from .errors import BackendError, ConfigError
+from .distill_examples import feedback_turns, gate_turns, prior_turns
 from .records import Log, content_hash
+from .rulefilter import filter_rules
 from .store import Workspace, now
 
 RULES_SCHEMA: dict[str, Any] = {
@@ -76,6 +78,9 @@ PROMPTS = {
             "## Rules\n{rules}\n\n## Answer\n{answer}\n\n"
             'Reply with JSON only: {{"reason": "<one or two sentences>", "score": <integer 1-10>}}'),
         "no_words": "(no words: the user {action} the answer)",
+        "gate": ("You read what a user wrote after an assistant's answer. Say whether the user asks for the "
+                 "answer to be different: a complaint, a correction, or a wish about its content or form. "
+                 "Thanks, praise, small talk and new questions do not count. Answer yes or no."),
     },
     "zh": {
         "prior": (
@@ -103,6 +108,8 @@ PROMPTS = {
             "\n\n## 请求\n{query}\n\n## 规则\n{rules}\n\n## 回答\n{answer}\n\n"
             '只输出 JSON：{{"reason": "<一两句话>", "score": <1-10 的整数>}}'),
         "no_words": "（没有文字：用户{action}了这个回答）",
+        "gate": ("你要判断用户在助手回答之后说的话，是否要求这个回答有所不同：抱怨、纠正，或对回答内容、形式的要求。"
+                 "感谢、称赞、闲聊和新的问题都不算。请回答 yes 或 no。"),
     },
 }
 _ACTION_WORDS = {"en": {"dislike": "gave a thumbs-down to", "regenerate": "asked to regenerate"},
@@ -122,6 +129,9 @@ class DistillConfig:
     rules_max_tokens: int = opt(384, "Token budget of a rules answer (profile cpu: 192).")
     answer_max_tokens: int = opt(1024, "Token budget of a revised answer (profile cpu: 256).")
     judge_max_tokens: int = opt(256, "Token budget of a judge answer (profile cpu: 128).")
+    gate: bool = opt(True, "Before writing feedback rules, ask the generator whether the user's reaction asks "
+                           "for a change (yes/no from log-probabilities; skipped for backends without them).")
+    gate_threshold: float = opt(0.5, "Feedback whose P(asks for a change) is below this gives no rules.")
     chunk_size: int = opt(64, "Logs processed (and committed) together.")
 
     def __post_init__(self) -> None:
@@ -129,6 +139,8 @@ class DistillConfig:
             raise ConfigError("n_revisions, max_prior_rules and chunk_size must be ≥ 1")
         if not (0.0 <= self.temperature <= 2.0 and 0.0 < self.top_p <= 1.0):
             raise ConfigError("temperature must be in [0, 2] and top_p in (0, 1]")
+        if not 0.0 <= self.gate_threshold <= 1.0:
+            raise ConfigError("gate_threshold must be in [0, 1]")
 
 
 @dataclass
@@ -140,6 +152,8 @@ class DistillResult:
     feedback_rules: int = 0
     usable_feedback: int = 0
     filtered_as_noise: int = 0
+    gated_as_noise: int = 0  # of filtered_as_noise: feedback the gate found asks for no change
+    rules_rejected: Counter = field(default_factory=Counter)  # by rulefilter.reject_reason
     pairs: Counter = field(default_factory=Counter)
     failed: int = 0
     first_error: str | None = None
@@ -153,7 +167,7 @@ class DistillResult:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
         d = asdict(self)
-        d["pairs"] = dict(self.pairs)
+        d["pairs"], d["rules_rejected"] = dict(self.pairs), dict(self.rules_rejected)
         return d
 
 
@@ -181,19 +195,34 @@ def feedback_text(log: Log) -> str:
 
 
 def prior_request(log: Log, cfg: DistillConfig) -> ChatRequest:
-    """The request for the rules the model infers from the query alone."""
+    """The request for the rules the model infers from the query alone (after a worked example)."""
     p = PROMPTS[log.lang]
     return ChatRequest.of([{"role": "system", "content": p["prior"].format(n=cfg.max_prior_rules)},
+                           *prior_turns(log.lang, p["prior_input"]),
                            {"role": "user", "content": p["prior_input"].format(query=log.query)}],
                           schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed)
 
 
+def _feedback_input(log: Log) -> str:
+    return PROMPTS[log.lang]["feedback_input"].format(query=log.query, answer=log.first_answer,
+                                                      feedback=feedback_text(log))
+
+
 def feedback_request(log: Log, cfg: DistillConfig) -> ChatRequest:
-    """The request for the rules that the user's feedback implies."""
+    """The request for the rules that the user's feedback implies (after worked examples)."""
     p = PROMPTS[log.lang]
-    user = p["feedback_input"].format(query=log.query, answer=log.first_answer, feedback=feedback_text(log))
-    return ChatRequest.of([{"role": "system", "content": p["feedback"]}, {"role": "user", "content": user}],
+    return ChatRequest.of([{"role": "system", "content": p["feedback"]},
+                           *feedback_turns(log.lang, p["feedback_input"]),
+                           {"role": "user", "content": _feedback_input(log)}],
                           schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed)
+
+
+def gate_request(log: Log) -> ChatRequest:
+    """Does the user's reaction ask for a change? One token, with its log-probabilities (after examples)."""
+    p = PROMPTS[log.lang]
+    return ChatRequest.of([{"role": "system", "content": p["gate"]},
+                           *gate_turns(log.lang, p["feedback_input"]),
+                           {"role": "user", "content": _feedback_input(log)}], max_tokens=1, logprobs=20)
 
 
 REVISION_KINDS = ("revise", "fresh")
@@ -355,19 +384,45 @@ async def _run(ws: Workspace, models: Models, cfg: DistillConfig, result: Distil
         await models.aclose()
 
 
+async def _gate(gen: ChatModel, logs: list[Log], cfg: DistillConfig, result: DistillResult) -> set[str]:
+    """The ids of ``logs`` whose reaction the gate finds asks for no change (none without logprobs)."""
+    if not cfg.gate or not logs:
+        return set()
+    from .assess import yes_probability
+
+    outs = await gen.generate([gate_request(log) for log in logs], progress=False)
+    out_ids = set()
+    for log, out in zip(logs, outs):
+        if not out.ok:
+            result.fail(out.error)
+        elif out.top_logprobs and yes_probability(out.top_logprobs) < cfg.gate_threshold:
+            out_ids.add(log.id)
+    return out_ids
+
+
 async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cfg: DistillConfig,
                  result: DistillResult) -> None:
-    """Ask for the missing prior and feedback rules of ``logs``; store them in one transaction."""
+    """Ask for the missing prior and feedback rules of ``logs``; store them in one transaction.
+
+    Feedback the gate finds asks for no change is stored as no rules without asking for them; every
+    rule written goes through :func:`unolearn.rulefilter.filter_rules`.
+    """
+    todo = [log for log in logs if log.feedback and log.first_answer is not None and log.id not in done.feedback]
+    gated = await _gate(gen, todo, cfg, result)
     jobs = [(log, "prior", prior_request(log, cfg)) for log in logs if log.id not in done.prior]
-    jobs += [(log, "feedback", feedback_request(log, cfg)) for log in logs
-             if log.feedback and log.first_answer is not None and log.id not in done.feedback]
+    jobs += [(log, "feedback", feedback_request(log, cfg)) for log in todo if log.id not in gated]
     outs = await gen.generate([req for _, _, req in jobs], progress=False)
     rows = []
+    answered = [(log, "feedback", []) for log in todo if log.id in gated]
     for (log, kind, _), out in zip(jobs, outs):
         if not out.ok:
             result.fail(out.error)
             continue
-        rules = clean_rules(out.parsed, cfg.max_prior_rules if kind == "prior" else None)
+        rules, rejected = filter_rules(clean_rules(out.parsed), log.lang, log.query,
+                                       log.first_answer if kind == "feedback" else None)
+        result.rules_rejected.update(rejected)
+        answered.append((log, kind, rules[:cfg.max_prior_rules] if kind == "prior" else rules))
+    for log, kind, rules in answered:
         rows.append((log.id, kind, json.dumps(rules, ensure_ascii=False), gen.model_id, now()))
         done.record_rules(log.id, kind, rules)
         if kind == "prior":
@@ -376,6 +431,7 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
             result.feedback_rules += 1
             result.usable_feedback += bool(rules)
             result.filtered_as_noise += not rules
+            result.gated_as_noise += log.id in gated
     with ws.transaction() as c:
         c.executemany("INSERT OR REPLACE INTO rules VALUES (?,?,?,?,?)", rows)
 

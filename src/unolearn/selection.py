@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from .distill import DistillConfig, feedback_examples, judge_request, pair_promp
 from .errors import ConfigError, InputError
 from .records import Log
 from .store import Workspace
+from .text import content_tokens, tokens
 from .train import epoch_dir
 
 SYSTEMS = ("uno", "uno-single")
@@ -67,16 +67,6 @@ class SelectConfig:
 # -- scoring ---------------------------------------------------------------------------------
 
 
-def tokens(text: str, lang: str) -> list[str]:
-    """Words for BLEU: jieba segments Chinese; otherwise lower-cased words and punctuation."""
-    if lang == "zh":
-        import jieba
-
-        jieba.setLogLevel(60)
-        return [t for t in jieba.lcut(text) if t.strip()]
-    return re.findall(r"\w+|[^\w\s]", text.lower())
-
-
 def bleu(candidate: str, reference: str, lang: str = "en", max_n: int = 4) -> float:
     """Sentence BLEU of ``candidate`` against ``reference`` (see :func:`ngram_bleu`), with the brevity penalty."""
     return ngram_bleu(tokens(candidate, lang), [tokens(reference, lang)], max_n, brevity=True)
@@ -105,20 +95,6 @@ def ngram_bleu(cand: list[str], refs: list[list[str]], max_n: int = 4, brevity: 
     closest = min((len(x) for x in refs), key=lambda n: (abs(n - len(cand)), n))
     penalty = min(0.0, 1.0 - closest / len(cand)) if brevity else 0.0
     return math.exp(log_p + penalty)
-
-
-#: Function words left out of the drift guard's tokens: shared by texts on any subject.
-STOP_WORDS = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those i you he she we they me my your our their not no do does did so than then there here can "
-    "will would should could may might must have has had just also very about into over such what which who "
-    "how when where why all any some each more most other 的 了 是 在 我 你 他 她 它 们 和 与 及 或 也 就 都 "
-    "而 吧 呢 吗 啊 这 那 之 其 把 被 对 从 向 以 于 为 所 上 下 中".split())
-
-
-def content_tokens(text: str, lang: str) -> list[str]:
-    """:func:`tokens` without punctuation and :data:`STOP_WORDS`."""
-    return [t for t in tokens(text, lang) if re.search(r"\w", t) and t not in STOP_WORDS]
 
 
 def drift(answer: str, base_answer: str, query: str, lang: str) -> float:

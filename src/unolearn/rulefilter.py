@@ -1,0 +1,84 @@
+"""The second noise filter of the distil stage: strings a small model writes where a rule belongs.
+
+Measured on the embedded 0.5B model (issue "UNO must make answers better"): prior rules that are
+questions or restate the query, feedback "rules" that are a follow-up question, a "thank you", a
+copy of the first answer, a refusal ("I'm sorry, but I can't assist with that request.") or one
+phrase repeated until the token limit. Each would become a preference pair, a cluster member, a
+critic target and a line of the `rules` baseline's memory. :func:`reject_reason` names what is wrong
+with one rule (None when it is a rule); :func:`filter_rules` keeps the rules and counts the others.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+from .text import tokens
+
+REFUSAL = re.compile(r"(?i)\b(i'?m sorry|i am sorry|i apologi[sz]e|i can ?not|i can'?t|i am unable|i'?m unable|"
+                     r"as an ai)\b|抱歉|对不起|无法(回答|提供|协助|帮助)|作为(一个)?\s*(ai|人工智能)")
+THANKS = re.compile(r"(?i)^\W*(thanks?|thank you|thx|great|perfect|awesome|nice|ok(ay)?|got it|cool)\b\W*"
+                    r"(you|so much|a lot|again)?\W*$|^\W*(谢谢|多谢|感谢|好的|明白了|不错)\W*$")
+COPY_RUN = 6  # tokens in a row shared with the query or the answer make a copy ...
+COPY_SHARE = 0.6  # ... when they are at least this share of the rule's tokens
+
+
+def _words(text: str, lang: str) -> list[str]:
+    return [t for t in tokens(text, lang) if re.search(r"\w", t)]
+
+
+def longest_shared_run(a: Sequence[str], b: Sequence[str]) -> int:
+    """The length of the longest run of tokens that ``a`` and ``b`` share (dynamic programming)."""
+    best, prev = 0, [0] * (len(b) + 1)
+    for x in a:
+        cur = [0] * (len(b) + 1)
+        for j, y in enumerate(b, 1):
+            if x == y:
+                cur[j] = prev[j - 1] + 1
+                best = max(best, cur[j])
+        prev = cur
+    return best
+
+
+def repetitive(words: Sequence[str]) -> bool:
+    """One word is most of the text, or a three-word phrase comes back three times or more."""
+    if len(words) < 6:
+        return False
+    if Counter(words).most_common(1)[0][1] > 0.5 * len(words):
+        return True
+    grams = Counter(tuple(words[i:i + 3]) for i in range(len(words) - 2))
+    return grams.most_common(1)[0][1] >= 3
+
+
+def reject_reason(rule: str, lang: str, query: str, answer: str | None = None) -> str | None:
+    """Why ``rule`` is not a rule — ``question``, ``refusal``, ``thanks``, ``repetition``, ``copy`` (of the
+    query or of the first ``answer``) — or None when it is one."""
+    text = rule.strip()
+    if text.endswith(("?", "？")):
+        return "question"
+    if REFUSAL.search(text):
+        return "refusal"
+    if THANKS.match(text):
+        return "thanks"
+    words = _words(text, lang)
+    if repetitive(words):
+        return "repetition"
+    for source in (query, answer or ""):
+        run = longest_shared_run(words, _words(source, lang))
+        if run >= COPY_RUN and run >= COPY_SHARE * len(words):
+            return "copy"
+    return None
+
+
+def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None = None
+                 ) -> tuple[list[str], Counter]:
+    """The rules that are rules, and a count of the others by :func:`reject_reason`."""
+    kept, rejected = [], Counter()
+    for rule in rules:
+        reason = reject_reason(rule, lang, query, answer)
+        if reason:
+            rejected[reason] += 1
+        else:
+            kept.append(rule)
+    return kept, rejected

@@ -1,0 +1,47 @@
+"""The second noise filter: what the embedded model writes where a rule belongs, and real rules."""
+
+import pytest
+
+from unolearn.rulefilter import filter_rules, longest_shared_run, reject_reason
+
+QUERY = "How long can a tenant stay in the flat after the landlord gives notice?"
+ANSWER = ("A tenant can usually stay until the notice period ends, which is often one or two months "
+          "depending on the lease and the local law.")
+
+
+@pytest.mark.parametrize("rule, reason", [
+    ("Could I use a fixed-term lease instead?", "question"),
+    ("您能再举一个例子吗？", "question"),
+    ("I'm sorry, but I can't assist with that request.", "refusal"),
+    ("抱歉，我无法回答这个问题。", "refusal"),
+    ("Thank you!", "thanks"),
+    ("谢谢", "thanks"),
+    ("Use a more specific phrase use a more specific phrase use a more specific phrase", "repetition"),
+    ("A tenant can usually stay until the notice period ends, which is often one or two months", "copy"),
+    ("How long can a tenant stay in the flat after the landlord gives notice", "copy"),
+])
+def test_what_is_not_a_rule(rule, reason):
+    assert reject_reason(rule, "en" if rule.isascii() else "zh", QUERY, ANSWER) == reason
+
+
+@pytest.mark.parametrize("rule", [
+    "Keep the answer under 80 words.",
+    "Make them shorter",
+    "Cite the statute and the article that sets the notice period.",
+    "State how long the tenant may stay after the notice, in the first sentence.",  # uses the query's words
+    "Start with a direct yes or no.",
+    "请引用具体的法律条文，写成《…法》第…条的形式。",
+    "最后单独用一行“结论：”给出结论。",
+])
+def test_real_rules_pass(rule):
+    assert reject_reason(rule, "en" if rule.isascii() else "zh", QUERY, ANSWER) is None
+
+
+def test_filter_rules_counts_what_it_drops():
+    kept, rejected = filter_rules(["Be brief.", "Thanks!", "Why?", "Be brief."], "en", QUERY, ANSWER)
+    assert kept == ["Be brief.", "Be brief."] and rejected == {"thanks": 1, "question": 1}
+
+
+def test_longest_shared_run():
+    assert longest_shared_run("a b c d".split(), "x b c d y".split()) == 3
+    assert longest_shared_run([], ["a"]) == 0
