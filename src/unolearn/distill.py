@@ -129,6 +129,7 @@ class DistillConfig:
     rules_max_tokens: int = opt(384, "Token budget of a rules answer (profile cpu: 192).")
     answer_max_tokens: int = opt(1024, "Token budget of a revised answer (profile cpu: 256).")
     judge_max_tokens: int = opt(256, "Token budget of a judge answer (profile cpu: 128).")
+    examples: bool = opt(True, "Put worked examples (distill_examples.py) before the rule and gate prompts.")
     gate: bool = opt(True, "Before writing feedback rules, ask the generator whether the user's reaction asks "
                            "for a change (yes/no from log-probabilities; skipped for backends without them).")
     gate_threshold: float = opt(0.5, "Feedback whose P(asks for a change) is below this gives no rules.")
@@ -198,7 +199,7 @@ def prior_request(log: Log, cfg: DistillConfig) -> ChatRequest:
     """The request for the rules the model infers from the query alone (after a worked example)."""
     p = PROMPTS[log.lang]
     return ChatRequest.of([{"role": "system", "content": p["prior"].format(n=cfg.max_prior_rules)},
-                           *prior_turns(log.lang, p["prior_input"]),
+                           *(prior_turns(log.lang, p["prior_input"]) if cfg.examples else []),
                            {"role": "user", "content": p["prior_input"].format(query=log.query)}],
                           schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed)
 
@@ -212,16 +213,16 @@ def feedback_request(log: Log, cfg: DistillConfig) -> ChatRequest:
     """The request for the rules that the user's feedback implies (after worked examples)."""
     p = PROMPTS[log.lang]
     return ChatRequest.of([{"role": "system", "content": p["feedback"]},
-                           *feedback_turns(log.lang, p["feedback_input"]),
+                           *(feedback_turns(log.lang, p["feedback_input"]) if cfg.examples else []),
                            {"role": "user", "content": _feedback_input(log)}],
                           schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed)
 
 
-def gate_request(log: Log) -> ChatRequest:
+def gate_request(log: Log, cfg: DistillConfig) -> ChatRequest:
     """Does the user's reaction ask for a change? One token, with its log-probabilities (after examples)."""
     p = PROMPTS[log.lang]
     return ChatRequest.of([{"role": "system", "content": p["gate"]},
-                           *gate_turns(log.lang, p["feedback_input"]),
+                           *(gate_turns(log.lang, p["feedback_input"]) if cfg.examples else []),
                            {"role": "user", "content": _feedback_input(log)}], max_tokens=1, logprobs=20)
 
 
@@ -390,7 +391,7 @@ async def _gate(gen: ChatModel, logs: list[Log], cfg: DistillConfig, result: Dis
         return set()
     from .assess import yes_probability
 
-    outs = await gen.generate([gate_request(log) for log in logs], progress=False)
+    outs = await gen.generate([gate_request(log, cfg) for log in logs], progress=False)
     out_ids = set()
     for log, out in zip(logs, outs):
         if not out.ok:

@@ -52,13 +52,13 @@ CRITIC_PROMPT = {
 PROFILES: dict[str, dict[str, Any]] = {
     # The UNO paper's settings, for GPUs.
     "gpu": {"epochs": 8, "critic_epochs": 8, "lora_r": 64, "lora_alpha": 128, "grad_accum": 8, "max_length": 1024,
-            "gradient_checkpointing": False, "min_pairs": 4},
+            "gradient_checkpointing": False, "min_pairs": 4, "min_steps_per_epoch": None},
     # For a 2-core CPU: one cluster of 20 pairs took 8 min (expert) + 4 min (critic) in `unolearn bench train`.
     # Gradient checkpointing: a 2 x 512-token step of the 0.5B model peaks at 3.8 instead of 7.3 GB resident
     # (with limit_heap_growth), for 10-20% more time per step.
     # Small CPU runs have clusters of a few logs: an expert from 2 pairs is still validated before use.
     "cpu": {"epochs": 2, "critic_epochs": 2, "lora_r": 8, "lora_alpha": 16, "grad_accum": 4, "max_length": 512,
-            "gradient_checkpointing": True, "min_pairs": 2},
+            "gradient_checkpointing": True, "min_pairs": 2, "min_steps_per_epoch": 4},
 }
 
 
@@ -96,15 +96,18 @@ class TrainConfig:
                                   "(AVX512-BF16 or AMX), where the base weights are then held in bf16).")
     gradient_checkpointing: bool | None = opt(None, "Recompute activations in the backward pass: less memory, "
                                                     "more compute (profile: off / on).")
+    min_steps_per_epoch: int | None = opt(None, "Lower grad_accum for a small cluster so that each epoch takes at "
+                                                "least this many optimizer steps (same compute; profile: off / 4).")
 
     def __post_init__(self) -> None:
         if self.profile not in ("auto", *PROFILES):
             raise ConfigError(f"train.profile: {self.profile!r} is not one of auto, {', '.join(PROFILES)}")
         ints = [v for v in (self.epochs, self.critic_epochs, self.lora_r, self.lora_alpha, self.batch_size,
-                            self.grad_accum, self.max_length, self.min_pairs) if v is not None]
+                            self.grad_accum, self.max_length, self.min_pairs, self.min_steps_per_epoch)
+                if v is not None]
         if min(ints) < 1:
             raise ConfigError("epochs, critic_epochs, lora_r, lora_alpha, batch_size, grad_accum, "
-                              "max_length and min_pairs must be ≥ 1")
+                              "max_length, min_pairs and min_steps_per_epoch must be ≥ 1")
         if not (0.0 <= self.val_fraction < 1.0 and 0.0 <= self.lora_dropout < 1.0 and self.learning_rate > 0):
             raise ConfigError("val_fraction and lora_dropout must be in [0, 1), learning_rate > 0")
         if self.critics not in ("all", "reflective", "none"):
@@ -273,14 +276,27 @@ def _lora_config(cfg: TrainConfig) -> Any:
                       target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
 
 
-def _trainer_args(cfg: TrainConfig, out: Path, epochs: int, has_val: bool) -> dict[str, Any]:
+def accumulation(cfg: TrainConfig, n_train: int) -> int:
+    """The gradient accumulation for ``n_train`` rows: ``cfg.grad_accum``, lowered (to 1 at least) until an
+    epoch takes ``cfg.min_steps_per_epoch`` optimizer steps.
+
+    Why: with the cpu profile's accumulation of 4, a cluster of 6 pairs took 2 optimizer steps per epoch,
+    and the adapters' validation answers equalled the base model's. Fewer rows per step give more
+    updates for the same compute.
+    """
+    if not cfg.min_steps_per_epoch:
+        return cfg.grad_accum
+    return max(1, min(cfg.grad_accum, n_train // (cfg.batch_size * cfg.min_steps_per_epoch)))
+
+
+def _trainer_args(cfg: TrainConfig, out: Path, epochs: int, has_val: bool, n_train: int) -> dict[str, Any]:
     import torch
 
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else gpu_bf16()
     return {"output_dir": str(out / "trainer"), "num_train_epochs": epochs, "learning_rate": cfg.learning_rate,
             "lr_scheduler_type": "cosine", "per_device_train_batch_size": cfg.batch_size,
-            "per_device_eval_batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
+            "per_device_eval_batch_size": cfg.batch_size, "gradient_accumulation_steps": accumulation(cfg, n_train),
             "max_length": cfg.max_length, "logging_steps": 1, "save_strategy": "no",
             "eval_strategy": "epoch" if has_val else "no", "report_to": [], "seed": cfg.seed, "bf16": bf16,
             "gradient_checkpointing": cfg.gradient_checkpointing, "use_cpu": not cuda,
@@ -363,7 +379,7 @@ def train_expert(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
     disable_progress_bars()  # TRL's tokenizing bars; the trainer gets one bar (_quiet)
 
     model, tok = _load(base, cfg)
-    args = DPOConfig(**_trainer_args(cfg, out, cfg.epochs, bool(val)), beta=cfg.beta,
+    args = DPOConfig(**_trainer_args(cfg, out, cfg.epochs, bool(val), len(train)), beta=cfg.beta,
                      loss_type=["sigmoid", "sft"], loss_weights=[cfg.dpo_weight, cfg.sft_weight])
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
@@ -380,7 +396,7 @@ def train_critic(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
     disable_progress_bars()
 
     model, tok = _load(base, cfg)
-    args = SFTConfig(**_trainer_args(cfg, out, cfg.critic_epochs, bool(val)), completion_only_loss=True)
+    args = SFTConfig(**_trainer_args(cfg, out, cfg.critic_epochs, bool(val), len(train)), completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                          peft_config=_lora_config(cfg), callbacks=[_save_each_epoch(out)])
