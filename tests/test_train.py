@@ -17,7 +17,7 @@ from unolearn.cluster import run as cluster
 from unolearn.errors import ConfigError, InputError
 from unolearn.records import Log, Message
 from unolearn.store import Workspace, now
-from unolearn.train import (TrainConfig, cpu_bf16, critic_rows, expert_rows, learning_rows, list_modules, run,
+from unolearn.train import (TrainConfig, accumulation, cpu_bf16, critic_rows, expert_rows, learning_rows, list_modules, run,
                             run_in_child, split_ids, split_members)
 
 from doubles import HashEmbedder
@@ -217,6 +217,13 @@ def test_profile_fills_only_unset_fields():
         TrainConfig(profile="tpu")
     with pytest.raises(ConfigError):
         TrainConfig(epochs=0)
+
+
+def test_small_clusters_take_more_optimizer_steps_for_the_same_compute():
+    cpu, gpu = TrainConfig(profile="cpu").resolved(), TrainConfig(profile="gpu").resolved()
+    assert [accumulation(cpu, n) for n in (3, 6, 12, 20, 100)] == [1, 1, 3, 4, 4]
+    assert accumulation(gpu, 6) == 8  # the paper's settings stay as they are
+    assert accumulation(TrainConfig(profile="cpu", min_steps_per_epoch=2).resolved(), 6) == 3
 
 
 def test_bench_train_trains_one_seeded_cluster(tiny_model_dir, tmp_path):
