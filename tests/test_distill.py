@@ -217,3 +217,10 @@ def test_rules_that_are_not_rules_are_dropped_and_counted(ws):
     res = run(ws, Models(ws, generator=MockChatModel(responder=sloppy)))
     assert stored_rules(ws, log.id, "feedback") == ["Give the time for a soft-boiled egg."]
     assert res.rules_rejected == {"question": 1, "copy": 1}
+
+
+def test_the_gate_decides_only_when_the_model_answered_yes_or_no(ws):
+    ws.add_logs([LOGS["noise"]])
+    off = MockChatModel(responder=lambda r: "Maybe" if r.logprobs else respond(r))  # neither yes nor no
+    res = run(ws, Models(ws, generator=off))
+    assert res.gated_as_noise == 0 and any("You study conversations" in r.messages[0]["content"] for r in off.history)

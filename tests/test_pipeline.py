@@ -15,6 +15,8 @@ def respond(body):
     text = "\n".join(m["content"] for m in body["messages"])
     if "You study requests" in text:
         return json.dumps({"rules": ["Keep it short.", "Answer directly."]})
+    if "You read what a user wrote" in text:  # the gate: does the reaction ask for a change?
+        return "no" if "thanks" in body["messages"][-1]["content"].split("afterwards")[-1] else "yes"
     if "You study conversations" in text:
         return json.dumps({"rules": [] if "thanks" in text.split("afterwards")[-1] else ["Keep it short."]})
     if "You grade an answer" in text:

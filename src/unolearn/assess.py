@@ -88,10 +88,8 @@ def embedding_novelty(embedder: Embedder, rules: list[str], prior: list[str]) ->
     return [float(np.clip(1.0 - s, 0.0, 1.0)) for s in sims.max(axis=1)]
 
 
-def yes_probability(top_logprobs: dict[str, float] | None) -> float:
-    """P(yes) from the first answer token's top log-probabilities, renormalised over yes/no."""
-    if not top_logprobs:
-        raise BackendError("the judge returned no logprobs; use --scorer embedding with this backend")
+def yes_no_mass(top_logprobs: dict[str, float]) -> tuple[float, float]:
+    """The probability of "yes" and of "no" (any case, also 是 / 否) among the first token's top log-probabilities."""
     yes = no = 0.0
     for token, lp in top_logprobs.items():
         word = token.strip().lower()
@@ -99,6 +97,14 @@ def yes_probability(top_logprobs: dict[str, float] | None) -> float:
             yes += math.exp(lp)
         elif word in ("no", "否"):
             no += math.exp(lp)
+    return yes, no
+
+
+def yes_probability(top_logprobs: dict[str, float] | None) -> float:
+    """P(yes) from the first answer token's top log-probabilities, renormalised over yes/no."""
+    if not top_logprobs:
+        raise BackendError("the judge returned no logprobs; use --scorer embedding with this backend")
+    yes, no = yes_no_mass(top_logprobs)
     return yes / (yes + no) if yes + no > 0 else 0.5
 
 

@@ -386,17 +386,23 @@ async def _run(ws: Workspace, models: Models, cfg: DistillConfig, result: Distil
 
 
 async def _gate(gen: ChatModel, logs: list[Log], cfg: DistillConfig, result: DistillResult) -> set[str]:
-    """The ids of ``logs`` whose reaction the gate finds asks for no change (none without logprobs)."""
+    """The ids of ``logs`` whose reaction the gate finds asks for no change.
+
+    The gate only decides when the model answered yes or no (at least half of the first token's
+    probability on them); without logprobs, or with another first token, the log goes on to its rules.
+    """
     if not cfg.gate or not logs:
         return set()
-    from .assess import yes_probability
+    from .assess import yes_no_mass
 
     outs = await gen.generate([gate_request(log, cfg) for log in logs], progress=False)
     out_ids = set()
     for log, out in zip(logs, outs):
         if not out.ok:
             result.fail(out.error)
-        elif out.top_logprobs and yes_probability(out.top_logprobs) < cfg.gate_threshold:
+            continue
+        yes, no = yes_no_mass(out.top_logprobs or {})
+        if yes + no >= 0.5 and yes / (yes + no) < cfg.gate_threshold:
             out_ids.add(log.id)
     return out_ids
 
