@@ -6,7 +6,8 @@ MemoryBench logs (a follow-up asks for a change unless it is the simulator's tha
 question). Each log is cut to (query, first answer, the user's next turn).
 
 Configurations: ``before`` (no worked examples, no gate, no filter: the prompts as they were) and
-``after`` (the defaults: examples, gate, filter). For each log and configuration it writes the gate's
+``after`` (examples, the gate, the filter; the rules are asked for every log, so the figures without
+the gate — the default — are read off the same rows). For each log and configuration it writes the gate's
 P(asks for a change), the raw rules and the kept rules to OUT (JSONL, to be read and judged by hand),
 and prints per configuration: how often the rules are empty for logs that ask for a change and for
 logs that do not, and how many rules the filter dropped and why.
@@ -86,7 +87,7 @@ def main() -> None:
     model = LlamaCppChatModel()
     report = {}
     with out.open("w", encoding="utf-8") as f:
-        for name, cfg in (("before", DistillConfig(examples=False, gate=False)), ("after", DistillConfig())):
+        for name, cfg in (("before", DistillConfig(examples=False)), ("after", DistillConfig(gate=True))):
             rows = asyncio.run(measure(model, sample, cfg))
             for r in rows:
                 f.write(json.dumps({"config": name, **r}, ensure_ascii=False) + "\n")

@@ -175,7 +175,7 @@ def test_all_requests_failing_is_an_error_not_an_empty_success(filled):
 
 def test_the_gate_stores_no_rules_for_reactions_that_ask_for_no_change(filled):
     gen = MockChatModel(responder=respond)
-    res = run(filled, Models(filled, generator=gen))
+    res = run(filled, Models(filled, generator=gen), DistillConfig(gate=True))
     assert res.gated_as_noise == 1 and stored_rules(filled, LOGS["noise"].id, "feedback") == []
     asked = [r for r in gen.history if "You study conversations" in r.messages[0]["content"]]
     assert not any("weather" in r.messages[-1]["content"] for r in asked)  # no rule request after the gate
@@ -186,7 +186,7 @@ def test_the_gate_stores_no_rules_for_reactions_that_ask_for_no_change(filled):
 def test_without_the_gate_every_reaction_is_asked_for_rules(ws):
     ws.add_logs([LOGS["noise"]])
     gen = MockChatModel(responder=respond)
-    res = run(ws, Models(ws, generator=gen), DistillConfig(gate=False))
+    res = run(ws, Models(ws, generator=gen))  # the default: no gate
     assert res.gated_as_noise == 0 and res.filtered_as_noise == 1 and not any(r.logprobs for r in gen.history)
 
 
@@ -222,5 +222,5 @@ def test_rules_that_are_not_rules_are_dropped_and_counted(ws):
 def test_the_gate_decides_only_when_the_model_answered_yes_or_no(ws):
     ws.add_logs([LOGS["noise"]])
     off = MockChatModel(responder=lambda r: "Maybe" if r.logprobs else respond(r))  # neither yes nor no
-    res = run(ws, Models(ws, generator=off))
+    res = run(ws, Models(ws, generator=off), DistillConfig(gate=True))
     assert res.gated_as_noise == 0 and any("You study conversations" in r.messages[0]["content"] for r in off.history)

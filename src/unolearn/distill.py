@@ -130,8 +130,10 @@ class DistillConfig:
     answer_max_tokens: int = opt(1024, "Token budget of a revised answer (profile cpu: 256).")
     judge_max_tokens: int = opt(256, "Token budget of a judge answer (profile cpu: 128).")
     examples: bool = opt(True, "Put worked examples (distill_examples.py) before the rule and gate prompts.")
-    gate: bool = opt(True, "Before writing feedback rules, ask the generator whether the user's reaction asks "
-                           "for a change (yes/no from log-probabilities; skipped for backends without them).")
+    gate: bool = opt(False, "Before writing feedback rules, ask the generator whether the user's reaction asks "
+                            "for a change (yes/no from log-probabilities; skipped for backends without them). "
+                            "Off by default: the embedded 0.5B model's answer does not tell the two apart "
+                            "(docs/embedded-model.md); try it with a large judge behind a server.")
     gate_threshold: float = opt(0.5, "Feedback whose P(asks for a change) is below this gives no rules.")
     chunk_size: int = opt(64, "Logs processed (and committed) together.")
 
