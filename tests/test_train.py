@@ -156,6 +156,19 @@ def test_train_errors(trained, tmp_path):
             run_in_child(empty.root, cfg)
 
 
+def test_a_module_whose_examples_are_all_too_long_is_skipped_not_fatal(tiny_model_dir, tmp_path, capsys):
+    with Workspace.open(tmp_path / "ws") as ws:
+        seed_workspace(ws)
+        cluster(ws, HashEmbedder(dim=64), ClusterConfig(threshold=1.0))
+        cfg = TrainConfig(base_model=str(tiny_model_dir), epochs=1, critic_epochs=1, lora_r=4, lora_alpha=8,
+                          grad_accum=1, max_length=8, min_pairs=3, critics="all")
+        modules = run(ws, cfg)
+        result = json.loads(ws.conn.execute("SELECT result FROM runs WHERE stage = 'train'").fetchone()[0])
+    assert not any(m.kind == "critic" for m in modules)  # 8 tokens hold no critic example
+    assert len([s for s in result["skipped"] if "critic example fits in max_length=8" in s]) == 3
+    assert "warning: cluster" in capsys.readouterr().err
+
+
 def test_cpu_bf16_needs_native_support():
     assert cpu_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16\n") is True
     assert cpu_bf16("flags\t\t: fpu avx2 amx_tile amx_bf16\n") is True

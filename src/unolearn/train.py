@@ -24,6 +24,7 @@ import math
 import multiprocessing
 import random
 import shutil
+import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -427,6 +428,10 @@ def _existing(ws: Workspace, module_id: str) -> ModuleInfo | None:
                       len(json.loads(tr)), len(json.loads(va)), reused=True)
 
 
+class NoExampleFits(InputError):
+    """Every training example of a module is longer than ``max_length`` (the trainer drops them all)."""
+
+
 def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainConfig,
                  train_ids: list[str], val_ids: list[str]) -> ModuleInfo | None:
     """Train one expert or critic for ``cluster`` (or reuse the identical one); None when no data."""
@@ -447,8 +452,8 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     except ValueError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if "num_samples" in str(e):
-            raise InputError(f"cluster {cluster}: no {kind} example fits in max_length={cfg.max_length} "
-                             "tokens; raise max_length") from e
+            raise NoExampleFits(f"cluster {cluster}: no {kind} example fits in max_length={cfg.max_length} "
+                                "tokens; raise max_length") from e
         raise
     finally:
         # The trainer, its callbacks and the model hold each other: free them now, not when the cycle
@@ -505,18 +510,24 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
     base = resolve_base_model(ws, cfg)
     run_id = ws.start_run("train", asdict(cfg))
     done: list[ModuleInfo] = []
+    skipped: list[str] = []
     for c in clusters:
         train_ids, val_ids = split_members(ws, c, cfg.val_fraction, cfg.seed)
         kinds = [] if plans.get(c) == "reflective" else ["expert"]
         if cfg.critics == "all" or (cfg.critics == "reflective" and plans.get(c) == "reflective"):
             kinds.append("critic")
         for kind in kinds:
-            info = train_module(ws, kind, c, base, cfg, train_ids, val_ids)
+            try:
+                info = train_module(ws, kind, c, base, cfg, train_ids, val_ids)
+            except NoExampleFits as e:  # one cluster's long logs must not stop the others' training
+                skipped.append(str(e))
+                print(f"warning: {e}", file=sys.stderr)
+                continue
             if info:
                 done.append(info)
                 if on_module:
                     on_module(info)
-    ws.finish_run(run_id, "ok", {"modules": [m.id for m in done]})
+    ws.finish_run(run_id, "ok", {"modules": [m.id for m in done], "skipped": skipped})
     return done
 
 
