@@ -224,3 +224,15 @@ def test_the_gate_decides_only_when_the_model_answered_yes_or_no(ws):
     off = MockChatModel(responder=lambda r: "Maybe" if r.logprobs else respond(r))  # neither yes nor no
     res = run(ws, Models(ws, generator=off), DistillConfig(gate=True))
     assert res.gated_as_noise == 0 and any("You study conversations" in r.messages[0]["content"] for r in off.history)
+
+
+def test_a_resumed_run_whose_leftover_requests_all_fail_goes_on(filled):
+    run(filled, Models(filled, generator=MockChatModel(responder=respond)))
+    filled.add_logs([make_log("What is a lien?", "A claim on property.", "Too long, keep it short")])
+
+    def broken(req):  # the same invalid JSON every time, as greedy decoding gives
+        return '{"rules": ["unterminated' if req.schema else respond(req)
+
+    res = run(filled, Models(filled, generator=MockChatModel(responder=broken)))
+    assert res.failed > 0 and res.prior_rules == 0
+    assert filled.conn.execute("SELECT status FROM runs WHERE stage='distill' ORDER BY id DESC").fetchone()[0] == "ok"

@@ -355,6 +355,7 @@ def run(ws: Workspace, models: Models, cfg: DistillConfig | None = None, *,
     cfg = cfg or DistillConfig()
     run_id = ws.start_run("distill", asdict(cfg))
     result = DistillResult()
+    resumed = ws.count("rules") > 0
     try:
         asyncio.run(_run(ws, models, cfg, result, progress))
     except BaseException:
@@ -362,7 +363,10 @@ def run(ws: Workspace, models: Models, cfg: DistillConfig | None = None, *,
         raise
     result.usage = models.usage()
     answered = result.prior_rules + result.feedback_rules + result.pairs["revision"] + result.pairs["implicit"]
-    if result.failed and not answered:
+    # A first run in which every request fails means a dead backend. On a resumed run the requests
+    # left over may be ones the model always answers badly (greedy decoding repeats the same invalid
+    # JSON): they are counted as failed, and the later stages go on with what was distilled.
+    if result.failed and not answered and not resumed:
         ws.finish_run(run_id, "failed", result.as_dict())
         raise BackendError(f"every model request of distill failed ({result.failed}); first error: "
                            f"{result.first_error}")
