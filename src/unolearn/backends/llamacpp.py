@@ -200,20 +200,33 @@ class LlamaCppChatModel(ChatModel):
             self._use_adapter(request.adapter)
             self._llm.reset()
             try:
+                if request.logprobs:
+                    return self._with_logprobs(request, start)
                 out = self._llm.create_chat_completion(**self._completion_args(request))
-                top = self._first_token_logprobs(request) if request.logprobs else None
             except (ValueError, RuntimeError) as e:
                 raise BackendError(f"llama.cpp: {e}") from e
+        return _to_result(out, request, time.perf_counter() - start)
+
+    def _with_logprobs(self, request: ChatRequest, start: float) -> ChatResult:
+        """A request with logprobs: a greedy one-token answer is the likeliest token itself (one evaluation
+        of the prompt); a longer or sampled answer is then generated as any other (a second evaluation)."""
+        prompt_tokens, top = self._first_token_logprobs(request)
+        if request.max_tokens == 1 and request.temperature == 0 and request.schema is None:
+            return ChatResult(text=next(iter(top)), prompt_tokens=prompt_tokens, completion_tokens=1,
+                              latency_s=time.perf_counter() - start, top_logprobs=top)
+        self._llm.reset()
+        out = self._llm.create_chat_completion(**self._completion_args(request))
         result = _to_result(out, request, time.perf_counter() - start)
         result.top_logprobs = top
         return result
 
-    def _first_token_logprobs(self, request: ChatRequest) -> dict[str, float]:
-        """The top ``request.logprobs`` log-probabilities of the first answer token.
+    def _first_token_logprobs(self, request: ChatRequest) -> tuple[int, dict[str, float]]:
+        """The prompt's token count and the top ``request.logprobs`` log-probabilities of the first answer
+        token, likeliest first.
 
         llama-cpp-python returns logprobs only for a model opened with ``logits_all`` (an n_ctx × vocabulary
         float matrix: 2.5 GB for this model at 4,096 tokens), so the prompt is formatted with the model's own
-        chat template and evaluated once more, and the last position's logits are read from the context.
+        chat template and evaluated, and the last position's logits are read from the context.
         """
         import numpy as np
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -232,7 +245,7 @@ class LlamaCppChatModel(ChatModel):
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
         logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
         top = np.argsort(logp)[::-1][:request.logprobs]
-        return {llm.detokenize([int(i)]).decode("utf-8", "ignore"): float(logp[i]) for i in top}
+        return len(tokens), {llm.detokenize([int(i)]).decode("utf-8", "ignore"): float(logp[i]) for i in top}
 
     def _completion_args(self, request: ChatRequest) -> dict[str, Any]:
         """``create_chat_completion`` keyword arguments for ``request``."""
