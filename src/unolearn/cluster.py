@@ -463,8 +463,9 @@ def sweep(ws: Workspace, embedder: Embedder, thresholds: Sequence[float],
         out.append({"threshold": t, "n_clusters": len(sizes), "sizes": sizes, "silhouette": sil,
                     "method": h.method})
     auto, source = auto_threshold(dual, h, cfg.auto_min_size, cfg.seed)
-    out.append({"threshold": round(auto, 4), "n_clusters": int(h.cut(auto).max()) + 1,
-                "sizes": np.bincount(h.cut(auto)).tolist(), "silhouette": None, "method": h.method, "auto": source})
+    sizes = np.bincount(h.cut(auto)).tolist()
+    out.append({"threshold": round(auto, 4), "n_clusters": len(sizes), "sizes": sizes, "silhouette": None,
+                "method": h.method, "auto": source})
     return out
 
 
