@@ -11,7 +11,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-pytest.importorskip("llama_cpp")
+llama_cpp = pytest.importorskip("llama_cpp")
 
 from unolearn.assess import yes_probability  # noqa: E402
 from unolearn.backends.base import ChatRequest  # noqa: E402
@@ -100,6 +100,27 @@ def test_fixed_seed_is_deterministic(model):
     model.generate_sync([ChatRequest.of("Name a colour.", max_tokens=4)])  # something else in between
     again = model.generate_sync([req])[0]
     assert first.ok and first.text and again.text == first.text
+
+
+def test_a_shared_prompt_prefix_is_reused_with_the_same_answers(tmp_path):
+    system = {"role": "system", "content": "You answer in one short sentence. " * 30}
+    reqs = [ChatRequest.of([system, {"role": "user", "content": q}], max_tokens=12)
+            for q in ("Name a fruit.", "Name a river.", "Name a fruit.")]
+    yes_no = ChatRequest.of([system, {"role": "user", "content": "Is water wet? Answer yes or no."}],
+                            max_tokens=1, logprobs=5)
+    fresh = []
+    for req in [*reqs, yes_no]:  # each alone on a freshly opened model: nothing to reuse
+        m = LlamaCppChatModel()
+        fresh.append(m.generate_sync([req])[0])
+        asyncio.run(m.aclose())
+    m = LlamaCppChatModel()
+    reused = m.generate_sync([*reqs, yes_no, reqs[1]])
+    evaluated = llama_cpp.llama_perf_context(m._llm.ctx).n_p_eval  # prompt tokens llama.cpp evaluated
+    asyncio.run(m.aclose())
+    assert [r.text for r in reused] == [r.text for r in fresh] + [fresh[1].text]
+    assert reused[3].top_logprobs.keys() == fresh[3].top_logprobs.keys()
+    assert np.allclose(list(reused[3].top_logprobs.values()), list(fresh[3].top_logprobs.values()), atol=1e-3)
+    assert evaluated < sum(r.prompt_tokens for r in reused) / 3  # the system prompt was evaluated once
 
 
 def test_batch_results_keep_request_order(model):
