@@ -27,7 +27,16 @@ def test_funnel_counts_every_step(ws):
     add_module(ws, "exp-rice", 0, "expert", ids["rice"][:2], metrics={"steps": 3})
     add_module(ws, "crit-rice", 0, "critic", [])
     add_module(ws, "crit-law", 1, "critic", [])
+    add_module(ws, "exp-law", 1, "expert", ids["law"][:1])  # passes, though its high-gap cluster takes the critic
+    add_module(ws, "exp-old", 1, "expert", ids["law"][:1])  # lost every comparison
+    ws.finish_run(ws.start_run("select", {"win_threshold": 0.6}), "ok", {})
     with ws.transaction() as c:
+        c.execute("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, bleu, "
+                  "length_ratio, outcome, same_as_base) VALUES ('exp-law', 1, ?, 0, 5, 9, 0.5, 1, 1.0, 0)",
+                  (ids["law"][0],))
+        c.execute("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, bleu, "
+                  "length_ratio, outcome, same_as_base) VALUES ('exp-old', 1, ?, 0, 5, 2, 0.5, 1, 0.0, 0)",
+                  (ids["law"][0],))
         c.executemany("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, bleu, "
                       "length_ratio, outcome, same_as_base) VALUES ('exp-rice',?,?,0,5,?,0.5,1,?,?)",
                       [(1, ids["rice"][0], 5, 0.5, 1), (1, ids["rice"][1], 5, 0.5, 1),
@@ -40,19 +49,23 @@ def test_funnel_counts_every_step(ws):
     assert f["clusters"] == {"n": 2, "sizes": [6, 6]}
     assert f["plans"] == {"uno": {"primary": 1, "reflective": 1, "base": 0},
                           "uno-single": {"primary": 1, "reflective": 0, "base": 1}}
-    assert (f["experts_trained"], f["experts_passed"], f["critics_trained"]) == (1, 1, 2)
-    assert f["expert_steps"] == {"exp-rice": 3} and f["val_items"] == {"exp-rice": 2}
-    assert f["val_answers_same_as_base"] == {"exp-rice": [3, 4]}
+    assert (f["experts_trained"], f["experts_passed"], f["critics_trained"]) == (3, 2, 2)
+    assert f["expert_win_rates"] == {"exp-rice": 0.75, "exp-law": 1.0, "exp-old": 0.0}  # rice: epoch 2's 1 and ½
+    assert f["expert_steps"]["exp-rice"] == 3 and f["val_items"] == {"exp-rice": 2, "exp-law": 1, "exp-old": 1}
+    assert f["val_answers_same_as_base"]["exp-rice"] == [3, 4]
     rice, law = f["per_cluster"]
     assert (rice["cluster"], rice["size"], rice["pairs"], rice["feedback_rules_nonempty"]) == (0, 6, 6, 6)
     assert rice["paths"] == {"uno": "primary", "uno-single": "primary"} and rice["val_items"] == 2
-    assert law["gap_plan"] == "reflective" and law["expert_steps"] is None and law["critic"] is True
+    assert (rice["expert_win_rate"], rice["expert_passed"]) == (0.75, True)
+    assert law["gap_plan"] == "reflective" and law["critic"] is True
+    assert (law["expert_win_rate"], law["expert_passed"]) == (0.0, False)  # the newest expert of the cluster
     json.dumps(f)  # JSON-ready
     f["test_paths"] = count_test_paths({"uno": ["primary", "unseen", "base", "primary"]})
     assert f["test_paths"] == {"uno": {"primary": 2, "reflective": 0, "base": 1, "unseen": 1}}
     text = "\n".join(funnel_lines(f))
     assert "20 logs → 19 with feedback → 18 with feedback rules → 18 pairs → 2 clusters" in text
-    assert "3/4 validation answers identical to base" in text and "uno primary 2" in text
+    assert "3/6 validation answers identical to base, best win rates [0.75, 1.0, 0.0]) → 2 passed" in text
+    assert "uno primary 2" in text
 
 
 def test_empty_workspace_funnel(ws):

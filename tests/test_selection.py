@@ -4,6 +4,7 @@ import pytest
 
 from unolearn.backends import Models
 from unolearn.errors import ConfigError
+from unolearn.funnel import funnel
 from unolearn.selection import (SelectConfig, best_critic_epoch, bleu, choose_epoch, decide, drift, load_plan,
                                 outcome, run)
 from unolearn.store import now
@@ -88,6 +89,10 @@ def test_decide_each_case():
     assert paths(decide(0, "reflective", None, ("c", 1))) == {
         "uno": ("reflective", "c", 1), "uno-single": ("base", None, None)}
     assert paths(decide(0, "primary", None, None)) == {"uno": ("base", None, None), "uno-single": ("base", None, None)}
+    high = decide(0, "reflective", ("e", 2, 0.75), ("c", 1), gap_note="gap 0.12 ≥ 0.08")  # a passed expert, high gap
+    assert paths(high) == {"uno": ("reflective", "c", 1), "uno-single": ("base", None, None)}
+    assert "high cognitive gap; gap 0.12 ≥ 0.08; expert epoch 2 won 0.75 of validation comparisons, not used" in (
+        high[0].reason)
 
 
 def test_an_expert_with_too_few_validation_items_is_not_judged(ws):
@@ -171,3 +176,28 @@ def test_select_validates_and_stores_plans(ws):
     stored = load_plan(ws, 0, "uno")
     assert (stored.path, stored.module_id, stored.epoch, stored.win_rate) == ("primary", "exp-rice", 2, 1.0)
     assert "epoch 2" in stored.reason and load_plan(ws, 5, "uno") is None
+
+
+def test_a_high_gap_clusters_expert_is_validated_but_the_critic_serves(ws):
+    ids = seed_workspace(ws)
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 6, b"\0" * 16, "hash", now()))
+        c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, 0) for i in ids["law"]])
+        c.execute("INSERT INTO gaps VALUES (0,'embedding',0.9,0.9,0.9,6,'reflective',0.45)")
+    add_module(ws, "exp-law", 0, "expert", ids["law"][:2])
+    add_module(ws, "crit-law", 0, "critic", [], metrics={"eval_loss": {"1": 1.0, "2": 2.0}})
+
+    def generator(req):
+        return "An answer citing the statute." if req.adapter == "exp-law@1" else "An answer."
+
+    def judge(req):
+        answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
+        return json.dumps({"reason": "r", "score": 9 if "statute" in answer else 5})
+
+    gen = MockChatModel(responder=generator)
+    plans = run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=judge)))
+    assert {"exp-law@1", "exp-law@2"} <= set(gen.adapters)
+    uno = next(p for p in plans if p.system == "uno")
+    assert (uno.path, uno.module_id) == ("reflective", "crit-law")
+    assert "expert epoch 1 won 1.00 of validation comparisons, not used" in uno.reason
+    assert funnel(ws)["experts_passed"] == 1

@@ -17,8 +17,9 @@ from unolearn.cluster import run as cluster
 from unolearn.errors import ConfigError, InputError
 from unolearn.records import Log, Message
 from unolearn.store import Workspace, now
-from unolearn.train import (TrainConfig, accumulation, cpu_bf16, critic_rows, expert_rows, learning_rows, list_modules, run,
-                            run_in_child, split_ids, split_members)
+from unolearn.text import clip
+from unolearn.train import (CRITIC_CLIP, TrainConfig, accumulation, cpu_bf16, critic_rows, expert_rows, learning_rows, list_modules,
+                            critic_prompt, module_kinds, run, run_in_child, split_ids, split_members)
 
 from doubles import HashEmbedder
 from tiny_model import tiny_model_dir  # noqa: F401
@@ -100,12 +101,34 @@ def test_experts_and_critics_follow_the_plan(trained):
     ws, _, modules, by_theme, _ = trained
     kinds = {(m.cluster, m.kind) for m in modules}
     assert (by_theme["rice"], "expert") in kinds and (by_theme["travel"], "expert") in kinds
-    assert (by_theme["law"], "expert") not in kinds and (by_theme["law"], "critic") in kinds
+    assert (by_theme["law"], "expert") in kinds and (by_theme["law"], "critic") in kinds  # as the reference
     assert len([m for m in modules if m.kind == "critic"]) == 3
     for m in modules:
         assert set(m.metrics["train_loss"]) == {1, 2} and all(np.isfinite(list(m.metrics["train_loss"].values())))
         assert m.n_train == 5 and m.n_val == 1
         assert [p.name for p in sorted(Path(m.path).iterdir())] == ["epoch-1", "epoch-2"]
+
+
+def test_critic_sees_long_questions_and_answers_clipped():
+    query, answer = "案情：" + "甲与乙签订合同。" * 250, "回答：" + "根据合同法第五十二条。" * 100
+    [msg] = critic_prompt(query, answer, "zh")
+    assert len(msg["content"]) < 2 * CRITIC_CLIP["zh"] + 120  # the prompt's own words and the two " … "
+    assert "案情：甲" in msg["content"] and msg["content"].count(" … ") == 2 and msg["content"].endswith("条。")
+    assert clip("short", 10) == "short" and clip("abcdefghijkl", 6) == "abcd … kl"
+    [short] = critic_prompt("How do I boil rice?", "Boil it.", "en")
+    assert "How do I boil rice?" in short["content"] and " … " not in short["content"]
+
+
+def test_which_clusters_get_which_modules():
+    def kinds(experts, critics, plan):
+        return module_kinds(TrainConfig(experts=experts, critics=critics), plan)
+
+    assert kinds("all", "all", "reflective") == ["expert", "critic"] == kinds("all", "all", None)
+    assert kinds("primary", "all", "reflective") == ["critic"] and kinds("primary", "all", "primary") == ["expert", "critic"]
+    assert kinds("all", "reflective", "primary") == ["expert"] and kinds("none", "reflective", "reflective") == ["critic"]
+    assert kinds("none", "none", "primary") == []
+    with pytest.raises(ConfigError, match="experts: 'some'"):
+        TrainConfig(experts="some")
 
 
 def test_lora_weights_changed_and_base_weights_did_not(trained, tiny_model_dir):

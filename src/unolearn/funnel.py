@@ -9,10 +9,12 @@ Keys (``run --json``, ``bench quality --json`` and the report; only ever added t
 ``with_feedback``, ``feedback_rules_nonempty``, ``pairs``, ``clusters`` (``{"n", "sizes"}``),
 ``plans`` (per system, the count of clusters on each path), ``experts_trained``, ``expert_steps``,
 ``val_items`` (per expert id: its held-out validation logs) and ``val_answers_same_as_base`` (per
-expert id: ``[identical, judged answers]`` over items × epochs; none when the expert was not judged), ``experts_passed`` (clusters whose ``uno-single`` plan is primary),
-``critics_trained``, ``per_cluster`` (the same counts for each cluster, with the gap behind its plan —
-``gap``, ``gap_threshold``, ``gap_scorer``, ``gap_scored_logs`` — and the validation win rate of each
-system's path, ``win_rates``) and, from the benchmark,
+expert id: ``[identical, judged answers]`` over items × epochs; none when the expert was not judged),
+``expert_win_rates`` (per expert id: its best epoch's validation win rate; None when not judged),
+``experts_passed`` (experts whose best epoch reached the selection's win threshold, whatever their
+cluster's gap: a high-gap cluster still takes its critic in ``uno``), ``critics_trained``, ``per_cluster`` (the same counts for each cluster, with the gap behind its plan —
+``gap``, ``gap_threshold``, ``gap_scorer``, ``gap_scored_logs`` — the validation win rate of each
+system's path, ``win_rates``, and the expert's ``expert_win_rate`` and ``expert_passed``) and, from the benchmark,
 ``test_paths`` (per system, test prompts on each of primary / reflective / base / unseen).
 """
 
@@ -42,10 +44,23 @@ def funnel(ws: Workspace) -> dict[str, Any]:
         "expert_steps": {m["id"]: m["steps"] for m in experts},
         "val_items": {m["id"]: m["val_items"] for m in experts},
         "val_answers_same_as_base": {m["id"]: [m["same_as_base"], m["val_answers"]] for m in experts},
-        "experts_passed": plans["uno-single"]["primary"],
+        "expert_win_rates": {m["id"]: _best_rate(raw, m["id"]) for m in experts},
+        "experts_passed": sum(_passed(raw, m["id"]) for m in experts),
         "critics_trained": sum(m["kind"] == "critic" for m in raw["modules"]),
         "per_cluster": _per_cluster(raw),
     }
+
+
+def _best_rate(raw: dict[str, Any], module_id: str) -> float | None:
+    """An expert's best validation win rate over its epochs (None: not judged)."""
+    rates = raw["epoch_win_rates"].get(module_id)
+    return max(rates.values()) if rates else None
+
+
+def _passed(raw: dict[str, Any], module_id: str) -> bool:
+    """Whether an expert's best epoch reached the last selection's win threshold."""
+    rate = _best_rate(raw, module_id)
+    return rate is not None and raw["win_threshold"] is not None and rate >= raw["win_threshold"]
 
 
 def _per_cluster(raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,6 +78,8 @@ def _per_cluster(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "win_rates": {p["system"]: p["win_rate"] for p in raw["plans"] if p["cluster"] == k},
             "expert_steps": expert["steps"] if expert else None,
             "val_items": expert["val_items"] if expert else None,
+            "expert_win_rate": _best_rate(raw, expert["id"]) if expert else None,
+            "expert_passed": _passed(raw, expert["id"]) if expert else None,
             "val_answers_same_as_base": [expert["same_as_base"], expert["val_answers"]] if expert else None,
             "critic": any(m["kind"] == "critic" for m in mods)})
     return out
@@ -77,11 +94,13 @@ def funnel_lines(f: dict[str, Any]) -> list[str]:
     """The funnel as a few lines of text for the terminal."""
     same = sum(v[0] for v in f["val_answers_same_as_base"].values())
     answers = sum(v[1] for v in f["val_answers_same_as_base"].values())
+    rates = [round(r, 2) if r is not None else None for r in f.get("expert_win_rates", {}).values()]
     lines = [
         f"funnel: {f['logs']} logs → {f['with_feedback']} with feedback → {f['feedback_rules_nonempty']} with "
         f"feedback rules → {f['pairs']} pairs → {f['clusters']['n']} clusters (sizes {f['clusters']['sizes']})",
         f"        {f['experts_trained']} experts (optimizer steps {list(f['expert_steps'].values())}, validation "
-        f"items {list(f['val_items'].values())}, {same}/{answers} validation answers identical to base) → "
+        f"items {list(f['val_items'].values())}, {same}/{answers} validation answers identical to base, "
+        f"best win rates {rates}) → "
         f"{f['experts_passed']} passed; {f['critics_trained']} critics",
         "        plans: " + "; ".join(f"{s} " + ", ".join(f"{p} {n}" for p, n in c.items())
                                      for s, c in f["plans"].items()),

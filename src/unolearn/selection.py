@@ -14,10 +14,10 @@ The reflective path (the critic's epoch of lowest validation loss, as in the ref
 base model's revision) is judged the same way on the same items, against the same base answers; its
 win rate is reported in the plan (the paths below stay the paper's; a later system may choose by it).
 
-Final plans, per cluster and system:
-- ``uno``: ``primary(epoch)`` when the expert passed, else ``reflective`` (critic, then revise) when a
+Final plans, per cluster and system (a high-gap cluster's expert is validated and reported, not used):
+- ``uno``: ``primary(epoch)`` when the gap is low and the expert passed, else ``reflective`` (critic, then revise) when a
   critic exists, else ``base``.
-- ``uno-single``: ``primary(epoch)`` when the expert passed, else ``base``.
+- ``uno-single``: ``primary(epoch)`` when the gap is low and the expert passed, else ``base``.
 """
 
 from __future__ import annotations
@@ -310,11 +310,9 @@ def decide(cluster: int, gap_plan: str | None, expert: tuple[str, int | None, fl
         why = f"expert epoch {epoch} won {rate:.2f} of validation comparisons{gap}"
         return [Plan(cluster, s, "primary", mid, epoch, rate, why) for s in SYSTEMS]
     if gap_plan == "reflective":
-        why = f"high cognitive gap{gap}"
-    elif expert and not_judged:
-        why = f"expert not judged: {not_judged}{gap}"
+        why = f"high cognitive gap{gap}" + (f"; {_expert_note(expert, not_judged)}, not used" if expert else "")
     elif expert:
-        why = f"expert failed validation (best win rate {expert[2]:.2f}){gap}"
+        why = _expert_note(expert, not_judged) + gap
     else:
         why = f"no expert (too few pairs, or not trained){gap}"
     rate = expert[2] if expert else None
@@ -325,6 +323,15 @@ def decide(cluster: int, gap_plan: str | None, expert: tuple[str, int | None, fl
         return [Plan(cluster, "uno", "reflective", critic[0], critic[1], c_rate,
                      f"{why}; critic epoch {critic[1]} ({judged})"), single]
     return [Plan(cluster, "uno", "base", None, None, rate, why + "; no critic"), single]
+
+
+def _expert_note(expert: tuple[str, int | None, float | None], not_judged: str | None) -> str:
+    """What an expert's validation came to, for a plan's reason."""
+    if not_judged:
+        return f"expert not judged: {not_judged}"
+    if expert[1] is not None:
+        return f"expert epoch {expert[1]} won {expert[2]:.2f} of validation comparisons"
+    return f"expert failed validation (best win rate {expert[2]:.2f})"
 
 
 def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[Plan]:
@@ -363,7 +370,7 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, clusters: list[
             exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
             val_ids = json.loads((exp_row or crit_row)[3]) if exp_row or crit_row else []
             base = await baseline(ws, models, val_ids, cfg)
-            if exp_row and gap_plan != "reflective":
+            if exp_row:
                 val = await validate_expert(ws, models, exp_row[0], exp_row[1], base, cfg)
                 if not _judged(base):
                     not_judged = f"{val.n_items} validation item(s), fewer than min_val_items {cfg.min_val_items}"

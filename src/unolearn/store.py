@@ -346,8 +346,16 @@ class Workspace:
             "(SELECT coalesce(sum(v.same_as_base), 0) FROM validation v WHERE v.module_id = m.id) "
             "FROM modules m WHERE m.cluster IN (SELECT id FROM clusters) ORDER BY m.cluster, m.kind, m.created_at"
         ).fetchall()
+        epoch_rates: dict[str, dict[int, float]] = {}
+        for mid, epoch, rate in c.execute("SELECT module_id, epoch, avg(outcome) FROM validation "
+                                          "GROUP BY module_id, epoch ORDER BY module_id, epoch"):
+            epoch_rates.setdefault(mid, {})[epoch] = rate
+        threshold = c.execute("SELECT json_extract(config, '$.win_threshold') FROM runs WHERE stage = 'select' "
+                              "AND status = 'ok' ORDER BY id DESC LIMIT 1").fetchone()
         return {
             "logs": self.count("logs"),
+            "epoch_win_rates": epoch_rates,
+            "win_threshold": threshold[0] if threshold else None,
             "with_feedback": one("SELECT count(*) FROM logs WHERE has_feedback"),
             "feedback_rules_nonempty": one("SELECT count(*) FROM rules WHERE kind = 'feedback' "
                                            "AND json_array_length(rules) > 0"),

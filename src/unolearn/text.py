@@ -28,3 +28,11 @@ STOP_WORDS = frozenset(
 def content_tokens(text: str, lang: str) -> list[str]:
     """:func:`tokens` without punctuation and :data:`STOP_WORDS`."""
     return [t for t in tokens(text, lang) if re.search(r"\w", t) and t not in STOP_WORDS]
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters: its first two thirds and last third around " … "."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    return f"{text[:head].rstrip()} … {text[len(text) - (limit - head):].lstrip()}"

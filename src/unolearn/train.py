@@ -1,6 +1,7 @@
 """The train stage: per-cluster experience modules as LoRA adapters.
 
-- **Expert** (for clusters planned ``primary``): TRL ``DPOTrainer`` with the sigmoid DPO loss plus an
+- **Expert** (every cluster by default, as in the reference: a high-gap cluster's expert is validated
+  and reported, though ``uno`` sends that cluster to its critic): TRL ``DPOTrainer`` with the sigmoid DPO loss plus an
   SFT loss on the chosen answer (``loss_type=["sigmoid", "sft"]``, weights 0.5/0.5 by default), on
   the cluster's preference pairs.
 - **Critic** (every cluster by default, since a primary cluster may fail validation and fall back):
@@ -38,6 +39,7 @@ from .distill import feedback_examples, no_rule_logs, numbered, pair_prompt, pai
 from .errors import ConfigError, InputError, UnolearnError
 from .records import Log, content_hash
 from .store import Workspace, now
+from .text import clip
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -48,6 +50,12 @@ CRITIC_PROMPT = {
     "zh": ("请提出让回答变得更好的建议。阅读问题和回答，然后写出带编号的具体规则，说明修改后的回答应当怎样满足这位用户。"
            "\n\n## 问题\n{query}\n\n## 回答\n{answer}"),
 }
+
+
+#: Characters of the question and of the answer that the critic sees (both in training and at answer
+#: time), so that a critic example fits the cpu profile's 512 tokens with its rules: LexEval cases run
+#: to 650 Chinese characters (median) and a 256-token answer to about 1,000 English ones.
+CRITIC_CLIP = {"en": 700, "zh": 250}
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -92,6 +100,9 @@ class TrainConfig:
     val_fraction: float = opt(0.2, "Share of a cluster's logs held out for validation.")
     seed: int = opt(42, "Seed of the split and of training.")
     min_pairs: int | None = opt(None, "Clusters with fewer training pairs get no expert (profile: 4 / 2).")
+    experts: str = opt("all", "Which clusters get an expert: all (as the reference; a high-gap cluster's expert is "
+                              "validated and reported, not used by uno), primary (planned primary: less "
+                              "training), none.")
     critics: str = opt("all", "Which clusters get a critic: all, reflective (planned reflective), none.")
     bf16: bool | None = opt(None, "bf16 training (default: on a GPU that supports it; on a CPU with native bf16 "
                                   "(AVX512-BF16 or AMX), where the base weights are then held in bf16).")
@@ -111,6 +122,8 @@ class TrainConfig:
                               "max_length, min_pairs and min_steps_per_epoch must be ≥ 1")
         if not (0.0 <= self.val_fraction < 1.0 and 0.0 <= self.lora_dropout < 1.0 and self.learning_rate > 0):
             raise ConfigError("val_fraction and lora_dropout must be in [0, 1), learning_rate > 0")
+        if self.experts not in ("all", "primary", "none"):
+            raise ConfigError(f"experts: {self.experts!r} is not one of all, primary, none")
         if self.critics not in ("all", "reflective", "none"):
             raise ConfigError(f"critics: {self.critics!r} is not one of all, reflective, none")
         if self.dpo_weight < 0 or self.sft_weight < 0 or self.dpo_weight + self.sft_weight == 0:
@@ -173,8 +186,9 @@ def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str]
 
 
 def critic_prompt(query: str, answer: str, lang: str) -> list[dict[str, str]]:
-    """The critic's input: the question and the first answer."""
-    return [{"role": "user", "content": CRITIC_PROMPT[lang].format(query=query, answer=answer)}]
+    """The critic's input: the question and the first answer, each clipped to :data:`CRITIC_CLIP` characters."""
+    limit = CRITIC_CLIP[lang]
+    return [{"role": "user", "content": CRITIC_PROMPT[lang].format(query=clip(query, limit), answer=clip(answer, limit))}]
 
 
 def _members(ws: Workspace, cluster: int) -> list[str]:
@@ -494,6 +508,15 @@ def _glibc(name: str, *args: int) -> None:
         pass
 
 
+def module_kinds(cfg: TrainConfig, gap_plan: str | None) -> list[str]:
+    """The modules a cluster with ``gap_plan`` (primary / reflective / None: not assessed) gets under ``cfg``."""
+    reflective = gap_plan == "reflective"
+    kinds = ["expert"] if cfg.experts == "all" or (cfg.experts == "primary" and not reflective) else []
+    if cfg.critics == "all" or (cfg.critics == "reflective" and reflective):
+        kinds.append("critic")
+    return kinds
+
+
 def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = None,
         on_module=None) -> list[ModuleInfo]:
     """Train the experts and critics the plan calls for, for one cluster or all of them."""
@@ -513,9 +536,7 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
     skipped: list[str] = []
     for c in clusters:
         train_ids, val_ids = split_members(ws, c, cfg.val_fraction, cfg.seed)
-        kinds = [] if plans.get(c) == "reflective" else ["expert"]
-        if cfg.critics == "all" or (cfg.critics == "reflective" and plans.get(c) == "reflective"):
-            kinds.append("critic")
+        kinds = module_kinds(cfg, plans.get(c))
         for kind in kinds:
             try:
                 info = train_module(ws, kind, c, base, cfg, train_ids, val_ids)
