@@ -47,6 +47,19 @@ def test_memorybench_python_literal_fields(tmp_path):
     assert c.feedback == a.feedback and [x.kind for x in c.actions] == ["copy"]
 
 
+def test_every_format_reads_the_user(tmp_path):
+    conversation = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    records = [chat("q", "a", "no", user="alice"), {**chat("q", "a", "no"), "user": 17},
+               {"id": "s1", "conversations": conversation, "user": "bob"},
+               {"test_idx": 1, "dataset_name": "NFCats", "input_prompt": "q", "user": "carol"},
+               chat("q", "a", "no")]
+    openai, numbered, sharegpt, memorybench, nobody = items(write_jsonl(tmp_path / "u.jsonl", records))
+    assert (openai.user, numbered.user, sharegpt.user, memorybench.user, nobody.user) == (
+        "alice", "17", "bob", "carol", None)
+    assert openai.id != nobody.id and openai.user_key == "user:alice" and nobody.user_key == f"log:{nobody.id}"
+    assert nobody.id == "log-v1-91ea747fd867d047c68c4b64"  # its key from before logs had users
+
+
 def test_packaged_memorybench_prompt_files_read_cleanly():
     out = items(packaged_dir() / "lexeval_qa_test.jsonl")
     assert len(out) == 50 and all(isinstance(x, Log) for x in out)
@@ -101,6 +114,8 @@ def test_array_line_numbers(tmp_path):
     (json.dumps(chat("q", "a", rating="good")), "rating: expected a number"),
     (json.dumps(chat("q", "a", actions=["shrug"])), "actions[0]"),
     (json.dumps(chat("q", "a", actions=[{"kind": "edit"}])), "edited answer"),
+    (json.dumps(chat("q", "a", user="")), "user: expected a non-empty string"),
+    (json.dumps(chat("q", "a", user={"id": 1})), "user: expected a non-empty string or an integer"),
     (json.dumps({"foo": 1}), "unknown record format"),
     (json.dumps([1, 2]), "expected a JSON object"),
 ])

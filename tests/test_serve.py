@@ -272,9 +272,11 @@ def test_feedback_is_stored_and_checked(s):
 
 
 def test_collect_served_turns_feedback_into_logs(s):
-    rid = ask(s, LAW, system="uno-single", messages=[
+    rid = ask(s, LAW, system="uno-single", user="user-7", messages=[
         {"role": "system", "content": "You are a lawyer."}, {"role": "user", "content": LAW}]).json()["id"]
     unrated = ask(s, TRAVEL).json()["id"]
+    anonymous = ask(s, RICE, user=12).json()["id"]  # not a string: no user
+    assert s.client.post("/v1/feedback", json={"response_id": anonymous, "action": "like"}).status_code == 200
     assert s.client.post("/v1/feedback", json={"response_id": rid, "text": "Cite the article."}).status_code == 200
     assert s.client.post("/v1/feedback", json={"response_id": rid, "action": "regenerate"}).status_code == 200
     with Workspace.open(s.ws_dir) as ws:
@@ -283,6 +285,10 @@ def test_collect_served_turns_feedback_into_logs(s):
         log_id = ws.conn.execute("SELECT log_id FROM served WHERE response_id = ?", (rid,)).fetchone()[0]
         assert ws.conn.execute("SELECT log_id FROM served WHERE response_id = ?", (unrated,)).fetchone()[0] is None
         log = ws.get_log(log_id)
+        other = ws.get_log(ws.conn.execute("SELECT log_id FROM served WHERE response_id = ?",
+                                           (anonymous,)).fetchone()[0])
+    assert log.user == "user-7" and log.user_key == "user:user-7"
+    assert other.user is None and other.user_key == f"log:{other.id}"
     assert log.query == LAW and log.first_answer == f"echo: {LAW}" and log.source == "serve"
     assert log.feedback == ("Cite the article.",) and [a.kind for a in log.actions] == ["regenerate"]
     assert [m.role for m in log.messages] == ["system", "user", "assistant", "user"]
@@ -293,12 +299,12 @@ def test_feedback_for_a_response_still_queued_and_flush_on_close(tmp_path):
     async def go() -> None:
         rec = Recorder(tmp_path / "ws", batch=512)
         await rec.start()
-        rows = [(f"r{i}", "[]", "a", "{}", "m", now()) for i in range(300)]
+        rows = [(f"r{i}", "[]", "a", "{}", "m", now(), None) for i in range(300)]
         for row in rows:
             rec.served(row)
         assert rec.known("r299") and not rec.known("r300")
         await rec.feedback(("r299", "late but kept", None, None, now()))  # queued behind its response
-        rec.served(("r-last", "[]", "a", "{}", "m", now()))
+        rec.served(("r-last", "[]", "a", "{}", "m", now(), "u"))
         await rec.close()  # flushes what is still queued
 
     asyncio.run(go())

@@ -16,7 +16,7 @@ from unolearn.errors import BackendError, ConfigError
 from unolearn.prompt_sets import packaged_dir
 from unolearn.readers import from_memorybench, read_logs
 from unolearn.records import Log, detect_lang
-from unolearn.simulate import (OFF_TOPIC, THANKS, UNRELATED_COMPLAINTS, constraints_for, load_preferences,
+from unolearn.simulate import (OFF_TOPIC, SimulateConfig, THANKS, UNRELATED_COMPLAINTS, constraints_for, load_preferences,
                                parse_preferences, simulate, summarize)
 
 SHARED_NAMES = ("NFCats", "LexEval-QA", "HelloBench-Academic&Knowledge-QA")
@@ -344,7 +344,7 @@ def test_same_seed_same_output_and_independent_of_batch():
     assert json.dumps(a, ensure_ascii=False) == json.dumps(b, ensure_ascii=False)
     backwards = run(prompts[::-1][:25], seed=5, **noise)
     by_idx = {r["test_idx"]: r for r in a}
-    assert all(r == by_idx[r["test_idx"]] for r in backwards)
+    assert all({**r, "user": None} == {**by_idx[r["test_idx"]], "user": None} for r in backwards)  # users: by position
     c = run(prompts, seed=6, **noise)
     assert [r["info"]["simulated"]["noise"] for r in a] != [r["info"]["simulated"]["noise"] for r in c]
 
@@ -367,6 +367,17 @@ def test_output_reads_back_as_memorybench_logs(tmp_path):
         assert log.metadata["info"]["simulated"] == rec["info"]["simulated"]
     assert logs[0].feedback == ("Too long. Use bullets.",)
     assert logs[1].feedback == ("Too long. Use bullets.",) * 2 and logs[1].actions[0].kind == "dislike"
+
+
+def test_simulated_users_each_have_several_dialogs_of_one_dataset(tmp_path):
+    prompts = [prompt(i, ds="A") for i in range(7)] + [prompt(i, ds="B") for i in range(2)]
+    recs = simulate(prompts, parse_preferences(prefs_dict()), model(), 7, rounds=1, logs_per_user=3)
+    assert [r["user"] for r in recs] == ["sim-A-1"] * 3 + ["sim-A-2"] * 3 + ["sim-A-3"] + ["sim-B-1"] * 2
+    path = tmp_path / "logs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    assert [item.user for _, item in read_logs(path, "memorybench")] == [r["user"] for r in recs]
+    with pytest.raises(ConfigError, match="logs_per_user"):
+        SimulateConfig(logs_per_user=0)
 
 
 def test_simulate_accepts_a_preference_path_and_the_packaged_default(tmp_path):

@@ -550,7 +550,7 @@ def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: P
     prefs = load_preferences(preferences)
     models = models_for(ctx)
     out = run_sim(records, prefs, models.generator, seed, cfg.rounds, max_tokens=cfg.max_tokens,
-                  progress=False if as_json else None)
+                  logs_per_user=cfg.logs_per_user, progress=False if as_json else None)
     write_jsonl_atomic(output, out)
     summary = {"output": str(output), **summarize(out)}
     echo_json(summary) if as_json else click.echo(

@@ -83,6 +83,7 @@ def run(ws: Workspace, models: Models, data_dir: Path | None = None, cfg: DemoCo
 
 async def _simulate(models: Models, records: list, prefs: Any, seed: int, cfg: SimulateConfig) -> list:
     try:
-        return await simulate_async(records, prefs, models.generator, seed, cfg.rounds, max_tokens=cfg.max_tokens)
+        return await simulate_async(records, prefs, models.generator, seed, cfg.rounds, max_tokens=cfg.max_tokens,
+                                    logs_per_user=cfg.logs_per_user)
     finally:
         await models.aclose()

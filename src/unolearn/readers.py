@@ -4,11 +4,13 @@ Input contract:
 - A file is either JSONL (one JSON object per line) or one JSON array of objects; a truncated array
   still yields every complete element before the cut. Files are streamed, never read whole.
 - ``openai``: ``{"messages": [{"role", "content"}...], "actions"?, "rating"?, "lang"?, "source"?,
-  "timestamp"?, "metadata"?, "id"?}``.
+  "timestamp"?, "user"?, "metadata"?, "id"?}``.
 - ``memorybench``: ``{"test_idx", "dataset_name", "lang", "input_prompt" | "input_chat_messages",
   "dialog", "implicit_feedback", "info"}``; ``dialog``/``implicit_feedback`` may be JSON or
   Python-literal strings, as in the published dataset.
 - ``sharegpt``: ``{"id", "conversations": [{"from": "human"|"gpt"|"system", "value"}]}``.
+- Every format takes an optional ``user`` (a string or an integer id: who asked; several logs of one
+  user count once when rules are supported), as the OpenAI API's ``user`` parameter.
 Each yielded item is either a :class:`Log` or a :class:`Rejected` naming the file, line and reason.
 """
 
@@ -229,7 +231,16 @@ def _common(obj: dict, source: str) -> dict[str, Any]:
     lang = obj.get("lang")
     return {"rating": rating, "lang": lang if lang in ("en", "zh") else None,
             "source": str(obj.get("source") or source), "timestamp": obj.get("timestamp"),
-            "actions": tuple(_actions(obj.get("actions"), "actions"))}
+            "user": _user(obj.get("user")), "actions": tuple(_actions(obj.get("actions"), "actions"))}
+
+
+def _user(value: Any) -> str | None:
+    """A record's ``user``: a non-empty string or an integer id (kept as text), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise RecordError(f"user: expected a non-empty string or an integer, got {json.dumps(value)[:40]}")
+    return str(value)
 
 
 def from_openai(obj: dict, source: str) -> Log:

@@ -83,6 +83,7 @@ class Log(Record):
     lang: Lang
     source: str = ""
     timestamp: str | None = None
+    user: str | None = Field(None, description="Who asked: several logs of one user count once as support.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("query")
@@ -94,8 +95,13 @@ class Log(Record):
 
     @property
     def id(self) -> str:
-        """The log's content key."""
-        return content_hash("log", self.model_dump(mode="json"))
+        """The log's content key (a log without a user keeps the key it had before logs had users)."""
+        return content_hash("log", self.model_dump(mode="json", exclude={"user"} if self.user is None else None))
+
+    @property
+    def user_key(self) -> str:
+        """The user to count this log under: its ``user``, or the log itself when no user is known."""
+        return f"user:{self.user}" if self.user is not None else f"log:{self.id}"
 
     @property
     def has_feedback(self) -> bool:

@@ -240,7 +240,7 @@ class Recorder:
         self._task = asyncio.create_task(self._run())
 
     def served(self, row: tuple) -> None:
-        """Queue one served row ``(response_id, messages, answer, route, model, created_at)``."""
+        """Queue one served row ``(response_id, messages, answer, route, model, created_at, user)``."""
         self.pending.add(row[0])
         self.queue.put_nowait(("served", row, None))
 
@@ -288,7 +288,8 @@ class Recorder:
 
     def _commit(self, served: list[tuple], feedback: list[tuple]) -> None:
         with self._writer.transaction() as c:
-            c.executemany("INSERT OR IGNORE INTO served VALUES (?,?,?,?,?,?,NULL)", served)
+            c.executemany("INSERT OR IGNORE INTO served (response_id, messages, answer, route, model, created_at, "
+                          "user) VALUES (?,?,?,?,?,?,?)", served)
             c.executemany("INSERT INTO feedback (response_id, text, action, edited, created_at) "
                           "VALUES (?,?,?,?,?)", feedback)
 
@@ -473,6 +474,12 @@ class Chat:
     stream: bool
     system: str
     rid: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+
+    @property
+    def user(self) -> str | None:
+        """The OpenAI ``user`` parameter: who asked (a string id; None when absent or not a string)."""
+        user = self.body.get("user")
+        return user if isinstance(user, str) and user.strip() else None
 
     @property
     def model(self) -> str:
@@ -808,7 +815,7 @@ class Proxy:
     def record(self, chat: Chat, route: Route, text: str, model: str) -> None:
         """Queue the served interaction for storage."""
         row = (chat.rid, json.dumps(chat.body["messages"], ensure_ascii=False), text,
-               json.dumps(vars(route)), model, now())
+               json.dumps(vars(route)), model, now(), chat.user)
         self.recorder.served(row)
 
     async def feedback(self, request: Any) -> Any:
@@ -961,7 +968,7 @@ def collect_served(ws: Workspace) -> int:
     ``served.log_id`` is set. Feedback given after its interaction was collected is not added.
     """
     rows = ws.conn.execute(
-        "SELECT response_id, messages, answer, route, created_at FROM served s WHERE log_id IS NULL AND "
+        "SELECT response_id, messages, answer, route, created_at, user FROM served s WHERE log_id IS NULL AND "
         "EXISTS (SELECT 1 FROM feedback f WHERE f.response_id = s.response_id) ORDER BY created_at, response_id"
     ).fetchall()
     logs = [(row[0], served_log(ws, *row)) for row in rows]
@@ -971,7 +978,8 @@ def collect_served(ws: Workspace) -> int:
     return len(logs)
 
 
-def served_log(ws: Workspace, rid: str, messages: str, answer_text: str, route: str, created_at: str) -> Log:
+def served_log(ws: Workspace, rid: str, messages: str, answer_text: str, route: str, created_at: str,
+               user: str | None = None) -> Log:
     """The log of one served interaction with its feedback."""
     feedback = ws.conn.execute("SELECT text, action, edited FROM feedback WHERE response_id = ? ORDER BY id",
                                (rid,)).fetchall()
@@ -982,5 +990,5 @@ def served_log(ws: Workspace, rid: str, messages: str, answer_text: str, route: 
     actions = tuple(Action(kind=a, turn=0, edited=e) for _, a, e in feedback if a)
     convo = (*turns, Message(role="assistant", content=answer_text), *(Message(role="user", content=t) for t in texts))
     return Log(messages=convo, query=query, first_answer=answer_text, feedback=texts, actions=actions,
-               lang=detect_lang(query + "\n" + answer_text), source="serve", timestamp=created_at,
+               lang=detect_lang(query + "\n" + answer_text), source="serve", timestamp=created_at, user=user,
                metadata={"response_id": rid, "route": json.loads(route)})

@@ -94,10 +94,12 @@ class SimulateConfig:
 
     max_tokens: int = opt(1024, "Token budget of every answer of the simulated dialogs (profile cpu: 256).")
     rounds: int = opt(3, "Feedback rounds at most per dialog (profile cpu: 1).")
+    logs_per_user: int = opt(3, "Dialogs per simulated user: each user id takes this many consecutive prompts "
+                                "of one dataset, so a rule asked by several users stands out from one user's.")
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1 or not 0 <= self.rounds <= 10:
-            raise ConfigError("simulate: max_tokens must be ≥ 1 and rounds in 0..10")
+        if self.max_tokens < 1 or not 0 <= self.rounds <= 10 or self.logs_per_user < 1:
+            raise ConfigError("simulate: max_tokens and logs_per_user must be ≥ 1 and rounds in 0..10")
 
 
 class _Model(BaseModel):
@@ -290,6 +292,7 @@ class _Session:
     rounds: int = 0
     reaction: str | None = None
     closing: list[str] = field(default_factory=list)
+    user_id: str | None = None
     error: str | None = None
     waiting: bool = False  # the last turn is a user turn that wants an answer
 
@@ -400,14 +403,25 @@ def _output(s: _Session, seed: int) -> dict[str, Any]:
     simulated = {"seed": seed, "key": s.key, "lang": s.lang, "constraints": [c.id for c in s.constraints],
                  "violated": s.violated_first, "violated_final": s.violated_last, "rounds": s.rounds,
                  "noise": [k for k in NOISE_KINDS if k in s.noise], "reaction": s.reaction, "error": s.error}
-    return {**s.record, "dialog": s.dialog, "implicit_feedback": s.actions,
+    return {**s.record, "dialog": s.dialog, "implicit_feedback": s.actions, "user": s.user_id,
             "info": {**info, "simulated": simulated}}
 
 
+def assign_users(sessions: Sequence[_Session], per_user: int) -> None:
+    """Give the sessions user ids: ``per_user`` consecutive records of one dataset share one user."""
+    seen: dict[str, int] = {}
+    for s in sessions:
+        dataset = str(s.record.get("dataset_name") or s.key or "prompts")
+        k = seen.get(dataset, 0)
+        seen[dataset] = k + 1
+        s.user_id = f"sim-{dataset}-{k // per_user + 1}"
+
+
 async def simulate_async(prompts: Sequence[Mapping[str, Any]], prefs: Preferences, model: ChatModel,
-                         seed: int, rounds: int = 3, *, max_tokens: int = 1024,
+                         seed: int, rounds: int = 3, *, max_tokens: int = 1024, logs_per_user: int = 3,
                          progress: bool | None = None) -> list[dict[str, Any]]:
-    """Simulate one dialog per prompt record; returns MemoryBench records in input order.
+    """Simulate one dialog per prompt record; returns MemoryBench records in input order, each with the
+    ``user`` id of its simulated user (see :func:`assign_users`).
 
     One ``model.generate`` batch for the first answers, one per feedback round, one for off-topic
     follow-ups. A failed answer ends that record's dialog and is reported in ``info.simulated.error``.
@@ -415,6 +429,7 @@ async def simulate_async(prompts: Sequence[Mapping[str, Any]], prefs: Preference
     if rounds < 0:
         raise ConfigError(f"rounds must be ≥ 0, got {rounds}")
     sessions = [_start(r, prefs, seed) for r in prompts]
+    assign_users(sessions, logs_per_user)
     for s in sessions:
         s.waiting = True
     answered = await _answer_waiting(model, sessions, seed, max_tokens, "first answers", progress)
@@ -431,13 +446,13 @@ async def simulate_async(prompts: Sequence[Mapping[str, Any]], prefs: Preference
 
 
 def simulate(prompts: Sequence[Mapping[str, Any]], prefs: Preferences | str | Path | None, model: ChatModel,
-             seed: int, rounds: int = 3, *, max_tokens: int = 1024,
+             seed: int, rounds: int = 3, *, max_tokens: int = 1024, logs_per_user: int = 3,
              progress: bool | None = None) -> list[dict[str, Any]]:
     """Synchronous :func:`simulate_async` in one event loop; ``prefs`` may be a path (None: the default)."""
     if not isinstance(prefs, Preferences):
         prefs = load_preferences(prefs)
     return asyncio.run(simulate_async(prompts, prefs, model, seed, rounds, max_tokens=max_tokens,
-                                      progress=progress))
+                                      logs_per_user=logs_per_user, progress=progress))
 
 
 def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

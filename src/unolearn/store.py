@@ -192,6 +192,10 @@ MIGRATIONS: list[str] = [
     DELETE FROM validation;
     ALTER TABLE validation ADD COLUMN same_as_base INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: the user of a served request (the OpenAI ``user`` parameter), carried into its log.
+    """
+    ALTER TABLE served ADD COLUMN user TEXT;
+    """,
 ]
 
 
