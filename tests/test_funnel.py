@@ -47,8 +47,9 @@ def test_funnel_counts_every_step(ws):
     f = funnel(ws)
     assert (f["logs"], f["with_feedback"], f["feedback_rules_nonempty"], f["pairs"]) == (20, 19, 18, 18)
     assert f["clusters"] == {"n": 2, "sizes": [6, 6]}
-    assert f["plans"] == {"uno": {"primary": 1, "reflective": 1, "base": 0},
-                          "uno-single": {"primary": 1, "reflective": 0, "base": 1}}
+    assert f["plans"] == {"uno": {"primary": 1, "reflective": 1, "guide": 0, "base": 0},
+                          "uno-single": {"primary": 1, "reflective": 0, "guide": 0, "base": 1},
+                          "uno-guided": {"primary": 0, "reflective": 0, "guide": 0, "base": 0}}
     assert (f["experts_trained"], f["experts_passed"], f["critics_trained"]) == (3, 2, 2)
     assert f["expert_win_rates"] == {"exp-rice": 0.75, "exp-law": 1.0, "exp-old": 0.0}  # rice: epoch 2's 1 and ½
     assert f["expert_steps"]["exp-rice"] == 3 and f["val_items"] == {"exp-rice": 2, "exp-law": 1, "exp-old": 1}
@@ -61,7 +62,7 @@ def test_funnel_counts_every_step(ws):
     assert (law["expert_win_rate"], law["expert_passed"]) == (0.0, False)  # the newest expert of the cluster
     json.dumps(f)  # JSON-ready
     f["test_paths"] = count_test_paths({"uno": ["primary", "unseen", "base", "primary"]})
-    assert f["test_paths"] == {"uno": {"primary": 2, "reflective": 0, "base": 1, "unseen": 1}}
+    assert f["test_paths"] == {"uno": {"primary": 2, "reflective": 0, "guide": 0, "base": 1, "unseen": 1}}
     text = "\n".join(funnel_lines(f))
     assert "20 logs → 19 with feedback → 18 with feedback rules → 18 pairs → 2 clusters" in text
     assert "3/6 validation answers identical to base, best win rates [0.75, 1.0, 0.0]) → 2 passed" in text

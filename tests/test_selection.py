@@ -5,8 +5,9 @@ import pytest
 from unolearn.backends import Models
 from unolearn.errors import ConfigError
 from unolearn.funnel import funnel
-from unolearn.selection import (SelectConfig, best_critic_epoch, bleu, choose_epoch, decide, drift, load_plan,
-                                outcome, run)
+from unolearn.records import RuleEntry, RuleMember
+from unolearn.selection import (SelectConfig, best_critic_epoch, bleu, choose_epoch, decide, decide_guided, drift,
+                                load_plan, outcome, run)
 from unolearn.store import now
 
 from doubles import MockChatModel
@@ -105,8 +106,8 @@ def test_an_expert_with_too_few_validation_items_is_not_judged(ws):
         c.execute("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, bleu, "
                   "length_ratio, outcome) VALUES ('exp-rice', 1, ?, 0, 5, 9, 0.5, 1, 1)", (ids["rice"][0],))
     gen = MockChatModel(responder=lambda req: "x")
-    [uno, single] = run(ws, Models(ws, generator=gen, judge=gen))
-    assert (uno.path, single.path) == ("base", "base") and not gen.history
+    [uno, single, guided] = run(ws, Models(ws, generator=gen, judge=gen))
+    assert (uno.path, single.path, guided.path) == ("base", "base", "base") and not gen.history
     assert ws.count("validation") == 0
     assert "not judged: 1 validation item(s), fewer than min_val_items 2" in uno.reason
 
@@ -201,3 +202,46 @@ def test_a_high_gap_clusters_expert_is_validated_but_the_critic_serves(ws):
     assert (uno.path, uno.module_id) == ("reflective", "crit-law")
     assert "expert epoch 1 won 1.00 of validation comparisons, not used" in uno.reason
     assert funnel(ws)["experts_passed"] == 1
+
+
+def test_uno_guided_takes_the_best_validated_path():
+    expert, critic = ("e", 2, 0.6), ("c", 1, 0.7)
+    assert (decide_guided(0, expert, critic, ("g", 0.9), 0.53).path, decide_guided(0, expert, critic, ("g", 0.9),
+                                                                                   0.53).module_id) == ("guide", "g")
+    assert decide_guided(0, expert, critic, ("g", 0.5), 0.53).path == "reflective"
+    tie = decide_guided(0, ("e", 2, 0.7), critic, ("g", 0.7), 0.53)  # ties: the cheaper path
+    assert (tie.path, tie.epoch) == ("primary", 2)
+    failed = decide_guided(0, ("e", None, 0.9), None, ("g", None), 0.53)  # no epoch passed; guide not judged
+    assert failed.path == "base" and "primary 0.90; guide not judged" in failed.reason
+    assert decide_guided(0, None, None, None, 0.53).path == "base"
+
+
+def test_the_guide_is_validated_with_the_rulebook_as_system_message(ws):
+    ids = seed_workspace(ws)
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 6, b"\0" * 16, "hash", now()))
+        c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, 0) for i in ids["law"]])
+        c.execute("INSERT INTO gaps VALUES (0,'embedding',0.9,0.9,0.9,6,'reflective',0.45)")
+    add_module(ws, "crit-law", 0, "critic", ids["law"][:2], metrics={"eval_loss": {"1": 1.0}})
+    member = RuleMember(log_id=ids["law"][2], user="u", rule="Cite the statute.")
+    ws.replace_rulebook([RuleEntry(id="rule-1", cluster=0, text="Cite the statute.", lang="en", members=(member,),
+                                   status="kept"),
+                         RuleEntry(id="rule-2", cluster=0, text="Use emoji.", lang="en", members=(member,),
+                                   status="unsupported")])
+
+    def generator(req):
+        system = req.messages[0]["content"] if req.messages[0]["role"] == "system" else ""
+        return "An answer citing the statute." if "1. Cite the statute." in system else "An answer."
+
+    def judge(req):
+        answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
+        return json.dumps({"reason": "r", "score": 9 if "statute" in answer else 5})
+
+    gen = MockChatModel(responder=generator)
+    plans = {p.system: p for p in run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=judge)))}
+    guided = plans["uno-guided"]
+    assert guided.path == "guide" and guided.win_rate == 1.0 and "guide 1.00; reflective 0.50" in guided.reason
+    text = ws.guide_text(guided.module_id)
+    assert "1. Cite the statute." in text and "emoji" not in text
+    f = funnel(ws)
+    assert f["plans"]["uno-guided"]["guide"] == 1 and f["guide_win_rates"] == {guided.module_id: 1.0}

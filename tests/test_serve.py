@@ -26,6 +26,7 @@ THEMES = {0: "rice cooking grains pot water", 1: "contract law statute court lia
 RICE = "how long should rice grains cook in a pot of water"
 LAW = "does the statute of contract liability apply in court"
 TRAVEL = "which hotel for my flight and visa trip"
+GUIDE = "Users who asked similar questions wanted answers to follow these rules:\n1. Cite the article."
 
 
 def make_workspace(ws_dir: Path) -> None:
@@ -39,8 +40,13 @@ def make_workspace(ws_dir: Path) -> None:
                       (mid, cluster, kind, f"/adapters/{mid}", 3, "base", "h", "{}", "{}", "[]", "[]", 1.0, now()))
         plans = [(0, "uno", "primary", "exp-rice", 2), (0, "uno-single", "primary", "exp-rice", 2),
                  (1, "uno", "reflective", "crit-law", 1), (1, "uno-single", "base", None, None),
-                 (2, "uno", "base", None, None), (2, "uno-single", "base", None, None)]
+                 (2, "uno", "base", None, None), (2, "uno-single", "base", None, None),
+                 (0, "uno-guided", "primary", "exp-rice", 2), (2, "uno-guided", "base", None, None)]
         c.executemany("INSERT INTO plans VALUES (?,?,?,?,?,NULL,'t')", plans)
+    with Workspace.open(ws_dir) as ws:  # law under uno-guided: its rulebook as system message
+        guide = ws.ensure_guide(1, GUIDE, ["rule-1"], [], [], {})
+        with ws.transaction() as c:
+            c.execute("INSERT INTO plans VALUES (1, 'uno-guided', 'guide', ?, NULL, NULL, 't')", (guide,))
 
 
 @dataclass
@@ -145,6 +151,21 @@ def test_reflective_path_drafts_critiques_revises_and_returns_only_the_revision(
     assert revise.body["model"] == "fake-model" and "1. Cite the statute." in prompt and "the draft answer" in prompt
     assert resp.headers["x-unolearn-route"].startswith("path=reflective; cluster=1; system=uno; adapter=crit-law@1")
     assert resp.json()["usage"]["completion_tokens"] > 0
+
+
+def test_guide_path_sends_the_rulebook_as_system_message_to_any_upstream(s):
+    resp = ask(s, LAW, system="uno-guided", user="u-3", messages=[
+        {"role": "system", "content": "You are a lawyer."}, {"role": "user", "content": LAW}])
+    assert resp.status_code == 200, resp.text
+    (got,) = s.fake.requests()
+    assert got.body["model"] == "fake-model" and got.body["user"] == "u-3"  # no adapter: any upstream serves it
+    assert got.body["messages"] == [{"role": "system", "content": f"You are a lawyer.\n\n{GUIDE}"},
+                                    {"role": "user", "content": LAW}]
+    assert resp.headers["x-unolearn-route"].startswith("path=guide; cluster=1; system=uno-guided; guide=guide-")
+    payload = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": LAW}]}
+    with s.client.stream("POST", "/v1/chat/completions", json=payload, headers={"X-Unolearn-System": "uno-guided"}) as r:
+        assert streamed_text(events(r)) == f"echo: {LAW}"
+    assert s.fake.requests()[-1].body["messages"][0] == {"role": "system", "content": GUIDE}
 
 
 def test_header_overrides_the_system(s):
@@ -351,6 +372,10 @@ def test_embedded_mode_answers_through_the_plan(tmp_path):
         assert payloads[-1] == "[DONE]" and streamed_text(payloads) == "revised"
         assert resp.headers["x-unolearn-route"].startswith("path=reflective")
         assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["unolearn"]
+        guided = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": LAW}]},
+                             headers={"X-Unolearn-System": "uno-guided"})
+        assert guided.json()["choices"][0]["message"]["content"] == "answer via None"
+        assert gen.history[-1].messages[0] == {"role": "system", "content": GUIDE}
     assert gen.adapters == {"exp-rice@2": "/adapters/exp-rice/epoch-2", "crit-law@1": "/adapters/crit-law/epoch-1"}
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from unolearn.errors import NotFoundError, WorkspaceError
 from unolearn.records import Log, Message, Rejected
-from unolearn.store import MIGRATIONS, Workspace
+from unolearn.store import DB_NAME, MIGRATIONS, Workspace
 
 
 def log(q: str, *feedback: str) -> Log:
@@ -18,6 +18,26 @@ def test_open_migrates_and_uses_wal(ws, ws_dir):
     assert ws.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert (ws_dir / "artifacts").is_dir()
     Workspace.open(ws_dir).close()  # re-open: no migration re-applied
+
+
+def test_guidance_migration_rebuilds_modules_and_plans_keeping_rows(ws_dir):
+    ws_dir.mkdir(parents=True)
+    conn = sqlite3.connect(ws_dir / DB_NAME, isolation_level=None)
+    for script in MIGRATIONS[:7]:  # a workspace of schema version 7, with a module, a judgement and a plan
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 7")
+    conn.execute("INSERT INTO modules VALUES ('m1', 0, 'expert', '/p', 2, 'b', 'h', '{}', '{}', '[]', '[]', 1.0, 't')")
+    conn.execute("INSERT INTO validation VALUES ('m1', 1, 'log1', 0, 5, 6, 0.5, 1.0, 1.0, 0)")
+    conn.execute("INSERT INTO plans VALUES (0, 'uno', 'primary', 'm1', 1, 1.0, 'won')")
+    conn.close()
+    with Workspace.open(ws_dir) as w:
+        assert w.conn.execute("SELECT id, kind FROM modules").fetchall() == [("m1", "expert")]
+        assert w.conn.execute("SELECT module_id, outcome FROM validation").fetchall() == [("m1", 1.0)]
+        assert w.conn.execute("SELECT system, path, module_id FROM plans").fetchall() == [("uno", "primary", "m1")]
+        w.conn.execute("INSERT INTO plans VALUES (0, 'uno-guided', 'guide', NULL, NULL, NULL, 'r')")
+        assert w.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        with pytest.raises(sqlite3.IntegrityError):  # validation still refers to the rebuilt modules table
+            w.conn.execute("INSERT INTO validation VALUES ('nope', 1, 'log1', 0, 5, 6, 0.5, 1.0, 1.0, 0)")
 
 
 def test_newer_schema_is_refused(ws_dir):

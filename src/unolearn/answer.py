@@ -5,6 +5,7 @@ system decides the path:
 - ``primary``: the generator answers with the cluster's expert adapter (the validated epoch);
 - ``reflective``: the base model answers, the critic adapter writes numbered revision rules for that
   answer, and the base model revises its answer under them;
+- ``guide``: the base model answers with the cluster's rulebook as a system message (``uno-guided``);
 - ``base``: the base model answers (also for unseen queries and clusters without a plan).
 """
 
@@ -18,6 +19,7 @@ from .backends import ChatRequest, ChatResult, Models
 from .cluster import Router
 from .errors import ConfigError
 from .records import detect_lang
+from .rulebook import guide_messages
 from .selection import SYSTEMS, ensure_adapter, load_plan
 from .store import Workspace
 from .train import critic_prompt
@@ -44,6 +46,7 @@ class Route:
     distance: float | None = None
     module_id: str | None = None
     epoch: int | None = None
+    guide: str | None = None  # the rulebook text of the guide path
 
 
 @dataclass
@@ -72,7 +75,7 @@ def query_of(messages: list[dict[str, str]]) -> str:
 
 
 def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "uno") -> Route:
-    """Where ``query`` goes under ``system`` (``uno``, ``uno-single`` or ``base``)."""
+    """Where ``query`` goes under ``system`` (``uno``, ``uno-single``, ``uno-guided`` or ``base``)."""
     if system not in ALL_SYSTEMS:
         raise ConfigError(f"unknown system {system!r}; choose one of {', '.join(ALL_SYSTEMS)}")
     if system == "base" or router is None:
@@ -81,7 +84,10 @@ def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "
     plan = load_plan(ws, cluster, system) if cluster is not None else None
     if plan is None:
         return Route(system, "base", cluster, distance)
-    return Route(system, plan.path, cluster, distance, plan.module_id, plan.epoch)
+    guide = ws.guide_text(plan.module_id) if plan.path == "guide" else None
+    if plan.path == "guide" and guide is None:  # its module is gone: answer as the base model does
+        return Route(system, "base", cluster, distance)
+    return Route(system, plan.path, cluster, distance, plan.module_id, plan.epoch, guide)
 
 
 def _usage(*results: ChatResult) -> dict[str, Any]:
@@ -108,6 +114,9 @@ async def answer(ws: Workspace, models: Models, router: Router | None, messages:
     if route.path == "primary":
         name = await ensure_adapter(models.generator, ws, route.module_id, route.epoch)
         res = await _one(models, ChatRequest.of(messages, adapter=name, **kw))
+        return Answer(res.text, route, **_usage(res))
+    if route.path == "guide":
+        res = await _one(models, ChatRequest.of(guide_messages(messages, route.guide), **kw))
         return Answer(res.text, route, **_usage(res))
     draft = await _one(models, ChatRequest.of(messages, **kw))
     if route.path == "base":

@@ -361,6 +361,87 @@ def assess(ctx: click.Context, scorer: str | None, threshold: float | None, as_j
 
 
 @cli.group()
+def rulebook() -> None:
+    """Build and review the cluster rulebooks (the guide path's system message)."""
+
+
+@rulebook.command("build")
+@json_option
+@click.pass_context
+def rulebook_build(ctx: click.Context, as_json: bool) -> None:
+    """Rebuild every cluster's rulebook from its training logs (`unolearn run` does this after assess)."""
+    from .rulebook import RulebookConfig, run, summary
+    from .train import TrainConfig
+
+    train_cfg = stage_config_for(ctx, TrainConfig, "train")
+    entries = run(open_workspace(ctx), models_for(ctx), stage_config_for(ctx, RulebookConfig, "rulebook"),
+                  val_fraction=train_cfg.val_fraction, seed=train_cfg.seed)
+    out = summary(entries)
+    echo_json(out) if as_json else click.echo(
+        f"{out['entries']} entries: " + ", ".join(f"{n} {s}" for s, n in sorted(out["by_status"].items())))
+
+
+@rulebook.command("list")
+@click.option("--cluster", "cluster_id", type=int, help="Only this cluster's entries.")
+@json_option
+@click.pass_context
+def rulebook_list(ctx: click.Context, cluster_id: int | None, as_json: bool) -> None:
+    """Every entry: id, cluster, status, users and logs behind it, novelty, text."""
+    entries = open_workspace(ctx).rulebook(cluster_id)
+    if as_json:
+        echo_json([{**e.model_dump(exclude={"members"}), "n_logs": e.n_logs, "n_users": e.n_users}
+                   for e in entries])
+        return
+    if not entries:
+        click.echo("no rulebook entries: run `unolearn run` (or `unolearn rulebook build`)")
+    for e in entries:
+        novelty = "–" if e.novelty is None else f"{e.novelty:.2f}"
+        click.echo(f"{e.id}  cluster {e.cluster:>3}  {e.status:<12} users {e.n_users:>2} logs {e.n_logs:>2} "
+                   f"novelty {novelty:>4}  {e.text[:90]}")
+
+
+@rulebook.command("show")
+@click.argument("entry_id")
+@json_option
+@click.pass_context
+def rulebook_show(ctx: click.Context, entry_id: str, as_json: bool) -> None:
+    """One entry with the logs, users and rules behind it (a unique id prefix is enough)."""
+    e = open_workspace(ctx).rulebook_entry(entry_id)
+    if as_json:
+        echo_json(e.model_dump())
+        return
+    click.echo(f"{e.id} (cluster {e.cluster}, {e.status}"
+               + (f", contradicted by {e.contradicted_by}" if e.contradicted_by else "") + f"): {e.text}")
+    for m in e.members:
+        click.echo(f"    {m.log_id}  {m.user:<28} {m.rule[:90]}")
+
+
+def _decide(ctx: click.Context, entry_id: str, decision: str) -> None:
+    ws = open_workspace(ctx)
+    entry = ws.rulebook_entry(entry_id)
+    n = ws.decide_entry(entry, decision)
+    extra = (" (their rules and revised pairs removed: the next `unolearn run` redoes what learned from them)"
+             if decision == "rejected" else "")
+    click.echo(f"{entry.id} {decision} for {n} logs{extra}")
+
+
+@rulebook.command("approve")
+@click.argument("entry_id")
+@click.pass_context
+def rulebook_approve(ctx: click.Context, entry_id: str) -> None:
+    """Keep an entry in its cluster's rulebook whatever its support and novelty."""
+    _decide(ctx, entry_id, "approved")
+
+
+@rulebook.command("reject")
+@click.argument("entry_id")
+@click.pass_context
+def rulebook_reject(ctx: click.Context, entry_id: str) -> None:
+    """Veto an entry: it never reaches a prompt again, and what was derived from its rules is redone."""
+    _decide(ctx, entry_id, "rejected")
+
+
+@cli.group()
 def clusters() -> None:
     """Inspect the clusters."""
 

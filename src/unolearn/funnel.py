@@ -12,7 +12,8 @@ Keys (``run --json``, ``bench quality --json`` and the report; only ever added t
 expert id: ``[identical, judged answers]`` over items × epochs; none when the expert was not judged),
 ``expert_win_rates`` (per expert id: its best epoch's validation win rate; None when not judged),
 ``experts_passed`` (experts whose best epoch reached the selection's win threshold, whatever their
-cluster's gap: a high-gap cluster still takes its critic in ``uno``), ``critics_trained``, ``per_cluster`` (the same counts for each cluster, with the gap behind its plan —
+cluster's gap: a high-gap cluster still takes its critic in ``uno``), ``critics_trained``, ``guides``
+(clusters with a rulebook guide) and ``guide_win_rates`` (per guide module), ``per_cluster`` (the same counts for each cluster, with the gap behind its plan —
 ``gap``, ``gap_threshold``, ``gap_scorer``, ``gap_scored_logs`` — the validation win rate of each
 system's path, ``win_rates``, and the expert's ``expert_win_rate`` and ``expert_passed``) and, from the benchmark,
 ``test_paths`` (per system, test prompts on each of primary / reflective / base / unseen).
@@ -25,14 +26,15 @@ from typing import Any
 
 from .store import Workspace
 
-PATHS = ("primary", "reflective", "base")
+PATHS = ("primary", "reflective", "guide", "base")
 
 
 def funnel(ws: Workspace) -> dict[str, Any]:
     """The funnel of the workspace as it stands (the keys in the module docstring, without ``test_paths``)."""
     raw = ws.funnel_rows()
     experts = [m for m in raw["modules"] if m["kind"] == "expert"]
-    plans: dict[str, Counter] = {"uno": Counter(), "uno-single": Counter()}
+    guides = list({m["cluster"]: m for m in raw["modules"] if m["kind"] == "guide"}.values())  # newest per cluster
+    plans: dict[str, Counter] = {"uno": Counter(), "uno-single": Counter(), "uno-guided": Counter()}
     for p in raw["plans"]:
         plans[p["system"]][p["path"]] += 1
     return {
@@ -47,6 +49,8 @@ def funnel(ws: Workspace) -> dict[str, Any]:
         "expert_win_rates": {m["id"]: _best_rate(raw, m["id"]) for m in experts},
         "experts_passed": sum(_passed(raw, m["id"]) for m in experts),
         "critics_trained": sum(m["kind"] == "critic" for m in raw["modules"]),
+        "guides": len(guides),
+        "guide_win_rates": {m["id"]: _best_rate(raw, m["id"]) for m in guides},
         "per_cluster": _per_cluster(raw),
     }
 
@@ -101,7 +105,8 @@ def funnel_lines(f: dict[str, Any]) -> list[str]:
         f"        {f['experts_trained']} experts (optimizer steps {list(f['expert_steps'].values())}, validation "
         f"items {list(f['val_items'].values())}, {same}/{answers} validation answers identical to base, "
         f"best win rates {rates}) → "
-        f"{f['experts_passed']} passed; {f['critics_trained']} critics",
+        f"{f['experts_passed']} passed; {f['critics_trained']} critics; {f.get('guides', 0)} guides (win rates "
+        f"{[None if r is None else round(r, 2) for r in f.get('guide_win_rates', {}).values()]})",
         "        plans: " + "; ".join(f"{s} " + ", ".join(f"{p} {n}" for p, n in c.items())
                                      for s, c in f["plans"].items()),
     ]

@@ -1,4 +1,4 @@
-"""The main job: ingest → distill → cluster → assess → train → select, resumable.
+"""The main job: ingest → distill → cluster → assess → rulebook → train → select, resumable.
 
 Each stage is resumable on its own (distil skips finished logs and every model call is cached;
 training reuses a module whose data and configuration are unchanged; selection's calls are cached).
@@ -18,18 +18,19 @@ from typing import Any
 
 import click
 
-from . import assess, cluster, distill, ingest, selection, train
+from . import assess, cluster, distill, ingest, rulebook, selection, train
 from .assess import AssessConfig
 from .backends import Models
 from .cluster import ClusterConfig
 from .distill import DistillConfig
 from .funnel import funnel
 from .records import content_hash
+from .rulebook import RulebookConfig
 from .selection import SelectConfig
 from .store import Workspace
 from .train import TrainConfig
 
-STAGES = ("ingest", "distill", "cluster", "assess", "train", "select")
+STAGES = ("ingest", "distill", "cluster", "assess", "rulebook", "train", "select")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class RunConfigs:
     distill: DistillConfig = field(default_factory=DistillConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     assess: AssessConfig = field(default_factory=AssessConfig)
+    rulebook: RulebookConfig = field(default_factory=RulebookConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
 
@@ -46,7 +48,7 @@ class RunConfigs:
 def run_configs(build: Callable[[type, str], Any]) -> RunConfigs:
     """Every stage's config, each built by ``build(dataclass, config section)``."""
     return RunConfigs(build(DistillConfig, "distill"), build(ClusterConfig, "cluster"), build(AssessConfig, "assess"),
-                      build(TrainConfig, "train"), build(SelectConfig, "select"))
+                      build(RulebookConfig, "rulebook"), build(TrainConfig, "train"), build(SelectConfig, "select"))
 
 
 def cluster_fingerprint(ws: Workspace, embedder_id: str, cfg: ClusterConfig) -> str:
@@ -71,6 +73,8 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
         ("distill", lambda: distill.run(ws, models, cfgs.distill).as_dict()),
         ("cluster", lambda: _cluster(ws, models, cfgs.cluster)),
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
+        ("rulebook", lambda: rulebook.summary(rulebook.run(ws, models, cfgs.rulebook, val_fraction=cfgs.train.val_fraction,
+                                                           seed=cfgs.train.seed))),
         ("train", lambda: [_module_summary(m) for m in train.run_in_child(ws.root, cfgs.train)]),
         ("select", lambda: [asdict(p) for p in selection.run(ws, models, cfgs.select)]),
     ]

@@ -142,3 +142,42 @@ class Rejected(Record):
     def id(self) -> str:
         """The rejection's content key (same file, line and text → same key)."""
         return content_hash("rej", {"file": self.file, "line": self.line, "raw": self.raw})
+
+
+RuleStatus = Literal["kept", "approved", "unsupported", "known", "contradicted", "over_budget", "rejected"]
+
+
+class RuleMember(Record):
+    """One feedback rule of one log that a rulebook entry stands for."""
+
+    log_id: str
+    user: str = Field(description="The log's user key (its user, or the log itself).")
+    rule: str
+
+
+class RuleEntry(Record):
+    """One consolidated rule of a cluster's rulebook, with the logs and users that asked for it."""
+
+    id: str
+    cluster: int
+    text: str = Field(description="The member rule closest to all the others (the group's medoid).")
+    lang: Lang
+    members: tuple[RuleMember, ...]
+    novelty: float | None = Field(None, description="How new the rule is to the model (the gap scorer).")
+    status: RuleStatus
+    contradicted_by: str | None = None
+
+    @property
+    def n_logs(self) -> int:
+        """Distinct logs that asked for this rule."""
+        return len({m.log_id for m in self.members})
+
+    @property
+    def n_users(self) -> int:
+        """Distinct users that asked for this rule."""
+        return len({m.user for m in self.members})
+
+    @property
+    def in_prompt(self) -> bool:
+        """Whether the entry goes into its cluster's guide."""
+        return self.status in ("kept", "approved")

@@ -38,7 +38,7 @@ from .store import Workspace
 from .text import content_tokens, tokens
 from .train import epoch_dir
 
-SYSTEMS = ("uno", "uno-single")
+SYSTEMS = ("uno", "uno-single", "uno-guided")
 
 
 @dataclass
@@ -168,8 +168,23 @@ class Plan:
 
 
 def _latest_module(ws: Workspace, cluster: int, kind: str) -> tuple | None:
-    return ws.conn.execute("SELECT id, epochs, metrics, val_logs FROM modules WHERE cluster = ? AND kind = ? "
-                           "ORDER BY created_at DESC, id LIMIT 1", (cluster, kind)).fetchone()
+    return ws.conn.execute("SELECT id, epochs, metrics, val_logs, train_logs FROM modules WHERE cluster = ? "
+                           "AND kind = ? ORDER BY created_at DESC, id LIMIT 1", (cluster, kind)).fetchone()
+
+
+async def _guide(ws: Workspace, models: Models, cluster: int, row: tuple | None, base: Baseline,
+                 cfg: SelectConfig) -> tuple[str, float | None] | None:
+    """The cluster's guide module (its current rulebook) and its validation win rate; None: no rulebook."""
+    from .rulebook import guide_text
+
+    entries = ws.rulebook(cluster)
+    text = guide_text(entries, entries[0].lang) if entries else None
+    if text is None or row is None:
+        return None
+    module_id = ws.ensure_guide(cluster, text, [e.id for e in entries if e.in_prompt], json.loads(row[4]),
+                                json.loads(row[3]), {})
+    val = await validate_guide(ws, models, module_id, text, base, cfg)
+    return module_id, (sum(val.outcomes[1]) / len(val.outcomes[1])) if val.outcomes.get(1) else None
 
 
 async def _judge_means(judge: ChatModel, items: list[tuple[Log, list[str], str]],
@@ -294,6 +309,42 @@ async def validate_critic(ws: Workspace, models: Models, module_id: str, epoch: 
     return Validation(dict(outcomes), len(base.logs))
 
 
+async def validate_guide(ws: Workspace, models: Models, module_id: str, text: str, base: Baseline,
+                         cfg: SelectConfig) -> Validation:
+    """Judge the guide path (the rulebook as system message, then the base model) like an expert."""
+    from .rulebook import guide_messages
+
+    outcomes: dict[int, list[float]] = defaultdict(list)
+    rows: list[tuple] = []
+    if _judged(base):
+        answers = await models.generator.generate(
+            [ChatRequest.of(guide_messages(pair_prompt(log), text), max_tokens=cfg.answer_max_tokens, seed=cfg.seed)
+             for log, _ in base.logs], desc="guided answers")
+        await _compare(models, base, module_id, 1, [a.text if a.ok else "" for a in answers], cfg, outcomes, rows)
+    _store_validation(ws, module_id, rows)
+    return Validation(dict(outcomes), len(base.logs))
+
+
+def decide_guided(cluster: int, expert: tuple[str, int | None, float | None] | None,
+                  critic: tuple[str, int, float | None] | None, guide: tuple[str, float | None] | None,
+                  threshold: float) -> Plan:
+    """The ``uno-guided`` plan: the path whose validation win rate is highest and reaches ``threshold``
+    (ties: primary, then guide, then reflective, the cheaper first), else base."""
+    tried: list[tuple[str, str, int | None, float | None]] = []
+    if expert:
+        tried.append(("primary", expert[0], expert[1], expert[2]))
+    if guide:
+        tried.append(("guide", guide[0], None, guide[1]))
+    if critic:
+        tried.append(("reflective", critic[0], critic[1], critic[2]))
+    rates = "; ".join(f"{p} {'not judged' if r is None else f'{r:.2f}'}" for p, _, _, r in tried) or "nothing validated"
+    ok = [t for t in tried if t[3] is not None and t[3] >= threshold and (t[0] != "primary" or t[2] is not None)]
+    if not ok:
+        return Plan(cluster, "uno-guided", "base", None, None, None, f"no path reached {threshold:.2f} ({rates})")
+    path, mid, epoch, rate = max(ok, key=lambda t: t[3])
+    return Plan(cluster, "uno-guided", path, mid, epoch, rate, f"best validated path ({rates})")
+
+
 def decide(cluster: int, gap_plan: str | None, expert: tuple[str, int | None, float | None] | None,
            critic: tuple[str, int] | tuple[str, int, float | None] | None, not_judged: str | None = None,
            gap_note: str = "") -> list[Plan]:
@@ -308,7 +359,7 @@ def decide(cluster: int, gap_plan: str | None, expert: tuple[str, int | None, fl
     if expert and expert[1] is not None and gap_plan != "reflective":
         mid, epoch, rate = expert
         why = f"expert epoch {epoch} won {rate:.2f} of validation comparisons{gap}"
-        return [Plan(cluster, s, "primary", mid, epoch, rate, why) for s in SYSTEMS]
+        return [Plan(cluster, s, "primary", mid, epoch, rate, why) for s in ("uno", "uno-single")]
     if gap_plan == "reflective":
         why = f"high cognitive gap{gap}" + (f"; {_expert_note(expert, not_judged)}, not used" if expert else "")
     elif expert:
@@ -382,7 +433,9 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, clusters: list[
                 val = await validate_critic(ws, models, crit_row[0], epoch, base, cfg)
                 rate = (sum(val.outcomes[epoch]) / len(val.outcomes[epoch])) if val.outcomes.get(epoch) else None
                 critic = (crit_row[0], epoch, rate)
+            guide = await _guide(ws, models, cluster, exp_row or crit_row, base, cfg)
             plans += decide(cluster, gap_plan, expert, critic, not_judged, gap_note)
+            plans.append(decide_guided(cluster, expert, critic, guide, cfg.win_threshold))
     finally:
         await models.aclose()
     return plans

@@ -8,16 +8,17 @@ with the feedback users later give on it, so the next ``unolearn run`` learns fr
 HTTP contract (JSON bodies; errors are ``{"error": {"message", "type", "code"}}``, never a traceback):
 
 - ``POST /v1/chat/completions`` — an OpenAI chat completion request (``stream`` true or false).
-  Routed on the last user message. The header ``X-Unolearn-System: uno|uno-single|base`` overrides
-  the configured system for one request. The answer is OpenAI-shaped (``chat.completion``, or
+  Routed on the last user message. The header ``X-Unolearn-System: uno|uno-single|uno-guided|base``
+  overrides the configured system for one request. The answer is OpenAI-shaped (``chat.completion``, or
   ``chat.completion.chunk`` SSE events ending with ``data: [DONE]``); its ``id`` is the proxy's
   *response id* (also in ``X-Unolearn-Response-Id``), the one ``/v1/feedback`` takes. The header
-  ``X-Unolearn-Route`` says ``path=…; cluster=…; system=…[; adapter=module@epoch]``.
+  ``X-Unolearn-Route`` says ``path=…; cluster=…; system=…[; adapter=module@epoch | guide=module]``.
   Upstream mode: *base* forwards the client's body unchanged; *primary* forwards it with ``model`` set
   to the expert adapter (vLLM ``--enable-lora`` naming: ``module@epoch``); streamed events are
   relayed one by one as they arrive, only their ``id`` replaced. *reflective* makes three upstream
   calls (draft, critic adapter, revision) and returns only the revised answer (as SSE events when
-  streaming). Embedded mode (no upstream): :func:`unolearn.answer.answer` on the workspace's models.
+  streaming). *guide* forwards the body with the cluster's rulebook as system message (any upstream:
+  no adapter). Embedded mode (no upstream): :func:`unolearn.answer.answer` on the workspace's models.
 - ``GET /v1/models`` — the upstream's model list (embedded mode: the one model ``unolearn``).
 - ``POST /v1/feedback`` — ``{"response_id", "text"?, "action"?: like|dislike|copy|regenerate|edit,
   "edited"?}`` (text or action required; ``edited`` exactly with ``edit``). 200 once stored, 404 for an
@@ -65,6 +66,7 @@ from .backends.openai_http import error_text, normalize_base_url, resolve_api_ke
 from .config import BackendsConfig, backends_from_dict, opt
 from .errors import ConfigError, UnolearnError, WorkspaceError
 from .records import Action, Log, Message, detect_lang
+from .rulebook import guide_messages
 from .selection import adapter_name
 from .store import Workspace, now
 from .train import epoch_dir
@@ -544,7 +546,9 @@ def route_header(route: Route) -> str:
     """The ``X-Unolearn-Route`` value."""
     parts = [f"path={route.path}", f"cluster={'-' if route.cluster is None else route.cluster}",
              f"system={route.system}"]
-    if route.module_id is not None:
+    if route.path == "guide":
+        parts.append(f"guide={route.module_id}")
+    elif route.module_id is not None:
         parts.append(f"adapter={adapter_name(route.module_id, route.epoch)}")
     return "; ".join(parts)
 
@@ -607,7 +611,8 @@ class Proxy:
     async def load_adapters(self) -> list[str]:
         """Load every adapter the plans use into the upstream (vLLM ``/load_lora_adapter``); their names."""
         rows = self.ws.conn.execute("SELECT DISTINCT p.module_id, p.epoch, m.path FROM plans p JOIN modules m "
-                                    "ON m.id = p.module_id WHERE p.path != 'base' ORDER BY 1, 2").fetchall()
+                                    "ON m.id = p.module_id WHERE p.path IN ('primary', 'reflective') "
+                                    "ORDER BY 1, 2").fetchall()
         names = []
         for module_id, epoch, path in rows:
             name = adapter_name(module_id, epoch)
@@ -689,6 +694,10 @@ class Proxy:
             text, usage, model = await self.embedded(chat, route)
         elif route.path == "reflective":
             text, usage, model = await self.reflective(chat, route)
+        elif route.path == "guide":
+            body = json.dumps({**chat.body, "messages": guide_messages(chat.body["messages"], route.guide)}).encode()
+            return await (self.relay_stream(chat, route, body, chat.model, start) if chat.stream
+                          else self.relay(chat, route, body, chat.model))
         else:
             body = chat.raw if route.path == "base" else json.dumps(
                 {**chat.body, "model": adapter_name(route.module_id, route.epoch)}).encode()

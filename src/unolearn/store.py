@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NotFoundError, WorkspaceError
-from .records import Log, Rejected, canonical_json
+from .records import Log, Rejected, RuleEntry, RuleMember, canonical_json, content_hash
 
 DEFAULT_DIR = "unolearn-workspace"
 DB_NAME = "unolearn.sqlite3"
@@ -196,7 +196,71 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE served ADD COLUMN user TEXT;
     """,
+    # 8: guidance: cluster rulebooks, people's decisions on their entries, the guide module kind and the
+    # uno-guided plans (SQLite cannot change a CHECK: the two tables are rebuilt, rows kept).
+    """
+    CREATE TABLE modules_new (
+        id TEXT PRIMARY KEY,
+        cluster INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('expert', 'critic', 'guide')),
+        path TEXT NOT NULL,
+        epochs INTEGER NOT NULL,
+        base_model TEXT NOT NULL,
+        data_hash TEXT NOT NULL,
+        config TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        train_logs TEXT NOT NULL,
+        val_logs TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO modules_new SELECT * FROM modules;
+    DROP TABLE modules;
+    ALTER TABLE modules_new RENAME TO modules;
+    CREATE INDEX modules_cluster ON modules(cluster, kind);
+    CREATE TABLE plans_new (
+        cluster INTEGER NOT NULL,
+        system TEXT NOT NULL CHECK (system IN ('uno', 'uno-single', 'uno-guided')),
+        path TEXT NOT NULL CHECK (path IN ('primary', 'reflective', 'guide', 'base')),
+        module_id TEXT,
+        epoch INTEGER,
+        win_rate REAL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (cluster, system)
+    );
+    INSERT INTO plans_new SELECT * FROM plans;
+    DROP TABLE plans;
+    ALTER TABLE plans_new RENAME TO plans;
+    CREATE TABLE rulebook (
+        id TEXT PRIMARY KEY,
+        cluster INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        lang TEXT NOT NULL,
+        members TEXT NOT NULL,
+        n_logs INTEGER NOT NULL,
+        n_users INTEGER NOT NULL,
+        novelty REAL,
+        status TEXT NOT NULL,
+        contradicted_by TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX rulebook_cluster ON rulebook(cluster, status);
+    CREATE TABLE rule_decisions (
+        log_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+        entry_id TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        PRIMARY KEY (log_id, rule)
+    );
+    """,
 ]
+
+
+def _entry(row: tuple) -> RuleEntry:
+    eid, cluster, text, lang, members, novelty, status, contradicted_by = row
+    return RuleEntry(id=eid, cluster=cluster, text=text, lang=lang, novelty=novelty, status=status,
+                     contradicted_by=contradicted_by, members=tuple(RuleMember(**m) for m in json.loads(members)))
 
 
 def now() -> str:
@@ -282,20 +346,33 @@ class Workspace:
         self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
+        """Apply the missing migrations, each in one transaction.
+
+        Foreign keys are off while they run (SQLite's procedure for rebuilding a table that others
+        refer to; the setting cannot change inside a transaction) and checked before each commit.
+        """
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise WorkspaceError(
                 f"workspace {self.root} has schema version {version}, newer than this unolearn "
                 f"({len(MIGRATIONS)}); upgrade unolearn")
-        for i in range(version, len(MIGRATIONS)):
-            try:
-                with self.transaction() as c:
-                    for statement in MIGRATIONS[i].split(";"):
-                        if statement.strip():
-                            c.execute(statement)
-                    c.execute(f"PRAGMA user_version = {i + 1}")
-            except sqlite3.Error as e:
-                raise WorkspaceError(f"migration {i + 1} of {self.root} failed: {e}") from e
+        if version == len(MIGRATIONS):
+            return
+        self.conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            for i in range(version, len(MIGRATIONS)):
+                try:
+                    with self.transaction() as c:
+                        for statement in MIGRATIONS[i].split(";"):
+                            if statement.strip():
+                                c.execute(statement)
+                        if bad := c.execute("PRAGMA foreign_key_check").fetchall():
+                            raise sqlite3.IntegrityError(f"foreign key violations: {bad[:3]}")
+                        c.execute(f"PRAGMA user_version = {i + 1}")
+                except sqlite3.Error as e:
+                    raise WorkspaceError(f"migration {i + 1} of {self.root} failed: {e}") from e
+        finally:
+            self.conn.execute("PRAGMA foreign_keys=ON")
 
     # -- logs ---------------------------------------------------------------------------------
 
@@ -400,6 +477,87 @@ class Workspace:
                 "pairs": grouped("SELECT origin, count(*) FROM pairs GROUP BY origin ORDER BY 2 DESC"),
             },
         }
+
+    # -- rulebook ----------------------------------------------------------------------------
+
+    def replace_rulebook(self, entries: Iterable[RuleEntry]) -> None:
+        """Store a rebuilt rulebook (every cluster's entries) in place of the previous one."""
+        rows = [(e.id, e.cluster, e.text, e.lang, canonical_json([m.model_dump() for m in e.members]), e.n_logs,
+                 e.n_users, e.novelty, e.status, e.contradicted_by, now()) for e in entries]
+        with self.transaction() as c:
+            c.execute("DELETE FROM rulebook")
+            c.executemany("INSERT INTO rulebook (id, cluster, text, lang, members, n_logs, n_users, novelty, status, "
+                          "contradicted_by, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def rulebook(self, cluster: int | None = None) -> list[RuleEntry]:
+        """The rulebook's entries (of one cluster), by cluster, then users and logs behind them."""
+        where, args = ("WHERE cluster = ?", (cluster,)) if cluster is not None else ("", ())
+        rows = self.conn.execute(
+            "SELECT id, cluster, text, lang, members, novelty, status, contradicted_by FROM rulebook "
+            f"{where} ORDER BY cluster, n_users DESC, n_logs DESC, id", args).fetchall()
+        return [_entry(r) for r in rows]
+
+    def rulebook_entry(self, entry_id: str) -> RuleEntry:
+        """One entry by its id (a unique prefix is enough)."""
+        rows = self.conn.execute(
+            "SELECT id, cluster, text, lang, members, novelty, status, contradicted_by FROM rulebook "
+            "WHERE id >= ? AND id < ? LIMIT 2", (entry_id, entry_id + "\U0010ffff")).fetchall()
+        if len(rows) != 1:
+            raise NotFoundError(f"no rulebook entry {entry_id!r}" if not rows
+                                else f"rulebook entry prefix {entry_id!r} is ambiguous")
+        return _entry(rows[0])
+
+    def ensure_guide(self, cluster: int, text: str, entry_ids: list[str], train_ids: list[str],
+                     val_ids: list[str], config: dict[str, Any]) -> str:
+        """The ``guide`` module of ``cluster`` with rulebook ``text`` (recorded once; made newest); its id."""
+        module_id = content_hash("guide", {"cluster": cluster, "text": text, "val": sorted(val_ids)})
+        metrics = canonical_json({"text": text, "entries": entry_ids})
+        with self.transaction() as c:
+            c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
+                      "train_logs, val_logs, seconds, created_at) VALUES (?,?,'guide','',1,'',?,?,?,?,?,0,?) "
+                      "ON CONFLICT(id) DO UPDATE SET created_at = excluded.created_at",
+                      (module_id, cluster, module_id, canonical_json(config), metrics, canonical_json(train_ids),
+                       canonical_json(val_ids), now()))
+        return module_id
+
+    def guide_text(self, module_id: str) -> str | None:
+        """The rulebook text of a ``guide`` module (None: no such guide)."""
+        row = self.conn.execute("SELECT json_extract(metrics, '$.text') FROM modules WHERE id = ? AND kind = 'guide'",
+                                (module_id,)).fetchone()
+        return row[0] if row else None
+
+    def rule_sets(self, kind: str) -> Iterator[tuple[str, list[str]]]:
+        """``(log id, rules)`` of every stored rule set of ``kind`` (prior / feedback)."""
+        for log_id, rules in self.conn.execute("SELECT log_id, rules FROM rules WHERE kind = ?", (kind,)):
+            yield log_id, json.loads(rules)
+
+    def rule_decisions(self) -> dict[tuple[str, str], str]:
+        """People's decisions on feedback rules: ``(log id, rule) → approved | rejected``."""
+        return {(log_id, rule): d for log_id, rule, d in
+                self.conn.execute("SELECT log_id, rule, decision FROM rule_decisions")}
+
+    def decide_entry(self, entry: RuleEntry, decision: str) -> int:
+        """Record ``decision`` (approved / rejected) on every member rule of ``entry``; return how many logs.
+
+        Rejecting also removes the rules from their logs' feedback rules and deletes those logs' pairs
+        (revised under them), so the next run redistils the pairs and retrains what learned from them.
+        """
+        logs = sorted({m.log_id for m in entry.members})
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO rule_decisions (log_id, rule, decision, entry_id, decided_at) "
+                          "VALUES (?,?,?,?,?)", [(m.log_id, m.rule, decision, entry.id, now()) for m in entry.members])
+            c.execute("UPDATE rulebook SET status = ? WHERE id = ?", (decision, entry.id))
+            if decision == "rejected":
+                gone = {(m.log_id, m.rule) for m in entry.members}
+                for log_id in logs:
+                    row = c.execute("SELECT rules FROM rules WHERE log_id = ? AND kind = 'feedback'",
+                                    (log_id,)).fetchone()
+                    if row:
+                        kept = [r for r in json.loads(row[0]) if (log_id, r) not in gone]
+                        c.execute("UPDATE rules SET rules = ? WHERE log_id = ? AND kind = 'feedback'",
+                                  (canonical_json(kept), log_id))
+                    c.execute("DELETE FROM pairs WHERE log_id = ? AND origin = 'revision'", (log_id,))
+        return len(logs)
 
     # -- caches ------------------------------------------------------------------------------
 

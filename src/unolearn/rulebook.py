@@ -1,0 +1,289 @@
+"""The rulebook stage: each cluster's feedback rules consolidated into a short, supported rulebook.
+
+Why it exists: a hosted model or a server without LoRA cannot run experts or critics, yet its logs hold
+the same lessons, and a small model follows rules in its prompt best. A cluster's rulebook becomes
+the ``guide`` path (the rules as a system message), validated like an expert by ``select``.
+
+Per cluster, from the logs of its training split (the validation logs judge the guide, so their rules
+stay out of it):
+
+1. **Merge** rules that say the same thing: cosine ≥ ``merge_similarity`` under the embedder, or, for
+   pairs less than ``unsure_band`` below it, the judge's yes/no ("do they ask for the same thing?")
+   read from the first token's log-probabilities. An entry's text is its group's medoid.
+2. **Support**: the distinct logs and users behind an entry (a log without a user counts as one
+   user). Below ``min_users`` an entry is ``unsupported``.
+3. **Novelty** as the embedding gap scorer measures it (1 − the highest cosine between the entry and
+   the prior rules of each supporting log, averaged over them): below its gap threshold the model
+   already does it, and the entry is ``known`` (it would add tokens and nothing else).
+4. **Contradictions**: two entries that one answer cannot both follow (the judge's yes/no); the one
+   with more users (then logs) wins, the other is ``contradicted``.
+5. **Size**: entries in order of support while the rulebook stays within ``max_tokens`` (counted as
+   words and punctuation, jieba words for Chinese); the rest are ``over_budget``.
+
+People decide with ``unolearn rulebook approve|reject ID``: an approved entry skips steps 2–3; a
+rejected one never reaches a prompt again (its rules leave their logs, see
+:meth:`~unolearn.store.Workspace.decide_entry`). Decisions are kept per (log, rule), so they survive
+every rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .assess import DEFAULT_THRESHOLDS, yes_probability
+from .backends import ChatModel, ChatRequest, Models
+from .config import opt
+from .distill import feedback_examples
+from .errors import ConfigError, InputError
+from .records import Log, RuleEntry, RuleMember, content_hash
+from .store import Workspace
+from .text import tokens
+
+SAME_PROMPT = {
+    "en": "Rule A: {a}\nRule B: {b}\n\nDo rule A and rule B ask for the same thing? Answer yes or no.",
+    "zh": "规则A：{a}\n规则B：{b}\n\n规则A和规则B要求的是同一件事吗？请回答 yes 或 no。",
+}
+BOTH_PROMPT = {
+    "en": "Rule A: {a}\nRule B: {b}\n\nCan one answer follow both rule A and rule B? Answer yes or no.",
+    "zh": "规则A：{a}\n规则B：{b}\n\n一个回答能同时遵守规则A和规则B吗？请回答 yes 或 no。",
+}
+GUIDE_HEADER = {
+    "en": "Users who asked similar questions wanted answers to follow these rules:\n{rules}",
+    "zh": "提出类似问题的用户希望回答遵守以下规则：\n{rules}",
+}
+
+
+@dataclass
+class RulebookConfig:
+    """Parameters of the rulebook stage."""
+
+    merge_similarity: float = opt(0.93, "Rules whose embeddings have at least this cosine are one entry.")
+    unsure_band: float = opt(0.03, "Pairs less than this below merge_similarity are asked to the judge (0: never).")
+    min_users: int = opt(2, "Distinct users an entry needs (a log without a user counts as one user).")
+    novelty: float | None = opt(None, "Entries less novel than this are dropped as known to the model "
+                                      "(default: the embedding gap scorer's threshold).")
+    max_tokens: int = opt(150, "Size bound of one cluster's rulebook, in words and punctuation.")
+    contradictions: bool = opt(True, "Ask the judge whether each two entries can both hold.")
+
+    def __post_init__(self) -> None:
+        if not (0 < self.merge_similarity <= 1 and 0 <= self.unsure_band < self.merge_similarity):
+            raise ConfigError("rulebook: merge_similarity must be in (0, 1], unsure_band in [0, merge_similarity)")
+        if self.min_users < 1 or self.max_tokens < 1:
+            raise ConfigError("rulebook: min_users and max_tokens must be ≥ 1")
+        if self.novelty is None:
+            self.novelty = DEFAULT_THRESHOLDS["embedding"]
+
+
+def guide_text(entries: Sequence[RuleEntry], lang: str) -> str | None:
+    """The system message of the guide path: the entries that go into prompts, numbered (None: none)."""
+    rules = [e.text for e in entries if e.in_prompt]
+    if not rules:
+        return None
+    return GUIDE_HEADER[lang].format(rules="\n".join(f"{i}. {r}" for i, r in enumerate(rules, 1)))
+
+
+def guide_messages(messages: list[dict[str, str]], guide: str) -> list[dict[str, str]]:
+    """``messages`` with the guide as system message: appended to a leading system message, else first."""
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{guide}"}, *messages[1:]]
+    return [{"role": "system", "content": guide}, *messages]
+
+
+def size(text: str, lang: str) -> int:
+    """A rule's size against ``max_tokens``: its words and punctuation (jieba words in Chinese)."""
+    return len(tokens(text, lang))
+
+
+class _Groups:
+    """Union-find over rule indices."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        self.parent[self.find(i)] = self.find(j)
+
+    def groups(self) -> list[list[int]]:
+        out: dict[int, list[int]] = {}
+        for i in range(len(self.parent)):
+            out.setdefault(self.find(i), []).append(i)
+        return list(out.values())
+
+
+async def _yes(judge: ChatModel, prompts: list[str], desc: str) -> list[float]:
+    """P(yes) of each yes/no question, from the judge's first-token log-probabilities."""
+    if not prompts:
+        return []
+    outs = await judge.generate([ChatRequest.of(p, max_tokens=1, logprobs=20) for p in prompts], desc=desc)
+    for out in outs:
+        if out.error:
+            raise out.error
+    return [yes_probability(o.top_logprobs) for o in outs]
+
+
+async def merge(judge: ChatModel | None, rules: list[str], vecs: np.ndarray, lang: str,
+                cfg: RulebookConfig) -> list[list[int]]:
+    """Groups of rule indices that say the same thing."""
+    groups = _Groups(len(rules))
+    sims = vecs @ vecs.T
+    unsure = []
+    for i in range(len(rules)):
+        for j in range(i + 1, len(rules)):
+            if rules[i] == rules[j] or sims[i, j] >= cfg.merge_similarity:
+                groups.union(i, j)
+            elif judge is not None and sims[i, j] >= cfg.merge_similarity - cfg.unsure_band:
+                unsure.append((i, j))
+    asked = [SAME_PROMPT[lang].format(a=rules[i], b=rules[j]) for i, j in unsure]
+    for (i, j), p in zip(unsure, await _yes(judge, asked, "rulebook: same rule?") if judge else []):
+        if p >= 0.5:
+            groups.union(i, j)
+    return groups.groups()
+
+
+def medoid(members: list[int], sims: np.ndarray, rules: list[str]) -> int:
+    """The member closest on average to the others (the shorter text on ties)."""
+    return max(members, key=lambda i: (float(np.mean(sims[i, members])), -len(rules[i])))
+
+
+@dataclass
+class _Candidate:
+    text: str
+    members: list[RuleMember]
+    novelty: float | None
+    approved: bool
+
+    @property
+    def support(self) -> tuple[int, int]:
+        return len({m.user for m in self.members}), len({m.log_id for m in self.members})
+
+
+async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, list[str]]],
+                        priors: dict[str, list[str]], decisions: dict[tuple[str, str], str],
+                        cfg: RulebookConfig, judge: bool = True) -> list[RuleEntry]:
+    """The rulebook entries of one cluster from its (log, feedback rules) examples."""
+    items = [(log, rule) for log, rules in examples for rule in rules
+             if decisions.get((log.id, rule)) != "rejected"]
+    if not items:
+        return []
+    lang = max(("en", "zh"), key=lambda lg: sum(log.lang == lg for log, _ in items))
+    rules = [rule for _, rule in items]
+    vecs = models.embedder.embed(rules)
+    sims = vecs @ vecs.T
+    jd = models.judge if judge else None
+    candidates = []
+    for group in await merge(jd, rules, vecs, lang, cfg):
+        text = rules[medoid(group, sims, rules)]
+        members = [RuleMember(log_id=items[i][0].id, user=items[i][0].user_key, rule=rules[i]) for i in group]
+        approved = any(decisions.get((m.log_id, m.rule)) == "approved" for m in members)
+        candidates.append(_Candidate(text, members, _novelty(models, text, members, priors), approved))
+    candidates.sort(key=lambda c: (not c.approved, [-s for s in c.support], c.text))
+    statuses = [_status(c, cfg) for c in candidates]
+    beaten = await _contradicted(jd, candidates, statuses, lang) if cfg.contradictions else {}
+    return _entries(cluster, lang, candidates, statuses, beaten, cfg)
+
+
+def _novelty(models: Models, text: str, members: list[RuleMember], priors: dict[str, list[str]]) -> float | None:
+    """Mean over the supporting logs with prior rules of 1 − the entry's highest cosine to them."""
+    logs = sorted({m.log_id for m in members if priors.get(m.log_id)})
+    if not logs:
+        return None
+    vecs = models.embedder.embed([text])
+    scores = [1.0 - float((vecs @ models.embedder.embed(priors[lid]).T).max()) for lid in logs]
+    return float(np.clip(np.mean(scores), 0.0, 1.0))
+
+
+def _status(c: _Candidate, cfg: RulebookConfig) -> str:
+    if c.approved:
+        return "approved"
+    if c.support[0] < cfg.min_users:
+        return "unsupported"
+    if c.novelty is not None and c.novelty < cfg.novelty:
+        return "known"
+    return "kept"
+
+
+async def _contradicted(judge: ChatModel | None, candidates: list[_Candidate], statuses: list[str],
+                        lang: str) -> dict[int, int]:
+    """Loser index → winner index for the kept entries that cannot both hold (candidates are sorted
+    by support, so the earlier one wins)."""
+    live = [i for i, s in enumerate(statuses) if s in ("kept", "approved")]
+    pairs = [(i, j) for a, i in enumerate(live) for j in live[a + 1:]]
+    if judge is None or not pairs:
+        return {}
+    asked = [BOTH_PROMPT[lang].format(a=candidates[i].text, b=candidates[j].text) for i, j in pairs]
+    beaten: dict[int, int] = {}
+    for (i, j), p in zip(pairs, await _yes(judge, asked, "rulebook: contradictions")):
+        if p < 0.5 and i not in beaten and j not in beaten and statuses[j] != "approved":
+            beaten[j] = i
+    return beaten
+
+
+def _entries(cluster: int, lang: str, candidates: list[_Candidate], statuses: list[str],
+             beaten: dict[int, int], cfg: RulebookConfig) -> list[RuleEntry]:
+    ids = [content_hash("rule", {"cluster": cluster, "text": c.text}) for c in candidates]
+    used = 0
+    out = []
+    for i, c in enumerate(candidates):
+        status, by = statuses[i], None
+        if i in beaten:
+            status, by = "contradicted", ids[beaten[i]]
+        elif status in ("kept", "approved"):
+            if used + size(c.text, lang) > cfg.max_tokens:
+                status = "over_budget"
+            else:
+                used += size(c.text, lang)
+        out.append(RuleEntry(id=ids[i], cluster=cluster, text=c.text, lang=lang, members=tuple(c.members),
+                             novelty=c.novelty, status=status, contradicted_by=by))
+    return out
+
+
+def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *, val_fraction: float = 0.2,
+        seed: int = 42) -> list[RuleEntry]:
+    """Rebuild every cluster's rulebook from its training logs (the split of ``train``'s ``val_fraction``
+    and ``seed``, so that the guide is judged on the logs that experts are); store and return the entries."""
+    from .train import split_members
+
+    cfg = cfg or RulebookConfig()
+    clusters = [r[0] for r in ws.conn.execute("SELECT id FROM clusters ORDER BY id")]
+    if not clusters:
+        raise InputError("no clusters: run `unolearn cluster` first")
+    run_id = ws.start_run("rulebook", asdict(cfg))
+    decisions = ws.rule_decisions()
+    priors = {log_id: rules for log_id, rules in ws.rule_sets("prior")}
+    entries: list[RuleEntry] = []
+
+    async def build() -> None:
+        try:
+            for c in clusters:
+                train_ids, _ = split_members(ws, c, val_fraction, seed)
+                entries.extend(await build_cluster(models, c, feedback_examples(ws, train_ids), priors,
+                                                   decisions, cfg))
+        finally:
+            await models.aclose()
+
+    asyncio.run(build())
+    ws.replace_rulebook(entries)
+    ws.finish_run(run_id, "ok", summary(entries))
+    return entries
+
+
+def summary(entries: Sequence[RuleEntry]) -> dict[str, Any]:
+    """Counts of entries per status, and per cluster the entries that go into prompts."""
+    by_status: dict[str, int] = {}
+    for e in entries:
+        by_status[e.status] = by_status.get(e.status, 0) + 1
+    in_prompt: dict[int, int] = {}
+    for e in entries:
+        in_prompt[e.cluster] = in_prompt.get(e.cluster, 0) + int(e.in_prompt)
+    return {"entries": len(entries), "by_status": by_status, "in_prompt": in_prompt}

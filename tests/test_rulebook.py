@@ -1,0 +1,126 @@
+"""The rulebook stage: merging, support, novelty, contradictions, the size bound and people's decisions."""
+
+import asyncio
+import json
+
+import pytest
+
+from unolearn.backends import Models
+from unolearn.errors import ConfigError, NotFoundError
+from unolearn.records import Log, Message
+from unolearn.rulebook import RulebookConfig, build_cluster, guide_text, run
+from unolearn.store import now
+
+from doubles import HashEmbedder, MockChatModel
+
+CITE, CITE_LONG = "Cite the article.", "Please cite the legal article."
+SHORT, KNOWN = "Answer in at most 50 words.", "Explain the law."
+LONG, UNDER = "Answer with at least 400 words.", "Keep it under 50 words."
+
+
+def judge(req) -> str:
+    """Same rule when both mention citing; two rules conflict when one wants 400 words and the other 50."""
+    text = req.messages[0]["content"]
+    if "same thing" in text:
+        return "yes" if text.lower().count("cite") == 2 else "no"
+    return "no" if "400" in text and "50" in text else "yes"
+
+
+def log(user: str, query: str) -> Log:
+    return Log.from_messages([Message(role="user", content=query), Message(role="assistant", content="An answer."),
+                              Message(role="user", content="not like that")], user=user, source="t")
+
+
+# (user, feedback rules, prior rules) per log
+LOGS = [("a", [CITE, SHORT], [KNOWN]), ("b", [CITE], [KNOWN]), ("b", [CITE_LONG], []), ("c", [KNOWN], [KNOWN]),
+        ("a", [KNOWN], [KNOWN]), ("d", [LONG], []), ("e", [LONG], []), ("h", [LONG], []), ("f", [UNDER], []),
+        ("g", [UNDER], [])]
+
+
+def examples():
+    logs = [log(u, f"question {i}") for i, (u, _, _) in enumerate(LOGS)]
+    return ([(lg, rules) for lg, (_, rules, _) in zip(logs, LOGS)],
+            {lg.id: prior for lg, (_, _, prior) in zip(logs, LOGS)})
+
+
+def build(cfg: RulebookConfig, decisions=None, jd=None):
+    ex, priors = examples()
+    models = Models(None, generator=MockChatModel(), judge=jd or MockChatModel(responder=judge),
+                    embedder=HashEmbedder(dim=256))
+    return asyncio.run(build_cluster(models, 0, ex, priors, decisions or {}, cfg))
+
+
+def test_rules_merge_count_support_and_drop_what_is_known_unsupported_or_contradicted():
+    jd = MockChatModel(responder=judge)
+    entries = {e.text: e for e in build(RulebookConfig(merge_similarity=0.8, unsure_band=0.1), jd=jd)}
+    assert set(entries) == {CITE, SHORT, KNOWN, LONG, UNDER}  # CITE_LONG merged into CITE by the judge
+    cite = entries[CITE]
+    assert (cite.n_logs, cite.n_users, cite.status) == (3, 2, "kept")  # user b's two logs count once
+    assert {m.rule for m in cite.members} == {CITE, CITE_LONG} and cite.novelty > 0.5
+    assert entries[SHORT].status == "unsupported" and entries[SHORT].n_users == 1
+    assert entries[KNOWN].status == "known" and entries[KNOWN].novelty == pytest.approx(0.0, abs=1e-6)
+    assert entries[LONG].status == "kept" and entries[LONG].novelty is None  # no prior rules to compare with
+    assert entries[UNDER].status == "contradicted" and entries[UNDER].contradicted_by == entries[LONG].id
+    asked = [r.messages[0]["content"] for r in jd.history]
+    assert sum("same thing" in a for a in asked) >= 1 and sum("both" in a for a in asked) == 3  # 3 live entries
+    guide = guide_text(list(entries.values()), "en")
+    assert guide.count("\n") == 2 and f"1. {LONG}" in guide and CITE in guide and UNDER not in guide
+
+
+def test_without_the_judge_band_similar_rules_stay_apart_and_the_size_bound_holds():
+    entries = build(RulebookConfig(merge_similarity=0.8, unsure_band=0.0, max_tokens=8))
+    by_text = {e.text: e for e in entries}
+    assert CITE_LONG in by_text and by_text[CITE_LONG].status == "unsupported"  # one user alone
+    assert by_text[LONG].status == "kept"  # the best supported first: 7 tokens
+    assert by_text[CITE].status == "over_budget"  # 4 more would pass the 8-token bound
+
+
+def test_decisions_approve_past_the_thresholds_and_reject_for_good():
+    ex, _ = examples()
+    first = ex[0][0]
+    decisions = {(first.id, SHORT): "approved", (first.id, CITE): "rejected"}
+    entries = {e.text: e for e in build(RulebookConfig(merge_similarity=0.8, unsure_band=0.1), decisions)}
+    assert entries[SHORT].status == "approved"
+    assert first.id not in {m.log_id for m in entries[CITE].members} and entries[CITE].n_logs == 2
+
+
+def test_bad_settings_are_config_errors():
+    for bad in ({"merge_similarity": 0}, {"unsure_band": 0.95}, {"min_users": 0}, {"max_tokens": 0}):
+        with pytest.raises(ConfigError, match="rulebook"):
+            RulebookConfig(**bad)
+
+
+def _workspace(ws):
+    ex, priors = examples()
+    ws.add_logs([lg for lg, _ in ex])
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (0, ?, ?, 'hash', ?)", (len(ex), b"\0" * 16, now()))
+        for lg, rules in ex:
+            c.execute("INSERT INTO cluster_members VALUES (?, 0)", (lg.id,))
+            c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'm', ?)", (lg.id, json.dumps(rules), now()))
+            c.execute("INSERT INTO rules VALUES (?, 'prior', ?, 'm', ?)", (lg.id, json.dumps(priors[lg.id]), now()))
+            for origin in ("revision", "edit"):
+                c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                          (f"{origin}-{lg.id}", lg.id, origin, "p", "c", "r", 1.0, "[]", "m", now()))
+    return ex
+
+
+def test_stage_stores_the_rulebook_and_a_rejection_removes_the_rules_and_their_pairs(ws):
+    ex = _workspace(ws)
+    models = Models(ws, generator=MockChatModel(), judge=MockChatModel(responder=judge), embedder=HashEmbedder(256))
+    cfg = RulebookConfig(merge_similarity=0.8, unsure_band=0.1)
+    run(ws, models, cfg, val_fraction=0.0)
+    cite = next(e for e in ws.rulebook(0) if e.text == CITE)
+    assert ws.rulebook_entry(cite.id[:14]) == cite and len(ws.rulebook()) == 5
+    with pytest.raises(NotFoundError):
+        ws.rulebook_entry("rule-nope")
+    assert ws.decide_entry(cite, "rejected") == 3
+    cited = {lg.id for lg, rules in ex if CITE in rules or CITE_LONG in rules}
+    for log_id, rules in ws.rule_sets("feedback"):
+        assert CITE not in rules and CITE_LONG not in rules
+    left = {r[0] for r in ws.conn.execute("SELECT log_id FROM pairs WHERE origin = 'revision'")}
+    assert not left & cited and len(left) == len(ex) - 3  # the edit pairs stay: no rule made them
+    assert ws.conn.execute("SELECT count(*) FROM pairs WHERE origin = 'edit'").fetchone()[0] == len(ex)
+    run(ws, models, cfg, val_fraction=0.0)  # rebuilt: the rejected rules are gone for good
+    assert CITE not in {e.text for e in ws.rulebook()}
+    assert ws.rule_decisions()[(ex[0][0].id, CITE)] == "rejected"
