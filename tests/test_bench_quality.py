@@ -114,9 +114,9 @@ def test_run_scores_every_system(ws):
     # Cached like the default backends: uno (no plans: the base path) answers from base's cached calls.
     gen = CachedChatModel(MockChatModel(responder=respond, delay_s=0.02), ws)
     out = run(ws, Models(ws, generator=gen, embedder=HashEmbedder()), records, PREFS,
-              QualityConfig(systems=("base", "bm25", "rules", "uno")))
+              QualityConfig(systems=("base", "bm25", "rules", "uno", "uno-guided")))
     s = out["systems"]
-    assert set(s) == {"base", "bm25", "rules", "uno"} and out["memory_logs"] == 1
+    assert set(s) == {"base", "bm25", "rules", "uno", "uno-guided"} and out["memory_logs"] == 1
     assert s["base"]["per_dataset"]["Short"]["compliance"] == 0.0
     assert s["rules"]["per_dataset"]["Short"]["compliance"] == 1.0
     assert s["base"]["per_dataset"]["HelloBench-X"]["checklist"] == 0.5
@@ -127,9 +127,13 @@ def test_run_scores_every_system(ws):
     assert s["rules"]["prompt_tokens"] > s["base"]["prompt_tokens"]
     assert out["n_checks"] == s["base"]["n_checks"] == 2 and s["base"]["per_dataset"]["Short"]["n_checks"] == 1
     assert s["base"]["compliance_ci_vs_base"] is None and len(s["rules"]["compliance_ci_vs_base"]) == 2
+    low, high = s["uno-guided"]["compliance_ci_vs_rules"]  # no plans: base's answers; rules beats them on Short
+    assert low == -1.0 < 0 < high and s["uno-guided"]["compliance"] == s["base"]["compliance"]
+    assert "compliance_ci_vs_rules" not in s["uno"] and out["funnel"]["test_paths"]["uno-guided"]["base"] == 3
     assert json.loads((ws.artifacts / "bench_quality.json").read_text())["systems"]["base"] == s["base"]
     table = quality_table(out)
     assert "vs base [95% CI]" in table and f"{out['n_checks']} prompt × constraint checks" in table
+    assert f"uno-guided − rules: +0.0 [-100.0, {100 * high:+.1f}] points" in table
     html = write_report(ws, HashEmbedder()).read_text()
     assert "Benchmark: constraint compliance" in html and "HelloBench-X" in html
 

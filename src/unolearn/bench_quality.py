@@ -5,7 +5,9 @@ On held-out test prompts, every system answers in one run:
 - ``bm25`` / ``dense``: the 5 most similar past logs (BM25 over words / cosine over embeddings),
   with what their users said, placed in the prompt;
 - ``rules``: the distilled feedback rules of the 5 nearest past logs in the prompt (a Mem0-like memory);
-- ``uno-single`` and ``uno``: the answer path of the workspace's plans;
+- ``uno-single`` and ``uno``: the answer path of the workspace's plans (the paper's);
+- ``uno-guided``: per cluster the path that validated best, the rulebook guide among them; its
+  compliance also comes with ``compliance_ci_vs_rules``, the paired interval against ``rules``;
 - ``self-refine``: the reflective path without learning (the base model critiques its own draft with
   the critic's prompt, no adapter, then revises): ``uno``'s reflective gain counts where it beats this.
 Each answer is checked against the hidden constraints of its prompt (code, not a judge):
@@ -40,7 +42,8 @@ from .text import tokens
 from .simulate import Preferences, constraints_for, record_query
 from .store import Workspace, write_lines_atomic
 
-SYSTEMS = ("base", "bm25", "dense", "rules", "self-refine", "uno-single", "uno")
+SYSTEMS = ("base", "bm25", "dense", "rules", "self-refine", "uno-single", "uno", "uno-guided")
+UNO_SYSTEMS = ("uno", "uno-single", "uno-guided", "self-refine")
 
 MEMORY_HEADER = {
     "en": ("Earlier users asked similar questions and reacted to the answers they got. Use what they "
@@ -321,10 +324,13 @@ def paired_bootstrap_ci(system: np.ndarray, base: np.ndarray, n_boot: int = 2000
 
 
 def add_intervals(systems: dict[str, Any], counts: dict[str, np.ndarray]) -> None:
-    """Set ``compliance_ci_vs_base`` on every system (``None`` for base itself or without base)."""
+    """Set ``compliance_ci_vs_base`` on every system (``None`` for base itself or without base), and
+    ``compliance_ci_vs_rules`` on ``uno-guided`` (when both ran)."""
     for name, s in systems.items():
         s["compliance_ci_vs_base"] = (paired_bootstrap_ci(counts[name], counts["base"])
                                       if name != "base" and "base" in counts else None)
+    if "uno-guided" in systems and "rules" in counts:
+        systems["uno-guided"]["compliance_ci_vs_rules"] = paired_bootstrap_ci(counts["uno-guided"], counts["rules"])
 
 
 def run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Preferences,
@@ -348,7 +354,7 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
     routes: dict[str, list[str]] = {}
     try:
         for system in cfg.systems:
-            if system in ("uno", "uno-single", "self-refine"):
+            if system in UNO_SYSTEMS:
                 attempts = await _uno_system(ws, models, router, system, queries, cfg)
                 if system != "self-refine":
                     routes[system] = [a.path or "error" for a in attempts]

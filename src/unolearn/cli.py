@@ -968,6 +968,12 @@ def quality_table(result: dict[str, Any]) -> str:
                          f"{d['latency_s']:>9.2f}")
     lines.append(f"({result['n_prompts']} test prompts, {result.get('n_checks', '–')} prompt × constraint checks; "
                  "* = the 95% interval of the difference to base excludes 0)")
+    guided, rules = result["systems"].get("uno-guided", {}), result["systems"].get("rules", {})
+    if guided.get("compliance_ci_vs_rules") and None not in (guided.get("compliance"), rules.get("compliance")):
+        ci = guided["compliance_ci_vs_rules"]
+        lines.append(f"uno-guided − rules: {100 * (guided['compliance'] - rules['compliance']):+.1f} "
+                     f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] points; prompt tokens per query "
+                     f"{guided['prompt_tokens']} vs {rules['prompt_tokens']}")
     return "\n".join(lines)
 
 
