@@ -124,3 +124,27 @@ def test_stage_stores_the_rulebook_and_a_rejection_removes_the_rules_and_their_p
     run(ws, models, cfg, val_fraction=0.0)  # rebuilt: the rejected rules are gone for good
     assert CITE not in {e.text for e in ws.rulebook()}
     assert ws.rule_decisions()[(ex[0][0].id, CITE)] == "rejected"
+
+
+def test_rulebook_commands_list_show_approve_and_reject(run_cli, ws_dir):
+    from unolearn.store import Workspace
+
+    with Workspace.open(ws_dir) as ws:
+        ex = _workspace(ws)
+        models = Models(ws, generator=MockChatModel(), judge=MockChatModel(responder=judge),
+                        embedder=HashEmbedder(256))
+        run(ws, models, RulebookConfig(merge_similarity=0.8, unsure_band=0.1), val_fraction=0.0)
+        by_text = {e.text: e for e in ws.rulebook()}
+    listed = run_cli("rulebook", "list", "--cluster", "0", "--json").json()
+    assert {e["text"]: (e["status"], e["n_users"]) for e in listed}[CITE] == ("kept", 2)
+    assert "unsupported" in run_cli("rulebook", "list").out
+    shown = run_cli("rulebook", "show", by_text[CITE].id[:16])
+    assert shown.code == 0 and CITE_LONG in shown.out and "user:b" in shown.out
+    assert run_cli("rulebook", "approve", by_text[SHORT].id).out.startswith(f"{by_text[SHORT].id} approved for 1 logs")
+    rejected = run_cli("rulebook", "reject", by_text[CITE].id)
+    assert rejected.code == 0 and "rejected for 3 logs" in rejected.out
+    with Workspace.open(ws_dir) as ws:
+        assert ws.rulebook_entry(by_text[CITE].id).status == "rejected"
+        assert ws.rule_decisions()[(ex[0][0].id, SHORT)] == "approved"
+    missing = run_cli("rulebook", "show", "rule-v1-nothing")
+    assert missing.code == 2 and missing.err.startswith("error: no rulebook entry")

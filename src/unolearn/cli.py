@@ -537,8 +537,10 @@ def select_cmd(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command("answer")
 @click.argument("query")
-@click.option("--system", type=click.Choice(["uno", "uno-single", "base"]), default="uno", show_default=True,
-              help="uno: expert, critic or base per the plan; uno-single: expert or base; base: no memory.")
+@click.option("--system", type=click.Choice(["uno", "uno-single", "uno-guided", "base"]), default="uno",
+              show_default=True, help="uno: expert, critic or base per the plan; uno-single: expert or base; "
+                                      "uno-guided: the best validated of expert, rulebook guide and critic; "
+                                      "base: no memory.")
 @click.option("--max-tokens", type=click.IntRange(min=1),
               help="Token budget of the answer (default: the profile's, as in `bench quality`: 1024; cpu 256).")
 @json_option
@@ -570,8 +572,10 @@ def answer_cmd(ctx: click.Context, query: str, system: str, max_tokens: int | No
         return
     r = out.route
     where = f"cluster {r.cluster}" if r.cluster is not None else "no cluster"
-    module = f", {r.module_id} epoch {r.epoch}" if r.module_id else ""
+    module = f", {r.module_id}" + (f" epoch {r.epoch}" if r.epoch is not None else "") if r.module_id else ""
     click.echo(f"[{r.system}: {r.path}, {where}{module}]", err=True)
+    if r.guide:
+        click.echo("[guide]\n" + r.guide, err=True)
     click.echo(out.text)
 
 
@@ -674,8 +678,9 @@ def demo(ctx: click.Context, data_dir: Path | None, train_per_set: int | None, t
                                                "backend (the embedded model by default).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8400, show_default=True)
-@click.option("--system", type=click.Choice(["uno", "uno-single", "base"]), default="uno", show_default=True,
-              help="Default routing; a request may override it with the header X-Unolearn-System.")
+@click.option("--system", type=click.Choice(["uno", "uno-single", "uno-guided", "base"]), default="uno",
+              show_default=True, help="Default routing; a request may override it with the header "
+                                      "X-Unolearn-System.")
 @click.option("--load-adapters", is_flag=True, help="Load the planned adapters into the upstream at start "
                                                     "(vLLM --enable-lora with runtime LoRA updating).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -916,7 +921,8 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
 @click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The preference file whose hidden constraints are checked (default: the packaged one).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each test file.")
-@click.option("--systems", help="Comma-separated subset of base,bm25,dense,rules,self-refine,uno-single,uno.")
+@click.option("--systems", help="Comma-separated subset of base,bm25,dense,rules,self-refine,uno-single,uno,"
+                                "uno-guided.")
 @click.option("--max-tokens", type=click.IntRange(min=1),
               help="Token budget of an answer (default 1024; profile cpu: 256).")
 @click.option("--no-checklist", is_flag=True, help="Skip the judge's HelloBench checklist coverage.")
@@ -925,7 +931,7 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
 def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: tuple[list[Path], ...],
                       preferences: Path | None, limit: int | None, systems: str | None, max_tokens: int | None,
                       no_checklist: bool, as_json: bool) -> None:
-    """Compare base, bm25, dense, rules, self-refine, uno-single and uno on test prompts in one run.
+    """Compare base, bm25, dense, rules, self-refine, uno-single, uno and uno-guided on test prompts in one run.
 
     Prints per system and dataset: constraint compliance (share of prompt × hidden constraint pairs
     satisfied), quality guards (LexEval ROUGE-L, HelloBench checklist coverage), prompt tokens and

@@ -88,8 +88,9 @@ class ServeConfig:
                                      "mode, answers come from the workspace's configured chat backend.")
     host: str = opt("127.0.0.1", "Interface to listen on.")
     port: int = opt(8400, "Port to listen on (0: any free port).")
-    system: str = opt("uno", "Default system: 'uno' (expert, critic or base), 'uno-single' (expert or base) "
-                             "or 'base'; a request overrides it with the header X-Unolearn-System.")
+    system: str = opt("uno", "Default system: 'uno' (expert, critic or base), 'uno-single' (expert or base), "
+                             "'uno-guided' (the best validated path, the rulebook guide among them) or 'base'; "
+                             "a request overrides it with the header X-Unolearn-System.")
     api_key: str | None = opt(None, "Clients must send 'Authorization: Bearer <key>' (default: "
                                     "$UNOLEARN_SERVE_KEY; empty: no key).")
     upstream_api_key: str | None = opt(None, "Key sent to the upstream (default: $UNOLEARN_API_KEY, then "
