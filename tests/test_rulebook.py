@@ -6,6 +6,7 @@ import json
 import pytest
 
 from unolearn.backends import Models
+from unolearn.distill import _Done
 from unolearn.errors import ConfigError, NotFoundError
 from unolearn.records import Log, Message
 from unolearn.rulebook import RulebookConfig, build_cluster, guide_text, run
@@ -99,9 +100,9 @@ def _workspace(ws):
             c.execute("INSERT INTO cluster_members VALUES (?, 0)", (lg.id,))
             c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'm', ?)", (lg.id, json.dumps(rules), now()))
             c.execute("INSERT INTO rules VALUES (?, 'prior', ?, 'm', ?)", (lg.id, json.dumps(priors[lg.id]), now()))
-            for origin in ("revision", "edit"):
-                c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
-                          (f"{origin}-{lg.id}", lg.id, origin, "p", "c", "r", 1.0, "[]", "m", now()))
+            origin = "edit" if lg is ex[1][0] else "revision"  # an edit pair: made from the user's edit
+            c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      (f"{origin}-{lg.id}", lg.id, origin, "p", "c", "r", 1.0, "[]", "m", now()))
     return ex
 
 
@@ -119,8 +120,10 @@ def test_stage_stores_the_rulebook_and_a_rejection_removes_the_rules_and_their_p
     for log_id, rules in ws.rule_sets("feedback"):
         assert CITE not in rules and CITE_LONG not in rules
     left = {r[0] for r in ws.conn.execute("SELECT log_id FROM pairs WHERE origin = 'revision'")}
-    assert not left & cited and len(left) == len(ex) - 3  # the edit pairs stay: no rule made them
-    assert ws.conn.execute("SELECT count(*) FROM pairs WHERE origin = 'edit'").fetchone()[0] == len(ex)
+    assert not left & cited and len(left) == len(ex) - 3
+    assert ws.conn.execute("SELECT log_id FROM pairs WHERE origin = 'edit'").fetchall() == [(ex[1][0].id,)]
+    done = _Done.load(ws)  # the next distil redoes the pairs of the logs that kept other rules
+    assert [lg.id for lg, rules in ex if lg.id in cited and done.pending(lg)] == [ex[0][0].id]  # SHORT is left
     run(ws, models, cfg, val_fraction=0.0)  # rebuilt: the rejected rules are gone for good
     assert CITE not in {e.text for e in ws.rulebook()}
     assert ws.rule_decisions()[(ex[0][0].id, CITE)] == "rejected"
