@@ -91,6 +91,20 @@ def test_logprob_scorer(ws):
     assert ws.conn.execute("SELECT DISTINCT scorer FROM novelty").fetchall() == [("logprob",)]
 
 
+def test_a_failed_assess_is_recorded_as_failed(ws):
+    add_clustered(ws, 0, "q", ["keep it short"], ["be brief"])
+
+    class Broken(HashEmbedder):
+        def _embed(self, texts):
+            raise RuntimeError("embedder down")
+
+    with pytest.raises(RuntimeError, match="embedder down"):
+        run(ws, Models(ws, embedder=Broken()), AssessConfig())
+    status, result = ws.conn.execute("SELECT status, result FROM runs WHERE stage = 'assess'").fetchone()
+    assert status == "failed" and json.loads(result)["error"] == "RuntimeError: embedder down"
+    assert ws.count("gaps") == 0  # nothing half-written
+
+
 def test_yes_probability():
     assert yes_probability({"Yes": 0.0, "No": 0.0}) == pytest.approx(0.5)
     assert yes_probability({" yes": -0.01, "no": -5}) > 0.99

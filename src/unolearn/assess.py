@@ -149,18 +149,18 @@ def run(ws: Workspace, models: Models, cfg: AssessConfig | None = None) -> list[
     # As in the reference, a log is scored only when it has both rule sets: without prior rules there is
     # nothing its feedback could be covered by, and counting it as fully novel would inflate the gap.
     items = [it for it in clustered if it[4]]
-    run_id = ws.start_run("assess", asdict(cfg))
-    if cfg.scorer == "embedding":
-        novelty = [embedding_novelty(models.embedder, rules, prior) for _, _, _, rules, prior in items]
-    else:
-        novelty = asyncio.run(_with_close(models, logprob_novelty(
-            models.judge, [(lang, rules, prior) for _, _, lang, rules, prior in items])))
-    gaps = aggregate([(c, nov) for (c, *_), nov in zip(items, novelty)], cfg.threshold)
-    scored = {g.cluster for g in gaps}
-    gaps += [ClusterGap(c, 0.0, 0.0, 0.0, 0, "primary") for c in sorted({it[0] for it in clustered} - scored)]
-    gaps.sort(key=lambda g: g.cluster)
-    _store(ws, items, novelty, gaps, cfg)
-    ws.finish_run(run_id, "ok", {"clusters": len(gaps), "logs": len(items)})
+    with ws.recorded_run("assess", asdict(cfg)) as result:
+        if cfg.scorer == "embedding":
+            novelty = [embedding_novelty(models.embedder, rules, prior) for _, _, _, rules, prior in items]
+        else:
+            novelty = asyncio.run(_with_close(models, logprob_novelty(
+                models.judge, [(lang, rules, prior) for _, _, lang, rules, prior in items])))
+        gaps = aggregate([(c, nov) for (c, *_), nov in zip(items, novelty)], cfg.threshold)
+        scored = {g.cluster for g in gaps}
+        gaps += [ClusterGap(c, 0.0, 0.0, 0.0, 0, "primary") for c in sorted({it[0] for it in clustered} - scored)]
+        gaps.sort(key=lambda g: g.cluster)
+        _store(ws, items, novelty, gaps, cfg)
+        result.update(clusters=len(gaps), logs=len(items))
     return gaps
 
 

@@ -170,7 +170,7 @@ class _Candidate:
 
 async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, list[str]]],
                         priors: dict[str, list[str]], decisions: dict[tuple[str, str], str],
-                        cfg: RulebookConfig, judge: bool = True) -> list[RuleEntry]:
+                        cfg: RulebookConfig) -> list[RuleEntry]:
     """The rulebook entries of one cluster from its (log, feedback rules) examples."""
     items = [(log, rule) for log, rules in examples for rule in rules
              if decisions.get((log.id, rule)) != "rejected"]
@@ -180,7 +180,7 @@ async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, 
     rules = [rule for _, rule in items]
     vecs = models.embedder.embed(rules)
     sims = vecs @ vecs.T
-    jd = models.judge if judge else None
+    jd = models.judge
     candidates = []
     for group in await merge(jd, rules, vecs, lang, cfg):
         text = rules[medoid(group, sims, rules)]
@@ -258,7 +258,6 @@ def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *, val
     clusters = [r[0] for r in ws.conn.execute("SELECT id FROM clusters ORDER BY id")]
     if not clusters:
         raise InputError("no clusters: run `unolearn cluster` first")
-    run_id = ws.start_run("rulebook", asdict(cfg))
     decisions = ws.rule_decisions()
     priors = {log_id: rules for log_id, rules in ws.rule_sets("prior")}
     entries: list[RuleEntry] = []
@@ -272,9 +271,10 @@ def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *, val
         finally:
             await models.aclose()
 
-    asyncio.run(build())
-    ws.replace_rulebook(entries)
-    ws.finish_run(run_id, "ok", summary(entries))
+    with ws.recorded_run("rulebook", asdict(cfg)) as result:
+        asyncio.run(build())
+        ws.replace_rulebook(entries)
+        result.update(summary(entries))
     return entries
 
 

@@ -391,13 +391,14 @@ def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[
     clusters = [r[0] for r in ws.conn.execute("SELECT id FROM clusters ORDER BY id")]
     if not clusters:
         raise InputError("no clusters: run `unolearn cluster` first")
-    run_id = ws.start_run("select", asdict(cfg))
-    plans = asyncio.run(_run(ws, models, cfg, clusters))
-    with ws.transaction() as c:
-        c.execute("DELETE FROM plans")
-        c.executemany("INSERT INTO plans VALUES (?,?,?,?,?,?,?)",
-                      [(p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans])
-    ws.finish_run(run_id, "ok", {"plans": [asdict(p) for p in plans]})
+    with ws.recorded_run("select", asdict(cfg)) as result:
+        plans = asyncio.run(_run(ws, models, cfg, clusters))
+        with ws.transaction() as c:
+            c.execute("DELETE FROM plans")
+            c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
+                          "VALUES (?,?,?,?,?,?,?)",
+                          [(p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans])
+        result["plans"] = [asdict(p) for p in plans]
     return plans
 
 

@@ -479,7 +479,8 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     shutil.rmtree(final, ignore_errors=True)
     tmp.replace(final)
     with ws.transaction() as c:
-        c.execute("INSERT INTO modules VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
+                  "train_logs, val_logs, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                   (module_id, cluster, kind, str(final), epochs, str(base), data_hash,
                    json.dumps(asdict(cfg)), json.dumps(metrics), json.dumps(train_ids), json.dumps(val_ids),
                    seconds, now()))
@@ -531,9 +532,17 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
             raise InputError(f"no cluster {cluster}; clusters are 0..{max(clusters)}")
         clusters = [cluster]
     base = resolve_base_model(ws, cfg)
-    run_id = ws.start_run("train", asdict(cfg))
     done: list[ModuleInfo] = []
     skipped: list[str] = []
+    with ws.recorded_run("train", asdict(cfg)) as result:
+        _train_clusters(ws, cfg, base, clusters, plans, done, skipped, on_module)
+        result.update(modules=[m.id for m in done], skipped=skipped)
+    return done
+
+
+def _train_clusters(ws: Workspace, cfg: TrainConfig, base: Path, clusters: list[int], plans: dict[int, str],
+                    done: list[ModuleInfo], skipped: list[str], on_module: Any) -> None:
+    """Train each cluster's modules in turn, adding them to ``done`` (and too-long clusters to ``skipped``)."""
     for c in clusters:
         train_ids, val_ids = split_members(ws, c, cfg.val_fraction, cfg.seed)
         kinds = module_kinds(cfg, plans.get(c))
@@ -548,8 +557,6 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
                 done.append(info)
                 if on_module:
                     on_module(info)
-    ws.finish_run(run_id, "ok", {"modules": [m.id for m in done], "skipped": skipped})
-    return done
 
 
 def run_in_child(root: Path, cfg: TrainConfig | None = None, cluster: int | None = None) -> list[ModuleInfo]:
