@@ -12,11 +12,13 @@ Keys (``run --json``, ``bench quality --json`` and the report; only ever added t
 expert id: ``[identical, judged answers]`` over items × epochs; none when the expert was not judged),
 ``expert_win_rates`` (per expert id: its best epoch's validation win rate; None when not judged),
 ``experts_passed`` (experts whose best epoch reached the selection's win threshold, whatever their
-cluster's gap: a high-gap cluster still takes its critic in ``uno``), ``critics_trained``, ``guides``
-(clusters with a rulebook guide) and ``guide_win_rates`` (per guide module), ``per_cluster`` (the same counts for each cluster, with the gap behind its plan —
-``gap``, ``gap_threshold``, ``gap_scorer``, ``gap_scored_logs`` — the validation win rate of each
-system's path, ``win_rates``, and the expert's ``expert_win_rate`` and ``expert_passed``) and, from the benchmark,
-``test_paths`` (per system, test prompts on each of primary / reflective / base / unseen).
+cluster's gap: a high-gap cluster still takes its critic in ``uno``), ``critics_trained``,
+``guides`` (clusters with a rulebook guide) and ``guide_win_rates`` (per guide module),
+``per_cluster`` (the same counts for each cluster, with the gap behind its plan — ``gap``,
+``gap_threshold``, ``gap_scorer``, ``gap_scored_logs`` — the validation win rate of each system's
+path, ``win_rates``, and the expert's ``expert_win_rate`` and ``expert_passed``) and, from the
+benchmark, ``test_paths`` (per system, test prompts on each of primary / reflective / guide / base /
+unseen).
 """
 
 from __future__ import annotations

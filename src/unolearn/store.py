@@ -257,6 +257,10 @@ MIGRATIONS: list[str] = [
 ]
 
 
+#: The rulebook columns that :func:`_entry` reads, in its order.
+_ENTRY_SELECT = "SELECT id, cluster, text, lang, members, novelty, status, contradicted_by FROM rulebook"
+
+
 def _entry(row: tuple) -> RuleEntry:
     eid, cluster, text, lang, members, novelty, status, contradicted_by = row
     return RuleEntry(id=eid, cluster=cluster, text=text, lang=lang, novelty=novelty, status=status,
@@ -492,16 +496,14 @@ class Workspace:
     def rulebook(self, cluster: int | None = None) -> list[RuleEntry]:
         """The rulebook's entries (of one cluster), by cluster, then users and logs behind them."""
         where, args = ("WHERE cluster = ?", (cluster,)) if cluster is not None else ("", ())
-        rows = self.conn.execute(
-            "SELECT id, cluster, text, lang, members, novelty, status, contradicted_by FROM rulebook "
-            f"{where} ORDER BY cluster, n_users DESC, n_logs DESC, id", args).fetchall()
+        rows = self.conn.execute(f"{_ENTRY_SELECT} {where} ORDER BY cluster, n_users DESC, n_logs DESC, id",
+                                 args).fetchall()
         return [_entry(r) for r in rows]
 
     def rulebook_entry(self, entry_id: str) -> RuleEntry:
         """One entry by its id (a unique prefix is enough)."""
-        rows = self.conn.execute(
-            "SELECT id, cluster, text, lang, members, novelty, status, contradicted_by FROM rulebook "
-            "WHERE id >= ? AND id < ? LIMIT 2", (entry_id, entry_id + "\U0010ffff")).fetchall()
+        rows = self.conn.execute(f"{_ENTRY_SELECT} WHERE id >= ? AND id < ? LIMIT 2",
+                                 (entry_id, entry_id + "\U0010ffff")).fetchall()
         if len(rows) != 1:
             raise NotFoundError(f"no rulebook entry {entry_id!r}" if not rows
                                 else f"rulebook entry prefix {entry_id!r} is ambiguous")
