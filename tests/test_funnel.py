@@ -41,7 +41,8 @@ def test_funnel_counts_every_step(ws):
                       "length_ratio, outcome, same_as_base) VALUES ('exp-rice',?,?,0,5,?,0.5,1,?,?)",
                       [(1, ids["rice"][0], 5, 0.5, 1), (1, ids["rice"][1], 5, 0.5, 1),
                        (2, ids["rice"][0], 8, 1.0, 0), (2, ids["rice"][1], 5, 0.5, 1)])
-        c.executemany("INSERT INTO plans VALUES (?,?,?,?,?,?,?)", [
+        c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
+                      "VALUES (?,?,?,?,?,?,?)", [
             (0, "uno", "primary", "exp-rice", 2, 0.75, "won"), (0, "uno-single", "primary", "exp-rice", 2, 0.75, "won"),
             (1, "uno", "reflective", "crit-law", 1, None, "gap"), (1, "uno-single", "base", None, None, None, "gap")])
     f = funnel(ws)

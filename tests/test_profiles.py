@@ -75,3 +75,19 @@ def test_the_demo_runs_what_simulate_run_and_bench_quality_run():
     assert demo.run == run_configs(build) and demo.quality == build(QualityConfig, "bench_quality")
     assert demo.simulate == build(SimulateConfig, "simulate")
     assert demo.run.train.critics == "all" and demo.run.cluster.threshold is None  # no demo-only overrides
+
+
+@pytest.mark.parametrize("text, match", [
+    ("distill: {n_revisions: abc}\n", "distill: n_revisions must be int, got 'abc'"),
+    ("distill: {temperature: hot}\n", "distill: temperature must be float, got 'hot'"),
+    ("distill: {n_revisions: true}\n", "distill: n_revisions must be int, got True"),
+])
+def test_a_value_of_the_wrong_type_is_a_one_line_config_error(tmp_path, text, match):
+    f = tmp_path / "config.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        stage_config(DistillConfig, f, "distill", {}, "cpu")
+
+
+def test_an_int_is_a_valid_float():
+    assert stage_config(DistillConfig, None, "distill", {"temperature": 1}, "cpu").temperature == 1

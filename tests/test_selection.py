@@ -123,7 +123,8 @@ def test_config_validation():
 
 def add_module(ws, mid, cluster, kind, val_ids, epochs=2, metrics=None):
     with ws.transaction() as c:
-        c.execute("INSERT INTO modules VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
+                  "train_logs, val_logs, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                   (mid, cluster, kind, f"/m/{mid}", epochs, "base", "h", "{}", json.dumps(metrics or {}),
                    "[]", json.dumps(val_ids), 1.0, now()))
 

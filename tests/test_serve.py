@@ -36,17 +36,20 @@ def make_workspace(ws_dir: Path) -> None:
         for cid, vec in zip(THEMES, vecs):
             c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (cid, 5, vec.tobytes(), "hash", now()))
         for mid, cluster, kind in (("exp-rice", 0, "expert"), ("crit-law", 1, "critic")):
-            c.execute("INSERT INTO modules VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
+                  "train_logs, val_logs, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                       (mid, cluster, kind, f"/adapters/{mid}", 3, "base", "h", "{}", "{}", "[]", "[]", 1.0, now()))
         plans = [(0, "uno", "primary", "exp-rice", 2), (0, "uno-single", "primary", "exp-rice", 2),
                  (1, "uno", "reflective", "crit-law", 1), (1, "uno-single", "base", None, None),
                  (2, "uno", "base", None, None), (2, "uno-single", "base", None, None),
                  (0, "uno-guided", "primary", "exp-rice", 2), (2, "uno-guided", "base", None, None)]
-        c.executemany("INSERT INTO plans VALUES (?,?,?,?,?,NULL,'t')", plans)
+        c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
+                      "VALUES (?,?,?,?,?,NULL,'t')", plans)
     with Workspace.open(ws_dir) as ws:  # law under uno-guided: its rulebook as system message
         guide = ws.ensure_guide(1, GUIDE, ["rule-1"], [], [], {})
         with ws.transaction() as c:
-            c.execute("INSERT INTO plans VALUES (1, 'uno-guided', 'guide', ?, NULL, NULL, 't')", (guide,))
+            c.execute("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
+                      "VALUES (1, 'uno-guided', 'guide', ?, NULL, NULL, 't')", (guide,))
 
 
 @dataclass

@@ -34,10 +34,36 @@ def test_guidance_migration_rebuilds_modules_and_plans_keeping_rows(ws_dir):
         assert w.conn.execute("SELECT id, kind FROM modules").fetchall() == [("m1", "expert")]
         assert w.conn.execute("SELECT module_id, outcome FROM validation").fetchall() == [("m1", 1.0)]
         assert w.conn.execute("SELECT system, path, module_id FROM plans").fetchall() == [("uno", "primary", "m1")]
-        w.conn.execute("INSERT INTO plans VALUES (0, 'uno-guided', 'guide', NULL, NULL, NULL, 'r')")
+        w.conn.execute("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
+                       "VALUES (0, 'uno-guided', 'guide', NULL, NULL, NULL, 'r')")
         assert w.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         with pytest.raises(sqlite3.IntegrityError):  # validation still refers to the rebuilt modules table
             w.conn.execute("INSERT INTO validation VALUES ('nope', 1, 'log1', 0, 5, 6, 0.5, 1.0, 1.0, 0)")
+
+
+def test_clustering_migration_makes_the_stored_clusters_version_1(ws_dir):
+    ws_dir.mkdir(parents=True)
+    conn = sqlite3.connect(ws_dir / DB_NAME, isolation_level=None)
+    for script in MIGRATIONS[:8]:  # schema version 8: clusters, a module, a plan, the cluster runs' records
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 8")
+    conn.execute("INSERT INTO clusters VALUES (0, 3, x'00', 'e5', '2026-01-01')")
+    conn.execute("INSERT INTO modules VALUES ('m1', 0, 'expert', '/p', 2, 'b', 'h', '{}', '{}', '[]', '[]', 1.0, 't')")
+    conn.execute("INSERT INTO plans VALUES (0, 'uno', 'primary', 'm1', 1, 1.0, 'won')")
+    conn.execute("INSERT INTO runs (stage, started_at, status, config) VALUES "
+                 "('cluster', 't', 'ok', '{\"unseen_distance\": 0.4}')")
+    conn.execute("INSERT INTO runs (stage, started_at, status, config, result) VALUES "
+                 "('cluster-input', 't', 'ok', '{}', '{\"fingerprint\": \"fp\"}')")
+    conn.close()
+    with Workspace.open(ws_dir) as w:
+        version = w.clustering()
+        assert (version.id, version.embedder, version.unseen_distance, version.fingerprint) == (1, "e5", 0.4, "fp")
+        assert [m["id"] for m in w.modules(0, "expert")] == ["m1"]
+        assert w.plan_row(0, "uno")[:2] == ("primary", "m1")
+
+
+def test_an_empty_workspace_has_no_clustering_after_the_migration(ws):
+    assert ws.clustering() is None and ws.modules() == []
 
 
 def test_newer_schema_is_refused(ws_dir):

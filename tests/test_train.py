@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +166,38 @@ def test_same_data_and_config_is_not_retrained(trained):
     assert len(list_modules(ws)) == len(modules)
 
 
+def test_modules_do_not_depend_on_where_the_model_or_the_workspace_lies(trained, tmp_path):
+    ws, cfg, modules, _, _ = trained
+    moved_model = shutil.copytree(cfg.base_model, tmp_path / Path(cfg.base_model).name)
+    again = run(ws, replace(cfg, base_model=str(moved_model)))  # the same model elsewhere: nothing retrained
+    assert all(m.reused for m in again) and {m.id for m in again} == {m.id for m in modules}
+    stored = [r[0] for r in ws.conn.execute("SELECT path FROM modules WHERE kind != 'guide'")]
+    assert stored and all(p.startswith("artifacts/modules/") for p in stored)
+    copy = shutil.copytree(ws.root, tmp_path / "moved-ws")
+    with Workspace.open(copy) as moved:
+        paths = [Path(moved.module(m.id)["path"]) for m in modules]
+    assert all(p.is_dir() and p.is_relative_to(copy) for p in paths)
+
+
+def test_a_new_clustering_drops_the_old_plans_and_never_selects_its_modules(tiny_model_dir, tmp_path):
+    from unolearn.selection import _latest_module, load_plan
+
+    with Workspace.open(tmp_path / "ws") as ws:
+        seed_workspace(ws)
+        embedder = HashEmbedder(dim=64)
+        cluster(ws, embedder, ClusterConfig(threshold=1.0))
+        cfg = TrainConfig(base_model=str(tiny_model_dir), epochs=1, critic_epochs=1, lora_r=4, lora_alpha=8,
+                          grad_accum=1, max_length=256, min_pairs=3, experts="all", critics="none")
+        trained_for = {m.cluster: m.id for m in run(ws, cfg, cluster=0)}
+        _plan(ws, 0, "primary", trained_for[0], 1)
+        assert load_plan(ws, 0, "uno").module_id == trained_for[0]
+        assert _latest_module(ws, 0, "expert")["id"] == trained_for[0]
+        cluster(ws, embedder, ClusterConfig(threshold=1.5))  # other settings, other clusters (ids reused)
+        assert load_plan(ws, 0, "uno") is None
+        assert _latest_module(ws, 0, "expert") is None
+        assert ws.conn.execute("SELECT count(*) FROM plans").fetchone()[0] == 0
+
+
 def test_train_errors(trained, tmp_path):
     ws, cfg, _, _, _ = trained
     with pytest.raises(InputError, match="no cluster 99"):
@@ -208,7 +242,8 @@ def _plan(ws, cluster, path, module=None, epoch=None):
     with ws.transaction() as c:
         for system in ("uno", "uno-single"):
             p = path if system == "uno" or path != "reflective" else "base"
-            c.execute("INSERT OR REPLACE INTO plans VALUES (?,?,?,?,?,?,?)",
+            c.execute("INSERT OR REPLACE INTO plans (cluster, system, path, module_id, epoch, win_rate, reason, "
+                      "clustering) VALUES (?,?,?,?,?,?,?, (SELECT max(id) FROM clusterings))",
                       (cluster, system, p, module if p != "base" else None, epoch if p != "base" else None, None, "t"))
 
 

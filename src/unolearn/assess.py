@@ -128,12 +128,8 @@ async def logprob_novelty(judge: ChatModel, items: list[tuple[str, str, list[str
 
 def _clustered_rules(ws: Workspace) -> list[tuple[int, str, str, list[str], list[str]]]:
     """(cluster, log id, lang, feedback rules, prior rules) of every clustered log."""
-    rows = ws.conn.execute(
-        "SELECT m.cluster, m.log_id, l.lang, f.rules, p.rules FROM cluster_members m "
-        "JOIN logs l ON l.id = m.log_id JOIN rules f ON f.log_id = m.log_id AND f.kind = 'feedback' "
-        "LEFT JOIN rules p ON p.log_id = m.log_id AND p.kind = 'prior' ORDER BY m.cluster, m.log_id")
     out = []
-    for cluster, log_id, lang, fb, prior in rows:
+    for cluster, log_id, lang, fb, prior in ws.clustered_rule_rows():
         rules = json.loads(fb)
         if rules:
             out.append((cluster, log_id, lang, rules, json.loads(prior) if prior else []))
@@ -191,8 +187,4 @@ def _store(ws: Workspace, items: list, novelty: list[list[float]], gaps: list[Cl
                     for i, v in enumerate(nov)]
     gap_rows = [(g.cluster, cfg.scorer, g.gap, g.gap_mean, g.gap_max, g.n_logs, g.plan, cfg.threshold)
                 for g in gaps]
-    with ws.transaction() as c:
-        c.execute("DELETE FROM novelty WHERE scorer = ?", (cfg.scorer,))
-        c.executemany("INSERT INTO novelty VALUES (?,?,?,?)", novelty_rows)
-        c.execute("DELETE FROM gaps")
-        c.executemany("INSERT INTO gaps VALUES (?,?,?,?,?,?,?,?)", gap_rows)
+    ws.replace_gaps(cfg.scorer, novelty_rows, gap_rows)

@@ -38,7 +38,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from .backends.base import Embedder
 from .config import opt
 from .errors import ConfigError, InputError, NotFoundError
-from .store import Workspace, now
+from .records import Clustering
+from .store import Workspace
 
 MAX_MICRO_CLUSTERS = 20_000  # the weighted Ward keeps an m × m float64 matrix (3.2 GB at 20,000)
 KMEANS_BATCH = 4_096
@@ -119,10 +120,7 @@ def load_inputs(ws: Workspace) -> Inputs:
     cluster's expert a no-change pair (see :func:`unolearn.train.expert_rows`).
     """
     out = Inputs([], [], [])
-    rows = ws.conn.execute(
-        "SELECT r.log_id, l.record, r.rules FROM rules r JOIN logs l ON l.id = r.log_id "
-        "WHERE r.kind = 'feedback' ORDER BY r.log_id")
-    for log_id, record, rules_json in rows:
+    for log_id, record, rules_json in ws.feedback_rule_rows():
         rules = json.loads(rules_json)
         texts = [t for t in map(_rule_text, rules if isinstance(rules, list) else []) if t]
         out.log_ids.append(log_id)
@@ -399,8 +397,11 @@ def _require_inputs(ws: Workspace) -> Inputs:
     return inputs
 
 
-def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None) -> ClusterResult:
-    """Cluster the logs with usable feedback and store the clusters, replacing any previous ones."""
+def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None,
+        fingerprint: str | None = None) -> ClusterResult:
+    """Cluster the logs with usable feedback and store the clusters as a new clustering version,
+    replacing the previous clusters, gaps and plans; ``fingerprint`` keys the inputs (see
+    :func:`unolearn.pipeline.cluster_fingerprint`)."""
     cfg = cfg or ClusterConfig()
     run_id = ws.start_run("cluster", {**dataclasses.asdict(cfg), "embedder": embedder.model_id})
     try:
@@ -408,7 +409,9 @@ def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None) -> 
         inputs = _require_inputs(ws)
         queries, dual = _embed(embedder, inputs)
         labels, method, threshold, source = cluster_vectors(dual, cfg)
-        sizes = _persist(ws, inputs.log_ids, labels, queries, embedder.model_id)
+        version = Clustering(id=0, embedder=embedder.model_id, threshold=threshold,
+                             unseen_distance=cfg.unseen_distance, fingerprint=fingerprint, created_at="")
+        sizes = _persist(ws, version, inputs.log_ids, labels, queries)
         result = ClusterResult(len(labels), len(sizes), sizes, method,
                                round(time.perf_counter() - start, 3), round(threshold, 4), source)
     except BaseException as e:
@@ -418,20 +421,12 @@ def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None) -> 
     return result
 
 
-def _persist(ws: Workspace, log_ids: list[str], labels: np.ndarray, queries: np.ndarray,
-             model_id: str) -> list[int]:
+def _persist(ws: Workspace, version: Clustering, log_ids: list[str], labels: np.ndarray,
+             queries: np.ndarray) -> list[int]:
     """Replace the stored clustering in one transaction; return the cluster sizes."""
     sizes = np.bincount(labels).tolist()
-    created = now()
-    with ws.transaction() as c:
-        c.execute("DELETE FROM gaps")
-        c.execute("DELETE FROM cluster_members")
-        c.execute("DELETE FROM clusters")
-        c.executemany("INSERT INTO clusters (id, size, centroid, embedder, created_at) VALUES (?,?,?,?,?)",
-                      ((cid, size, _centroid(queries[labels == cid]).tobytes(), model_id, created)
-                       for cid, size in enumerate(sizes)))
-        c.executemany("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)",
-                      _member_rows(log_ids, labels))
+    clusters = [(cid, size, _centroid(queries[labels == cid]).tobytes()) for cid, size in enumerate(sizes)]
+    ws.replace_clustering(version, clusters, _member_rows(log_ids, labels))
     return sizes
 
 
@@ -473,10 +468,9 @@ def sweep(ws: Workspace, embedder: Embedder, thresholds: Sequence[float],
 
 
 def stored_unseen_distance(ws: Workspace) -> float | None:
-    """``unseen_distance`` of the last successful cluster run (None when there was none or it was unset)."""
-    row = ws.conn.execute("SELECT config FROM runs WHERE stage = 'cluster' AND status = 'ok' "
-                          "ORDER BY id DESC LIMIT 1").fetchone()
-    return json.loads(row[0]).get("unseen_distance") if row else None
+    """``unseen_distance`` of the current clustering (None when there is none or it was unset)."""
+    version = ws.clustering()
+    return version.unseen_distance if version else None
 
 
 class Router:
@@ -497,7 +491,7 @@ class Router:
         """
         if unseen_distance == "stored":
             unseen_distance = stored_unseen_distance(ws)
-        rows = ws.conn.execute("SELECT id, size, centroid, embedder FROM clusters ORDER BY id").fetchall()
+        rows = ws.cluster_rows()
         if not rows:
             raise NotFoundError("no clusters in this workspace: run `unolearn cluster` first")
         models = {r[3] for r in rows}
@@ -534,22 +528,20 @@ class Router:
         already in a cluster keeps it and changes nothing. Size and centroid are read and written in
         one transaction, so concurrent adds are not lost.
         """
-        if not self.ws.conn.execute("SELECT 1 FROM logs WHERE id = ?", (log_id,)).fetchone():
-            raise NotFoundError(f"no log {log_id!r}")
         vec = normalise(self.embedder.embed([query]))
         best, dist = self._nearest(vec)
         i, cid = int(best[0]), int(self.ids[best[0]])
-        with self.ws.transaction() as t:
-            member = t.execute("SELECT cluster FROM cluster_members WHERE log_id = ?", (log_id,)).fetchone()
-            if member:
-                return int(member[0]), self._distance_to(int(member[0]), vec[0])
-            row = t.execute("SELECT size, centroid FROM clusters WHERE id = ?", (cid,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"cluster {cid} is gone (re-clustered since this router was loaded)")
-            size, centroid = row[0] + 1, running_mean(np.frombuffer(row[1], dtype=np.float32), row[0], vec[0])
-            t.execute("UPDATE clusters SET size = ?, centroid = ? WHERE id = ?", (size, centroid.tobytes(), cid))
-            t.execute("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)", (log_id, cid))
-        self.centroids[i], self.sizes[i] = centroid, size
+        moved: dict[str, Any] = {}
+
+        def move(size: int, centroid: bytes) -> tuple[int, bytes]:
+            moved["size"] = size + 1
+            moved["centroid"] = running_mean(np.frombuffer(centroid, dtype=np.float32), size, vec[0])
+            return moved["size"], moved["centroid"].tobytes()
+
+        member = self.ws.add_member(log_id, cid, move)
+        if member is not None:
+            return member, self._distance_to(member, vec[0])
+        self.centroids[i], self.sizes[i] = moved["centroid"], moved["size"]
         return cid, float(dist[0])
 
     def _distance_to(self, cid: int, vec: np.ndarray) -> float:

@@ -123,12 +123,27 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    _check_types(cls, data, where)
     try:
         return cls(**data)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from e
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from e
+
+
+_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _check_types(cls: type, data: dict[str, Any], where: str) -> None:
+    """Reject a value of the wrong type for a field annotated as a plain ``int``, ``float``, ``bool`` or ``str``."""
+    for f in dataclasses.fields(cls):
+        allowed = _SCALARS.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
+        if f.name not in data or allowed is None:
+            continue
+        value = data[f.name]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ConfigError(f"{where}: {f.name} must be {f.type}, got {value!r}")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ to — stay stable across re-runs.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,14 +52,8 @@ def run_configs(build: Callable[[type, str], Any]) -> RunConfigs:
 
 def cluster_fingerprint(ws: Workspace, embedder_id: str, cfg: ClusterConfig) -> str:
     """A key of everything the clustering depends on."""
-    usable = [r[0] for r in ws.conn.execute("SELECT log_id FROM rules WHERE kind = 'feedback' ORDER BY log_id")]
+    usable = sorted(log_id for log_id, _ in ws.rule_sets("feedback"))
     return content_hash("clustering", {"logs": usable, "embedder": embedder_id, "cfg": asdict(cfg)})
-
-
-def _last_fingerprint(ws: Workspace) -> str | None:
-    row = ws.conn.execute("SELECT result FROM runs WHERE stage = 'cluster-input' AND status = 'ok' "
-                          "ORDER BY id DESC LIMIT 1").fetchone()
-    return json.loads(row[0]).get("fingerprint") if row else None
 
 
 def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConfigs | None = None,
@@ -103,12 +96,10 @@ def _ingest(ws: Workspace, paths: Sequence[Path]) -> dict[str, Any]:
 
 def _cluster(ws: Workspace, models: Models, cfg: ClusterConfig) -> dict[str, Any]:
     fingerprint = cluster_fingerprint(ws, models.embedder.model_id, cfg)
-    if fingerprint == _last_fingerprint(ws) and ws.count("clusters"):
+    current = ws.clustering()
+    if current and fingerprint == current.fingerprint and ws.count("clusters"):
         return {"skipped": "input unchanged", "clusters": ws.count("clusters")}
-    result = cluster.run(ws, models.embedder, cfg)
-    run_id = ws.start_run("cluster-input", asdict(cfg))
-    ws.finish_run(run_id, "ok", {"fingerprint": fingerprint})
-    return asdict(result)
+    return asdict(cluster.run(ws, models.embedder, cfg, fingerprint=fingerprint))
 
 
 def _module_summary(m: Any) -> dict[str, Any]:

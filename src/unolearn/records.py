@@ -181,3 +181,14 @@ class RuleEntry(Record):
     def in_prompt(self) -> bool:
         """Whether the entry goes into its cluster's guide."""
         return self.status in ("kept", "approved")
+
+
+class Clustering(Record):
+    """One version of the clustering: the modules, validations and plans made for it carry its id."""
+
+    id: int
+    embedder: str
+    threshold: float | None = None
+    unseen_distance: float | None = Field(None, description="Cosine distance beyond which a query is unseen.")
+    fingerprint: str | None = Field(None, description="Key of the inputs and settings it was made from.")
+    created_at: str

@@ -255,7 +255,7 @@ def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *, val
     from .train import split_members
 
     cfg = cfg or RulebookConfig()
-    clusters = [r[0] for r in ws.conn.execute("SELECT id FROM clusters ORDER BY id")]
+    clusters = ws.cluster_ids()
     if not clusters:
         raise InputError("no clusters: run `unolearn cluster` first")
     decisions = ws.rule_decisions()

@@ -23,7 +23,6 @@ Final plans, per cluster and system (a high-gap cluster's expert is validated an
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -143,11 +142,11 @@ def adapter_name(module_id: str, epoch: int) -> str:
 
 async def ensure_adapter(model: ChatModel, ws: Workspace, module_id: str, epoch: int) -> str:
     """Load one module epoch's adapter into ``model``; return its name."""
-    row = ws.conn.execute("SELECT path FROM modules WHERE id = ?", (module_id,)).fetchone()
-    if not row:
+    module = ws.module(module_id)
+    if not module:
         raise InputError(f"no module {module_id}")
     name = adapter_name(module_id, epoch)
-    await model.add_adapter(name, str(epoch_dir(row[0], epoch)))
+    await model.add_adapter(name, str(epoch_dir(module["path"], epoch)))
     return name
 
 
@@ -167,12 +166,13 @@ class Plan:
     reason: str
 
 
-def _latest_module(ws: Workspace, cluster: int, kind: str) -> tuple | None:
-    return ws.conn.execute("SELECT id, epochs, metrics, val_logs, train_logs FROM modules WHERE cluster = ? "
-                           "AND kind = ? ORDER BY created_at DESC, id LIMIT 1", (cluster, kind)).fetchone()
+def _latest_module(ws: Workspace, cluster: int, kind: str) -> dict[str, Any] | None:
+    """The newest ``kind`` module of ``cluster`` in the current clustering (never one made for another)."""
+    found = ws.modules(cluster, kind)
+    return found[0] if found else None
 
 
-async def _guide(ws: Workspace, models: Models, cluster: int, row: tuple | None, base: Baseline,
+async def _guide(ws: Workspace, models: Models, cluster: int, row: dict[str, Any] | None, base: Baseline,
                  cfg: SelectConfig) -> tuple[str, float | None] | None:
     """The cluster's guide module (its current rulebook) and its validation win rate; None: no rulebook."""
     from .rulebook import guide_text
@@ -181,8 +181,8 @@ async def _guide(ws: Workspace, models: Models, cluster: int, row: tuple | None,
     text = guide_text(entries, entries[0].lang) if entries else None
     if text is None or row is None:
         return None
-    module_id = ws.ensure_guide(cluster, text, [e.id for e in entries if e.in_prompt], json.loads(row[4]),
-                                json.loads(row[3]), {})
+    module_id = ws.ensure_guide(cluster, text, [e.id for e in entries if e.in_prompt], row["train_logs"],
+                                row["val_logs"], {})
     val = await validate_guide(ws, models, module_id, text, base, cfg)
     return module_id, (sum(val.outcomes[1]) / len(val.outcomes[1])) if val.outcomes.get(1) else None
 
@@ -257,10 +257,7 @@ async def _compare(models: Models, base: Baseline, module_id: str, epoch: int, t
 
 
 def _store_validation(ws: Workspace, module_id: str, rows: list[tuple]) -> None:
-    with ws.transaction() as c:  # no judgements of an earlier selection stay behind
-        c.execute("DELETE FROM validation WHERE module_id = ?", (module_id,))
-        c.executemany("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, "
-                      "bleu, length_ratio, outcome, same_as_base) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
 
 
 async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs: int, base: Baseline,
@@ -388,16 +385,12 @@ def _expert_note(expert: tuple[str, int | None, float | None], not_judged: str |
 def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[Plan]:
     """Validate every cluster's expert and critic, then store and return the final plans of all clusters."""
     cfg = cfg or SelectConfig()
-    clusters = [r[0] for r in ws.conn.execute("SELECT id FROM clusters ORDER BY id")]
+    clusters = ws.cluster_ids()
     if not clusters:
         raise InputError("no clusters: run `unolearn cluster` first")
     with ws.recorded_run("select", asdict(cfg)) as result:
         plans = asyncio.run(_run(ws, models, cfg, clusters))
-        with ws.transaction() as c:
-            c.execute("DELETE FROM plans")
-            c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
-                          "VALUES (?,?,?,?,?,?,?)",
-                          [(p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans])
+        ws.replace_plans((p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans)
         result["plans"] = [asdict(p) for p in plans]
     return plans
 
@@ -405,8 +398,7 @@ def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[
 def _gap_notes(ws: Workspace) -> dict[int, tuple[str, str]]:
     """Per cluster: its gap plan, and the scores behind it as text ("gap 0.52 ≥ 0.45 (embedding, 6 logs scored)")."""
     out = {}
-    for cluster, plan, gap, threshold, scorer, n in ws.conn.execute(
-            "SELECT cluster, plan, gap, threshold, scorer, n_logs FROM gaps"):
+    for cluster, plan, gap, threshold, scorer, n in ws.gap_rows():
         sign = "≥" if plan == "reflective" else "<"
         out[cluster] = (plan, f"gap {gap:.2f} {sign} {threshold:.2f} ({scorer}, {n} logs scored)")
     return out
@@ -420,20 +412,20 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, clusters: list[
             gap_plan, gap_note = gaps.get(cluster, (None, ""))
             expert = critic = not_judged = None
             exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
-            val_ids = json.loads((exp_row or crit_row)[3]) if exp_row or crit_row else []
+            val_ids = (exp_row or crit_row)["val_logs"] if exp_row or crit_row else []
             base = await baseline(ws, models, val_ids, cfg)
             if exp_row:
-                val = await validate_expert(ws, models, exp_row[0], exp_row[1], base, cfg)
+                val = await validate_expert(ws, models, exp_row["id"], exp_row["epochs"], base, cfg)
                 if not _judged(base):
                     not_judged = f"{val.n_items} validation item(s), fewer than min_val_items {cfg.min_val_items}"
-                    expert = (exp_row[0], None, None)
+                    expert = (exp_row["id"], None, None)
                 else:
-                    expert = (exp_row[0], *choose_epoch(val.outcomes, cfg.win_threshold))
+                    expert = (exp_row["id"], *choose_epoch(val.outcomes, cfg.win_threshold))
             if crit_row:
-                epoch = best_critic_epoch(json.loads(crit_row[2]), crit_row[1])
-                val = await validate_critic(ws, models, crit_row[0], epoch, base, cfg)
+                epoch = best_critic_epoch(crit_row["metrics"], crit_row["epochs"])
+                val = await validate_critic(ws, models, crit_row["id"], epoch, base, cfg)
                 rate = (sum(val.outcomes[epoch]) / len(val.outcomes[epoch])) if val.outcomes.get(epoch) else None
-                critic = (crit_row[0], epoch, rate)
+                critic = (crit_row["id"], epoch, rate)
             guide = await _guide(ws, models, cluster, exp_row or crit_row, base, cfg)
             plans += decide(cluster, gap_plan, expert, critic, not_judged, gap_note)
             plans.append(decide_guided(cluster, expert, critic, guide, cfg.win_threshold))
@@ -444,6 +436,5 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, clusters: list[
 
 def load_plan(ws: Workspace, cluster: int, system: str) -> Plan | None:
     """The stored plan of ``cluster`` for ``system`` (None before `unolearn select`)."""
-    row = ws.conn.execute("SELECT path, module_id, epoch, win_rate, reason FROM plans WHERE cluster = ? "
-                          "AND system = ?", (cluster, system)).fetchone()
+    row = ws.plan_row(cluster, system)
     return Plan(cluster, system, *row) if row else None

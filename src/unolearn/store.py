@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import NotFoundError, WorkspaceError
-from .records import Log, Rejected, RuleEntry, RuleMember, canonical_json, content_hash
+from .records import Clustering, Log, Rejected, RuleEntry, RuleMember, canonical_json, content_hash
 
 DEFAULT_DIR = "unolearn-workspace"
 DB_NAME = "unolearn.sqlite3"
@@ -254,6 +254,31 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (log_id, rule)
     );
     """,
+    # 9: clustering versions: modules and plans belong to the clustering they were made for, so a
+    # re-clustering never routes through stale plans or reuses another cluster's module. The stored
+    # clustering (if any) becomes version 1, with the unseen distance of the last cluster run.
+    """
+    CREATE TABLE clusterings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        embedder TEXT NOT NULL,
+        threshold REAL,
+        unseen_distance REAL,
+        fingerprint TEXT,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO clusterings (embedder, unseen_distance, fingerprint, created_at)
+        SELECT min(embedder),
+               (SELECT json_extract(config, '$.unseen_distance') FROM runs
+                WHERE stage = 'cluster' AND status = 'ok' ORDER BY id DESC LIMIT 1),
+               (SELECT json_extract(result, '$.fingerprint') FROM runs
+                WHERE stage = 'cluster-input' AND status = 'ok' ORDER BY id DESC LIMIT 1),
+               min(created_at)
+        FROM clusters HAVING count(*) > 0;
+    ALTER TABLE modules ADD COLUMN clustering INTEGER REFERENCES clusterings(id);
+    UPDATE modules SET clustering = (SELECT max(id) FROM clusterings);
+    ALTER TABLE plans ADD COLUMN clustering INTEGER REFERENCES clusterings(id);
+    UPDATE plans SET clustering = (SELECT max(id) FROM clusterings);
+    """,
 ]
 
 
@@ -429,7 +454,8 @@ class Workspace:
             "SELECT m.id, m.cluster, m.kind, json_extract(m.metrics, '$.steps'), json_array_length(m.val_logs), "
             "(SELECT count(*) FROM validation v WHERE v.module_id = m.id), "
             "(SELECT coalesce(sum(v.same_as_base), 0) FROM validation v WHERE v.module_id = m.id) "
-            "FROM modules m WHERE m.cluster IN (SELECT id FROM clusters) ORDER BY m.cluster, m.kind, m.created_at"
+            "FROM modules m WHERE m.cluster IN (SELECT id FROM clusters) "
+            "AND m.clustering IS (SELECT max(id) FROM clusterings) ORDER BY m.cluster, m.kind, m.created_at"
         ).fetchall()
         epoch_rates: dict[str, dict[int, float]] = {}
         for mid, epoch, rate in c.execute("SELECT module_id, epoch, avg(outcome) FROM validation "
@@ -482,6 +508,189 @@ class Workspace:
             },
         }
 
+    # -- clusters ----------------------------------------------------------------------------
+
+    def replace_clustering(self, clustering: Clustering, clusters: Iterable[tuple[int, int, bytes]],
+                           members: Iterable[tuple[str, int]]) -> int:
+        """Store a new clustering version in place of the stored clusters; return its id.
+
+        ``clusters`` are ``(id, size, centroid)``, ``members`` ``(log id, cluster id)``. The gaps and
+        the plans of the previous clustering go with it, in the same transaction: no reader ever sees
+        new clusters routed through old plans.
+        """
+        created = now()
+        with self.transaction() as c:
+            for table in ("gaps", "plans", "cluster_members", "clusters"):
+                c.execute(f"DELETE FROM {table}")
+            cur = c.execute("INSERT INTO clusterings (embedder, threshold, unseen_distance, fingerprint, created_at) "
+                            "VALUES (?,?,?,?,?)", (clustering.embedder, clustering.threshold,
+                                                   clustering.unseen_distance, clustering.fingerprint, created))
+            c.executemany("INSERT INTO clusters (id, size, centroid, embedder, created_at) VALUES (?,?,?,?,?)",
+                          ((cid, size, centroid, clustering.embedder, created) for cid, size, centroid in clusters))
+            c.executemany("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)", members)
+        return int(cur.lastrowid)
+
+    def clustering(self) -> Clustering | None:
+        """The current clustering version (None before the first ``cluster``)."""
+        row = self.conn.execute("SELECT id, embedder, threshold, unseen_distance, fingerprint, created_at "
+                                "FROM clusterings ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        keys = ("id", "embedder", "threshold", "unseen_distance", "fingerprint", "created_at")
+        return Clustering(**dict(zip(keys, row)))
+
+    def _clustering_id(self) -> int | None:
+        row = self.conn.execute("SELECT max(id) FROM clusterings").fetchone()
+        return row[0]
+
+    def cluster_ids(self) -> list[int]:
+        """The ids of the stored clusters, ascending."""
+        return [r[0] for r in self.conn.execute("SELECT id FROM clusters ORDER BY id")]
+
+    def cluster_rows(self) -> list[tuple[int, int, bytes, str]]:
+        """``(id, size, centroid, embedder)`` of every stored cluster, by id."""
+        return self.conn.execute("SELECT id, size, centroid, embedder FROM clusters ORDER BY id").fetchall()
+
+    def cluster_members(self, cluster: int) -> list[str]:
+        """The log ids of one cluster, in key order."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT log_id FROM cluster_members WHERE cluster = ? ORDER BY log_id", (cluster,))]
+
+    def add_member(self, log_id: str, cluster: int,
+                   move: Callable[[int, bytes], tuple[int, bytes]]) -> int | None:
+        """Add a stored log to ``cluster``, whose ``(size, centroid)`` ``move`` turns into the new ones.
+
+        Read and written in one transaction, so concurrent adds are not lost. Returns the log's
+        cluster when it already had one (nothing changes), else None. Raises NotFoundError when the
+        log or the cluster does not exist.
+        """
+        if not self.conn.execute("SELECT 1 FROM logs WHERE id = ?", (log_id,)).fetchone():
+            raise NotFoundError(f"no log {log_id!r}")
+        with self.transaction() as t:
+            member = t.execute("SELECT cluster FROM cluster_members WHERE log_id = ?", (log_id,)).fetchone()
+            if member:
+                return int(member[0])
+            row = t.execute("SELECT size, centroid FROM clusters WHERE id = ?", (cluster,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"cluster {cluster} is gone (re-clustered since this router was loaded)")
+            size, centroid = move(row[0], row[1])
+            t.execute("UPDATE clusters SET size = ?, centroid = ? WHERE id = ?", (size, centroid, cluster))
+            t.execute("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)", (log_id, cluster))
+        return None
+
+    def feedback_rule_rows(self) -> list[tuple[str, str, str]]:
+        """``(log id, log record JSON, feedback rules JSON)`` of every log with a feedback rule set, by log id."""
+        return self.conn.execute(
+            "SELECT r.log_id, l.record, r.rules FROM rules r JOIN logs l ON l.id = r.log_id "
+            "WHERE r.kind = 'feedback' ORDER BY r.log_id").fetchall()
+
+    def pair_texts(self, log_id: str) -> list[tuple[str, str, str]]:
+        """``(prompt, chosen, rejected)`` of one log's preference pairs, by pair id."""
+        return self.conn.execute("SELECT prompt, chosen, rejected FROM pairs WHERE log_id = ? ORDER BY id",
+                                 (log_id,)).fetchall()
+
+    def clustered_rule_rows(self) -> list[tuple[int, str, str, str, str | None]]:
+        """``(cluster, log id, lang, feedback rules JSON, prior rules JSON or None)`` of every clustered
+        log with a feedback rule set, by cluster and log id."""
+        return self.conn.execute(
+            "SELECT m.cluster, m.log_id, l.lang, f.rules, p.rules FROM cluster_members m "
+            "JOIN logs l ON l.id = m.log_id JOIN rules f ON f.log_id = m.log_id AND f.kind = 'feedback' "
+            "LEFT JOIN rules p ON p.log_id = m.log_id AND p.kind = 'prior' ORDER BY m.cluster, m.log_id").fetchall()
+
+    def replace_gaps(self, scorer: str, novelty: list[tuple[str, int, str, float]],
+                     gaps: list[tuple[int, str, float, float, float, int, str, float]]) -> None:
+        """Store a scorer's novelty per rule ``(log id, rule index, scorer, novelty)`` and every cluster's
+        gap ``(cluster, scorer, gap, mean, max, n logs, plan, threshold)``, replacing the previous ones."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM novelty WHERE scorer = ?", (scorer,))
+            c.executemany("INSERT INTO novelty (log_id, rule_index, scorer, novelty) VALUES (?,?,?,?)", novelty)
+            c.execute("DELETE FROM gaps")
+            c.executemany("INSERT INTO gaps (cluster, scorer, gap, gap_mean, gap_max, n_logs, plan, threshold) "
+                          "VALUES (?,?,?,?,?,?,?,?)", gaps)
+
+    # -- modules and plans ---------------------------------------------------------------------
+
+    def relative(self, path: Path) -> str:
+        """``path`` as stored: relative to the workspace when inside it, so a moved workspace still works."""
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path.resolve())
+
+    def resolve(self, stored: str) -> Path:
+        """A stored path (see :meth:`relative`) as a path on this machine."""
+        return Path(stored) if Path(stored).is_absolute() else self.root / stored
+
+    def add_module(self, row: dict[str, Any]) -> None:
+        """Record a trained module of the current clustering (``row``: the ``modules`` columns but
+        ``clustering`` and ``created_at``; ``path`` as :meth:`relative` gives it)."""
+        row = {**row, "clustering": self._clustering_id(), "created_at": now()}
+        with self.transaction() as c:
+            c.execute(f"INSERT INTO modules ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                      tuple(row.values()))
+
+    def module(self, module_id: str) -> dict[str, Any] | None:
+        """One module's columns (JSON columns decoded, ``path`` resolved); None: no such module."""
+        cur = self.conn.execute("SELECT * FROM modules WHERE id = ?", (module_id,))
+        row = cur.fetchone()
+        return self._module_dict(cur.description, row) if row else None
+
+    def modules(self, cluster: int | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        """The modules of the current clustering (of one cluster and kind), newest first."""
+        sql, args = "SELECT * FROM modules WHERE clustering IS ?", [self._clustering_id()]
+        if cluster is not None:
+            sql, args = sql + " AND cluster = ?", [*args, cluster]
+        if kind is not None:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        cur = self.conn.execute(sql + " ORDER BY created_at DESC, id", args)
+        return [self._module_dict(cur.description, r) for r in cur.fetchall()]
+
+    def all_modules(self) -> list[dict[str, Any]]:
+        """Every stored module, of any clustering, by cluster and kind."""
+        cur = self.conn.execute("SELECT * FROM modules ORDER BY cluster, kind, created_at")
+        return [self._module_dict(cur.description, r) for r in cur.fetchall()]
+
+    def adopt_module(self, module_id: str) -> None:
+        """Make an identical module trained for an earlier clustering (same data, model and settings)
+        part of the current one, as the newest of its cluster and kind."""
+        with self.transaction() as c:
+            c.execute("UPDATE modules SET clustering = ?, created_at = ? WHERE id = ?",
+                      (self._clustering_id(), now(), module_id))
+
+    def _module_dict(self, description: Any, row: tuple) -> dict[str, Any]:
+        out = dict(zip((d[0] for d in description), row))
+        for key in ("config", "metrics", "train_logs", "val_logs"):
+            out[key] = json.loads(out[key])
+        out["path"] = str(self.resolve(out["path"])) if out["path"] else ""
+        return out
+
+    def replace_plans(self, plans: Iterable[tuple[int, str, str, str | None, int | None, float | None, str]]) -> None:
+        """Store every cluster's plans ``(cluster, system, path, module id, epoch, win rate, reason)`` for the
+        current clustering, in place of the previous ones."""
+        clustering = self._clustering_id()
+        with self.transaction() as c:
+            c.execute("DELETE FROM plans")
+            c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason, clustering) "
+                          "VALUES (?,?,?,?,?,?,?,?)", [(*p, clustering) for p in plans])
+
+    def plan_row(self, cluster: int, system: str) -> tuple | None:
+        """``(path, module id, epoch, win rate, reason)`` of one cluster's plan for ``system`` in the current
+        clustering (None: not selected yet)."""
+        return self.conn.execute("SELECT path, module_id, epoch, win_rate, reason FROM plans WHERE cluster = ? "
+                                 "AND system = ? AND clustering IS ?",
+                                 (cluster, system, self._clustering_id())).fetchone()
+
+    def gap_rows(self) -> list[tuple[int, str, float, float, str, int]]:
+        """``(cluster, plan, gap, threshold, scorer, n logs)`` of every assessed cluster."""
+        return self.conn.execute("SELECT cluster, plan, gap, threshold, scorer, n_logs FROM gaps").fetchall()
+
+    def replace_validation(self, module_id: str, rows: list[tuple]) -> None:
+        """Store a module's validation items in place of its earlier ones (``validation`` columns in order)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM validation WHERE module_id = ?", (module_id,))
+            c.executemany("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, "
+                          "bleu, length_ratio, outcome, same_as_base) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
     # -- rulebook ----------------------------------------------------------------------------
 
     def replace_rulebook(self, entries: Iterable[RuleEntry]) -> None:
@@ -516,10 +725,11 @@ class Workspace:
         metrics = canonical_json({"text": text, "entries": entry_ids})
         with self.transaction() as c:
             c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
-                      "train_logs, val_logs, seconds, created_at) VALUES (?,?,'guide','',1,'',?,?,?,?,?,0,?) "
-                      "ON CONFLICT(id) DO UPDATE SET created_at = excluded.created_at",
+                      "train_logs, val_logs, seconds, created_at, clustering) "
+                      "VALUES (?,?,'guide','',1,'',?,?,?,?,?,0,?,?) ON CONFLICT(id) DO UPDATE SET "
+                      "created_at = excluded.created_at, clustering = excluded.clustering",
                       (module_id, cluster, module_id, canonical_json(config), metrics, canonical_json(train_ids),
-                       canonical_json(val_ids), now()))
+                       canonical_json(val_ids), now(), self._clustering_id()))
         return module_id
 
     def guide_text(self, module_id: str) -> str | None:

@@ -37,8 +37,8 @@ from typing import Any
 from .config import opt
 from .distill import feedback_examples, no_rule_logs, numbered, pair_prompt, pair_record
 from .errors import ConfigError, InputError, UnolearnError
-from .records import Log, content_hash
-from .store import Workspace, now
+from .records import Clustering, content_hash
+from .store import Workspace
 from .text import clip
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -191,16 +191,11 @@ def critic_prompt(query: str, answer: str, lang: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": CRITIC_PROMPT[lang].format(query=clip(query, limit), answer=clip(answer, limit))}]
 
 
-def _members(ws: Workspace, cluster: int) -> list[str]:
-    return [r[0] for r in ws.conn.execute(
-        "SELECT log_id FROM cluster_members WHERE cluster = ? ORDER BY log_id", (cluster,))]
-
-
 def split_members(ws: Workspace, cluster: int, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(train ids, validation ids) of a cluster: the logs with feedback rules are split; the logs whose
     feedback gave none (clustered as in the reference, for their no-change pairs) all train, since a
     validation item is judged against its feedback rules."""
-    members = _members(ws, cluster)
+    members = ws.cluster_members(cluster)
     no_rules = {log.id for log in no_rule_logs(ws, members)}
     train_ids, val_ids = split_ids([m for m in members if m not in no_rules], val_fraction, seed)
     return sorted(train_ids + list(no_rules)), val_ids
@@ -210,8 +205,7 @@ def expert_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
     """TRL conversational preference rows for the pairs of ``log_ids``, and a no-change row (chosen =
     rejected = the first answer) for each of them whose feedback gave no rules, as the reference does:
     its DPO term is zero, its SFT term keeps what the user did not object to."""
-    sql = "SELECT prompt, chosen, rejected FROM pairs WHERE log_id = ? ORDER BY id"
-    rows = [pair_record(*row) for log_id in log_ids for row in ws.conn.execute(sql, (log_id,))]
+    rows = [pair_record(*row) for log_id in log_ids for row in ws.pair_texts(log_id)]
     keep = [pair_record(json.dumps(pair_prompt(log), ensure_ascii=False), log.first_answer, log.first_answer)
             for log in no_rule_logs(ws, log_ids)]
     return rows + keep
@@ -425,21 +419,31 @@ TRAINERS = {"expert": (expert_rows, train_expert), "critic": (critic_rows, train
 # -- the stage -------------------------------------------------------------------------------
 
 
-def _module_key(kind: str, cluster: int, base: Path, cfg: TrainConfig, train: list, val: list) -> tuple[str, str]:
-    """(module id, data hash): the same data, base model and configuration give the same module."""
+def model_identity(base: Path) -> str:
+    """What identifies a Hugging Face model folder, wherever it lies: its folder name and a hash of
+    its config and of its weight files' names and sizes (not its path, which moves with the workspace)."""
+    weights = sorted((f.name, f.stat().st_size) for f in base.iterdir()
+                     if f.suffix in (".safetensors", ".bin") and f.is_file())
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    return f"{base.name}@{content_hash('model', {'config': config, 'weights': weights})[-16:]}"
+
+
+def _module_key(kind: str, cluster: int, model: str, cfg: TrainConfig, train: list, val: list) -> tuple[str, str]:
+    """(module id, data hash): the same data, base model (its :func:`model_identity`) and configuration
+    give the same module."""
     data_hash = content_hash("data", {"train": train, "val": val})
-    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("critics", "min_pairs")}
-    return content_hash(kind, {"cluster": cluster, "data": data_hash, "base": str(base), "cfg": relevant}), data_hash
+    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("critics", "min_pairs", "base_model")}
+    return content_hash(kind, {"cluster": cluster, "data": data_hash, "base": model, "cfg": relevant}), data_hash
 
 
 def _existing(ws: Workspace, module_id: str) -> ModuleInfo | None:
-    row = ws.conn.execute("SELECT cluster, kind, path, epochs, metrics, seconds, train_logs, val_logs "
-                          "FROM modules WHERE id = ?", (module_id,)).fetchone()
-    if not row:
+    """The stored module ``module_id``, made part of the current clustering; None when there is none."""
+    m = ws.module(module_id)
+    if not m:
         return None
-    cluster, kind, path, epochs, metrics, seconds, tr, va = row
-    return ModuleInfo(module_id, cluster, kind, path, epochs, json.loads(metrics), seconds,
-                      len(json.loads(tr)), len(json.loads(va)), reused=True)
+    ws.adopt_module(module_id)
+    return ModuleInfo(module_id, m["cluster"], m["kind"], m["path"], m["epochs"], m["metrics"], m["seconds"],
+                      len(m["train_logs"]), len(m["val_logs"]), reused=True)
 
 
 class NoExampleFits(InputError):
@@ -453,7 +457,8 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     train, val = make_rows(ws, train_ids), make_rows(ws, val_ids)
     if learning_rows(kind, train) < (cfg.min_pairs if kind == "expert" else 1):
         return None
-    module_id, data_hash = _module_key(kind, cluster, base, cfg, train, val)
+    model = model_identity(base)
+    module_id, data_hash = _module_key(kind, cluster, model, cfg, train, val)
     if found := _existing(ws, module_id):
         return found
     final = ws.artifacts / "modules" / module_id
@@ -478,12 +483,10 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     epochs = cfg.epochs if kind == "expert" else cfg.critic_epochs
     shutil.rmtree(final, ignore_errors=True)
     tmp.replace(final)
-    with ws.transaction() as c:
-        c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
-                  "train_logs, val_logs, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                  (module_id, cluster, kind, str(final), epochs, str(base), data_hash,
-                   json.dumps(asdict(cfg)), json.dumps(metrics), json.dumps(train_ids), json.dumps(val_ids),
-                   seconds, now()))
+    ws.add_module({"id": module_id, "cluster": cluster, "kind": kind, "path": ws.relative(final), "epochs": epochs,
+                   "base_model": model, "data_hash": data_hash, "config": json.dumps(asdict(cfg)),
+                   "metrics": json.dumps(metrics), "train_logs": json.dumps(train_ids),
+                   "val_logs": json.dumps(val_ids), "seconds": seconds})
     return ModuleInfo(module_id, cluster, kind, str(final), epochs, metrics, seconds, len(train), len(val))
 
 
@@ -523,8 +526,8 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
     """Train the experts and critics the plan calls for, for one cluster or all of them."""
     limit_heap_growth()
     cfg = (cfg or TrainConfig()).resolved()
-    plans = dict(ws.conn.execute("SELECT cluster, plan FROM gaps").fetchall())
-    clusters = [r[0] for r in ws.conn.execute("SELECT id FROM clusters ORDER BY id")]
+    plans = {row[0]: row[1] for row in ws.gap_rows()}
+    clusters = ws.cluster_ids()
     if not clusters:
         raise InputError("no clusters: run `unolearn cluster` (and `unolearn assess`) first")
     if cluster is not None:
@@ -584,9 +587,8 @@ def _run_at(root: str, cfg: TrainConfig | None, cluster: int | None) -> list[Mod
 
 def list_modules(ws: Workspace) -> list[dict[str, Any]]:
     """Every trained module with its provenance."""
-    rows = ws.conn.execute("SELECT id, cluster, kind, path, epochs, base_model, data_hash, metrics, seconds, "
-                           "train_logs, val_logs, created_at FROM modules ORDER BY cluster, kind").fetchall()
-    return [{"id": r[0], "cluster": r[1], "kind": r[2], "path": r[3], "epochs": r[4], "base_model": r[5],
-             "data_hash": r[6], "metrics": json.loads(r[7]), "seconds": round(r[8], 1),
-             "n_train": len(json.loads(r[9])), "n_val": len(json.loads(r[10])), "created_at": r[11]}
-            for r in rows]
+    current = (ws.clustering() or Clustering(id=-1, embedder="", created_at="")).id
+    keys = ("id", "cluster", "kind", "path", "epochs", "base_model", "data_hash", "metrics", "created_at")
+    return [{**{k: m[k] for k in keys}, "seconds": round(m["seconds"], 1), "n_train": len(m["train_logs"]),
+             "n_val": len(m["val_logs"]), "current": m["clustering"] == current}
+            for m in ws.all_modules()]
