@@ -1,10 +1,14 @@
+import shutil
 import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 from unolearn.errors import NotFoundError, WorkspaceError
 from unolearn.records import Log, Message, Rejected
-from unolearn.store import DB_NAME, MIGRATIONS, Workspace
+from unolearn.migrations import MIGRATIONS
+from unolearn.store import DB_NAME, Workspace
 
 
 def log(q: str, *feedback: str) -> Log:
@@ -23,8 +27,8 @@ def test_open_migrates_and_uses_wal(ws, ws_dir):
 def test_guidance_migration_rebuilds_modules_and_plans_keeping_rows(ws_dir):
     ws_dir.mkdir(parents=True)
     conn = sqlite3.connect(ws_dir / DB_NAME, isolation_level=None)
-    for script in MIGRATIONS[:7]:  # a workspace of schema version 7, with a module, a judgement and a plan
-        conn.executescript(script)
+    for fn in MIGRATIONS[:7]:  # a workspace of schema version 7, with a module, a judgement and a plan
+        fn(conn)
     conn.execute("PRAGMA user_version = 7")
     conn.execute("INSERT INTO modules VALUES ('m1', 0, 'expert', '/p', 2, 'b', 'h', '{}', '{}', '[]', '[]', 1.0, 't')")
     conn.execute("INSERT INTO validation VALUES ('m1', 1, 'log1', 0, 5, 6, 0.5, 1.0, 1.0, 0)")
@@ -44,8 +48,8 @@ def test_guidance_migration_rebuilds_modules_and_plans_keeping_rows(ws_dir):
 def test_clustering_migration_makes_the_stored_clusters_version_1(ws_dir):
     ws_dir.mkdir(parents=True)
     conn = sqlite3.connect(ws_dir / DB_NAME, isolation_level=None)
-    for script in MIGRATIONS[:8]:  # schema version 8: clusters, a module, a plan, the cluster runs' records
-        conn.executescript(script)
+    for fn in MIGRATIONS[:8]:  # schema version 8: clusters, a module, a plan, the cluster runs' records
+        fn(conn)
     conn.execute("PRAGMA user_version = 8")
     conn.execute("INSERT INTO clusters VALUES (0, 3, x'00', 'e5', '2026-01-01')")
     conn.execute("INSERT INTO modules VALUES ('m1', 0, 'expert', '/p', 2, 'b', 'h', '{}', '{}', '[]', '[]', 1.0, 't')")
@@ -66,9 +70,53 @@ def test_an_empty_workspace_has_no_clustering_after_the_migration(ws):
     assert ws.clustering() is None and ws.modules() == []
 
 
-def test_newer_schema_is_refused(ws_dir):
+def test_a_workspace_of_schema_m009_upgrades_without_losing_a_row(ws_dir):
+    fixture = Path(__file__).parent / "data" / "workspace-m009.sqlite3"  # see make_workspace_m009.py
+    ws_dir.mkdir(parents=True)
+    shutil.copy(fixture, ws_dir / DB_NAME)
+    with closing(sqlite3.connect(fixture)) as conn:
+        before = _table_rows(conn)
+    assert all(before[t] for t in before if t not in ("sqlite_sequence", "migrations")), "a fixture table is empty"
+    with Workspace.open(ws_dir) as w:  # the fixture's columns, in the upgraded tables
+        after = {t: set(w.conn.execute(f"SELECT {', '.join(_columns(fixture, t))} FROM {t}")) for t in before}
+        assert w.clustering().fingerprint == "fp"
+        assert w.module("mod-1")["path"] == str(ws_dir / "artifacts/modules/mod-1")
+    for table, rows in before.items():
+        if table != "migrations":
+            assert rows <= after[table], f"rows of {table} were lost"
+
+
+def _table_rows(conn: sqlite3.Connection) -> dict[str, set[tuple]]:
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {t: set(conn.execute(f"SELECT {', '.join(_columns_of(conn, t))} FROM {t}").fetchall()) for t in tables}
+
+
+def _columns_of(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _columns(db: Path, table: str) -> list[str]:
+    with closing(sqlite3.connect(db)) as conn:
+        return _columns_of(conn, table)
+
+
+def test_every_migration_is_recorded_by_name(ws):
+    names = [r[0] for r in ws.conn.execute("SELECT name FROM migrations ORDER BY name")]
+    assert names == [fn.__name__ for fn in MIGRATIONS] and names[0] == "m001_logs_rejected_runs"
+
+
+def test_a_workspace_of_a_newer_unolearn_is_refused(ws_dir):
     with Workspace.open(ws_dir) as w:
-        w.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+        w.conn.execute("INSERT INTO migrations VALUES ('m999_from_the_future', 't')")
+    with pytest.raises(WorkspaceError, match="m999_from_the_future, unknown to this unolearn"):
+        Workspace.open(ws_dir)
+
+
+def test_a_newer_workspace_from_before_the_migrations_table_is_refused(ws_dir):
+    ws_dir.mkdir(parents=True)
+    conn = sqlite3.connect(ws_dir / DB_NAME)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
     with pytest.raises(WorkspaceError, match="newer"):
         Workspace.open(ws_dir)
 

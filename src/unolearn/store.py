@@ -1,8 +1,8 @@
 """The workspace: one directory with a SQLite database and a folder of artifacts.
 
 Storage contract:
-- The schema is migrated forward on open (``PRAGMA user_version`` counts applied migrations);
-  a migration is never edited once released, only appended to ``MIGRATIONS``.
+- The schema is migrated forward on open by the named migrations of :mod:`unolearn.migrations`,
+  recorded in the ``migrations`` table; a released migration is never edited, only followed.
 - Every write happens inside one transaction (:meth:`Workspace.transaction`), so a killed process
   leaves either all of a batch or none of it. The journal is in WAL mode.
 - Records are stored as canonical JSON next to a few indexed columns; their primary key is the
@@ -20,266 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import migrations
 from .errors import NotFoundError, WorkspaceError
 from .records import Clustering, Log, Rejected, RuleEntry, RuleMember, canonical_json, content_hash
 
 DEFAULT_DIR = "unolearn-workspace"
 DB_NAME = "unolearn.sqlite3"
 
-MIGRATIONS: list[str] = [
-    # 1: logs, rejected input records, stage runs.
-    """
-    CREATE TABLE logs (
-        id TEXT PRIMARY KEY,
-        source TEXT NOT NULL,
-        lang TEXT NOT NULL,
-        has_feedback INTEGER NOT NULL,
-        ingested_at TEXT NOT NULL,
-        record TEXT NOT NULL
-    );
-    CREATE INDEX logs_source ON logs(source);
-    CREATE TABLE rejected (
-        id TEXT PRIMARY KEY,
-        file TEXT NOT NULL,
-        line INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        raw TEXT NOT NULL,
-        rejected_at TEXT NOT NULL
-    );
-    CREATE TABLE runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        stage TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        finished_at TEXT,
-        status TEXT NOT NULL,
-        config TEXT NOT NULL,
-        result TEXT
-    );
-    """,
-    # 2: the model response cache and the embedding cache.
-    """
-    CREATE TABLE llm_cache (
-        key TEXT PRIMARY KEY,
-        model TEXT NOT NULL,
-        response TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE embeddings (
-        model TEXT NOT NULL,
-        text_hash TEXT NOT NULL,
-        vector BLOB NOT NULL,
-        PRIMARY KEY (model, text_hash)
-    );
-    """,
-    # 3: the analysis stages: distilled rules, preference pairs, clusters, cognitive gap.
-    """
-    CREATE TABLE rules (
-        log_id TEXT NOT NULL REFERENCES logs(id),
-        kind TEXT NOT NULL CHECK (kind IN ('prior', 'feedback')),
-        rules TEXT NOT NULL,
-        model TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        PRIMARY KEY (log_id, kind)
-    );
-    CREATE TABLE pairs (
-        id TEXT PRIMARY KEY,
-        log_id TEXT NOT NULL REFERENCES logs(id),
-        origin TEXT NOT NULL CHECK (origin IN ('revision', 'edit', 'implicit')),
-        prompt TEXT NOT NULL,
-        chosen TEXT NOT NULL,
-        rejected TEXT NOT NULL,
-        score REAL,
-        candidates TEXT NOT NULL,
-        model TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX pairs_log ON pairs(log_id);
-    CREATE TABLE clusters (
-        id INTEGER PRIMARY KEY,
-        size INTEGER NOT NULL,
-        centroid BLOB NOT NULL,
-        embedder TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE cluster_members (
-        log_id TEXT PRIMARY KEY REFERENCES logs(id),
-        cluster INTEGER NOT NULL REFERENCES clusters(id)
-    );
-    CREATE INDEX cluster_members_cluster ON cluster_members(cluster);
-    CREATE TABLE novelty (
-        log_id TEXT NOT NULL REFERENCES logs(id),
-        rule_index INTEGER NOT NULL,
-        scorer TEXT NOT NULL,
-        novelty REAL NOT NULL,
-        PRIMARY KEY (log_id, rule_index, scorer)
-    );
-    CREATE TABLE gaps (
-        cluster INTEGER PRIMARY KEY REFERENCES clusters(id),
-        scorer TEXT NOT NULL,
-        gap REAL NOT NULL,
-        gap_mean REAL NOT NULL,
-        gap_max REAL NOT NULL,
-        n_logs INTEGER NOT NULL,
-        plan TEXT NOT NULL CHECK (plan IN ('primary', 'reflective')),
-        threshold REAL NOT NULL
-    );
-    """,
-    # 4: experience modules (trained adapters), their validation, and the final plan per cluster.
-    """
-    CREATE TABLE modules (
-        id TEXT PRIMARY KEY,
-        cluster INTEGER NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('expert', 'critic')),
-        path TEXT NOT NULL,
-        epochs INTEGER NOT NULL,
-        base_model TEXT NOT NULL,
-        data_hash TEXT NOT NULL,
-        config TEXT NOT NULL,
-        metrics TEXT NOT NULL,
-        train_logs TEXT NOT NULL,
-        val_logs TEXT NOT NULL,
-        seconds REAL NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX modules_cluster ON modules(cluster, kind);
-    CREATE TABLE validation (
-        module_id TEXT NOT NULL REFERENCES modules(id),
-        epoch INTEGER NOT NULL,
-        log_id TEXT NOT NULL,
-        sample INTEGER NOT NULL,
-        score_initial REAL NOT NULL,
-        score_module REAL NOT NULL,
-        bleu REAL NOT NULL,
-        length_ratio REAL NOT NULL,
-        outcome REAL NOT NULL,
-        PRIMARY KEY (module_id, epoch, log_id, sample)
-    );
-    CREATE TABLE plans (
-        cluster INTEGER NOT NULL,
-        system TEXT NOT NULL CHECK (system IN ('uno', 'uno-single')),
-        path TEXT NOT NULL CHECK (path IN ('primary', 'reflective', 'base')),
-        module_id TEXT,
-        epoch INTEGER,
-        win_rate REAL,
-        reason TEXT NOT NULL,
-        PRIMARY KEY (cluster, system)
-    );
-    """,
-    # 5: interactions served by the proxy and the feedback attached to them later.
-    """
-    CREATE TABLE served (
-        response_id TEXT PRIMARY KEY,
-        messages TEXT NOT NULL,
-        answer TEXT NOT NULL,
-        route TEXT NOT NULL,
-        model TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        log_id TEXT
-    );
-    CREATE TABLE feedback (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        response_id TEXT NOT NULL REFERENCES served(response_id),
-        text TEXT,
-        action TEXT CHECK (action IN ('like', 'dislike', 'copy', 'regenerate', 'edit')),
-        edited TEXT,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX feedback_response ON feedback(response_id);
-    """,
-    # 6: validation compares each checkpoint with a fresh base answer, one row per item (judge samples
-    # averaged); same_as_base marks a checkpoint answer identical to the base answer.
-    """
-    DELETE FROM validation;
-    ALTER TABLE validation ADD COLUMN same_as_base INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 7: the user of a served request (the OpenAI ``user`` parameter), carried into its log.
-    """
-    ALTER TABLE served ADD COLUMN user TEXT;
-    """,
-    # 8: guidance: cluster rulebooks, people's decisions on their entries, the guide module kind and the
-    # uno-guided plans (SQLite cannot change a CHECK: the two tables are rebuilt, rows kept).
-    """
-    CREATE TABLE modules_new (
-        id TEXT PRIMARY KEY,
-        cluster INTEGER NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('expert', 'critic', 'guide')),
-        path TEXT NOT NULL,
-        epochs INTEGER NOT NULL,
-        base_model TEXT NOT NULL,
-        data_hash TEXT NOT NULL,
-        config TEXT NOT NULL,
-        metrics TEXT NOT NULL,
-        train_logs TEXT NOT NULL,
-        val_logs TEXT NOT NULL,
-        seconds REAL NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    INSERT INTO modules_new SELECT * FROM modules;
-    DROP TABLE modules;
-    ALTER TABLE modules_new RENAME TO modules;
-    CREATE INDEX modules_cluster ON modules(cluster, kind);
-    CREATE TABLE plans_new (
-        cluster INTEGER NOT NULL,
-        system TEXT NOT NULL CHECK (system IN ('uno', 'uno-single', 'uno-guided')),
-        path TEXT NOT NULL CHECK (path IN ('primary', 'reflective', 'guide', 'base')),
-        module_id TEXT,
-        epoch INTEGER,
-        win_rate REAL,
-        reason TEXT NOT NULL,
-        PRIMARY KEY (cluster, system)
-    );
-    INSERT INTO plans_new SELECT * FROM plans;
-    DROP TABLE plans;
-    ALTER TABLE plans_new RENAME TO plans;
-    CREATE TABLE rulebook (
-        id TEXT PRIMARY KEY,
-        cluster INTEGER NOT NULL,
-        text TEXT NOT NULL,
-        lang TEXT NOT NULL,
-        members TEXT NOT NULL,
-        n_logs INTEGER NOT NULL,
-        n_users INTEGER NOT NULL,
-        novelty REAL,
-        status TEXT NOT NULL,
-        contradicted_by TEXT,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX rulebook_cluster ON rulebook(cluster, status);
-    CREATE TABLE rule_decisions (
-        log_id TEXT NOT NULL,
-        rule TEXT NOT NULL,
-        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
-        entry_id TEXT NOT NULL,
-        decided_at TEXT NOT NULL,
-        PRIMARY KEY (log_id, rule)
-    );
-    """,
-    # 9: clustering versions: modules and plans belong to the clustering they were made for, so a
-    # re-clustering never routes through stale plans or reuses another cluster's module. The stored
-    # clustering (if any) becomes version 1, with the unseen distance of the last cluster run.
-    """
-    CREATE TABLE clusterings (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        embedder TEXT NOT NULL,
-        threshold REAL,
-        unseen_distance REAL,
-        fingerprint TEXT,
-        created_at TEXT NOT NULL
-    );
-    INSERT INTO clusterings (embedder, unseen_distance, fingerprint, created_at)
-        SELECT min(embedder),
-               (SELECT json_extract(config, '$.unseen_distance') FROM runs
-                WHERE stage = 'cluster' AND status = 'ok' ORDER BY id DESC LIMIT 1),
-               (SELECT json_extract(result, '$.fingerprint') FROM runs
-                WHERE stage = 'cluster-input' AND status = 'ok' ORDER BY id DESC LIMIT 1),
-               min(created_at)
-        FROM clusters HAVING count(*) > 0;
-    ALTER TABLE modules ADD COLUMN clustering INTEGER REFERENCES clusterings(id);
-    UPDATE modules SET clustering = (SELECT max(id) FROM clusterings);
-    ALTER TABLE plans ADD COLUMN clustering INTEGER REFERENCES clusterings(id);
-    UPDATE plans SET clustering = (SELECT max(id) FROM clusterings);
-    """,
-]
 
 
 #: The rulebook columns that :func:`_entry` reads, in its order.
@@ -375,31 +122,29 @@ class Workspace:
         self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        """Apply the missing migrations, each in one transaction.
+        """Apply the missing migrations (:mod:`unolearn.migrations`), each in one transaction.
 
         Foreign keys are off while they run (SQLite's procedure for rebuilding a table that others
         refer to; the setting cannot change inside a transaction) and checked before each commit.
         """
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise WorkspaceError(
-                f"workspace {self.root} has schema version {version}, newer than this unolearn "
-                f"({len(MIGRATIONS)}); upgrade unolearn")
-        if version == len(MIGRATIONS):
+        try:
+            with self.transaction() as c:
+                done = migrations.applied(c)
+        except (sqlite3.Error, WorkspaceError) as e:
+            raise WorkspaceError(f"workspace {self.root}: {e}") from e
+        missing = [fn for fn in migrations.MIGRATIONS if fn.__name__ not in done]
+        if not missing:
             return
         self.conn.execute("PRAGMA foreign_keys=OFF")
         try:
-            for i in range(version, len(MIGRATIONS)):
+            for fn in missing:
                 try:
                     with self.transaction() as c:
-                        for statement in MIGRATIONS[i].split(";"):
-                            if statement.strip():
-                                c.execute(statement)
+                        migrations.apply(c, fn)
                         if bad := c.execute("PRAGMA foreign_key_check").fetchall():
                             raise sqlite3.IntegrityError(f"foreign key violations: {bad[:3]}")
-                        c.execute(f"PRAGMA user_version = {i + 1}")
                 except sqlite3.Error as e:
-                    raise WorkspaceError(f"migration {i + 1} of {self.root} failed: {e}") from e
+                    raise WorkspaceError(f"migration {fn.__name__} of {self.root} failed: {e}") from e
         finally:
             self.conn.execute("PRAGMA foreign_keys=ON")
 

@@ -1,0 +1,354 @@
+"""The schema's migrations: named functions, applied in order, each recorded once by name.
+
+A released migration is never edited or renamed, only followed by new ones (the pattern of
+simonw/llm's migrations.py). ``Workspace.open`` applies the missing ones, each in one transaction;
+workspaces from before the ``migrations`` table counted them in ``PRAGMA user_version``, which is
+still kept equal to the number applied.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from .errors import WorkspaceError
+
+#: Every migration, in the order applied.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+
+
+def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+    """Register ``fn`` as the next migration."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def _script(c: sqlite3.Connection, sql: str) -> None:
+    """Run the statements of ``sql`` one by one (``executescript`` would commit the transaction)."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            c.execute(statement)
+
+
+@migration
+def m001_logs_rejected_runs(c: sqlite3.Connection) -> None:
+    """Logs, rejected input records, stage runs."""
+    _script(c, """
+    CREATE TABLE logs (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        lang TEXT NOT NULL,
+        has_feedback INTEGER NOT NULL,
+        ingested_at TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX logs_source ON logs(source);
+    CREATE TABLE rejected (
+        id TEXT PRIMARY KEY,
+        file TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        raw TEXT NOT NULL,
+        rejected_at TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        status TEXT NOT NULL,
+        config TEXT NOT NULL,
+        result TEXT
+    );
+    """)
+
+
+@migration
+def m002_caches(c: sqlite3.Connection) -> None:
+    """The model response cache and the embedding cache."""
+    _script(c, """
+    CREATE TABLE llm_cache (
+        key TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        response TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE embeddings (
+        model TEXT NOT NULL,
+        text_hash TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (model, text_hash)
+    );
+    """)
+
+
+@migration
+def m003_analysis_stages(c: sqlite3.Connection) -> None:
+    """The analysis stages: distilled rules, preference pairs, clusters, cognitive gap."""
+    _script(c, """
+    CREATE TABLE rules (
+        log_id TEXT NOT NULL REFERENCES logs(id),
+        kind TEXT NOT NULL CHECK (kind IN ('prior', 'feedback')),
+        rules TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (log_id, kind)
+    );
+    CREATE TABLE pairs (
+        id TEXT PRIMARY KEY,
+        log_id TEXT NOT NULL REFERENCES logs(id),
+        origin TEXT NOT NULL CHECK (origin IN ('revision', 'edit', 'implicit')),
+        prompt TEXT NOT NULL,
+        chosen TEXT NOT NULL,
+        rejected TEXT NOT NULL,
+        score REAL,
+        candidates TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX pairs_log ON pairs(log_id);
+    CREATE TABLE clusters (
+        id INTEGER PRIMARY KEY,
+        size INTEGER NOT NULL,
+        centroid BLOB NOT NULL,
+        embedder TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE cluster_members (
+        log_id TEXT PRIMARY KEY REFERENCES logs(id),
+        cluster INTEGER NOT NULL REFERENCES clusters(id)
+    );
+    CREATE INDEX cluster_members_cluster ON cluster_members(cluster);
+    CREATE TABLE novelty (
+        log_id TEXT NOT NULL REFERENCES logs(id),
+        rule_index INTEGER NOT NULL,
+        scorer TEXT NOT NULL,
+        novelty REAL NOT NULL,
+        PRIMARY KEY (log_id, rule_index, scorer)
+    );
+    CREATE TABLE gaps (
+        cluster INTEGER PRIMARY KEY REFERENCES clusters(id),
+        scorer TEXT NOT NULL,
+        gap REAL NOT NULL,
+        gap_mean REAL NOT NULL,
+        gap_max REAL NOT NULL,
+        n_logs INTEGER NOT NULL,
+        plan TEXT NOT NULL CHECK (plan IN ('primary', 'reflective')),
+        threshold REAL NOT NULL
+    );
+    """)
+
+
+@migration
+def m004_modules_validation_plans(c: sqlite3.Connection) -> None:
+    """Experience modules (trained adapters), their validation, and the final plan per cluster."""
+    _script(c, """
+    CREATE TABLE modules (
+        id TEXT PRIMARY KEY,
+        cluster INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('expert', 'critic')),
+        path TEXT NOT NULL,
+        epochs INTEGER NOT NULL,
+        base_model TEXT NOT NULL,
+        data_hash TEXT NOT NULL,
+        config TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        train_logs TEXT NOT NULL,
+        val_logs TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX modules_cluster ON modules(cluster, kind);
+    CREATE TABLE validation (
+        module_id TEXT NOT NULL REFERENCES modules(id),
+        epoch INTEGER NOT NULL,
+        log_id TEXT NOT NULL,
+        sample INTEGER NOT NULL,
+        score_initial REAL NOT NULL,
+        score_module REAL NOT NULL,
+        bleu REAL NOT NULL,
+        length_ratio REAL NOT NULL,
+        outcome REAL NOT NULL,
+        PRIMARY KEY (module_id, epoch, log_id, sample)
+    );
+    CREATE TABLE plans (
+        cluster INTEGER NOT NULL,
+        system TEXT NOT NULL CHECK (system IN ('uno', 'uno-single')),
+        path TEXT NOT NULL CHECK (path IN ('primary', 'reflective', 'base')),
+        module_id TEXT,
+        epoch INTEGER,
+        win_rate REAL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (cluster, system)
+    );
+    """)
+
+
+@migration
+def m005_served_feedback(c: sqlite3.Connection) -> None:
+    """Interactions served by the proxy and the feedback attached to them later."""
+    _script(c, """
+    CREATE TABLE served (
+        response_id TEXT PRIMARY KEY,
+        messages TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        route TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        log_id TEXT
+    );
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        response_id TEXT NOT NULL REFERENCES served(response_id),
+        text TEXT,
+        action TEXT CHECK (action IN ('like', 'dislike', 'copy', 'regenerate', 'edit')),
+        edited TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX feedback_response ON feedback(response_id);
+    """)
+
+
+@migration
+def m006_validation_against_fresh_base(c: sqlite3.Connection) -> None:
+    """Validation compares each checkpoint with a fresh base answer, one row per item (judge samples averaged);
+    same_as_base marks a checkpoint answer identical to the base answer.
+    """
+    _script(c, """
+    DELETE FROM validation;
+    ALTER TABLE validation ADD COLUMN same_as_base INTEGER NOT NULL DEFAULT 0;
+    """)
+
+
+@migration
+def m007_served_user(c: sqlite3.Connection) -> None:
+    """The user of a served request (the OpenAI ``user`` parameter), carried into its log."""
+    _script(c, """
+    ALTER TABLE served ADD COLUMN user TEXT;
+    """)
+
+
+@migration
+def m008_guidance(c: sqlite3.Connection) -> None:
+    """Guidance: cluster rulebooks, people's decisions on their entries, the guide module kind and the uno-guided plans
+    (SQLite cannot change a CHECK: the two tables are rebuilt, rows kept).
+    """
+    _script(c, """
+    CREATE TABLE modules_new (
+        id TEXT PRIMARY KEY,
+        cluster INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('expert', 'critic', 'guide')),
+        path TEXT NOT NULL,
+        epochs INTEGER NOT NULL,
+        base_model TEXT NOT NULL,
+        data_hash TEXT NOT NULL,
+        config TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        train_logs TEXT NOT NULL,
+        val_logs TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO modules_new SELECT * FROM modules;
+    DROP TABLE modules;
+    ALTER TABLE modules_new RENAME TO modules;
+    CREATE INDEX modules_cluster ON modules(cluster, kind);
+    CREATE TABLE plans_new (
+        cluster INTEGER NOT NULL,
+        system TEXT NOT NULL CHECK (system IN ('uno', 'uno-single', 'uno-guided')),
+        path TEXT NOT NULL CHECK (path IN ('primary', 'reflective', 'guide', 'base')),
+        module_id TEXT,
+        epoch INTEGER,
+        win_rate REAL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (cluster, system)
+    );
+    INSERT INTO plans_new SELECT * FROM plans;
+    DROP TABLE plans;
+    ALTER TABLE plans_new RENAME TO plans;
+    CREATE TABLE rulebook (
+        id TEXT PRIMARY KEY,
+        cluster INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        lang TEXT NOT NULL,
+        members TEXT NOT NULL,
+        n_logs INTEGER NOT NULL,
+        n_users INTEGER NOT NULL,
+        novelty REAL,
+        status TEXT NOT NULL,
+        contradicted_by TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX rulebook_cluster ON rulebook(cluster, status);
+    CREATE TABLE rule_decisions (
+        log_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+        entry_id TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        PRIMARY KEY (log_id, rule)
+    );
+    """)
+
+
+@migration
+def m009_clustering_versions(c: sqlite3.Connection) -> None:
+    """Clustering versions: modules and plans belong to the clustering they were made for, so a re-clustering never
+    routes through stale plans or reuses another cluster's module. The stored clustering (if any) becomes version 1,
+    with the unseen distance of the last cluster run.
+    """
+    _script(c, """
+    CREATE TABLE clusterings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        embedder TEXT NOT NULL,
+        threshold REAL,
+        unseen_distance REAL,
+        fingerprint TEXT,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO clusterings (embedder, unseen_distance, fingerprint, created_at)
+        SELECT min(embedder),
+               (SELECT json_extract(config, '$.unseen_distance') FROM runs
+                WHERE stage = 'cluster' AND status = 'ok' ORDER BY id DESC LIMIT 1),
+               (SELECT json_extract(result, '$.fingerprint') FROM runs
+                WHERE stage = 'cluster-input' AND status = 'ok' ORDER BY id DESC LIMIT 1),
+               min(created_at)
+        FROM clusters HAVING count(*) > 0;
+    ALTER TABLE modules ADD COLUMN clustering INTEGER REFERENCES clusterings(id);
+    UPDATE modules SET clustering = (SELECT max(id) FROM clusterings);
+    ALTER TABLE plans ADD COLUMN clustering INTEGER REFERENCES clusterings(id);
+    UPDATE plans SET clustering = (SELECT max(id) FROM clusterings);
+    """)
+
+
+def applied(c: sqlite3.Connection) -> set[str]:
+    """The names of the migrations applied to the database of ``c`` (creating their table if needed).
+
+    A workspace from before this table has its ``user_version`` first migrations applied.
+    """
+    c.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    names = {r[0] for r in c.execute("SELECT name FROM migrations")}
+    version = c.execute("PRAGMA user_version").fetchone()[0]
+    if not names and version:
+        if version > len(MIGRATIONS):
+            raise WorkspaceError(f"schema version {version} is newer than this unolearn ({len(MIGRATIONS)}); "
+                                 "upgrade unolearn")
+        names = {fn.__name__ for fn in MIGRATIONS[:version]}
+        c.executemany("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", [(n, _now()) for n in sorted(names)])
+    unknown = names - {fn.__name__ for fn in MIGRATIONS}
+    if unknown:
+        raise WorkspaceError(f"the workspace has migration {sorted(unknown)[0]}, unknown to this unolearn; "
+                             "upgrade unolearn")
+    return names
+
+
+def apply(c: sqlite3.Connection, fn: Callable[[sqlite3.Connection], None]) -> None:
+    """Run one migration on ``c`` (inside the caller's transaction) and record it."""
+    fn(c)
+    c.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (fn.__name__, _now()))
+    c.execute(f"PRAGMA user_version = {MIGRATIONS.index(fn) + 1}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
