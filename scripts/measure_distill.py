@@ -40,7 +40,8 @@ def sharegpt_sample() -> list[tuple[str, Log, bool]]:
         rec = json.loads(line)
         turns = rec["conversations"][:3]
         msgs = [Message(role="user" if t["from"] == "human" else "assistant", content=t["value"]) for t in turns]
-        out.append((f"sharegpt:{rec['id'] or rec['source'].rsplit('#', 1)[-1]}", Log.from_messages(msgs), rec["asks_change"]))
+        name = rec["id"] or rec["source"].rsplit("#", 1)[-1]
+        out.append((f"sharegpt:{name}", Log.from_messages(msgs), rec["asks_change"]))
     return out
 
 

@@ -109,7 +109,9 @@ def test_run_scores_every_system(ws):
             return json.dumps({"covered": [True, False]})
         if "Rules learned" in text or "Earlier users" in text:
             return "Short answer here."  # memory made the model brief
-        return "# Title\n" + "word " * 20 if "gravity" in text else "合同是双方的协议" if "合同" in text else "word " * 20
+        if "gravity" in text:
+            return "# Title\n" + "word " * 20
+        return "合同是双方的协议" if "合同" in text else "word " * 20
 
     # Cached like the default backends: uno (no plans: the base path) answers from base's cached calls.
     gen = CachedChatModel(MockChatModel(responder=respond, delay_s=0.02), ws)

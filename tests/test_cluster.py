@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from scipy.cluster.hierarchy import fcluster, is_valid_linkage, linkage
+from scipy.cluster.hierarchy import is_valid_linkage, linkage
 from sklearn.metrics import adjusted_rand_score
 
 from doubles import HashEmbedder

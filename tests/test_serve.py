@@ -166,7 +166,8 @@ def test_guide_path_sends_the_rulebook_as_system_message_to_any_upstream(s):
                                     {"role": "user", "content": LAW}]
     assert resp.headers["x-unolearn-route"].startswith("path=guide; cluster=1; system=uno-guided; guide=guide-")
     payload = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": LAW}]}
-    with s.client.stream("POST", "/v1/chat/completions", json=payload, headers={"X-Unolearn-System": "uno-guided"}) as r:
+    headers = {"X-Unolearn-System": "uno-guided"}
+    with s.client.stream("POST", "/v1/chat/completions", json=payload, headers=headers) as r:
         assert streamed_text(events(r)) == f"echo: {LAW}"
     assert s.fake.requests()[-1].body["messages"][0] == {"role": "system", "content": GUIDE}
 

@@ -16,8 +16,8 @@ from unolearn.errors import BackendError, ConfigError
 from unolearn.prompt_sets import packaged_dir
 from unolearn.readers import from_memorybench, read_logs
 from unolearn.records import Log, detect_lang
-from unolearn.simulate import (OFF_TOPIC, SimulateConfig, THANKS, UNRELATED_COMPLAINTS, constraints_for, load_preferences,
-                               parse_preferences, simulate, summarize)
+from unolearn.simulate import (OFF_TOPIC, THANKS, UNRELATED_COMPLAINTS, SimulateConfig, constraints_for,
+                               load_preferences, parse_preferences, simulate, summarize)
 
 SHARED_NAMES = ("NFCats", "LexEval-QA", "HelloBench-Academic&Knowledge-QA")
 
@@ -99,7 +99,8 @@ def test_packaged_constraints_are_satisfiable_and_discriminate(name):
 ALT = Path(__file__).resolve().parents[1] / "benchmarks" / "preferences-alt.yaml"
 ALT_GOOD = {
     "NFCats": "In short: **etiolated** means pale from growing without light.\n\nStems grow long and weak.",
-    "LexEval-QA": "根据《中华人民共和国民法典》第一千二百五十三条，使用人应当承担侵权责任，所有人不能证明自己没有过错的，"
+    "LexEval-QA": "根据《中华人民共和国民法典》第一千二百五十三条，"
+                  "使用人应当承担侵权责任，所有人不能证明自己没有过错的，"
                   "也应承担责任。以上意见仅供参考。",
     "HelloBench-Academic&Knowledge-QA": "Trains sell food.\n\nFor example, dining cars serve meals.\n\n"
                                         "Trolleys pass by. Which would you choose?",

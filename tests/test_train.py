@@ -20,8 +20,8 @@ from unolearn.errors import ConfigError, InputError
 from unolearn.records import Log, Message
 from unolearn.store import Workspace, now
 from unolearn.text import clip
-from unolearn.train import (CRITIC_CLIP, TrainConfig, accumulation, cpu_bf16, critic_rows, expert_rows, learning_rows, list_modules,
-                            critic_prompt, module_kinds, run, run_in_child, split_ids, split_members)
+from unolearn.train import (CRITIC_CLIP, TrainConfig, accumulation, cpu_bf16, critic_prompt, critic_rows, expert_rows,
+                            learning_rows, list_modules, module_kinds, run, run_in_child, split_ids, split_members)
 
 from doubles import HashEmbedder
 from tiny_model import tiny_model_dir  # noqa: F401
@@ -45,7 +45,8 @@ def seed_workspace(ws: Workspace) -> dict[str, list[str]]:
             ids.setdefault(theme, []).append(log.id)
             with ws.transaction() as c:
                 c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'm', ?)", (log.id, json.dumps([rule]), now()))
-                c.execute("INSERT INTO rules VALUES (?, 'prior', ?, 'm', ?)", (log.id, json.dumps(["Be clear."]), now()))
+                c.execute("INSERT INTO rules VALUES (?, 'prior', ?, 'm', ?)",
+                          (log.id, json.dumps(["Be clear."]), now()))
                 c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
                           (f"pair-{log.id}", log.id, "revision", json.dumps([{"role": "user", "content": log.query}]),
                            f"Short answer about {theme}.", log.first_answer, 9.0, "[]", "m", now()))
@@ -126,8 +127,10 @@ def test_which_clusters_get_which_modules():
         return module_kinds(TrainConfig(experts=experts, critics=critics), plan)
 
     assert kinds("all", "all", "reflective") == ["expert", "critic"] == kinds("all", "all", None)
-    assert kinds("primary", "all", "reflective") == ["critic"] and kinds("primary", "all", "primary") == ["expert", "critic"]
-    assert kinds("all", "reflective", "primary") == ["expert"] and kinds("none", "reflective", "reflective") == ["critic"]
+    assert kinds("primary", "all", "reflective") == ["critic"]
+    assert kinds("primary", "all", "primary") == ["expert", "critic"]
+    assert kinds("all", "reflective", "primary") == ["expert"]
+    assert kinds("none", "reflective", "reflective") == ["critic"]
     assert kinds("none", "none", "primary") == []
     with pytest.raises(ConfigError, match="experts: 'some'"):
         TrainConfig(experts="some")

@@ -56,7 +56,8 @@ async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, body:
 def fixed_latency_app(latency_s: float, content: str = "ok") -> ASGIApp:
     """An ASGI app answering every chat completion with ``content`` after ``latency_s`` seconds."""
 
-    async def app(scope: Scope, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
+    async def app(scope: Scope, receive: Callable[[], Awaitable[dict]],
+                  send: Callable[[dict], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             return
         raw = await _read_body(receive)

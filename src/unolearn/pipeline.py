@@ -66,8 +66,8 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
         ("distill", lambda: distill.run(ws, models, cfgs.distill).as_dict()),
         ("cluster", lambda: _cluster(ws, models, cfgs.cluster)),
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
-        ("rulebook", lambda: rulebook.summary(rulebook.run(ws, models, cfgs.rulebook, val_fraction=cfgs.train.val_fraction,
-                                                           seed=cfgs.train.seed))),
+        ("rulebook", lambda: rulebook.summary(rulebook.run(
+            ws, models, cfgs.rulebook, val_fraction=cfgs.train.val_fraction, seed=cfgs.train.seed))),
         ("train", lambda: [_module_summary(m) for m in train.run_in_child(ws.root, cfgs.train)]),
         ("select", lambda: [asdict(p) for p in selection.run(ws, models, cfgs.select)]),
     ]

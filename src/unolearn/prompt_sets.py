@@ -36,7 +36,8 @@ def split_files(data_dir: Path, split: str) -> list[Path]:
 
 
 def resolve(name: str) -> list[Path]:
-    """The files a prompt argument names: a packaged name (``memorybench:test``, ``memorybench:nfcats_train``) or a path."""
+    """The files a prompt argument names: a packaged name (``memorybench:test``, ``memorybench:nfcats_train``)
+    or a path."""
     if not name.startswith(PREFIX):
         return [Path(name)]
     which = name[len(PREFIX):]

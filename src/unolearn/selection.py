@@ -15,8 +15,8 @@ base model's revision) is judged the same way on the same items, against the sam
 win rate is reported in the plan (the paths below stay the paper's; a later system may choose by it).
 
 Final plans, per cluster and system (a high-gap cluster's expert is validated and reported, not used):
-- ``uno``: ``primary(epoch)`` when the gap is low and the expert passed, else ``reflective`` (critic, then revise) when a
-  critic exists, else ``base``.
+- ``uno``: ``primary(epoch)`` when the gap is low and the expert passed, else ``reflective`` (critic, then revise)
+  when a critic exists, else ``base``.
 - ``uno-single``: ``primary(epoch)`` when the gap is low and the expert passed, else ``base``.
 """
 

@@ -47,7 +47,8 @@ CRITIC_PROMPT = {
     "en": ("Provide suggestions to make the answer better. Read the question and the answer, then write "
            "numbered, concrete rules that a revised answer should follow to satisfy this user.\n\n"
            "## Question\n{query}\n\n## Answer\n{answer}"),
-    "zh": ("请提出让回答变得更好的建议。阅读问题和回答，然后写出带编号的具体规则，说明修改后的回答应当怎样满足这位用户。"
+    "zh": ("请提出让回答变得更好的建议。阅读问题和回答，"
+           "然后写出带编号的具体规则，说明修改后的回答应当怎样满足这位用户。"
            "\n\n## 问题\n{query}\n\n## 回答\n{answer}"),
 }
 
@@ -188,7 +189,8 @@ def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str]
 def critic_prompt(query: str, answer: str, lang: str) -> list[dict[str, str]]:
     """The critic's input: the question and the first answer, each clipped to :data:`CRITIC_CLIP` characters."""
     limit = CRITIC_CLIP[lang]
-    return [{"role": "user", "content": CRITIC_PROMPT[lang].format(query=clip(query, limit), answer=clip(answer, limit))}]
+    content = CRITIC_PROMPT[lang].format(query=clip(query, limit), answer=clip(answer, limit))
+    return [{"role": "user", "content": content}]
 
 
 def split_members(ws: Workspace, cluster: int, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -218,7 +220,8 @@ def learning_rows(kind: str, rows: list[dict[str, Any]]) -> int:
 
 def critic_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
     """TRL conversational prompt–completion rows: (question, first answer) → numbered feedback rules."""
-    return [{"prompt": critic_prompt(log.query, log.first_answer or "", log.lang), "completion": [{"role": "assistant", "content": numbered(rules)}]}
+    return [{"prompt": critic_prompt(log.query, log.first_answer or "", log.lang),
+             "completion": [{"role": "assistant", "content": numbered(rules)}]}
             for log, rules in feedback_examples(ws, log_ids)]
 
 
