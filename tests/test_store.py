@@ -152,3 +152,19 @@ def test_stats(ws):
     assert s["logs"] == 2 and s["with_feedback"] == 1 and s["without_feedback"] == 1
     assert s["by_source"] == {"t": 2} and s["by_lang"] == {"en": 2} and s["rejected"] == 1
     assert [x.query for x in ws.iter_logs(with_feedback=True)] == ["q1"]
+
+
+def test_planned_adapters_lie_in_this_workspace_wherever_it_was_moved(tmp_path):
+    from unolearn.records import Clustering
+
+    with Workspace.open(tmp_path / "a") as w:
+        w.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
+        w.add_module({"id": "m1", "cluster": 0, "kind": "expert", "path": w.relative(w.artifacts / "modules" / "m1"),
+                      "epochs": 2, "base_model": "b@h", "data_hash": "h", "config": "{}", "metrics": "{}",
+                      "train_logs": "[]", "val_logs": "[]", "seconds": 1.0})
+        w.replace_plans([(0, "uno", "primary", "m1", 2, 1.0, "won"), (0, "uno-single", "base", None, None, None, "r")])
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    with Workspace.open(tmp_path / "b") as w:
+        assert w.planned_adapters() == [("m1", 2, str(tmp_path / "b" / "artifacts" / "modules" / "m1"))]
+        w.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
+        assert w.planned_adapters() == [] and w.modules() == []  # a new clustering: no plan, no module of it yet

@@ -25,7 +25,6 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from .config import opt
 from .constraints import compliance
 from .errors import ConfigError, InputError
 from .funnel import count_test_paths, funnel
-from .records import Log, detect_lang
+from .records import detect_lang
 from .text import tokens
 from .simulate import Preferences, constraints_for, record_query
 from .store import Workspace, write_lines_atomic
@@ -48,7 +47,8 @@ UNO_SYSTEMS = ("uno", "uno-single", "uno-guided", "self-refine")
 MEMORY_HEADER = {
     "en": ("Earlier users asked similar questions and reacted to the answers they got. Use what they "
            "asked for when you answer the new question.\n\n{items}\n\n## New question\n{query}"),
-    "zh": ("之前的用户问过类似的问题，并对得到的回答做出了反应。回答新问题时，请参考他们提出的要求。\n\n{items}\n\n## 新问题\n{query}"),
+    "zh": ("之前的用户问过类似的问题，并对得到的回答做出了反应。回答新问题时，请参考他们提出的要求。"
+           "\n\n{items}\n\n## 新问题\n{query}"),
 }
 LOG_ITEM = {"en": "## Earlier question {i}\n{query}\n### What the user said about the answer\n{feedback}",
             "zh": "## 之前的问题 {i}\n{query}\n### 用户对回答的反馈\n{feedback}"}
@@ -101,14 +101,8 @@ class MemoryItem:
 
 def load_memory(ws: Workspace) -> list[MemoryItem]:
     """Past logs whose users said something about the answer, with their distilled feedback rules."""
-    rows = ws.conn.execute("SELECT l.record, r.rules FROM logs l LEFT JOIN rules r ON r.log_id = l.id "
-                           "AND r.kind = 'feedback' WHERE l.has_feedback ORDER BY l.id")
-    items = []
-    for record, rules in rows:
-        log = Log.model_validate_json(record)
-        if log.feedback:
-            items.append(MemoryItem(log.query, "\n".join(log.feedback), json.loads(rules) if rules else []))
-    return items
+    return [MemoryItem(log.query, "\n".join(log.feedback), rules)
+            for log, rules in ws.logs_with_feedback_rules() if log.feedback]
 
 
 class Bm25Index:
@@ -300,7 +294,8 @@ def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def prompt_counts(rows: list[dict[str, Any]]) -> np.ndarray:
     """Per test prompt: ``[constraints satisfied, constraints checked]`` (an ``n × 2`` array)."""
-    return np.array([[sum(map(bool, r["checks"].values())), len(r["checks"])] for r in rows], dtype=float).reshape(-1, 2)
+    counts = [[sum(map(bool, r["checks"].values())), len(r["checks"])] for r in rows]
+    return np.array(counts, dtype=float).reshape(-1, 2)
 
 
 def paired_bootstrap_ci(system: np.ndarray, base: np.ndarray, n_boot: int = 2000, seed: int = 0,

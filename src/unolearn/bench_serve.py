@@ -232,7 +232,7 @@ def _stored_feedback(ws_dir: Path, ids: list[str]) -> int:
     from .store import Workspace
 
     with Workspace.open(ws_dir) as ws:
-        stored = {r[0] for r in ws.conn.execute("SELECT DISTINCT response_id FROM feedback")}
+        stored = ws.responses_with_feedback()
     return len(stored & set(ids))
 
 

@@ -54,17 +54,13 @@ def seed_cluster(ws: Workspace, embedder: Embedder, n: int, answer_words: int, s
         logs.append(log)
         rows.append((log, first, _answer(rng, topic, max(8, answer_words // 3))))
     ws.add_logs(logs)
-    with ws.transaction() as c:
-        for log, first, short in rows:
-            c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'bench', ?)", (log.id, json.dumps([RULE]), now()))
-            c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
-                      (f"bench-{log.id}", log.id, "revision", json.dumps([{"role": "user", "content": log.query}]),
-                       short, first, 9.0, "[]", "bench", now()))
+    ws.put_rules((log.id, "feedback", [RULE], "bench") for log, _, _ in rows)
+    ws.put_pairs((f"bench-{log.id}", log.id, "revision", json.dumps([{"role": "user", "content": log.query}]),
+                  short, first, 9.0, "[]", "bench", now()) for log, first, short in rows)
     clustered = cluster(ws, embedder, ClusterConfig(threshold=1e6))  # no cut: one cluster
     if clustered.n_clusters != 1:
         raise UnolearnError(f"the benchmark's logs formed {clustered.n_clusters} clusters, not one")
-    with ws.transaction() as c:
-        c.execute("INSERT INTO gaps VALUES (0, 'bench', 0.5, 0.5, 0.5, ?, 'primary', 0.45)", (n,))
+    ws.set_gap(0, "bench", 0.5, n, "primary", 0.45)
     return [log.id for log in logs]
 
 

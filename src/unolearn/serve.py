@@ -257,8 +257,7 @@ class Recorder:
         """True when ``response_id`` was served (committed or still queued)."""
         if response_id in self.pending:
             return True
-        sql = "SELECT 1 FROM served WHERE response_id = ?"
-        return self._reader.conn.execute(sql, (response_id,)).fetchone() is not None
+        return self._reader.is_served(response_id)
 
     async def _run(self) -> None:
         while True:
@@ -290,11 +289,7 @@ class Recorder:
             self.pending.difference_update(row[0] for row in served)
 
     def _commit(self, served: list[tuple], feedback: list[tuple]) -> None:
-        with self._writer.transaction() as c:
-            c.executemany("INSERT OR IGNORE INTO served (response_id, messages, answer, route, model, created_at, "
-                          "user) VALUES (?,?,?,?,?,?,?)", served)
-            c.executemany("INSERT INTO feedback (response_id, text, action, edited, created_at) "
-                          "VALUES (?,?,?,?,?)", feedback)
+        self._writer.record_served(served, feedback)
 
     async def close(self) -> None:
         """Write everything queued, then close the connections."""
@@ -611,11 +606,8 @@ class Proxy:
 
     async def load_adapters(self) -> list[str]:
         """Load every adapter the plans use into the upstream (vLLM ``/load_lora_adapter``); their names."""
-        rows = self.ws.conn.execute("SELECT DISTINCT p.module_id, p.epoch, m.path FROM plans p JOIN modules m "
-                                    "ON m.id = p.module_id WHERE p.path IN ('primary', 'reflective') "
-                                    "ORDER BY 1, 2").fetchall()
         names = []
-        for module_id, epoch, path in rows:
+        for module_id, epoch, path in self.ws.planned_adapters():
             name = adapter_name(module_id, epoch)
             body = json.dumps({"lora_name": name, "lora_path": str(epoch_dir(path, epoch))}).encode()
             try:
@@ -977,22 +969,15 @@ def collect_served(ws: Workspace) -> int:
     served answer as first answer, the feedback texts as feedback turns and the actions as actions;
     ``served.log_id`` is set. Feedback given after its interaction was collected is not added.
     """
-    rows = ws.conn.execute(
-        "SELECT response_id, messages, answer, route, created_at, user FROM served s WHERE log_id IS NULL AND "
-        "EXISTS (SELECT 1 FROM feedback f WHERE f.response_id = s.response_id) ORDER BY created_at, response_id"
-    ).fetchall()
-    logs = [(row[0], served_log(ws, *row)) for row in rows]
-    ws.add_logs(log_ for _, log_ in logs)
-    with ws.transaction() as c:
-        c.executemany("UPDATE served SET log_id = ? WHERE response_id = ?", [(lg.id, rid) for rid, lg in logs])
+    logs = [(row[0], served_log(ws, *row)) for row in ws.uncollected_served()]
+    ws.add_served_logs(logs)
     return len(logs)
 
 
 def served_log(ws: Workspace, rid: str, messages: str, answer_text: str, route: str, created_at: str,
                user: str | None = None) -> Log:
     """The log of one served interaction with its feedback."""
-    feedback = ws.conn.execute("SELECT text, action, edited FROM feedback WHERE response_id = ? ORDER BY id",
-                               (rid,)).fetchall()
+    feedback = ws.feedback_of(rid)
     turns = [Message(role=m["role"], content=text_of(m.get("content"))) for m in json.loads(messages)
              if m.get("role") in ("system", "user", "assistant")]
     query = next(m.content for m in reversed(turns) if m.role == "user")

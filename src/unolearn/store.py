@@ -39,6 +39,15 @@ def _entry(row: tuple) -> RuleEntry:
                      contradicted_by=contradicted_by, members=tuple(RuleMember(**m) for m in json.loads(members)))
 
 
+_INSERT_LOG = ("INSERT OR IGNORE INTO logs (id, source, lang, has_feedback, ingested_at, record) "
+               "VALUES (?,?,?,?,?,?)")
+
+
+def _log_row(log: Log) -> tuple:
+    """The ``logs`` row of a log (its columns in :data:`_INSERT_LOG`'s order)."""
+    return (log.id, log.source, log.lang, int(log.has_feedback), now(), canonical_json(log.model_dump(mode="json")))
+
+
 def now() -> str:
     """The current UTC time as an ISO-8601 string."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -155,14 +164,14 @@ class Workspace:
 
         Returns ``(added, duplicates)``: how many logs were new and how many were already stored.
         """
-        rows = [(log.id, log.source, log.lang, int(log.has_feedback), now(),
-                 canonical_json(log.model_dump(mode="json"))) for log in logs]
+        rows = [_log_row(log) for log in logs]
         bad = [(r.id, r.file, r.line, r.reason, r.raw, now()) for r in rejected]
         with self.transaction() as c:
             before = c.total_changes
-            c.executemany("INSERT OR IGNORE INTO logs VALUES (?,?,?,?,?,?)", rows)
+            c.executemany(_INSERT_LOG, rows)
             added = c.total_changes - before
-            c.executemany("INSERT OR IGNORE INTO rejected VALUES (?,?,?,?,?,?)", bad)
+            c.executemany("INSERT OR IGNORE INTO rejected (id, file, line, reason, raw, rejected_at) "
+                          "VALUES (?,?,?,?,?,?)", bad)
         return added, len(rows) - added
 
     def get_log(self, log_id: str) -> Log:
@@ -572,3 +581,130 @@ class Workspace:
         with self.transaction() as c:
             c.execute("UPDATE runs SET finished_at=?, status=?, result=? WHERE id=?",
                       (now(), status, canonical_json(result or {}), run_id))
+
+    def schema_version(self) -> int:
+        """How many migrations the workspace has applied."""
+        return self.conn.execute("SELECT count(*) FROM migrations").fetchone()[0]
+
+    # -- distilled rules and preference pairs ----------------------------------------------------
+
+    def rules_of(self, log_id: str, kind: str) -> list[Any] | None:
+        """One log's stored rules of ``kind`` (None: not distilled yet)."""
+        row = self.conn.execute("SELECT rules FROM rules WHERE log_id = ? AND kind = ?", (log_id, kind)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def rule_ids(self, kind: str, *, nonempty: bool = False) -> set[str]:
+        """The ids of the logs with a stored rule set of ``kind`` (only non-empty ones with ``nonempty``)."""
+        sql = "SELECT log_id FROM rules WHERE kind = ?" + (" AND json_array_length(rules) > 0" if nonempty else "")
+        return {r[0] for r in self.conn.execute(sql, (kind,))}
+
+    def paired_ids(self) -> set[str]:
+        """The ids of the logs with at least one preference pair."""
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT log_id FROM pairs")}
+
+    def put_rules(self, rows: Iterable[tuple[str, str, list[Any], str]]) -> None:
+        """Store rule sets ``(log id, kind, rules, model)``, replacing earlier ones of the same log and kind."""
+        created = now()
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO rules (log_id, kind, rules, model, created_at) VALUES (?,?,?,?,?)",
+                          [(log_id, kind, json.dumps(rules, ensure_ascii=False), model, created)
+                           for log_id, kind, rules, model in rows])
+
+    def put_pairs(self, rows: Iterable[tuple]) -> None:
+        """Store preference pairs ``(id, log id, origin, prompt JSON, chosen, rejected, score, candidates JSON,
+        model, created at)``, replacing pairs of the same id."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO pairs (id, log_id, origin, prompt, chosen, rejected, score, "
+                          "candidates, model, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)", list(rows))
+
+    def all_pair_texts(self) -> Iterator[tuple[str, str, str]]:
+        """``(prompt JSON, chosen, rejected)`` of every pair, by pair id."""
+        yield from self.conn.execute("SELECT prompt, chosen, rejected FROM pairs ORDER BY id")
+
+    def log_with_rules(self, log_id: str) -> tuple[Log, list[Any]] | None:
+        """One log and its feedback rules (None: no feedback rule set)."""
+        row = self.conn.execute("SELECT l.record, r.rules FROM logs l JOIN rules r ON r.log_id = l.id "
+                                "AND r.kind = 'feedback' WHERE l.id = ?", (log_id,)).fetchone()
+        return (Log.model_validate_json(row[0]), json.loads(row[1])) if row else None
+
+    def unpaired_no_rule_log(self, log_id: str) -> Log | None:
+        """The log ``log_id`` when its feedback gave no rules and it has no pair, else None."""
+        row = self.conn.execute(
+            "SELECT l.record FROM logs l JOIN rules r ON r.log_id = l.id AND r.kind = 'feedback' WHERE l.id = ? "
+            "AND json_array_length(r.rules) = 0 AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.log_id = l.id)",
+            (log_id,)).fetchone()
+        return Log.model_validate_json(row[0]) if row else None
+
+    def logs_with_feedback_rules(self) -> Iterator[tuple[Log, list[Any]]]:
+        """Every log with feedback, with its feedback rules (empty when not distilled), by log id."""
+        for record, rules in self.conn.execute(
+                "SELECT l.record, r.rules FROM logs l LEFT JOIN rules r ON r.log_id = l.id "
+                "AND r.kind = 'feedback' WHERE l.has_feedback ORDER BY l.id"):
+            yield Log.model_validate_json(record), json.loads(rules) if rules else []
+
+    def cluster_logs(self, cluster: int | None = None) -> list[tuple[int, Log, list[Any]]]:
+        """``(cluster, log, feedback rules)`` of every clustered log (of one cluster), by cluster and log id."""
+        where, args = ("WHERE m.cluster = ?", (cluster,)) if cluster is not None else ("", ())
+        rows = self.conn.execute(
+            "SELECT m.cluster, l.record, f.rules FROM cluster_members m JOIN logs l ON l.id = m.log_id "
+            f"LEFT JOIN rules f ON f.log_id = m.log_id AND f.kind = 'feedback' {where} "
+            "ORDER BY m.cluster, m.log_id", args).fetchall()
+        return [(cid, Log.model_validate_json(rec), json.loads(rules or "[]")) for cid, rec, rules in rows]
+
+    def gaps(self) -> dict[int, dict[str, Any]]:
+        """Every assessed cluster's gap, its mean and max, scorer, plan, threshold and logs scored."""
+        keys = ("gap", "gap_mean", "gap_max", "scorer", "plan", "threshold", "n_logs")
+        return {r[0]: dict(zip(keys, r[1:])) for r in self.conn.execute(
+            f"SELECT cluster, {', '.join(keys)} FROM gaps")}
+
+    def set_gap(self, cluster: int, scorer: str, gap: float, n_logs: int, plan: str, threshold: float) -> None:
+        """Store one cluster's gap (mean and max equal to it), as a benchmark that skips assessment does."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO gaps (cluster, scorer, gap, gap_mean, gap_max, n_logs, plan, threshold) "
+                      "VALUES (?,?,?,?,?,?,?,?)", (cluster, scorer, gap, gap, gap, n_logs, plan, threshold))
+
+    # -- served interactions and their feedback -----------------------------------------------
+
+    def is_served(self, response_id: str) -> bool:
+        """True when an answer with ``response_id`` is stored."""
+        return self.conn.execute("SELECT 1 FROM served WHERE response_id = ?", (response_id,)).fetchone() is not None
+
+    def record_served(self, served: list[tuple], feedback: list[tuple]) -> None:
+        """Store served answers ``(response id, messages JSON, answer, route JSON, model, created at, user)``
+        and feedback ``(response id, text, action, edited, created at)`` in one transaction."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR IGNORE INTO served (response_id, messages, answer, route, model, created_at, "
+                          "user) VALUES (?,?,?,?,?,?,?)", served)
+            c.executemany("INSERT INTO feedback (response_id, text, action, edited, created_at) "
+                          "VALUES (?,?,?,?,?)", feedback)
+
+    def uncollected_served(self) -> list[tuple[str, str, str, str, str, str | None]]:
+        """``(response id, messages, answer, route, created at, user)`` of the served answers with feedback
+        and no log yet, oldest first."""
+        return self.conn.execute(
+            "SELECT response_id, messages, answer, route, created_at, user FROM served s WHERE log_id IS NULL AND "
+            "EXISTS (SELECT 1 FROM feedback f WHERE f.response_id = s.response_id) ORDER BY created_at, response_id"
+        ).fetchall()
+
+    def feedback_of(self, response_id: str) -> list[tuple[str | None, str | None, str | None]]:
+        """``(text, action, edited)`` of every feedback on one served answer, in arrival order."""
+        return self.conn.execute("SELECT text, action, edited FROM feedback WHERE response_id = ? ORDER BY id",
+                                 (response_id,)).fetchall()
+
+    def responses_with_feedback(self) -> set[str]:
+        """The response ids that received at least one feedback."""
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT response_id FROM feedback")}
+
+    def add_served_logs(self, logs: list[tuple[str, Log]]) -> None:
+        """Store the logs made from served answers ``(response id, log)`` and link each answer to its log,
+        in one transaction."""
+        with self.transaction() as c:
+            c.executemany(_INSERT_LOG, [_log_row(lg) for _, lg in logs])
+            c.executemany("UPDATE served SET log_id = ? WHERE response_id = ?", [(lg.id, rid) for rid, lg in logs])
+
+    def planned_adapters(self) -> list[tuple[str, int, str]]:
+        """``(module id, epoch, adapter folder)`` of every adapter a plan of the current clustering uses."""
+        rows = self.conn.execute("SELECT DISTINCT p.module_id, p.epoch, m.path FROM plans p JOIN modules m "
+                                 "ON m.id = p.module_id WHERE p.path IN ('primary', 'reflective') "
+                                 "AND p.clustering IS ? ORDER BY 1, 2", (self._clustering_id(),)).fetchall()
+        return [(mid, epoch, str(self.resolve(path))) for mid, epoch, path in rows]
