@@ -7,7 +7,7 @@ import pytest
 
 from unolearn.errors import NotFoundError, WorkspaceError
 from unolearn.records import Log, Message, Rejected
-from unolearn.migrations import MIGRATIONS
+from unolearn.store.migrations import MIGRATIONS
 from unolearn.store import DB_NAME, Workspace
 
 

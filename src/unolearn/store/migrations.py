@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from .errors import WorkspaceError
+from ..errors import WorkspaceError
 
 #: Every migration, in the order applied.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []

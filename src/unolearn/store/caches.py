@@ -1,0 +1,36 @@
+"""The model response cache and the embedding cache."""
+
+from __future__ import annotations
+
+from .base import Base, now
+
+
+class CacheTables(Base):
+    """The model response cache and the embedding cache."""
+
+    def cache_get(self, key: str) -> str | None:
+        """The cached response stored under ``key``, if any."""
+        row = self.conn.execute("SELECT response FROM llm_cache WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def cache_put(self, key: str, model: str, response: str) -> None:
+        """Store one model response (its own transaction: finished calls survive an interruption)."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO llm_cache VALUES (?,?,?,?)", (key, model, response, now()))
+
+    def embeddings_get(self, model: str, hashes: list[str]) -> dict[str, bytes]:
+        """Stored vectors (float32 bytes) of ``model`` for the given text hashes."""
+        found: dict[str, bytes] = {}
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(
+                f"SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN ({marks})",
+                (model, *chunk)))
+        return found
+
+    def embeddings_put(self, model: str, items: list[tuple[str, bytes]]) -> None:
+        """Store vectors (text hash, float32 bytes) of ``model`` in one transaction."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?)",
+                          [(model, h, v) for h, v in items])

@@ -1,0 +1,111 @@
+"""Clustering versions, clusters and their members, cluster gaps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from ..errors import NotFoundError
+from ..records import Clustering
+from .base import Base, now
+
+
+class ClusterTables(Base):
+    """Clustering versions, clusters and their members, cluster gaps."""
+
+    def replace_clustering(self, clustering: Clustering, clusters: Iterable[tuple[int, int, bytes]],
+                           members: Iterable[tuple[str, int]]) -> int:
+        """Store a new clustering version in place of the stored clusters; return its id.
+
+        ``clusters`` are ``(id, size, centroid)``, ``members`` ``(log id, cluster id)``. The gaps and
+        the plans of the previous clustering go with it, in the same transaction: no reader ever sees
+        new clusters routed through old plans.
+        """
+        created = now()
+        with self.transaction() as c:
+            for table in ("gaps", "plans", "cluster_members", "clusters"):
+                c.execute(f"DELETE FROM {table}")
+            cur = c.execute("INSERT INTO clusterings (embedder, threshold, unseen_distance, fingerprint, created_at) "
+                            "VALUES (?,?,?,?,?)", (clustering.embedder, clustering.threshold,
+                                                   clustering.unseen_distance, clustering.fingerprint, created))
+            c.executemany("INSERT INTO clusters (id, size, centroid, embedder, created_at) VALUES (?,?,?,?,?)",
+                          ((cid, size, centroid, clustering.embedder, created) for cid, size, centroid in clusters))
+            c.executemany("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)", members)
+        return int(cur.lastrowid)
+
+    def clustering(self) -> Clustering | None:
+        """The current clustering version (None before the first ``cluster``)."""
+        row = self.conn.execute("SELECT id, embedder, threshold, unseen_distance, fingerprint, created_at "
+                                "FROM clusterings ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        keys = ("id", "embedder", "threshold", "unseen_distance", "fingerprint", "created_at")
+        return Clustering(**dict(zip(keys, row)))
+
+    def _clustering_id(self) -> int | None:
+        row = self.conn.execute("SELECT max(id) FROM clusterings").fetchone()
+        return row[0]
+
+    def cluster_ids(self) -> list[int]:
+        """The ids of the stored clusters, ascending."""
+        return [r[0] for r in self.conn.execute("SELECT id FROM clusters ORDER BY id")]
+
+    def cluster_rows(self) -> list[tuple[int, int, bytes, str]]:
+        """``(id, size, centroid, embedder)`` of every stored cluster, by id."""
+        return self.conn.execute("SELECT id, size, centroid, embedder FROM clusters ORDER BY id").fetchall()
+
+    def cluster_members(self, cluster: int) -> list[str]:
+        """The log ids of one cluster, in key order."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT log_id FROM cluster_members WHERE cluster = ? ORDER BY log_id", (cluster,))]
+
+    def add_member(self, log_id: str, cluster: int,
+                   move: Callable[[int, bytes], tuple[int, bytes]]) -> int | None:
+        """Add a stored log to ``cluster``, whose ``(size, centroid)`` ``move`` turns into the new ones.
+
+        Read and written in one transaction, so concurrent adds are not lost. Returns the log's
+        cluster when it already had one (nothing changes), else None. Raises NotFoundError when the
+        log or the cluster does not exist.
+        """
+        if not self.conn.execute("SELECT 1 FROM logs WHERE id = ?", (log_id,)).fetchone():
+            raise NotFoundError(f"no log {log_id!r}")
+        with self.transaction() as t:
+            member = t.execute("SELECT cluster FROM cluster_members WHERE log_id = ?", (log_id,)).fetchone()
+            if member:
+                return int(member[0])
+            row = t.execute("SELECT size, centroid FROM clusters WHERE id = ?", (cluster,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"cluster {cluster} is gone (re-clustered since this router was loaded)")
+            size, centroid = move(row[0], row[1])
+            t.execute("UPDATE clusters SET size = ?, centroid = ? WHERE id = ?", (size, centroid, cluster))
+            t.execute("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)", (log_id, cluster))
+        return None
+
+    def feedback_rule_rows(self) -> list[tuple[str, str, str]]:
+        """``(log id, log record JSON, feedback rules JSON)`` of every log with a feedback rule set, by log id."""
+        return self.conn.execute(
+            "SELECT r.log_id, l.record, r.rules FROM rules r JOIN logs l ON l.id = r.log_id "
+            "WHERE r.kind = 'feedback' ORDER BY r.log_id").fetchall()
+
+    def pair_texts(self, log_id: str) -> list[tuple[str, str, str]]:
+        """``(prompt, chosen, rejected)`` of one log's preference pairs, by pair id."""
+        return self.conn.execute("SELECT prompt, chosen, rejected FROM pairs WHERE log_id = ? ORDER BY id",
+                                 (log_id,)).fetchall()
+
+    def clustered_rule_rows(self) -> list[tuple[int, str, str, str, str | None]]:
+        """``(cluster, log id, lang, feedback rules JSON, prior rules JSON or None)`` of every clustered
+        log with a feedback rule set, by cluster and log id."""
+        return self.conn.execute(
+            "SELECT m.cluster, m.log_id, l.lang, f.rules, p.rules FROM cluster_members m "
+            "JOIN logs l ON l.id = m.log_id JOIN rules f ON f.log_id = m.log_id AND f.kind = 'feedback' "
+            "LEFT JOIN rules p ON p.log_id = m.log_id AND p.kind = 'prior' ORDER BY m.cluster, m.log_id").fetchall()
+
+    def replace_gaps(self, scorer: str, novelty: list[tuple[str, int, str, float]],
+                     gaps: list[tuple[int, str, float, float, float, int, str, float]]) -> None:
+        """Store a scorer's novelty per rule ``(log id, rule index, scorer, novelty)`` and every cluster's
+        gap ``(cluster, scorer, gap, mean, max, n logs, plan, threshold)``, replacing the previous ones."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM novelty WHERE scorer = ?", (scorer,))
+            c.executemany("INSERT INTO novelty (log_id, rule_index, scorer, novelty) VALUES (?,?,?,?)", novelty)
+            c.execute("DELETE FROM gaps")
+            c.executemany("INSERT INTO gaps (cluster, scorer, gap, gap_mean, gap_max, n_logs, plan, threshold) "
+                          "VALUES (?,?,?,?,?,?,?,?)", gaps)

@@ -1,0 +1,125 @@
+"""Logs and rejected input records, and the counts read across tables (stats, funnel)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..errors import NotFoundError
+from ..records import Log, Rejected, canonical_json
+from .base import Base, now
+
+_INSERT_LOG = ("INSERT OR IGNORE INTO logs (id, source, lang, has_feedback, ingested_at, record) "
+               "VALUES (?,?,?,?,?,?)")
+
+
+def _log_row(log: Log) -> tuple:
+    """The ``logs`` row of a log (its columns in :data:`_INSERT_LOG`'s order)."""
+    return (log.id, log.source, log.lang, int(log.has_feedback), now(), canonical_json(log.model_dump(mode="json")))
+
+
+class LogTables(Base):
+    """Logs and rejected input records, and the counts read across tables (stats, funnel)."""
+
+    def add_logs(self, logs: Iterable[Log], rejected: Iterable[Rejected] = ()) -> tuple[int, int]:
+        """Store ``logs`` and keep ``rejected`` records, all in one transaction.
+
+        Returns ``(added, duplicates)``: how many logs were new and how many were already stored.
+        """
+        rows = [_log_row(log) for log in logs]
+        bad = [(r.id, r.file, r.line, r.reason, r.raw, now()) for r in rejected]
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany(_INSERT_LOG, rows)
+            added = c.total_changes - before
+            c.executemany("INSERT OR IGNORE INTO rejected (id, file, line, reason, raw, rejected_at) "
+                          "VALUES (?,?,?,?,?,?)", bad)
+        return added, len(rows) - added
+
+    def get_log(self, log_id: str) -> Log:
+        """The log with key ``log_id`` (a unique prefix is enough)."""
+        rows = self.conn.execute(
+            "SELECT record FROM logs WHERE id >= ? AND id < ? LIMIT 2",
+            (log_id, log_id + "\U0010ffff")).fetchall()
+        if len(rows) != 1:
+            raise NotFoundError(f"no log {log_id!r}" if not rows else f"log id prefix {log_id!r} is ambiguous")
+        return Log.model_validate_json(rows[0][0])
+
+    def iter_logs(self, *, with_feedback: bool | None = None) -> Iterator[Log]:
+        """Every stored log in key order, optionally only those with (or without) feedback."""
+        sql, args = "SELECT record FROM logs", ()
+        if with_feedback is not None:
+            sql, args = sql + " WHERE has_feedback = ?", (int(with_feedback),)
+        for (record,) in self.conn.execute(sql + " ORDER BY id", args):
+            yield Log.model_validate_json(record)
+
+    def count(self, table: str) -> int:
+        """The number of rows in ``table``."""
+        return self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    def funnel_rows(self) -> dict[str, Any]:
+        """Raw counts of the learning funnel, per cluster where they belong (see :mod:`unolearn.funnel`)."""
+        c = self.conn
+        one = lambda sql: c.execute(sql).fetchone()[0]  # noqa: E731
+        clusters = c.execute(
+            "SELECT k.id, k.size, (SELECT count(*) FROM cluster_members m JOIN rules r ON r.log_id = m.log_id "
+            "AND r.kind = 'feedback' AND json_array_length(r.rules) > 0 WHERE m.cluster = k.id), "
+            "(SELECT count(*) FROM cluster_members m JOIN pairs p ON p.log_id = m.log_id WHERE m.cluster = k.id) "
+            "FROM clusters k ORDER BY k.id").fetchall()
+        modules = c.execute(
+            "SELECT m.id, m.cluster, m.kind, json_extract(m.metrics, '$.steps'), json_array_length(m.val_logs), "
+            "(SELECT count(*) FROM validation v WHERE v.module_id = m.id), "
+            "(SELECT coalesce(sum(v.same_as_base), 0) FROM validation v WHERE v.module_id = m.id) "
+            "FROM modules m WHERE m.cluster IN (SELECT id FROM clusters) "
+            "AND m.clustering IS (SELECT max(id) FROM clusterings) ORDER BY m.cluster, m.kind, m.created_at"
+        ).fetchall()
+        epoch_rates: dict[str, dict[int, float]] = {}
+        for mid, epoch, rate in c.execute("SELECT module_id, epoch, avg(outcome) FROM validation "
+                                          "GROUP BY module_id, epoch ORDER BY module_id, epoch"):
+            epoch_rates.setdefault(mid, {})[epoch] = rate
+        threshold = c.execute("SELECT json_extract(config, '$.win_threshold') FROM runs WHERE stage = 'select' "
+                              "AND status = 'ok' ORDER BY id DESC LIMIT 1").fetchone()
+        return {
+            "logs": self.count("logs"),
+            "epoch_win_rates": epoch_rates,
+            "win_threshold": threshold[0] if threshold else None,
+            "with_feedback": one("SELECT count(*) FROM logs WHERE has_feedback"),
+            "feedback_rules_nonempty": one("SELECT count(*) FROM rules WHERE kind = 'feedback' "
+                                           "AND json_array_length(rules) > 0"),
+            "pairs": self.count("pairs"),
+            "clusters": [dict(zip(("cluster", "size", "feedback_rules_nonempty", "pairs"), r)) for r in clusters],
+            "plans": [dict(zip(("cluster", "system", "path", "module_id", "win_rate"), r)) for r in
+                      c.execute("SELECT cluster, system, path, module_id, win_rate FROM plans "
+                                "ORDER BY cluster, system")],
+            "gaps": {r[0]: dict(zip(("plan", "gap", "threshold", "scorer", "n_logs"), r[1:])) for r in
+                     c.execute("SELECT cluster, plan, gap, threshold, scorer, n_logs FROM gaps")},
+            "modules": [dict(zip(("id", "cluster", "kind", "steps", "val_items", "val_answers", "same_as_base"), r))
+                        for r in modules],
+        }
+
+    def log_stats(self) -> dict[str, Any]:
+        """Counts of logs by source, language, feedback and implicit action; rejected records."""
+        c = self.conn
+
+        def grouped(sql: str) -> dict[str, int]:
+            return {str(k): n for k, n in c.execute(sql)}
+
+        return {
+            "logs": self.count("logs"),
+            "by_source": grouped("SELECT source, count(*) FROM logs GROUP BY source ORDER BY 2 DESC"),
+            "by_lang": grouped("SELECT lang, count(*) FROM logs GROUP BY lang ORDER BY 2 DESC"),
+            "with_feedback": c.execute("SELECT count(*) FROM logs WHERE has_feedback").fetchone()[0],
+            "without_feedback": c.execute("SELECT count(*) FROM logs WHERE NOT has_feedback").fetchone()[0],
+            "actions": grouped("SELECT json_extract(a.value, '$.kind'), count(*) FROM logs, "
+                               "json_each(logs.record, '$.actions') AS a GROUP BY 1 ORDER BY 2 DESC"),
+            "rejected": self.count("rejected"),
+            "distilled": {
+                "prior_rules": c.execute("SELECT count(*) FROM rules WHERE kind = 'prior'").fetchone()[0],
+                "feedback_rules": c.execute("SELECT count(*) FROM rules WHERE kind = 'feedback'").fetchone()[0],
+                "usable_feedback": c.execute("SELECT count(*) FROM rules WHERE kind = 'feedback' "
+                                             "AND json_array_length(rules) > 0").fetchone()[0],
+                "filtered_as_noise": c.execute("SELECT count(*) FROM rules WHERE kind = 'feedback' "
+                                               "AND json_array_length(rules) = 0").fetchone()[0],
+                "pairs": grouped("SELECT origin, count(*) FROM pairs GROUP BY origin ORDER BY 2 DESC"),
+            },
+        }

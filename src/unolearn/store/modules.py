@@ -1,0 +1,95 @@
+"""Experience modules, their validation, and the plans."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .base import Base, now
+
+
+class ModuleTables(Base):
+    """Experience modules, their validation, and the plans."""
+
+    def relative(self, path: Path) -> str:
+        """``path`` as stored: relative to the workspace when inside it, so a moved workspace still works."""
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path.resolve())
+
+    def resolve(self, stored: str) -> Path:
+        """A stored path (see :meth:`relative`) as a path on this machine."""
+        return Path(stored) if Path(stored).is_absolute() else self.root / stored
+
+    def add_module(self, row: dict[str, Any]) -> None:
+        """Record a trained module of the current clustering (``row``: the ``modules`` columns but
+        ``clustering`` and ``created_at``; ``path`` as :meth:`relative` gives it)."""
+        row = {**row, "clustering": self._clustering_id(), "created_at": now()}
+        with self.transaction() as c:
+            c.execute(f"INSERT INTO modules ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                      tuple(row.values()))
+
+    def module(self, module_id: str) -> dict[str, Any] | None:
+        """One module's columns (JSON columns decoded, ``path`` resolved); None: no such module."""
+        cur = self.conn.execute("SELECT * FROM modules WHERE id = ?", (module_id,))
+        row = cur.fetchone()
+        return self._module_dict(cur.description, row) if row else None
+
+    def modules(self, cluster: int | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        """The modules of the current clustering (of one cluster and kind), newest first."""
+        sql, args = "SELECT * FROM modules WHERE clustering IS ?", [self._clustering_id()]
+        if cluster is not None:
+            sql, args = sql + " AND cluster = ?", [*args, cluster]
+        if kind is not None:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        cur = self.conn.execute(sql + " ORDER BY created_at DESC, id", args)
+        return [self._module_dict(cur.description, r) for r in cur.fetchall()]
+
+    def all_modules(self) -> list[dict[str, Any]]:
+        """Every stored module, of any clustering, by cluster and kind."""
+        cur = self.conn.execute("SELECT * FROM modules ORDER BY cluster, kind, created_at")
+        return [self._module_dict(cur.description, r) for r in cur.fetchall()]
+
+    def adopt_module(self, module_id: str) -> None:
+        """Make an identical module trained for an earlier clustering (same data, model and settings)
+        part of the current one, as the newest of its cluster and kind."""
+        with self.transaction() as c:
+            c.execute("UPDATE modules SET clustering = ?, created_at = ? WHERE id = ?",
+                      (self._clustering_id(), now(), module_id))
+
+    def _module_dict(self, description: Any, row: tuple) -> dict[str, Any]:
+        out = dict(zip((d[0] for d in description), row))
+        for key in ("config", "metrics", "train_logs", "val_logs"):
+            out[key] = json.loads(out[key])
+        out["path"] = str(self.resolve(out["path"])) if out["path"] else ""
+        return out
+
+    def replace_plans(self, plans: Iterable[tuple[int, str, str, str | None, int | None, float | None, str]]) -> None:
+        """Store every cluster's plans ``(cluster, system, path, module id, epoch, win rate, reason)`` for the
+        current clustering, in place of the previous ones."""
+        clustering = self._clustering_id()
+        with self.transaction() as c:
+            c.execute("DELETE FROM plans")
+            c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason, clustering) "
+                          "VALUES (?,?,?,?,?,?,?,?)", [(*p, clustering) for p in plans])
+
+    def plan_row(self, cluster: int, system: str) -> tuple | None:
+        """``(path, module id, epoch, win rate, reason)`` of one cluster's plan for ``system`` in the current
+        clustering (None: not selected yet)."""
+        return self.conn.execute("SELECT path, module_id, epoch, win_rate, reason FROM plans WHERE cluster = ? "
+                                 "AND system = ? AND clustering IS ?",
+                                 (cluster, system, self._clustering_id())).fetchone()
+
+    def gap_rows(self) -> list[tuple[int, str, float, float, str, int]]:
+        """``(cluster, plan, gap, threshold, scorer, n logs)`` of every assessed cluster."""
+        return self.conn.execute("SELECT cluster, plan, gap, threshold, scorer, n_logs FROM gaps").fetchall()
+
+    def replace_validation(self, module_id: str, rows: list[tuple]) -> None:
+        """Store a module's validation items in place of its earlier ones (``validation`` columns in order)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM validation WHERE module_id = ?", (module_id,))
+            c.executemany("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, "
+                          "bleu, length_ratio, outcome, same_as_base) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)

@@ -1,0 +1,102 @@
+"""Cluster rulebooks, people's decisions on their entries, and guide modules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..errors import NotFoundError
+from ..records import RuleEntry, RuleMember, canonical_json, content_hash
+from .base import Base, now
+
+#: The rulebook columns that :func:`_entry` reads, in its order.
+_ENTRY_SELECT = "SELECT id, cluster, text, lang, members, novelty, status, contradicted_by FROM rulebook"
+
+
+def _entry(row: tuple) -> RuleEntry:
+    eid, cluster, text, lang, members, novelty, status, contradicted_by = row
+    return RuleEntry(id=eid, cluster=cluster, text=text, lang=lang, novelty=novelty, status=status,
+                     contradicted_by=contradicted_by, members=tuple(RuleMember(**m) for m in json.loads(members)))
+
+
+class RulebookTables(Base):
+    """Cluster rulebooks, people's decisions on their entries, and guide modules."""
+
+    def replace_rulebook(self, entries: Iterable[RuleEntry]) -> None:
+        """Store a rebuilt rulebook (every cluster's entries) in place of the previous one."""
+        rows = [(e.id, e.cluster, e.text, e.lang, canonical_json([m.model_dump() for m in e.members]), e.n_logs,
+                 e.n_users, e.novelty, e.status, e.contradicted_by, now()) for e in entries]
+        with self.transaction() as c:
+            c.execute("DELETE FROM rulebook")
+            c.executemany("INSERT INTO rulebook (id, cluster, text, lang, members, n_logs, n_users, novelty, status, "
+                          "contradicted_by, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def rulebook(self, cluster: int | None = None) -> list[RuleEntry]:
+        """The rulebook's entries (of one cluster), by cluster, then users and logs behind them."""
+        where, args = ("WHERE cluster = ?", (cluster,)) if cluster is not None else ("", ())
+        rows = self.conn.execute(f"{_ENTRY_SELECT} {where} ORDER BY cluster, n_users DESC, n_logs DESC, id",
+                                 args).fetchall()
+        return [_entry(r) for r in rows]
+
+    def rulebook_entry(self, entry_id: str) -> RuleEntry:
+        """One entry by its id (a unique prefix is enough)."""
+        rows = self.conn.execute(f"{_ENTRY_SELECT} WHERE id >= ? AND id < ? LIMIT 2",
+                                 (entry_id, entry_id + "\U0010ffff")).fetchall()
+        if len(rows) != 1:
+            raise NotFoundError(f"no rulebook entry {entry_id!r}" if not rows
+                                else f"rulebook entry prefix {entry_id!r} is ambiguous")
+        return _entry(rows[0])
+
+    def ensure_guide(self, cluster: int, text: str, entry_ids: list[str], train_ids: list[str],
+                     val_ids: list[str], config: dict[str, Any]) -> str:
+        """The ``guide`` module of ``cluster`` with rulebook ``text`` (recorded once; made newest); its id."""
+        module_id = content_hash("guide", {"cluster": cluster, "text": text, "val": sorted(val_ids)})
+        metrics = canonical_json({"text": text, "entries": entry_ids})
+        with self.transaction() as c:
+            c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
+                      "train_logs, val_logs, seconds, created_at, clustering) "
+                      "VALUES (?,?,'guide','',1,'',?,?,?,?,?,0,?,?) ON CONFLICT(id) DO UPDATE SET "
+                      "created_at = excluded.created_at, clustering = excluded.clustering",
+                      (module_id, cluster, module_id, canonical_json(config), metrics, canonical_json(train_ids),
+                       canonical_json(val_ids), now(), self._clustering_id()))
+        return module_id
+
+    def guide_text(self, module_id: str) -> str | None:
+        """The rulebook text of a ``guide`` module (None: no such guide)."""
+        row = self.conn.execute("SELECT json_extract(metrics, '$.text') FROM modules WHERE id = ? AND kind = 'guide'",
+                                (module_id,)).fetchone()
+        return row[0] if row else None
+
+    def rule_sets(self, kind: str) -> Iterator[tuple[str, list[str]]]:
+        """``(log id, rules)`` of every stored rule set of ``kind`` (prior / feedback)."""
+        for log_id, rules in self.conn.execute("SELECT log_id, rules FROM rules WHERE kind = ?", (kind,)):
+            yield log_id, json.loads(rules)
+
+    def rule_decisions(self) -> dict[tuple[str, str], str]:
+        """People's decisions on feedback rules: ``(log id, rule) → approved | rejected``."""
+        return {(log_id, rule): d for log_id, rule, d in
+                self.conn.execute("SELECT log_id, rule, decision FROM rule_decisions")}
+
+    def decide_entry(self, entry: RuleEntry, decision: str) -> int:
+        """Record ``decision`` (approved / rejected) on every member rule of ``entry``; return how many logs.
+
+        Rejecting also removes the rules from their logs' feedback rules and deletes those logs' pairs
+        (revised under them), so the next run redistils the pairs and retrains what learned from them.
+        """
+        logs = sorted({m.log_id for m in entry.members})
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO rule_decisions (log_id, rule, decision, entry_id, decided_at) "
+                          "VALUES (?,?,?,?,?)", [(m.log_id, m.rule, decision, entry.id, now()) for m in entry.members])
+            c.execute("UPDATE rulebook SET status = ? WHERE id = ?", (decision, entry.id))
+            if decision == "rejected":
+                gone = {(m.log_id, m.rule) for m in entry.members}
+                for log_id in logs:
+                    row = c.execute("SELECT rules FROM rules WHERE log_id = ? AND kind = 'feedback'",
+                                    (log_id,)).fetchone()
+                    if row:
+                        kept = [r for r in json.loads(row[0]) if (log_id, r) not in gone]
+                        c.execute("UPDATE rules SET rules = ? WHERE log_id = ? AND kind = 'feedback'",
+                                  (canonical_json(kept), log_id))
+                    c.execute("DELETE FROM pairs WHERE log_id = ? AND origin = 'revision'", (log_id,))
+        return len(logs)

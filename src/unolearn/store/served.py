@@ -1,0 +1,55 @@
+"""Interactions served by the proxy and the feedback attached to them."""
+
+from __future__ import annotations
+
+from ..records import Log
+from .base import Base
+from .logs import _INSERT_LOG, _log_row
+
+
+class ServedTables(Base):
+    """Interactions served by the proxy and the feedback attached to them."""
+
+    def is_served(self, response_id: str) -> bool:
+        """True when an answer with ``response_id`` is stored."""
+        return self.conn.execute("SELECT 1 FROM served WHERE response_id = ?", (response_id,)).fetchone() is not None
+
+    def record_served(self, served: list[tuple], feedback: list[tuple]) -> None:
+        """Store served answers ``(response id, messages JSON, answer, route JSON, model, created at, user)``
+        and feedback ``(response id, text, action, edited, created at)`` in one transaction."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR IGNORE INTO served (response_id, messages, answer, route, model, created_at, "
+                          "user) VALUES (?,?,?,?,?,?,?)", served)
+            c.executemany("INSERT INTO feedback (response_id, text, action, edited, created_at) "
+                          "VALUES (?,?,?,?,?)", feedback)
+
+    def uncollected_served(self) -> list[tuple[str, str, str, str, str, str | None]]:
+        """``(response id, messages, answer, route, created at, user)`` of the served answers with feedback
+        and no log yet, oldest first."""
+        return self.conn.execute(
+            "SELECT response_id, messages, answer, route, created_at, user FROM served s WHERE log_id IS NULL AND "
+            "EXISTS (SELECT 1 FROM feedback f WHERE f.response_id = s.response_id) ORDER BY created_at, response_id"
+        ).fetchall()
+
+    def feedback_of(self, response_id: str) -> list[tuple[str | None, str | None, str | None]]:
+        """``(text, action, edited)`` of every feedback on one served answer, in arrival order."""
+        return self.conn.execute("SELECT text, action, edited FROM feedback WHERE response_id = ? ORDER BY id",
+                                 (response_id,)).fetchall()
+
+    def responses_with_feedback(self) -> set[str]:
+        """The response ids that received at least one feedback."""
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT response_id FROM feedback")}
+
+    def add_served_logs(self, logs: list[tuple[str, Log]]) -> None:
+        """Store the logs made from served answers ``(response id, log)`` and link each answer to its log,
+        in one transaction."""
+        with self.transaction() as c:
+            c.executemany(_INSERT_LOG, [_log_row(lg) for _, lg in logs])
+            c.executemany("UPDATE served SET log_id = ? WHERE response_id = ?", [(lg.id, rid) for rid, lg in logs])
+
+    def planned_adapters(self) -> list[tuple[str, int, str]]:
+        """``(module id, epoch, adapter folder)`` of every adapter a plan of the current clustering uses."""
+        rows = self.conn.execute("SELECT DISTINCT p.module_id, p.epoch, m.path FROM plans p JOIN modules m "
+                                 "ON m.id = p.module_id WHERE p.path IN ('primary', 'reflective') "
+                                 "AND p.clustering IS ? ORDER BY 1, 2", (self._clustering_id(),)).fetchall()
+        return [(mid, epoch, str(self.resolve(path))) for mid, epoch, path in rows]
