@@ -13,3 +13,16 @@ def test_no_sql_outside_the_store():
              for path in sorted(PACKAGE.rglob("*.py")) if path.relative_to(PACKAGE).parts[0] != "store"
              for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if SQL.search(line)]
     assert not found, "SQL outside the store:\n" + "\n".join(found)
+
+
+def test_the_schema_allows_exactly_the_shared_names(ws):
+    from unolearn.names import MODULE_KINDS, PATHS, PLANNED_SYSTEMS
+
+    def check_values(table: str, column: str) -> set[str]:
+        sql = ws.conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()[0]
+        found = re.search(rf"{column} TEXT NOT NULL CHECK \({column} IN \(([^)]*)\)\)", sql)
+        return set(re.findall(r"'([^']+)'", found.group(1)))
+
+    assert check_values("plans", "system") == set(PLANNED_SYSTEMS)
+    assert check_values("plans", "path") == set(PATHS)
+    assert check_values("modules", "kind") == set(MODULE_KINDS)

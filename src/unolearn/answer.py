@@ -18,13 +18,13 @@ from typing import Any
 from .backends import ChatRequest, ChatResult, Models
 from .cluster import Router
 from .errors import ConfigError
+from .names import SERVED_SYSTEMS
 from .records import detect_lang
 from .rulebook import guide_messages
-from .selection import SYSTEMS, ensure_adapter, load_plan
+from .selection import ensure_adapter, load_plan
 from .store import Workspace
 from .train import critic_prompt
 
-ALL_SYSTEMS = (*SYSTEMS, "base")
 CRITIC_MAX_TOKENS = 256
 
 REVISE = {
@@ -76,8 +76,8 @@ def query_of(messages: list[dict[str, str]]) -> str:
 
 def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "uno") -> Route:
     """Where ``query`` goes under ``system`` (``uno``, ``uno-single``, ``uno-guided`` or ``base``)."""
-    if system not in ALL_SYSTEMS:
-        raise ConfigError(f"unknown system {system!r}; choose one of {', '.join(ALL_SYSTEMS)}")
+    if system not in SERVED_SYSTEMS:
+        raise ConfigError(f"unknown system {system!r}; choose one of {', '.join(SERVED_SYSTEMS)}")
     if system == "base" or router is None:
         return Route(system, "base")
     cluster, distance = router.route(query)

@@ -14,6 +14,7 @@ from . import __version__
 from .config import CONFIG_FILE, BackendsConfig, load_backends, stage_config
 from .errors import InputError, UnolearnError, WorkspaceError
 from .funnel import funnel_lines
+from .names import SERVED_SYSTEMS
 from .store import Workspace, resolve_dir, write_jsonl_atomic
 
 
@@ -535,7 +536,7 @@ def select_cmd(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command("answer")
 @click.argument("query")
-@click.option("--system", type=click.Choice(["uno", "uno-single", "uno-guided", "base"]), default="uno",
+@click.option("--system", type=click.Choice(SERVED_SYSTEMS), default="uno",
               show_default=True, help="uno: expert, critic or base per the plan; uno-single: expert or base; "
                                       "uno-guided: the best validated of expert, rulebook guide and critic; "
                                       "base: no memory.")
@@ -676,7 +677,7 @@ def demo(ctx: click.Context, data_dir: Path | None, train_per_set: int | None, t
                                                "backend (the embedded model by default).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8400, show_default=True)
-@click.option("--system", type=click.Choice(["uno", "uno-single", "uno-guided", "base"]), default="uno",
+@click.option("--system", type=click.Choice(SERVED_SYSTEMS), default="uno",
               show_default=True, help="Default routing; a request may override it with the header "
                                       "X-Unolearn-System.")
 @click.option("--load-adapters", is_flag=True, help="Load the planned adapters into the upstream at start "

@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from .names import PATHS, PLANNED_SYSTEMS
 from .store import Workspace
 
-PATHS = ("primary", "reflective", "guide", "base")
+
 
 
 def funnel(ws: Workspace) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def funnel(ws: Workspace) -> dict[str, Any]:
     raw = ws.funnel_rows()
     experts = [m for m in raw["modules"] if m["kind"] == "expert"]
     guides = list({m["cluster"]: m for m in raw["modules"] if m["kind"] == "guide"}.values())  # newest per cluster
-    plans: dict[str, Counter] = {"uno": Counter(), "uno-single": Counter(), "uno-guided": Counter()}
+    plans: dict[str, Counter] = {s: Counter() for s in PLANNED_SYSTEMS}
     for p in raw["plans"]:
         plans[p["system"]][p["path"]] += 1
     return {

@@ -37,8 +37,6 @@ from .store import Workspace
 from .text import content_tokens, tokens
 from .train import epoch_dir
 
-SYSTEMS = ("uno", "uno-single", "uno-guided")
-
 
 @dataclass
 class SelectConfig:

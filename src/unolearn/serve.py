@@ -59,12 +59,13 @@ try:
 except ImportError:  # only the proxy's upstream client needs it (the serve extra); collect_served does not
     aiohttp = None
 
-from .answer import (ALL_SYSTEMS, CRITIC_MAX_TOKENS, Route, answer, critic_messages, plan_route,
+from .answer import (CRITIC_MAX_TOKENS, Route, answer, critic_messages, plan_route,
                      revise_messages, rules_of, strip_echo)
 from .backends import Models
 from .backends.openai_http import error_text, normalize_base_url, resolve_api_key
 from .config import BackendsConfig, backends_from_dict, opt
 from .errors import ConfigError, UnolearnError, WorkspaceError
+from .names import SERVED_SYSTEMS
 from .records import Action, Log, Message, detect_lang
 from .rulebook import guide_messages
 from .selection import adapter_name
@@ -115,8 +116,8 @@ class ServeConfig:
         self.api_key = self.api_key or None
         if self.upstream is not None:
             self.upstream = normalize_base_url(self.upstream)
-        if self.system not in ALL_SYSTEMS:
-            raise ConfigError(f"serve.system: {self.system!r} is not one of {', '.join(ALL_SYSTEMS)}")
+        if self.system not in SERVED_SYSTEMS:
+            raise ConfigError(f"serve.system: {self.system!r} is not one of {', '.join(SERVED_SYSTEMS)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError("serve.port must be between 0 and 65535")
         if self.max_body_bytes < 1024 or self.max_messages < 1 or self.write_batch < 1 or self.write_linger_s < 0:
@@ -514,8 +515,8 @@ def parse_chat(raw: bytes, system: str, max_messages: int) -> Chat:
     users = [text_of(m.get("content")) for m in messages if m["role"] == "user"]
     if not users or not users[-1].strip():
         raise HTTPProblem("the request needs a last user message with text", 400, "invalid_request")
-    if system not in ALL_SYSTEMS:
-        raise HTTPProblem(f"X-Unolearn-System must be one of {', '.join(ALL_SYSTEMS)}", 400, "invalid_system")
+    if system not in SERVED_SYSTEMS:
+        raise HTTPProblem(f"X-Unolearn-System must be one of {', '.join(SERVED_SYSTEMS)}", 400, "invalid_system")
     return Chat(raw, body, users[-1], bool(body.get("stream")), system)
 
 
