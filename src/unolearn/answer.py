@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .backends import ChatRequest, ChatResult, Models
@@ -136,15 +137,37 @@ async def self_refine(models: Models, messages: list[dict[str, str]], *, max_tok
     return await _reflect(models, messages, draft, Route("self-refine", "reflective"), None, kw)
 
 
+#: One model call of the reflective path: ``(messages, adapter, max_tokens)`` → ``(text, call result)``;
+#: ``max_tokens`` None means the request's own settings (the revision), else the critic's.
+ModelCall = Callable[[list[dict[str, str]], str | None, int | None], Awaitable[tuple[str, Any]]]
+
+
+async def reflect(call: ModelCall, messages: list[dict[str, Any]], draft: str, critic: str | None,
+                  query: str | None = None) -> tuple[str, str, list[Any]]:
+    """The reflective path after its draft, for ``answer`` and the proxy alike: the critic's rules on
+    ``draft`` (adapter ``critic``, or the base model), then the base model's revision under them.
+
+    ``query`` defaults to the last user message. Returns the revised answer, the rules, and the
+    results of the two calls.
+    """
+    query = query or query_of(messages)
+    critique_text, critique = await call(critic_messages(query, draft), critic, CRITIC_MAX_TOKENS)
+    rules = rules_of(critique_text)
+    revised_text, revised = await call(revise_messages(messages, query, draft, rules), None, None)
+    return strip_echo(revised_text), rules, [critique, revised]
+
+
 async def _reflect(models: Models, messages: list[dict[str, str]], draft: ChatResult, route: Route,
                    critic: str | None, kw: dict[str, Any]) -> Answer:
-    """Critic rules on ``draft`` (the ``critic`` adapter, or none), then the base model's revision under them."""
-    query = query_of(messages)
-    critique = await _one(models, ChatRequest.of(critic_messages(query, draft.text), adapter=critic,
-                                                 max_tokens=CRITIC_MAX_TOKENS, seed=kw["seed"]))
-    rules = rules_of(critique.text)
-    revised = await _one(models, ChatRequest.of(revise_messages(messages, query, draft.text, rules), **kw))
-    return Answer(strip_echo(revised.text), route, draft.text, rules, **_usage(draft, critique, revised))
+    """:func:`reflect` on the workspace's models."""
+    async def call(msgs: list[dict[str, str]], adapter: str | None, max_tokens: int | None) -> tuple[str, Any]:
+        req = (ChatRequest.of(msgs, **kw) if max_tokens is None
+               else ChatRequest.of(msgs, adapter=adapter, max_tokens=max_tokens, seed=kw["seed"]))
+        res = await _one(models, req)
+        return res.text, res
+
+    text, rules, (critique, revised) = await reflect(call, messages, draft.text, critic)
+    return Answer(text, route, draft.text, rules, **_usage(draft, critique, revised))
 
 
 def critic_messages(query: str, draft: str) -> list[dict[str, str]]:

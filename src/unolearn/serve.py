@@ -59,8 +59,7 @@ try:
 except ImportError:  # only the proxy's upstream client needs it (the serve extra); collect_served does not
     aiohttp = None
 
-from .answer import (CRITIC_MAX_TOKENS, Route, answer, critic_messages, plan_route,
-                     revise_messages, rules_of, strip_echo)
+from .answer import Route, answer, plan_route, reflect
 from .backends import Models
 from .backends.openai_http import error_text, normalize_base_url, resolve_api_key
 from .config import BackendsConfig, backends_from_dict, opt
@@ -763,16 +762,18 @@ class Proxy:
         """Draft, critic rules, revision: three upstream calls; returns the revised answer."""
         body = {k: v for k, v in chat.body.items() if k not in ("stream", "stream_options")}
         draft, d1 = await self.upstream.complete(body)
-        critic = {"model": adapter_name(route.module_id, route.epoch), "temperature": 0.0,
-                  "messages": critic_messages(chat.query, draft), "max_tokens": CRITIC_MAX_TOKENS,
-                  "seed": body.get("seed", 42)}
-        critique, d2 = await self.upstream.complete(critic)
-        rules = rules_of(critique)
-        messages = revise_messages(body["messages"], chat.query, draft, rules)
-        revised, d3 = await self.upstream.complete({**body, "messages": messages})
+
+        async def call(msgs: list[dict[str, Any]], adapter: str | None, max_tokens: int | None) -> tuple[str, Any]:
+            if max_tokens is None:
+                return await self.upstream.complete({**body, "messages": msgs})
+            return await self.upstream.complete({"model": adapter, "temperature": 0.0, "messages": msgs,
+                                                 "max_tokens": max_tokens, "seed": body.get("seed", 42)})
+
+        critic = adapter_name(route.module_id, route.epoch)
+        revised, _, (d2, d3) = await reflect(call, body["messages"], draft, critic, chat.query)
         usage = {k: sum(int((d.get("usage") or {}).get(k) or 0) for d in (d1, d2, d3))
                  for k in ("prompt_tokens", "completion_tokens")}
-        return strip_echo(revised), usage, chat.model
+        return revised, usage, chat.model
 
     async def embedded(self, chat: Chat, route: Route) -> tuple[str, dict[str, int], str]:
         """Answer with the workspace's own chat backend (:func:`unolearn.answer.answer`)."""
