@@ -1,0 +1,69 @@
+"""The proxy's settings and constants."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..backends.openai_http import normalize_base_url
+from ..config import opt
+from ..errors import ConfigError
+from ..names import SERVED_SYSTEMS
+
+
+EMBEDDED_MODEL = "unolearn"
+SYSTEM_HEADER = "x-unolearn-system"
+ACTIONS = ("like", "dislike", "copy", "regenerate", "edit")
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class ServeConfig:
+    """Settings of the routing proxy."""
+
+    upstream: str | None = opt(None, "The OpenAI-compatible model server answers are forwarded to (e.g. vLLM "
+                                     "at http://127.0.0.1:8000/v1, started with --enable-lora); None: embedded "
+                                     "mode, answers come from the workspace's configured chat backend.")
+    host: str = opt("127.0.0.1", "Interface to listen on.")
+    port: int = opt(8400, "Port to listen on (0: any free port).")
+    system: str = opt("uno", "Default system: 'uno' (expert, critic or base), 'uno-single' (expert or base), "
+                             "'uno-guided' (the best validated path, the rulebook guide among them) or 'base'; "
+                             "a request overrides it with the header X-Unolearn-System.")
+    api_key: str | None = opt(None, "Clients must send 'Authorization: Bearer <key>' (default: "
+                                    "$UNOLEARN_SERVE_KEY; empty: no key).")
+    upstream_api_key: str | None = opt(None, "Key sent to the upstream (default: $UNOLEARN_API_KEY, then "
+                                             "$OPENAI_API_KEY; empty: none).")
+    max_body_bytes: int = opt(1_000_000, "Largest request body accepted (413 above).")
+    max_messages: int = opt(256, "Most messages in one chat request (413 above).")
+    upstream_timeout_s: float = opt(120.0, "Timeout of one upstream call (connect, between received bytes, "
+                                           "and waiting for a free connection).")
+    upstream_connections: int = opt(256, "Most connections open to the upstream, busy or idle.")
+    load_adapters: bool = opt(False, "At start, load every adapter the workspace's plans use into the upstream "
+                                     "(vLLM POST /v1/load_lora_adapter).")
+    workers: int = opt(1, "Server processes sharing the port (upstream mode only: each one is a full proxy with "
+                          "its own writer; /metrics then counts the worker that answers the scrape).")
+    write_batch: int = opt(512, "Most served rows and feedbacks written in one transaction.")
+    write_linger_s: float = opt(0.02, "The writer waits this long after a first queued row for more to join its "
+                                      "transaction (fewer commits under load; a feedback answer waits at most this "
+                                      "much longer).")
+
+    def __post_init__(self) -> None:
+        if self.api_key is None:
+            self.api_key = os.environ.get("UNOLEARN_SERVE_KEY") or None
+        self.api_key = self.api_key or None
+        if self.upstream is not None:
+            self.upstream = normalize_base_url(self.upstream)
+        if self.system not in SERVED_SYSTEMS:
+            raise ConfigError(f"serve.system: {self.system!r} is not one of {', '.join(SERVED_SYSTEMS)}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("serve.port must be between 0 and 65535")
+        if self.max_body_bytes < 1024 or self.max_messages < 1 or self.write_batch < 1 or self.write_linger_s < 0:
+            raise ConfigError("serve.max_body_bytes ≥ 1024, max_messages ≥ 1, write_batch ≥ 1 and "
+                              "write_linger_s ≥ 0 are required")
+        if self.upstream_timeout_s <= 0 or self.upstream_connections < 1:
+            raise ConfigError("serve.upstream_timeout_s must be > 0 and upstream_connections ≥ 1")
+        if self.load_adapters and self.upstream is None:
+            raise ConfigError("serve.load_adapters needs an upstream")
+        if self.workers < 1 or (self.workers > 1 and self.upstream is None):
+            raise ConfigError("serve.workers must be ≥ 1, and more than 1 needs an upstream (each worker would "
+                              "load the embedded model)")

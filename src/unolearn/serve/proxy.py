@@ -1,0 +1,365 @@
+"""The proxy: routes each request through the plan, to the upstream or the embedded model."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+try:
+    import aiohttp
+except ImportError:  # only the proxy's upstream client needs it (the serve extra); collect_served does not
+    aiohttp = None
+
+from ..answer import Route, answer, plan_route, reflect
+from ..backends import Models
+from ..config import BackendsConfig
+from ..errors import ConfigError, UnolearnError
+from ..rulebook import guide_messages
+from ..selection import adapter_name
+from ..store import Workspace, now
+from ..train import epoch_dir
+from .config import EMBEDDED_MODEL, SYSTEM_HEADER, ServeConfig
+from .metrics import Metrics
+from .problems import HTTPProblem, UpstreamError, error_body, error_response
+from .recorder import Recorder
+from .upstream import Relayed, Upstream, content_of
+from .wire import Chat, chunks, completion, parse_chat, parse_feedback, route_header, sse, text_of
+
+log = logging.getLogger(__name__)
+
+
+class Proxy:
+    """The app's state and handlers (one instance per app)."""
+
+    def __init__(self, ws_dir: Path, cfg: ServeConfig, backends: BackendsConfig | None, built: dict[str, Any]):
+        self.ws_dir, self.cfg = Path(ws_dir), cfg
+        self.ws = Workspace.open(ws_dir)
+        self.metrics = Metrics()
+        self.recorder = Recorder(self.ws_dir, cfg.write_batch, cfg.write_linger_s)
+        self.models = Models(self.ws, backends, **built) if cfg.upstream is None else None
+        self.upstream = (Upstream(cfg.upstream, cfg.upstream_api_key, cfg.upstream_timeout_s,
+                                  cfg.upstream_connections) if cfg.upstream else None)
+        try:
+            self.router, self._route_ws, self._route_pool = self._load_router(backends, built)
+        except BaseException:
+            self.ws.close()
+            raise
+
+    def _load_router(self, backends: BackendsConfig | None, built: dict[str, Any]) -> tuple:
+        """A Router on its own connection and thread, or None when there is nothing to route to."""
+        if not self.ws.count("clusters") or not self.ws.count("plans"):
+            return None, None, None
+        from ..cluster import Router
+
+        route_ws = Workspace.open(self.ws_dir)
+        embedder = Models(route_ws, backends, **{k: v for k, v in built.items() if k == "embedder"}).embedder
+        return Router.load(route_ws, embedder), route_ws, ThreadPoolExecutor(1, thread_name_prefix="unolearn-route")
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        """Start the recorder and the upstream client (loading adapters if asked); flush and close at the end."""
+        await self.recorder.start()
+        if self.upstream:
+            await self.upstream.start()
+        try:
+            if self.cfg.load_adapters:
+                await self.load_adapters()
+            yield
+        finally:
+            await self.recorder.close()
+            await self.close()
+
+    async def close(self) -> None:
+        """Release clients, threads and connections (the recorder closes apart)."""
+        if self.upstream:
+            await self.upstream.close()
+        if self.models:
+            await self.models.aclose()
+        if self._route_pool:
+            self._route_pool.shutdown()
+            self._route_ws.close()
+        self.ws.close()
+
+    async def load_adapters(self) -> list[str]:
+        """Load every adapter the plans use into the upstream (vLLM ``/load_lora_adapter``); their names."""
+        names = []
+        for module_id, epoch, path in self.ws.planned_adapters():
+            name = adapter_name(module_id, epoch)
+            body = json.dumps({"lora_name": name, "lora_path": str(epoch_dir(path, epoch))}).encode()
+            try:
+                await self.upstream.read("POST", "/load_lora_adapter", body)
+            except UpstreamError as e:
+                if e.http_status in (404, 405):
+                    raise ConfigError(f"cannot load adapter {name}: {e} (vLLM loads adapters at run time only when "
+                                      "started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)") from e
+                if "already" not in str(e).lower():
+                    raise
+            names.append(name)
+        log.info("loaded %d adapters into %s", len(names), self.cfg.upstream)
+        return names
+
+    # -- auth and bodies --
+
+    def authorize(self, request: Any) -> None:
+        """401 unless the request carries the configured bearer key."""
+        if self.cfg.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.cfg.api_key}".encode()):
+            raise HTTPProblem("missing or wrong API key (Authorization: Bearer <key>)", 401, "invalid_api_key")
+
+    async def read_body(self, request: Any) -> bytes:
+        """The request body; 413 beyond ``max_body_bytes``."""
+        limit = self.cfg.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise HTTPProblem(f"request body over {limit} bytes", 413, "request_too_large")
+        parts, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise HTTPProblem(f"request body over {limit} bytes", 413, "request_too_large")
+            parts.append(part)
+        return b"".join(parts)
+
+    # -- handlers --
+
+    async def chat(self, request: Any) -> Any:
+        """``POST /v1/chat/completions``."""
+        start, path = time.perf_counter(), "none"
+        try:
+            self.authorize(request)
+            system = request.headers.get(SYSTEM_HEADER, self.cfg.system)
+            chat = parse_chat(await self.read_body(request), system, self.cfg.max_messages)
+            route = await self.plan(chat)
+            path = route.path
+            resp = await self.dispatch(chat, route, start)
+        except UnolearnError as e:
+            self.count_error(e)
+            resp = error_response(e)
+        except Exception:  # noqa: BLE001 — a bug: logged here, never sent to the client
+            log.exception("unexpected error in /v1/chat/completions")
+            resp = error_response(HTTPProblem("internal error", 500, "internal_error", "server_error"))
+        if not getattr(resp, "streams", False):
+            self.metrics.observe(path, resp.status_code, time.perf_counter() - start)
+        return resp
+
+    def count_error(self, e: UnolearnError) -> None:
+        """Count an upstream failure in the metrics."""
+        if isinstance(e, UpstreamError):
+            self.metrics.upstream_errors[e.kind] += 1
+
+    async def plan(self, chat: Chat) -> Route:
+        """The route of ``chat`` (embedding runs on the router's own thread)."""
+        if self.router is None or chat.system == "base":
+            return Route(chat.system, "base")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._route_pool, plan_route, self._route_ws, self.router,
+                                          chat.query, chat.system)
+
+    async def dispatch(self, chat: Chat, route: Route, start: float) -> Any:
+        """Answer ``chat`` along ``route``."""
+        if self.upstream is None:
+            text, usage, model = await self.embedded(chat, route)
+        elif route.path == "reflective":
+            text, usage, model = await self.reflective(chat, route)
+        elif route.path == "guide":
+            body = json.dumps({**chat.body, "messages": guide_messages(chat.body["messages"], route.guide)}).encode()
+            return await (self.relay_stream(chat, route, body, chat.model, start) if chat.stream
+                          else self.relay(chat, route, body, chat.model))
+        else:
+            body = chat.raw if route.path == "base" else json.dumps(
+                {**chat.body, "model": adapter_name(route.module_id, route.epoch)}).encode()
+            model = chat.model if route.path == "base" else adapter_name(route.module_id, route.epoch)
+            if chat.stream:
+                return await self.relay_stream(chat, route, body, model, start)
+            return await self.relay(chat, route, body, model)
+        return self.final(chat, route, text, usage, model, start)
+
+    async def relay(self, chat: Chat, route: Route, body: bytes, model: str) -> Any:
+        """Forward a non-streaming request; answer the upstream's JSON with our response id."""
+        from starlette.responses import Response
+
+        data = await self.upstream.post("/chat/completions", body)
+        data["id"] = chat.rid
+        self.record(chat, route, content_of(data), model)
+        return Response(json.dumps(data), media_type="application/json", headers=self.headers(chat, route))
+
+    async def relay_stream(self, chat: Chat, route: Route, body: bytes, model: str, start: float) -> Any:
+        """Forward a streaming request; relay its events as they come, with our response id."""
+        resp = await self.upstream.open_stream(body)
+        return Relayed(self.streaming(self.events(resp, chat, route, model, start), chat, route), resp)
+
+    async def events(self, resp: aiohttp.ClientResponse, chat: Chat, route: Route, model: str,
+                     start: float) -> AsyncIterator[bytes]:
+        """The upstream's SSE events, ids replaced; the answer is recorded before ``[DONE]`` goes out."""
+        parts: list[str] = []
+        status, buf, done = 200, b"", False
+        try:
+            with self.upstream.errors():
+                async for data in resp.content.iter_any():
+                    buf = (buf + data).replace(b"\r\n", b"\n")
+                    while b"\n\n" in buf and not done:
+                        event, buf = buf.split(b"\n\n", 1)
+                        out, done = self.event(event, chat, parts)
+                        if done:
+                            self.record(chat, route, "".join(parts), model)
+                        yield out
+            if not done:
+                self.record(chat, route, "".join(parts), model)
+        except UpstreamError as e:
+            status = e.http_status
+            self.count_error(e)
+            yield sse(error_body(e))
+        finally:
+            self.metrics.observe(route.path, status, time.perf_counter() - start)
+            resp.release()
+
+    @staticmethod
+    def event(event: bytes, chat: Chat, parts: list[str]) -> tuple[bytes, bool]:
+        """One relayed event (its ``id`` replaced, its content kept in ``parts``) and whether it was ``[DONE]``."""
+        if not event.startswith(b"data:"):
+            return event + b"\n\n", False
+        payload = event[5:].strip()
+        if payload == b"[DONE]":
+            return b"data: [DONE]\n\n", True
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return event + b"\n\n", False
+        if isinstance(obj, dict) and "id" in obj:
+            obj["id"] = chat.rid
+            for choice in obj.get("choices") or []:
+                if choice.get("index", 0) == 0:
+                    parts.append((choice.get("delta") or {}).get("content") or "")
+        return sse(obj), False
+
+    async def reflective(self, chat: Chat, route: Route) -> tuple[str, dict[str, int], str]:
+        """Draft, critic rules, revision: three upstream calls; returns the revised answer."""
+        body = {k: v for k, v in chat.body.items() if k not in ("stream", "stream_options")}
+        draft, d1 = await self.upstream.complete(body)
+
+        async def call(msgs: list[dict[str, Any]], adapter: str | None, max_tokens: int | None) -> tuple[str, Any]:
+            if max_tokens is None:
+                return await self.upstream.complete({**body, "messages": msgs})
+            return await self.upstream.complete({"model": adapter, "temperature": 0.0, "messages": msgs,
+                                                 "max_tokens": max_tokens, "seed": body.get("seed", 42)})
+
+        critic = adapter_name(route.module_id, route.epoch)
+        revised, _, (d2, d3) = await reflect(call, body["messages"], draft, critic, chat.query)
+        usage = {k: sum(int((d.get("usage") or {}).get(k) or 0) for d in (d1, d2, d3))
+                 for k in ("prompt_tokens", "completion_tokens")}
+        return revised, usage, chat.model
+
+    async def embedded(self, chat: Chat, route: Route) -> tuple[str, dict[str, int], str]:
+        """Answer with the workspace's own chat backend (:func:`unolearn.answer.answer`)."""
+        messages = [{"role": m["role"], "content": text_of(m.get("content"))} for m in chat.body["messages"]]
+        kw = {"max_tokens": int(chat.body.get("max_tokens") or chat.body.get("max_completion_tokens") or 512),
+              "temperature": float(chat.body.get("temperature") or 0.0), "seed": chat.body.get("seed", 42)}
+        out = await answer(self.ws, self.models, self.router, messages, chat.system, route=route, **kw)
+        return out.text, out.usage, self.models.generator.model_id
+
+    def final(self, chat: Chat, route: Route, text: str, usage: dict[str, int], model: str, start: float) -> Any:
+        """Answer a text the proxy composed (JSON, or SSE events when streaming); record it."""
+        from starlette.responses import Response
+
+        self.record(chat, route, text, model)
+        shown = chat.model or model
+        if not chat.stream:
+            body = json.dumps(completion(chat.rid, shown, text, usage))
+            return Response(body, media_type="application/json", headers=self.headers(chat, route))
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                for c in chunks(chat.rid, shown, text, usage if chat.include_usage else None):
+                    yield c
+            finally:
+                self.metrics.observe(route.path, 200, time.perf_counter() - start)
+
+        return self.streaming(events(), chat, route)
+
+    def streaming(self, events: AsyncIterator[bytes], chat: Chat, route: Route) -> Any:
+        """An SSE response (its metrics are counted when the stream ends)."""
+        from starlette.responses import StreamingResponse
+
+        resp = StreamingResponse(events, media_type="text/event-stream",
+                                 headers={**self.headers(chat, route), "cache-control": "no-cache"})
+        resp.streams = True
+        return resp
+
+    @staticmethod
+    def headers(chat: Chat, route: Route) -> dict[str, str]:
+        """The unolearn response headers."""
+        return {"x-unolearn-route": route_header(route), "x-unolearn-response-id": chat.rid}
+
+    def record(self, chat: Chat, route: Route, text: str, model: str) -> None:
+        """Queue the served interaction for storage."""
+        row = (chat.rid, json.dumps(chat.body["messages"], ensure_ascii=False), text,
+               json.dumps(vars(route)), model, now(), chat.user)
+        self.recorder.served(row)
+
+    async def feedback(self, request: Any) -> Any:
+        """``POST /v1/feedback``."""
+        from starlette.responses import JSONResponse
+
+        try:
+            self.authorize(request)
+            rid, text, action, edited = parse_feedback(await self.read_body(request))
+            if not await self.known_soon(rid):
+                raise HTTPProblem(f"no response {rid!r}", 404, "response_not_found")
+            await self.recorder.feedback((rid, text, action, edited, now()))
+        except UnolearnError as e:
+            return error_response(e)
+        self.metrics.feedback[action or "none"] += 1
+        return JSONResponse({"object": "feedback", "response_id": rid, "stored": True})
+
+    async def known_soon(self, rid: str) -> bool:
+        """True when ``rid`` was served. With several workers an id not seen yet is looked up again for a
+        moment, since another worker may still hold the row in its queue (linger plus one commit); one
+        worker knows its own queue, so its first answer is final."""
+        waits = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2) if self.cfg.workers > 1 else (0.0,)
+        for wait in waits:
+            await asyncio.sleep(wait)
+            if self.recorder.known(rid):
+                return True
+        return False
+
+    async def models_list(self, request: Any) -> Any:
+        """``GET /v1/models``."""
+        from starlette.responses import JSONResponse, Response
+
+        try:
+            self.authorize(request)
+            if self.upstream is None:
+                return JSONResponse({"object": "list", "data": [
+                    {"id": EMBEDDED_MODEL, "object": "model", "created": 0, "owned_by": "unolearn"}]})
+            return Response(await self.upstream.models(), media_type="application/json")
+        except UnolearnError as e:
+            self.count_error(e)
+            return error_response(e)
+
+    async def healthz(self, request: Any) -> Any:
+        """``GET /healthz`` (no auth)."""
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"status": "ok", "mode": "embedded" if self.upstream is None else "upstream",
+                             "routing": self.router is not None, "system": self.cfg.system})
+
+    async def metrics_text(self, request: Any) -> Any:
+        """``GET /metrics``."""
+        from starlette.responses import PlainTextResponse
+
+        try:
+            self.authorize(request)
+        except UnolearnError as e:
+            return error_response(e)
+        depth = self.recorder.queue.qsize() if self.recorder.queue else 0
+        return PlainTextResponse(self.metrics.render(depth), media_type="text/plain; version=0.0.4")

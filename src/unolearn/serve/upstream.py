@@ -1,0 +1,136 @@
+"""The client of the upstream OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+try:
+    import aiohttp
+except ImportError:  # only the proxy's upstream client needs it (the serve extra); collect_served does not
+    aiohttp = None
+
+from ..backends.openai_http import error_text, resolve_api_key
+from .problems import UpstreamError
+
+
+class Upstream:
+    """The OpenAI-compatible server answers are forwarded to, through one shared ``aiohttp.ClientSession``.
+
+    The session is opened by :meth:`start` (on the running loop) and closed by :meth:`close` (the app's
+    lifespan); its connector holds up to ``connections`` connections, busy or idle. ``timeout_s`` bounds
+    the wait for a free connection plus connecting, and every wait for bytes. Redirects are not followed.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None, timeout_s: float, connections: int) -> None:
+        self.base_url, self.timeout_s, self.connections = base_url, timeout_s, connections
+        key = resolve_api_key(api_key)
+        self.headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the session (connections open on demand)."""
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_read=self.timeout_s)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.connections),
+                                             headers=self.headers, timeout=timeout,
+                                             cookie_jar=aiohttp.DummyCookieJar())  # a proxy keeps no cookies
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Raise aiohttp's failures as :class:`UpstreamError` (502): timeout, bad answer or unreachable."""
+        try:
+            yield
+        except asyncio.TimeoutError as e:
+            raise UpstreamError(f"upstream timed out after {self.timeout_s:g} s ({type(e).__name__})", "timeout") from e
+        except aiohttp.ClientPayloadError as e:
+            raise UpstreamError(f"upstream sent a body that cannot be decoded: {e}", "bad_answer") from e
+        except aiohttp.ClientError as e:
+            raise UpstreamError(f"upstream unreachable at {self.base_url}: {type(e).__name__} {e}".strip(),
+                                "unreachable") from e
+
+    async def send(self, method: str, path: str, body: bytes | None = None) -> aiohttp.ClientResponse:
+        """The upstream's answer, headers read; a non-2xx is read, released and raised (:func:`check`)."""
+        with self.errors():
+            resp = await self.session.request(method, self.base_url + path, data=body, allow_redirects=False)
+            if not 200 <= resp.status < 300:
+                try:
+                    body = await resp.read()
+                finally:
+                    resp.release()
+                check(resp.status, resp.reason, body)
+        return resp
+
+    async def read(self, method: str, path: str, body: bytes | None = None) -> bytes:
+        """The body of a 2xx answer; :class:`UpstreamError` otherwise."""
+        resp = await self.send(method, path, body)
+        try:
+            with self.errors():
+                return await resp.read()
+        finally:
+            resp.release()
+
+    async def post(self, path: str, body: bytes) -> dict[str, Any]:
+        """POST ``body`` and return the JSON answer of a 2xx."""
+        data = await self.read("POST", path, body)
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise UpstreamError(f"upstream answered non-JSON: {data[:200]!r}", "bad_answer") from e
+
+    async def complete(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """A non-streaming chat completion: its text and JSON answer."""
+        data = await self.post("/chat/completions", json.dumps(body).encode())
+        return content_of(data), data
+
+    async def open_stream(self, body: bytes) -> aiohttp.ClientResponse:
+        """Start a streaming chat completion (2xx checked, body not read); the caller must release the answer."""
+        return await self.send("POST", "/chat/completions", body)
+
+    async def models(self) -> bytes:
+        """The upstream's ``/models`` answer."""
+        return await self.read("GET", "/models")
+
+
+def check(status: int, reason: str | None, body: bytes) -> None:
+    """Raise for a non-2xx upstream answer: its 4xx as is, a 5xx (or anything else) as 502."""
+    message = f"upstream answered HTTP {status}: {error_text(body, reason)}"
+    if 400 <= status < 500:
+        raise UpstreamError(message, "rejected", status)
+    raise UpstreamError(message, "error")
+
+
+class Relayed:
+    """An ASGI response relaying an upstream stream; the upstream answer is released once it is sent.
+
+    Releasing here, not only in the event generator, frees the pooled connection also when the client
+    left before the generator started or while it waited on a send (an answer not read to its end
+    closes its connection).
+    """
+
+    streams = True
+
+    def __init__(self, response: Any, upstream: aiohttp.ClientResponse) -> None:
+        self.response, self.upstream = response, upstream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Send the response, then release the upstream answer."""
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            self.upstream.release()
+
+def content_of(data: Any) -> str:
+    """``choices[0].message.content`` of a chat completion ('' when absent)."""
+    try:
+        return data["choices"][0]["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
