@@ -25,7 +25,7 @@ import json
 
 from unolearn.assess import yes_probability
 from unolearn.backends import ChatRequest, Models
-from unolearn.bench_quality import build_prompts, load_memory
+from unolearn.bench.quality import build_prompts, load_memory
 from unolearn.constraints import compliance
 from unolearn.distill import DistillConfig, judge_request
 from unolearn.prompt_sets import resolve

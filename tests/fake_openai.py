@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from unolearn.bench_server import chat_completion, serve_asgi
+from unolearn.bench.server import chat_completion, serve_asgi
 
 
 @dataclass

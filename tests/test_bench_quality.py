@@ -5,7 +5,7 @@ import pytest
 
 from unolearn.backends import Models
 from unolearn.backends.cache import CachedChatModel
-from unolearn.bench_quality import (Bm25Index, MemoryItem, QualityConfig, build_prompts, checklist_items,
+from unolearn.bench.quality import (Bm25Index, MemoryItem, QualityConfig, build_prompts, checklist_items,
                                     checklist_schema, dense_top, load_memory, memory_prompt, paired_bootstrap_ci,
                                     prompt_counts, rouge_l, rules_prompt, run)
 from unolearn.cli import quality_table

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from unolearn.bench import write_synthetic_logs
+from unolearn.bench.ingest import write_synthetic_logs
 
 from conftest import chat, write_jsonl
 

@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from doubles import HashEmbedder
 from unolearn import cluster
-from unolearn.bench_cluster import bench_cluster, synthetic_vectors
+from unolearn.bench.cluster import bench_cluster, synthetic_vectors
 from unolearn.cluster import (ClusterConfig, Router, cluster_vectors, dual_embedding, normalise,
                               order_by_size, sweep, weighted_ward)
 from unolearn.errors import ConfigError, InputError, NotFoundError

@@ -18,7 +18,7 @@ from fake_openai import FakeOpenAI, fake_openai, fake_vector  # noqa: F401  (fix
 from unolearn.backends.base import ChatRequest
 from unolearn.backends.openai_http import (OpenAIChatModel, OpenAIEmbedder, normalize_base_url,
                                            retry_after_s)
-from unolearn.bench_throughput import bench_throughput
+from unolearn.bench.throughput import bench_throughput
 from unolearn.errors import BackendError, BackendHTTPError, ConfigError
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}

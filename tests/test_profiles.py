@@ -2,7 +2,7 @@
 
 import pytest
 
-from unolearn.bench_quality import QualityConfig
+from unolearn.bench.quality import QualityConfig
 from unolearn.config import stage_config
 from unolearn.distill import DistillConfig
 from unolearn.errors import ConfigError

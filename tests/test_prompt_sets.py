@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from unolearn.bench_demo import run_sampled
+from unolearn.bench.demo import run_sampled
 from unolearn.errors import InputError
 from unolearn.prompt_sets import PROMPT_SETS, export, packaged_dir, resolve
 from unolearn.simulate import load_prompt_records

@@ -13,8 +13,8 @@ import pytest
 
 from doubles import HashEmbedder, MockChatModel
 from fake_openai import FakeOpenAI
-from unolearn.bench_serve import bench_serve
-from unolearn.bench_server import serve_asgi
+from unolearn.bench.serve import bench_serve
+from unolearn.bench.server import serve_asgi
 from unolearn.errors import ConfigError
 from unolearn.serve import Recorder, ServeConfig, collect_served, create_app
 from unolearn.store import Workspace, now
@@ -404,8 +404,8 @@ def test_bench_serve_small_run(workers):
 
 
 def test_fixed_latency_upstream_of_the_benchmark():
-    from unolearn.bench_serve import _load, _post
-    from unolearn.bench_server import FixedLatencyProtocol
+    from unolearn.bench.serve import _load, _post
+    from unolearn.bench.server import FixedLatencyProtocol
 
     async def main():
         loop = asyncio.get_running_loop()

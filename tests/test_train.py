@@ -301,7 +301,7 @@ def test_small_clusters_take_more_optimizer_steps_for_the_same_compute():
 
 
 def test_bench_train_trains_one_seeded_cluster(tiny_model_dir, tmp_path):
-    from unolearn.bench_train import bench_train
+    from unolearn.bench.train import bench_train
 
     cfg = TrainConfig(base_model=str(tiny_model_dir), profile="cpu", epochs=1, critic_epochs=1, lora_r=4,
                       lora_alpha=8, max_length=256)

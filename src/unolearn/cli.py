@@ -549,7 +549,7 @@ def answer_cmd(ctx: click.Context, query: str, system: str, max_tokens: int | No
     import asyncio
 
     from .answer import answer
-    from .bench_quality import QualityConfig
+    from .bench.quality import QualityConfig
     from .cluster import Router
 
     max_tokens = max_tokens or stage_config_for(ctx, QualityConfig, "bench_quality").max_tokens
@@ -826,7 +826,7 @@ def bench() -> None:
 @json_option
 def bench_ingest(n: int, as_json: bool) -> None:
     """Ingest N synthetic records in a child process; report records/s and peak resident memory."""
-    from .bench import bench_ingest as run
+    from .bench.ingest import bench_ingest as run
 
     out = run(n)
     echo_json(out) if as_json else click.echo(
@@ -841,7 +841,7 @@ def bench_ingest(n: int, as_json: bool) -> None:
 @json_option
 def bench_throughput_cmd(n: int, latency: float, concurrency: int, as_json: bool) -> None:
     """Requests/s of the OpenAI-compatible client against a local server, sequential vs concurrent."""
-    from .bench_throughput import bench_throughput
+    from .bench.throughput import bench_throughput
 
     out = bench_throughput(n=n, latency_s=latency, concurrency=concurrency)
     echo_json(out) if as_json else click.echo(
@@ -867,7 +867,7 @@ def bench_train_cmd(pairs: int, answer_words: int, keep: Path | None, base_model
                     epochs: int | None, critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
     """Seconds to train one cluster's expert and critic on this machine (synthetic pairs)."""
     from .backends import make_embedder
-    from .bench_train import bench_train
+    from .bench.train import bench_train
     from .config import load_backends
     from .train import TrainConfig
 
@@ -890,7 +890,7 @@ def bench_train_cmd(pairs: int, answer_words: int, keep: Path | None, base_model
 @json_option
 def bench_demo_cmd(ws_dir: Path, train_per_set: int | None, test_per_set: int | None, as_json: bool) -> None:
     """Wall time and peak resident memory of the whole process tree of `unolearn demo` (psutil samples)."""
-    from .bench_demo import bench_demo
+    from .bench.demo import bench_demo
 
     flags = [f for k, v in (("--train-per-set", train_per_set), ("--test-per-set", test_per_set))
              if v is not None for f in (k, str(v))]
@@ -905,7 +905,7 @@ def bench_demo_cmd(ws_dir: Path, train_per_set: int | None, test_per_set: int | 
 @json_option
 def bench_cluster_cmd(n: int, as_json: bool) -> None:
     """Time, peak memory and ARI (vs exact Ward on a 5,000-point subset) of clustering N vectors."""
-    from .bench_cluster import bench_cluster
+    from .bench.cluster import bench_cluster
 
     out = bench_cluster(n=n)
     echo_json(out) if as_json else click.echo(
@@ -936,7 +936,7 @@ def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: t
     satisfied), quality guards (LexEval ROUGE-L, HelloBench checklist coverage), prompt tokens and
     latency per query. Also adds a bar chart to `unolearn report`.
     """
-    from .bench_quality import QualityConfig, run
+    from .bench.quality import QualityConfig, run
     from .ingest import ingest as run_ingest
     from .simulate import load_preferences, load_prompt_records
 
@@ -1001,7 +1001,7 @@ def _vs_base(result: dict[str, Any], name: str, d: dict[str, Any]) -> str:
 @json_option
 def bench_serve_cmd(n: int, concurrency: int, latency: float, workers: int, as_json: bool) -> None:
     """Throughput and latency through the proxy vs directly to the same upstream, and lost feedback."""
-    from .bench_serve import bench_serve
+    from .bench.serve import bench_serve
 
     out = bench_serve(n=n, concurrency=concurrency, latency_s=latency, workers=workers)
     echo_json(out) if as_json else click.echo(

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bench_quality, pipeline
+from . import pipeline
+from .bench import quality as bench_quality
 from .backends import Models
-from .bench_quality import QualityConfig
+from .bench.quality import QualityConfig
 from .config import opt, stage_config
 from .errors import ConfigError
 from .pipeline import RunConfigs, run_configs

@@ -29,17 +29,17 @@ from typing import Any
 
 import numpy as np
 
-from .answer import answer, plan_route, self_refine
-from .backends import ChatRequest, ChatResult, Models
-from .cluster import Router
-from .config import opt
-from .constraints import compliance
-from .errors import ConfigError, InputError
-from .funnel import count_test_paths, funnel
-from .records import detect_lang
-from .text import tokens
-from .simulate import Preferences, constraints_for, record_query
-from .store import Workspace, write_lines_atomic
+from ..answer import answer, plan_route, self_refine
+from ..backends import ChatRequest, ChatResult, Models
+from ..cluster import Router
+from ..config import opt
+from ..constraints import compliance
+from ..errors import ConfigError, InputError
+from ..funnel import count_test_paths, funnel
+from ..records import detect_lang
+from ..text import tokens
+from ..simulate import Preferences, constraints_for, record_query
+from ..store import Workspace, write_lines_atomic
 
 SYSTEMS = ("base", "bm25", "dense", "rules", "self-refine", "uno-single", "uno", "uno-guided")
 UNO_SYSTEMS = ("uno", "uno-single", "uno-guided", "self-refine")

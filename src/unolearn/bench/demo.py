@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import UnolearnError
+from ..errors import UnolearnError
 
 
 def tree_rss(proc: Any) -> int:

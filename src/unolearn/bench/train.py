@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .backends import Embedder
-from .cluster import ClusterConfig
-from .cluster import run as cluster
-from .errors import InputError, UnolearnError
-from .records import Log, Message
-from .store import Workspace, now
-from .train import TrainConfig, resolve_base_model
-from .train import run as train
+from ..backends import Embedder
+from ..cluster import ClusterConfig
+from ..cluster import run as cluster
+from ..errors import InputError, UnolearnError
+from ..records import Log, Message
+from ..store import Workspace, now
+from ..train import TrainConfig, resolve_base_model
+from ..train import run as train
 
 TOPICS = ["sourdough bread", "tax deductions", "marathon training", "python packaging", "photosynthesis",
           "home insurance", "solar panels", "job interviews", "bird migration", "credit scores"]

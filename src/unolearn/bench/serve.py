@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError, UnolearnError
+from ..errors import ConfigError, UnolearnError
 
 WARMUP = 200
 
@@ -229,7 +229,7 @@ def _cpu_s(pids: list[int] | tuple[int, ...]) -> list[float]:
 
 def _stored_feedback(ws_dir: Path, ids: list[str]) -> int:
     """How many of ``ids`` have a stored feedback."""
-    from .store import Workspace
+    from ..store import Workspace
 
     with Workspace.open(ws_dir) as ws:
         stored = ws.responses_with_feedback()
@@ -248,7 +248,7 @@ def run_fast(coro: Any) -> Any:
 
 def _main(argv: list[str]) -> None:
     """Child process entry (the upstream): serve until standard input closes."""
-    from .bench_server import serve_fixed_latency
+    from .server import serve_fixed_latency
 
     async def upstream() -> None:
         stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .cluster import ClusterConfig, cluster_vectors
-from .errors import ConfigError, UnolearnError
+from ..cluster import ClusterConfig, cluster_vectors
+from ..errors import ConfigError, UnolearnError
 
 THRESHOLD = 2.0  # above within-blob merge heights, below most between-blob ones, at 5k and at 100k points
 SUBSET = 5_000

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import UnolearnError
+from ..errors import UnolearnError
 
 
 def write_synthetic_logs(path: Path, n: int) -> None:
