@@ -2,14 +2,14 @@
 
 Honest figures on a small machine need the three parties in separate processes (threads of one
 process would share one interpreter lock). The fixed-latency upstream is a bare asyncio protocol
-(:class:`.bench_server.FixedLatencyProtocol`), so that it takes little of the CPU the proxy needs. The
+(:class:`.server.FixedLatencyProtocol`), so that it takes little of the CPU the proxy needs. The
 proxy is the real ``unolearn serve --upstream URL [--workers N]`` on a fresh empty workspace, so every
 request takes the base path and routing's embedding cost is not part of the figure. This process is
 the client: a minimal keep-alive HTTP/1.1 client on asyncio streams (one connection per worker, on
 uvloop when installed). After the proxied run, one feedback is posted per proxied response; the proxy
 is then interrupted (its workers write what they queued) and the stored feedback is counted.
 
-Run the upstream by hand: ``python -m unolearn.bench_serve LATENCY_S``; it prints its URL and serves
+Run the upstream by hand: ``python -m unolearn.bench.serve LATENCY_S``; it prints its URL and serves
 until its standard input closes.
 """
 
@@ -145,7 +145,7 @@ class _Child:
     """A server in a child process; its URL is the first line it prints."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "unolearn.bench_serve", *args], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "unolearn.bench.serve", *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         self.url = (self.proc.stdout.readline() or "").strip()
         if not self.url.startswith("http://"):

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import ConfigError, UnolearnError
+from ..wire import completion
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -26,15 +27,10 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Await
 
 def chat_completion(model: str, content: str, *, prompt_tokens: int = 0, completion_tokens: int | None = None,
                     finish_reason: str = "stop") -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` response body with one choice."""
-    if completion_tokens is None:
-        completion_tokens = len(content.split())
-    return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": finish_reason}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
+    """An OpenAI ``chat.completion`` response body with one choice (completion tokens: its words by default)."""
+    usage = {"prompt_tokens": prompt_tokens,
+             "completion_tokens": len(content.split()) if completion_tokens is None else completion_tokens}
+    return completion(f"chatcmpl-{uuid.uuid4().hex[:12]}", model, content, usage, finish_reason)
 
 
 async def _read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:

@@ -1,6 +1,6 @@
 """Throughput of the OpenAI-compatible chat backend: sequential vs concurrent requests.
 
-Both runs send the same ``n`` requests to a local fixed-latency responder (:mod:`.bench_server`), so
+Both runs send the same ``n`` requests to a local fixed-latency responder (:mod:`.server`), so
 the ratio measures how well :class:`~.backends.openai_http.OpenAIChatModel` overlaps requests
 (ideally ``concurrency``), not a model's speed.
 """

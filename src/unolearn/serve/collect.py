@@ -6,7 +6,7 @@ import json
 
 from ..records import Action, Log, Message, detect_lang
 from ..store import Workspace
-from .wire import text_of
+from ..wire import text_of
 
 
 def collect_served(ws: Workspace) -> int:

@@ -31,7 +31,8 @@ from .metrics import Metrics
 from .problems import HTTPProblem, UpstreamError, error_body, error_response
 from .recorder import Recorder
 from .upstream import Relayed, Upstream, content_of
-from .wire import Chat, chunks, completion, parse_chat, parse_feedback, route_header, sse, text_of
+from ..wire import chunks, completion, sse, text_of
+from .wire import Chat, parse_chat, parse_feedback, route_header
 
 log = logging.getLogger(__name__)
 
