@@ -52,7 +52,7 @@ def run_configs(build: Callable[[type, str], Any]) -> RunConfigs:
 
 def cluster_fingerprint(ws: Workspace, embedder_id: str, cfg: ClusterConfig) -> str:
     """A key of everything the clustering depends on."""
-    usable = sorted(log_id for log_id, _ in ws.rule_sets("feedback"))
+    usable = sorted(ws.rule_ids("feedback"))
     return content_hash("clustering", {"logs": usable, "embedder": embedder_id, "cfg": asdict(cfg)})
 
 

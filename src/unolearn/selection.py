@@ -254,10 +254,6 @@ async def _compare(models: Models, base: Baseline, module_id: str, epoch: int, t
         rows.append((module_id, epoch, log.id, 0, sb, sm, b, ratio, o, int(text == base_text)))
 
 
-def _store_validation(ws: Workspace, module_id: str, rows: list[tuple]) -> None:
-    ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
-
-
 async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs: int, base: Baseline,
                           cfg: SelectConfig) -> Validation:
     """Judge every epoch of one expert against a fresh base answer to each validation query; store the items.
@@ -273,7 +269,7 @@ async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs:
         answers = await models.generator.generate(_answer_requests(base.logs, cfg, name), desc=f"epoch {epoch}")
         await _compare(models, base, module_id, epoch, [a.text if a.ok else "" for a in answers], cfg,
                        outcomes, rows)
-    _store_validation(ws, module_id, rows)
+    ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
     return Validation(dict(outcomes), len(base.logs))
 
 
@@ -300,7 +296,7 @@ async def validate_critic(ws: Workspace, models: Models, module_id: str, epoch: 
              for (log, _), draft, c in zip(base.logs, base.answers, critiques)], desc="revisions")
         await _compare(models, base, module_id, epoch, [strip_echo(r.text) if r.ok else "" for r in revisions],
                        cfg, outcomes, rows)
-    _store_validation(ws, module_id, rows)
+    ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
     return Validation(dict(outcomes), len(base.logs))
 
 
@@ -316,7 +312,7 @@ async def validate_guide(ws: Workspace, models: Models, module_id: str, text: st
             [ChatRequest.of(guide_messages(pair_prompt(log), text), max_tokens=cfg.answer_max_tokens, seed=cfg.seed)
              for log, _ in base.logs], desc="guided answers")
         await _compare(models, base, module_id, 1, [a.text if a.ok else "" for a in answers], cfg, outcomes, rows)
-    _store_validation(ws, module_id, rows)
+    ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
     return Validation(dict(outcomes), len(base.logs))
 
 
@@ -396,9 +392,10 @@ def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[
 def _gap_notes(ws: Workspace) -> dict[int, tuple[str, str]]:
     """Per cluster: its gap plan, and the scores behind it as text ("gap 0.52 ≥ 0.45 (embedding, 6 logs scored)")."""
     out = {}
-    for cluster, plan, gap, threshold, scorer, n in ws.gap_rows():
-        sign = "≥" if plan == "reflective" else "<"
-        out[cluster] = (plan, f"gap {gap:.2f} {sign} {threshold:.2f} ({scorer}, {n} logs scored)")
+    for cluster, g in ws.gaps().items():
+        sign = "≥" if g["plan"] == "reflective" else "<"
+        out[cluster] = (g["plan"], f"gap {g['gap']:.2f} {sign} {g['threshold']:.2f} ({g['scorer']}, "
+                                   f"{g['n_logs']} logs scored)")
     return out
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from .config import opt
 from .distill import feedback_examples, no_rule_logs, numbered, pair_prompt, pair_record
 from .errors import ConfigError, InputError, UnolearnError
-from .records import Clustering, content_hash
+from .records import content_hash
 from .store import Workspace
 from .text import clip
 
@@ -529,7 +529,7 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
     """Train the experts and critics the plan calls for, for one cluster or all of them."""
     limit_heap_growth()
     cfg = (cfg or TrainConfig()).resolved()
-    plans = {row[0]: row[1] for row in ws.gap_rows()}
+    plans = {cluster: g["plan"] for cluster, g in ws.gaps().items()}
     clusters = ws.cluster_ids()
     if not clusters:
         raise InputError("no clusters: run `unolearn cluster` (and `unolearn assess`) first")
@@ -590,7 +590,8 @@ def _run_at(root: str, cfg: TrainConfig | None, cluster: int | None) -> list[Mod
 
 def list_modules(ws: Workspace) -> list[dict[str, Any]]:
     """Every trained module with its provenance."""
-    current = (ws.clustering() or Clustering(id=-1, embedder="", created_at="")).id
+    version = ws.clustering()
+    current = version.id if version else None
     keys = ("id", "cluster", "kind", "path", "epochs", "base_model", "data_hash", "metrics", "created_at")
     return [{**{k: m[k] for k in keys}, "seconds": round(m["seconds"], 1), "n_train": len(m["train_logs"]),
              "n_val": len(m["val_logs"]), "current": m["clustering"] == current}

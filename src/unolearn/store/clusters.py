@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..errors import NotFoundError
 from ..records import Clustering
@@ -86,11 +87,6 @@ class ClusterTables(Base):
             "SELECT r.log_id, l.record, r.rules FROM rules r JOIN logs l ON l.id = r.log_id "
             "WHERE r.kind = 'feedback' ORDER BY r.log_id").fetchall()
 
-    def pair_texts(self, log_id: str) -> list[tuple[str, str, str]]:
-        """``(prompt, chosen, rejected)`` of one log's preference pairs, by pair id."""
-        return self.conn.execute("SELECT prompt, chosen, rejected FROM pairs WHERE log_id = ? ORDER BY id",
-                                 (log_id,)).fetchall()
-
     def clustered_rule_rows(self) -> list[tuple[int, str, str, str, str | None]]:
         """``(cluster, log id, lang, feedback rules JSON, prior rules JSON or None)`` of every clustered
         log with a feedback rule set, by cluster and log id."""
@@ -109,3 +105,15 @@ class ClusterTables(Base):
             c.execute("DELETE FROM gaps")
             c.executemany("INSERT INTO gaps (cluster, scorer, gap, gap_mean, gap_max, n_logs, plan, threshold) "
                           "VALUES (?,?,?,?,?,?,?,?)", gaps)
+
+    def gaps(self) -> dict[int, dict[str, Any]]:
+        """Every assessed cluster's gap, its mean and max, scorer, plan, threshold and logs scored."""
+        keys = ("gap", "gap_mean", "gap_max", "scorer", "plan", "threshold", "n_logs")
+        return {r[0]: dict(zip(keys, r[1:])) for r in self.conn.execute(
+            f"SELECT cluster, {', '.join(keys)} FROM gaps")}
+
+    def set_gap(self, cluster: int, scorer: str, gap: float, n_logs: int, plan: str, threshold: float) -> None:
+        """Store one cluster's gap (mean and max equal to it), as a benchmark that skips assessment does."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO gaps (cluster, scorer, gap, gap_mean, gap_max, n_logs, plan, threshold) "
+                      "VALUES (?,?,?,?,?,?,?,?)", (cluster, scorer, gap, gap, gap, n_logs, plan, threshold))

@@ -40,7 +40,7 @@ class ModuleTables(Base):
 
     def modules(self, cluster: int | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         """The modules of the current clustering (of one cluster and kind), newest first."""
-        sql, args = "SELECT * FROM modules WHERE clustering IS ?", [self._clustering_id()]
+        sql, args = "SELECT * FROM modules WHERE clustering IS (SELECT max(id) FROM clusterings)", []
         if cluster is not None:
             sql, args = sql + " AND cluster = ?", [*args, cluster]
         if kind is not None:
@@ -80,12 +80,8 @@ class ModuleTables(Base):
         """``(path, module id, epoch, win rate, reason)`` of one cluster's plan for ``system`` in the current
         clustering (None: not selected yet)."""
         return self.conn.execute("SELECT path, module_id, epoch, win_rate, reason FROM plans WHERE cluster = ? "
-                                 "AND system = ? AND clustering IS ?",
-                                 (cluster, system, self._clustering_id())).fetchone()
-
-    def gap_rows(self) -> list[tuple[int, str, float, float, str, int]]:
-        """``(cluster, plan, gap, threshold, scorer, n logs)`` of every assessed cluster."""
-        return self.conn.execute("SELECT cluster, plan, gap, threshold, scorer, n_logs FROM gaps").fetchall()
+                                 "AND system = ? AND clustering IS (SELECT max(id) FROM clusterings)",
+                                 (cluster, system)).fetchone()
 
     def replace_validation(self, module_id: str, rows: list[tuple]) -> None:
         """Store a module's validation items in place of its earlier ones (``validation`` columns in order)."""

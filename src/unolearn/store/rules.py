@@ -76,14 +76,7 @@ class RuleTables(Base):
             "ORDER BY m.cluster, m.log_id", args).fetchall()
         return [(cid, Log.model_validate_json(rec), json.loads(rules or "[]")) for cid, rec, rules in rows]
 
-    def gaps(self) -> dict[int, dict[str, Any]]:
-        """Every assessed cluster's gap, its mean and max, scorer, plan, threshold and logs scored."""
-        keys = ("gap", "gap_mean", "gap_max", "scorer", "plan", "threshold", "n_logs")
-        return {r[0]: dict(zip(keys, r[1:])) for r in self.conn.execute(
-            f"SELECT cluster, {', '.join(keys)} FROM gaps")}
-
-    def set_gap(self, cluster: int, scorer: str, gap: float, n_logs: int, plan: str, threshold: float) -> None:
-        """Store one cluster's gap (mean and max equal to it), as a benchmark that skips assessment does."""
-        with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO gaps (cluster, scorer, gap, gap_mean, gap_max, n_logs, plan, threshold) "
-                      "VALUES (?,?,?,?,?,?,?,?)", (cluster, scorer, gap, gap, gap, n_logs, plan, threshold))
+    def pair_texts(self, log_id: str) -> list[tuple[str, str, str]]:
+        """``(prompt, chosen, rejected)`` of one log's preference pairs, by pair id."""
+        return self.conn.execute("SELECT prompt, chosen, rejected FROM pairs WHERE log_id = ? ORDER BY id",
+                                 (log_id,)).fetchall()

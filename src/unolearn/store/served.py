@@ -51,5 +51,5 @@ class ServedTables(Base):
         """``(module id, epoch, adapter folder)`` of every adapter a plan of the current clustering uses."""
         rows = self.conn.execute("SELECT DISTINCT p.module_id, p.epoch, m.path FROM plans p JOIN modules m "
                                  "ON m.id = p.module_id WHERE p.path IN ('primary', 'reflective') "
-                                 "AND p.clustering IS ? ORDER BY 1, 2", (self._clustering_id(),)).fetchall()
+                                 "AND p.clustering IS (SELECT max(id) FROM clusterings) ORDER BY 1, 2").fetchall()
         return [(mid, epoch, str(self.resolve(path))) for mid, epoch, path in rows]
