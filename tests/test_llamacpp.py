@@ -128,6 +128,36 @@ def test_a_shared_prompt_prefix_is_reused_with_the_same_answers(tmp_path):
     assert evaluated < sum(r.prompt_tokens for r in reused) * 0.75
 
 
+def test_a_reply_is_scored_alike_on_a_fresh_model_and_after_other_requests():
+    system = {"role": "system", "content": "You answer in one short sentence. " * 30}
+    ask = ChatRequest.of([system, {"role": "user", "content": "Name a fruit."}], max_tokens=12)
+    score = ChatRequest.of([system, {"role": "user", "content": "Name a fruit."}], continuation="An apple.")
+    fresh = LlamaCppChatModel()
+    [alone] = fresh.generate_sync([score])
+    [first_answer] = fresh.generate_sync([ask])  # a generation after a scoring: as on a fresh model
+    reply_tokens = len(fresh._llm.tokenize(b"An apple.", add_bos=False))
+    asyncio.run(fresh.aclose())
+    m = LlamaCppChatModel()
+    [answer, after, again] = m.generate_sync([ask, score, score])  # the prompt's blocks come from the cache
+    asyncio.run(m.aclose())
+    assert alone.logprob < 0 and alone.text == "An apple."
+    assert after.logprob == alone.logprob == again.logprob
+    assert first_answer.text == answer.text
+    assert alone.completion_tokens == reply_tokens + 1  # and the end of turn
+
+
+def test_a_reply_that_follows_stated_rules_becomes_likelier_when_they_are_stated(model):
+    q = "What is the capital of France?"
+    rules = q + "\n\nIn your answer, follow these requirements:\n- Start with 'In short:'."
+    gains = {}
+    for reply in ("In short: Paris is the capital of France.", "The capital of France is Paris."):
+        plain, stated = model.generate_sync([ChatRequest.of(q, continuation=reply),
+                                             ChatRequest.of(rules, continuation=reply)])
+        gains[reply] = stated.logprob - plain.logprob
+    follows, ignores = gains.values()
+    assert follows > 0 > ignores
+
+
 def test_batch_results_keep_request_order(model):
     prompts = ["Say hi.", "Name one planet of the solar system, one word only.",
                "Translate to French, nothing else: 'The cat sleeps on the warm windowsill all afternoon.'"]

@@ -96,3 +96,20 @@ def test_trl_sft_with_lora_changes_adapter_not_base(tiny_model_dir, tmp_path: Pa
     lora = [n for n in before if "lora_" in n]
     assert lora and any(not torch.equal(before[n], after[n]) for n in lora)
     assert all(torch.equal(before[n], after[n]) for n in before if "lora_" not in n)
+
+
+def test_backend_scores_a_reply_as_the_model_computes_it(tiny_model_dir, model, tok):
+    from unolearn.backends.base import ChatRequest
+    from unolearn.backends.hf import TransformersChatModel
+
+    backend = TransformersChatModel(tiny_model_dir)
+    [res] = backend.generate_sync([ChatRequest.of(MESSAGES[:2], continuation=MESSAGES[2]["content"])])
+    ids = tok.apply_chat_template(MESSAGES, tokenize=True, return_dict=True)["input_ids"]
+    head = len(tok.apply_chat_template(MESSAGES[:2], tokenize=True, add_generation_prompt=True, return_dict=True)
+               ["input_ids"])
+    reply = ids[head:-1]  # the reply and its end of turn, without the template's final newline
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids[:head + len(reply) - 1]])).logits[0, head - 1:]
+    expected = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(reply)[:, None]).sum()
+    assert res.ok and res.completion_tokens == len(reply)
+    assert abs(res.logprob - float(expected)) < 1e-4

@@ -42,6 +42,9 @@ class ChatRequest:
     seed: int | None = None
     max_tokens: int = 512
     logprobs: int | None = None  # ask for this many top log-probabilities of the first answer token
+    #: Score instead of generate: the log-probability of this text as the assistant's whole reply
+    #: (its tokens and the end of the turn), in :attr:`ChatResult.logprob`. Sampling fields are unused.
+    continuation: str | None = None
 
     @classmethod
     def of(cls, messages: Sequence[dict[str, str]] | str, **kw: Any) -> "ChatRequest":
@@ -52,7 +55,8 @@ class ChatRequest:
 
     def key(self, model_id: str) -> str:
         """The response-cache key of this request sent to ``model_id``."""
-        return content_hash("chat", {"model": model_id, **self.__dict__, "messages": list(self.messages)})
+        fields = {k: v for k, v in self.__dict__.items() if not (k == "continuation" and v is None)}  # older keys
+        return content_hash("chat", {"model": model_id, **fields, "messages": list(self.messages)})
 
 
 def first_token_logprobs(choice: dict[str, Any]) -> dict[str, float] | None:
@@ -77,6 +81,7 @@ class ChatResult:
     error: UnolearnError | None = None
     cached: bool = False
     top_logprobs: dict[str, float] | None = None  # first answer token → log-probability (with logprobs)
+    logprob: float | None = None  # with a continuation: the sum of its tokens' log-probabilities
 
     @property
     def ok(self) -> bool:
@@ -87,7 +92,7 @@ class ChatResult:
         """Serialise a successful result (for the response cache)."""
         return canonical_json({"text": self.text, "parsed": self.parsed, "prompt_tokens": self.prompt_tokens,
                                "completion_tokens": self.completion_tokens, "latency_s": self.latency_s,
-                               "top_logprobs": self.top_logprobs})
+                               "top_logprobs": self.top_logprobs, "logprob": self.logprob})
 
     @classmethod
     def from_json(cls, text: str) -> "ChatResult":
@@ -142,6 +147,8 @@ class ChatModel(ABC):
     concurrency: int = 1
     #: How many times a schema-constrained request is re-asked after invalid output.
     schema_retries: int = 2
+    #: Whether :attr:`ChatRequest.continuation` (scoring a given reply) is supported.
+    scores_continuations: bool = False
 
     def __init__(self) -> None:
         self.usage = Usage()

@@ -25,6 +25,7 @@ class CachedChatModel(ChatModel):
         self.model_id = inner.model_id
         self.concurrency = inner.concurrency
         self.schema_retries = inner.schema_retries
+        self.scores_continuations = inner.scores_continuations
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """Delegate one uncached request to the wrapped model."""

@@ -18,7 +18,10 @@ from .base import ChatModel, ChatRequest, ChatResult
 
 
 class TransformersChatModel(ChatModel):
-    """A causal LM from a Hugging Face folder; ``add_adapter`` loads PEFT adapters by name."""
+    """A causal LM from a Hugging Face folder; ``add_adapter`` loads PEFT adapters by name. It also scores
+    given replies (:attr:`ChatRequest.continuation`)."""
+
+    scores_continuations = True
 
     def __init__(self, model_dir: str | Path, *, device: str | None = None) -> None:
         super().__init__()
@@ -73,6 +76,8 @@ class TransformersChatModel(ChatModel):
         with self._lock:
             self._load()
             start = time.perf_counter()
+            if request.continuation is not None:
+                return self._score(request, start)
             ids = self._tok.apply_chat_template(list(request.messages), add_generation_prompt=True,
                                                 return_tensors="pt", return_dict=True)["input_ids"].to(self.device)
             if request.seed is not None:
@@ -88,6 +93,20 @@ class TransformersChatModel(ChatModel):
             text = self._tok.decode(new, skip_special_tokens=True)
             return ChatResult(text=text, prompt_tokens=int(ids.shape[1]), completion_tokens=int(new.shape[0]),
                               latency_s=time.perf_counter() - start)
+
+    def _score(self, request: ChatRequest, start: float) -> ChatResult:
+        """The log-probability of ``request.continuation`` as the whole reply (its tokens, then end of turn)."""
+        import torch
+
+        head = self._tok.apply_chat_template(list(request.messages), add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"]
+        tail = self._tok(request.continuation, add_special_tokens=False)["input_ids"] + [self._tok.eos_token_id]
+        ids = torch.tensor([list(head) + tail], device=self.device)
+        with torch.no_grad(), self._adapter_context(request.adapter):
+            logits = self._model(input_ids=ids).logits[0, len(head) - 1:-1].float()
+        lp = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(head):, None]).sum()
+        return ChatResult(text=request.continuation, prompt_tokens=len(head), completion_tokens=len(tail),
+                          latency_s=time.perf_counter() - start, logprob=float(lp))
 
     def _adapter_context(self, name: str | None) -> Any:
         from contextlib import nullcontext

@@ -21,7 +21,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -127,13 +127,16 @@ def packaged_model_path(model: PackagedModel = DEFAULT_MODEL, cache_dir: str | P
 
 
 class LlamaCppChatModel(ChatModel):
-    """A chat model run in this process by llama.cpp, with optional GGUF LoRA adapters.
+    """A chat model run in this process by llama.cpp, with optional GGUF LoRA adapters; it also scores
+    given replies (:attr:`ChatRequest.continuation`).
 
     ``model_path=None`` uses the pinned default model from the installed ``embedded`` packages.
     ``adapters`` maps adapter names (as in :attr:`ChatRequest.adapter`) to GGUF LoRA files.
     ``n_threads=None`` uses every CPU this process may run on (see :func:`default_threads`).
     ``seed`` is used for requests without one. ``cache_dir`` is where a split default model is reassembled.
     """
+
+    scores_continuations = True
 
     def __init__(self, model_path: str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
                  seed: int = 42, adapters: dict[str, str] | None = None,
@@ -153,7 +156,7 @@ class LlamaCppChatModel(ChatModel):
     def _open(self) -> None:
         """Load the model and its adapters (at start, and again after :meth:`aclose`; callers hold the lock)."""
         self._llm = load_llama(*self._load_args)
-        self._arm = align_prompt_evals(self._llm, PROMPT_BLOCK)
+        self._evals = AlignedEvals(self._llm, PROMPT_BLOCK)
         self._adapters = {name: self._load_adapter(name, p) for name, p in self._adapter_files.items()}
         self._active = None
 
@@ -202,9 +205,11 @@ class LlamaCppChatModel(ChatModel):
                 self._open()
             self._use_adapter(request.adapter)
             try:
+                if request.continuation is not None:
+                    return self._score(request, start)
                 if request.logprobs:
                     return self._with_logprobs(request, start)
-                self._arm()
+                self._evals.arm()
                 out = self._llm.create_chat_completion(**self._completion_args(request))
             except (ValueError, RuntimeError) as e:
                 raise BackendError(f"llama.cpp: {e}") from e
@@ -217,7 +222,7 @@ class LlamaCppChatModel(ChatModel):
         if request.max_tokens == 1 and request.temperature == 0 and request.schema is None:
             return ChatResult(text=next(iter(top)), prompt_tokens=prompt_tokens, completion_tokens=1,
                               latency_s=time.perf_counter() - start, top_logprobs=top)
-        self._arm()
+        self._evals.arm()
         out = self._llm.create_chat_completion(**self._completion_args(request))
         result = _to_result(out, request, time.perf_counter() - start)
         result.top_logprobs = top
@@ -232,6 +237,19 @@ class LlamaCppChatModel(ChatModel):
         chat template and evaluated, and the last position's logits are read from the context.
         """
         import numpy as np
+
+        llm = self._llm
+        tokens = self._prompt_tokens(request)
+        llm.n_tokens = min(shared_prefix(llm.input_ids[:llm.n_tokens], tokens), len(tokens) - 1)
+        self._evals.arm()
+        llm.eval(tokens[llm.n_tokens:])  # eval first drops the cache past n_tokens
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+        logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        top = np.argsort(logp)[::-1][:request.logprobs]
+        return len(tokens), {llm.detokenize([int(i)]).decode("utf-8", "ignore"): float(logp[i]) for i in top}
+
+    def _prompt_tokens(self, request: ChatRequest) -> list[int]:
+        """The request's messages in the model's own chat template, up to the assistant's turn, as tokens."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         llm = self._llm
@@ -242,14 +260,17 @@ class LlamaCppChatModel(ChatModel):
         bos = llm.detokenize([llm.token_bos()]).decode("utf-8", "ignore") if llm.token_bos() >= 0 else ""
         prompt = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(
             messages=[dict(m) for m in request.messages]).prompt
-        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-        llm.n_tokens = min(shared_prefix(llm.input_ids[:llm.n_tokens], tokens), len(tokens) - 1)
-        self._arm()
-        llm.eval(tokens[llm.n_tokens:])  # eval first drops the cache past n_tokens
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
-        logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
-        top = np.argsort(logp)[::-1][:request.logprobs]
-        return len(tokens), {llm.detokenize([int(i)]).decode("utf-8", "ignore"): float(logp[i]) for i in top}
+        return llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def _score(self, request: ChatRequest, start: float) -> ChatResult:
+        """The log-probability of ``request.continuation`` as the whole reply: its tokens, then the end of
+        the turn, given the prompt (llama.cpp evaluates the prompt and the reply; nothing is generated)."""
+        llm = self._llm
+        head = self._prompt_tokens(request)
+        tail = llm.tokenize(request.continuation.encode("utf-8"), add_bos=False, special=False) + [llm.token_eos()]
+        lps = self._evals.eval_logprobs(head + tail, len(head))
+        return ChatResult(text=request.continuation, prompt_tokens=len(head), completion_tokens=len(tail),
+                          latency_s=time.perf_counter() - start, logprob=float(sum(lps)))
 
     def _completion_args(self, request: ChatRequest) -> dict[str, Any]:
         """``create_chat_completion`` keyword arguments for ``request``."""
@@ -381,32 +402,75 @@ def default_threads() -> int:
 
 
 #: Prompts are evaluated in blocks of this many tokens counted from position 0, and a cached prefix is
-#: reused only in whole blocks of the previous prompt (:func:`align_prompt_evals`). llama.cpp's kernels
+#: reused only in whole blocks of the previous prompt (:class:`AlignedEvals`). llama.cpp's kernels
 #: depend on the batch they compute, so a prompt evaluated from another offset gets slightly different
 #: logits, which can flip a near-tie greedy token (measured on an AVX2 CPU: 1 answer in 4 changed;
 #: on AVX-512 none). Aligned reuse evaluates every prompt token in the same batch as a fresh model.
 PROMPT_BLOCK = 128
 
 
-def align_prompt_evals(llm: Any, block: int) -> Callable[[], None]:
-    """Make the next prompt evaluation of ``llm`` reuse its cache only in whole ``block``-token blocks of
-    the previous prompt (tokens generated after it were evaluated one at a time, unlike a prompt's);
-    returns the function that arms it before each prompt. Generated tokens are evaluated as before."""
-    original = llm.eval
-    state = {"armed": False, "prompt_end": 0}
+class AlignedEvals:
+    """Makes every prompt evaluation of ``llm`` reuse its cache only in whole ``block``-token blocks of the
+    previous prompt (tokens generated after a prompt were evaluated one at a time, unlike a prompt's), so
+    that each prompt token is computed in the same batch as on a freshly opened model.
 
-    def eval_aligned(tokens: Any) -> None:
-        if state["armed"]:
-            state["armed"] = False
-            start = min(llm.n_tokens, state["prompt_end"])
-            start -= start % block
+    :meth:`arm` before a prompt; generated tokens are evaluated as before. :meth:`eval_logprobs` evaluates
+    a whole sequence the same way and returns the log-probabilities of its tokens.
+    """
+
+    def __init__(self, llm: Any, block: int) -> None:
+        self.llm, self.block = llm, block
+        self.armed = False
+        self.prompt_end = 0  # tokens before this position were evaluated in aligned blocks
+        self._eval = llm.eval
+        llm.eval = self._eval_aligned
+
+    def arm(self) -> None:
+        """Align the next evaluation (the prompt of the next request)."""
+        self.armed = True
+
+    def _eval_aligned(self, tokens: Any) -> None:
+        llm = self.llm
+        if self.armed:
+            self.armed = False
+            start = self._reusable(llm.n_tokens)
             tokens = [*llm.input_ids[start:llm.n_tokens].tolist(), *tokens]  # the matched tokens, evaluated again
             llm.n_tokens = start
-            state["prompt_end"] = start + len(tokens)
-        original(tokens)
+            self.prompt_end = start + len(tokens)
+        self._eval(tokens)
 
-    llm.eval = eval_aligned
-    return lambda: state.__setitem__("armed", True)
+    def _reusable(self, n: int) -> int:
+        """How many of the first ``n`` cached tokens may be reused: whole blocks of the last prompt."""
+        n = min(n, self.prompt_end)
+        return n - n % self.block
+
+    def eval_logprobs(self, tokens: list[int], first: int) -> list[float]:
+        """Evaluate ``tokens`` (reusing whole cached blocks) and return the log-probability of each token
+        from position ``first`` (≥ 1) on, given the tokens before it."""
+        import numpy as np
+
+        llm = self.llm
+        if len(tokens) > llm.n_ctx():
+            raise BackendError(f"{len(tokens)} tokens do not fit the context of {llm.n_ctx()}")
+        start = self._reusable(min(shared_prefix(llm.input_ids[:llm.n_tokens], tokens), first - 1))
+        llm._ctx.kv_cache_seq_rm(-1, start, -1)
+        out: list[float] = []
+        for pos in range(start, len(tokens), self.block):
+            chunk = tokens[pos:pos + self.block]
+            llm._batch.set_batch(batch=chunk, n_past=pos, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[pos:pos + len(chunk)] = chunk
+            llm.n_tokens = pos + len(chunk)
+            want = [i for i in range(len(chunk)) if first <= pos + i + 1 < len(tokens)]  # predicts a scored token
+            if want:
+                rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(chunk), llm.n_vocab()))[want]
+                rows = rows.astype(np.float64)
+                top = rows.max(axis=1, keepdims=True)
+                norm = top[:, 0] + np.log(np.exp(rows - top).sum(axis=1))
+                nxt = [tokens[pos + i + 1] for i in want]
+                out += (rows[np.arange(len(want)), nxt] - norm).tolist()
+        self.prompt_end = len(tokens)
+        return out
 
 
 def shared_prefix(a: Any, b: list[int]) -> int:
