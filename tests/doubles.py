@@ -18,13 +18,15 @@ class MockChatModel(ChatModel):
     """Answers with queued texts (or a default), recording every request in ``history``.
 
     ``enqueue("text")`` queues one answer; ``enqueue(error=BackendError(...))`` queues a failure;
-    ``responder`` (request → text) answers whatever the queue does not.
+    ``responder`` (request → text) answers whatever the queue does not; ``scorer`` (request → log-probability)
+    scores the requests that carry a ``continuation`` (without it the model cannot score).
     """
 
-    def __init__(self, default: str = "ok", *, responder=None, concurrency: int = 4,
+    def __init__(self, default: str = "ok", *, responder=None, scorer=None, concurrency: int = 4,
                  delay_s: float = 0.0, model_id: str = "mock") -> None:
         super().__init__()
         self.default, self.responder, self.delay_s = default, responder, delay_s
+        self.scorer, self.scores_continuations = scorer, scorer is not None
         self.concurrency, self.model_id = concurrency, model_id
         self.queue: list[Any] = []
         self.history: list[ChatRequest] = []
@@ -43,6 +45,11 @@ class MockChatModel(ChatModel):
         self.history.append(request)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if request.continuation is not None:
+            if self.scorer is None:
+                raise BackendError("mock: no scorer")
+            return ChatResult(text=request.continuation, completion_tokens=len(request.continuation.split()),
+                              logprob=float(self.scorer(request)))
         item = self.queue.pop(0) if self.queue else (
             self.responder(request) if self.responder else self.default)
         if isinstance(item, BackendError):

@@ -133,6 +133,29 @@ def test_fresh_answers_from_the_feedback_compete_with_revisions(filled):
     assert [c["kind"] for c in json.loads(row[1])] == ["revise", "fresh"]
 
 
+def test_the_likelihood_judge_chooses_the_candidate_the_stated_rules_raise_most(filled):
+    def gain(req):  # a candidate ending in "seed 42" gains 3 nats once "Keep the answer under 50 words." is stated
+        stated = "Keep the answer under 50 words." in req.messages[-1]["content"]
+        return -30.0 + (3.0 if req.continuation.endswith("seed 42") else 1.0) * stated
+
+    gen, judge = MockChatModel(responder=respond), MockChatModel(scorer=gain)
+    run(filled, Models(filled, generator=gen, judge=judge), DistillConfig(n_revisions=2))  # judge: auto
+    row = filled.conn.execute("SELECT chosen, score, candidates FROM pairs WHERE log_id = ?",
+                              (LOGS["fb"].id,)).fetchone()
+    assert (row[0], row[1]) == ("revised answer seed 42", 3.0)
+    assert {(c["kind"], c["score"], c["judge"]) for c in json.loads(row[2])} == {
+        ("revise", 3.0, "likelihood"), ("revise", 1.0, "likelihood"), ("fresh", 3.0, "likelihood"),
+        ("fresh", 1.0, "likelihood")}
+    assert judge.history and all(r.continuation is not None for r in judge.history)
+
+
+def test_a_likelihood_judge_that_cannot_score_fails_before_any_call(filled):
+    gen = MockChatModel(responder=respond)
+    with pytest.raises(ConfigError, match="likelihood needs a judge model that scores replies"):
+        run(filled, Models(filled, generator=gen, judge=MockChatModel()), DistillConfig(judge="likelihood"))
+    assert not gen.history
+
+
 def test_export_formats(filled):
     run(filled, Models(filled, generator=MockChatModel(responder=respond)))
     trl = list(export_pairs(filled, "trl"))

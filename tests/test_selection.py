@@ -246,3 +246,40 @@ def test_the_guide_is_validated_with_the_rulebook_as_system_message(ws):
     assert "1. Cite the statute." in text and "emoji" not in text
     f = funnel(ws)
     assert f["plans"]["uno-guided"]["guide"] == 1 and f["guide_win_rates"] == {guided.module_id: 1.0}
+
+
+def stated_gain(req):
+    """A scorer as a model that follows stated rules: an answer citing the statute gains 4 nats once
+    "Cite the article of the statute." is stated in the request; any other answer loses 1."""
+    stated = "Cite the article of the statute." in req.messages[-1]["content"]
+    return -20.0 + (4.0 if "statute" in req.continuation else -1.0) * stated
+
+
+def test_the_likelihood_judge_compares_how_much_the_stated_rules_raise_each_answer(ws):
+    ids = seed_workspace(ws)
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 6, b"\0" * 16, "hash", now()))
+        c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, 0) for i in ids["law"]])
+        c.execute("INSERT INTO gaps VALUES (0,'embedding',0.1,0.1,0.1,6,'primary',0.45)")
+    add_module(ws, "exp-law", 0, "expert", ids["law"][:2], epochs=1)
+
+    def generator(req):
+        return "An answer citing the statute." if req.adapter == "exp-law@1" else "An answer."
+
+    gen, judge = MockChatModel(responder=generator), MockChatModel(scorer=stated_gain)
+    plans = {p.system: p for p in run(ws, Models(ws, generator=gen, judge=judge))}  # judge: auto → likelihood
+    assert (plans["uno"].path, plans["uno"].win_rate) == ("primary", 1.0)
+    assert judge.history and all(r.continuation is not None for r in judge.history)
+    stated = [r for r in judge.history if "follow these requirements:\n- Cite the article" in r.messages[-1]["content"]]
+    assert len(stated) * 2 == len(judge.history)  # each answer scored with the rules stated and without
+    rows = ws.conn.execute("SELECT score_initial, score_module, outcome FROM validation WHERE module_id='exp-law'"
+                           ).fetchall()
+    assert rows == [(-1.0, 4.0, 1.0)] * 2
+    # judge: llm asks the same model for 1-10 scores instead; a model that cannot score refuses likelihood
+    plans = {p.system: p for p in run(ws, Models(ws, generator=gen, judge=MockChatModel(
+        responder=lambda r: json.dumps({"reason": "r", "score": 5}))), SelectConfig(judge="llm"))}
+    assert plans["uno"].path == "base" and plans["uno"].win_rate == 0.5
+    with pytest.raises(ConfigError, match="likelihood needs a judge model that scores replies"):
+        run(ws, Models(ws, generator=gen, judge=MockChatModel()), SelectConfig(judge="likelihood"))
+    with pytest.raises(ConfigError, match="judge must be one of auto, llm, likelihood"):
+        SelectConfig(judge="coin")

@@ -26,9 +26,11 @@ from .backends import ChatModel, ChatRequest, Models
 from .config import opt
 from .errors import BackendError, ConfigError
 from .distill_examples import feedback_turns, gate_turns, prior_turns
+from .judge import JUDGES, resolve_judge, score_items
 from .records import Log, content_hash
 from .rulefilter import filter_rules
 from .store import Workspace, now
+from .text import numbered
 
 RULES_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -37,13 +39,6 @@ RULES_SCHEMA: dict[str, Any] = {
     "properties": {"rules": {"type": "array", "items": {"type": "string", "maxLength": 200}}},
     "required": ["rules"],
 }
-JUDGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"reason": {"type": "string", "maxLength": 300},
-                   "score": {"type": "integer", "minimum": 1, "maximum": 10}},
-    "required": ["reason", "score"],
-}
-
 PROMPTS = {
     "en": {
         "prior": (
@@ -73,11 +68,6 @@ PROMPTS = {
             "## Request\n{query}\n\n## What the user said about an earlier answer to it\n{feedback}\n\n"
             "Write a new answer to the request that gives this user what they asked for. "
             "Output only the answer."),
-        "judge": (
-            "You grade an answer strictly. Score from 1 (ignores the rules or is wrong) to 10 (follows "
-            "every rule and answers the request correctly and completely).\n\n## Request\n{query}\n\n"
-            "## Rules\n{rules}\n\n## Answer\n{answer}\n\n"
-            'Reply with JSON only: {{"reason": "<one or two sentences>", "score": <integer 1-10>}}'),
         "no_words": "(no words: the user {action} the answer)",
         "gate": ("You read what a user wrote after an assistant's answer. Say whether the user asks for the "
                  "answer to be different: a complaint, a correction, or a wish about its content or form. "
@@ -104,10 +94,6 @@ PROMPTS = {
         "fresh": (
             "## 请求\n{query}\n\n## 用户对之前某个回答的反馈\n{feedback}\n\n"
             "请重新回答这个请求，给出这位用户想要的回答。只输出回答。"),
-        "judge": (
-            "请严格评价一个回答。评分从 1（无视规则或回答错误）到 10（遵循每一条规则，且正确、完整地回答了请求）。"
-            "\n\n## 请求\n{query}\n\n## 规则\n{rules}\n\n## 回答\n{answer}\n\n"
-            '只输出 JSON：{{"reason": "<一两句话>", "score": <1-10 的整数>}}'),
         "no_words": "（没有文字：用户{action}了这个回答）",
         "gate": ("你要判断用户在助手回答之后说的话，是否要求这个回答有所不同：抱怨、纠正，或对回答内容、形式的要求。"
                  "感谢、称赞、闲聊和新的问题都不算。请回答 yes 或 no。"),
@@ -130,6 +116,10 @@ class DistillConfig:
     rules_max_tokens: int = opt(384, "Token budget of a rules answer (profile cpu: 192).")
     answer_max_tokens: int = opt(1024, "Token budget of a revised answer (profile cpu: 256).")
     judge_max_tokens: int = opt(256, "Token budget of a judge answer (profile cpu: 128).")
+    judge: str = opt("auto", "How the candidates are compared to pick `chosen`: `llm` (the judge's 1-10 score "
+                             "against the log's feedback rules), `likelihood` (how much likelier a candidate becomes "
+                             "when the rules are stated), `auto` (likelihood where the judge model can score replies, "
+                             "i.e. the embedded model; llm with a server). See unolearn/judge.py.")
     examples: bool = opt(True, "Put worked examples (distill_examples.py) before the rule and gate prompts.")
     gate: bool = opt(False, "Before writing feedback rules, ask the generator whether the user's reaction asks "
                             "for a change (yes/no from log-probabilities; skipped for backends without them). "
@@ -145,6 +135,8 @@ class DistillConfig:
             raise ConfigError("temperature must be in [0, 2] and top_p in (0, 1]")
         if not 0.0 <= self.gate_threshold <= 1.0:
             raise ConfigError("gate_threshold must be in [0, 1]")
+        if self.judge not in JUDGES:
+            raise ConfigError(f"judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
 
 
 @dataclass
@@ -173,11 +165,6 @@ class DistillResult:
         d = asdict(self)
         d["pairs"], d["rules_rejected"] = dict(self.pairs), dict(self.rules_rejected)
         return d
-
-
-def numbered(items: Sequence[str]) -> str:
-    """Items as a numbered list, one per line."""
-    return "\n".join(f"{i}. {x}" for i, x in enumerate(items, 1))
 
 
 def wordless_rejection(log: Log) -> str | None:
@@ -242,14 +229,6 @@ def revision_requests(log: Log, rules: Sequence[str], cfg: DistillConfig) -> lis
                "fresh": p["fresh"].format(query=log.query, feedback=feedback_text(log))}
     return [ChatRequest.of(prompts[kind], temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + i,
                            max_tokens=cfg.answer_max_tokens) for kind in REVISION_KINDS for i in range(cfg.n_revisions)]
-
-
-def judge_request(log: Log, rules: Sequence[str], answer: str, cfg: DistillConfig, seed: int | None = None,
-                  temperature: float = 0.0) -> ChatRequest:
-    """The judge's 1–10 score of ``answer`` against ``rules``."""
-    prompt = PROMPTS[log.lang]["judge"].format(query=log.query, rules=numbered(rules), answer=answer)
-    return ChatRequest.of(prompt, schema=JUDGE_SCHEMA, max_tokens=cfg.judge_max_tokens,
-                          temperature=temperature, seed=seed if seed is not None else cfg.seed)
 
 
 def clean_rules(parsed: Any, limit: int | None = None) -> list[str]:
@@ -364,6 +343,8 @@ async def _run(ws: Workspace, models: Models, cfg: DistillConfig, result: Distil
     done = _Done.load(ws)
     todo = [log for log in ws.iter_logs() if done.pending(log)]
     result.logs = len(todo)
+    if todo:
+        resolve_judge(cfg.judge, models.judge)  # a judge that cannot work fails before any model call
     try:
         with tqdm(total=len(todo), desc="distill", unit="log",
                   disable=None if progress is None else not progress) as bar:
@@ -488,16 +469,17 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
 async def _best_revisions(models: Models, jobs: list[tuple[Log, str, list[str]]], judged: list[tuple[int, str, str]],
                           cfg: DistillConfig, result: DistillResult) -> dict[int, tuple[float | None, str, list]]:
     """Job index → (judge score, best candidate, all candidates); ties keep the earliest (a revision)."""
-    scores = await models.judge.generate(
-        [judge_request(jobs[j][0], jobs[j][2], text, cfg) for j, text, _ in judged], progress=False)
+    kind = resolve_judge(cfg.judge, models.judge)
+    scores = await score_items(models.judge, kind, [(jobs[j][0], jobs[j][2], text) for j, text, _ in judged],
+                               samples=1, max_tokens=cfg.judge_max_tokens, seed=cfg.seed, desc="judge revisions")
     best: dict[int, tuple[float | None, str, list]] = {}
-    for (j, text, kind), sc in zip(judged, scores):
-        if not sc.ok:
-            result.fail(sc.error)
+    for (j, text, cand_kind), score in zip(judged, scores):
+        if score is None:
+            result.fail(BackendError(f"the {kind} judge could not score a revision"))
             continue
-        cand = {"answer": text, "kind": kind, "score": sc.parsed["score"], "reason": sc.parsed["reason"]}
+        cand = {"answer": text, "kind": cand_kind, "score": score, "judge": kind}
         prev = best.get(j, (float("-inf"), "", []))
-        top = (cand["score"], text) if cand["score"] > prev[0] else prev[:2]
+        top = (score, text) if score > prev[0] else prev[:2]
         best[j] = (*top, prev[2] + [cand])
     return best
 

@@ -2,13 +2,14 @@
 
 For every expert, each epoch's adapter and the base model answer the cluster's validation queries
 with the same token budget and seed (as the reference does: the comparison is with a fresh base
-answer, not the log's stored one). The judge scores both answers against the log's feedback rules
-three times (one greedy judgement, two sampled), and each answer's scores are averaged before the
-comparison: a win (1), a tie (½) or a loss (0); an answer that drifted off the query (BLEU ≤ 0.05
-against the base answer and the query, without the brevity penalty, which would punish short
-answers) or collapsed (< 10% of the base answer's length) counts as a loss. An expert with fewer than
-``min_val_items`` validation items is not judged. The best epoch is used when its win rate reaches
-0.53; otherwise the cluster falls back.
+answer, not the log's stored one). A judge (:mod:`unolearn.judge`) scores both answers against the
+log's feedback rules — the reference's LLM judge three times (one greedy judgement, two sampled,
+averaged), or, by default on the embedded model, how much likelier each answer becomes when those
+rules are stated — and the scores are compared: a win (1), a tie (½) or a loss (0); an answer that
+drifted off the query (BLEU ≤ 0.05 against the base answer and the query, without the brevity
+penalty, which would punish short answers) or collapsed (< 10% of the base answer's length) counts
+as a loss. An expert with fewer than ``min_val_items`` validation items is not judged. The best
+epoch is used when its win rate reaches 0.53; otherwise the cluster falls back.
 
 The reflective path (the critic's epoch of lowest validation loss, as in the reference, then the
 base model's revision) is judged the same way on the same items, against the same base answers; its
@@ -30,8 +31,9 @@ from typing import Any
 
 from .backends import ChatModel, ChatRequest, Models
 from .config import opt
-from .distill import DistillConfig, feedback_examples, judge_request, pair_prompt
+from .distill import feedback_examples, pair_prompt
 from .errors import ConfigError, InputError
+from .judge import JUDGES, resolve_judge, score_items
 from .records import Log
 from .store import Workspace
 from .text import content_tokens, tokens
@@ -43,6 +45,11 @@ class SelectConfig:
     """Thresholds and sampling of checkpoint validation."""
 
     win_threshold: float = opt(0.53, "An expert epoch is used when its win rate reaches this.")
+    judge: str = opt("auto", "How an answer and the base answer are compared on a validation item: `llm` (the "
+                             "judge's 1-10 score against the item's feedback rules, as the reference), `likelihood` "
+                             "(how much likelier the answer becomes when those rules are stated: log P(answer | "
+                             "query + rules) - log P(answer | query), by the judge model), or `auto` (likelihood "
+                             "where the judge model can score replies, i.e. the embedded model; llm with a server).")
     bleu_min: float = opt(0.05, "An answer whose BLEU to the base answer and the query (no brevity penalty: "
                                 "see `drift`) is ≤ this drifted off the query and counts as a loss.")
     min_length_ratio: float = opt(0.1, "An answer shorter than this share of the base answer counts as a loss.")
@@ -57,6 +64,8 @@ class SelectConfig:
     def __post_init__(self) -> None:
         if not (0 <= self.win_threshold <= 1 and 0 <= self.bleu_min < 1 and 0 <= self.min_length_ratio < 1):
             raise ConfigError("win_threshold must be in [0, 1], bleu_min and min_length_ratio in [0, 1)")
+        if self.judge not in JUDGES:
+            raise ConfigError(f"judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
         if min(self.judge_samples, self.answer_max_tokens, self.judge_max_tokens, self.min_val_items) < 1:
             raise ConfigError("judge_samples, answer_max_tokens, judge_max_tokens and min_val_items must be ≥ 1")
 
@@ -185,21 +194,12 @@ async def _guide(ws: Workspace, models: Models, cluster: int, row: dict[str, Any
     return module_id, (sum(val.outcomes[1]) / len(val.outcomes[1])) if val.outcomes.get(1) else None
 
 
-async def _judge_means(judge: ChatModel, items: list[tuple[Log, list[str], str]],
+async def _judge_means(models: Models, items: list[tuple[Log, list[str], str]],
                        cfg: SelectConfig) -> list[float | None]:
-    """Each (log, rules, answer) item's score: the mean of its ``judge_samples`` judgements (None if all failed)."""
-    dcfg = DistillConfig(judge_max_tokens=cfg.judge_max_tokens)
-    reqs = [judge_request(log, rules, answer, dcfg, seed=cfg.seed + s,
-                          temperature=0.0 if s == 0 else cfg.judge_temperature)
-            for log, rules, answer in items for s in range(cfg.judge_samples)]
-    outs = await judge.generate(reqs, desc="judge")
-    scores = [float(o.parsed["score"]) if o.ok else None for o in outs]
-    k = cfg.judge_samples
-    means = []
-    for i in range(len(items)):
-        valid = [x for x in scores[i * k:(i + 1) * k] if x is not None]
-        means.append(sum(valid) / len(valid) if valid else None)
-    return means
+    """Each (log, rules, answer) item's score by the configured judge (None if it could not be scored)."""
+    kind = resolve_judge(cfg.judge, models.judge)
+    return await score_items(models.judge, kind, items, samples=cfg.judge_samples, max_tokens=cfg.judge_max_tokens,
+                             seed=cfg.seed, temperature=cfg.judge_temperature)
 
 
 def _answer_requests(logs: list[tuple[Log, list[str]]], cfg: SelectConfig, adapter: str | None) -> list[ChatRequest]:
@@ -232,7 +232,7 @@ async def baseline(ws: Workspace, models: Models, val_ids: list[str], cfg: Selec
         return Baseline(logs, [], [])
     answers = [a.text if a.ok else "" for a in
                await models.generator.generate(_answer_requests(logs, cfg, None), desc="base answers")]
-    scores = await _judge_means(models.judge, [(log, rules, t) for (log, rules), t in zip(logs, answers)], cfg)
+    scores = await _judge_means(models, [(log, rules, t) for (log, rules), t in zip(logs, answers)], cfg)
     return Baseline(logs, answers, scores)
 
 
@@ -243,7 +243,7 @@ def _judged(base: Baseline) -> bool:
 async def _compare(models: Models, base: Baseline, module_id: str, epoch: int, texts: list[str],
                    cfg: SelectConfig, outcomes: dict[int, list[float]], rows: list[tuple]) -> None:
     """Judge ``texts`` (one module epoch's answers) against the base answers; add outcomes and rows."""
-    scores = await _judge_means(models.judge, [(log, rules, t) for (log, rules), t in zip(base.logs, texts)], cfg)
+    scores = await _judge_means(models, [(log, rules, t) for (log, rules), t in zip(base.logs, texts)], cfg)
     for (log, _), text, base_text, sm, sb in zip(base.logs, texts, base.answers, scores, base.scores):
         if sm is None or sb is None:
             continue
@@ -383,7 +383,11 @@ def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[
     if not clusters:
         raise InputError("no clusters: run `unolearn cluster` first")
     with ws.recorded_run("select", asdict(cfg)) as result:
+        result["judge"] = kind = resolve_judge(cfg.judge, models.judge)
         plans = asyncio.run(_run(ws, models, cfg, clusters))
+        for p in plans:
+            if p.win_rate is not None:
+                p.reason += f" [{kind} judge]"
         ws.replace_plans((p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans)
         result["plans"] = [asdict(p) for p in plans]
     return plans

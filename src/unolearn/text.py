@@ -4,6 +4,7 @@ both languages."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 
 def tokens(text: str, lang: str) -> list[str]:
@@ -36,3 +37,8 @@ def clip(text: str, limit: int) -> str:
         return text
     head = limit * 2 // 3
     return f"{text[:head].rstrip()} … {text[len(text) - (limit - head):].lstrip()}"
+
+
+def numbered(items: Sequence[str]) -> str:
+    """Items as a numbered list, one per line."""
+    return "\n".join(f"{i}. {x}" for i, x in enumerate(items, 1))
