@@ -247,7 +247,7 @@ def test_a_malformed_store_url_is_a_config_error(tmp_path):
                 "postgresql:///db", "nonsense"):
         with pytest.raises(ConfigError, match="store URL"):
             Workspace.open(tmp_path / "ws", bad)
-    assert not (tmp_path / "ws" / DB_NAME).exists()
+    assert not (tmp_path / "ws").exists()
 
 
 def test_a_sqlite_store_url_names_the_file(tmp_path):

@@ -24,9 +24,9 @@ from pathlib import Path
 from ..errors import WorkspaceError
 from . import migrations
 from .base import DB_NAME, resolve_dir
-from .dialect import connect, database_errors, redacted
 from .caches import CacheTables
 from .clusters import ClusterTables
+from .dialect import check_url, connect, database_errors, redacted
 from .logs import LogTables
 from .modules import ModuleTables
 from .rulebook import RulebookTables
@@ -47,6 +47,8 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
         workspace's own ``unolearn.sqlite3``. A malformed URL or a missing driver is a ConfigError.
         """
         root = resolve_dir(path)
+        if store is not None:
+            check_url(store)  # before anything is created
         try:
             root.mkdir(parents=True, exist_ok=True)
             (root / "artifacts").mkdir(exist_ok=True)
