@@ -130,3 +130,32 @@ def test_closed_output_pipe_exits_0_and_other_os_errors_exit_1(monkeypatch, caps
             cli.main(["logs", "stats"])
         assert exit_.value.code == code
     assert capsys.readouterr().err.strip() == "error: [Errno 13] Permission denied"
+
+
+def test_store_errors_are_one_line(run_cli, tmp_path):
+    from postgres import free_port
+
+    bad = run_cli("--store", "mysql://u@h/db", "logs", "stats")
+    assert bad.code == 2 and bad.err.startswith("error: store URL 'mysql://u@h/db': expected sqlite:///PATH or ")
+    url = f"postgresql://u:secret@127.0.0.1:{free_port()}/db"
+    down = run_cli("--store", url, "logs", "stats")
+    assert down.code == 3 and down.err.startswith("error: cannot reach the store postgresql://u:***@127.0.0.1:")
+    for r in (bad, down):
+        assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err and "secret" not in r.err
+    no_driver = subprocess.run(  # psycopg hidden from the import system: as if the postgres extra were missing
+        [sys.executable, "-c", "import sys; sys.modules['psycopg'] = None; from unolearn.cli import main; main()",
+         "-d", str(tmp_path / "ws"), "--store", "postgresql://u@127.0.0.1/db", "logs", "stats"],
+        capture_output=True, text=True)
+    assert no_driver.returncode == 2, no_driver.stderr
+    assert no_driver.stderr == "error: a postgresql:// store needs psycopg 3: pip install 'unolearn[postgres]'\n"
+
+
+def test_the_store_comes_from_the_environment_too(tmp_path):
+    p = write_jsonl(tmp_path / "logs.jsonl", [chat("q1", "a", "too long")])
+    db = tmp_path / "shared" / "team.sqlite3"
+    db.parent.mkdir()
+    env = {**os.environ, "UNOLEARN_STORE": f"sqlite:///{db}"}
+    r = subprocess.run([sys.executable, "-m", "unolearn", "-d", str(tmp_path / "ws"), "ingest", "--json", str(p)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["ingested"] == 1, r.stderr
+    assert db.is_file() and not (tmp_path / "ws" / "unolearn.sqlite3").exists()

@@ -1,11 +1,12 @@
 """The main job end to end through the real CLI: an OpenAI-compatible server (the fake) for chat and
-embeddings, real SQLite, real training on the tiny model, then `answer` and a resumed re-run."""
+embeddings, real training on the tiny model, then `answer` and a resumed re-run; on each store backend
+(the workspace's SQLite file, then a PostgreSQL database named with --store)."""
 
 import json
 
 import pytest
 
-from conftest import write_jsonl
+from conftest import each_store, write_jsonl  # noqa: F401
 from fake_openai import FakeOpenAI
 from tiny_model import tiny_model_dir  # noqa: F401
 
@@ -24,6 +25,12 @@ def respond(body):
     if "Rewrite the earlier answer" in text:
         return "A brief answer."
     return "A brief answer about the question." if body["model"] != "fake-model" else "A long answer about it."
+
+
+@pytest.fixture
+def store_url(each_store):
+    """`run_cli` passes --store URL for the PostgreSQL run."""
+    return each_store
 
 
 @pytest.fixture
@@ -46,7 +53,7 @@ def logs_file(tmp_path):
     return write_jsonl(tmp_path / "logs.jsonl", recs)
 
 
-def test_run_answer_and_resume(server, run_cli, ws_dir, tmp_path, tiny_model_dir):
+def test_run_answer_and_resume(server, run_cli, ws_dir, tmp_path, tiny_model_dir, store_url):
     ws_dir.mkdir(parents=True)
     (ws_dir / "config.yaml").write_text(json.dumps({
         "backends": {"generator": {"backend": "openai", "base_url": server.url, "model": "fake-model"},
@@ -80,3 +87,5 @@ def test_run_answer_and_resume(server, run_cli, ws_dir, tmp_path, tiny_model_dir
     assert all(m["reused"] for m in again.json()["train"])
     stats = run_cli("logs", "stats", "--json").json()
     assert stats["distilled"]["usable_feedback"] == 8
+    assert (ws_dir / "unolearn.sqlite3").exists() == (store_url is None)  # every table, the caches too, in the store
+    assert any((ws_dir / "artifacts").rglob("adapter_config.json"))  # the adapters, in the workspace folder

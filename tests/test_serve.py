@@ -1,4 +1,5 @@
-"""The routing proxy as a real server on 127.0.0.1, in front of the fake OpenAI upstream."""
+"""The routing proxy as a real server on 127.0.0.1, in front of the fake OpenAI upstream, on each store
+backend; and replicas: two `unolearn serve` processes on one PostgreSQL store."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import BACKENDS, each_store, store_of  # noqa: F401
 from doubles import HashEmbedder, MockChatModel
 from fake_openai import FakeOpenAI
-from unolearn.bench.serve import bench_serve
+from unolearn.bench.serve import ServeProcess, bench_serve
 from unolearn.bench.server import serve_asgi
 from unolearn.errors import ConfigError
 from unolearn.serve import Recorder, ServeConfig, collect_served, create_app
@@ -29,10 +31,10 @@ TRAVEL = "which hotel for my flight and visa trip"
 GUIDE = "Users who asked similar questions wanted answers to follow these rules:\n1. Cite the article."
 
 
-def make_workspace(ws_dir: Path) -> None:
+def make_workspace(ws_dir: Path, store: str | None = None) -> None:
     """Three clusters (rice: expert; law: critic under uno, base under uno-single; travel: base)."""
     vecs = HashEmbedder().embed(list(THEMES.values()))
-    with Workspace.open(ws_dir) as ws, ws.transaction() as c:
+    with Workspace.open(ws_dir, store) as ws, ws.transaction() as c:
         for cid, vec in zip(THEMES, vecs):
             c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (cid, 5, vec.tobytes(), "hash", now()))
         for mid, cluster, kind in (("exp-rice", 0, "expert"), ("crit-law", 1, "critic")):
@@ -45,7 +47,7 @@ def make_workspace(ws_dir: Path) -> None:
                  (0, "uno-guided", "primary", "exp-rice", 2), (2, "uno-guided", "base", None, None)]
         c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
                       "VALUES (?,?,?,?,?,NULL,'t')", plans)
-    with Workspace.open(ws_dir) as ws:  # law under uno-guided: its rulebook as system message
+    with Workspace.open(ws_dir, store) as ws:  # law under uno-guided: its rulebook as system message
         guide = ws.ensure_guide(1, GUIDE, ["rule-1"], [], [], {})
         with ws.transaction() as c:
             c.execute("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
@@ -58,20 +60,23 @@ class Stack:
     client: httpx.Client
     ws_dir: Path
     url: str
+    store: str | None
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """Fake upstream + proxy (API key, adapters loaded at start, small limits) + an authorised client."""
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request, tmp_path_factory):
+    """Fake upstream + proxy (API key, adapters loaded at start, small limits) + an authorised client,
+    on each store backend."""
     ws_dir = tmp_path_factory.mktemp("serve") / "ws"
-    make_workspace(ws_dir)
-    fake = FakeOpenAI()
-    with fake.running():
-        cfg = ServeConfig(upstream=fake.url, api_key=KEY, load_adapters=True, upstream_timeout_s=1.5,
-                          max_body_bytes=4096, max_messages=8)
-        with serve_asgi(create_app(ws_dir, cfg, embedder=HashEmbedder()), lifespan="on") as url:
-            with httpx.Client(base_url=url, headers=AUTH, timeout=20) as client:
-                yield Stack(fake, client, ws_dir, url)
+    with store_of(request, request.param) as store:
+        make_workspace(ws_dir, store)
+        fake = FakeOpenAI()
+        with fake.running():
+            cfg = ServeConfig(upstream=fake.url, api_key=KEY, load_adapters=True, upstream_timeout_s=1.5,
+                              max_body_bytes=4096, max_messages=8)
+            with serve_asgi(create_app(ws_dir, cfg, store=store, embedder=HashEmbedder()), lifespan="on") as url:
+                with httpx.Client(base_url=url, headers=AUTH, timeout=20) as client:
+                    yield Stack(fake, client, ws_dir, url, store)
 
 
 @pytest.fixture
@@ -258,13 +263,13 @@ def test_upstream_client_errors_are_relayed(s):
     assert "no-such-model" in err["message"]
 
 
-def test_unreachable_upstream_gives_502(tmp_path):
+def test_unreachable_upstream_gives_502(tmp_path, each_store):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     cfg = ServeConfig(upstream=f"http://127.0.0.1:{port}/v1", api_key="")
-    with serve_asgi(create_app(tmp_path / "ws", cfg), lifespan="on") as url:
+    with serve_asgi(create_app(tmp_path / "ws", cfg, store=each_store), lifespan="on") as url:
         resp = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
         assert_openai_error(resp, 502, "upstream_unreachable")
         assert_openai_error(httpx.get(url + "/v1/models"), 502)
@@ -280,7 +285,7 @@ def test_feedback_is_stored_and_checked(s):
     assert ok.status_code == 200 and ok.json() == {"object": "feedback", "response_id": rid, "stored": True}
     edit = s.client.post("/v1/feedback", json={"response_id": rid, "action": "edit", "edited": "Short."})
     assert edit.status_code == 200
-    with Workspace.open(s.ws_dir) as ws:
+    with Workspace.open(s.ws_dir, s.store) as ws:
         rows = ws.conn.execute("SELECT text, action, edited FROM feedback WHERE response_id = ? ORDER BY id",
                                (rid,)).fetchall()
         served = ws.conn.execute("SELECT answer, model, route FROM served WHERE response_id = ?", (rid,)).fetchone()
@@ -304,7 +309,7 @@ def test_collect_served_turns_feedback_into_logs(s):
     assert s.client.post("/v1/feedback", json={"response_id": anonymous, "action": "like"}).status_code == 200
     assert s.client.post("/v1/feedback", json={"response_id": rid, "text": "Cite the article."}).status_code == 200
     assert s.client.post("/v1/feedback", json={"response_id": rid, "action": "regenerate"}).status_code == 200
-    with Workspace.open(s.ws_dir) as ws:
+    with Workspace.open(s.ws_dir, s.store) as ws:
         assert collect_served(ws) >= 1
         assert collect_served(ws) == 0
         log_id = ws.conn.execute("SELECT log_id FROM served WHERE response_id = ?", (rid,)).fetchone()[0]
@@ -320,9 +325,9 @@ def test_collect_served_turns_feedback_into_logs(s):
     assert log.metadata["response_id"] == rid and log.has_feedback
 
 
-def test_feedback_for_a_response_still_queued_and_flush_on_close(tmp_path):
+def test_feedback_for_a_response_still_queued_and_flush_on_close(tmp_path, each_store):
     async def go() -> None:
-        rec = Recorder(tmp_path / "ws", batch=512)
+        rec = Recorder(tmp_path / "ws", batch=512, store=each_store)
         await rec.start()
         rows = [(f"r{i}", "[]", "a", "{}", "m", now(), None) for i in range(300)]
         for row in rows:
@@ -333,7 +338,7 @@ def test_feedback_for_a_response_still_queued_and_flush_on_close(tmp_path):
         await rec.close()  # flushes what is still queued
 
     asyncio.run(go())
-    with Workspace.open(tmp_path / "ws") as ws:
+    with Workspace.open(tmp_path / "ws", each_store) as ws:
         assert ws.count("served") == 301 and ws.count("feedback") == 1
 
 
@@ -356,8 +361,8 @@ def test_models_and_metrics(s):
     assert "unolearn_write_queue_depth" in text
 
 
-def test_embedded_mode_answers_through_the_plan(tmp_path):
-    make_workspace(tmp_path / "ws")
+def test_embedded_mode_answers_through_the_plan(tmp_path, each_store):
+    make_workspace(tmp_path / "ws", each_store)
 
     def respond(req):
         if req.adapter == "crit-law@1":
@@ -365,7 +370,7 @@ def test_embedded_mode_answers_through_the_plan(tmp_path):
         return "revised" if "Be formal" in req.messages[-1]["content"] else f"answer via {req.adapter}"
 
     gen = MockChatModel(responder=respond)
-    app = create_app(tmp_path / "ws", ServeConfig(api_key=""), generator=gen, embedder=HashEmbedder())
+    app = create_app(tmp_path / "ws", ServeConfig(api_key=""), store=each_store, generator=gen, embedder=HashEmbedder())
     with serve_asgi(app, lifespan="on") as url, httpx.Client(base_url=url, timeout=20) as client:
         body = {"messages": [{"role": "user", "content": RICE}]}
         primary = client.post("/v1/chat/completions", json=body)
@@ -394,13 +399,72 @@ def test_config_is_validated(monkeypatch):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_bench_serve_small_run(workers):
+def test_bench_serve_small_run(workers, each_store):
     """The real `unolearn serve` (two worker processes too): no errors, every feedback stored, even one
-    posted to another worker than the one that served its response."""
-    out = bench_serve(n=60, concurrency=8, latency_s=0.005, workers=workers)
+    posted to another worker than the one that served its response. Given a PostgreSQL store, the proxy
+    writes to a scratch database of its server, dropped afterwards; the store's own is never written."""
+    out = bench_serve(n=60, concurrency=8, latency_s=0.005, workers=workers, store=each_store)
     assert out["errors"] == 0 and out["lost_feedback"] == 0 and out["feedback_errors"] == 0
     assert out["proxy"]["rps"] > 0 and out["direct"]["p50_ms"] > 0 and "added_p50_ms" in out
     assert out["workers"] == workers and out["cpu_ms_per_request"]["proxy"] > 0
+    assert out["store"] == ("postgresql" if each_store else "sqlite")
+    if each_store:
+        assert _pg_tables(each_store) == [] and _pg_databases(each_store, "unolearn_scratch") == []
+
+
+def _pg_tables(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables "
+                                           "WHERE table_schema = 'public'")]
+
+
+def _pg_databases(url: str, prefix: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",))]
+
+
+def test_replicas_on_one_postgresql_store_lose_no_feedback(request, tmp_path):
+    """Two `unolearn serve` processes with their own workspace folders on one PostgreSQL store: every answer
+    served by one gets its feedback posted to the other, many at once; each is stored against its answer."""
+    n = 80
+    with store_of(request, "postgresql") as store, FakeOpenAI().running() as fake:
+        replicas = [ServeProcess(tmp_path / name, fake.url, 1, store=store) for name in ("replica-a", "replica-b")]
+        try:
+            results = asyncio.run(_served_here_rated_there(replicas[0].url, replicas[1].url, n))
+        finally:
+            for r in replicas:
+                r.stop()
+        assert [status for _, _, status in results] == [200] * n
+        with Workspace.open(tmp_path / "reader", store) as ws:
+            for i, rid, _ in results:
+                assert ws.feedback_of(rid) == [(f"feedback {i}", "dislike", None)], rid
+            assert ws.count("served") == n and ws.count("feedback") == n
+            assert collect_served(ws) == n  # the next `unolearn run`, wherever it runs, learns from all of them
+    assert not (tmp_path / "replica-a" / "unolearn.sqlite3").exists()
+
+
+async def _served_here_rated_there(a: str, b: str, n: int) -> list[tuple[int, str, int]]:
+    """Request ``i`` is answered by one replica (alternately ``a`` and ``b``) and its feedback posted at once to
+    the other, 16 at a time; returns ``(i, response id, feedback status)``."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[int, str, int]:
+        here, there = (a, b) if i % 2 == 0 else (b, a)
+        async with gate:
+            answer = await client.post(f"{here}/v1/chat/completions",
+                                       json={"model": "fake-model", "messages": [{"role": "user", "content": f"q{i}"}]})
+            assert answer.status_code == 200, answer.text
+            rid = answer.json()["id"]
+            rated = await client.post(f"{there}/v1/feedback",
+                                      json={"response_id": rid, "text": f"feedback {i}", "action": "dislike"})
+            return i, rid, rated.status_code
+
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        return await asyncio.gather(*(one(client, i) for i in range(n)))
 
 
 def test_fixed_latency_upstream_of_the_benchmark():

@@ -1,14 +1,26 @@
+"""The store on both backends (the ``ws`` fixture is each of them in turn); the migration tests of SQLite
+workspaces written by earlier unolearns are SQLite's alone."""
+
 import shutil
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from conftest import each_store  # noqa: F401
 from unolearn.errors import NotFoundError, WorkspaceError
 from unolearn.records import Log, Message, Rejected
+from unolearn.store.dialect import SQLiteConnection, database_errors
 from unolearn.store.migrations import MIGRATIONS
 from unolearn.store import DB_NAME, Workspace
+
+
+@pytest.fixture
+def store_url(each_store):
+    """Every test of this module that opens a workspace runs on SQLite, then on PostgreSQL."""
+    return each_store
 
 
 def log(q: str, *feedback: str) -> Log:
@@ -18,15 +30,19 @@ def log(q: str, *feedback: str) -> Log:
 
 
 def test_open_migrates_and_uses_wal(ws, ws_dir):
-    assert ws.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-    assert ws.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if ws.dialect.name == "sqlite":
+        assert ws.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert ws.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    else:
+        assert not (ws_dir / DB_NAME).exists()  # every table in the PostgreSQL store
+    assert ws.schema_version() == len(MIGRATIONS)
     assert (ws_dir / "artifacts").is_dir()
-    Workspace.open(ws_dir).close()  # re-open: no migration re-applied
+    Workspace.open(ws_dir, ws.store).close()  # re-open: no migration re-applied
 
 
 def test_guidance_migration_rebuilds_modules_and_plans_keeping_rows(ws_dir):
     ws_dir.mkdir(parents=True)
-    conn = sqlite3.connect(ws_dir / DB_NAME, isolation_level=None)
+    conn = SQLiteConnection(ws_dir / DB_NAME)
     for fn in MIGRATIONS[:7]:  # a workspace of schema version 7, with a module, a judgement and a plan
         fn(conn)
     conn.execute("PRAGMA user_version = 7")
@@ -47,7 +63,7 @@ def test_guidance_migration_rebuilds_modules_and_plans_keeping_rows(ws_dir):
 
 def test_clustering_migration_makes_the_stored_clusters_version_1(ws_dir):
     ws_dir.mkdir(parents=True)
-    conn = sqlite3.connect(ws_dir / DB_NAME, isolation_level=None)
+    conn = SQLiteConnection(ws_dir / DB_NAME)
     for fn in MIGRATIONS[:8]:  # schema version 8: clusters, a module, a plan, the cluster runs' records
         fn(conn)
     conn.execute("PRAGMA user_version = 8")
@@ -105,11 +121,11 @@ def test_every_migration_is_recorded_by_name(ws):
     assert names == [fn.__name__ for fn in MIGRATIONS] and names[0] == "m001_logs_rejected_runs"
 
 
-def test_a_workspace_of_a_newer_unolearn_is_refused(ws_dir):
-    with Workspace.open(ws_dir) as w:
+def test_a_workspace_of_a_newer_unolearn_is_refused(ws_dir, store_url):
+    with Workspace.open(ws_dir, store_url) as w:
         w.conn.execute("INSERT INTO migrations VALUES ('m999_from_the_future', 't')")
     with pytest.raises(WorkspaceError, match="m999_from_the_future, unknown to this unolearn"):
-        Workspace.open(ws_dir)
+        Workspace.open(ws_dir, store_url)
 
 
 def test_a_newer_workspace_from_before_the_migrations_table_is_refused(ws_dir):
@@ -138,7 +154,7 @@ def test_get_log_errors(ws):
 
 def test_failed_transaction_writes_nothing(ws):
     ws.add_logs([log("q1")])
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(database_errors()):
         with ws.transaction() as c:
             c.execute("INSERT INTO logs VALUES ('x','s','en',0,'t','{}')")
             c.execute("INSERT INTO no_such_table VALUES (1)")
@@ -154,17 +170,96 @@ def test_stats(ws):
     assert [x.query for x in ws.iter_logs(with_feedback=True)] == ["q1"]
 
 
-def test_planned_adapters_lie_in_this_workspace_wherever_it_was_moved(tmp_path):
+def test_planned_adapters_lie_in_this_workspace_wherever_it_was_moved(tmp_path, store_url):
     from unolearn.records import Clustering
 
-    with Workspace.open(tmp_path / "a") as w:
+    with Workspace.open(tmp_path / "a", store_url) as w:
         w.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
         w.add_module({"id": "m1", "cluster": 0, "kind": "expert", "path": w.relative(w.artifacts / "modules" / "m1"),
                       "epochs": 2, "base_model": "b@h", "data_hash": "h", "config": "{}", "metrics": "{}",
                       "train_logs": "[]", "val_logs": "[]", "seconds": 1.0})
         w.replace_plans([(0, "uno", "primary", "m1", 2, 1.0, "won"), (0, "uno-single", "base", None, None, None, "r")])
     shutil.move(tmp_path / "a", tmp_path / "b")
-    with Workspace.open(tmp_path / "b") as w:
+    with Workspace.open(tmp_path / "b", store_url) as w:
         assert w.planned_adapters() == [("m1", 2, str(tmp_path / "b" / "artifacts" / "modules" / "m1"))]
         w.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
         assert w.planned_adapters() == [] and w.modules() == []  # a new clustering: no plan, no module of it yet
+
+
+def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path, store_url):
+    opened, errors = [], []
+
+    def open_one(i: int) -> None:
+        try:
+            with Workspace.open(tmp_path / "shared" if store_url is None else tmp_path / f"ws{i}", store_url) as w:
+                opened.append(w.schema_version())
+        except Exception as e:  # noqa: BLE001 — collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and opened == [len(MIGRATIONS)] * 4
+
+
+def test_concurrent_writers_lose_no_update(ws):
+    """Read-then-write transactions on separate connections (as separate processes): every update kept."""
+    from unolearn.records import Clustering
+
+    ws.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 0, b"\0" * 4)], [])
+    ws.add_logs([log(f"q{i}") for i in range(24)])
+    ids = [lg.id for lg in ws.iter_logs()]
+
+    def grow(size: int, centroid: bytes) -> tuple[int, bytes]:
+        return size + 1, centroid
+
+    def add(chunk: list[str]) -> None:
+        with Workspace.open(ws.root, ws.store) as other:
+            for log_id in chunk:
+                other.add_member(log_id, 0, grow)
+
+    threads = [threading.Thread(target=add, args=(ids[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ws.cluster_rows()[0][1] == 24 and len(ws.cluster_members(0)) == 24
+
+
+def test_text_keys_sort_and_match_prefixes_bytewise(ws):
+    """Keys sort, and id prefixes match as ranges, as SQLite's BINARY collation has them: PostgreSQL's text
+    columns are COLLATE "C", whatever the database's own collation."""
+    logs = [log(q) for q in ("Zeta", "alpha", "_x", "Ω")]
+    ws.add_logs(logs)
+    assert [lg.id for lg in ws.iter_logs()] == sorted(lg.id for lg in logs)
+    if ws.dialect.name == "postgresql":
+        rows = ws.conn.execute("SELECT table_name, column_name, collation_name FROM information_schema.columns "
+                               "WHERE table_schema = 'public' AND data_type = 'text'").fetchall()
+        assert len(rows) > 50 and {r[2] for r in rows} == {"C"}, rows
+
+
+def test_a_malformed_store_url_is_a_config_error(tmp_path):
+    from unolearn.errors import ConfigError
+
+    for bad in ("mysql://u@h/db", "sqlite://relative", "postgresql://u@h", "postgresql://u@h:99999/db",
+                "postgresql:///db", "nonsense"):
+        with pytest.raises(ConfigError, match="store URL"):
+            Workspace.open(tmp_path / "ws", bad)
+    assert not (tmp_path / "ws").exists()
+
+
+def test_a_sqlite_store_url_names_the_file(tmp_path):
+    with Workspace.open(tmp_path / "ws", f"sqlite:///{tmp_path}/elsewhere.sqlite3") as w:
+        w.add_logs([log("q")])
+    assert (tmp_path / "elsewhere.sqlite3").is_file() and not (tmp_path / "ws" / DB_NAME).exists()
+    with Workspace.open(tmp_path / "other", f"sqlite:///{tmp_path}/elsewhere.sqlite3") as w:
+        assert w.count("logs") == 1
+
+
+def test_an_unreachable_server_is_a_workspace_error(tmp_path):
+    from postgres import free_port
+
+    with pytest.raises(WorkspaceError, match=r"cannot reach the store postgresql://u:\*\*\*@127.0.0.1"):
+        Workspace.open(tmp_path / "ws", f"postgresql://u:secret@127.0.0.1:{free_port()}/db")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from .errors import InputError, UnolearnError, WorkspaceError
 from .funnel import funnel_lines
 from .names import SERVED_SYSTEMS
 from .store import Workspace, resolve_dir, write_jsonl_atomic
+from .store.dialect import check_url, database_errors
 
 
 def echo_json(obj: Any) -> None:
@@ -27,7 +27,7 @@ def open_workspace(ctx: click.Context) -> Workspace:
     """Open the workspace named by the group's ``--workspace`` option (once per invocation)."""
     obj = ctx.find_root().ensure_object(dict)
     if "ws" not in obj:
-        obj["ws"] = ctx.with_resource(Workspace.open(obj.get("workspace")))
+        obj["ws"] = ctx.with_resource(Workspace.open(obj.get("workspace"), obj.get("store")))
     return obj["ws"]
 
 
@@ -62,8 +62,12 @@ def flat(groups: tuple[list[Path], ...]) -> list[Path]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="unolearn")
 @click.option("-d", "--workspace", type=click.Path(file_okay=False), envvar="UNOLEARN_HOME",
-              help="Workspace directory (SQLite database + artifacts). "
-                   "Default: $UNOLEARN_HOME, else ./unolearn-workspace.")
+              help="Workspace directory (artifacts, config.yaml, and the SQLite database unless --store names "
+                   "another store). Default: $UNOLEARN_HOME, else ./unolearn-workspace.")
+@click.option("--store", envvar="UNOLEARN_STORE", metavar="URL",
+              help="Where the workspace's tables live: sqlite:///PATH, or postgresql://USER@HOST[:PORT]/DB shared by "
+                   "several workspace folders, machines and proxy replicas [env UNOLEARN_STORE]. Default: the "
+                   "workspace's unolearn.sqlite3. Artifacts (adapters, reports) stay in the workspace directory.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Configuration file (YAML). Default: config.yaml in the workspace.")
 @click.option("--backend", type=click.Choice(["embedded", "openai", "hf"]),
@@ -78,8 +82,8 @@ def flat(groups: tuple[list[Path], ...]) -> list[Path]:
                    "cpu for a laptop, gpu for the paper's; auto (default) picks cpu for the embedded "
                    "model, gpu for a server [env UNOLEARN_PROFILE, config `profile:`].")
 @click.pass_context
-def cli(ctx: click.Context, workspace: str | None, config_file: Path | None, backend: str | None,
-        base_url: str | None, model: str | None, no_cache: bool, profile: str | None) -> None:
+def cli(ctx: click.Context, workspace: str | None, store: str | None, config_file: Path | None,
+        backend: str | None, base_url: str | None, model: str | None, no_cache: bool, profile: str | None) -> None:
     """unolearn: make a deployed LLM system better from its own user logs.
 
     Logs of users reacting to answers are distilled into rules and preference pairs,
@@ -88,6 +92,7 @@ def cli(ctx: click.Context, workspace: str | None, config_file: Path | None, bac
     """
     obj = ctx.ensure_object(dict)
     obj["workspace"] = workspace
+    obj["store"] = check_url(store) if store else None
     obj["config_file"] = config_file
     obj["profile"] = profile
     if backend is None and base_url:
@@ -700,7 +705,7 @@ def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str, p
     cfg = ServeConfig(upstream=upstream, host=host, port=port, system=system, load_adapters=load_adapters,
                       workers=workers)
     ws = open_workspace(ctx)
-    run_server(ws.root, cfg, backends=load_config(ctx))
+    run_server(ws.root, cfg, store=ws.store, backends=load_config(ctx))
 
 
 @cli.group()
@@ -775,7 +780,8 @@ def doctor(ctx: click.Context, no_generate: bool, as_json: bool) -> None:
     """
     from .doctor import run
 
-    report = run(load_config(ctx), resolve_dir(ctx.find_root().obj.get("workspace")), generate=not no_generate)
+    obj = ctx.find_root().obj
+    report = run(load_config(ctx), resolve_dir(obj.get("workspace")), generate=not no_generate, store=obj.get("store"))
     if as_json:
         echo_json(report)
     else:
@@ -999,11 +1005,18 @@ def _vs_base(result: dict[str, Any], name: str, d: dict[str, Any]) -> str:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Proxy worker processes (unolearn serve --workers).")
 @json_option
-def bench_serve_cmd(n: int, concurrency: int, latency: float, workers: int, as_json: bool) -> None:
-    """Throughput and latency through the proxy vs directly to the same upstream, and lost feedback."""
+@click.pass_context
+def bench_serve_cmd(ctx: click.Context, n: int, concurrency: int, latency: float, workers: int,
+                    as_json: bool) -> None:
+    """Throughput and latency through the proxy vs directly to the same upstream, and lost feedback.
+
+    With --store postgresql://…, the proxy under test writes to a throwaway database created on that
+    server (never the store's own tables) and dropped afterwards.
+    """
     from .bench.serve import bench_serve
 
-    out = bench_serve(n=n, concurrency=concurrency, latency_s=latency, workers=workers)
+    out = bench_serve(n=n, concurrency=concurrency, latency_s=latency, workers=workers,
+                      store=ctx.find_root().obj.get("store"))
     echo_json(out) if as_json else click.echo(
         f"proxy p50 {out['proxy']['p50_ms']:.1f} ms, direct p50 {out['direct']['p50_ms']:.1f} ms, added "
         f"{out['added_p50_ms']:.1f} ms; errors {out['errors']}, lost feedback {out['lost_feedback']}")
@@ -1031,7 +1044,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:  # a file that cannot be read or written: say which, without a traceback
         click.echo(f"error: {_one_line(e)}", err=True)
         sys.exit(1)
-    except sqlite3.Error as e:
+    except database_errors() as e:
         click.echo(f"error: workspace database: {_one_line(e)}", err=True)
         sys.exit(WorkspaceError.exit_code)
     except KeyboardInterrupt:

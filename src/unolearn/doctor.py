@@ -152,25 +152,28 @@ def check_server(name: str, base_url: str, api_key: str | None) -> Check:
     return Check(name, "ok", f"{base_url}: reachable")
 
 
-def workspace_info(path: Path) -> tuple[Check, dict[str, Any]]:
-    """What the workspace holds, without creating it."""
+def workspace_info(path: Path, store: str | None = None) -> tuple[Check, dict[str, Any]]:
+    """What the workspace holds, without creating it (a ``store`` URL is opened: its tables are shared)."""
     from .store import DB_NAME, Workspace
+    from .store.dialect import redacted
 
-    info: dict[str, Any] = {"path": str(path), "exists": (path / DB_NAME).is_file()}
+    info: dict[str, Any] = {"path": str(path), "exists": store is not None or (path / DB_NAME).is_file()}
+    if store is not None:
+        info["store"] = redacted(store)
     if not info["exists"]:
         return Check("workspace", "ok", f"{path}: not created yet (the first command creates it)"), info
     try:
-        with Workspace.open(path) as ws:
+        with Workspace.open(path, store) as ws:
             info["schema_version"] = ws.schema_version()
             info.update({t: ws.count(t) for t in ("logs", "clusters", "modules")})
     except UnolearnError as e:
         return Check("workspace", "fail", str(e), "move the workspace aside, or choose another with -d"), info
-    return Check("workspace", "ok", f"{path}: {info['logs']} logs, {info['clusters']} clusters, "
+    return Check("workspace", "ok", f"{ws.where}: {info['logs']} logs, {info['clusters']} clusters, "
                                     f"{info['modules']} modules"), info
 
 
-def run(cfg: BackendsConfig, workspace: Path, generate: bool = True) -> dict[str, Any]:
-    """Every check in order; the report described in the module docstring."""
+def run(cfg: BackendsConfig, workspace: Path, generate: bool = True, store: str | None = None) -> dict[str, Any]:
+    """Every check in order; the report described in the module docstring (``store``: the workspace's store URL)."""
     checks: list[Check] = []
     report: dict[str, Any] = {
         "python": {"version": platform.python_version(), "executable": sys.executable,
@@ -193,7 +196,7 @@ def run(cfg: BackendsConfig, workspace: Path, generate: bool = True) -> dict[str
     elif generate:
         check, report["embedder"] = check_embedder(cfg)
         checks.append(check)
-    check, report["workspace"] = workspace_info(workspace)
+    check, report["workspace"] = workspace_info(workspace, store)
     checks.append(check)
     report["config"] = cfg.as_dict()
     report["checks"] = [asdict(c) for c in checks]

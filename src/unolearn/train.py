@@ -565,8 +565,9 @@ def _train_clusters(ws: Workspace, cfg: TrainConfig, base: Path, clusters: list[
                     on_module(info)
 
 
-def run_in_child(root: Path, cfg: TrainConfig | None = None, cluster: int | None = None) -> list[ModuleInfo]:
-    """:func:`run` on the workspace at ``root`` in a fresh (spawned) process.
+def run_in_child(root: Path, cfg: TrainConfig | None = None, cluster: int | None = None, *,
+                 store: str | None = None) -> list[ModuleInfo]:
+    """:func:`run` on the workspace at ``root`` (on ``store``, a URL; None: its SQLite) in a fresh (spawned) process.
 
     For a job whose stages share one process: everything training allocates (the model, torch's
     allocator pools, which the C allocator keeps after they are freed) goes back to the OS when the
@@ -577,14 +578,14 @@ def run_in_child(root: Path, cfg: TrainConfig | None = None, cluster: int | None
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         try:
-            return pool.submit(_run_at, str(root), cfg, cluster).result()
+            return pool.submit(_run_at, str(root), cfg, cluster, store).result()
         except BrokenProcessPool:
             raise UnolearnError("the training process died (out of memory, or a native crash in torch); "
                                 "run `unolearn train` alone to see its error") from None
 
 
-def _run_at(root: str, cfg: TrainConfig | None, cluster: int | None) -> list[ModuleInfo]:
-    with Workspace.open(root) as ws:
+def _run_at(root: str, cfg: TrainConfig | None, cluster: int | None, store: str | None) -> list[ModuleInfo]:
+    with Workspace.open(root, store) as ws:
         return run(ws, cfg, cluster)
 
 

@@ -5,12 +5,12 @@ every row survived the migrations added since. Run once when a new fixture is ne
 never rebuild an existing one: it stands for workspaces users already have.
 """
 
-import sqlite3
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
+from unolearn.store.dialect import SQLiteConnection  # noqa: E402
 from unolearn.store.migrations import MIGRATIONS, apply, applied  # noqa: E402
 
 ROWS = [
@@ -42,7 +42,7 @@ ROWS = [
 if __name__ == "__main__":
     out = Path(__file__).with_name("workspace-m009.sqlite3")
     out.unlink(missing_ok=True)
-    conn = sqlite3.connect(out, isolation_level=None)
+    conn = SQLiteConnection(out)
     applied(conn)
     for fn in MIGRATIONS[:9]:
         apply(conn, fn)

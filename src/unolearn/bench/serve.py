@@ -4,7 +4,9 @@ Honest figures on a small machine need the three parties in separate processes (
 process would share one interpreter lock). The fixed-latency upstream is a bare asyncio protocol
 (:class:`.server.FixedLatencyProtocol`), so that it takes little of the CPU the proxy needs. The
 proxy is the real ``unolearn serve --upstream URL [--workers N]`` on a fresh empty workspace, so every
-request takes the base path and routing's embedding cost is not part of the figure. This process is
+request takes the base path and routing's embedding cost is not part of the figure. Its store is the
+workspace's SQLite file, or, given a PostgreSQL store, a throwaway database created on that server
+for the run and dropped after it (the store's own tables are never touched). This process is
 the client: a minimal keep-alive HTTP/1.1 client on asyncio streams (one connection per worker, on
 uvloop when installed). After the proxied run, one feedback is posted per proxied response; the proxy
 is then interrupted (its workers write what they queued) and the stored feedback is counted.
@@ -32,25 +34,28 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, UnolearnError
+from ..store.dialect import scratch_store
 
 WARMUP = 200
 
 
-def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02, workers: int = 1) -> dict[str, Any]:
+def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02, workers: int = 1,
+                store: str | None = None) -> dict[str, Any]:
     """Send ``n`` chat requests at ``concurrency`` through the proxy and directly to the upstream.
 
     The proxy is the real ``unolearn serve --upstream URL --workers N`` in a child process, on a fresh
-    workspace. Returns ``{"proxy": {"rps", "p50_ms", "p99_ms"}, "direct": {...}, "added_p50_ms",
-    "errors", "lost_feedback", "feedback_errors", "cpu_ms_per_request": {"upstream", "proxy",
-    "client"}}``; the CPU figures are per request of the proxied run (Linux only; the proxy's counts
-    all its workers), to tell overhead from a busy machine.
+    workspace, its tables in a scratch database of ``store``'s server when that is PostgreSQL. Returns
+    ``{"proxy": {"rps", "p50_ms", "p99_ms"}, "direct": {...}, "added_p50_ms", "errors", "lost_feedback",
+    "feedback_errors", "cpu_ms_per_request": {"upstream", "proxy", "client"}, "store"}``; the CPU figures
+    are per request of the proxied run (Linux only; the proxy's counts all its workers), to tell overhead
+    from a busy machine.
     """
     if n < 1 or concurrency < 1 or latency_s < 0 or workers < 1:
         raise ConfigError("n, concurrency and workers must be >= 1, latency_s >= 0")
-    with tempfile.TemporaryDirectory(prefix="unolearn-bench-serve-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="unolearn-bench-serve-") as tmp, scratch_store(store) as scratch:
         upstream = _Child(str(latency_s))
         try:
-            proxy = ServeProcess(Path(tmp) / "ws", upstream.url, workers)
+            proxy = ServeProcess(Path(tmp) / "ws", upstream.url, workers, store=scratch)
             try:
                 out = run_fast(_measure(upstream.url, proxy.url, n, concurrency,
                                         lambda: (_cpu_s([upstream.proc.pid])[0], sum(_cpu_s(proxy.pids())))))
@@ -58,9 +63,10 @@ def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02, w
                 proxy.stop()
         finally:
             upstream.stop()
-        stored = _stored_feedback(Path(tmp) / "ws", out.pop("ids"))
+        stored = _stored_feedback(Path(tmp) / "ws", out.pop("ids"), scratch)
     out["lost_feedback"] = out.pop("feedback_sent") - stored
-    return {"n": n, "concurrency": concurrency, "latency_s": latency_s, "workers": workers, **out}
+    return {"n": n, "concurrency": concurrency, "latency_s": latency_s, "workers": workers,
+            "store": "postgresql" if scratch else "sqlite", **out}
 
 
 async def _measure(upstream: str, proxy: str, n: int, concurrency: int,
@@ -164,18 +170,23 @@ class _Child:
 
 
 class ServeProcess:
-    """``unolearn serve --upstream URL`` on a free port of 127.0.0.1, in a child process."""
+    """``unolearn [--store URL] serve --upstream URL`` on a free port of 127.0.0.1, in a child process.
 
-    def __init__(self, ws_dir: Path, upstream: str, workers: int, ready_timeout_s: float = 60.0) -> None:
+    Without ``store`` it uses the workspace's SQLite file, whatever ``$UNOLEARN_STORE`` says.
+    """
+
+    def __init__(self, ws_dir: Path, upstream: str, workers: int, ready_timeout_s: float = 60.0, *,
+                 store: str | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "unolearn", "-d", str(ws_dir), "serve", "--upstream", upstream,
-               "--port", str(port), "--workers", str(workers)]
-        self.log = ws_dir.parent / "serve.log"  # a file, not a pipe: a full pipe would stall the server
+        cmd = [sys.executable, "-m", "unolearn", "-d", str(ws_dir), *(["--store", store] if store else []),
+               "serve", "--upstream", upstream, "--port", str(port), "--workers", str(workers)]
+        env = {k: v for k, v in os.environ.items() if k != "UNOLEARN_STORE"}
+        self.log = ws_dir.parent / f"serve-{port}.log"  # a file, not a pipe: a full pipe would stall the server
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
-                                         env={**os.environ, "UNOLEARN_SERVE_KEY": ""})
+                                         env={**env, "UNOLEARN_SERVE_KEY": ""})
         self.url = f"http://127.0.0.1:{port}"
         self._wait_ready(port, ready_timeout_s)
 
@@ -227,11 +238,11 @@ def _cpu_s(pids: list[int] | tuple[int, ...]) -> list[float]:
     return out
 
 
-def _stored_feedback(ws_dir: Path, ids: list[str]) -> int:
+def _stored_feedback(ws_dir: Path, ids: list[str], store: str | None) -> int:
     """How many of ``ids`` have a stored feedback."""
     from ..store import Workspace
 
-    with Workspace.open(ws_dir) as ws:
+    with Workspace.open(ws_dir, store) as ws:
         stored = ws.responses_with_feedback()
     return len(stored & set(ids))
 

@@ -33,7 +33,10 @@ their ``http_status``.
 Storage contract (tables ``served`` and ``feedback``, migration m005): a served row is queued and
 written off the request path by one writer (batches, in a thread, flushed on shutdown); a feedback
 is answered only after its row is committed, after the row of its response (one queue, in order).
-Logs and feedback never leave through the API.
+Logs and feedback never leave through the API. Several processes (``--workers``) or replicas on other
+machines (one PostgreSQL store, ``--store``) each have their own writer: a feedback that reaches
+another process than its answer did is looked up in the store for a moment (the other writer may
+still hold the row in its queue), then stored against it.
 
 
 The package: ``config`` (settings), ``wire`` (OpenAI shapes and request parsing), ``upstream`` (the

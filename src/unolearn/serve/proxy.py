@@ -40,11 +40,12 @@ log = logging.getLogger(__name__)
 class Proxy:
     """The app's state and handlers (one instance per app)."""
 
-    def __init__(self, ws_dir: Path, cfg: ServeConfig, backends: BackendsConfig | None, built: dict[str, Any]):
+    def __init__(self, ws_dir: Path, cfg: ServeConfig, backends: BackendsConfig | None, built: dict[str, Any],
+                 store: str | None = None):
         self.ws_dir, self.cfg = Path(ws_dir), cfg
-        self.ws = Workspace.open(ws_dir)
+        self.ws = Workspace.open(ws_dir, store)
         self.metrics = Metrics()
-        self.recorder = Recorder(self.ws_dir, cfg.write_batch, cfg.write_linger_s)
+        self.recorder = Recorder(self.ws_dir, cfg.write_batch, cfg.write_linger_s, store=store)
         self.models = Models(self.ws, backends, **built) if cfg.upstream is None else None
         self.upstream = (Upstream(cfg.upstream, cfg.upstream_api_key, cfg.upstream_timeout_s,
                                   cfg.upstream_connections) if cfg.upstream else None)
@@ -60,7 +61,7 @@ class Proxy:
             return None, None, None
         from ..cluster import Router
 
-        route_ws = Workspace.open(self.ws_dir)
+        route_ws = self.ws.reopen()
         embedder = Models(route_ws, backends, **{k: v for k, v in built.items() if k == "embedder"}).embedder
         return Router.load(route_ws, embedder), route_ws, ThreadPoolExecutor(1, thread_name_prefix="unolearn-route")
 
@@ -323,10 +324,12 @@ class Proxy:
         return JSONResponse({"object": "feedback", "response_id": rid, "stored": True})
 
     async def known_soon(self, rid: str) -> bool:
-        """True when ``rid`` was served. With several workers an id not seen yet is looked up again for a
-        moment, since another worker may still hold the row in its queue (linger plus one commit); one
-        worker knows its own queue, so its first answer is final."""
-        waits = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2) if self.cfg.workers > 1 else (0.0,)
+        """True when ``rid`` was served. With several workers, or on a store that replicas share, an id not
+        seen yet is looked up again for a moment, since another process may still hold the row in its queue
+        (linger plus one commit, longer on a busy machine: up to 1.6 s in all); a lone worker knows its own
+        queue, so its first answer is final."""
+        alone = self.cfg.workers == 1 and not self.ws.dialect.shared
+        waits = (0.0,) if alone else (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
         for wait in waits:
             await asyncio.sleep(wait)
             if self.recorder.known(rid):

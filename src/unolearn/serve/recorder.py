@@ -21,16 +21,16 @@ class Recorder:
     behind it and awaited until committed, so it never refers to a row not yet written.
     """
 
-    def __init__(self, ws_dir: Path, batch: int, linger_s: float = 0.0) -> None:
-        self.ws_dir, self.batch, self.linger_s = ws_dir, batch, linger_s
+    def __init__(self, ws_dir: Path, batch: int, linger_s: float = 0.0, *, store: str | None = None) -> None:
+        self.ws_dir, self.store, self.batch, self.linger_s = ws_dir, store, batch, linger_s
         self.pending: set[str] = set()
         self.queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Open the writer's and the reader's connections and start the writer task."""
-        self._writer = Workspace.open(self.ws_dir)
-        self._reader = Workspace.open(self.ws_dir)
+        self._writer = Workspace.open(self.ws_dir, self.store)
+        self._reader = Workspace.open(self.ws_dir, self.store)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-writer")
         self.queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run())

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from .dialect import Connection, Dialect
 
 DEFAULT_DIR = "unolearn-workspace"
 DB_NAME = "unolearn.sqlite3"
@@ -46,20 +47,28 @@ def resolve_dir(path: str | os.PathLike[str] | None) -> Path:
     return Path(path or os.environ.get("UNOLEARN_HOME") or DEFAULT_DIR)
 
 
-class Base:
-    """The connection to a workspace's database and its folder; the table groups build on it."""
+def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """An INSERT of ``columns`` into ``table`` that replaces the row with the same ``key`` (both databases)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
 
-    def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
+
+class Base:
+    """The connection to a workspace's store and its folder; the table groups build on it."""
+
+    def __init__(self, root: Path, conn: Connection, store: str | None = None) -> None:
         self.root = root
         self.conn = conn
+        self.store = store  #: the store's URL as given (None: the workspace's SQLite file)
+
+    @property
+    def dialect(self) -> Dialect:
+        """The SQL the store's database speaks where the two differ."""
+        return self.conn.dialect
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run the enclosed writes atomically: all of them are committed, or none."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+    def transaction(self) -> Iterator[Connection]:
+        """Run the enclosed writes atomically: all of them are committed, or none (see :mod:`.dialect` on locking)."""
+        with self.conn.transaction():
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .base import Base, now
+from .base import Base, now, upsert
+
+_PUT_RESPONSE = upsert("llm_cache", ("key", "model", "response", "created_at"), ("key",))
+_PUT_VECTOR = upsert("embeddings", ("model", "text_hash", "vector"), ("model", "text_hash"))
 
 
 class CacheTables(Base):
@@ -16,7 +19,7 @@ class CacheTables(Base):
     def cache_put(self, key: str, model: str, response: str) -> None:
         """Store one model response (its own transaction: finished calls survive an interruption)."""
         with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO llm_cache VALUES (?,?,?,?)", (key, model, response, now()))
+            c.execute(_PUT_RESPONSE, (key, model, response, now()))
 
     def embeddings_get(self, model: str, hashes: list[str]) -> dict[str, bytes]:
         """Stored vectors (float32 bytes) of ``model`` for the given text hashes."""
@@ -32,5 +35,4 @@ class CacheTables(Base):
     def embeddings_put(self, model: str, items: list[tuple[str, bytes]]) -> None:
         """Store vectors (text hash, float32 bytes) of ``model`` in one transaction."""
         with self.transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?)",
-                          [(model, h, v) for h, v in items])
+            c.executemany(_PUT_VECTOR, [(model, h, v) for h, v in items])

@@ -7,7 +7,10 @@ from typing import Any
 
 from ..errors import NotFoundError
 from ..records import Clustering
-from .base import Base, now
+from .base import Base, now, upsert
+
+_SET_GAP = upsert("gaps", ("cluster", "scorer", "gap", "gap_mean", "gap_max", "n_logs", "plan", "threshold"),
+                  ("cluster",))
 
 
 class ClusterTables(Base):
@@ -25,13 +28,13 @@ class ClusterTables(Base):
         with self.transaction() as c:
             for table in ("gaps", "plans", "cluster_members", "clusters"):
                 c.execute(f"DELETE FROM {table}")
-            cur = c.execute("INSERT INTO clusterings (embedder, threshold, unseen_distance, fingerprint, created_at) "
-                            "VALUES (?,?,?,?,?)", (clustering.embedder, clustering.threshold,
-                                                   clustering.unseen_distance, clustering.fingerprint, created))
+            new_id = c.insert("INSERT INTO clusterings (embedder, threshold, unseen_distance, fingerprint, created_at) "
+                              "VALUES (?,?,?,?,?)", (clustering.embedder, clustering.threshold,
+                                                     clustering.unseen_distance, clustering.fingerprint, created))
             c.executemany("INSERT INTO clusters (id, size, centroid, embedder, created_at) VALUES (?,?,?,?,?)",
                           ((cid, size, centroid, clustering.embedder, created) for cid, size, centroid in clusters))
             c.executemany("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)", members)
-        return int(cur.lastrowid)
+        return new_id
 
     def clustering(self) -> Clustering | None:
         """The current clustering version (None before the first ``cluster``)."""
@@ -115,5 +118,4 @@ class ClusterTables(Base):
     def set_gap(self, cluster: int, scorer: str, gap: float, n_logs: int, plan: str, threshold: float) -> None:
         """Store one cluster's gap (mean and max equal to it), as a benchmark that skips assessment does."""
         with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO gaps (cluster, scorer, gap, gap_mean, gap_max, n_logs, plan, threshold) "
-                      "VALUES (?,?,?,?,?,?,?,?)", (cluster, scorer, gap, gap, gap, n_logs, plan, threshold))
+            c.execute(_SET_GAP, (cluster, scorer, gap, gap, gap, n_logs, plan, threshold))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -9,8 +10,8 @@ from ..errors import NotFoundError
 from ..records import Log, Rejected, canonical_json
 from .base import Base, now
 
-_INSERT_LOG = ("INSERT OR IGNORE INTO logs (id, source, lang, has_feedback, ingested_at, record) "
-               "VALUES (?,?,?,?,?,?)")
+_INSERT_LOG = ("INSERT INTO logs (id, source, lang, has_feedback, ingested_at, record) "
+               "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING")
 
 
 def _log_row(log: Log) -> tuple:
@@ -29,11 +30,9 @@ class LogTables(Base):
         rows = [_log_row(log) for log in logs]
         bad = [(r.id, r.file, r.line, r.reason, r.raw, now()) for r in rejected]
         with self.transaction() as c:
-            before = c.total_changes
-            c.executemany(_INSERT_LOG, rows)
-            added = c.total_changes - before
-            c.executemany("INSERT OR IGNORE INTO rejected (id, file, line, reason, raw, rejected_at) "
-                          "VALUES (?,?,?,?,?,?)", bad)
+            added = c.executemany(_INSERT_LOG, rows).rowcount if rows else 0
+            c.executemany("INSERT INTO rejected (id, file, line, reason, raw, rejected_at) "
+                          "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", bad)
         return added, len(rows) - added
 
     def get_log(self, log_id: str) -> Log:
@@ -59,33 +58,33 @@ class LogTables(Base):
 
     def funnel_rows(self) -> dict[str, Any]:
         """Raw counts of the learning funnel, per cluster where they belong (see :mod:`unolearn.funnel`)."""
-        c = self.conn
+        c, d = self.conn, self.dialect
         one = lambda sql: c.execute(sql).fetchone()[0]  # noqa: E731
         clusters = c.execute(
             "SELECT k.id, k.size, (SELECT count(*) FROM cluster_members m JOIN rules r ON r.log_id = m.log_id "
-            "AND r.kind = 'feedback' AND json_array_length(r.rules) > 0 WHERE m.cluster = k.id), "
+            f"AND r.kind = 'feedback' AND {d.json_len('r.rules')} > 0 WHERE m.cluster = k.id), "
             "(SELECT count(*) FROM cluster_members m JOIN pairs p ON p.log_id = m.log_id WHERE m.cluster = k.id) "
             "FROM clusters k ORDER BY k.id").fetchall()
-        modules = c.execute(
-            "SELECT m.id, m.cluster, m.kind, json_extract(m.metrics, '$.steps'), json_array_length(m.val_logs), "
+        modules = [(mid, cluster, kind, json.loads(metrics).get("steps"), len(json.loads(val_logs)), *counts)
+                   for mid, cluster, kind, metrics, val_logs, *counts in c.execute(
+            "SELECT m.id, m.cluster, m.kind, m.metrics, m.val_logs, "
             "(SELECT count(*) FROM validation v WHERE v.module_id = m.id), "
             "(SELECT coalesce(sum(v.same_as_base), 0) FROM validation v WHERE v.module_id = m.id) "
             "FROM modules m WHERE m.cluster IN (SELECT id FROM clusters) "
-            "AND m.clustering IS (SELECT max(id) FROM clusterings) ORDER BY m.cluster, m.kind, m.created_at"
-        ).fetchall()
+            f"AND m.clustering {d.same} (SELECT max(id) FROM clusterings) ORDER BY m.cluster, m.kind, m.created_at")]
         epoch_rates: dict[str, dict[int, float]] = {}
         for mid, epoch, rate in c.execute("SELECT module_id, epoch, avg(outcome) FROM validation "
                                           "GROUP BY module_id, epoch ORDER BY module_id, epoch"):
             epoch_rates.setdefault(mid, {})[epoch] = rate
-        threshold = c.execute("SELECT json_extract(config, '$.win_threshold') FROM runs WHERE stage = 'select' "
-                              "AND status = 'ok' ORDER BY id DESC LIMIT 1").fetchone()
+        select_run = c.execute("SELECT config FROM runs WHERE stage = 'select' "
+                               "AND status = 'ok' ORDER BY id DESC LIMIT 1").fetchone()
         return {
             "logs": self.count("logs"),
             "epoch_win_rates": epoch_rates,
-            "win_threshold": threshold[0] if threshold else None,
-            "with_feedback": one("SELECT count(*) FROM logs WHERE has_feedback"),
+            "win_threshold": json.loads(select_run[0]).get("win_threshold") if select_run else None,
+            "with_feedback": one("SELECT count(*) FROM logs WHERE has_feedback <> 0"),
             "feedback_rules_nonempty": one("SELECT count(*) FROM rules WHERE kind = 'feedback' "
-                                           "AND json_array_length(rules) > 0"),
+                                           f"AND {d.json_len('rules')} > 0"),
             "pairs": self.count("pairs"),
             "clusters": [dict(zip(("cluster", "size", "feedback_rules_nonempty", "pairs"), r)) for r in clusters],
             "plans": [dict(zip(("cluster", "system", "path", "module_id", "win_rate"), r)) for r in
@@ -99,7 +98,7 @@ class LogTables(Base):
 
     def log_stats(self) -> dict[str, Any]:
         """Counts of logs by source, language, feedback and implicit action; rejected records."""
-        c = self.conn
+        c, d = self.conn, self.dialect
 
         def grouped(sql: str) -> dict[str, int]:
             return {str(k): n for k, n in c.execute(sql)}
@@ -108,18 +107,18 @@ class LogTables(Base):
             "logs": self.count("logs"),
             "by_source": grouped("SELECT source, count(*) FROM logs GROUP BY source ORDER BY 2 DESC"),
             "by_lang": grouped("SELECT lang, count(*) FROM logs GROUP BY lang ORDER BY 2 DESC"),
-            "with_feedback": c.execute("SELECT count(*) FROM logs WHERE has_feedback").fetchone()[0],
-            "without_feedback": c.execute("SELECT count(*) FROM logs WHERE NOT has_feedback").fetchone()[0],
-            "actions": grouped("SELECT json_extract(a.value, '$.kind'), count(*) FROM logs, "
-                               "json_each(logs.record, '$.actions') AS a GROUP BY 1 ORDER BY 2 DESC"),
+            "with_feedback": c.execute("SELECT count(*) FROM logs WHERE has_feedback <> 0").fetchone()[0],
+            "without_feedback": c.execute("SELECT count(*) FROM logs WHERE has_feedback = 0").fetchone()[0],
+            "actions": grouped(f"SELECT {d.item_text('a', 'kind')}, count(*) FROM logs, "
+                               f"{d.json_items('logs.record', 'actions', 'a')} GROUP BY 1 ORDER BY 2 DESC"),
             "rejected": self.count("rejected"),
             "distilled": {
                 "prior_rules": c.execute("SELECT count(*) FROM rules WHERE kind = 'prior'").fetchone()[0],
                 "feedback_rules": c.execute("SELECT count(*) FROM rules WHERE kind = 'feedback'").fetchone()[0],
                 "usable_feedback": c.execute("SELECT count(*) FROM rules WHERE kind = 'feedback' "
-                                             "AND json_array_length(rules) > 0").fetchone()[0],
+                                             f"AND {d.json_len('rules')} > 0").fetchone()[0],
                 "filtered_as_noise": c.execute("SELECT count(*) FROM rules WHERE kind = 'feedback' "
-                                               "AND json_array_length(rules) = 0").fetchone()[0],
+                                               f"AND {d.json_len('rules')} = 0").fetchone()[0],
                 "pairs": grouped("SELECT origin, count(*) FROM pairs GROUP BY origin ORDER BY 2 DESC"),
             },
         }

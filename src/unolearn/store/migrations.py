@@ -2,37 +2,42 @@
 
 A released migration is never edited or renamed, only followed by new ones (the pattern of
 simonw/llm's migrations.py). ``Workspace.open`` applies the missing ones, each in one transaction;
-workspaces from before the ``migrations`` table counted them in ``PRAGMA user_version``, which is
-still kept equal to the number applied.
+SQLite workspaces from before the ``migrations`` table counted them in ``PRAGMA user_version``, which
+is still kept equal to the number applied there.
+
+Both databases run the same migrations: the DDL is written with SQLite's type names, which the
+connection's dialect maps to its own (:meth:`Dialect.ddl`); where SQLite needs a procedure that
+PostgreSQL does not (rebuilding a table to change a CHECK), the migration says so. On SQLite each
+one still produces, statement for statement, the schema it always did.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 from ..errors import WorkspaceError
+from .dialect import Connection
 
 #: Every migration, in the order applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+MIGRATIONS: list[Callable[[Connection], None]] = []
 
 
-def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+def migration(fn: Callable[[Connection], None]) -> Callable[[Connection], None]:
     """Register ``fn`` as the next migration."""
     MIGRATIONS.append(fn)
     return fn
 
 
-def _script(c: sqlite3.Connection, sql: str) -> None:
-    """Run the statements of ``sql`` one by one (``executescript`` would commit the transaction)."""
-    for statement in sql.split(";"):
+def _script(c: Connection, sql: str) -> None:
+    """Run the statements of ``sql`` (DDL in SQLite's type names) one by one, in the caller's transaction."""
+    for statement in c.dialect.ddl(sql).split(";"):
         if statement.strip():
             c.execute(statement)
 
 
 @migration
-def m001_logs_rejected_runs(c: sqlite3.Connection) -> None:
+def m001_logs_rejected_runs(c: Connection) -> None:
     """Logs, rejected input records, stage runs."""
     _script(c, """
     CREATE TABLE logs (
@@ -65,7 +70,7 @@ def m001_logs_rejected_runs(c: sqlite3.Connection) -> None:
 
 
 @migration
-def m002_caches(c: sqlite3.Connection) -> None:
+def m002_caches(c: Connection) -> None:
     """The model response cache and the embedding cache."""
     _script(c, """
     CREATE TABLE llm_cache (
@@ -84,7 +89,7 @@ def m002_caches(c: sqlite3.Connection) -> None:
 
 
 @migration
-def m003_analysis_stages(c: sqlite3.Connection) -> None:
+def m003_analysis_stages(c: Connection) -> None:
     """The analysis stages: distilled rules, preference pairs, clusters, cognitive gap."""
     _script(c, """
     CREATE TABLE rules (
@@ -141,7 +146,7 @@ def m003_analysis_stages(c: sqlite3.Connection) -> None:
 
 
 @migration
-def m004_modules_validation_plans(c: sqlite3.Connection) -> None:
+def m004_modules_validation_plans(c: Connection) -> None:
     """Experience modules (trained adapters), their validation, and the final plan per cluster."""
     _script(c, """
     CREATE TABLE modules (
@@ -186,7 +191,7 @@ def m004_modules_validation_plans(c: sqlite3.Connection) -> None:
 
 
 @migration
-def m005_served_feedback(c: sqlite3.Connection) -> None:
+def m005_served_feedback(c: Connection) -> None:
     """Interactions served by the proxy and the feedback attached to them later."""
     _script(c, """
     CREATE TABLE served (
@@ -211,7 +216,7 @@ def m005_served_feedback(c: sqlite3.Connection) -> None:
 
 
 @migration
-def m006_validation_against_fresh_base(c: sqlite3.Connection) -> None:
+def m006_validation_against_fresh_base(c: Connection) -> None:
     """Validation compares each checkpoint with a fresh base answer, one row per item (judge samples averaged);
     same_as_base marks a checkpoint answer identical to the base answer.
     """
@@ -222,18 +227,55 @@ def m006_validation_against_fresh_base(c: sqlite3.Connection) -> None:
 
 
 @migration
-def m007_served_user(c: sqlite3.Connection) -> None:
+def m007_served_user(c: Connection) -> None:
     """The user of a served request (the OpenAI ``user`` parameter), carried into its log."""
-    _script(c, """
-    ALTER TABLE served ADD COLUMN user TEXT;
-    """)
+    _script(c, f"ALTER TABLE served ADD COLUMN {c.dialect.quote('user')} TEXT")
 
 
 @migration
-def m008_guidance(c: sqlite3.Connection) -> None:
+def m008_guidance(c: Connection) -> None:
     """Guidance: cluster rulebooks, people's decisions on their entries, the guide module kind and the uno-guided plans
-    (SQLite cannot change a CHECK: the two tables are rebuilt, rows kept).
+    (SQLite cannot change a CHECK: the two tables are rebuilt, rows kept; PostgreSQL alters the CHECKs).
     """
+    if c.dialect.name == "sqlite":
+        _rebuild_modules_and_plans(c)
+    else:
+        _script(c, """
+        ALTER TABLE modules DROP CONSTRAINT modules_kind_check;
+        ALTER TABLE modules ADD CONSTRAINT modules_kind_check CHECK (kind IN ('expert', 'critic', 'guide'));
+        ALTER TABLE plans DROP CONSTRAINT plans_system_check;
+        ALTER TABLE plans ADD CONSTRAINT plans_system_check CHECK (system IN ('uno', 'uno-single', 'uno-guided'));
+        ALTER TABLE plans DROP CONSTRAINT plans_path_check;
+        ALTER TABLE plans ADD CONSTRAINT plans_path_check CHECK (path IN ('primary', 'reflective', 'guide', 'base'));
+        """)
+    _script(c, """
+    CREATE TABLE rulebook (
+        id TEXT PRIMARY KEY,
+        cluster INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        lang TEXT NOT NULL,
+        members TEXT NOT NULL,
+        n_logs INTEGER NOT NULL,
+        n_users INTEGER NOT NULL,
+        novelty REAL,
+        status TEXT NOT NULL,
+        contradicted_by TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX rulebook_cluster ON rulebook(cluster, status);
+    CREATE TABLE rule_decisions (
+        log_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+        entry_id TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        PRIMARY KEY (log_id, rule)
+    );
+    """)
+
+
+def _rebuild_modules_and_plans(c: Connection) -> None:
+    """m008 on SQLite: ``modules`` and ``plans`` rebuilt with the new CHECKs, their rows kept."""
     _script(c, """
     CREATE TABLE modules_new (
         id TEXT PRIMARY KEY,
@@ -267,38 +309,17 @@ def m008_guidance(c: sqlite3.Connection) -> None:
     INSERT INTO plans_new SELECT * FROM plans;
     DROP TABLE plans;
     ALTER TABLE plans_new RENAME TO plans;
-    CREATE TABLE rulebook (
-        id TEXT PRIMARY KEY,
-        cluster INTEGER NOT NULL,
-        text TEXT NOT NULL,
-        lang TEXT NOT NULL,
-        members TEXT NOT NULL,
-        n_logs INTEGER NOT NULL,
-        n_users INTEGER NOT NULL,
-        novelty REAL,
-        status TEXT NOT NULL,
-        contradicted_by TEXT,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX rulebook_cluster ON rulebook(cluster, status);
-    CREATE TABLE rule_decisions (
-        log_id TEXT NOT NULL,
-        rule TEXT NOT NULL,
-        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
-        entry_id TEXT NOT NULL,
-        decided_at TEXT NOT NULL,
-        PRIMARY KEY (log_id, rule)
-    );
     """)
 
 
 @migration
-def m009_clustering_versions(c: sqlite3.Connection) -> None:
+def m009_clustering_versions(c: Connection) -> None:
     """Clustering versions: modules and plans belong to the clustering they were made for, so a re-clustering never
     routes through stale plans or reuses another cluster's module. The stored clustering (if any) becomes version 1,
     with the unseen distance of the last cluster run.
     """
-    _script(c, """
+    d = c.dialect
+    _script(c, f"""
     CREATE TABLE clusterings (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         embedder TEXT NOT NULL,
@@ -309,9 +330,9 @@ def m009_clustering_versions(c: sqlite3.Connection) -> None:
     );
     INSERT INTO clusterings (embedder, unseen_distance, fingerprint, created_at)
         SELECT min(embedder),
-               (SELECT json_extract(config, '$.unseen_distance') FROM runs
+               (SELECT {d.json_real('config', 'unseen_distance')} FROM runs
                 WHERE stage = 'cluster' AND status = 'ok' ORDER BY id DESC LIMIT 1),
-               (SELECT json_extract(result, '$.fingerprint') FROM runs
+               (SELECT {d.json_text('result', 'fingerprint')} FROM runs
                 WHERE stage = 'cluster-input' AND status = 'ok' ORDER BY id DESC LIMIT 1),
                min(created_at)
         FROM clusters HAVING count(*) > 0;
@@ -322,14 +343,14 @@ def m009_clustering_versions(c: sqlite3.Connection) -> None:
     """)
 
 
-def applied(c: sqlite3.Connection) -> set[str]:
+def applied(c: Connection) -> set[str]:
     """The names of the migrations applied to the database of ``c`` (creating their table if needed).
 
-    A workspace from before this table has its ``user_version`` first migrations applied.
+    A SQLite workspace from before this table has its ``user_version`` first migrations applied.
     """
-    c.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    c.execute(c.dialect.ddl("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"))
     names = {r[0] for r in c.execute("SELECT name FROM migrations")}
-    version = c.execute("PRAGMA user_version").fetchone()[0]
+    version = c.execute("PRAGMA user_version").fetchone()[0] if c.dialect.name == "sqlite" else 0
     if not names and version:
         if version > len(MIGRATIONS):
             raise WorkspaceError(f"schema version {version} is newer than this unolearn ({len(MIGRATIONS)}); "
@@ -343,11 +364,12 @@ def applied(c: sqlite3.Connection) -> set[str]:
     return names
 
 
-def apply(c: sqlite3.Connection, fn: Callable[[sqlite3.Connection], None]) -> None:
+def apply(c: Connection, fn: Callable[[Connection], None]) -> None:
     """Run one migration on ``c`` (inside the caller's transaction) and record it."""
     fn(c)
     c.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (fn.__name__, _now()))
-    c.execute(f"PRAGMA user_version = {MIGRATIONS.index(fn) + 1}")
+    if c.dialect.name == "sqlite":
+        c.execute(f"PRAGMA user_version = {MIGRATIONS.index(fn) + 1}")
 
 
 def _now() -> str:

@@ -40,7 +40,7 @@ class ModuleTables(Base):
 
     def modules(self, cluster: int | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         """The modules of the current clustering (of one cluster and kind), newest first."""
-        sql, args = "SELECT * FROM modules WHERE clustering IS (SELECT max(id) FROM clusterings)", []
+        sql, args = f"SELECT * FROM modules WHERE clustering {self.dialect.same} (SELECT max(id) FROM clusterings)", []
         if cluster is not None:
             sql, args = sql + " AND cluster = ?", [*args, cluster]
         if kind is not None:
@@ -80,7 +80,7 @@ class ModuleTables(Base):
         """``(path, module id, epoch, win rate, reason)`` of one cluster's plan for ``system`` in the current
         clustering (None: not selected yet)."""
         return self.conn.execute("SELECT path, module_id, epoch, win_rate, reason FROM plans WHERE cluster = ? "
-                                 "AND system = ? AND clustering IS (SELECT max(id) FROM clusterings)",
+                                 f"AND system = ? AND clustering {self.dialect.same} (SELECT max(id) FROM clusterings)",
                                  (cluster, system)).fetchone()
 
     def replace_validation(self, module_id: str, rows: list[tuple]) -> None:

@@ -8,7 +8,9 @@ from typing import Any
 
 from ..errors import NotFoundError
 from ..records import RuleEntry, RuleMember, canonical_json, content_hash
-from .base import Base, now
+from .base import Base, now, upsert
+
+_DECIDE = upsert("rule_decisions", ("log_id", "rule", "decision", "entry_id", "decided_at"), ("log_id", "rule"))
 
 #: The rulebook columns that :func:`_entry` reads, in its order.
 _ENTRY_SELECT = "SELECT id, cluster, text, lang, members, novelty, status, contradicted_by FROM rulebook"
@@ -64,9 +66,8 @@ class RulebookTables(Base):
 
     def guide_text(self, module_id: str) -> str | None:
         """The rulebook text of a ``guide`` module (None: no such guide)."""
-        row = self.conn.execute("SELECT json_extract(metrics, '$.text') FROM modules WHERE id = ? AND kind = 'guide'",
-                                (module_id,)).fetchone()
-        return row[0] if row else None
+        row = self.conn.execute("SELECT metrics FROM modules WHERE id = ? AND kind = 'guide'", (module_id,)).fetchone()
+        return json.loads(row[0]).get("text") if row else None
 
     def rule_sets(self, kind: str) -> Iterator[tuple[str, list[str]]]:
         """``(log id, rules)`` of every stored rule set of ``kind`` (prior / feedback)."""
@@ -86,8 +87,7 @@ class RulebookTables(Base):
         """
         logs = sorted({m.log_id for m in entry.members})
         with self.transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO rule_decisions (log_id, rule, decision, entry_id, decided_at) "
-                          "VALUES (?,?,?,?,?)", [(m.log_id, m.rule, decision, entry.id, now()) for m in entry.members])
+            c.executemany(_DECIDE, [(m.log_id, m.rule, decision, entry.id, now()) for m in entry.members])
             c.execute("UPDATE rulebook SET status = ? WHERE id = ?", (decision, entry.id))
             if decision == "rejected":
                 gone = {(m.log_id, m.rule) for m in entry.members}

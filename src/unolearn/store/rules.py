@@ -7,7 +7,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..records import Log
-from .base import Base, now
+from .base import Base, now, upsert
+
+_PUT_RULES = upsert("rules", ("log_id", "kind", "rules", "model", "created_at"), ("log_id", "kind"))
+_PUT_PAIR = upsert("pairs", ("id", "log_id", "origin", "prompt", "chosen", "rejected", "score", "candidates", "model",
+                            "created_at"), ("id",))
 
 
 class RuleTables(Base):
@@ -20,7 +24,8 @@ class RuleTables(Base):
 
     def rule_ids(self, kind: str, *, nonempty: bool = False) -> set[str]:
         """The ids of the logs with a stored rule set of ``kind`` (only non-empty ones with ``nonempty``)."""
-        sql = "SELECT log_id FROM rules WHERE kind = ?" + (" AND json_array_length(rules) > 0" if nonempty else "")
+        nonempty_only = f" AND {self.dialect.json_len('rules')} > 0" if nonempty else ""
+        sql = "SELECT log_id FROM rules WHERE kind = ?" + nonempty_only
         return {r[0] for r in self.conn.execute(sql, (kind,))}
 
     def paired_ids(self) -> set[str]:
@@ -31,16 +36,14 @@ class RuleTables(Base):
         """Store rule sets ``(log id, kind, rules, model)``, replacing earlier ones of the same log and kind."""
         created = now()
         with self.transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO rules (log_id, kind, rules, model, created_at) VALUES (?,?,?,?,?)",
-                          [(log_id, kind, json.dumps(rules, ensure_ascii=False), model, created)
+            c.executemany(_PUT_RULES, [(log_id, kind, json.dumps(rules, ensure_ascii=False), model, created)
                            for log_id, kind, rules, model in rows])
 
     def put_pairs(self, rows: Iterable[tuple]) -> None:
         """Store preference pairs ``(id, log id, origin, prompt JSON, chosen, rejected, score, candidates JSON,
         model, created at)``, replacing pairs of the same id."""
         with self.transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO pairs (id, log_id, origin, prompt, chosen, rejected, score, "
-                          "candidates, model, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)", list(rows))
+            c.executemany(_PUT_PAIR, list(rows))
 
     def all_pair_texts(self) -> Iterator[tuple[str, str, str]]:
         """``(prompt JSON, chosen, rejected)`` of every pair, by pair id."""
@@ -56,7 +59,7 @@ class RuleTables(Base):
         """The log ``log_id`` when its feedback gave no rules and it has no pair, else None."""
         row = self.conn.execute(
             "SELECT l.record FROM logs l JOIN rules r ON r.log_id = l.id AND r.kind = 'feedback' WHERE l.id = ? "
-            "AND json_array_length(r.rules) = 0 AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.log_id = l.id)",
+            f"AND {self.dialect.json_len('r.rules')} = 0 AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.log_id = l.id)",
             (log_id,)).fetchone()
         return Log.model_validate_json(row[0]) if row else None
 
@@ -64,7 +67,7 @@ class RuleTables(Base):
         """Every log with feedback, with its feedback rules (empty when not distilled), by log id."""
         for record, rules in self.conn.execute(
                 "SELECT l.record, r.rules FROM logs l LEFT JOIN rules r ON r.log_id = l.id "
-                "AND r.kind = 'feedback' WHERE l.has_feedback ORDER BY l.id"):
+                "AND r.kind = 'feedback' WHERE l.has_feedback <> 0 ORDER BY l.id"):
             yield Log.model_validate_json(record), json.loads(rules) if rules else []
 
     def cluster_logs(self, cluster: int | None = None) -> list[tuple[int, Log, list[Any]]]:

@@ -16,9 +16,8 @@ class RunTables(Base):
     def start_run(self, stage: str, config: dict[str, Any]) -> int:
         """Record the start of a stage run; return its id."""
         with self.transaction() as c:
-            cur = c.execute("INSERT INTO runs (stage, started_at, status, config) VALUES (?,?,?,?)",
+            return c.insert("INSERT INTO runs (stage, started_at, status, config) VALUES (?,?,?,?)",
                             (stage, now(), "running", canonical_json(config)))
-            return int(cur.lastrowid)
 
     @contextmanager
     def recorded_run(self, stage: str, config: dict[str, Any]) -> Iterator[dict[str, Any]]:

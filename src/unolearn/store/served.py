@@ -18,8 +18,8 @@ class ServedTables(Base):
         """Store served answers ``(response id, messages JSON, answer, route JSON, model, created at, user)``
         and feedback ``(response id, text, action, edited, created at)`` in one transaction."""
         with self.transaction() as c:
-            c.executemany("INSERT OR IGNORE INTO served (response_id, messages, answer, route, model, created_at, "
-                          "user) VALUES (?,?,?,?,?,?,?)", served)
+            c.executemany("INSERT INTO served (response_id, messages, answer, route, model, created_at, "
+                          f"{self.dialect.quote('user')}) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", served)
             c.executemany("INSERT INTO feedback (response_id, text, action, edited, created_at) "
                           "VALUES (?,?,?,?,?)", feedback)
 
@@ -27,7 +27,8 @@ class ServedTables(Base):
         """``(response id, messages, answer, route, created at, user)`` of the served answers with feedback
         and no log yet, oldest first."""
         return self.conn.execute(
-            "SELECT response_id, messages, answer, route, created_at, user FROM served s WHERE log_id IS NULL AND "
+            f"SELECT response_id, messages, answer, route, created_at, {self.dialect.quote('user')} FROM served s "
+            "WHERE log_id IS NULL AND "
             "EXISTS (SELECT 1 FROM feedback f WHERE f.response_id = s.response_id) ORDER BY created_at, response_id"
         ).fetchall()
 
@@ -51,5 +52,6 @@ class ServedTables(Base):
         """``(module id, epoch, adapter folder)`` of every adapter a plan of the current clustering uses."""
         rows = self.conn.execute("SELECT DISTINCT p.module_id, p.epoch, m.path FROM plans p JOIN modules m "
                                  "ON m.id = p.module_id WHERE p.path IN ('primary', 'reflective') "
-                                 "AND p.clustering IS (SELECT max(id) FROM clusterings) ORDER BY 1, 2").fetchall()
+                                 f"AND p.clustering {self.dialect.same} (SELECT max(id) FROM clusterings) "
+                                 "ORDER BY 1, 2").fetchall()
         return [(mid, epoch, str(self.resolve(path))) for mid, epoch, path in rows]

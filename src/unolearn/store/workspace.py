@@ -1,10 +1,15 @@
-"""The workspace: one directory with a database and a folder of artifacts.
+"""The workspace: one directory with a folder of artifacts, and a store holding every table.
 
 Storage contract:
+- The store is the workspace's SQLite file (``unolearn.sqlite3``) unless a URL names another one
+  (:mod:`unolearn.store.dialect`): a PostgreSQL database that several workspace folders, processes
+  and machines share (proxy replicas). Every table lives in the store, the caches included; the
+  artifacts (adapters, reports) stay in the folder, which machines that train or load adapters share.
 - The schema is migrated forward on open by the named migrations of :mod:`unolearn.store.migrations`,
   recorded in the ``migrations`` table; a released migration is never edited, only followed.
 - Every write happens inside one transaction (:meth:`Base.transaction`), so a killed process leaves
-  either all of a batch or none of it. The journal is in WAL mode.
+  either all of a batch or none of it; write transactions run one at a time. SQLite's journal is in
+  WAL mode.
 - Records are stored as canonical JSON next to a few indexed columns; their primary key is the
   record's content hash, so inserting the same record twice is a no-op.
 - All SQL lives in this package: one module per group of tables, combined into :class:`Workspace`.
@@ -21,6 +26,7 @@ from . import migrations
 from .base import DB_NAME, resolve_dir
 from .caches import CacheTables
 from .clusters import ClusterTables
+from .dialect import check_url, connect, database_errors, redacted
 from .logs import LogTables
 from .modules import ModuleTables
 from .rulebook import RulebookTables
@@ -34,22 +40,37 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
     """A unolearn workspace. Open with :meth:`open`; use as a context manager to close it."""
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None) -> "Workspace":
-        """Open (creating if needed) the workspace at ``path`` and migrate its schema."""
+    def open(cls, path: str | os.PathLike[str] | None = None, store: str | None = None) -> "Workspace":
+        """Open (creating if needed) the workspace at ``path`` on ``store`` and migrate its schema.
+
+        ``store``: a store URL (``sqlite:///PATH``, ``postgresql://USER@HOST[:PORT]/DB``); None: the
+        workspace's own ``unolearn.sqlite3``. A malformed URL or a missing driver is a ConfigError.
+        """
         root = resolve_dir(path)
+        if store is not None:
+            check_url(store)  # before anything is created
         try:
             root.mkdir(parents=True, exist_ok=True)
             (root / "artifacts").mkdir(exist_ok=True)
-            conn = sqlite3.connect(root / DB_NAME, isolation_level=None, timeout=30.0,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            conn = connect(store, root / DB_NAME)
         except (OSError, sqlite3.Error) as e:
             raise WorkspaceError(f"cannot open workspace {root}: {e}") from e
-        ws = cls(root, conn)
-        ws._migrate()
+        ws = cls(root, conn, store)
+        try:
+            ws._migrate()
+        except BaseException:
+            conn.close()
+            raise
         return ws
+
+    def reopen(self) -> "Workspace":
+        """Another connection to the same workspace and store (for another thread or writer)."""
+        return type(self).open(self.root, self.store)
+
+    @property
+    def where(self) -> str:
+        """The workspace folder and, when it is not the folder's own SQLite file, the store (password hidden)."""
+        return str(self.root) if self.store is None else f"{self.root} (store {redacted(self.store)})"
 
     @property
     def artifacts(self) -> Path:
@@ -69,29 +90,28 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
     def _migrate(self) -> None:
         """Apply the missing migrations (:mod:`unolearn.store.migrations`), each in one transaction.
 
-        Foreign keys are off while they run (SQLite's procedure for rebuilding a table that others
-        refer to; the setting cannot change inside a transaction) and checked before each commit.
+        Each is looked up again inside its transaction, so processes that open a new store at once
+        apply it once. On SQLite foreign keys are off while they run (its procedure for rebuilding a
+        table that others refer to) and checked before each commit.
         """
+        errors = database_errors()
         try:
             with self.transaction() as c:
                 done = migrations.applied(c)
-        except (sqlite3.Error, WorkspaceError) as e:
-            raise WorkspaceError(f"workspace {self.root}: {e}") from e
+        except (*errors, WorkspaceError) as e:
+            raise WorkspaceError(f"workspace {self.where}: {e}") from e
         missing = [fn for fn in migrations.MIGRATIONS if fn.__name__ not in done]
         if not missing:
             return
-        self.conn.execute("PRAGMA foreign_keys=OFF")
-        try:
+        with self.conn.schema_change():
             for fn in missing:
                 try:
                     with self.transaction() as c:
-                        migrations.apply(c, fn)
-                        if bad := c.execute("PRAGMA foreign_key_check").fetchall():
-                            raise sqlite3.IntegrityError(f"foreign key violations: {bad[:3]}")
-                except sqlite3.Error as e:
-                    raise WorkspaceError(f"migration {fn.__name__} of {self.root} failed: {e}") from e
-        finally:
-            self.conn.execute("PRAGMA foreign_keys=ON")
+                        if fn.__name__ not in migrations.applied(c):
+                            migrations.apply(c, fn)
+                            c.check()
+                except errors as e:
+                    raise WorkspaceError(f"migration {fn.__name__} of {self.where} failed: {e}") from e
 
     def schema_version(self) -> int:
         """How many migrations the workspace has applied."""
