@@ -1,6 +1,7 @@
 """The store on both backends (the ``ws`` fixture is each of them in turn); the migration tests of SQLite
 workspaces written by earlier unolearns are SQLite's alone."""
 
+import re
 import shutil
 import sqlite3
 import threading
@@ -244,7 +245,7 @@ def test_a_malformed_store_url_is_a_config_error(tmp_path):
     from unolearn.errors import ConfigError
 
     for bad in ("mysql://u@h/db", "sqlite://relative", "postgresql://u@h", "postgresql://u@h:99999/db",
-                "postgresql:///db", "nonsense"):
+                "postgresql://u@h/a/b", "postgresql:/db", "nonsense"):
         with pytest.raises(ConfigError, match="store URL"):
             Workspace.open(tmp_path / "ws", bad)
     assert not (tmp_path / "ws").exists()
@@ -263,3 +264,161 @@ def test_an_unreachable_server_is_a_workspace_error(tmp_path):
 
     with pytest.raises(WorkspaceError, match=r"cannot reach the store postgresql://u:\*\*\*@127.0.0.1"):
         Workspace.open(tmp_path / "ws", f"postgresql://u:secret@127.0.0.1:{free_port()}/db")
+
+
+def test_unix_socket_urls_are_stores(request, tmp_path):
+    """libpq's Unix-socket forms (no host: the default socket; a socket folder as host) name a store."""
+    from unolearn.store.dialect import check_url, scratch_store
+
+    for url in ("postgresql:///db", "postgresql://u@/db?host=/run/postgresql", "postgresql://%2Frun%2Fpostgresql/db"):
+        assert check_url(url) == url
+    server = request.getfixturevalue("postgres_server")
+    socket_url = f"postgresql://unolearn@/postgres?host={server.dir}&port={server.port}"
+    with scratch_store(socket_url, prefix="unolearn_test") as url:
+        assert url.startswith("postgresql://unolearn@/unolearn_test_")
+        assert url.endswith(f"?host={server.dir}&port={server.port}")
+        with Workspace.open(tmp_path / "ws", url) as w:
+            w.add_logs([log("over a socket")])
+            assert w.count("logs") == 1 and w.conn.execute("SELECT inet_server_addr()").fetchone()[0] is None
+
+
+def test_passwords_are_hidden_wherever_the_url_holds_them():
+    from unolearn.store.dialect import redacted
+
+    assert redacted("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert redacted("postgresql://u@h/db?sslmode=require&password=secret") == \
+        "postgresql://u@h/db?sslmode=require&password=***"
+    assert redacted("postgresql:///db?PASSWORD=secret&sslpassword=key") == "postgresql:///db?PASSWORD=***&sslpassword=***"
+    assert redacted("postgresql://u@h/db?passwordless=1") == "postgresql://u@h/db?passwordless=1"
+
+
+def test_a_failed_connection_reports_the_reason_not_psycopg_s_header():
+    from unolearn.store.dialect import _first_line
+
+    multiple = Exception("Multiple connection attempts failed. All failures were:\n"
+                         "- host: 'localhost', port: '1', hostaddr: '::1': connection failed: connection to server "
+                         "at \"::1\", port 1 failed: Connection refused\n\tIs the server running on that host?\n"
+                         "- host: 'localhost', port: '1', hostaddr: '127.0.0.1': connection failed: connection to "
+                         "server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs the server running?")
+    assert _first_line(multiple) == ("host: 'localhost', port: '1', hostaddr: '127.0.0.1': connection failed: "
+                                     "connection to server at \"127.0.0.1\", port 1 failed: Connection refused")
+    assert _first_line(Exception("connection failed: FATAL: no such database\n\tHINT")) == \
+        "connection failed: FATAL: no such database"
+    assert _first_line(ValueError("")) == "ValueError"
+
+
+def test_question_marks_and_type_names_inside_quotes_are_left_as_written(ws):
+    """The store's ``?`` placeholders become psycopg's ``%s`` and SQLite's type names PostgreSQL's, but not
+    inside a quoted literal or identifier."""
+    from unolearn.store.dialect import POSTGRES, _pyformat
+
+    assert _pyformat("SELECT 'a?%', \"b?\" FROM t WHERE x = ? AND y = 'it''s ?'") == \
+        "SELECT 'a?%%', \"b?\" FROM t WHERE x = %s AND y = 'it''s ?'"
+    assert POSTGRES.ddl("CREATE TABLE t (a TEXT DEFAULT 'TEXT, REAL', b REAL)") == \
+        "CREATE TABLE t (a TEXT COLLATE \"C\" DEFAULT 'TEXT, REAL', b DOUBLE PRECISION)"
+    assert ws.conn.execute("SELECT '?%', ?, 'it''s ?'", (7,)).fetchone() == ("?%", 7, "it's ?")
+
+
+def test_a_writer_waits_for_the_lock_a_bounded_time(ws):
+    """A write transaction that cannot get the store's write lock in time is a StoreBusyError (SQLite's busy
+    timeout, PostgreSQL's lock_timeout), not a wait for ever; on PostgreSQL the idempotent writes take no lock."""
+    from unolearn.errors import StoreBusyError
+
+    with Workspace.open(ws.root, ws.store) as other, ws.transaction():
+        other.conn.set_lock_timeout(0.3)
+        with pytest.raises(StoreBusyError, match="busy: another writer held its write lock for 0.3 s|busy: another "
+                                                 "writer held it for 0.3 s"):
+            with other.transaction():
+                pass
+        if ws.dialect.name == "postgresql":
+            other.cache_put("k", "m", "r")  # no write lock: not blocked
+            other.add_logs([log("while locked")])
+            with other.transaction(lock=False) as c:
+                settings = [c.execute(f"SHOW {name}").fetchone()[0]
+                            for name in ("lock_timeout", "idle_in_transaction_session_timeout")]
+            assert settings == ["300ms", "1min"]
+    assert ws.cache_get("k") == ("r" if ws.dialect.name == "postgresql" else None)
+
+
+def test_a_broken_postgresql_connection_is_replaced(request, tmp_path):
+    """After the server ends a session (a restart, pg_terminate_backend), the statement that meets the break
+    raises an error the caller may retry, and the next one runs on a new connection."""
+    from conftest import store_of
+
+    with store_of(request, "postgresql") as url, Workspace.open(tmp_path / "ws", url) as w:
+        params = w.conn.raw.info.get_parameters()
+        assert params["keepalives"] == "1" and params["keepalives_idle"] == "60"
+        with Workspace.open(tmp_path / "ws", url) as admin:
+            admin.conn.execute("SELECT pg_terminate_backend(?)", (w.conn.raw.info.backend_pid,))
+        with pytest.raises(database_errors()) as broken:
+            w.count("logs")
+        assert w.conn.transient(broken.value)
+        w.add_logs([log("after the break")])
+        assert w.count("logs") == 1
+
+
+def test_logs_stats_count_actions_of_logs_holding_nul(ws):
+    """A log may hold U+0000 (stored as the JSON escape); PostgreSQL's jsonb refuses it, so the stats read
+    the records as json."""
+    from unolearn.records import Action
+
+    msgs = [Message(role="user", content="q\u0000 with a NUL"), Message(role="assistant", content="a\u0000"),
+            Message(role="user", content="fix\u0000 it")]
+    nul = Log.from_messages(msgs, source="t", actions=(Action(kind="dislike"),))
+    ws.add_logs([nul, log("q2")])
+    assert ws.get_log(nul.id).query == "q\u0000 with a NUL"
+    assert ws.log_stats()["actions"] == {"dislike": 1}
+
+
+def test_a_migrated_store_opens_without_the_create_privilege(request, tmp_path):
+    """Opening a store that has every migration only reads: a role that may write the tables but not create
+    any (PostgreSQL 15's default on the public schema) opens it and writes."""
+    import secrets
+
+    from conftest import store_of
+    from unolearn.store.dialect import with_database
+
+    role = f"writer_{secrets.token_hex(3)}"
+    with store_of(request, "postgresql") as url, Workspace.open(tmp_path / "ws", url) as w:
+        database = url.rsplit("/", 1)[1]
+        for statement in (f"CREATE ROLE {role} LOGIN", f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
+                          "REVOKE CREATE ON SCHEMA public FROM PUBLIC", f"GRANT USAGE ON SCHEMA public TO {role}",
+                          f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+                          f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"):
+            w.conn.execute(statement)
+        try:
+            as_role = with_database(url.replace("unolearn@", f"{role}@", 1), database)
+            with Workspace.open(tmp_path / "ws", as_role) as limited:
+                limited.add_logs([log("by a role without CREATE")])
+                assert limited.count("logs") == 1 and limited.schema_version() == len(MIGRATIONS)
+        finally:
+            w.conn.execute(f"DROP OWNED BY {role}")
+            w.conn.execute(f"DROP ROLE {role}")
+
+
+def test_scratch_databases_are_dated_swept_after_a_day_and_never_hide_the_error(request):
+    """A scratch database is named with its UTC creation time; one a killed run left over a day ago is dropped
+    by the next scratch store, a recent one (another run's) is kept; a drop that fails on the way out of an
+    error does not replace that error."""
+    from unolearn.store.dialect import PostgresConnection, scratch_store
+
+    server = request.getfixturevalue("postgres_server")
+    admin = PostgresConnection(server.url())
+    try:
+        old, recent = "unolearn_sweep_20000101000000_deadbeef", "unolearn_sweep_29990101000000_cafef00d"
+        for name in (old, recent):
+            admin.execute(f'CREATE DATABASE "{name}"')
+        with pytest.raises(ZeroDivisionError):
+            with scratch_store(server.url(), prefix="unolearn_sweep") as url:
+                name = url.rsplit("/", 1)[1]
+                assert re.fullmatch(r"unolearn_sweep_\d{14}_[0-9a-f]{8}", name)
+                admin.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE true')  # its drop will fail
+                1 / 0
+        names = {r[0] for r in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'unolearn_sweep%'")}
+        assert names == {recent, name}
+        admin.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE false')
+        for leftover in names:
+            admin.execute(f'DROP DATABASE "{leftover}"')
+    finally:
+        admin.close()
+

@@ -67,3 +67,8 @@ class BackendHTTPError(BackendError):
 
 class SchemaError(BackendError):
     """The model did not produce output valid under the requested JSON schema."""
+
+
+class StoreBusyError(WorkspaceError):
+    """The store's write lock was not free within its timeout: another writer held it."""
+

@@ -68,7 +68,11 @@ class Base:
         return self.conn.dialect
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """Run the enclosed writes atomically: all of them are committed, or none (see :mod:`.dialect` on locking)."""
-        with self.conn.transaction():
+    def transaction(self, lock: bool = True) -> Iterator[Connection]:
+        """Run the enclosed writes atomically: all of them are committed, or none (see :mod:`.dialect` on locking).
+
+        ``lock=False`` only for writes that read nothing and are idempotent (inserts ``ON CONFLICT``): they
+        need not wait for the store's write lock, which serialises read-modify-write transactions.
+        """
+        with self.conn.transaction(lock=lock):
             yield self.conn

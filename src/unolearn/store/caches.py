@@ -17,8 +17,9 @@ class CacheTables(Base):
         return row[0] if row else None
 
     def cache_put(self, key: str, model: str, response: str) -> None:
-        """Store one model response (its own transaction: finished calls survive an interruption)."""
-        with self.transaction() as c:
+        """Store one model response (its own transaction: finished calls survive an interruption; an upsert
+        that reads nothing, so it does not wait for the store's write lock)."""
+        with self.transaction(lock=False) as c:
             c.execute(_PUT_RESPONSE, (key, model, response, now()))
 
     def embeddings_get(self, model: str, hashes: list[str]) -> dict[str, bytes]:
@@ -33,6 +34,7 @@ class CacheTables(Base):
         return found
 
     def embeddings_put(self, model: str, items: list[tuple[str, bytes]]) -> None:
-        """Store vectors (text hash, float32 bytes) of ``model`` in one transaction."""
-        with self.transaction() as c:
-            c.executemany(_PUT_VECTOR, [(model, h, v) for h, v in items])
+        """Store vectors (text hash, float32 bytes) of ``model`` in one transaction, without the write lock
+        (upserts in key order: concurrent writers of the same keys wait for each other, never deadlock)."""
+        with self.transaction(lock=False) as c:
+            c.executemany(_PUT_VECTOR, [(model, h, v) for h, v in sorted(items)])

@@ -12,27 +12,62 @@ Storage contract:
   the transaction starts, so write transactions run one at a time and a read inside one sees every
   write committed before it. PostgreSQL does the same for every process and machine on the store: a
   write transaction first takes one transaction-level advisory lock, in READ COMMITTED, so each of its
-  statements sees what the writers before it committed. Reads outside a transaction take no lock.
+  statements sees what the writers before it committed. Reads outside a transaction take no lock, nor
+  do the writes that read nothing and are idempotent (``transaction(lock=False)``: cache entries,
+  vectors, logs and served answers inserted ``ON CONFLICT DO NOTHING``), so a long ingest does not
+  stall every replica's recorder.
+- No writer waits for ever: the write lock is awaited at most :data:`LOCK_TIMEOUT_S` seconds (SQLite's
+  busy timeout; PostgreSQL's ``lock_timeout``), then :class:`StoreBusyError`. On PostgreSQL a
+  transaction left idle for :data:`IDLE_TIMEOUT_S` seconds is ended by the server (its locks freed).
+  Both are set per transaction (``SET LOCAL``), which a pooler in transaction mode (PgBouncer) passes
+  through, where startup ``options`` would be refused. TCP keepalives notice a dead server or network.
+- A PostgreSQL connection that broke (server restart, ``pg_terminate_backend``) is replaced by a new
+  one at its next statement outside a transaction; the statement that met the break raises, and
+  :meth:`Connection.transient` tells a caller such an error is worth a retry.
+- PostgreSQL 13 or newer (scratch databases are dropped ``WITH (FORCE)``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError, WorkspaceError
+from ..errors import ConfigError, StoreBusyError, WorkspaceError
+
+log = logging.getLogger(__name__)
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
+
+#: Seconds a writer waits for the store's write lock before :class:`StoreBusyError`.
+LOCK_TIMEOUT_S = 30.0
+#: Seconds a PostgreSQL transaction may sit idle before the server ends its session (and frees its locks).
+IDLE_TIMEOUT_S = 60.0
+#: libpq's TCP keepalive settings (a URL's own win): probe after 60 s idle, every 10 s, give up after 5.
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "60", "keepalives_interval": "10", "keepalives_count": "5"}
+
+#: A quoted SQL literal or identifier ('it''s', "user"): the store's rewrites leave them as written.
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def outside_quotes(sql: str, rewrite: Callable[[str], str]) -> str:
+    """``sql`` with ``rewrite`` applied to every part outside quoted literals and identifiers."""
+    out, end = [], 0
+    for m in _QUOTED.finditer(sql):
+        out += [rewrite(sql[end:m.start()]), m.group()]
+        end = m.end()
+    return "".join([*out, rewrite(sql[end:])])
 
 
 @dataclass(frozen=True)
@@ -50,26 +85,32 @@ class Dialect:
     shared: bool = False
 
     def ddl(self, sql: str) -> str:
-        """``sql`` (DDL with SQLite's type names) in this database's types."""
-        for sqlite_type, own in self.types.items():
-            sql = re.sub(rf"\b{sqlite_type}\b", own, sql)
-        return sql
+        """``sql`` (DDL with SQLite's type names) in this database's types (quoted literals left as written)."""
+        def types(part: str) -> str:
+            for sqlite_type, own in self.types.items():
+                part = re.sub(rf"\b{sqlite_type}\b", own, part)
+            return part
+
+        return outside_quotes(sql, types)
 
     def quote(self, column: str) -> str:
         """``column`` as a statement must name it (quoted when this database reserves the word)."""
         return f'"{column}"' if column in self.reserved else column
 
+    # PostgreSQL reads the stored JSON text as ``json``, not ``jsonb``: jsonb refuses a string holding
+    # ``\u0000`` (which a log may), json only when that very string is extracted as text.
+
     def json_text(self, column: str, key: str) -> str:
         """The SQL value of a top-level string field ``key`` of the JSON text in ``column``."""
         if self.name == "sqlite":
             return f"json_extract({column}, '$.{key}')"
-        return f"(CAST({column} AS jsonb) ->> '{key}')"
+        return f"(CAST({column} AS json) ->> '{key}')"
 
     def json_real(self, column: str, key: str) -> str:
         """The SQL value of a top-level number field ``key`` of the JSON text in ``column``."""
         if self.name == "sqlite":
             return f"json_extract({column}, '$.{key}')"
-        return f"CAST(CAST({column} AS jsonb) ->> '{key}' AS DOUBLE PRECISION)"
+        return f"CAST(CAST({column} AS json) ->> '{key}' AS DOUBLE PRECISION)"
 
     def json_len(self, column: str) -> str:
         """The length of the JSON array text in ``column``."""
@@ -81,7 +122,7 @@ class Dialect:
         """A FROM item: one row per element of the JSON array ``key`` of ``column``, its element ``alias.value``."""
         if self.name == "sqlite":
             return f"json_each({column}, '$.{key}') AS {alias}"
-        return f"jsonb_array_elements(CAST({column} AS jsonb) -> '{key}') AS {alias}(value)"
+        return f"json_array_elements(CAST({column} AS json) -> '{key}') AS {alias}(value)"
 
     def item_text(self, alias: str, key: str) -> str:
         """The string field ``key`` of the JSON object ``alias.value`` that :meth:`json_items` yields."""
@@ -117,8 +158,31 @@ class Connection(ABC):
         """Run one INSERT into a table with an ``id`` key the database assigns; return the new row's id."""
 
     @abstractmethod
-    def transaction(self) -> Any:
-        """A context manager: the enclosed statements are committed together, or rolled back on an error."""
+    def transaction(self, lock: bool = True) -> AbstractContextManager["Connection"]:
+        """A context manager: the enclosed statements are committed together, or rolled back on an error.
+
+        ``lock=False`` (PostgreSQL): without the store's write lock, for writes that read nothing and are
+        idempotent; SQLite has one writer at a time either way.
+        """
+
+    @abstractmethod
+    def has_table(self, name: str) -> bool:
+        """True when the database has a table ``name``."""
+
+    def user_version(self) -> int:
+        """SQLite's ``PRAGMA user_version`` (how early workspaces counted migrations); 0 elsewhere."""
+        return 0
+
+    def set_user_version(self, version: int) -> None:
+        """Set SQLite's ``PRAGMA user_version`` (kept equal to the migrations applied); nothing elsewhere."""
+
+    @abstractmethod
+    def set_lock_timeout(self, seconds: float) -> None:
+        """How long a transaction waits for the write lock before :class:`StoreBusyError`."""
+
+    def transient(self, error: BaseException) -> bool:
+        """True when ``error`` may pass on a retry (the server went away, the write lock was busy)."""
+        return isinstance(error, StoreBusyError)
 
     @contextmanager
     def schema_change(self) -> Iterator[None]:
@@ -139,10 +203,11 @@ class SQLiteConnection(Connection):
     dialect = SQLITE
 
     def __init__(self, path: Path) -> None:
-        self.raw = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        self.raw = sqlite3.connect(path, isolation_level=None, timeout=LOCK_TIMEOUT_S, check_same_thread=False)
         self.raw.execute("PRAGMA journal_mode=WAL")
         self.raw.execute("PRAGMA synchronous=NORMAL")
         self.raw.execute("PRAGMA foreign_keys=ON")
+        self.lock_timeout_s = LOCK_TIMEOUT_S
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         """Run one statement."""
@@ -157,15 +222,39 @@ class SQLiteConnection(Connection):
         return int(self.raw.execute(sql, params).lastrowid)
 
     @contextmanager
-    def transaction(self) -> Iterator["SQLiteConnection"]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception)."""
-        self.raw.execute("BEGIN IMMEDIATE")
+    def transaction(self, lock: bool = True) -> Iterator["SQLiteConnection"]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception); ``lock`` changes nothing here."""
+        try:
+            self.raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise StoreBusyError(f"the workspace database is busy: another writer held it for "
+                                     f"{self.lock_timeout_s:g} s") from e
+            raise
         try:
             yield self
         except BaseException:
             self.raw.execute("ROLLBACK")
             raise
         self.raw.execute("COMMIT")
+
+    def has_table(self, name: str) -> bool:
+        """True when the file has a table ``name``."""
+        return self.raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                (name,)).fetchone() is not None
+
+    def user_version(self) -> int:
+        """``PRAGMA user_version``."""
+        return self.raw.execute("PRAGMA user_version").fetchone()[0]
+
+    def set_user_version(self, version: int) -> None:
+        """``PRAGMA user_version = version``."""
+        self.raw.execute(f"PRAGMA user_version = {int(version)}")
+
+    def set_lock_timeout(self, seconds: float) -> None:
+        """SQLite's busy timeout."""
+        self.lock_timeout_s = seconds
+        self.raw.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
     @contextmanager
     def schema_change(self) -> Iterator[None]:
@@ -193,25 +282,43 @@ WRITE_LOCK = 0x756E6F6C6561726E  # 'unolearn'
 
 class PostgresConnection(Connection):
     """A PostgreSQL database through psycopg 3: autocommit reads, write transactions in READ COMMITTED
-    behind one advisory lock (see the module docstring)."""
+    behind one advisory lock, timeouts, and a new connection in place of a broken one (see the module
+    docstring). Server-side prepared statements are off, so a pooler in transaction mode can sit between."""
 
     dialect = POSTGRES
 
     def __init__(self, url: str) -> None:
+        self.url = url
+        self.lock_timeout_s = LOCK_TIMEOUT_S
+        self._closed = False
+        self.raw = self._connect()
+
+    def _connect(self) -> Any:
         psycopg = _psycopg()
+        params = psycopg.conninfo.conninfo_to_dict(self.url)
+        extra = {k: v for k, v in KEEPALIVES.items() if k not in params}
         try:
-            self.raw = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            raw = psycopg.connect(self.url, autocommit=True, connect_timeout=10, prepare_threshold=None, **extra)
         except psycopg.Error as e:
-            raise WorkspaceError(f"cannot reach the store {redacted(url)}: {_first_line(e)}") from e
-        self.raw.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+            raise WorkspaceError(f"cannot reach the store {redacted(self.url)}: {_first_line(e)}") from e
+        raw.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        return raw
+
+    def _alive(self) -> Any:
+        """The connection, a new one in place of a broken one (only ever between statements)."""
+        if self.raw.broken and not self._closed:
+            log.warning("the connection to %s broke; reconnecting", redacted(self.url))
+            self.raw.close()
+            self.raw = self._connect()
+        return self.raw
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement (``?`` placeholders)."""
-        return self.raw.execute(_pyformat(sql), tuple(params))
+        return self._alive().execute(_pyformat(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
         """Run one statement per row (``?`` placeholders)."""
-        cur = self.raw.cursor()
+        cur = self._alive().cursor()
         cur.executemany(_pyformat(sql), [tuple(r) for r in rows])
         return cur
 
@@ -220,20 +327,47 @@ class PostgresConnection(Connection):
         return int(self.execute(sql + " RETURNING id", params).fetchone()[0])
 
     @contextmanager
-    def transaction(self) -> Iterator["PostgresConnection"]:
-        """``BEGIN``, the store's write lock, the enclosed statements, ``COMMIT`` (``ROLLBACK`` on an exception)."""
-        with self.raw.transaction():
-            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+    def transaction(self, lock: bool = True) -> Iterator["PostgresConnection"]:
+        """``BEGIN``, the timeouts, the store's write lock (unless ``lock=False``), the enclosed statements,
+        ``COMMIT`` (``ROLLBACK`` on an exception). A write lock not free in time is a StoreBusyError."""
+        psycopg = _psycopg()
+        with self._alive().transaction():
+            setup = (f"SET LOCAL lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'; "
+                     f"SET LOCAL idle_in_transaction_session_timeout = '{int(IDLE_TIMEOUT_S * 1000)}ms'")
+            try:
+                self.raw.execute(setup + (f"; SELECT pg_advisory_xact_lock({WRITE_LOCK})" if lock else ""))
+            except psycopg.errors.LockNotAvailable as e:
+                raise StoreBusyError(f"the store {redacted(self.url)} is busy: another writer held its write lock "
+                                     f"for {self.lock_timeout_s:g} s") from e
             yield self
+
+    def has_table(self, name: str) -> bool:
+        """True when the store's schema (the first of the search path) has a table ``name``.
+
+        Read from ``pg_tables`` with the statement's snapshot: ``to_regclass`` may answer from the
+        session's catalog cache, blind to a table another writer created while this one awaited the lock.
+        """
+        return self.execute("SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() "
+                            "AND tablename = ?", (name,)).fetchone() is not None
+
+    def set_lock_timeout(self, seconds: float) -> None:
+        """PostgreSQL's ``lock_timeout`` of this connection's transactions."""
+        self.lock_timeout_s = seconds
+
+    def transient(self, error: BaseException) -> bool:
+        """True for a lost connection, a timeout, a busy write lock (a retry may pass)."""
+        return (isinstance(error, (StoreBusyError, _psycopg().OperationalError))
+                or (isinstance(error, _psycopg().Error) and self.raw.broken))
 
     def close(self) -> None:
         """Close the connection."""
+        self._closed = True
         self.raw.close()
 
 
 def _pyformat(sql: str) -> str:
-    """``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled). The store's SQL has no ``?`` elsewhere."""
-    return sql.replace("%", "%%").replace("?", "%s")
+    """``?`` placeholders as psycopg's ``%s``, a literal ``%`` doubled; a ``?`` inside quotes is left alone."""
+    return outside_quotes(sql.replace("%", "%%"), lambda part: part.replace("?", "%s"))
 
 
 def _psycopg() -> Any:
@@ -245,16 +379,25 @@ def _psycopg() -> Any:
 
 
 def _first_line(e: BaseException) -> str:
-    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    """The line of a driver's error that says what failed: for psycopg's "Multiple connection attempts
+    failed" list, the last attempt's reason rather than that header."""
+    lines = [line.strip().removeprefix("- ") for line in str(e).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Multiple connection attempts failed")]
+    reasons = [line for line in lines if "failed" in line]
+    return (reasons or lines or [type(e).__name__])[-1 if reasons else 0]
+
+
+_QUERY_SECRET = re.compile(r"(?i)((?:^|&)(?:ssl)?password=)[^&]*")
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***`` (safe to print)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """``url`` with its password, if any, replaced by ``***`` (safe to print): in the user part, and a
+    ``password`` (or ``sslpassword``) parameter of its query string."""
+    password = urlsplit(url).password
+    if password is not None:
+        url = url.replace(f":{password}@", ":***@", 1)
+    base, mark, query = url.partition("?")
+    return base + mark + _QUERY_SECRET.sub(r"\1***", query)
 
 
 def sqlite_path(url: str) -> Path:
@@ -265,22 +408,38 @@ def sqlite_path(url: str) -> Path:
     return Path(path)
 
 
+def is_postgres(url: str | None) -> bool:
+    """True when ``url`` names a PostgreSQL store (by its scheme; :func:`check_url` checks the rest)."""
+    return url is not None and url.partition(":")[0].lower() in POSTGRES_SCHEMES
+
+
 def check_url(url: str) -> str:
-    """``url`` when it names a store unolearn can open (see the module docstring), else a ConfigError."""
+    """``url`` when it names a store unolearn can open (see the module docstring), else a ConfigError.
+
+    A PostgreSQL URL names one database; its host may be left out (libpq's default Unix socket) or given
+    as a socket folder (``postgresql:///db?host=/run/postgresql``, ``postgresql://%2Frun%2Fpostgresql/db``).
+    """
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
         sqlite_path(url)
         return url
-    if scheme not in POSTGRES_SCHEMES:
+    if scheme not in POSTGRES_SCHEMES or not url[len(scheme):].startswith("://"):
         raise ConfigError(f"store URL {redacted(url)!r}: expected {URL_FORMS}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 — raises ValueError on a malformed port
     except ValueError as e:
         raise ConfigError(f"store URL {redacted(url)!r}: {e}") from e
-    if not parts.hostname or parts.path.strip("/") == "" or "/" in parts.path.strip("/"):
+    database = parts.path.strip("/")
+    if not database or "/" in database:
         raise ConfigError(f"store URL {redacted(url)!r}: expected postgresql://USER@HOST[:PORT]/DATABASE")
     return url
+
+
+def require_driver(url: str | None) -> None:
+    """A ConfigError when the store at ``url`` needs a database driver that is not installed."""
+    if is_postgres(url):
+        _psycopg()
 
 
 def connect(url: str | None, default: Path) -> Connection:
@@ -289,7 +448,7 @@ def connect(url: str | None, default: Path) -> Connection:
     Raises ConfigError for a malformed URL or a missing driver, WorkspaceError when a PostgreSQL
     server cannot be reached, ``sqlite3.Error`` when a SQLite file cannot be opened.
     """
-    if url is not None and check_url(url).partition(":")[0].lower() in POSTGRES_SCHEMES:
+    if url is not None and is_postgres(check_url(url)):
         return PostgresConnection(url)
     return SQLiteConnection(default if url is None else sqlite_path(url))
 
@@ -304,25 +463,62 @@ def database_errors() -> tuple[type[BaseException], ...]:
 
 
 def with_database(url: str, name: str) -> str:
-    """``url`` (a PostgreSQL store) naming the database ``name`` instead of its own."""
-    return urlsplit(url)._replace(path=f"/{name}").geturl()
+    """``url`` (a PostgreSQL store) naming the database ``name`` instead of its own (its query kept)."""
+    scheme, _, rest = url.partition("://")
+    authority, _, tail = rest.partition("/")
+    query = tail.partition("?")[2]
+    return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
+
+
+#: How a scratch database is named: its prefix, when it was made (UTC), a random part.
+SCRATCH_STAMP = "%Y%m%d%H%M%S"
+#: Scratch databases older than this are dropped by the next scratch store of the same prefix
+#: (left behind by a killed run).
+SCRATCH_MAX_AGE = timedelta(days=1)
 
 
 @contextmanager
 def scratch_store(url: str | None, prefix: str = "unolearn_scratch") -> Iterator[str | None]:
     """A throwaway store like ``url``'s: on a PostgreSQL server, a new empty database, dropped on exit
-    (needs the CREATEDB privilege; the database of ``url`` is never written); yields its URL. For
+    (needs the CREATEDB privilege and PostgreSQL 13+; the database of ``url`` is never written); yields
+    its URL. Scratch databases of ``prefix`` older than a day (a killed run's) are dropped first. For
     SQLite (or None) yields None: the caller's throwaway workspace holds its own file.
     """
-    if url is None or check_url(url).partition(":")[0].lower() not in POSTGRES_SCHEMES:
+    if url is None or not is_postgres(check_url(url)):
         yield None
         return
-    name = f"{prefix}_{secrets.token_hex(6)}"
+    sweep_scratch(url, prefix)
+    name = f"{prefix}_{datetime.now(timezone.utc).strftime(SCRATCH_STAMP)}_{secrets.token_hex(4)}"
     _admin(url, f'CREATE DATABASE "{name}"')
     try:
         yield with_database(url, name)
+    except BaseException:
+        try:
+            _drop(url, name)
+        except WorkspaceError as e:  # the error that ended the block is the one to report
+            log.warning("%s", e)
+        raise
+    _drop(url, name)
+
+
+def sweep_scratch(url: str, prefix: str, now: datetime | None = None) -> list[str]:
+    """Drop the scratch databases of ``prefix`` on ``url``'s server older than :data:`SCRATCH_MAX_AGE`; their names."""
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d{{14}})_[0-9a-f]{{8}}")
+    cutoff = (now or datetime.now(timezone.utc)) - SCRATCH_MAX_AGE
+    conn = PostgresConnection(url)
+    try:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database")]
     finally:
-        _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+    old = [n for n in names if (m := pattern.fullmatch(n))
+           and datetime.strptime(m[1], SCRATCH_STAMP).replace(tzinfo=timezone.utc) < cutoff]
+    for name in old:
+        _drop(url, name)
+    return old
+
+
+def _drop(url: str, name: str) -> None:
+    _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _admin(url: str, statement: str) -> None:

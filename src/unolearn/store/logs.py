@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -25,11 +26,13 @@ class LogTables(Base):
     def add_logs(self, logs: Iterable[Log], rejected: Iterable[Rejected] = ()) -> tuple[int, int]:
         """Store ``logs`` and keep ``rejected`` records, all in one transaction.
 
-        Returns ``(added, duplicates)``: how many logs were new and how many were already stored.
+        Returns ``(added, duplicates)``: how many logs were new and how many were already stored. Inserts
+        ``ON CONFLICT DO NOTHING`` read nothing, so they do not wait for the store's write lock; rows go in
+        key order, so concurrent ingests of the same logs wait for each other and never deadlock.
         """
-        rows = [_log_row(log) for log in logs]
-        bad = [(r.id, r.file, r.line, r.reason, r.raw, now()) for r in rejected]
-        with self.transaction() as c:
+        rows = sorted(_log_row(log) for log in logs)
+        bad = sorted((r.id, r.file, r.line, r.reason, r.raw, now()) for r in rejected)
+        with self.transaction(lock=False) as c:
             added = c.executemany(_INSERT_LOG, rows).rowcount if rows else 0
             c.executemany("INSERT INTO rejected (id, file, line, reason, raw, rejected_at) "
                           "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", bad)
@@ -96,6 +99,21 @@ class LogTables(Base):
                         for r in modules],
         }
 
+    def action_counts(self) -> dict[str, int]:
+        """How many implicit actions of each kind the logs hold, most frequent first.
+
+        Counted in SQL, but for the records holding the JSON escape ``\\u0000`` (a NUL a client sent), which
+        are decoded here: PostgreSQL refuses to extract any field of such JSON.
+        """
+        c, d = self.conn, self.dialect
+        nul = r"logs.record LIKE '%\u0000%' ESCAPE '!'"
+        counts = Counter({str(k): n for k, n in c.execute(
+            f"SELECT {d.item_text('a', 'kind')}, count(*) FROM logs, {d.json_items('logs.record', 'actions', 'a')} "
+            f"WHERE NOT {nul} GROUP BY 1")})
+        for (record,) in c.execute(f"SELECT record FROM logs WHERE {nul}"):
+            counts.update(a["kind"] for a in json.loads(record).get("actions") or ())
+        return dict(counts.most_common())
+
     def log_stats(self) -> dict[str, Any]:
         """Counts of logs by source, language, feedback and implicit action; rejected records."""
         c, d = self.conn, self.dialect
@@ -109,8 +127,7 @@ class LogTables(Base):
             "by_lang": grouped("SELECT lang, count(*) FROM logs GROUP BY lang ORDER BY 2 DESC"),
             "with_feedback": c.execute("SELECT count(*) FROM logs WHERE has_feedback <> 0").fetchone()[0],
             "without_feedback": c.execute("SELECT count(*) FROM logs WHERE has_feedback = 0").fetchone()[0],
-            "actions": grouped(f"SELECT {d.item_text('a', 'kind')}, count(*) FROM logs, "
-                               f"{d.json_items('logs.record', 'actions', 'a')} GROUP BY 1 ORDER BY 2 DESC"),
+            "actions": self.action_counts(),
             "rejected": self.count("rejected"),
             "distilled": {
                 "prior_rules": c.execute("SELECT count(*) FROM rules WHERE kind = 'prior'").fetchone()[0],

@@ -344,19 +344,17 @@ def m009_clustering_versions(c: Connection) -> None:
 
 
 def applied(c: Connection) -> set[str]:
-    """The names of the migrations applied to the database of ``c`` (creating their table if needed).
+    """The names of the migrations applied to the database of ``c`` (a read: nothing is created).
 
-    A SQLite workspace from before this table has its ``user_version`` first migrations applied.
+    A SQLite workspace from before the ``migrations`` table counts its first ``user_version`` as applied.
     """
-    c.execute(c.dialect.ddl("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"))
-    names = {r[0] for r in c.execute("SELECT name FROM migrations")}
-    version = c.execute("PRAGMA user_version").fetchone()[0] if c.dialect.name == "sqlite" else 0
+    names = {r[0] for r in c.execute("SELECT name FROM migrations")} if c.has_table("migrations") else set()
+    version = c.user_version()
     if not names and version:
         if version > len(MIGRATIONS):
             raise WorkspaceError(f"schema version {version} is newer than this unolearn ({len(MIGRATIONS)}); "
                                  "upgrade unolearn")
         names = {fn.__name__ for fn in MIGRATIONS[:version]}
-        c.executemany("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", [(n, _now()) for n in sorted(names)])
     unknown = names - {fn.__name__ for fn in MIGRATIONS}
     if unknown:
         raise WorkspaceError(f"the workspace has migration {sorted(unknown)[0]}, unknown to this unolearn; "
@@ -364,12 +362,26 @@ def applied(c: Connection) -> set[str]:
     return names
 
 
+def unrecorded(c: Connection) -> bool:
+    """True for an early SQLite workspace: migrations counted in ``user_version``, not (yet) in the table."""
+    return bool(c.user_version()) and not (
+        c.has_table("migrations") and c.execute("SELECT 1 FROM migrations LIMIT 1").fetchone())
+
+
+def record_table(c: Connection) -> None:
+    """Create the ``migrations`` table when missing (inside the caller's transaction), recording there the
+    migrations an early SQLite workspace counted in ``user_version``."""
+    legacy = sorted(applied(c)) if unrecorded(c) else []
+    if not c.has_table("migrations"):
+        c.execute(c.dialect.ddl("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"))
+    c.executemany("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", [(n, _now()) for n in legacy])
+
+
 def apply(c: Connection, fn: Callable[[Connection], None]) -> None:
     """Run one migration on ``c`` (inside the caller's transaction) and record it."""
     fn(c)
     c.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (fn.__name__, _now()))
-    if c.dialect.name == "sqlite":
-        c.execute(f"PRAGMA user_version = {MIGRATIONS.index(fn) + 1}")
+    c.set_user_version(MIGRATIONS.index(fn) + 1)
 
 
 def _now() -> str:

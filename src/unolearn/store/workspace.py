@@ -26,7 +26,7 @@ from . import migrations
 from .base import DB_NAME, resolve_dir
 from .caches import CacheTables
 from .clusters import ClusterTables
-from .dialect import check_url, connect, database_errors, redacted
+from .dialect import check_url, connect, database_errors, redacted, require_driver
 from .logs import LogTables
 from .modules import ModuleTables
 from .rulebook import RulebookTables
@@ -48,7 +48,7 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
         """
         root = resolve_dir(path)
         if store is not None:
-            check_url(store)  # before anything is created
+            require_driver(check_url(store))  # before anything is created
         try:
             root.mkdir(parents=True, exist_ok=True)
             (root / "artifacts").mkdir(exist_ok=True)
@@ -90,14 +90,17 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
     def _migrate(self) -> None:
         """Apply the missing migrations (:mod:`unolearn.store.migrations`), each in one transaction.
 
-        Each is looked up again inside its transaction, so processes that open a new store at once
-        apply it once. On SQLite foreign keys are off while they run (its procedure for rebuilding a
-        table that others refer to) and checked before each commit.
+        A store with every migration applied is only read (no write lock, no CREATE privilege needed).
+        Otherwise each missing one is looked up again inside its transaction, so processes that open a
+        new store at once apply it once. On SQLite foreign keys are off while they run (its procedure
+        for rebuilding a table that others refer to) and checked before each commit.
         """
         errors = database_errors()
         try:
-            with self.transaction() as c:
-                done = migrations.applied(c)
+            done = migrations.applied(self.conn)
+            if migrations.unrecorded(self.conn):
+                with self.transaction() as c:
+                    migrations.record_table(c)
         except (*errors, WorkspaceError) as e:
             raise WorkspaceError(f"workspace {self.where}: {e}") from e
         missing = [fn for fn in migrations.MIGRATIONS if fn.__name__ not in done]
@@ -107,6 +110,7 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
             for fn in missing:
                 try:
                     with self.transaction() as c:
+                        migrations.record_table(c)
                         if fn.__name__ not in migrations.applied(c):
                             migrations.apply(c, fn)
                             c.check()
@@ -115,4 +119,4 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
 
     def schema_version(self) -> int:
         """How many migrations the workspace has applied."""
-        return self.conn.execute("SELECT count(*) FROM migrations").fetchone()[0]
+        return len(migrations.applied(self.conn))
