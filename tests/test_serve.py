@@ -48,7 +48,7 @@ def make_workspace(ws_dir: Path, store: str | None = None) -> None:
         c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
                       "VALUES (?,?,?,?,?,NULL,'t')", plans)
     with Workspace.open(ws_dir, store) as ws:  # law under uno-guided: its rulebook as system message
-        guide = ws.ensure_guide(1, GUIDE, ["rule-1"], [], [], {})
+        guide = ws.ensure_guide(1, GUIDE, ["rule-1"], [], [], {}, ws.clustering_id())
         with ws.transaction() as c:
             c.execute("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
                       "VALUES (1, 'uno-guided', 'guide', ?, NULL, NULL, 't')", (guide,))

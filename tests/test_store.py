@@ -178,8 +178,9 @@ def test_planned_adapters_lie_in_this_workspace_wherever_it_was_moved(tmp_path, 
         w.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
         w.add_module({"id": "m1", "cluster": 0, "kind": "expert", "path": w.relative(w.artifacts / "modules" / "m1"),
                       "epochs": 2, "base_model": "b@h", "data_hash": "h", "config": "{}", "metrics": "{}",
-                      "train_logs": "[]", "val_logs": "[]", "seconds": 1.0})
-        w.replace_plans([(0, "uno", "primary", "m1", 2, 1.0, "won"), (0, "uno-single", "base", None, None, None, "r")])
+                      "train_logs": "[]", "val_logs": "[]", "seconds": 1.0}, w.clustering_id())
+        w.replace_plans([(0, "uno", "primary", "m1", 2, 1.0, "won"), (0, "uno-single", "base", None, None, None, "r")],
+                        w.clustering_id())
     shutil.move(tmp_path / "a", tmp_path / "b")
     with Workspace.open(tmp_path / "b", store_url) as w:
         assert w.planned_adapters() == [("m1", 2, str(tmp_path / "b" / "artifacts" / "modules" / "m1"))]
@@ -422,3 +423,26 @@ def test_scratch_databases_are_dated_swept_after_a_day_and_never_hide_the_error(
     finally:
         admin.close()
 
+
+def test_a_stage_never_stores_its_result_in_a_clustering_made_after_it_started(ws):
+    """Modules, guides and plans carry the clustering their stage started on; when the logs were re-clustered
+    meanwhile (another machine on a shared store), storing them is refused and nothing is written."""
+    from unolearn.errors import ClusteringChangedError
+    from unolearn.records import Clustering
+
+    ws.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
+    started = ws.clustering_id()
+    row = {"id": "m1", "cluster": 0, "kind": "expert", "path": "", "epochs": 1, "base_model": "b", "data_hash": "h",
+           "config": "{}", "metrics": "{}", "train_logs": "[]", "val_logs": "[]", "seconds": 1.0}
+    ws.add_module(row, started)
+    with Workspace.open(ws.root, ws.store) as elsewhere:
+        elsewhere.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
+    for store in (lambda: ws.add_module({**row, "id": "m2"}, started), lambda: ws.adopt_module("m1", started),
+                  lambda: ws.replace_plans([(0, "uno", "primary", "m1", 1, 1.0, "won")], started),
+                  lambda: ws.ensure_guide(0, "1. Be brief.", [], [], [], {}, started)):
+        with pytest.raises(ClusteringChangedError, match=f"re-clustered \\(clustering {started + 1}\\) while .* "
+                                                         f"for clustering {started}"):
+            store()
+    assert ws.modules() == [] and ws.count("plans") == 0 and ws.count("modules") == 1
+    ws.adopt_module("m1", ws.clustering_id())
+    assert [m["id"] for m in ws.modules()] == ["m1"]

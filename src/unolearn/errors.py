@@ -72,3 +72,6 @@ class SchemaError(BackendError):
 class StoreBusyError(WorkspaceError):
     """The store's write lock was not free within its timeout: another writer held it."""
 
+
+class ClusteringChangedError(WorkspaceError):
+    """The logs were re-clustered while a stage worked on the previous clustering: its result is not stored."""

@@ -179,9 +179,11 @@ def _latest_module(ws: Workspace, cluster: int, kind: str) -> dict[str, Any] | N
     return found[0] if found else None
 
 
-async def _guide(ws: Workspace, models: Models, cluster: int, row: dict[str, Any] | None, base: Baseline,
-                 cfg: SelectConfig) -> tuple[str, float | None] | None:
-    """The cluster's guide module (its current rulebook) and its validation win rate; None: no rulebook."""
+async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int], row: dict[str, Any] | None,
+                 base: Baseline, cfg: SelectConfig) -> tuple[str, float | None] | None:
+    """The guide module of ``cluster`` (clustering id, cluster id: its current rulebook) and its validation
+    win rate; None: no rulebook."""
+    clustering, cluster = cluster
     from .rulebook import guide_text
 
     entries = ws.rulebook(cluster)
@@ -189,7 +191,7 @@ async def _guide(ws: Workspace, models: Models, cluster: int, row: dict[str, Any
     if text is None or row is None:
         return None
     module_id = ws.ensure_guide(cluster, text, [e.id for e in entries if e.in_prompt], row["train_logs"],
-                                row["val_logs"], {})
+                                row["val_logs"], {}, clustering)
     val = await validate_guide(ws, models, module_id, text, base, cfg)
     return module_id, (sum(val.outcomes[1]) / len(val.outcomes[1])) if val.outcomes.get(1) else None
 
@@ -379,16 +381,18 @@ def _expert_note(expert: tuple[str, int | None, float | None], not_judged: str |
 def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[Plan]:
     """Validate every cluster's expert and critic, then store and return the final plans of all clusters."""
     cfg = cfg or SelectConfig()
+    clustering = ws.clustering_id()  # first: the clusters read below are this version's or newer (then refused)
     clusters = ws.cluster_ids()
     if not clusters:
         raise InputError("no clusters: run `unolearn cluster` first")
     with ws.recorded_run("select", asdict(cfg)) as result:
         result["judge"] = kind = resolve_judge(cfg.judge, models.judge)
-        plans = asyncio.run(_run(ws, models, cfg, clusters))
+        plans = asyncio.run(_run(ws, models, cfg, (clustering, clusters)))
         for p in plans:
             if p.win_rate is not None:
                 p.reason += f" [{kind} judge]"
-        ws.replace_plans((p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans)
+        ws.replace_plans([(p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans],
+                         clustering)
         result["plans"] = [asdict(p) for p in plans]
     return plans
 
@@ -403,7 +407,9 @@ def _gap_notes(ws: Workspace) -> dict[int, tuple[str, str]]:
     return out
 
 
-async def _run(ws: Workspace, models: Models, cfg: SelectConfig, clusters: list[int]) -> list[Plan]:
+async def _run(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[int | None, list[int]]) -> list[Plan]:
+    """The plans of every cluster of ``version`` (clustering id, cluster ids)."""
+    clustering, clusters = version
     gaps = _gap_notes(ws)
     plans: list[Plan] = []
     try:
@@ -425,7 +431,7 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, clusters: list[
                 val = await validate_critic(ws, models, crit_row["id"], epoch, base, cfg)
                 rate = (sum(val.outcomes[epoch]) / len(val.outcomes[epoch])) if val.outcomes.get(epoch) else None
                 critic = (crit_row["id"], epoch, rate)
-            guide = await _guide(ws, models, cluster, exp_row or crit_row, base, cfg)
+            guide = await _guide(ws, models, (clustering, cluster), exp_row or crit_row, base, cfg)
             plans += decide(cluster, gap_plan, expert, critic, not_judged, gap_note)
             plans.append(decide_guided(cluster, expert, critic, guide, cfg.win_threshold))
     finally:

@@ -439,12 +439,12 @@ def _module_key(kind: str, cluster: int, model: str, cfg: TrainConfig, train: li
     return content_hash(kind, {"cluster": cluster, "data": data_hash, "base": model, "cfg": relevant}), data_hash
 
 
-def _existing(ws: Workspace, module_id: str) -> ModuleInfo | None:
-    """The stored module ``module_id``, made part of the current clustering; None when there is none."""
+def _existing(ws: Workspace, module_id: str, clustering: int | None) -> ModuleInfo | None:
+    """The stored module ``module_id``, made part of ``clustering`` (the current one); None when there is none."""
     m = ws.module(module_id)
     if not m:
         return None
-    ws.adopt_module(module_id)
+    ws.adopt_module(module_id, clustering)
     return ModuleInfo(module_id, m["cluster"], m["kind"], m["path"], m["epochs"], m["metrics"], m["seconds"],
                       len(m["train_logs"]), len(m["val_logs"]), reused=True)
 
@@ -454,15 +454,17 @@ class NoExampleFits(InputError):
 
 
 def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainConfig,
-                 train_ids: list[str], val_ids: list[str]) -> ModuleInfo | None:
-    """Train one expert or critic for ``cluster`` (or reuse the identical one); None when no data."""
+                 train_ids: list[str], val_ids: list[str], clustering: int | None) -> ModuleInfo | None:
+    """Train one expert or critic for ``cluster`` of ``clustering`` (the version training started on), or
+    reuse the identical one; None when no data. A ClusteringChangedError when the logs were re-clustered
+    meanwhile (the module is not recorded)."""
     make_rows, trainer = TRAINERS[kind]
     train, val = make_rows(ws, train_ids), make_rows(ws, val_ids)
     if learning_rows(kind, train) < (cfg.min_pairs if kind == "expert" else 1):
         return None
     model = model_identity(base)
     module_id, data_hash = _module_key(kind, cluster, model, cfg, train, val)
-    if found := _existing(ws, module_id):
+    if found := _existing(ws, module_id, clustering):
         return found
     final = ws.artifacts / "modules" / module_id
     tmp = final.with_name(f".{module_id}.tmp")
@@ -489,7 +491,7 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     ws.add_module({"id": module_id, "cluster": cluster, "kind": kind, "path": ws.relative(final), "epochs": epochs,
                    "base_model": model, "data_hash": data_hash, "config": json.dumps(asdict(cfg)),
                    "metrics": json.dumps(metrics), "train_logs": json.dumps(train_ids),
-                   "val_logs": json.dumps(val_ids), "seconds": seconds})
+                   "val_logs": json.dumps(val_ids), "seconds": seconds}, clustering)
     return ModuleInfo(module_id, cluster, kind, str(final), epochs, metrics, seconds, len(train), len(val))
 
 
@@ -526,9 +528,14 @@ def module_kinds(cfg: TrainConfig, gap_plan: str | None) -> list[str]:
 
 def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = None,
         on_module=None) -> list[ModuleInfo]:
-    """Train the experts and critics the plan calls for, for one cluster or all of them."""
+    """Train the experts and critics the plan calls for, for one cluster or all of them.
+
+    The modules belong to the clustering current when training starts; if the logs are re-clustered
+    meanwhile (a shared store), storing the next module raises ClusteringChangedError.
+    """
     limit_heap_growth()
     cfg = (cfg or TrainConfig()).resolved()
+    clustering = ws.clustering_id()  # first: the clusters read below are this version's or newer (then refused)
     plans = {cluster: g["plan"] for cluster, g in ws.gaps().items()}
     clusters = ws.cluster_ids()
     if not clusters:
@@ -541,20 +548,22 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
     done: list[ModuleInfo] = []
     skipped: list[str] = []
     with ws.recorded_run("train", asdict(cfg)) as result:
-        _train_clusters(ws, cfg, base, clusters, plans, done, skipped, on_module)
+        _train_clusters(ws, cfg, base, (clustering, clusters), plans, done, skipped, on_module)
         result.update(modules=[m.id for m in done], skipped=skipped)
     return done
 
 
-def _train_clusters(ws: Workspace, cfg: TrainConfig, base: Path, clusters: list[int], plans: dict[int, str],
-                    done: list[ModuleInfo], skipped: list[str], on_module: Any) -> None:
-    """Train each cluster's modules in turn, adding them to ``done`` (and too-long clusters to ``skipped``)."""
+def _train_clusters(ws: Workspace, cfg: TrainConfig, base: Path, version: tuple[int | None, list[int]],
+                    plans: dict[int, str], done: list[ModuleInfo], skipped: list[str], on_module: Any) -> None:
+    """Train the modules of each cluster of ``version`` (clustering id, cluster ids) in turn, adding them to
+    ``done`` (and too-long clusters to ``skipped``)."""
+    clustering, clusters = version
     for c in clusters:
         train_ids, val_ids = split_members(ws, c, cfg.val_fraction, cfg.seed)
         kinds = module_kinds(cfg, plans.get(c))
         for kind in kinds:
             try:
-                info = train_module(ws, kind, c, base, cfg, train_ids, val_ids)
+                info = train_module(ws, kind, c, base, cfg, train_ids, val_ids, clustering)
             except NoExampleFits as e:  # one cluster's long logs must not stop the others' training
                 skipped.append(str(e))
                 print(f"warning: {e}", file=sys.stderr)

@@ -5,12 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import NotFoundError
+from ..errors import ClusteringChangedError, NotFoundError
 from ..records import Clustering
 from .base import Base, now, upsert
+from .dialect import Connection
 
 _SET_GAP = upsert("gaps", ("cluster", "scorer", "gap", "gap_mean", "gap_max", "n_logs", "plan", "threshold"),
                   ("cluster",))
+
+
+def still_current(c: Connection, clustering: int | None, what: str) -> None:
+    """Inside a write transaction: nothing when ``clustering`` is still the current version, else a
+    ClusteringChangedError (the logs were re-clustered since the stage storing ``what`` started)."""
+    now_id = c.execute("SELECT max(id) FROM clusterings").fetchone()[0]
+    if now_id != clustering:
+        raise ClusteringChangedError(f"the logs were re-clustered (clustering {now_id}) while {what} was made "
+                                     f"for clustering {clustering}: not stored; run the stage again")
 
 
 class ClusterTables(Base):
@@ -45,9 +55,11 @@ class ClusterTables(Base):
         keys = ("id", "embedder", "threshold", "unseen_distance", "fingerprint", "created_at")
         return Clustering(**dict(zip(keys, row)))
 
-    def _clustering_id(self) -> int | None:
-        row = self.conn.execute("SELECT max(id) FROM clusterings").fetchone()
-        return row[0]
+    def clustering_id(self) -> int | None:
+        """The id of the current clustering version (None before the first ``cluster``): what a stage
+        that stores modules or plans reads when it starts, and gives back when it stores them."""
+        return self.conn.execute("SELECT max(id) FROM clusterings").fetchone()[0]
+
 
     def cluster_ids(self) -> list[int]:
         """The ids of the stored clusters, ascending."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import Base, now
+from .clusters import still_current
 
 
 class ModuleTables(Base):
@@ -24,11 +25,13 @@ class ModuleTables(Base):
         """A stored path (see :meth:`relative`) as a path on this machine."""
         return Path(stored) if Path(stored).is_absolute() else self.root / stored
 
-    def add_module(self, row: dict[str, Any]) -> None:
-        """Record a trained module of the current clustering (``row``: the ``modules`` columns but
-        ``clustering`` and ``created_at``; ``path`` as :meth:`relative` gives it)."""
-        row = {**row, "clustering": self._clustering_id(), "created_at": now()}
+    def add_module(self, row: dict[str, Any], clustering: int | None) -> None:
+        """Record a module trained for ``clustering`` (the version its stage started on: a
+        ClusteringChangedError when no longer current); ``row``: the ``modules`` columns but ``clustering``
+        and ``created_at``, ``path`` as :meth:`relative` gives it."""
+        row = {**row, "clustering": clustering, "created_at": now()}
         with self.transaction() as c:
+            still_current(c, clustering, f"module {row['id']}")
             c.execute(f"INSERT INTO modules ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                       tuple(row.values()))
 
@@ -53,12 +56,13 @@ class ModuleTables(Base):
         cur = self.conn.execute("SELECT * FROM modules ORDER BY cluster, kind, created_at")
         return [self._module_dict(cur.description, r) for r in cur.fetchall()]
 
-    def adopt_module(self, module_id: str) -> None:
+    def adopt_module(self, module_id: str, clustering: int | None) -> None:
         """Make an identical module trained for an earlier clustering (same data, model and settings)
-        part of the current one, as the newest of its cluster and kind."""
+        part of ``clustering`` (the version its stage started on, still current), as the newest of its
+        cluster and kind."""
         with self.transaction() as c:
-            c.execute("UPDATE modules SET clustering = ?, created_at = ? WHERE id = ?",
-                      (self._clustering_id(), now(), module_id))
+            still_current(c, clustering, f"module {module_id}")
+            c.execute("UPDATE modules SET clustering = ?, created_at = ? WHERE id = ?", (clustering, now(), module_id))
 
     def _module_dict(self, description: Any, row: tuple) -> dict[str, Any]:
         out = dict(zip((d[0] for d in description), row))
@@ -67,11 +71,13 @@ class ModuleTables(Base):
         out["path"] = str(self.resolve(out["path"])) if out["path"] else ""
         return out
 
-    def replace_plans(self, plans: Iterable[tuple[int, str, str, str | None, int | None, float | None, str]]) -> None:
-        """Store every cluster's plans ``(cluster, system, path, module id, epoch, win rate, reason)`` for the
-        current clustering, in place of the previous ones."""
-        clustering = self._clustering_id()
+    def replace_plans(self, plans: Iterable[tuple[int, str, str, str | None, int | None, float | None, str]],
+                      clustering: int | None) -> None:
+        """Store every cluster's plans ``(cluster, system, path, module id, epoch, win rate, reason)`` for
+        ``clustering`` (the version selection started on, still current), in place of the previous ones."""
+        plans = list(plans)
         with self.transaction() as c:
+            still_current(c, clustering, "the plans")
             c.execute("DELETE FROM plans")
             c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason, clustering) "
                           "VALUES (?,?,?,?,?,?,?,?)", [(*p, clustering) for p in plans])

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import NotFoundError
 from ..records import RuleEntry, RuleMember, canonical_json, content_hash
 from .base import Base, now, upsert
+from .clusters import still_current
 
 _DECIDE = upsert("rule_decisions", ("log_id", "rule", "decision", "entry_id", "decided_at"), ("log_id", "rule"))
 
@@ -51,17 +52,19 @@ class RulebookTables(Base):
         return _entry(rows[0])
 
     def ensure_guide(self, cluster: int, text: str, entry_ids: list[str], train_ids: list[str],
-                     val_ids: list[str], config: dict[str, Any]) -> str:
-        """The ``guide`` module of ``cluster`` with rulebook ``text`` (recorded once; made newest); its id."""
+                     val_ids: list[str], config: dict[str, Any], clustering: int | None) -> str:
+        """The ``guide`` module of ``cluster`` with rulebook ``text`` (recorded once; made newest) in
+        ``clustering`` (the version selection started on, still current); its id."""
         module_id = content_hash("guide", {"cluster": cluster, "text": text, "val": sorted(val_ids)})
         metrics = canonical_json({"text": text, "entries": entry_ids})
         with self.transaction() as c:
+            still_current(c, clustering, f"guide {module_id}")
             c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
                       "train_logs, val_logs, seconds, created_at, clustering) "
                       "VALUES (?,?,'guide','',1,'',?,?,?,?,?,0,?,?) ON CONFLICT(id) DO UPDATE SET "
                       "created_at = excluded.created_at, clustering = excluded.clustering",
                       (module_id, cluster, module_id, canonical_json(config), metrics, canonical_json(train_ids),
-                       canonical_json(val_ids), now(), self._clustering_id()))
+                       canonical_json(val_ids), now(), clustering))
         return module_id
 
     def guide_text(self, module_id: str) -> str | None:
