@@ -17,7 +17,7 @@ from doubles import HashEmbedder, MockChatModel
 from fake_openai import FakeOpenAI
 from unolearn.bench.serve import ServeProcess, bench_serve
 from unolearn.bench.server import serve_asgi
-from unolearn.errors import ConfigError
+from unolearn.errors import ConfigError, WorkspaceError
 from unolearn.serve import Recorder, ServeConfig, collect_served, create_app
 from unolearn.store import Workspace, now
 
@@ -248,6 +248,28 @@ def test_invalid_bodies_give_400(s):
     assert_openai_error(s.client.post("/v1/chat/completions", json=no_user), 400)
 
 
+def test_a_nul_from_a_client_is_refused_and_one_from_the_upstream_left_out(s):
+    """U+0000 cannot be stored in PostgreSQL's text (and one such row would sink its batch): the proxy refuses
+    it in a request, on either store, and stores an upstream answer without it."""
+    for body, where in (({"messages": [{"role": "user", "content": "hi\u0000"}]}, "messages[0].content"),
+                        ({"messages": [{"role": "user", "content": TRAVEL}], "user": "u\u0000"}, "user")):
+        err = assert_openai_error(s.client.post("/v1/chat/completions", json={"model": "fake-model", **body}), 400,
+                                  "invalid_request")
+        assert err["message"] == f"{where} holds a NUL character (\\u0000), which cannot be stored"
+    s.fake.enqueue("an answer\u0000 with a NUL")
+    resp = ask(s, TRAVEL)
+    rid = resp.json()["id"]
+    assert resp.json()["choices"][0]["message"]["content"] == "an answer\u0000 with a NUL"  # relayed as answered
+    for bad in ({"response_id": rid, "text": "bad\u0000"}, {"response_id": rid, "action": "edit", "edited": "\u0000"},
+                {"response_id": rid + "\u0000", "action": "like"}):
+        assert_openai_error(s.client.post("/v1/feedback", json=bad), 400, "invalid_request")
+    assert s.client.post("/v1/feedback", json={"response_id": rid, "text": "fine"}).status_code == 200
+    with Workspace.open(s.ws_dir, s.store) as ws:
+        assert ws.conn.execute("SELECT answer FROM served WHERE response_id = ?", (rid,)).fetchone()[0] == \
+            "an answer with a NUL"
+        assert ws.feedback_of(rid) == [("fine", None, None)]
+
+
 def test_upstream_failures_give_502_without_traceback(s):
     s.fake.fail(500, "engine exploded")
     err = assert_openai_error(ask(s, TRAVEL), 502, "upstream_error")
@@ -332,7 +354,7 @@ def test_feedback_for_a_response_still_queued_and_flush_on_close(tmp_path, each_
         rows = [(f"r{i}", "[]", "a", "{}", "m", now(), None) for i in range(300)]
         for row in rows:
             rec.served(row)
-        assert rec.known("r299") and not rec.known("r300")
+        assert await rec.known("r299") and not await rec.known("r300")
         await rec.feedback(("r299", "late but kept", None, None, now()))  # queued behind its response
         rec.served(("r-last", "[]", "a", "{}", "m", now(), "u"))
         await rec.close()  # flushes what is still queued
@@ -340,6 +362,83 @@ def test_feedback_for_a_response_still_queued_and_flush_on_close(tmp_path, each_
     asyncio.run(go())
     with Workspace.open(tmp_path / "ws", each_store) as ws:
         assert ws.count("served") == 301 and ws.count("feedback") == 1
+
+
+def test_a_row_the_store_refuses_sinks_no_other_row(tmp_path, each_store):
+    """A batch the store refuses is stored again row by row: a feedback for an answer never served (a broken
+    reference) and, on PostgreSQL, an answer holding NUL fail alone; the other answers and feedback of
+    their batch are stored."""
+    async def go() -> list:
+        rec = Recorder(tmp_path / "ws", batch=512, linger_s=0.3, store=each_store)
+        await rec.start()
+        for i in range(10):
+            rec.served((f"r{i}", "[]", "a", "{}", "m", now(), None))
+        rec.served(("r-nul", "[]", "a\u0000", "{}", "m", now(), None))
+        outcomes = await asyncio.gather(rec.feedback(("r-ghost", "x", None, None, now())),
+                                        rec.feedback(("r9", "kept", "like", None, now())), return_exceptions=True)
+        await rec.close()
+        return outcomes
+
+    ghost, kept = asyncio.run(go())
+    assert isinstance(ghost, WorkspaceError) and str(ghost).startswith("feedback not stored: ") and kept is None
+    with Workspace.open(tmp_path / "ws", each_store) as ws:
+        assert ws.count("served") == (10 if each_store else 11)
+        assert ws.feedback_of("r9") == [("kept", "like", None)] and ws.count("feedback") == 1
+
+
+def test_a_shared_sqlite_store_finds_answers_another_process_still_holds(tmp_path):
+    """Two proxies on one SQLite file named with --store (the README's example): a feedback posted to one for
+    an answer the other still holds in its queue is looked up again for a moment, not refused at once."""
+    store = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    with FakeOpenAI().running() as fake:
+        slow = ServeConfig(upstream=fake.url, api_key="", write_linger_s=0.4)  # rows wait 0.4 s in its queue
+        with serve_asgi(create_app(tmp_path / "a", slow, store=store), lifespan="on") as a, \
+                serve_asgi(create_app(tmp_path / "b", ServeConfig(upstream=fake.url, api_key=""), store=store),
+                           lifespan="on") as b, httpx.Client(timeout=20) as client:
+            asked = {"model": "fake-model", "messages": [{"role": "user", "content": TRAVEL}]}
+            rid = client.post(f"{a}/v1/chat/completions", json=asked).json()["id"]
+            rated = client.post(f"{b}/v1/feedback", json={"response_id": rid, "action": "like"})
+    assert rated.status_code == 200, rated.text
+    with Workspace.open(tmp_path / "reader", store) as ws:
+        assert ws.feedback_of(rid) == [(None, "like", None)]
+
+
+def test_recording_survives_the_store_going_away(request, tmp_path):
+    """The store's server drops every connection and refuses new ones for a while (as in a restart): answers
+    and feedback queued meanwhile are stored once it is back, each once, and lookups work again."""
+    from unolearn.store.dialect import PostgresConnection
+
+    server = request.getfixturevalue("postgres_server")
+
+    async def go(url: str, admin: PostgresConnection) -> None:
+        db = url.rsplit("/", 1)[1]
+        rec = Recorder(tmp_path / "ws", batch=512, store=url, retry_s=30)
+        await rec.start()
+        rec.served(("r0", "[]", "a", "{}", "m", now(), None))
+        await rec.feedback(("r0", "before", None, None, now()))
+        admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", (db,))
+        rec.served(("r1", "[]", "a", "{}", "m", now(), None))
+        during = asyncio.create_task(rec.feedback(("r1", "during", None, None, now())))
+        await asyncio.sleep(1.0)
+        assert not during.done()  # retried with backoff, not dropped
+        admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        await during
+        assert await rec.known("r0") and await rec.known("r1")
+        await rec.close()
+
+    admin = PostgresConnection(server.url())
+    try:
+        with store_of(request, "postgresql") as url:
+            asyncio.run(go(url, admin))
+            with Workspace.open(tmp_path / "ws", url) as ws:
+                assert ws.count("served") == 2 and [ws.feedback_of(r) for r in ("r0", "r1")] == [
+                    [("before", None, None)], [("during", None, None)]]
+                ws.record_served([], [("r1", "during", None, None, now(), "uid-1")] * 2)
+                ws.record_served([], [("r1", "during", None, None, now(), "uid-1")])  # a retried write: once
+                assert len(ws.feedback_of("r1")) == 2
+    finally:
+        admin.close()
 
 
 # -- the other endpoints ---------------------------------------------------------------------------

@@ -342,17 +342,23 @@ def test_a_writer_waits_for_the_lock_a_bounded_time(ws):
 
 
 def test_a_broken_postgresql_connection_is_replaced(request, tmp_path):
-    """After the server ends a session (a restart, pg_terminate_backend), the statement that meets the break
-    raises an error the caller may retry, and the next one runs on a new connection."""
+    """After the server ends a session (a restart, pg_terminate_backend), a read runs on a new connection at
+    once; a write transaction that meets the break raises an error its caller may retry, and the next one
+    runs on a new connection."""
     from conftest import store_of
+
+    def cut(w: Workspace) -> None:
+        with Workspace.open(tmp_path / "ws", w.store) as admin:
+            admin.conn.execute("SELECT pg_terminate_backend(?)", (w.conn.raw.info.backend_pid,))
 
     with store_of(request, "postgresql") as url, Workspace.open(tmp_path / "ws", url) as w:
         params = w.conn.raw.info.get_parameters()
         assert params["keepalives"] == "1" and params["keepalives_idle"] == "60"
-        with Workspace.open(tmp_path / "ws", url) as admin:
-            admin.conn.execute("SELECT pg_terminate_backend(?)", (w.conn.raw.info.backend_pid,))
+        cut(w)
+        assert w.count("logs") == 0
+        cut(w)
         with pytest.raises(database_errors()) as broken:
-            w.count("logs")
+            w.add_logs([log("meets the break")])
         assert w.conn.transient(broken.value)
         w.add_logs([log("after the break")])
         assert w.count("logs") == 1

@@ -75,3 +75,7 @@ class StoreBusyError(WorkspaceError):
 
 class ClusteringChangedError(WorkspaceError):
     """The logs were re-clustered while a stage worked on the previous clustering: its result is not stored."""
+
+
+class StoreUnavailableError(WorkspaceError):
+    """The store's database server cannot be reached (down, restarting, refusing connections)."""

@@ -42,7 +42,7 @@ class Proxy:
 
     def __init__(self, ws_dir: Path, cfg: ServeConfig, backends: BackendsConfig | None, built: dict[str, Any],
                  store: str | None = None):
-        self.ws_dir, self.cfg = Path(ws_dir), cfg
+        self.ws_dir, self.cfg, self.store = Path(ws_dir), cfg, store
         self.ws = Workspace.open(ws_dir, store)
         self.metrics = Metrics()
         self.recorder = Recorder(self.ws_dir, cfg.write_batch, cfg.write_linger_s, store=store)
@@ -303,8 +303,9 @@ class Proxy:
         return {"x-unolearn-route": route_header(route), "x-unolearn-response-id": chat.rid}
 
     def record(self, chat: Chat, route: Route, text: str, model: str) -> None:
-        """Queue the served interaction for storage."""
-        row = (chat.rid, json.dumps(chat.body["messages"], ensure_ascii=False), text,
+        """Queue the served interaction for storage (a NUL the upstream answered with left out: no store keeps
+        it in text, and the request was checked for one already)."""
+        row = (chat.rid, json.dumps(chat.body["messages"], ensure_ascii=False), text.replace("\x00", ""),
                json.dumps(vars(route)), model, now(), chat.user)
         self.recorder.served(row)
 
@@ -324,15 +325,16 @@ class Proxy:
         return JSONResponse({"object": "feedback", "response_id": rid, "stored": True})
 
     async def known_soon(self, rid: str) -> bool:
-        """True when ``rid`` was served. With several workers, or on a store that replicas share, an id not
-        seen yet is looked up again for a moment, since another process may still hold the row in its queue
-        (linger plus one commit, longer on a busy machine: up to 1.6 s in all); a lone worker knows its own
-        queue, so its first answer is final."""
-        alone = self.cfg.workers == 1 and not self.ws.dialect.shared
+        """True when ``rid`` was served. With several workers, or on a store named with ``--store`` (which other
+        processes may share, a SQLite file too), an id not seen yet is looked up again for a moment, since
+        another process may still hold the row in its queue (linger plus one commit, longer on a busy machine:
+        up to 1.6 s in all); a lone worker on its workspace's own file knows its queue, so its first answer is
+        final."""
+        alone = self.cfg.workers == 1 and self.store is None
         waits = (0.0,) if alone else (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
         for wait in waits:
             await asyncio.sleep(wait)
-            if self.recorder.known(rid):
+            if await self.recorder.known(rid):
                 return True
         return False
 

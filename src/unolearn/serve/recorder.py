@@ -1,9 +1,17 @@
-"""The recorder: served answers and feedback written off the request path, in order."""
+"""The recorder: served answers and feedback written off the request path, in order.
+
+Nothing a client was answered for is dropped lightly: a batch the store refuses is stored again row by
+row, so one bad row cannot sink the others' answers and feedback; a batch that meets a lost connection
+or a busy write lock is retried on a new connection, with backoff, for up to ``retry_s`` seconds. Both
+retries are safe: an answer is stored once per response id, a feedback once per the uid given here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,16 +21,21 @@ from ..store import Workspace
 
 log = logging.getLogger(__name__)
 
+#: First and longest pause between retries of a batch that met a transient store error (seconds).
+RETRY_DELAYS = (0.05, 5.0)
+
 
 class Recorder:
     """Writes served rows and feedback off the request path: one queue, one writer task, one thread.
 
     A served row is queued (and its id kept in ``pending`` until committed); a feedback is queued
-    behind it and awaited until committed, so it never refers to a row not yet written.
+    behind it and awaited until committed, so it never refers to a row not yet written. Lookups of
+    served ids run on a thread of their own, off the event loop.
     """
 
-    def __init__(self, ws_dir: Path, batch: int, linger_s: float = 0.0, *, store: str | None = None) -> None:
-        self.ws_dir, self.store, self.batch, self.linger_s = ws_dir, store, batch, linger_s
+    def __init__(self, ws_dir: Path, batch: int, linger_s: float = 0.0, *, store: str | None = None,
+                 retry_s: float = 60.0) -> None:
+        self.ws_dir, self.store, self.batch, self.linger_s, self.retry_s = ws_dir, store, batch, linger_s, retry_s
         self.pending: set[str] = set()
         self.queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -32,6 +45,7 @@ class Recorder:
         self._writer = Workspace.open(self.ws_dir, self.store)
         self._reader = Workspace.open(self.ws_dir, self.store)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-writer")
+        self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-reader")
         self.queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
 
@@ -41,16 +55,31 @@ class Recorder:
         self.queue.put_nowait(("served", row, None))
 
     async def feedback(self, row: tuple) -> None:
-        """Queue one feedback row ``(response_id, text, action, edited, created_at)``; wait for its commit."""
+        """Queue one feedback row ``(response_id, text, action, edited, created_at)``; wait for its commit.
+
+        The row is given a uid here, so however often its write is retried it is stored once.
+        """
         done = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(("feedback", row, done))
+        self.queue.put_nowait(("feedback", (*row, uuid.uuid4().hex), done))
         await done
 
-    def known(self, response_id: str) -> bool:
+    async def known(self, response_id: str) -> bool:
         """True when ``response_id`` was served (committed or still queued)."""
         if response_id in self.pending:
             return True
-        return self._reader.is_served(response_id)
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, self._lookup, response_id)
+
+    def _lookup(self, response_id: str) -> bool:
+        """The store's answer, asked again once on a new connection when the first meets a broken one."""
+        try:
+            return self._reader.is_served(response_id)
+        except Exception as e:  # noqa: BLE001 — a driver error: retried once when transient, else reported
+            if self._reader.conn.transient(e):
+                try:
+                    return self._reader.is_served(response_id)
+                except Exception as again:  # noqa: BLE001
+                    e = again
+            raise WorkspaceError(f"cannot look up response {response_id!r}: {_one_line(e)}") from e
 
     async def _run(self) -> None:
         while True:
@@ -66,23 +95,57 @@ class Recorder:
                 return
 
     async def _write(self, items: list[tuple]) -> None:
+        """Store ``items`` on the writer's thread; tell each waiting feedback whether it was stored."""
+        try:
+            errors = await asyncio.get_running_loop().run_in_executor(self._pool, self._commit, items)
+        finally:
+            self.pending.difference_update(row[0] for kind, row, _ in items if kind == "served")
+        for (_, _, done), error in zip(items, errors):
+            if done is not None and not done.done():
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(WorkspaceError(f"feedback not stored: {_one_line(error)}"))
+
+    def _commit(self, items: list[tuple]) -> list[Exception | None]:
+        """Store ``items`` in one transaction or, when the store refuses the batch, one by one; the error
+        of each item (None: stored)."""
+        try:
+            self._store(items)
+            return [None] * len(items)
+        except Exception as e:  # noqa: BLE001 — reported per item
+            if len(items) == 1 or self._writer.conn.transient(e):  # one row, or the store stayed away
+                log.error("could not store %d rows: %s", len(items), _one_line(e))
+                return [e] * len(items)
+            log.warning("the store refused a batch of %d rows (%s); storing them one by one", len(items),
+                        _one_line(e))
+        return [self._store_one(item) for item in items]
+
+    def _store_one(self, item: tuple) -> Exception | None:
+        """Store one item alone; its error, logged (None: stored)."""
+        try:
+            self._store([item])
+        except Exception as e:  # noqa: BLE001 — reported to the caller
+            log.error("could not store the %s row of %s: %s", item[0], item[1][0], _one_line(e))
+            return e
+        return None
+
+    def _store(self, items: list[tuple]) -> None:
+        """One transaction of ``items``, retried with backoff while its error is transient (a lost
+        connection, a busy write lock), for up to ``retry_s`` seconds."""
         served = [row for kind, row, _ in items if kind == "served"]
         feedback = [row for kind, row, _ in items if kind == "feedback"]
-        waiting = [f for _, _, f in items if f is not None]
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._commit, served, feedback)
-        except Exception as e:  # noqa: BLE001 — reported to waiting feedback, logged for served rows
-            log.error("could not store %d served rows and %d feedbacks: %s", len(served), len(feedback), e)
-            for f in waiting:
-                f.done() or f.set_exception(WorkspaceError(f"feedback not stored: {e}"))
-        else:
-            for f in waiting:
-                f.done() or f.set_result(None)
-        finally:
-            self.pending.difference_update(row[0] for row in served)
-
-    def _commit(self, served: list[tuple], feedback: list[tuple]) -> None:
-        self._writer.record_served(served, feedback)
+        delay, deadline = RETRY_DELAYS[0], time.monotonic() + self.retry_s
+        while True:
+            try:
+                self._writer.record_served(served, feedback)
+                return
+            except Exception as e:
+                if not self._writer.conn.transient(e) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("storing %d rows failed (%s); retrying in %.2f s", len(items), _one_line(e), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_DELAYS[1])
 
     async def close(self) -> None:
         """Write everything queued, then close the connections."""
@@ -90,6 +153,11 @@ class Recorder:
             self.queue.put_nowait(None)
             await self._task
             self._pool.shutdown()
+            self._read_pool.shutdown()
             self._writer.close()
             self._reader.close()
             self._task = None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__

@@ -51,7 +51,30 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise HTTPProblem(f"the request body is not valid JSON: {e}", 400, "invalid_json") from e
     if not isinstance(body, dict):
         raise HTTPProblem("the request body must be a JSON object", 400, "invalid_request")
+    if b"\\u0000" in raw and (where := _nul_at(body)):  # the escape is the only way JSON carries a NUL
+        raise HTTPProblem(f"{where} holds a NUL character (\\u0000), which cannot be stored", 400, "invalid_request")
     return body
+
+
+def _nul_at(value: Any, where: str = "the body") -> str | None:
+    """Where in a parsed JSON ``value`` a string holds U+0000 (``messages[0].content``); None: nowhere.
+
+    PostgreSQL's text refuses NUL, and one stored row holding it would sink its batch, so the proxy
+    refuses it at the door on either store.
+    """
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = key if where == "the body" else f"{where}.{key}"
+            if "\x00" in key:
+                return f"a key of {where}"
+            if found := _nul_at(item, here):
+                return found
+        return None
+    if isinstance(value, list):
+        return next((found for i, v in enumerate(value) if (found := _nul_at(v, f"{where}[{i}]"))), None)
+    return None
 
 
 def parse_chat(raw: bytes, system: str, max_messages: int) -> Chat:

@@ -343,6 +343,16 @@ def m009_clustering_versions(c: Connection) -> None:
     """)
 
 
+@migration
+def m010_feedback_uid(c: Connection) -> None:
+    """A feedback's own id, given by the proxy that received it: a write retried after its connection broke
+    (its commit unknown) stores the feedback once."""
+    _script(c, """
+    ALTER TABLE feedback ADD COLUMN uid TEXT;
+    CREATE UNIQUE INDEX feedback_uid ON feedback(uid);
+    """)
+
+
 def applied(c: Connection) -> set[str]:
     """The names of the migrations applied to the database of ``c`` (a read: nothing is created).
 

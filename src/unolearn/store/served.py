@@ -16,12 +16,17 @@ class ServedTables(Base):
 
     def record_served(self, served: list[tuple], feedback: list[tuple]) -> None:
         """Store served answers ``(response id, messages JSON, answer, route JSON, model, created at, user)``
-        and feedback ``(response id, text, action, edited, created at)`` in one transaction."""
-        with self.transaction() as c:
+        and feedback ``(response id, text, action, edited, created at, uid)`` in one transaction.
+
+        Both are idempotent (an answer is stored once per response id, a feedback once per uid), so a batch
+        retried after a lost connection stores nothing twice; they read nothing, so they do not wait for
+        the store's write lock.
+        """
+        with self.transaction(lock=False) as c:
             c.executemany("INSERT INTO served (response_id, messages, answer, route, model, created_at, "
                           f"{self.dialect.quote('user')}) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", served)
-            c.executemany("INSERT INTO feedback (response_id, text, action, edited, created_at) "
-                          "VALUES (?,?,?,?,?)", feedback)
+            c.executemany("INSERT INTO feedback (response_id, text, action, edited, created_at, uid) "
+                          "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", feedback)
 
     def uncollected_served(self) -> list[tuple[str, str, str, str, str, str | None]]:
         """``(response id, messages, answer, route, created at, user)`` of the served answers with feedback
