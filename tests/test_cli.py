@@ -140,7 +140,9 @@ def test_store_errors_are_one_line(run_cli, tmp_path):
     url = f"postgresql://u:secret@127.0.0.1:{free_port()}/db"
     down = run_cli("--store", url, "logs", "stats")
     assert down.code == 3 and down.err.startswith("error: cannot reach the store postgresql://u:***@127.0.0.1:")
-    for r in (bad, down):
+    in_query = run_cli("--store", f"postgresql://u@127.0.0.1:{free_port()}/db?password=secret", "logs", "stats")
+    assert in_query.code == 3 and "/db?password=***: " in in_query.err
+    for r in (bad, down, in_query):
         assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err and "secret" not in r.err
     no_driver = subprocess.run(  # psycopg hidden from the import system: as if the postgres extra were missing
         [sys.executable, "-c", "import sys; sys.modules['psycopg'] = None; from unolearn.cli import main; main()",
@@ -148,6 +150,8 @@ def test_store_errors_are_one_line(run_cli, tmp_path):
         capture_output=True, text=True)
     assert no_driver.returncode == 2, no_driver.stderr
     assert no_driver.stderr == "error: a postgresql:// store needs psycopg 3: pip install 'unolearn[postgres]'\n"
+    assert not (tmp_path / "ws").exists()  # neither a wrong URL, nor a server out of reach, nor a missing driver
+    # leaves a workspace folder behind
 
 
 def test_the_store_comes_from_the_environment_too(tmp_path):

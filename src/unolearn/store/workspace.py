@@ -26,7 +26,7 @@ from . import migrations
 from .base import DB_NAME, resolve_dir
 from .caches import CacheTables
 from .clusters import ClusterTables
-from .dialect import check_url, connect, database_errors, redacted, require_driver
+from .dialect import check_url, connect, database_errors, is_postgres, redacted, require_driver
 from .logs import LogTables
 from .modules import ModuleTables
 from .rulebook import RulebookTables
@@ -49,11 +49,15 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
         root = resolve_dir(path)
         if store is not None:
             require_driver(check_url(store))  # before anything is created
+        # A server is reached before the folder is made, so a wrong URL leaves nothing behind.
+        conn = connect(store, root / DB_NAME) if is_postgres(store) else None
         try:
             root.mkdir(parents=True, exist_ok=True)
             (root / "artifacts").mkdir(exist_ok=True)
-            conn = connect(store, root / DB_NAME)
+            conn = conn or connect(store, root / DB_NAME)
         except (OSError, sqlite3.Error) as e:
+            if conn is not None:
+                conn.close()
             raise WorkspaceError(f"cannot open workspace {root}: {e}") from e
         ws = cls(root, conn, store)
         try:
