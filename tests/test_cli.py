@@ -113,6 +113,44 @@ def test_bench_ingest_reports_figures(run_cli):
     assert out["records_per_s"] > 0 and 0 < out["peak_mb"] < 500
 
 
+def test_bench_children_never_inherit_the_team_store(monkeypatch):
+    """A benchmark's child works on a throwaway workspace: UNOLEARN_STORE (here a server that does not exist)
+    is not passed on to it, unless the benchmark names the store the child must use."""
+    from postgres import free_port
+
+    from unolearn.bench import child_env
+    from unolearn.bench.ingest import bench_ingest
+
+    monkeypatch.setenv("UNOLEARN_STORE", f"postgresql://team@127.0.0.1:{free_port()}/team")
+    out = bench_ingest(40)
+    assert out["ingested"] == 40 and out["store"] == "sqlite"
+    assert "UNOLEARN_STORE" not in child_env() and child_env("sqlite:///x")["UNOLEARN_STORE"] == "sqlite:///x"
+
+
+def test_bench_ingest_on_a_postgresql_store_uses_a_scratch_database(request):
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    r = subprocess.run([sys.executable, "-m", "unolearn", "--store", server.url(), "bench", "ingest", "--n", "40",
+                        "--json"], capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "UNOLEARN_STORE"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["store"] == "postgresql" and json.loads(r.stdout)["ingested"] == 40
+    with psycopg.connect(server.url()) as conn:
+        scratch = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'unolearn_scratch%'").fetchone()
+        assert scratch[0] == 0
+        assert conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+                            ).fetchone()[0] == 0  # the store's own database is never written
+
+
+def test_benches_whose_workspace_stays_in_sqlite_refuse_a_store(run_cli, tmp_path):
+    for args in (("bench", "train", "--pairs", "2"), ("bench", "demo", "--workspace", str(tmp_path / "demo"))):
+        r = run_cli("--store", f"sqlite:///{tmp_path / 'team.sqlite3'}", *args, workspace=False)
+        assert r.code == 2 and r.err == (f"error: bench {args[1]} keeps its workspace in the workspace's own SQLite "
+                                         "file and cannot use --store or UNOLEARN_STORE: leave them out\n"), r.err
+    assert not (tmp_path / "team.sqlite3").exists() and not (tmp_path / "demo").exists()
+
+
 def test_unwritable_output_is_one_line_not_a_traceback(run_cli, tmp_path):
     r = run_cli("pairs", "export", "-o", str(tmp_path / "missing" / "pairs.jsonl"))
     assert r.code == 1 and "Traceback" not in r.err

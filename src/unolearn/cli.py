@@ -11,7 +11,7 @@ import click
 
 from . import __version__
 from .config import CONFIG_FILE, BackendsConfig, load_backends, stage_config
-from .errors import InputError, UnolearnError, WorkspaceError
+from .errors import ConfigError, InputError, UnolearnError, WorkspaceError
 from .funnel import funnel_lines
 from .names import SERVED_SYSTEMS
 from .store import Workspace, resolve_dir, write_jsonl_atomic
@@ -826,15 +826,28 @@ def bench() -> None:
     """Benchmarks that print JSON figures measured on this machine."""
 
 
+def refuse_store(ctx: click.Context, name: str) -> None:
+    """A ConfigError when a store is named for a benchmark whose workspace lives in its own SQLite file (its
+    folder is kept for later commands, so a scratch database would not do; the team's store must not)."""
+    if ctx.find_root().obj.get("store"):
+        raise ConfigError(f"bench {name} keeps its workspace in the workspace's own SQLite file and cannot use "
+                          "--store or UNOLEARN_STORE: leave them out")
+
+
 @bench.command("ingest")
 @click.option("--n", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Number of synthetic log records to ingest.")
 @json_option
-def bench_ingest(n: int, as_json: bool) -> None:
-    """Ingest N synthetic records in a child process; report records/s and peak resident memory."""
+@click.pass_context
+def bench_ingest(ctx: click.Context, n: int, as_json: bool) -> None:
+    """Ingest N synthetic records in a child process; report records/s and peak resident memory.
+
+    Into a throwaway workspace: with --store postgresql://…, a scratch database created on that server
+    (never the store's own tables) and dropped afterwards.
+    """
     from .bench.ingest import bench_ingest as run
 
-    out = run(n)
+    out = run(n, store=ctx.find_root().obj.get("store"))
     echo_json(out) if as_json else click.echo(
         f"{out['n']} records: {out['records_per_s']:.0f} records/s, peak {out['peak_mb']:.0f} MB")
 
@@ -869,9 +882,12 @@ def bench_throughput_cmd(n: int, latency: float, concurrency: int, as_json: bool
 @click.option("--critic-epochs", type=click.IntRange(min=1), help="Critic epochs (default: the profile's).")
 @click.option("--max-length", type=click.IntRange(min=16), help="Token limit of a training sequence.")
 @json_option
-def bench_train_cmd(pairs: int, answer_words: int, keep: Path | None, base_model: str | None, profile: str,
-                    epochs: int | None, critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
+@click.pass_context
+def bench_train_cmd(ctx: click.Context, pairs: int, answer_words: int, keep: Path | None, base_model: str | None,
+                    profile: str, epochs: int | None, critic_epochs: int | None, max_length: int | None,
+                    as_json: bool) -> None:
     """Seconds to train one cluster's expert and critic on this machine (synthetic pairs)."""
+    refuse_store(ctx, "train")
     from .backends import make_embedder
     from .bench.train import bench_train
     from .config import load_backends
@@ -894,8 +910,11 @@ def bench_train_cmd(pairs: int, answer_words: int, keep: Path | None, base_model
 @click.option("--train-per-set", type=click.IntRange(min=1), help="Train prompts per dataset (the demo's default).")
 @click.option("--test-per-set", type=click.IntRange(min=1), help="Test prompts per dataset (the demo's default).")
 @json_option
-def bench_demo_cmd(ws_dir: Path, train_per_set: int | None, test_per_set: int | None, as_json: bool) -> None:
+@click.pass_context
+def bench_demo_cmd(ctx: click.Context, ws_dir: Path, train_per_set: int | None, test_per_set: int | None,
+                   as_json: bool) -> None:
     """Wall time and peak resident memory of the whole process tree of `unolearn demo` (psutil samples)."""
+    refuse_store(ctx, "demo")
     from .bench.demo import bench_demo
 
     flags = [f for k, v in (("--train-per-set", train_per_set), ("--test-per-set", test_per_set))

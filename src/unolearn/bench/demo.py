@@ -9,7 +9,6 @@ command's process and all its descendants, sampled with psutil. Pages shared bet
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnolearnError
+from . import child_env
 
 
 def tree_rss(proc: Any) -> int:
@@ -63,9 +63,10 @@ def run_sampled(cmd: Sequence[str], interval_s: float = 0.2, env: dict[str, str]
 
 
 def bench_demo(workspace: Path, flags: Sequence[str] = ()) -> dict[str, Any]:
-    """Run ``unolearn -d WORKSPACE demo --json FLAGS`` in a child process; return its time, peak and table."""
+    """Run ``unolearn -d WORKSPACE demo --json FLAGS`` in a child process, on the workspace's own SQLite file
+    (never a store named in ``UNOLEARN_STORE``: the demo re-clusters); return its time, peak and table."""
     cmd = [sys.executable, "-m", "unolearn", "-d", str(workspace), "demo", "--json", *flags]
-    res = run_sampled(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    res = run_sampled(cmd, env=child_env())
     if res["returncode"] != 0:
         raise UnolearnError(f"the demo exited with {res['returncode']} (its errors are above)")
     result = json.loads(res["stdout"])

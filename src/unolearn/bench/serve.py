@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError, UnolearnError
 from ..store.dialect import scratch_store
+from . import child_env
 
 WARMUP = 200
 
@@ -152,7 +153,7 @@ class _Child:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "unolearn.bench.serve", *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, env=child_env())
         self.url = (self.proc.stdout.readline() or "").strip()
         if not self.url.startswith("http://"):
             self.stop()
@@ -170,7 +171,8 @@ class _Child:
 
 
 class ServeProcess:
-    """``unolearn [--store URL] serve --upstream URL`` on a free port of 127.0.0.1, in a child process.
+    """``unolearn serve --upstream URL`` on a free port of 127.0.0.1, in a child process, on ``store`` (given in
+    its environment, not on its command line, which other users of the machine can read).
 
     Without ``store`` it uses the workspace's SQLite file, whatever ``$UNOLEARN_STORE`` says.
     """
@@ -180,13 +182,12 @@ class ServeProcess:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "unolearn", "-d", str(ws_dir), *(["--store", store] if store else []),
+        cmd = [sys.executable, "-m", "unolearn", "-d", str(ws_dir),
                "serve", "--upstream", upstream, "--port", str(port), "--workers", str(workers)]
-        env = {k: v for k, v in os.environ.items() if k != "UNOLEARN_STORE"}
         self.log = ws_dir.parent / f"serve-{port}.log"  # a file, not a pipe: a full pipe would stall the server
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
-                                         env={**env, "UNOLEARN_SERVE_KEY": ""})
+                                         env=child_env(store, UNOLEARN_SERVE_KEY=""))
         self.url = f"http://127.0.0.1:{port}"
         self._wait_ready(port, ready_timeout_s)
 
