@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import each_store  # noqa: F401
+from postgres import free_port
 from unolearn.errors import NotFoundError, WorkspaceError
 from unolearn.records import Log, Message, Rejected
 from unolearn.store.dialect import SQLiteConnection, database_errors
@@ -452,3 +453,25 @@ def test_a_stage_never_stores_its_result_in_a_clustering_made_after_it_started(w
     assert ws.modules() == [] and ws.count("plans") == 0 and ws.count("modules") == 1
     ws.adopt_module("m1", ws.clustering_id())
     assert [m["id"] for m in ws.modules()] == ["m1"]
+
+
+def test_doctor_reads_a_store_without_migrating_it(request, tmp_path):
+    """`doctor --store URL` inspects a team's store: an empty or older one is reported, never migrated."""
+    from conftest import store_of
+    from unolearn.doctor import workspace_info
+
+    with store_of(request, "postgresql") as url:
+        check, info = workspace_info(tmp_path / "ws", url)
+        assert check.status == "ok" and "empty (the next command that writes migrates it)" in check.detail
+        assert info["schema_version"] == 0 and "logs" not in info
+        with Workspace.open(tmp_path / "ws", url, migrate=False) as w:
+            assert not w.conn.has_table("logs") and not w.conn.has_table("migrations")
+        Workspace.open(tmp_path / "ws", url).close()
+        check, info = workspace_info(tmp_path / "ws", url)
+        assert check.status == "ok" and check.detail.endswith("0 logs, 0 clusters, 0 modules")
+        down, _ = workspace_info(tmp_path / "ws", with_port(url, free_port()))
+        assert down.status == "fail" and down.fix.startswith("check the URL, that the server is up")
+
+
+def with_port(url: str, port: int) -> str:
+    return re.sub(r":\d+/", f":{port}/", url, count=1)

@@ -153,22 +153,31 @@ def check_server(name: str, base_url: str, api_key: str | None) -> Check:
 
 
 def workspace_info(path: Path, store: str | None = None) -> tuple[Check, dict[str, Any]]:
-    """What the workspace holds, without creating it (a ``store`` URL is opened: its tables are shared)."""
+    """What the workspace holds, without creating or migrating it (a ``store`` URL is opened, read only: its
+    tables may be a team's, migrated by the next command that writes)."""
     from .store import DB_NAME, Workspace
-    from .store.dialect import redacted
+    from .store.dialect import database_errors, redacted
+    from .store.migrations import MIGRATIONS
 
     info: dict[str, Any] = {"path": str(path), "exists": store is not None or (path / DB_NAME).is_file()}
     if store is not None:
         info["store"] = redacted(store)
     if not info["exists"]:
         return Check("workspace", "ok", f"{path}: not created yet (the first command creates it)"), info
+    fix = ("check the URL, that the server is up and that its user may connect (try: psql URL)" if store
+           else "move the workspace aside, or choose another with -d")
     try:
-        with Workspace.open(path, store) as ws:
-            info["schema_version"] = ws.schema_version()
-            info.update({t: ws.count(t) for t in ("logs", "clusters", "modules")})
-    except UnolearnError as e:
-        return Check("workspace", "fail", str(e), "move the workspace aside, or choose another with -d"), info
-    return Check("workspace", "ok", f"{ws.where}: {info['logs']} logs, {info['clusters']} clusters, "
+        with Workspace.open(path, store, migrate=False) as ws:
+            info["schema_version"] = version = ws.schema_version()
+            if version == len(MIGRATIONS):
+                info.update({t: ws.count(t) for t in ("logs", "clusters", "modules")})
+            where = ws.where
+    except (UnolearnError, *database_errors()) as e:
+        return Check("workspace", "fail", str(e), "upgrade unolearn" if "upgrade unolearn" in str(e) else fix), info
+    if version < len(MIGRATIONS):
+        state = "empty" if version == 0 else f"schema {version} of {len(MIGRATIONS)}"
+        return Check("workspace", "ok", f"{where}: {state} (the next command that writes migrates it)"), info
+    return Check("workspace", "ok", f"{where}: {info['logs']} logs, {info['clusters']} clusters, "
                                     f"{info['modules']} modules"), info
 
 

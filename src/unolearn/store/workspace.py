@@ -40,11 +40,13 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
     """A unolearn workspace. Open with :meth:`open`; use as a context manager to close it."""
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, store: str | None = None) -> "Workspace":
+    def open(cls, path: str | os.PathLike[str] | None = None, store: str | None = None, *,
+             migrate: bool = True) -> "Workspace":
         """Open (creating if needed) the workspace at ``path`` on ``store`` and migrate its schema.
 
         ``store``: a store URL (``sqlite:///PATH``, ``postgresql://USER@HOST[:PORT]/DB``); None: the
         workspace's own ``unolearn.sqlite3``. A malformed URL or a missing driver is a ConfigError.
+        ``migrate=False`` leaves the schema as it is (to inspect a store, as ``doctor`` does).
         """
         root = resolve_dir(path)
         if store is not None:
@@ -61,7 +63,8 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
             raise WorkspaceError(f"cannot open workspace {root}: {e}") from e
         ws = cls(root, conn, store)
         try:
-            ws._migrate()
+            if migrate:
+                ws._migrate()
         except BaseException:
             conn.close()
             raise
