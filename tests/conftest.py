@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from postgres import SWITCH, PostgresServer, find_bindir
+from postgres import SWITCH, PostgresServer, find_bindir, start_server
 from unolearn.store import Workspace
 from unolearn.store.dialect import scratch_store
 
@@ -48,8 +48,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     if bindir is None:
         pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl, postgres) were not found: install Debian's "
                     f"postgresql package (as .ci/run does), or set {SWITCH}=0 to skip the PostgreSQL tests")
-    server = PostgresServer(bindir)
-    server.start()
+    server = start_server(bindir)  # a failed start cleans up after itself, and is retried on a new port
     try:
         yield server
     finally:

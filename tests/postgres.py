@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 SWITCH = "UNOLEARN_TEST_POSTGRES"
@@ -37,7 +39,8 @@ def find_bindir() -> Path | None:
 
 
 def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    """A TCP port of 127.0.0.1 that nothing listens on now (another process may take it before it is used:
+    :func:`start_server` tries again on a new one)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -46,11 +49,11 @@ def free_port() -> int:
 class PostgresServer:
     """One PostgreSQL server in a temporary folder, for one test session."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, port: int | None = None) -> None:
         self.bindir = bindir
         self.dir = Path(tempfile.mkdtemp(prefix="unolearn-pg-", dir="/tmp"))  # not under pytest's 0700 tmp
         self.data = self.dir / "data"
-        self.port = free_port()
+        self.port = port or free_port()
         self.user = UNPRIVILEGED if os.geteuid() == 0 else None
 
     def url(self, database: str = "postgres") -> str:
@@ -68,12 +71,23 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-o", options, "-w", "start")
 
     def stop(self) -> None:
-        """Stop the server (fast: open connections are closed) and remove its folder."""
+        """Stop the server (fast: open connections are closed), if it runs, and remove its folder; safe after
+        a failed start or a server that died. A server ``pg_ctl`` cannot stop is killed."""
         try:
             if (self.data / "postmaster.pid").exists():
-                self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+                try:
+                    self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    self._kill()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _kill(self) -> None:
+        """Send the postmaster named in ``postmaster.pid`` SIGQUIT (immediate shutdown: its children too)."""
+        try:
+            os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
+        except (OSError, ValueError, IndexError):  # gone already, or the file half written
+            pass
 
     def log(self) -> str:
         """The server's log so far."""
@@ -88,3 +102,22 @@ class PostgresServer:
         if done.returncode:
             raise RuntimeError(f"{binary} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
                                f"\n{self.log()[-2000:]}")
+
+
+def start_server(bindir: Path, ports: Iterable[int | None] = (None, None, None)) -> PostgresServer:
+    """A started server, on the first of ``ports`` it can start on (None: a free one): a start that fails (the
+    port taken between :func:`free_port` and the server's bind, say) leaves nothing behind and is tried again
+    on the next; the last failure is raised."""
+    error: RuntimeError | None = None
+    for port in ports:
+        server = PostgresServer(bindir, port)
+        try:
+            server.start()
+        except BaseException as e:  # whatever ends the start, the folder (and a half-started server) goes
+            server.stop()
+            if not isinstance(e, RuntimeError):
+                raise
+            error = e
+            continue
+        return server
+    raise error or RuntimeError("no port to start PostgreSQL on")

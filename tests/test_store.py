@@ -475,3 +475,28 @@ def test_doctor_reads_a_store_without_migrating_it(request, tmp_path):
 
 def with_port(url: str, port: int) -> str:
     return re.sub(r":\d+/", f":{port}/", url, count=1)
+
+
+def test_the_test_server_retries_a_taken_port_and_leaves_nothing_behind():
+    """tests/postgres.py: a server that cannot start (its port taken) removes its folder, and the next port is
+    tried; stopping a server twice, or one whose postmaster.pid is gone, is harmless."""
+    import socket
+
+    from postgres import find_bindir, start_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = set(Path("/tmp").glob("unolearn-pg-*"))
+        with pytest.raises(RuntimeError, match="pg_ctl failed"):
+            start_server(find_bindir(), ports=[port])
+        new = set(Path("/tmp").glob("unolearn-pg-*")) - before  # other test sessions may be making theirs
+        assert not [d for d in new if (d / "server.log").is_file() and f"{port}" in (d / "server.log").read_text()]
+        server = start_server(find_bindir(), ports=[port, None])
+    try:
+        assert server.port != port and server.log()
+    finally:
+        server.stop()
+        server.stop()
+    assert not server.dir.exists()
