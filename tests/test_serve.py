@@ -527,23 +527,56 @@ def _pg_databases(url: str, prefix: str) -> list[str]:
 
 
 def test_replicas_on_one_postgresql_store_lose_no_feedback(request, tmp_path):
-    """Two `unolearn serve` processes with their own workspace folders on one PostgreSQL store: every answer
-    served by one gets its feedback posted to the other, many at once; each is stored against its answer."""
+    """Two `unolearn serve` processes with their own workspace folders on one PostgreSQL store, routing through
+    the clusters and plans stored there: every answer served by one gets its feedback posted to the other,
+    many at once; each is stored against its answer."""
     n = 80
     with store_of(request, "postgresql") as store, FakeOpenAI().running() as fake:
-        replicas = [ServeProcess(tmp_path / name, fake.url, 1, store=store) for name in ("replica-a", "replica-b")]
+        embedder_env, guide = _route_on_the_store(store, fake.url, tmp_path / "setup")
+        replicas = [ServeProcess(tmp_path / name, fake.url, 1, store=store, env=embedder_env)
+                    for name in ("replica-a", "replica-b")]
         try:
             results = asyncio.run(_served_here_rated_there(replicas[0].url, replicas[1].url, n))
+            guided = [httpx.post(f"{r.url}/v1/chat/completions", headers={"X-Unolearn-System": "uno-guided"},
+                                 json={"model": "fake-model", "messages": [{"role": "user", "content": TRAVEL}]},
+                                 timeout=30, trust_env=False) for r in replicas]
         finally:
             for r in replicas:
                 r.stop()
         assert [status for _, _, status in results] == [200] * n
+        assert [g.headers["x-unolearn-route"] for g in guided] == [
+            f"path=guide; cluster=0; system=uno-guided; guide={guide}"] * 2
+        assert [r.body["messages"][0] for r in fake.requests()[-2:]] == [{"role": "system", "content": GUIDE}] * 2
         with Workspace.open(tmp_path / "reader", store) as ws:
             for i, rid, _ in results:
                 assert ws.feedback_of(rid) == [(f"feedback {i}", "dislike", None)], rid
-            assert ws.count("served") == n and ws.count("feedback") == n
+                assert json.loads(ws.conn.execute("SELECT route FROM served WHERE response_id = ?",
+                                                  (rid,)).fetchone()[0])["cluster"] == 0  # routed
+            assert ws.count("served") == n + 2 and ws.count("feedback") == n
             assert collect_served(ws) == n  # the next `unolearn run`, wherever it runs, learns from all of them
     assert not (tmp_path / "replica-a" / "unolearn.sqlite3").exists()
+
+
+def _route_on_the_store(store: str, upstream: str, setup: Path) -> tuple[dict[str, str], str]:
+    """One cluster, around TRAVEL as the upstream's embedder sees it, with base plans under uno and uno-single
+    and a guide under uno-guided, stored in ``store``; the environment that gives a replica that embedder, and
+    the guide's module id."""
+    from unolearn.backends import make_embedder
+    from unolearn.cluster import normalise
+    from unolearn.config import EmbedderConfig
+    from unolearn.records import Clustering
+
+    embedder = make_embedder(EmbedderConfig(backend="openai", base_url=upstream, model="fake-embed"))
+    centroid = normalise(embedder.embed([TRAVEL]))[0].astype("float32")
+    with Workspace.open(setup, store) as ws:
+        ws.replace_clustering(Clustering(id=0, embedder=embedder.model_id, created_at=""),
+                              [(0, 1, centroid.tobytes())], [])
+        version = ws.clustering_id()
+        guide = ws.ensure_guide(0, GUIDE, [], [], [], {}, version)
+        ws.replace_plans([(0, "uno", "base", None, None, None, "t"), (0, "uno-single", "base", None, None, None, "t"),
+                          (0, "uno-guided", "guide", guide, None, None, "t")], version)
+    return {"UNOLEARN_EMBED_BACKEND": "openai", "UNOLEARN_EMBED_BASE_URL": upstream,
+            "UNOLEARN_EMBED_MODEL": "fake-embed"}, guide
 
 
 async def _served_here_rated_there(a: str, b: str, n: int) -> list[tuple[int, str, int]]:

@@ -208,14 +208,26 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path, store_u
 
 
 def test_concurrent_writers_lose_no_update(ws):
-    """Read-then-write transactions on separate connections (as separate processes): every update kept."""
+    """Read-then-write transactions on separate connections (as separate processes): every update kept.
+
+    Between its read and its write each writer waits up to 50 ms for another to reach the same point (a
+    barrier): were the read not behind the write lock, two writers would read the same size there, and
+    one update would be lost every time. With the lock, none ever has company.
+    """
     from unolearn.records import Clustering
 
     ws.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 0, b"\0" * 4)], [])
     ws.add_logs([log(f"q{i}") for i in range(24)])
     ids = [lg.id for lg in ws.iter_logs()]
+    between, most, barrier = [0], [0], threading.Condition()
 
     def grow(size: int, centroid: bytes) -> tuple[int, bytes]:
+        with barrier:
+            between[0] += 1
+            most[0] = max(most[0], between[0])
+            barrier.notify_all()
+            barrier.wait_for(lambda: between[0] > 1, timeout=0.05)
+            between[0] -= 1
         return size + 1, centroid
 
     def add(chunk: list[str]) -> None:
@@ -228,7 +240,7 @@ def test_concurrent_writers_lose_no_update(ws):
         t.start()
     for t in threads:
         t.join()
-    assert ws.cluster_rows()[0][1] == 24 and len(ws.cluster_members(0)) == 24
+    assert ws.cluster_rows()[0][1] == 24 and len(ws.cluster_members(0)) == 24 and most == [1]
 
 
 def test_text_keys_sort_and_match_prefixes_bytewise(ws):

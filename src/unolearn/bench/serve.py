@@ -174,11 +174,12 @@ class ServeProcess:
     """``unolearn serve --upstream URL`` on a free port of 127.0.0.1, in a child process, on ``store`` (given in
     its environment, not on its command line, which other users of the machine can read).
 
-    Without ``store`` it uses the workspace's SQLite file, whatever ``$UNOLEARN_STORE`` says.
+    Without ``store`` it uses the workspace's SQLite file, whatever ``$UNOLEARN_STORE`` says; ``env`` adds
+    environment variables (the embedder's settings, say).
     """
 
     def __init__(self, ws_dir: Path, upstream: str, workers: int, ready_timeout_s: float = 60.0, *,
-                 store: str | None = None) -> None:
+                 store: str | None = None, env: dict[str, str] | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -187,7 +188,7 @@ class ServeProcess:
         self.log = ws_dir.parent / f"serve-{port}.log"  # a file, not a pipe: a full pipe would stall the server
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
-                                         env=child_env(store, UNOLEARN_SERVE_KEY=""))
+                                         env=child_env(store, UNOLEARN_SERVE_KEY="", **(env or {})))
         self.url = f"http://127.0.0.1:{port}"
         self._wait_ready(port, ready_timeout_s)
 
