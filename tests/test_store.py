@@ -512,3 +512,18 @@ def test_the_test_server_retries_a_taken_port_and_leaves_nothing_behind():
         server.stop()
         server.stop()
     assert not server.dir.exists()
+
+
+def test_a_nul_in_an_input_line_or_a_logged_answer_sinks_no_batch(ws, tmp_path):
+    """An input line holding a NUL byte is rejected (kept with the NUL shown as \\0), the valid logs beside it
+    are stored; a pair keeps a logged answer without its NUL: on PostgreSQL, whose text cannot hold one, too."""
+    from unolearn.ingest import ingest
+
+    p = tmp_path / "logs.jsonl"
+    p.write_bytes(b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a\\u0000b"}, '
+                  b'{"role": "user", "content": "shorter"}]}\n{"broken\x00line\n')
+    ingest(ws, [p], progress=False)
+    assert ws.count("logs") == 1 and ws.conn.execute("SELECT raw FROM rejected").fetchone()[0] == '{"broken\\0line'
+    (lg,) = ws.iter_logs()
+    ws.put_pairs([("pair-1", lg.id, "revision", "[]", "b", lg.first_answer, None, "[]", "m", "t")])
+    assert ws.pair_texts(lg.id) == [("[]", "b", "ab")]

@@ -42,6 +42,15 @@ def write_jsonl_atomic(path: Path, records: Iterable[Any]) -> int:
     return write_lines_atomic(path, (json.dumps(r, ensure_ascii=False) for r in records))
 
 
+def no_nul(text: str | None, mark: str = "") -> str | None:
+    """``text`` without U+0000, which PostgreSQL's text cannot hold (``mark`` in its place); None stays None.
+
+    For the free texts that enter the store from outside (a malformed input line, an answer from a log
+    that a pair keeps): on either store the same, and one such row never sinks its batch.
+    """
+    return text if text is None or "\x00" not in text else text.replace("\x00", mark)
+
+
 def resolve_dir(path: str | os.PathLike[str] | None) -> Path:
     """The workspace directory: ``path``, else ``$UNOLEARN_HOME``, else ``./unolearn-workspace``."""
     return Path(path or os.environ.get("UNOLEARN_HOME") or DEFAULT_DIR)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import NotFoundError
 from ..records import Log, Rejected, canonical_json
-from .base import Base, now
+from .base import Base, no_nul, now
 
 _INSERT_LOG = ("INSERT INTO logs (id, source, lang, has_feedback, ingested_at, record) "
                "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING")
@@ -24,14 +24,15 @@ class LogTables(Base):
     """Logs and rejected input records, and the counts read across tables (stats, funnel)."""
 
     def add_logs(self, logs: Iterable[Log], rejected: Iterable[Rejected] = ()) -> tuple[int, int]:
-        """Store ``logs`` and keep ``rejected`` records, all in one transaction.
+        """Store ``logs`` and keep ``rejected`` records (a NUL in their raw text shown as ``\\0``), all in one
+        transaction.
 
         Returns ``(added, duplicates)``: how many logs were new and how many were already stored. Inserts
         ``ON CONFLICT DO NOTHING`` read nothing, so they do not wait for the store's write lock; rows go in
         key order, so concurrent ingests of the same logs wait for each other and never deadlock.
         """
         rows = sorted(_log_row(log) for log in logs)
-        bad = sorted((r.id, r.file, r.line, r.reason, r.raw, now()) for r in rejected)
+        bad = sorted((r.id, r.file, r.line, no_nul(r.reason, "\\0"), no_nul(r.raw, "\\0"), now()) for r in rejected)
         with self.transaction(lock=False) as c:
             added = c.executemany(_INSERT_LOG, rows).rowcount if rows else 0
             c.executemany("INSERT INTO rejected (id, file, line, reason, raw, rejected_at) "

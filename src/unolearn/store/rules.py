@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..records import Log
-from .base import Base, now, upsert
+from .base import Base, no_nul, now, upsert
 
 _PUT_RULES = upsert("rules", ("log_id", "kind", "rules", "model", "created_at"), ("log_id", "kind"))
 _PUT_PAIR = upsert("pairs", ("id", "log_id", "origin", "prompt", "chosen", "rejected", "score", "candidates", "model",
@@ -41,9 +41,11 @@ class RuleTables(Base):
 
     def put_pairs(self, rows: Iterable[tuple]) -> None:
         """Store preference pairs ``(id, log id, origin, prompt JSON, chosen, rejected, score, candidates JSON,
-        model, created at)``, replacing pairs of the same id."""
+        model, created at)``, replacing pairs of the same id (a NUL an answer held left out of chosen and
+        rejected)."""
+        rows = [(*r[:4], no_nul(r[4]), no_nul(r[5]), *r[6:]) for r in rows]
         with self.transaction() as c:
-            c.executemany(_PUT_PAIR, list(rows))
+            c.executemany(_PUT_PAIR, rows)
 
     def all_pair_texts(self) -> Iterator[tuple[str, str, str]]:
         """``(prompt JSON, chosen, rejected)`` of every pair, by pair id."""
