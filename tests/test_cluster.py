@@ -282,3 +282,64 @@ def test_bench_cluster_small_run_reports_its_figures():
     assert {"n", "seconds", "peak_mb", "ari", "n_clusters", "threshold"} <= set(out)
     assert out["n"] == 800 and out["seconds"] > 0 and out["peak_mb"] > 10
     assert -1 <= out["ari"] <= 1 and out["n_clusters"] >= 1
+
+
+# -- incremental clustering ----------------------------------------------------------------------
+
+
+def test_new_logs_join_their_topic_and_a_new_topic_gets_new_ids(ws):
+    ids = add_topics(ws)
+    first = cluster.run(ws, HashEmbedder(), CFG)
+    v1 = ws.clustering()
+    before, _ = stored(ws)
+    bread = [add_log(ws, f"{TOPICS['bread'][0]} variant{i}", TOPICS["bread"][1]) for i in (7, 8)]
+    garden = [add_log(ws, f"when should i prune apple trees in my garden variant{i}", ["name the month"])
+              for i in range(3)]
+    res = cluster.run(ws, HashEmbedder(), CFG)  # incremental by default: the settings are the same
+    v2 = ws.clustering()
+    assert (first.mode, res.mode, v2.mode) == ("full", "incremental", "incremental") and v2.id > v1.id
+    by_log = ws.member_map()
+    assert {by_log[i] for i in ids["bread"] + bread} == {0}  # old and new bread logs: still cluster 0
+    assert {by_log[i] for i in ids["tax"]} == {1} and {by_log[i] for i in ids["run"]} == {2}
+    assert {by_log[i] for i in garden} == {3}  # fitted no cluster: a new id after the old ones
+    assert (res.added, res.unfit, res.changed, res.sizes) == (5, 3, [0, 3], [8, 5, 4, 3])
+    assert res.drift == pytest.approx(3 / 5) and v2.drift == pytest.approx(3 / 5) and v2.threshold == v1.threshold
+    after, _ = stored(ws)
+    assert after[1:3] == before[1:3]  # unchanged clusters: same id, size and centroid
+    assert after[0][2] != before[0][2]  # bread's centroid moved with its new logs
+    spread = ws.cluster_spread()
+    assert spread[0][1] == [v1.id, v2.id] and spread[1][1] == [v1.id] and spread[3][1] == [v2.id]
+    assert all(radius >= 0 for radius, _ in spread.values())
+
+
+def test_nothing_new_changes_nothing_and_recluster_rebuilds(ws):
+    add_topics(ws)
+    cluster.run(ws, HashEmbedder(), CFG)
+    v1 = ws.clustering()
+    res = cluster.run(ws, HashEmbedder(), CFG)
+    assert res.mode == "unchanged" and ws.clustering() == v1
+    add_log(ws, "when should i prune apple trees in my garden", ["name the month"])
+    res = cluster.run(ws, HashEmbedder(), dataclasses.replace(CFG, recluster=True))
+    assert res.mode == "full" and ws.clustering().mode == "full" and ws.clustering().drift == 0.0
+    assert res.changed == list(range(res.n_clusters))
+
+
+def test_a_new_threshold_or_embedder_rebuilds(ws):
+    add_topics(ws)
+    cluster.run(ws, HashEmbedder(), CFG)
+    add_log(ws, "when should i prune apple trees in my garden", ["name the month"])
+    assert cluster.run(ws, HashEmbedder(), ClusterConfig(threshold=0.01)).mode == "full"
+    add_log(ws, "which apple variety for a small garden", ["name the variety"])
+    other = HashEmbedder()
+    other.model_id = "another-embedder"
+    assert cluster.run(ws, other, ClusterConfig(threshold=0.01)).mode == "full"
+
+
+def test_a_log_whose_rules_were_withdrawn_leaves_its_cluster(ws):
+    ids = add_topics(ws)
+    cluster.run(ws, HashEmbedder(), CFG)
+    with ws.transaction() as c:
+        c.execute("DELETE FROM rules WHERE log_id = ?", (ids["tax"][0],))
+    res = cluster.run(ws, HashEmbedder(), CFG)
+    assert res.mode == "incremental" and res.changed == [1] and res.sizes == [6, 4, 4]
+    assert ids["tax"][0] not in ws.member_map()

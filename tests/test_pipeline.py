@@ -53,15 +53,20 @@ def logs_file(tmp_path):
     return write_jsonl(tmp_path / "logs.jsonl", recs)
 
 
+def workspace_config(url: str, tiny_model: str, *, n_revisions: int = 2, epochs: int = 2, min_pairs: int = 3) -> str:
+    """config.yaml of a workspace whose models are the fake server at ``url`` and whose training uses the tiny model."""
+    return json.dumps({
+        "backends": {"generator": {"backend": "openai", "base_url": url, "model": "fake-model"},
+                     "embedder": {"backend": "openai", "base_url": url, "model": "fake-embed"}},
+        "distill": {"n_revisions": n_revisions},
+        "cluster": {"threshold": 100.0},
+        "train": {"base_model": tiny_model, "epochs": epochs, "critic_epochs": 1, "lora_r": 4,
+                  "lora_alpha": 8, "grad_accum": 1, "max_length": 256, "min_pairs": min_pairs}})
+
+
 def test_run_answer_and_resume(server, run_cli, ws_dir, tmp_path, tiny_model_dir, store_url):
     ws_dir.mkdir(parents=True)
-    (ws_dir / "config.yaml").write_text(json.dumps({
-        "backends": {"generator": {"backend": "openai", "base_url": server.url, "model": "fake-model"},
-                     "embedder": {"backend": "openai", "base_url": server.url, "model": "fake-embed"}},
-        "distill": {"n_revisions": 2},
-        "cluster": {"threshold": 100.0},
-        "train": {"base_model": str(tiny_model_dir), "epochs": 2, "critic_epochs": 1, "lora_r": 4,
-                  "lora_alpha": 8, "grad_accum": 1, "max_length": 256, "min_pairs": 3}}))
+    (ws_dir / "config.yaml").write_text(workspace_config(server.url, str(tiny_model_dir)))
     r = run_cli("run", str(logs_file(tmp_path)), "--json", timeout=600)
     assert r.code == 0, r.err
     out = r.json()

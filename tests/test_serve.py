@@ -52,6 +52,7 @@ def make_workspace(ws_dir: Path, store: str | None = None) -> None:
         with ws.transaction() as c:
             c.execute("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
                       "VALUES (1, 'uno-guided', 'guide', ?, NULL, NULL, 't')", (guide,))
+        ws.publish_snapshot()
 
 
 @dataclass

@@ -99,6 +99,8 @@ def test_a_workspace_of_schema_m009_upgrades_without_losing_a_row(ws_dir):
         after = {t: set(w.conn.execute(f"SELECT {', '.join(_columns(fixture, t))} FROM {t}")) for t in before}
         assert w.clustering().fingerprint == "fp"
         assert w.module("mod-1")["path"] == str(ws_dir / "artifacts/modules/mod-1")
+        stored = w.conn.execute("SELECT cluster, system, path, module_id, epoch FROM plans ORDER BY 1, 2").fetchall()
+        assert stored and [tuple(p) for p in w.snapshot()["plans"]] == stored  # m011: its plans are served
     for table, rows in before.items():
         if table != "migrations":
             assert rows <= after[table], f"rows of {table} were lost"
@@ -173,7 +175,12 @@ def test_stats(ws):
 
 
 def test_planned_adapters_lie_in_this_workspace_wherever_it_was_moved(tmp_path, store_url):
+    from doubles import HashEmbedder
     from unolearn.records import Clustering
+    from unolearn.snapshot import PlanSnapshot
+
+    embedder = HashEmbedder(dim=1)
+    embedder.model_id = "e"
 
     with Workspace.open(tmp_path / "a", store_url) as w:
         w.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
@@ -184,9 +191,11 @@ def test_planned_adapters_lie_in_this_workspace_wherever_it_was_moved(tmp_path, 
                         w.clustering_id())
     shutil.move(tmp_path / "a", tmp_path / "b")
     with Workspace.open(tmp_path / "b", store_url) as w:
-        assert w.planned_adapters() == [("m1", 2, str(tmp_path / "b" / "artifacts" / "modules" / "m1"))]
+        served = [("m1", 2, str(tmp_path / "b" / "artifacts" / "modules" / "m1"))]
+        assert PlanSnapshot.load(w, embedder).adapters == served
         w.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
-        assert w.planned_adapters() == [] and w.modules() == []  # a new clustering: no plan, no module of it yet
+        assert w.plan_row(0, "uno") is None and w.modules() == []  # a new clustering: no plan, no module of it yet
+        assert PlanSnapshot.load(w, embedder).adapters == served  # the published plan serves until `select`
 
 
 def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path, store_url):

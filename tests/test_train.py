@@ -35,22 +35,23 @@ TOPICS = {  # cluster theme → (query words, feedback rule); themes share no wo
 
 def seed_workspace(ws: Workspace) -> dict[str, list[str]]:
     """Six logs per theme with feedback rules and a preference pair each."""
-    ids: dict[str, list[str]] = {}
-    for theme, (words, rule) in TOPICS.items():
-        for i in range(6):
-            log = Log.from_messages([Message(role="user", content=f"{words} question {i}"),
-                                     Message(role="assistant", content=f"A long answer about {theme} {i}."),
-                                     Message(role="user", content="not like this")], source="t")
-            ws.add_logs([log])
-            ids.setdefault(theme, []).append(log.id)
-            with ws.transaction() as c:
-                c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'm', ?)", (log.id, json.dumps([rule]), now()))
-                c.execute("INSERT INTO rules VALUES (?, 'prior', ?, 'm', ?)",
-                          (log.id, json.dumps(["Be clear."]), now()))
-                c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
-                          (f"pair-{log.id}", log.id, "revision", json.dumps([{"role": "user", "content": log.query}]),
-                           f"Short answer about {theme}.", log.first_answer, 9.0, "[]", "m", now()))
-    return ids
+    return {theme: [add_theme_log(ws, theme, i) for i in range(6)] for theme in TOPICS}
+
+
+def add_theme_log(ws: Workspace, theme: str, i: int) -> str:
+    """One log of ``theme`` with its feedback and prior rules and a preference pair; its id."""
+    words, rule = TOPICS[theme]
+    log = Log.from_messages([Message(role="user", content=f"{words} question {i}"),
+                             Message(role="assistant", content=f"A long answer about {theme} {i}."),
+                             Message(role="user", content="not like this")], source="t")
+    ws.add_logs([log])
+    with ws.transaction() as c:
+        c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'm', ?)", (log.id, json.dumps([rule]), now()))
+        c.execute("INSERT INTO rules VALUES (?, 'prior', ?, 'm', ?)", (log.id, json.dumps(["Be clear."]), now()))
+        c.execute("INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                  (f"pair-{log.id}", log.id, "revision", json.dumps([{"role": "user", "content": log.query}]),
+                   f"Short answer about {theme}.", log.first_answer, 9.0, "[]", "m", now()))
+    return log.id
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +200,26 @@ def test_a_new_clustering_drops_the_old_plans_and_never_selects_its_modules(tiny
         assert load_plan(ws, 0, "uno") is None
         assert _latest_module(ws, 0, "expert") is None
         assert ws.conn.execute("SELECT count(*) FROM plans").fetchone()[0] == 0
+
+
+def test_new_logs_retrain_only_the_cluster_they_joined(tiny_model_dir, tmp_path):
+    with Workspace.open(tmp_path / "ws") as ws:
+        ids = seed_workspace(ws)
+        embedder, settings = HashEmbedder(dim=64), ClusterConfig(threshold=1.0)
+        cluster(ws, embedder, settings)
+        theme_of = {ws.member_map()[v[0]]: t for t, v in ids.items()}
+        cfg = TrainConfig(base_model=str(tiny_model_dir), epochs=1, critic_epochs=1, lora_r=4, lora_alpha=8,
+                          grad_accum=1, max_length=256, min_pairs=3, experts="all", critics="none")
+        first = {theme_of[m.cluster]: m.id for m in run(ws, cfg)}
+        assert len(first) == 3
+        new = [add_theme_log(ws, "rice", i) for i in (6, 7)]
+        res = cluster(ws, embedder, settings)  # incremental: the new logs join the rice cluster, ids stay
+        rice = ws.member_map()[ids["rice"][0]]
+        assert res.mode == "incremental" and res.changed == [rice] and {ws.member_map()[i] for i in new} == {rice}
+        again = {theme_of[m.cluster]: m for m in run(ws, cfg)}
+        assert {t: m.reused for t, m in again.items()} == {"rice": False, "law": True, "travel": True}
+        assert again["law"].id == first["law"] and again["travel"].id == first["travel"]
+        assert again["rice"].id != first["rice"]
 
 
 def test_train_errors(trained, tmp_path):

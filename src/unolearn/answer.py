@@ -48,6 +48,7 @@ class Route:
     module_id: str | None = None
     epoch: int | None = None
     guide: str | None = None  # the rulebook text of the guide path
+    plan_id: int | None = None  # the published plan snapshot that routed it (None: the live tables)
 
 
 @dataclass
@@ -86,9 +87,15 @@ def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "
     if plan is None:
         return Route(system, "base", cluster, distance)
     guide = ws.guide_text(plan.module_id) if plan.path == "guide" else None
-    if plan.path == "guide" and guide is None:  # its module is gone: answer as the base model does
-        return Route(system, "base", cluster, distance)
-    return Route(system, plan.path, cluster, distance, plan.module_id, plan.epoch, guide)
+    return planned_route(system, cluster, distance, plan.path, plan.module_id, plan.epoch, guide)
+
+
+def planned_route(system: str, cluster: int | None, distance: float, path: str, module_id: str | None,
+                  epoch: int | None, guide: str | None, plan_id: int | None = None) -> Route:
+    """The route of a query that a plan sends along ``path``; a guide whose text is gone answers as base."""
+    if path == "guide" and guide is None:
+        return Route(system, "base", cluster, distance, plan_id=plan_id)
+    return Route(system, path, cluster, distance, module_id, epoch, guide, plan_id)
 
 
 def _usage(*results: ChatResult) -> dict[str, Any]:

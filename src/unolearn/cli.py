@@ -279,17 +279,24 @@ def pairs_export(ctx: click.Context, fmt: str, output: Path | None) -> None:
                    "silhouette; the paper's 4.0 fits Qwen3-Embedding-0.6B). Use --sweep to compare values.")
 @click.option("--sweep", "sweep_values", help="Comma-separated thresholds: print the cluster count and "
                                                "sizes at each, store nothing.")
+@click.option("--recluster", is_flag=True, default=None,
+              help="Rebuild from all logs (new cluster ids) instead of adding the new logs to the clusters.")
 @json_option
 @click.pass_context
-def cluster_cmd(ctx: click.Context, threshold: float | None, sweep_values: str | None, as_json: bool) -> None:
+def cluster_cmd(ctx: click.Context, threshold: float | None, sweep_values: str | None, recluster: bool | None,
+                as_json: bool) -> None:
     """Cluster the logs with usable feedback by query and feedback (dual embedding, Ward).
 
     Each cluster keeps the centroid of its members' query embeddings; new queries are routed to the
-    nearest one. Re-clustering replaces the previous clusters (and their gaps and plans).
+    nearest one. Incremental by default: new logs join the cluster whose spread they fall within, the
+    others form new clusters, and existing cluster ids stay (their unchanged modules are reused).
+    `drift` is the share of logs added since the last rebuild that fitted no cluster: rebuild with
+    --recluster when it grows (say past 0.3). A new clustering version replaces the clusters' gaps
+    and plans; the proxy keeps serving the published plan until `select` publishes the next one.
     """
     from .cluster import ClusterConfig, run, sweep
 
-    cfg = stage_config_for(ctx, ClusterConfig, "cluster", threshold=threshold)
+    cfg = stage_config_for(ctx, ClusterConfig, "cluster", threshold=threshold, recluster=recluster)
     embedder = models_for(ctx).embedder
     if sweep_values:
         try:
@@ -311,6 +318,9 @@ def cluster_cmd(ctx: click.Context, threshold: float | None, sweep_values: str |
     else:
         click.echo(f"{result.n_logs} logs → {result.n_clusters} clusters ({result.method}, threshold "
                    f"{result.threshold:g}: {result.threshold_from}; {result.seconds:.1f} s); sizes {result.sizes[:12]}")
+        if result.mode != "full":
+            click.echo(f"{result.mode}: {result.added} new logs, {result.unfit} fitted no cluster; clusters changed "
+                       f"{result.changed[:20]}; drift {result.drift:.2f} (rebuild with --recluster when it grows)")
 
 
 @cli.command("run")
@@ -465,7 +475,8 @@ def clusters_list(ctx: click.Context, as_json: bool) -> None:
         click.echo("no clusters yet: run `unolearn cluster`")
     for r in rows:
         gap = "not assessed" if r["gap"] is None else f"gap {r['gap']:.2f} → {r['plan']}"
-        click.echo(f"cluster {r['cluster']} ({r['size']} logs, {gap})")
+        rounds = f", changed in clusterings {r['rounds']}" if r["rounds"] else ""
+        click.echo(f"cluster {r['cluster']} ({r['size']} logs, {gap}{rounds})")
         for q in r["top_queries"]:
             click.echo(f"    query: {' '.join(q.split())[:100]}")
         for rule in r["top_rules"]:
@@ -550,23 +561,24 @@ def select_cmd(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def answer_cmd(ctx: click.Context, query: str, system: str, max_tokens: int | None, as_json: bool) -> None:
-    """Answer QUERY through the plan and show the path taken (cluster, module, epoch)."""
+    """Answer QUERY through the published plan, as the proxy would, and show the path taken (cluster,
+    module, epoch, plan id)."""
     import asyncio
 
-    from .answer import answer
+    from .answer import Route, answer
     from .bench.quality import QualityConfig
-    from .cluster import Router
+    from .snapshot import PlanSnapshot
 
     max_tokens = max_tokens or stage_config_for(ctx, QualityConfig, "bench_quality").max_tokens
 
     ws, models = open_workspace(ctx), models_for(ctx)
-    has_clusters = ws.count("clusters") > 0
-    router = Router.load(ws, models.embedder) if has_clusters and system != "base" else None
+    snapshot = PlanSnapshot.load(ws, models.embedder) if system != "base" else None
+    route = snapshot.route(query, system) if snapshot else Route(system, "base")
 
     async def go():
         try:
-            return await answer(ws, models, router, [{"role": "user", "content": query}], system,
-                                max_tokens=max_tokens)
+            return await answer(ws, models, snapshot.router if snapshot else None,
+                                [{"role": "user", "content": query}], system, max_tokens=max_tokens, route=route)
         finally:
             await models.aclose()
 
@@ -577,7 +589,8 @@ def answer_cmd(ctx: click.Context, query: str, system: str, max_tokens: int | No
     r = out.route
     where = f"cluster {r.cluster}" if r.cluster is not None else "no cluster"
     module = f", {r.module_id}" + (f" epoch {r.epoch}" if r.epoch is not None else "") if r.module_id else ""
-    click.echo(f"[{r.system}: {r.path}, {where}{module}]", err=True)
+    plan = f", plan {r.plan_id}" if r.plan_id is not None else ""
+    click.echo(f"[{r.system}: {r.path}, {where}{module}{plan}]", err=True)
     if r.guide:
         click.echo("[guide]\n" + r.guide, err=True)
     click.echo(out.text)
@@ -685,25 +698,29 @@ def demo(ctx: click.Context, data_dir: Path | None, train_per_set: int | None, t
 @click.option("--system", type=click.Choice(SERVED_SYSTEMS), default="uno",
               show_default=True, help="Default routing; a request may override it with the header "
                                       "X-Unolearn-System.")
-@click.option("--load-adapters", is_flag=True, help="Load the planned adapters into the upstream at start "
-                                                    "(vLLM --enable-lora with runtime LoRA updating).")
+@click.option("--load-adapters", is_flag=True, help="Load the planned adapters into the upstream, at start and "
+                                                    "on each reload (vLLM --enable-lora with runtime LoRA updating).")
+@click.option("--reload-interval", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds between looks for a newly published plan (0: only POST /v1/admin/reload).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Proxy processes sharing the port (upstream mode; e.g. one per core).")
 @click.pass_context
 def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str, port: int, system: str,
-          load_adapters: bool, workers: int) -> None:
-    """Run an OpenAI-compatible proxy that routes each request by the workspace's plan.
+          load_adapters: bool, reload_interval: float, workers: int) -> None:
+    """Run an OpenAI-compatible proxy that routes each request by the workspace's published plan.
 
     Endpoints: POST /v1/chat/completions (streaming too), GET /v1/models, GET /healthz, GET /metrics,
-    POST /v1/feedback. Every answer is recorded; feedback posted for its response id feeds the next
-    `unolearn run`. Set UNOLEARN_SERVE_KEY to require `Authorization: Bearer <key>`.
+    POST /v1/feedback, POST /v1/admin/reload. Every answer is recorded; feedback posted for its response
+    id feeds the next `unolearn run`, whose `select` publishes a new plan: each worker picks it up
+    without a restart (requests in flight finish on the old one). Set UNOLEARN_SERVE_KEY to require
+    `Authorization: Bearer <key>` (the reload endpoint too).
     """
     from .serve import ServeConfig, serve as run_server
 
     if bool(upstream) == embedded:
         raise InputError("give exactly one of --upstream URL or --embedded")
     cfg = ServeConfig(upstream=upstream, host=host, port=port, system=system, load_adapters=load_adapters,
-                      workers=workers)
+                      reload_interval_s=reload_interval, workers=workers)
     ws = open_workspace(ctx)
     run_server(ws.root, cfg, store=ws.store, backends=load_config(ctx))
 
@@ -922,6 +939,47 @@ def bench_demo_cmd(ctx: click.Context, ws_dir: Path, train_per_set: int | None, 
     out = bench_demo(ws_dir, flags)
     echo_json(out) if as_json else click.echo(
         f"{out['wall_s'] / 60:.1f} min, process-tree peak {out['peak_tree_mb']} MB ({out['n_prompts']} test prompts)")
+
+
+@bench.command("online")
+@click.option("--workspace", "ws_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A new workspace for the run (its config.yaml, if any, sets the backends and stages).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Learning rounds.")
+@click.option("--train-per-set", type=click.IntRange(min=1), default=4, show_default=True,
+              help="New train prompts per packaged set in each round.")
+@click.option("--test-per-set", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Test prompts per packaged set (the same every round).")
+@click.option("--system", type=click.Choice(SERVED_SYSTEMS), default="uno-guided", show_default=True,
+              help="The system the test prompts are answered by.")
+@click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The simulated users' preference file (default: the packaged one).")
+@click.option("--upstream", help="Serve through this OpenAI-compatible server (adapters loaded at run time) "
+                                 "instead of the embedded model.")
+@json_option
+@click.pass_context
+def bench_online_cmd(ctx: click.Context, ws_dir: Path, rounds: int, train_per_set: int, test_per_set: int,
+                     system: str, preferences: Path | None, upstream: str | None, as_json: bool) -> None:
+    """The loop closed while serving: simulated users → a real `unolearn serve` → feedback → `unolearn run`
+    → reload, round after round; compliance of the same test prompts after each round, with a paired
+    bootstrap interval against round 0, and proxy restarts and failed requests (both must be 0)."""
+    refuse_store(ctx, "online")
+    from .bench.online import OnlineConfig, run_online
+    from .simulate import load_preferences
+
+    if ws_dir.exists() and any(ws_dir.iterdir()) and not (ws_dir / "config.yaml").exists():
+        raise InputError(f"{ws_dir}: not empty; the online benchmark needs a new workspace")
+    cfg = OnlineConfig(rounds=rounds, train_per_set=train_per_set, test_per_set=test_per_set, system=system)
+    out = run_online(ws_dir, load_preferences(preferences), cfg, upstream=upstream,
+                     echo=lambda m: click.echo(m, err=True))
+    if as_json:
+        echo_json(out)
+        return
+    for r in out["rounds"]:
+        ci = r["compliance_ci_vs_round0"]
+        ci = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+        click.echo(f"round {r['round']}: compliance {r['compliance']:.3f}{ci} ({r['n_checks']} checks), "
+                   f"{r['logs']} logs, {r['modules']} modules, plan {r['plan_id']}, {r['minutes']} min")
+    click.echo(f"proxy restarts {out['proxy_restarts']}, failed requests {out['failed_requests']}")
 
 
 @bench.command("cluster")

@@ -19,6 +19,16 @@ Storage contract (tables of migration 3):
 - ``cluster_members``: one row per clustered log.
 - A run replaces the previous clustering in one transaction (``gaps``, computed per cluster, are
   deleted with it), so readers see the old clustering or the new one, never a mix.
+- ``cluster_spread``: per cluster its radius and the clustering versions that made or changed it.
+
+Incremental by default: when a clustering exists (same embedder and threshold setting), a run adds
+the new logs to it instead of rebuilding. A new log joins the cluster with the nearest centroid when
+its query's cosine distance to that centroid is within the cluster's *spread* (the
+``spread_quantile`` of its members' distances); the logs that fit nowhere are clustered among
+themselves (at the previous version's threshold) into new clusters with new ids. Existing ids stay,
+so the modules of a cluster whose logs did not change are reused as they are (same data, same module
+id), and only changed clusters cost training. ``drift`` (:attr:`Clustering.drift`) says when to
+rebuild with ``recluster``.
 """
 
 from __future__ import annotations
@@ -68,6 +78,12 @@ class ClusterConfig:
     unseen_distance: float | None = opt(None, "Routing: a query whose cosine distance to the nearest "
                                               "centroid exceeds this is 'unseen' (no cluster); None "
                                               "routes every query to its nearest cluster.")
+    recluster: bool = opt(False, "Rebuild the clustering from all logs. False (default): add new logs to the "
+                                 "existing clusters whose spread they fall within, cluster the rest among "
+                                 "themselves, and keep cluster ids (a new embedder or threshold rebuilds).")
+    spread_quantile: float = opt(0.9, "A cluster's spread: this quantile of its members' cosine distances to "
+                                      "its centroid (query embeddings); a new log within it joins the cluster. "
+                                      "Clusters of fewer than 3 logs take the median spread of the others.")
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not self.threshold > 0:
@@ -80,6 +96,8 @@ class ClusterConfig:
             raise ConfigError(f"cluster.micro_clusters must be between 2 and {MAX_MICRO_CLUSTERS}")
         if self.unseen_distance is not None and not 0 <= self.unseen_distance <= 2:
             raise ConfigError("cluster.unseen_distance must be between 0 and 2 (a cosine distance)")
+        if not 0 < self.spread_quantile <= 1:
+            raise ConfigError("cluster.spread_quantile must be in (0, 1]")
 
 
 @dataclass
@@ -93,6 +111,11 @@ class ClusterResult:
     seconds: float
     threshold: float = 0.0  # where the hierarchy was cut
     threshold_from: str = "config"  # "config", or how the automatic choice was made
+    mode: str = "full"  # "full", "incremental", or "unchanged" (no new logs: nothing stored)
+    added: int = 0  # logs added by this run (incremental)
+    unfit: int = 0  # of those, the ones that fitted no existing cluster
+    changed: list[int] = dataclasses.field(default_factory=list)  # clusters made or changed by this run
+    drift: float = 0.0  # see Clustering.drift
 
 
 # -- inputs and the dual embedding ---------------------------------------------------------------
@@ -401,19 +424,19 @@ def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None,
         fingerprint: str | None = None) -> ClusterResult:
     """Cluster the logs with usable feedback and store the clusters as a new clustering version,
     replacing the previous clusters, gaps and plans; ``fingerprint`` keys the inputs (see
-    :func:`unolearn.pipeline.cluster_fingerprint`)."""
+    :func:`unolearn.pipeline.cluster_fingerprint`). Incremental when a compatible clustering exists
+    and ``cfg.recluster`` is off (see the module docstring)."""
     cfg = cfg or ClusterConfig()
     run_id = ws.start_run("cluster", {**dataclasses.asdict(cfg), "embedder": embedder.model_id})
     try:
         start = time.perf_counter()
         inputs = _require_inputs(ws)
-        queries, dual = _embed(embedder, inputs)
-        labels, method, threshold, source = cluster_vectors(dual, cfg)
-        version = Clustering(id=0, embedder=embedder.model_id, threshold=threshold,
-                             unseen_distance=cfg.unseen_distance, fingerprint=fingerprint, created_at="")
-        sizes = _persist(ws, version, inputs.log_ids, labels, queries)
-        result = ClusterResult(len(labels), len(sizes), sizes, method,
-                               round(time.perf_counter() - start, 3), round(threshold, 4), source)
+        previous = ws.clustering()
+        if _can_extend(ws, previous, embedder, cfg):
+            result = _extend(ws, embedder, cfg, inputs, previous, fingerprint)
+        else:
+            result = _rebuild(ws, embedder, cfg, inputs, fingerprint)
+        result.seconds = round(time.perf_counter() - start, 3)
     except BaseException as e:
         ws.finish_run(run_id, "failed", {"error": f"{type(e).__name__}: {e}"})
         raise
@@ -421,13 +444,103 @@ def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None,
     return result
 
 
-def _persist(ws: Workspace, version: Clustering, log_ids: list[str], labels: np.ndarray,
-             queries: np.ndarray) -> list[int]:
-    """Replace the stored clustering in one transaction; return the cluster sizes."""
+def cut_settings(cfg: ClusterConfig) -> str:
+    """The settings that decide how the logs are cut, as stored with a clustering version (JSON)."""
+    keep = ("threshold", "auto_min_size", "exact_max", "micro_clusters", "seed")
+    return json.dumps({k: getattr(cfg, k) for k in keep}, sort_keys=True)
+
+
+def _can_extend(ws: Workspace, previous: Clustering | None, embedder: Embedder, cfg: ClusterConfig) -> bool:
+    """Whether new logs can join the stored clustering: same embedder and cut settings (else a rebuild)."""
+    return (not cfg.recluster and previous is not None and previous.embedder == embedder.model_id
+            and previous.settings == cut_settings(cfg) and bool(ws.cluster_ids()))
+
+
+def _rebuild(ws: Workspace, embedder: Embedder, cfg: ClusterConfig, inputs: Inputs,
+             fingerprint: str | None) -> ClusterResult:
+    """Cluster all logs from scratch (ids 0..k-1, largest first)."""
+    queries, dual = _embed(embedder, inputs)
+    labels, method, threshold, source = cluster_vectors(dual, cfg)
+    version = Clustering(id=0, embedder=embedder.model_id, threshold=threshold, unseen_distance=cfg.unseen_distance,
+                         fingerprint=fingerprint, created_at="", settings=cut_settings(cfg))
     sizes = np.bincount(labels).tolist()
-    clusters = [(cid, size, _centroid(queries[labels == cid]).tobytes()) for cid, size in enumerate(sizes)]
-    ws.replace_clustering(version, clusters, _member_rows(log_ids, labels))
-    return sizes
+    centroids = {cid: _centroid(queries[labels == cid]) for cid in range(len(sizes))}
+    radii = _radii(queries, labels, centroids, cfg.spread_quantile)
+    ws.replace_clustering(version, [(cid, sizes[cid], centroids[cid].tobytes()) for cid in centroids],
+                          _member_rows(inputs.log_ids, labels), [(cid, radii[cid], [], True) for cid in centroids])
+    return ClusterResult(len(labels), len(sizes), sizes, method, 0.0, round(threshold, 4), source,
+                         changed=list(range(len(sizes))))
+
+
+def _extend(ws: Workspace, embedder: Embedder, cfg: ClusterConfig, inputs: Inputs, previous: Clustering,
+            fingerprint: str | None) -> ClusterResult:
+    """Add the logs not clustered yet to the stored clustering, keeping its cluster ids."""
+    members, history = ws.member_map(), {c: changes for c, (_, changes) in ws.cluster_spread().items()}
+    rows = ws.cluster_rows()
+    new = [i for i, log_id in enumerate(inputs.log_ids) if log_id not in members]
+    gone = {members[log_id] for log_id in set(members) - set(inputs.log_ids)}
+    if not new and not gone and cfg.unseen_distance == previous.unseen_distance:
+        sizes = [r[1] for r in rows]
+        return ClusterResult(len(inputs.log_ids), len(rows), sizes, "incremental", 0.0, previous.threshold or 0.0,
+                             "the previous version's", mode="unchanged", drift=round(previous.drift, 4))
+    queries, dual = _embed(embedder, inputs)
+    labels = np.array([members.get(log_id, -1) for log_id in inputs.log_ids], dtype=np.int64)
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    centroids = {int(r[0]): np.frombuffer(r[2], dtype=np.float32) for r in rows}
+    spread = _radii(queries, labels, centroids, cfg.spread_quantile)  # of the members as they are now
+    _assign(labels, new, queries, ids, np.stack([centroids[int(i)] for i in ids]), [spread[int(i)] for i in ids])
+    unfit = [i for i in new if labels[i] < 0]
+    if unfit:
+        sub_cfg = dataclasses.replace(cfg, threshold=previous.threshold)
+        sub = cluster_vectors(dual[unfit], sub_cfg)[0] if len(unfit) > 1 else np.zeros(1, dtype=np.int64)
+        labels[unfit] = sub + int(ids.max()) + 1
+    changed = sorted({int(labels[i]) for i in new} | gone)
+    alive = sorted(set(labels.tolist()))
+    for cid in changed:
+        if cid in alive:
+            centroids[cid] = _centroid(queries[labels == cid])
+    radii = _radii(queries, labels, {c: centroids[c] for c in alive}, cfg.spread_quantile)
+    version = Clustering(id=0, embedder=embedder.model_id, threshold=previous.threshold,
+                         unseen_distance=cfg.unseen_distance, fingerprint=fingerprint, created_at="",
+                         mode="incremental", added=previous.added + len(new), unfit=previous.unfit + len(unfit),
+                         settings=previous.settings)
+    sizes = {c: int((labels == c).sum()) for c in alive}
+    ws.replace_clustering(version, [(c, sizes[c], centroids[c].tobytes()) for c in alive],
+                          _member_rows(inputs.log_ids, labels),
+                          [(c, radii[c], history.get(c, []), c in changed) for c in alive])
+    return ClusterResult(len(labels), len(alive), [sizes[c] for c in alive], "incremental", 0.0,
+                         previous.threshold or 0.0, "the previous version's", mode="incremental", added=len(new),
+                         unfit=len(unfit), changed=[c for c in changed if c in alive], drift=round(version.drift, 4))
+
+
+def _assign(labels: np.ndarray, new: list[int], queries: np.ndarray, ids: np.ndarray, centroids: np.ndarray,
+            radii: list[float]) -> None:
+    """Give each new log (index in ``new``) the id of its nearest cluster when within that cluster's spread."""
+    if not new:
+        return
+    sims = queries[new] @ centroids.T
+    best = np.argmax(sims, axis=1)
+    for i, b, sim in zip(new, best, sims[np.arange(len(new)), best]):
+        if 1.0 - float(sim) <= radii[b]:
+            labels[i] = int(ids[b])
+
+
+def _radii(queries: np.ndarray, labels: np.ndarray, centroids: dict[int, np.ndarray], q: float) -> dict[int, float]:
+    """Each cluster's spread: the ``q`` quantile of its members' cosine distances to the centroid of the *other*
+    members (a member pulls the centroid towards itself, so its distance to the whole cluster's centroid
+    understates how far a new log of the topic lies); clusters of fewer than 3 members take the median
+    spread of the others (0 when there are none)."""
+    out, small = {}, []
+    for cid in centroids:
+        vecs = queries[labels == cid]
+        if len(vecs) < 3:
+            small.append(cid)
+            continue
+        others = normalise(vecs.sum(axis=0, keepdims=True) - vecs)
+        out[cid] = float(np.quantile(1.0 - np.einsum("ij,ij->i", vecs, others), q))
+    fallback = float(np.median(list(out.values()))) if out else 0.0
+    out.update({cid: fallback for cid in small})
+    return out
 
 
 def _centroid(vecs: np.ndarray) -> np.ndarray:

@@ -192,3 +192,16 @@ class Clustering(Record):
     unseen_distance: float | None = Field(None, description="Cosine distance beyond which a query is unseen.")
     fingerprint: str | None = Field(None, description="Key of the inputs and settings it was made from.")
     created_at: str
+    mode: str = Field("full", description="'full': built from all logs; 'incremental': new logs added to the "
+                                          "previous version, its cluster ids kept.")
+    added: int = Field(0, description="Logs added incrementally since the last full clustering.")
+    unfit: int = Field(0, description="Of those, the logs that fitted no existing cluster (they formed new ones).")
+    settings: str | None = Field(None, description="The cluster settings that decide the cut (JSON); other ones "
+                                                   "make the next run rebuild instead of adding to it.")
+
+    @property
+    def drift(self) -> float:
+        """Share of the logs added since the last full clustering that fitted no existing cluster: the
+        clusters formed among them never met the older logs, so a rebuild (``--recluster``) would cut
+        differently. 0.0 right after a full clustering."""
+        return self.unfit / self.added if self.added else 0.0

@@ -23,8 +23,9 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 
 def cluster_summaries(ws: Workspace, examples: int = 3) -> list[dict[str, Any]]:
-    """Every cluster with its size, example queries, most frequent rules, gap and plan."""
-    gaps = ws.gaps()
+    """Every cluster with its size, example queries, most frequent rules, gap, plan, and the clustering
+    versions that made or changed it (``rounds``)."""
+    gaps, spread = ws.gaps(), ws.cluster_spread()
     out = []
     for cid, size, _, _ in ws.cluster_rows():
         members = ws.cluster_logs(cid)
@@ -34,7 +35,8 @@ def cluster_summaries(ws: Workspace, examples: int = 3) -> list[dict[str, Any]]:
         gap, gap_mean, gap_max, scorer, plan = (g.get(k) for k in ("gap", "gap_mean", "gap_max", "scorer", "plan"))
         out.append({"cluster": cid, "size": size, "top_queries": queries[:examples],
                     "top_rules": [r for r, _ in rules.most_common(examples)], "gap": gap,
-                    "gap_mean": gap_mean, "gap_max": gap_max, "scorer": scorer, "plan": plan})
+                    "gap_mean": gap_mean, "gap_max": gap_max, "scorer": scorer, "plan": plan,
+                    "rounds": spread.get(cid, (None, []))[1]})
     return out
 
 
@@ -73,6 +75,7 @@ def _cluster_rows(summaries: list[dict[str, Any]]) -> str:
         f'<tr><td><span class="sw" style="background:{PALETTE[s["cluster"] % len(PALETTE)]}"></span>'
         f'{s["cluster"]}</td><td>{s["size"]}</td><td>{fmt(s["gap"])}</td><td>{fmt(s["gap_mean"])}</td>'
         f'<td>{fmt(s["gap_max"])}</td><td>{html.escape(s["plan"] or "not assessed")}</td>'
+        f'<td>{", ".join(map(str, s["rounds"])) or "–"}</td>'
         f'<td>{items(s["top_queries"])}</td><td>{items(s["top_rules"])}</td></tr>' for s in summaries)
 
 
@@ -141,7 +144,7 @@ def write_report(ws: Workspace, embedder: Embedder, path: Path | None = None) ->
             "<h2>Cluster map</h2><p>Query embeddings of the clustered logs, first two principal "
             "components; colour = cluster.</p>" + _map_svg(points, [c for c, _, _ in members], queries)
             + "<h2>Clusters</h2><table><tr><th>cluster</th><th>size</th><th>gap</th><th>mean</th>"
-            "<th>max</th><th>plan</th><th>queries</th><th>top rules</th></tr>"
+            "<th>max</th><th>plan</th><th>changed in clustering</th><th>queries</th><th>top rules</th></tr>"
             + _cluster_rows(summaries) + "</table>")
     bench = ws.artifacts / "bench_quality.json"
     if bench.exists():

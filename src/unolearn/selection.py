@@ -391,8 +391,8 @@ def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[
         for p in plans:
             if p.win_rate is not None:
                 p.reason += f" [{kind} judge]"
-        ws.replace_plans([(p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans],
-                         clustering)
+        result["plan_id"] = ws.replace_plans(
+            [(p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans], clustering)
         result["plans"] = [asdict(p) for p in plans]
     return plans
 

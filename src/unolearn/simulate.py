@@ -396,6 +396,19 @@ async def _answer_waiting(model: ChatModel, sessions: Sequence[_Session], seed: 
     return [s for s in waiting if not s.error]
 
 
+def react(record: Mapping[str, Any], answer: str, prefs: Preferences, seed: int) -> tuple[str | None, str | None]:
+    """A simulated user's one reaction to ``answer`` of ``record``'s query, as sent to ``POST /v1/feedback``:
+    ``(text, action)``, either or both None. The same user (the same draws of noise) as :func:`simulate`
+    gives the record: a complaint per violated constraint, or thanks, like, copy or dislike."""
+    s = _start(record, prefs, seed)
+    s.dialog.append({"role": "assistant", "content": answer})
+    _react(s, max_rounds=1)
+    if s.waiting:
+        return s.dialog[-1]["content"], None
+    text = ("" if s.lang == "zh" else " ").join(s.closing) or None
+    return text, s.actions[-1]["type"] if s.actions else None
+
+
 def _output(s: _Session, seed: int) -> dict[str, Any]:
     """The MemoryBench record: input fields, ``dialog``, ``implicit_feedback`` and ``info.simulated``."""
     info = s.record.get("info")

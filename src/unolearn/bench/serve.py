@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -171,20 +171,22 @@ class _Child:
 
 
 class ServeProcess:
-    """``unolearn serve --upstream URL`` on a free port of 127.0.0.1, in a child process, on ``store`` (given in
-    its environment, not on its command line, which other users of the machine can read).
+    """``unolearn serve --upstream URL`` (``--embedded`` when ``upstream`` is None) on a free port of
+    127.0.0.1, in a child process, on ``store`` (given in its environment, not on its command line, which
+    other users of the machine can read).
 
     Without ``store`` it uses the workspace's SQLite file, whatever ``$UNOLEARN_STORE`` says; ``env`` adds
-    environment variables (the embedder's settings, say).
+    environment variables (the embedder's settings, say), ``args`` more ``serve`` options.
     """
 
-    def __init__(self, ws_dir: Path, upstream: str, workers: int, ready_timeout_s: float = 60.0, *,
-                 store: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, ws_dir: Path, upstream: str | None, workers: int, ready_timeout_s: float = 60.0, *,
+                 store: str | None = None, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+        target = ["--upstream", upstream] if upstream else ["--embedded"]
         cmd = [sys.executable, "-m", "unolearn", "-d", str(ws_dir),
-               "serve", "--upstream", upstream, "--port", str(port), "--workers", str(workers)]
+               "serve", *target, "--port", str(port), "--workers", str(workers), *args]
         self.log = ws_dir.parent / f"serve-{port}.log"  # a file, not a pipe: a full pipe would stall the server
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,

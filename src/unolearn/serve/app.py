@@ -20,8 +20,8 @@ def create_app(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *
 
     ``backends`` configures the embedder (routing) and, in embedded mode, the chat model; ``built``
     hands over ready instances as :class:`~unolearn.backends.Models` takes them (``generator=``,
-    ``embedder=``). Clusters and plans are read now: restart the proxy after a new ``unolearn run``.
-    """
+    ``embedder=``). The proxy serves the newest published plan and picks up a newer one while it runs
+    (``serve.reload_interval_s``, ``POST /v1/admin/reload``)."""
     try:
         from starlette.applications import Starlette
         from starlette.routing import Route as HTTPRoute
@@ -32,6 +32,7 @@ def create_app(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *
     routes = [HTTPRoute("/v1/chat/completions", proxy.chat, methods=["POST"]),
               HTTPRoute("/v1/feedback", proxy.feedback, methods=["POST"]),
               HTTPRoute("/v1/models", proxy.models_list, methods=["GET"]),
+              HTTPRoute("/v1/admin/reload", proxy.admin_reload, methods=["POST"]),
               HTTPRoute("/healthz", proxy.healthz, methods=["GET"]),
               HTTPRoute("/metrics", proxy.metrics_text, methods=["GET"])]
     return ChatFastPath(Starlette(routes=routes, lifespan=proxy.lifespan), proxy)

@@ -38,8 +38,11 @@ class ServeConfig:
     upstream_timeout_s: float = opt(120.0, "Timeout of one upstream call (connect, between received bytes, "
                                            "and waiting for a free connection).")
     upstream_connections: int = opt(256, "Most connections open to the upstream, busy or idle.")
-    load_adapters: bool = opt(False, "At start, load every adapter the workspace's plans use into the upstream "
+    load_adapters: bool = opt(False, "Load every adapter the served plan uses into the upstream, at start and before "
+                                     "a newer plan is swapped in, and unload those no longer planned "
                                      "(vLLM POST /v1/load_lora_adapter).")
+    reload_interval_s: float = opt(10.0, "Look for a newly published plan this often, and serve it without a "
+                                         "restart (seconds; 0: only on POST /v1/admin/reload).")
     workers: int = opt(1, "Server processes sharing the port (upstream mode only: each one is a full proxy with "
                           "its own writer; /metrics then counts the worker that answers the scrape).")
     write_batch: int = opt(512, "Most served rows and feedbacks written in one transaction.")
@@ -60,6 +63,8 @@ class ServeConfig:
         if self.max_body_bytes < 1024 or self.max_messages < 1 or self.write_batch < 1 or self.write_linger_s < 0:
             raise ConfigError("serve.max_body_bytes ≥ 1024, max_messages ≥ 1, write_batch ≥ 1 and "
                               "write_linger_s ≥ 0 are required")
+        if self.reload_interval_s < 0:
+            raise ConfigError("serve.reload_interval_s must be ≥ 0 (0: reload only on POST /v1/admin/reload)")
         if self.upstream_timeout_s <= 0 or self.upstream_connections < 1:
             raise ConfigError("serve.upstream_timeout_s must be > 0 and upstream_connections ≥ 1")
         if self.load_adapters and self.upstream is None:

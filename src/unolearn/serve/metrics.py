@@ -26,8 +26,8 @@ class Metrics:
             if seconds <= le:
                 counts[i] += 1
 
-    def render(self, queue_depth: int) -> str:
-        """The text exposition."""
+    def render(self, queue_depth: int, plan: tuple[int | None, float | None, int] = (None, None, 0)) -> str:
+        """The text exposition; ``plan``: the id of the plan served, its age in seconds, reloads so far."""
         lines = ["# HELP unolearn_requests_total Chat completion requests by path taken and HTTP status.",
                  "# TYPE unolearn_requests_total counter"]
         lines += [f'unolearn_requests_total{{path="{p}",status="{s}"}} {n}'
@@ -47,6 +47,14 @@ class Metrics:
                           self.feedback)
         lines += ["# HELP unolearn_write_queue_depth Served rows and feedback waiting to be written.",
                   "# TYPE unolearn_write_queue_depth gauge", f"unolearn_write_queue_depth {queue_depth}"]
+        plan_id, age, reloads = plan
+        lines += ["# HELP unolearn_plan_id The published plan served (-1: none yet).",
+                  "# TYPE unolearn_plan_id gauge", f"unolearn_plan_id {-1 if plan_id is None else plan_id}",
+                  "# HELP unolearn_plan_age_seconds Seconds since the plan served was published (-1: none).",
+                  "# TYPE unolearn_plan_age_seconds gauge",
+                  f"unolearn_plan_age_seconds {-1 if age is None else round(age, 1)}",
+                  "# HELP unolearn_plan_reloads_total Newer plans swapped in while serving.",
+                  "# TYPE unolearn_plan_reloads_total counter", f"unolearn_plan_reloads_total {reloads}"]
         return "\n".join(lines) + "\n"
 
 

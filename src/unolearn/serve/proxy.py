@@ -1,4 +1,10 @@
-"""The proxy: routes each request through the plan, to the upstream or the embedded model."""
+"""The proxy: routes each request through the published plan, to the upstream or the embedded model.
+
+The plan is a published snapshot (:class:`unolearn.snapshot.PlanSnapshot`). The proxy picks up a newer
+one while it runs (:meth:`Proxy.reload`: polled, or ``POST /v1/admin/reload``): the adapters of the new
+plan are loaded into the upstream first, then the snapshot is swapped in one assignment; a request keeps
+the snapshot it was routed by, and adapters no longer planned are unloaded after their last request.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -18,12 +26,13 @@ try:
 except ImportError:  # only the proxy's upstream client needs it (the serve extra); collect_served does not
     aiohttp = None
 
-from ..answer import Route, answer, plan_route, reflect
+from ..answer import Route, answer, reflect
 from ..backends import Models
 from ..config import BackendsConfig
 from ..errors import ConfigError, UnolearnError
 from ..rulebook import guide_messages
 from ..selection import adapter_name
+from ..snapshot import PlanSnapshot
 from ..store import Workspace, now
 from ..train import epoch_dir
 from .config import EMBEDDED_MODEL, SYSTEM_HEADER, ServeConfig
@@ -49,21 +58,32 @@ class Proxy:
         self.models = Models(self.ws, backends, **built) if cfg.upstream is None else None
         self.upstream = (Upstream(cfg.upstream, cfg.upstream_api_key, cfg.upstream_timeout_s,
                                   cfg.upstream_connections) if cfg.upstream else None)
+        self._backends, self._built, self._embedder = backends, built, None
+        self.inflight: Counter[int | None] = Counter()  # requests routed, per plan id, not yet answered
+        self.retiring: dict[int, set[str]] = {}  # plan id → adapters to unload once its last request ended
+        self.loaded: set[str] = set()  # adapters this proxy loaded into the upstream
+        self.reloads, self.reload_s, self._reload_lock = 0, 0.0, asyncio.Lock()
         try:
-            self.router, self._route_ws, self._route_pool = self._load_router(backends, built)
+            self._route_ws = self.ws.reopen()  # routing and snapshot reads: their own connection and thread
+            self._route_pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-route")
+            self.snapshot = self._load_snapshot(self._route_ws.latest_snapshot_id())
         except BaseException:
             self.ws.close()
             raise
 
-    def _load_router(self, backends: BackendsConfig | None, built: dict[str, Any]) -> tuple:
-        """A Router on its own connection and thread, or None when there is nothing to route to."""
-        if not self.ws.count("clusters") or not self.ws.count("plans"):
-            return None, None, None
-        from ..cluster import Router
+    @property
+    def router(self) -> Any:
+        """The router of the plan served now (None: no plan yet, every request goes to the base model)."""
+        return self.snapshot.router if self.snapshot else None
 
-        route_ws = self.ws.reopen()
-        embedder = Models(route_ws, backends, **{k: v for k, v in built.items() if k == "embedder"}).embedder
-        return Router.load(route_ws, embedder), route_ws, ThreadPoolExecutor(1, thread_name_prefix="unolearn-route")
+    def _load_snapshot(self, snapshot_id: int | None) -> PlanSnapshot | None:
+        """Load a published snapshot on the routing connection (its embedder built once, when first needed)."""
+        if snapshot_id is None:
+            return None
+        if self._embedder is None:
+            embedder = {k: v for k, v in self._built.items() if k == "embedder"}
+            self._embedder = Models(self._route_ws, self._backends, **embedder).embedder
+        return PlanSnapshot.load(self._route_ws, self._embedder, snapshot_id)
 
     @asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
@@ -71,11 +91,16 @@ class Proxy:
         await self.recorder.start()
         if self.upstream:
             await self.upstream.start()
+        poller = None
         try:
-            if self.cfg.load_adapters:
-                await self.load_adapters()
+            if self.cfg.load_adapters and self.snapshot:
+                await self.load_adapters(self.snapshot)
+            if self.cfg.reload_interval_s > 0:
+                poller = asyncio.create_task(self.poll())
             yield
         finally:
+            if poller:
+                poller.cancel()
             await self.recorder.close()
             await self.close()
 
@@ -85,16 +110,18 @@ class Proxy:
             await self.upstream.close()
         if self.models:
             await self.models.aclose()
-        if self._route_pool:
-            self._route_pool.shutdown()
-            self._route_ws.close()
+        self._route_pool.shutdown()
+        self._route_ws.close()
         self.ws.close()
 
-    async def load_adapters(self) -> list[str]:
-        """Load every adapter the plans use into the upstream (vLLM ``/load_lora_adapter``); their names."""
+    async def load_adapters(self, snapshot: PlanSnapshot) -> list[str]:
+        """Load the adapters ``snapshot`` plans that this proxy has not loaded yet into the upstream (vLLM
+        ``/load_lora_adapter``); their names."""
         names = []
-        for module_id, epoch, path in self.ws.planned_adapters():
+        for module_id, epoch, path in snapshot.adapters:
             name = adapter_name(module_id, epoch)
+            if name in self.loaded:
+                continue
             body = json.dumps({"lora_name": name, "lora_path": str(epoch_dir(path, epoch))}).encode()
             try:
                 await self.upstream.read("POST", "/load_lora_adapter", body)
@@ -104,9 +131,69 @@ class Proxy:
                                       "started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)") from e
                 if "already" not in str(e).lower():
                     raise
+            self.loaded.add(name)
             names.append(name)
         log.info("loaded %d adapters into %s", len(names), self.cfg.upstream)
         return names
+
+    # -- the plan: reload, requests in flight, retired adapters --
+
+    async def poll(self) -> None:
+        """Reload every ``reload_interval_s`` (a failed reload is logged and tried again next time)."""
+        while True:
+            await asyncio.sleep(self.cfg.reload_interval_s)
+            try:
+                await self.reload()
+            except Exception:  # noqa: BLE001 — the proxy keeps serving the plan it has
+                log.exception("reloading the plan failed; still serving plan %s", self.plan_id)
+
+    async def reload(self) -> dict[str, Any]:
+        """Swap in the newest published snapshot when it is newer than the one served.
+
+        Its adapters are loaded into the upstream before the swap (with ``load_adapters``); requests
+        already routed finish on the old plan, and the adapters only it used are unloaded after them.
+        """
+        async with self._reload_lock:
+            start, loop, old = time.perf_counter(), asyncio.get_running_loop(), self.snapshot
+            newest = await loop.run_in_executor(self._route_pool, self._route_ws.latest_snapshot_id)
+            if newest is None or (old is not None and newest <= old.id):
+                return {"plan_id": self.plan_id, "reloaded": False}
+            new = await loop.run_in_executor(self._route_pool, self._load_snapshot, newest)
+            if self.upstream and self.cfg.load_adapters:
+                await self.load_adapters(new)
+            self.snapshot = new  # one assignment: a request is routed by the old plan or by the new one
+            self.reloads, self.reload_s = self.reloads + 1, time.perf_counter() - start
+            if old is not None and self.upstream and self.cfg.load_adapters:
+                self.retiring[old.id] = old.adapter_names() - new.adapter_names()
+                self.release(old.id, 0)
+            log.info("serving plan %s (was %s), reloaded in %.3f s", new.id, old.id if old else None, self.reload_s)
+            return {"plan_id": new.id, "reloaded": True, "previous_plan_id": old.id if old else None,
+                    "reload_s": round(self.reload_s, 4)}
+
+    @property
+    def plan_id(self) -> int | None:
+        """The id of the plan served now (None: none published yet)."""
+        return self.snapshot.id if self.snapshot else None
+
+    def release(self, plan_id: int | None, n: int = 1) -> None:
+        """A request routed by plan ``plan_id`` ended; once a retired plan has none left, unload its adapters."""
+        self.inflight[plan_id] -= n
+        if self.inflight[plan_id] <= 0 and plan_id in self.retiring:
+            del self.inflight[plan_id]
+            names = self.retiring.pop(plan_id) - (self.snapshot.adapter_names() if self.snapshot else set())
+            if names:
+                asyncio.get_running_loop().create_task(self.unload_adapters(names))
+
+    async def unload_adapters(self, names: set[str]) -> None:
+        """Unload adapters no plan in flight uses any more (vLLM ``/unload_lora_adapter``); failures are logged."""
+        for name in sorted(names):
+            if self.snapshot and name in self.snapshot.adapter_names():
+                continue  # planned again meanwhile
+            try:
+                await self.upstream.read("POST", "/unload_lora_adapter", json.dumps({"lora_name": name}).encode())
+                self.loaded.discard(name)
+            except UpstreamError as e:
+                log.warning("could not unload adapter %s: %s", name, e)
 
     # -- auth and bodies --
 
@@ -136,13 +223,12 @@ class Proxy:
 
     async def chat(self, request: Any) -> Any:
         """``POST /v1/chat/completions``."""
-        start, path = time.perf_counter(), "none"
+        start, route = time.perf_counter(), None
         try:
             self.authorize(request)
             system = request.headers.get(SYSTEM_HEADER, self.cfg.system)
             chat = parse_chat(await self.read_body(request), system, self.cfg.max_messages)
             route = await self.plan(chat)
-            path = route.path
             resp = await self.dispatch(chat, route, start)
         except UnolearnError as e:
             self.count_error(e)
@@ -151,8 +237,14 @@ class Proxy:
             log.exception("unexpected error in /v1/chat/completions")
             resp = error_response(HTTPProblem("internal error", 500, "internal_error", "server_error"))
         if not getattr(resp, "streams", False):
-            self.metrics.observe(path, resp.status_code, time.perf_counter() - start)
+            self.finished(route, resp.status_code, start)
         return resp
+
+    def finished(self, route: Route | None, status: int, start: float) -> None:
+        """Count a chat request that ended (with its stream, for a streaming one) and release its plan."""
+        self.metrics.observe(route.path if route else "none", status, time.perf_counter() - start)
+        if route is not None:
+            self.release(route.plan_id)
 
     def count_error(self, e: UnolearnError) -> None:
         """Count an upstream failure in the metrics."""
@@ -160,12 +252,19 @@ class Proxy:
             self.metrics.upstream_errors[e.kind] += 1
 
     async def plan(self, chat: Chat) -> Route:
-        """The route of ``chat`` (embedding runs on the router's own thread)."""
-        if self.router is None or chat.system == "base":
-            return Route(chat.system, "base")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._route_pool, plan_route, self._route_ws, self.router,
-                                          chat.query, chat.system)
+        """The route of ``chat`` by the plan served now, which counts it in flight until :meth:`finished`
+        (embedding runs on the routing thread)."""
+        snapshot = self.snapshot
+        plan_id = snapshot.id if snapshot else None
+        self.inflight[plan_id] += 1
+        if snapshot is None or chat.system == "base":
+            return Route(chat.system, "base", plan_id=plan_id)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._route_pool, snapshot.route,
+                                                                    chat.query, chat.system)
+        except BaseException:
+            self.release(plan_id)
+            raise
 
     async def dispatch(self, chat: Chat, route: Route, start: float) -> Any:
         """Answer ``chat`` along ``route``."""
@@ -222,7 +321,7 @@ class Proxy:
             self.count_error(e)
             yield sse(error_body(e))
         finally:
-            self.metrics.observe(route.path, status, time.perf_counter() - start)
+            self.finished(route, status, start)
             resp.release()
 
     @staticmethod
@@ -284,7 +383,7 @@ class Proxy:
                 for c in chunks(chat.rid, shown, text, usage if chat.include_usage else None):
                     yield c
             finally:
-                self.metrics.observe(route.path, 200, time.perf_counter() - start)
+                self.finished(route, 200, start)
 
         return self.streaming(events(), chat, route)
 
@@ -357,7 +456,19 @@ class Proxy:
         from starlette.responses import JSONResponse
 
         return JSONResponse({"status": "ok", "mode": "embedded" if self.upstream is None else "upstream",
-                             "routing": self.router is not None, "system": self.cfg.system})
+                             "routing": self.router is not None, "system": self.cfg.system,
+                             "pid": os.getpid(), "plan_id": self.plan_id,
+                             "plan_age_s": round(self.snapshot.age_s(), 1) if self.snapshot else None})
+
+    async def admin_reload(self, request: Any) -> Any:
+        """``POST /v1/admin/reload``: serve the newest published plan now (behind the serve key)."""
+        from starlette.responses import JSONResponse
+
+        try:
+            self.authorize(request)
+            return JSONResponse({"object": "reload", **await self.reload()})
+        except UnolearnError as e:
+            return error_response(e)
 
     async def metrics_text(self, request: Any) -> Any:
         """``GET /metrics``."""
@@ -368,4 +479,5 @@ class Proxy:
         except UnolearnError as e:
             return error_response(e)
         depth = self.recorder.queue.qsize() if self.recorder.queue else 0
-        return PlainTextResponse(self.metrics.render(depth), media_type="text/plain; version=0.0.4")
+        plan = (self.plan_id, self.snapshot.age_s() if self.snapshot else None, self.reloads)
+        return PlainTextResponse(self.metrics.render(depth, plan), media_type="text/plain; version=0.0.4")

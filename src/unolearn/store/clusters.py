@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,32 +28,48 @@ class ClusterTables(Base):
     """Clustering versions, clusters and their members, cluster gaps."""
 
     def replace_clustering(self, clustering: Clustering, clusters: Iterable[tuple[int, int, bytes]],
-                           members: Iterable[tuple[str, int]]) -> int:
+                           members: Iterable[tuple[str, int]],
+                           spread: Iterable[tuple[int, float | None, list[int], bool]] = ()) -> int:
         """Store a new clustering version in place of the stored clusters; return its id.
 
-        ``clusters`` are ``(id, size, centroid)``, ``members`` ``(log id, cluster id)``. The gaps and
-        the plans of the previous clustering go with it, in the same transaction: no reader ever sees
-        new clusters routed through old plans.
+        ``clusters`` are ``(id, size, centroid)``, ``members`` ``(log id, cluster id)``, ``spread``
+        ``(cluster id, radius, versions that changed it before, changed now)``. The gaps and the plans
+        of the previous clustering go with it, in the same transaction (the published plan stays
+        until ``select`` publishes the next one).
         """
         created = now()
         with self.transaction() as c:
-            for table in ("gaps", "plans", "cluster_members", "clusters"):
+            for table in ("gaps", "plans", "cluster_members", "clusters", "cluster_spread"):
                 c.execute(f"DELETE FROM {table}")
-            new_id = c.insert("INSERT INTO clusterings (embedder, threshold, unseen_distance, fingerprint, created_at) "
-                              "VALUES (?,?,?,?,?)", (clustering.embedder, clustering.threshold,
-                                                     clustering.unseen_distance, clustering.fingerprint, created))
+            new_id = c.insert("INSERT INTO clusterings (embedder, threshold, unseen_distance, fingerprint, created_at, "
+                              "mode, added, unfit, settings) VALUES (?,?,?,?,?,?,?,?,?)",
+                              (clustering.embedder, clustering.threshold, clustering.unseen_distance,
+                               clustering.fingerprint, created, clustering.mode, clustering.added, clustering.unfit,
+                               clustering.settings))
             c.executemany("INSERT INTO clusters (id, size, centroid, embedder, created_at) VALUES (?,?,?,?,?)",
                           ((cid, size, centroid, clustering.embedder, created) for cid, size, centroid in clusters))
             c.executemany("INSERT INTO cluster_members (log_id, cluster) VALUES (?,?)", members)
+            c.executemany("INSERT INTO cluster_spread (cluster, radius, changes) VALUES (?,?,?)",
+                          ((cid, radius, json.dumps(before + [new_id] if changed else before))
+                           for cid, radius, before, changed in spread))
         return new_id
+
+    def member_map(self) -> dict[str, int]:
+        """Every clustered log's cluster: ``log id → cluster id``."""
+        return dict(self.conn.execute("SELECT log_id, cluster FROM cluster_members").fetchall())
+
+    def cluster_spread(self) -> dict[int, tuple[float | None, list[int]]]:
+        """Per cluster: its radius (None: unknown) and the clustering versions that made or changed it."""
+        return {cid: (radius, json.loads(changes)) for cid, radius, changes in
+                self.conn.execute("SELECT cluster, radius, changes FROM cluster_spread")}
 
     def clustering(self) -> Clustering | None:
         """The current clustering version (None before the first ``cluster``)."""
-        row = self.conn.execute("SELECT id, embedder, threshold, unseen_distance, fingerprint, created_at "
-                                "FROM clusterings ORDER BY id DESC LIMIT 1").fetchone()
+        keys = ("id", "embedder", "threshold", "unseen_distance", "fingerprint", "created_at", "mode", "added",
+                "unfit", "settings")
+        row = self.conn.execute(f"SELECT {', '.join(keys)} FROM clusterings ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             return None
-        keys = ("id", "embedder", "threshold", "unseen_distance", "fingerprint", "created_at")
         return Clustering(**dict(zip(keys, row)))
 
     def clustering_id(self) -> int | None:

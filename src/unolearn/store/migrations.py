@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 from ..errors import WorkspaceError
 from .dialect import Connection
+from .snapshots import publish
 
 #: Every migration, in the order applied.
 MIGRATIONS: list[Callable[[Connection], None]] = []
@@ -350,6 +351,39 @@ def m010_feedback_uid(c: Connection) -> None:
     _script(c, """
     ALTER TABLE feedback ADD COLUMN uid TEXT;
     CREATE UNIQUE INDEX feedback_uid ON feedback(uid);
+    """)
+
+
+@migration
+def m011_plan_snapshots(c: Connection) -> None:
+    """Published plan snapshots: the proxy serves a whole, versioned plan (its id is the plan id) and picks
+    up a newer one while it runs. A workspace with plans publishes them as its first snapshot."""
+    _script(c, """
+    CREATE TABLE plan_snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        clustering INTEGER REFERENCES clusterings(id),
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """)
+    if c.execute("SELECT 1 FROM plans LIMIT 1").fetchone():
+        publish(c)
+
+
+@migration
+def m012_incremental_clustering(c: Connection) -> None:
+    """Incremental clustering: how each version was made, the logs added since the last full one, and
+    per cluster its spread (the radius within which a new log joins it) and the versions that changed it."""
+    _script(c, """
+    ALTER TABLE clusterings ADD COLUMN mode TEXT NOT NULL DEFAULT 'full';
+    ALTER TABLE clusterings ADD COLUMN added INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE clusterings ADD COLUMN unfit INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE clusterings ADD COLUMN settings TEXT;
+    CREATE TABLE cluster_spread (
+        cluster INTEGER PRIMARY KEY,
+        radius REAL,
+        changes TEXT NOT NULL
+    );
     """)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from .base import Base, now
 from .clusters import still_current
+from .snapshots import publish
 
 
 class ModuleTables(Base):
@@ -72,15 +73,17 @@ class ModuleTables(Base):
         return out
 
     def replace_plans(self, plans: Iterable[tuple[int, str, str, str | None, int | None, float | None, str]],
-                      clustering: int | None) -> None:
+                      clustering: int | None) -> int | None:
         """Store every cluster's plans ``(cluster, system, path, module id, epoch, win rate, reason)`` for
-        ``clustering`` (the version selection started on, still current), in place of the previous ones."""
+        ``clustering`` (the version selection started on, still current), in place of the previous ones,
+        and publish them as a snapshot in the same transaction; the snapshot's id (the plan id)."""
         plans = list(plans)
         with self.transaction() as c:
             still_current(c, clustering, "the plans")
             c.execute("DELETE FROM plans")
             c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason, clustering) "
                           "VALUES (?,?,?,?,?,?,?,?)", [(*p, clustering) for p in plans])
+            return publish(c)
 
     def plan_row(self, cluster: int, system: str) -> tuple | None:
         """``(path, module id, epoch, win rate, reason)`` of one cluster's plan for ``system`` in the current

@@ -52,11 +52,3 @@ class ServedTables(Base):
         with self.transaction() as c:
             c.executemany(_INSERT_LOG, [_log_row(lg) for _, lg in logs])
             c.executemany("UPDATE served SET log_id = ? WHERE response_id = ?", [(lg.id, rid) for rid, lg in logs])
-
-    def planned_adapters(self) -> list[tuple[str, int, str]]:
-        """``(module id, epoch, adapter folder)`` of every adapter a plan of the current clustering uses."""
-        rows = self.conn.execute("SELECT DISTINCT p.module_id, p.epoch, m.path FROM plans p JOIN modules m "
-                                 "ON m.id = p.module_id WHERE p.path IN ('primary', 'reflective') "
-                                 f"AND p.clustering {self.dialect.same} (SELECT max(id) FROM clusterings) "
-                                 "ORDER BY 1, 2").fetchall()
-        return [(mid, epoch, str(self.resolve(path))) for mid, epoch, path in rows]

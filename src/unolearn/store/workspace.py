@@ -33,10 +33,11 @@ from .rulebook import RulebookTables
 from .rules import RuleTables
 from .runs import RunTables
 from .served import ServedTables
+from .snapshots import SnapshotTables
 
 
 class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTables, ServedTables, CacheTables,
-                RunTables):
+                RunTables, SnapshotTables):
     """A unolearn workspace. Open with :meth:`open`; use as a context manager to close it."""
 
     @classmethod

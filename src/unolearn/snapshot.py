@@ -1,0 +1,86 @@
+"""A published plan snapshot, loaded: the router, the plans and the guides one plan id serves.
+
+``select`` publishes a snapshot in the transaction that stores its plans (:mod:`unolearn.store.snapshots`).
+The proxy routes every request through the snapshot it loaded, in memory, and swaps it for a newer one
+while it runs (:meth:`unolearn.serve.proxy.Proxy.reload`); a request keeps the snapshot it started on.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from .answer import Route, planned_route
+from .backends import Embedder
+from .cluster import Router
+from .errors import ConfigError
+from .names import SERVED_SYSTEMS
+from .selection import adapter_name
+from .store import Workspace
+from .store.snapshots import FORMAT
+
+
+@dataclass
+class PlanSnapshot:
+    """One published plan: its id (the plan id), when it was published, and what routing needs."""
+
+    id: int
+    created_at: str
+    router: Router | None
+    plans: dict[tuple[int, str], tuple[str, str | None, int | None]]  # (cluster, system) → (path, module, epoch)
+    guides: dict[str, str]
+    adapters: list[tuple[str, int, str]]  # (module id, epoch, adapter folder on this machine)
+
+    @classmethod
+    def load(cls, ws: Workspace, embedder: Embedder, snapshot_id: int | None = None) -> "PlanSnapshot | None":
+        """The snapshot ``snapshot_id`` (default: the newest) of ``ws``; None when none is published."""
+        body = ws.snapshot(snapshot_id)
+        if body is None:
+            return None
+        if body.get("format") != FORMAT:
+            raise ConfigError(f"plan snapshot {body['id']} has format {body.get('format')}, unknown to this "
+                              "unolearn: upgrade unolearn")
+        return cls(body["id"], body["created_at"], _router(ws, embedder, body),
+                   {(c, s): (p, m, e) for c, s, p, m, e in body["plans"]}, body["guides"],
+                   [(m, e, str(ws.resolve(p))) for m, e, p in body["adapters"]])
+
+    def route(self, query: str, system: str) -> Route:
+        """Where ``query`` goes under ``system`` by this snapshot (the embedding is the only work)."""
+        if system not in SERVED_SYSTEMS:
+            raise ConfigError(f"unknown system {system!r}; choose one of {', '.join(SERVED_SYSTEMS)}")
+        if system == "base" or self.router is None:
+            return Route(system, "base", plan_id=self.id)
+        cluster, distance = self.router.route(query)
+        plan = self.plans.get((cluster, system)) if cluster is not None else None
+        if plan is None:
+            return Route(system, "base", cluster, distance, plan_id=self.id)
+        path, module_id, epoch = plan
+        guide = self.guides.get(module_id) if path == "guide" else None
+        return planned_route(system, cluster, distance, path, module_id, epoch, guide, self.id)
+
+    def adapter_names(self) -> set[str]:
+        """The served names of the adapters this snapshot's plans use."""
+        return {adapter_name(m, e) for m, e, _ in self.adapters}
+
+    def age_s(self, at: float | None = None) -> float:
+        """Seconds since the snapshot was published."""
+        published = datetime.fromisoformat(self.created_at).timestamp()
+        return max(0.0, (time.time() if at is None else at) - published)
+
+
+def _router(ws: Workspace, embedder: Embedder, body: dict[str, Any]) -> Router | None:
+    """The snapshot's router (None when it has no clusters)."""
+    if not body["clusters"]:
+        return None
+    if body["embedder"] != embedder.model_id:
+        raise ConfigError(f"plan snapshot {body['id']} routes with embedder {body['embedder']}, not "
+                          f"{embedder.model_id}: re-run `unolearn cluster` and `select`, or use that embedder")
+    ids = np.array([c[0] for c in body["clusters"]], dtype=np.int64)
+    sizes = np.array([c[1] for c in body["clusters"]], dtype=np.int64)
+    centroids = np.stack([np.frombuffer(base64.b64decode(c[2]), dtype=np.float32) for c in body["clusters"]])
+    return Router(ws, embedder, ids, centroids.copy(), sizes, body["unseen_distance"])
