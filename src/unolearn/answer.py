@@ -78,8 +78,7 @@ def query_of(messages: list[dict[str, str]]) -> str:
 
 def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "uno") -> Route:
     """Where ``query`` goes under ``system`` (``uno``, ``uno-single``, ``uno-guided`` or ``base``)."""
-    if system not in SERVED_SYSTEMS:
-        raise ConfigError(f"unknown system {system!r}; choose one of {', '.join(SERVED_SYSTEMS)}")
+    check_system(system)
     if system == "base" or router is None:
         return Route(system, "base")
     cluster, distance = router.route(query)
@@ -88,6 +87,12 @@ def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "
         return Route(system, "base", cluster, distance)
     guide = ws.guide_text(plan.module_id) if plan.path == "guide" else None
     return planned_route(system, cluster, distance, plan.path, plan.module_id, plan.epoch, guide)
+
+
+def check_system(system: str) -> None:
+    """A ConfigError unless ``system`` is one a request can be routed by."""
+    if system not in SERVED_SYSTEMS:
+        raise ConfigError(f"unknown system {system!r}; choose one of {', '.join(SERVED_SYSTEMS)}")
 
 
 def planned_route(system: str, cluster: int | None, distance: float, path: str, module_id: str | None,

@@ -607,9 +607,16 @@ class Router:
         rows = ws.cluster_rows()
         if not rows:
             raise NotFoundError("no clusters in this workspace: run `unolearn cluster` first")
+        return cls.from_rows(ws, embedder, rows, unseen_distance, "the clusters were built")
+
+    @classmethod
+    def from_rows(cls, ws: Workspace, embedder: Embedder, rows: Sequence[tuple[int, int, bytes, str]],
+                  unseen_distance: float | None, built: str) -> "Router":
+        """A router on ``(id, size, centroid, embedder)`` rows; a ConfigError ("``built`` with embedder X, not
+        Y") when they belong to another embedder than ``embedder``."""
         models = {r[3] for r in rows}
         if models != {embedder.model_id}:
-            raise ConfigError(f"the clusters were built with embedder {', '.join(sorted(models))}, "
+            raise ConfigError(f"{built} with embedder {', '.join(sorted(models))}, "
                               f"not {embedder.model_id}: re-run `unolearn cluster` or use that embedder")
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         sizes = np.array([r[1] for r in rows], dtype=np.int64)

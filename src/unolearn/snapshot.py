@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
-from .answer import Route, planned_route
+from .answer import Route, check_system, planned_route
 from .backends import Embedder
 from .cluster import Router
 from .errors import ConfigError
-from .names import SERVED_SYSTEMS
 from .selection import adapter_name
 from .store import Workspace
 from .store.snapshots import FORMAT
@@ -51,8 +48,7 @@ class PlanSnapshot:
 
     def route(self, query: str, system: str) -> Route:
         """Where ``query`` goes under ``system`` by this snapshot (the embedding is the only work)."""
-        if system not in SERVED_SYSTEMS:
-            raise ConfigError(f"unknown system {system!r}; choose one of {', '.join(SERVED_SYSTEMS)}")
+        check_system(system)
         if system == "base" or self.router is None:
             return Route(system, "base", plan_id=self.id)
         cluster, distance = self.router.route(query)
@@ -75,12 +71,6 @@ class PlanSnapshot:
 
 def _router(ws: Workspace, embedder: Embedder, body: dict[str, Any]) -> Router | None:
     """The snapshot's router (None when it has no clusters)."""
-    if not body["clusters"]:
-        return None
-    if body["embedder"] != embedder.model_id:
-        raise ConfigError(f"plan snapshot {body['id']} routes with embedder {body['embedder']}, not "
-                          f"{embedder.model_id}: re-run `unolearn cluster` and `select`, or use that embedder")
-    ids = np.array([c[0] for c in body["clusters"]], dtype=np.int64)
-    sizes = np.array([c[1] for c in body["clusters"]], dtype=np.int64)
-    centroids = np.stack([np.frombuffer(base64.b64decode(c[2]), dtype=np.float32) for c in body["clusters"]])
-    return Router(ws, embedder, ids, centroids.copy(), sizes, body["unseen_distance"])
+    rows = [(cid, size, base64.b64decode(vec), body["embedder"]) for cid, size, vec in body["clusters"]]
+    return Router.from_rows(ws, embedder, rows, body["unseen_distance"],
+                            f"plan snapshot {body['id']} routes") if rows else None
