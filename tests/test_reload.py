@@ -4,10 +4,15 @@ in front of the fake OpenAI upstream), on each store backend."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
+import pytest
+from starlette.responses import StreamingResponse
 
 from conftest import each_store  # noqa: F401
 from doubles import HashEmbedder
@@ -16,6 +21,7 @@ from test_serve import AUTH, KEY, LAW, RICE, THEMES, TRAVEL, make_workspace
 from unolearn.bench.server import serve_asgi
 from unolearn.records import Clustering
 from unolearn.serve import ServeConfig, create_app
+from unolearn.serve.upstream import Relayed
 from unolearn.snapshot import PlanSnapshot
 from unolearn.store import Workspace
 
@@ -121,6 +127,68 @@ def test_reload_under_requests_in_flight_loads_first_swaps_once_and_unloads_afte
             assert health["plan_id"] == reloaded["plan_id"] and 0 <= health["plan_age_s"] < 60
             assert f"unolearn_plan_id {reloaded['plan_id']}" in metrics
             assert "unolearn_plan_reloads_total 1" in metrics
+
+
+def _leave_at_once(url: str, body: dict) -> None:
+    """Send a chat request on a raw socket and close it before any answer comes (a client that left)."""
+    data = json.dumps(body).encode()
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+
+
+def test_streams_whose_clients_left_do_not_keep_their_plan_in_flight(tmp_path, each_store):
+    ws_dir = tmp_path / "ws"
+    make_workspace(ws_dir, each_store)
+    fake = FakeOpenAI(latency_s=0.5)  # the clients are gone before the upstream's stream opens
+    with fake.running():
+        cfg = ServeConfig(upstream=fake.url, api_key=KEY, load_adapters=True, reload_interval_s=0)
+        app = create_app(ws_dir, cfg, store=each_store, embedder=HashEmbedder())
+        with serve_asgi(app, lifespan="on") as url:
+            body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": RICE}]}
+            for _ in range(3):
+                _leave_at_once(url, body)
+            deadline = time.monotonic() + 10
+            while sum(r.path == "/v1/chat/completions" for r in fake.history) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with Workspace.open(ws_dir, each_store) as ws:
+                replan_rice(ws, "exp-rice-2")
+            assert httpx.post(url + "/v1/admin/reload", headers=AUTH).json()["reloaded"]
+            while "exp-rice@2" in fake.adapters and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert set(fake.adapters) == {"exp-rice-2@1", "crit-law@1"}  # the retired plan's adapter unloaded
+            assert sum(app.state.proxy.inflight.values()) == 0
+
+
+class _Upstream:
+    released = False
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_a_stream_that_never_began_still_ends_its_request():
+    """ASGI 2.4: a server may raise OSError on the first send once the client is gone; the event
+    generator then never starts, so its ``finally`` cannot end the request — Relayed does."""
+    began, closed = [], []
+
+    async def events():
+        began.append(1)
+        yield b"data: [DONE]\n\n"
+
+    async def send(message):
+        raise OSError("client gone")
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    upstream = _Upstream()
+    relayed = Relayed(StreamingResponse(events()), upstream, on_close=lambda: closed.append(1))
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "POST", "path": "/"}
+    with pytest.raises(Exception):  # Starlette's ClientDisconnect
+        asyncio.run(relayed(scope, receive, send))
+    assert (began, closed, upstream.released) == ([], [1], True)
 
 
 def test_a_failed_reload_keeps_serving_the_old_plan(tmp_path, each_store):

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +44,8 @@ from ..wire import chunks, completion, sse, text_of
 from .wire import Chat, parse_chat, parse_feedback, route_header
 
 log = logging.getLogger(__name__)
+
+CLIENT_CLOSED = 499  # the status counted for a stream whose client left before it began (nginx's code)
 
 
 class Proxy:
@@ -297,10 +299,18 @@ class Proxy:
     async def relay_stream(self, chat: Chat, route: Route, body: bytes, model: str, start: float) -> Any:
         """Forward a streaming request; relay its events as they come, with our response id."""
         resp = await self.upstream.open_stream(body)
-        return Relayed(self.streaming(self.events(resp, chat, route, model, start), chat, route), resp)
+        ended: list[int] = []
+
+        def end(status: int) -> None:  # once: by the generator's finally, or by Relayed if it never ran
+            if not ended:
+                ended.append(status)
+                self.finished(route, status, start)
+
+        return Relayed(self.streaming(self.events(resp, chat, route, model, end), chat, route), resp,
+                       on_close=lambda: end(CLIENT_CLOSED))
 
     async def events(self, resp: aiohttp.ClientResponse, chat: Chat, route: Route, model: str,
-                     start: float) -> AsyncIterator[bytes]:
+                     end: Callable[[int], None]) -> AsyncIterator[bytes]:
         """The upstream's SSE events, ids replaced; the answer is recorded before ``[DONE]`` goes out."""
         parts: list[str] = []
         status, buf, done = 200, b"", False
@@ -321,7 +331,7 @@ class Proxy:
             self.count_error(e)
             yield sse(error_body(e))
         finally:
-            self.finished(route, status, start)
+            end(status)
             resp.release()
 
     @staticmethod

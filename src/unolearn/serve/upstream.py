@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -113,13 +113,15 @@ class Relayed:
 
     Releasing here, not only in the event generator, frees the pooled connection also when the client
     left before the generator started or while it waited on a send (an answer not read to its end
-    closes its connection).
+    closes its connection); ``on_close`` then ends the request's bookkeeping the generator's own
+    ``finally`` never reached (it must be safe to call twice).
     """
 
     streams = True
 
-    def __init__(self, response: Any, upstream: aiohttp.ClientResponse) -> None:
-        self.response, self.upstream = response, upstream
+    def __init__(self, response: Any, upstream: aiohttp.ClientResponse,
+                 on_close: Callable[[], None] | None = None) -> None:
+        self.response, self.upstream, self.on_close = response, upstream, on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Send the response, then release the upstream answer."""
@@ -127,6 +129,8 @@ class Relayed:
             await self.response(scope, receive, send)
         finally:
             self.upstream.release()
+            if self.on_close is not None:
+                self.on_close()
 
 def content_of(data: Any) -> str:
     """``choices[0].message.content`` of a chat completion ('' when absent)."""
