@@ -222,6 +222,21 @@ def test_logs_whose_feedback_gave_no_rules_join_their_topic(ws):
     assert result.n_logs == 16 and members[quiet] == members[ids["bread"][0]]
 
 
+def test_logs_without_rules_never_gather_into_a_cluster_of_their_own(ws):
+    ids = add_topics(ws, counts=(5, 5, 5))
+    quiet = {topic: add_log(ws, f"{TOPICS[topic][0]} variant9", []) for topic in ("bread", "tax", "run")}
+    result = cluster.run(ws, HashEmbedder(), ClusterConfig(threshold=1.5))
+    members = dict(stored(ws)[1])
+    assert result.n_clusters == 3 and sorted(result.sizes) == [6, 6, 6]
+    assert all(members[quiet[t]] == members[ids[t][0]] for t in quiet)  # each with its topic
+
+    later = {topic: add_log(ws, f"{TOPICS[topic][0]} variant8", []) for topic in ("bread", "tax", "run")}
+    step = cluster.run(ws, HashEmbedder(), ClusterConfig(threshold=1.5))  # incremental: they join, none is unfit
+    members = dict(stored(ws)[1])
+    assert step.mode == "incremental" and step.unfit == 0 and step.n_clusters == 3
+    assert all(members[later[t]] == members[ids[t][0]] for t in later)
+
+
 # -- routing -------------------------------------------------------------------------------------
 
 

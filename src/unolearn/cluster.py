@@ -138,8 +138,8 @@ def _rule_text(rule: Any) -> str:
 def load_inputs(ws: Workspace) -> Inputs:
     """The logs with distilled feedback rules (``rules`` rows of kind 'feedback'), empty lists included.
 
-    As in the reference, a log whose user reacted but whose feedback gave no rules is clustered too,
-    with an empty rule text in the dual embedding: it joins its topic's cluster and gives that
+    As in the reference, a log whose user reacted but whose feedback gave no rules is clustered too:
+    it joins the cluster of its topic (:func:`_attach_silent`, by its query alone) and gives that
     cluster's expert a no-change pair (see :func:`unolearn.train.expert_rows`).
     """
     out = Inputs([], [], [])
@@ -460,7 +460,11 @@ def _rebuild(ws: Workspace, embedder: Embedder, cfg: ClusterConfig, inputs: Inpu
              fingerprint: str | None) -> ClusterResult:
     """Cluster all logs from scratch (ids 0..k-1, largest first)."""
     queries, dual = _embed(embedder, inputs)
-    labels, method, threshold, source = cluster_vectors(dual, cfg)
+    ruled = np.array([bool(r) for r in inputs.rules])
+    labels = np.full(len(ruled), -1, dtype=np.int64)
+    labels[ruled], method, threshold, source = cluster_vectors(dual[ruled], cfg)
+    _attach_silent(labels, np.flatnonzero(~ruled).tolist(), queries)
+    labels = order_by_size(labels)
     version = Clustering(id=0, embedder=embedder.model_id, threshold=threshold, unseen_distance=cfg.unseen_distance,
                          fingerprint=fingerprint, created_at="", settings=cut_settings(cfg))
     sizes = np.bincount(labels).tolist()
@@ -488,12 +492,14 @@ def _extend(ws: Workspace, embedder: Embedder, cfg: ClusterConfig, inputs: Input
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     centroids = {int(r[0]): np.frombuffer(r[2], dtype=np.float32) for r in rows}
     spread = _radii(queries, labels, centroids, cfg.spread_quantile)  # of the members as they are now
-    _assign(labels, new, queries, ids, np.stack([centroids[int(i)] for i in ids]), [spread[int(i)] for i in ids])
-    unfit = [i for i in new if labels[i] < 0]
+    ruled = [i for i in new if inputs.rules[i]]
+    _assign(labels, ruled, queries, ids, np.stack([centroids[int(i)] for i in ids]), [spread[int(i)] for i in ids])
+    unfit = [i for i in ruled if labels[i] < 0]
     if unfit:
         sub_cfg = dataclasses.replace(cfg, threshold=previous.threshold)
         sub = cluster_vectors(dual[unfit], sub_cfg)[0] if len(unfit) > 1 else np.zeros(1, dtype=np.int64)
         labels[unfit] = sub + int(ids.max()) + 1
+    _attach_silent(labels, [i for i in new if not inputs.rules[i]], queries)
     changed = sorted({int(labels[i]) for i in new} | gone)
     alive = sorted(set(labels.tolist()))
     for cid in changed:
@@ -525,6 +531,21 @@ def _assign(labels: np.ndarray, new: list[int], queries: np.ndarray, ids: np.nda
             labels[i] = int(ids[b])
 
 
+def _attach_silent(labels: np.ndarray, silent: list[int], queries: np.ndarray) -> None:
+    """Give each log whose feedback gave no rules (index in ``silent``) the cluster with the nearest query centroid.
+
+    Such logs are not clustered on their own: their empty rule texts embed alike, so the dual
+    embedding would gather them, across topics, into clusters with no pair to train on (measured at
+    the medium size: one cluster of 7 such logs from 2 datasets, answered by the base model). In their
+    topic's cluster they add a no-change row, as in the reference (:func:`unolearn.train.expert_rows`).
+    """
+    if not silent:
+        return
+    ids = np.array(sorted({int(c) for c in labels if c >= 0}), dtype=np.int64)
+    centroids = np.stack([_centroid(queries[labels == c]) for c in ids])
+    labels[silent] = ids[np.argmax(queries[silent] @ centroids.T, axis=1)]
+
+
 def _radii(queries: np.ndarray, labels: np.ndarray, centroids: dict[int, np.ndarray], q: float) -> dict[int, float]:
     """Each cluster's spread: the ``q`` quantile of its members' cosine distances to the centroid of the *other*
     members (a member pulls the centroid towards itself, so its distance to the whole cluster's centroid
@@ -554,13 +575,15 @@ def _member_rows(log_ids: list[str], labels: np.ndarray) -> Iterator[tuple[str, 
 
 def sweep(ws: Workspace, embedder: Embedder, thresholds: Sequence[float],
           cfg: ClusterConfig | None = None) -> list[dict[str, Any]]:
-    """Cluster counts and sizes at each threshold, all cut from one hierarchy (nothing is stored)."""
+    """Cluster counts and sizes at each threshold, all cut from one hierarchy of the logs whose feedback gave
+    rules (the others join the clusters afterwards, see :func:`_attach_silent`; nothing is stored)."""
     cfg = cfg or ClusterConfig()
     if not thresholds or any(not t > 0 for t in thresholds):
         raise ConfigError("sweep needs one or more thresholds > 0")
     from sklearn.metrics import silhouette_score
 
-    _, dual = _embed(embedder, _require_inputs(ws))
+    inputs = _require_inputs(ws)
+    dual = _embed(embedder, inputs)[1][[bool(r) for r in inputs.rules]]
     h = build_hierarchy(dual, cfg)
     out = []
     for t in thresholds:
