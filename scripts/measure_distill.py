@@ -12,19 +12,21 @@ P(asks for a change), the raw rules and the kept rules to OUT (JSONL, to be read
 and prints per configuration: how often the rules are empty for logs that ask for a change and for
 logs that do not, and how many rules the filter dropped and why.
 
-Usage: python scripts/measure_distill.py OUT.jsonl [SIMULATED_LOGS.jsonl [N]]   (docs/embedded-model.md)
+Usage: python scripts/measure_distill.py OUT.jsonl [SIMULATED_LOGS.jsonl [N]] [--only after] [--no-sharegpt]
+(docs/embedded-model.md; ``--only after`` with ``--no-sharegpt`` compares two versions of the worked
+examples on simulated logs alone)
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 from unolearn.assess import yes_probability
 from unolearn.backends.llamacpp import LlamaCppChatModel
-from unolearn.distill import DistillConfig, clean_rules, feedback_request, gate_request
+from unolearn.distill import DistillConfig, clean_rules, feedback_request, feedback_rules, gate_request
 from unolearn.readers import from_memorybench
 from unolearn.records import Log, Message
 from unolearn.rulefilter import filter_rules
@@ -61,10 +63,11 @@ async def measure(model, sample, cfg: DistillConfig) -> list[dict]:
     rows = []
     for (name, log, label), g, r in zip(sample, gates, rules):
         raw = clean_rules(r.parsed) if r.ok else []
-        kept, rejected = filter_rules(raw, log.lang, log.query, log.first_answer)
+        kept, rejected, echoed = feedback_rules(raw, log) if cfg.examples else (*filter_rules(
+            raw, log.lang, log.query, log.first_answer), False)
         rows.append({"log": name, "asks_change": label, "p_change": round(yes_probability(g.top_logprobs), 3)
                      if g.ok and g.top_logprobs else None, "follow_up": log.messages[2].content[:300],
-                     "raw": raw, "kept": kept, "rejected": dict(rejected)})
+                     "raw": raw, "kept": kept, "rejected": dict(rejected), "echoed": echoed})
     return rows
 
 
@@ -77,18 +80,26 @@ def summary(rows: list[dict], gate: bool, threshold: float) -> dict:
             "rules_for_change": sum(not empty(r) for r in yes), "no_rules_for_no_change": sum(empty(r) for r in no),
             "gate_right": sum((r["p_change"] >= threshold) == r["asks_change"] for r in rows
                               if r["p_change"] is not None),
-            "dropped": dict(sum((Counter(r["rejected"]) for r in rows), Counter()))}
+            "dropped": dict(sum((Counter(r["rejected"]) for r in rows), Counter())),
+            "echoed": sum(r.get("echoed", False) for r in rows)}
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
-    sample = sharegpt_sample()
-    if len(sys.argv) > 2:
-        sample += simulated_sample(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 30)
+    args = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    args.add_argument("out", type=Path)
+    args.add_argument("simulated", type=Path, nargs="?")
+    args.add_argument("n", type=int, nargs="?", default=30)
+    args.add_argument("--only", choices=["before", "after"])
+    args.add_argument("--no-sharegpt", action="store_true")
+    a = args.parse_args()
+    sample = [] if a.no_sharegpt else sharegpt_sample()
+    if a.simulated:
+        sample += simulated_sample(a.simulated, a.n)
     model = LlamaCppChatModel()
     report = {}
-    with out.open("w", encoding="utf-8") as f:
-        for name, cfg in (("before", DistillConfig(examples=False)), ("after", DistillConfig(gate=True))):
+    configs = (("before", DistillConfig(examples=False)), ("after", DistillConfig(gate=True)))
+    with a.out.open("w", encoding="utf-8") as f:
+        for name, cfg in [c for c in configs if a.only in (None, c[0])]:
             rows = asyncio.run(measure(model, sample, cfg))
             for r in rows:
                 f.write(json.dumps({"config": name, **r}, ensure_ascii=False) + "\n")

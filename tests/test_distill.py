@@ -243,6 +243,21 @@ def test_rules_that_are_not_rules_are_dropped_and_counted(ws):
     assert res.rules_rejected == {"question": 1, "copy": 1}
 
 
+def test_when_the_models_rules_are_rejected_the_users_own_sentences_are_taken(ws):
+    answer = "A lease is a contract by which a landlord lets a tenant use a property for a time."
+    log = make_log("What is a lease?", answer, "Start with 'In short:' and one line. Why so formal?")
+    ws.add_logs([log])
+
+    def bare(req):  # the quoted phrase alone and the answer again, as the 0.5B model wrote them
+        if "You study conversations" in req.messages[0]["content"]:
+            return json.dumps({"rules": ["In short:", answer]})
+        return respond(req)
+
+    res = run(ws, Models(ws, generator=MockChatModel(responder=bare)))
+    assert stored_rules(ws, log.id, "feedback") == ["Start with 'In short:' and one line."]
+    assert res.echoed == 1 and res.rules_rejected == {"quote": 1, "copy": 1} and res.usable_feedback == 1
+
+
 def test_the_gate_decides_only_when_the_model_answered_yes_or_no(ws):
     ws.add_logs([LOGS["noise"]])
     off = MockChatModel(responder=lambda r: "Maybe" if r.logprobs else respond(r))  # neither yes nor no

@@ -2,7 +2,7 @@
 
 import pytest
 
-from unolearn.rulefilter import filter_rules, longest_shared_run, reject_reason
+from unolearn.rulefilter import echo_rules, filter_rules, longest_shared_run, reject_reason
 
 QUERY = "How long can a tenant stay in the flat after the landlord gives notice?"
 ANSWER = ("A tenant can usually stay until the notice period ends, which is often one or two months "
@@ -35,6 +35,34 @@ def test_what_is_not_a_rule(rule, reason):
 ])
 def test_real_rules_pass(rule):
     assert reject_reason(rule, "en" if rule.isascii() else "zh", QUERY, ANSWER) is None
+
+
+@pytest.mark.parametrize("rule, feedback", [
+    ("In short:", "Start with 'In short:' and the answer in one line."),
+    ("以上意见仅供参考。", "最后加一句“以上意见仅供参考。”"),
+])
+def test_a_bare_quoted_phrase_is_not_a_rule(rule, feedback):
+    lang = "en" if rule.isascii() else "zh"
+    assert reject_reason(rule, lang, QUERY, ANSWER, feedback) == "quote"
+    assert reject_reason(rule, lang, QUERY, ANSWER) is None  # without the feedback it cannot be told
+    assert reject_reason(f"Begin the answer with '{rule}'", lang, QUERY, ANSWER, feedback) is None
+
+
+@pytest.mark.parametrize("said", ["Cheers, that helps.", "OK, thanks.", "好的，谢谢。", "收到，谢谢你。"])
+def test_thanks_in_several_words_is_not_a_rule(said):
+    assert reject_reason(said, "en" if said.isascii() else "zh", QUERY, ANSWER) == "thanks"
+
+
+def test_echo_rules_keep_the_users_instructions_and_nothing_else():
+    said = ["Start with 'In short:' and the answer in one line, then explain if you must. Give an example "
+            "('For example, ...'). Why so long? 4. Thanks!", "OK, thanks."]
+    assert echo_rules(said, "en", QUERY, ANSWER) == [
+        "Start with 'In short:' and the answer in one line, then explain if you must.",
+        "Give an example ('For example, ...')."]
+    zh = ["语气能不能友好一点？先讲法律依据，回答请以“根据……”开头。最后加一句“以上意见仅供参考。”", "好的，谢谢。"]
+    assert echo_rules(zh, "zh", QUERY, ANSWER) == ["先讲法律依据，回答请以“根据……”开头。",
+                                                   "最后加一句“以上意见仅供参考。”"]
+    assert echo_rules([ANSWER + " Thanks."], "en", QUERY, ANSWER) == []  # a copy of the answer stays out
 
 
 def test_filter_rules_counts_what_it_drops():

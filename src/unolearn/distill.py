@@ -28,7 +28,7 @@ from .errors import BackendError, ConfigError
 from .distill_examples import feedback_turns, gate_turns, prior_turns
 from .judge import JUDGES, resolve_judge, score_items
 from .records import Log, content_hash
-from .rulefilter import filter_rules
+from .rulefilter import echo_rules, filter_rules
 from .store import Workspace, now
 from .text import numbered
 
@@ -150,6 +150,7 @@ class DistillResult:
     filtered_as_noise: int = 0
     gated_as_noise: int = 0  # of filtered_as_noise: feedback the gate found asks for no change
     rules_rejected: Counter = field(default_factory=Counter)  # by rulefilter.reject_reason
+    echoed: int = 0  # feedback whose rules are the user's own sentences (the model's were rejected)
     pairs: Counter = field(default_factory=Counter)
     failed: int = 0
     first_error: str | None = None
@@ -384,7 +385,8 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
     """Ask for the missing prior and feedback rules of ``logs``; store them in one transaction.
 
     Feedback the gate finds asks for no change is stored as no rules without asking for them; every
-    rule written goes through :func:`unolearn.rulefilter.filter_rules`.
+    rule written goes through :func:`unolearn.rulefilter.filter_rules` (feedback rules through
+    :func:`feedback_rules`, which may take the user's own sentences instead).
     """
     todo = [log for log in logs if log.feedback and log.first_answer is not None and log.id not in done.feedback]
     gated = await _gate(gen, todo, cfg, result)
@@ -397,8 +399,11 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
         if not out.ok:
             result.fail(out.error)
             continue
-        rules, rejected = filter_rules(clean_rules(out.parsed), log.lang, log.query,
-                                       log.first_answer if kind == "feedback" else None)
+        if kind == "feedback":
+            rules, rejected, echoed = feedback_rules(clean_rules(out.parsed), log)
+            result.echoed += echoed
+        else:
+            rules, rejected = filter_rules(clean_rules(out.parsed), log.lang, log.query)
         result.rules_rejected.update(rejected)
         answered.append((log, kind, rules[:cfg.max_prior_rules] if kind == "prior" else rules))
     for log, kind, rules in answered:
@@ -412,6 +417,21 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
             result.filtered_as_noise += not rules
             result.gated_as_noise += log.id in gated
     ws.put_rules(rows)
+
+
+def feedback_rules(raw: list[str], log: Log) -> tuple[list[str], Counter, bool]:
+    """The model's ``raw`` feedback rules that pass the filter — or, when it rejected any of them, the
+    user's own sentences (:func:`unolearn.rulefilter.echo_rules`) where they give a rule; the rejected
+    ones by reason; and whether the user's sentences were taken.
+
+    Why all of them: a small model that copied the answer or wrote only the quoted phrase has not
+    understood the complaint, and its other rules are rarely better (docs/embedded-model.md)."""
+    kept, rejected = filter_rules(raw, log.lang, log.query, log.first_answer, feedback_text(log))
+    if rejected and log.feedback:
+        echoed = echo_rules(log.feedback, log.lang, log.query, log.first_answer)
+        if echoed:
+            return echoed, rejected, True
+    return kept, rejected, False
 
 
 def stored_rules(ws: Workspace, log_id: str, kind: str) -> list[str] | None:

@@ -2,10 +2,12 @@
 
 Measured on the embedded 0.5B model (issue "UNO must make answers better"): prior rules that are
 questions or restate the query, feedback "rules" that are a follow-up question, a "thank you", a
-copy of the first answer, a refusal ("I'm sorry, but I can't assist with that request.") or one
-phrase repeated until the token limit. Each would become a preference pair, a cluster member, a
-critic target and a line of the `rules` baseline's memory. :func:`reject_reason` names what is wrong
-with one rule (None when it is a rule); :func:`filter_rules` keeps the rules and counts the others.
+copy of the first answer, a refusal ("I'm sorry, but I can't assist with that request."), one
+phrase repeated until the token limit, or only the phrase the user quoted ("In short:" for "Start
+with 'In short:'"). Each would become a preference pair, a cluster member, a critic target and a
+line of the `rules` baseline's memory. :func:`reject_reason` names what is wrong with one rule (None
+when it is a rule); :func:`filter_rules` keeps the rules and counts the others; :func:`echo_rules`
+takes rules from the user's own sentences when the model's were rejected.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ REFUSAL = re.compile(r"(?i)\b(i'?m sorry|i am sorry|i apologi[sz]e|i can ?not|i 
                      r"as an ai)\b|抱歉|对不起|无法(回答|提供|协助|帮助)|作为(一个)?\s*(ai|人工智能)")
 THANKS = re.compile(r"(?i)^\W*(thanks?|thank you|thx|great|perfect|awesome|nice|ok(ay)?|got it|cool)\b\W*"
                     r"(you|so much|a lot|again)?\W*$|^\W*(谢谢|多谢|感谢|好的|明白了|不错)\W*$")
+ACKNOWLEDGEMENTS = frozenset(
+    "thanks thank thx you great perfect awesome nice ok okay got it cool cheers that helps helped helpful "
+    "so much a lot again very good 谢谢 多谢 感谢 好的 好 的 明白 了 收到 你 不错 非常".split())
+QUOTE_MARKS = "'\"‘’“”「」『』"
+QUOTED = re.compile(f"[{QUOTE_MARKS}]([^{QUOTE_MARKS}]{{1,60}})[{QUOTE_MARKS}]")
+SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])(?![.!?;。！？；)）\]'\"’”」』])\s*|\n+")  # not inside "…" or a quote
 COPY_RUN = 6  # tokens in a row shared with the query or the answer make a copy ...
 COPY_SHARE = 0.6  # ... when they are at least this share of the rule's tokens
 
@@ -51,17 +59,31 @@ def repetitive(words: Sequence[str]) -> bool:
     return grams.most_common(1)[0][1] >= 3
 
 
-def reject_reason(rule: str, lang: str, query: str, answer: str | None = None) -> str | None:
+def _bare(text: str) -> str:
+    """``text`` without spaces, quote marks and punctuation, lower-cased: for comparing phrases."""
+    return re.sub(r"[\W_]+", "", text).lower()
+
+
+def quoted(feedback: str) -> set[str]:
+    """The phrases the user put in quotes (bare, see :func:`_bare`), e.g. a phrase to start or end with."""
+    return {_bare(m) for m in QUOTED.findall(feedback)} - {""}
+
+
+def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
+                  feedback: str | None = None) -> str | None:
     """Why ``rule`` is not a rule — ``question``, ``refusal``, ``thanks``, ``repetition``, ``copy`` (of the
-    query or of the first ``answer``) — or None when it is one."""
+    query or of the first ``answer``), ``quote`` (only a phrase the user quoted in ``feedback``, without
+    what to do with it) — or None when it is one."""
     text = rule.strip()
     if text.endswith(("?", "？")):
         return "question"
     if REFUSAL.search(text):
         return "refusal"
-    if THANKS.match(text):
-        return "thanks"
     words = _words(text, lang)
+    if THANKS.match(text) or (words and all(w in ACKNOWLEDGEMENTS for w in words)):
+        return "thanks"
+    if feedback and _bare(text) in quoted(feedback):
+        return "quote"
     if repetitive(words):
         return "repetition"
     for source in (query, answer or ""):
@@ -71,14 +93,33 @@ def reject_reason(rule: str, lang: str, query: str, answer: str | None = None) -
     return None
 
 
-def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None = None
-                 ) -> tuple[list[str], Counter]:
+def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None = None,
+                 feedback: str | None = None) -> tuple[list[str], Counter]:
     """The rules that are rules, and a count of the others by :func:`reject_reason`."""
     kept, rejected = [], Counter()
     for rule in rules:
-        reason = reject_reason(rule, lang, query, answer)
+        reason = reject_reason(rule, lang, query, answer, feedback)
         if reason:
             rejected[reason] += 1
         else:
             kept.append(rule)
     return kept, rejected
+
+
+def echo_rules(feedback: Sequence[str], lang: str, query: str, answer: str | None = None) -> list[str]:
+    """The user's own sentences that pass as rules (two words or more; no question, thanks, copy, ...), in
+    order, once each.
+
+    The distil stage falls back on them when the model wrote rules the filter rejected: measured on the
+    embedded 0.5B model, a complaint such as "Start with 'In short:' and the answer in one line" came back
+    as the bare phrase, the answer itself or a copy of it, while the user's sentence says exactly what
+    to change (docs/embedded-model.md).
+    """
+    out: list[str] = []
+    for turn in feedback:
+        for sentence in SENTENCE_END.split(turn):
+            sentence = sentence.strip()
+            if (len(_words(sentence, lang)) >= 2 and sentence not in out
+                    and reject_reason(sentence, lang, query, answer) is None):
+                out.append(sentence)
+    return out
