@@ -339,6 +339,19 @@ def test_nothing_new_changes_nothing_and_recluster_rebuilds(ws):
     assert res.changed == list(range(res.n_clusters))
 
 
+def test_the_clustering_is_rebuilt_once_the_logs_have_doubled(ws):
+    add_topics(ws, counts=(2, 2, 2))  # 6 logs
+    assert cluster.run(ws, HashEmbedder(), CFG).mode == "full"
+    more = [add_log(ws, f"{TOPICS['tax'][0]} variant{i}", TOPICS["tax"][1]) for i in (5, 6, 7)]
+    assert cluster.run(ws, HashEmbedder(), CFG).mode == "incremental"  # 3 added < 6
+    more += [add_log(ws, f"{TOPICS['run'][0]} variant{i}", TOPICS["run"][1]) for i in (5, 6, 7)]
+    never = dataclasses.replace(CFG, rebuild_growth=None)
+    assert cluster.run(ws, HashEmbedder(), never).mode == "incremental"  # 6 added, but growth is off
+    more.append(add_log(ws, f"{TOPICS['bread'][0]} variant9", TOPICS["bread"][1]))
+    res = cluster.run(ws, HashEmbedder(), CFG)  # 7 added since the rebuild of 6 logs
+    assert res.mode == "full" and ws.clustering().added == 0 and res.n_logs == 13
+
+
 def test_a_new_threshold_or_embedder_rebuilds(ws):
     add_topics(ws)
     cluster.run(ws, HashEmbedder(), CFG)

@@ -22,13 +22,14 @@ Storage contract (tables of migration 3):
 - ``cluster_spread``: per cluster its radius and the clustering versions that made or changed it.
 
 Incremental by default: when a clustering exists (same embedder and threshold setting), a run adds
-the new logs to it instead of rebuilding. A new log joins the cluster with the nearest centroid when
-its query's cosine distance to that centroid is within the cluster's *spread* (the
-``spread_quantile`` of its members' distances); the logs that fit nowhere are clustered among
-themselves (at the previous version's threshold) into new clusters with new ids. Existing ids stay,
-so the modules of a cluster whose logs did not change are reused as they are (same data, same module
-id), and only changed clusters cost training. ``drift`` (:attr:`Clustering.drift`) says when to
-rebuild with ``recluster``.
+the new logs to it instead of rebuilding — until the logs added since the last rebuild reach
+``rebuild_growth`` times the logs it was built from (by default: once they have doubled). A new log
+joins the cluster with the nearest centroid when its query's cosine distance to that centroid is
+within the cluster's *spread* (the ``spread_quantile`` of its members' distances); the logs that fit
+nowhere are clustered among themselves (at the previous version's threshold) into new clusters with
+new ids. Existing ids stay, so the modules of a cluster whose logs did not change are reused as they
+are (same data, same module id), and only changed clusters cost training. ``drift``
+(:attr:`Clustering.drift`) says when to rebuild with ``recluster`` before that.
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ class ClusterConfig:
     recluster: bool = opt(False, "Rebuild the clustering from all logs. False (default): add new logs to the "
                                  "existing clusters whose spread they fall within, cluster the rest among "
                                  "themselves, and keep cluster ids (a new embedder or threshold rebuilds).")
+    rebuild_growth: float | None = opt(1.0, "Rebuild (as with recluster) once the logs added since the last "
+                                            "rebuild reach this share of the logs that rebuild clustered: a "
+                                            "clustering of few logs is provisional (12 logs and auto_min_size 8 "
+                                            "allow one cluster only, whose wide spread then takes in every later "
+                                            "log). 1.0: whenever the logs have doubled. None: only on recluster "
+                                            "or new settings.")
     spread_quantile: float = opt(0.9, "A cluster's spread: this quantile of its members' cosine distances to "
                                       "its centroid (query embeddings); a new log within it joins the cluster. "
                                       "Clusters of fewer than 3 logs take the median spread of the others.")
@@ -96,6 +103,8 @@ class ClusterConfig:
             raise ConfigError(f"cluster.micro_clusters must be between 2 and {MAX_MICRO_CLUSTERS}")
         if self.unseen_distance is not None and not 0 <= self.unseen_distance <= 2:
             raise ConfigError("cluster.unseen_distance must be between 0 and 2 (a cosine distance)")
+        if self.rebuild_growth is not None and not self.rebuild_growth > 0:
+            raise ConfigError("cluster.rebuild_growth must be > 0 (or null)")
         if not 0 < self.spread_quantile <= 1:
             raise ConfigError("cluster.spread_quantile must be in (0, 1]")
 
@@ -432,7 +441,7 @@ def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None,
         start = time.perf_counter()
         inputs = _require_inputs(ws)
         previous = ws.clustering()
-        if _can_extend(ws, previous, embedder, cfg):
+        if _can_extend(ws, previous, embedder, cfg) and not _outgrown(ws, previous, inputs, cfg):
             result = _extend(ws, embedder, cfg, inputs, previous, fingerprint)
         else:
             result = _rebuild(ws, embedder, cfg, inputs, fingerprint)
@@ -454,6 +463,16 @@ def _can_extend(ws: Workspace, previous: Clustering | None, embedder: Embedder, 
     """Whether new logs can join the stored clustering: same embedder and cut settings (else a rebuild)."""
     return (not cfg.recluster and previous is not None and previous.embedder == embedder.model_id
             and previous.settings == cut_settings(cfg) and bool(ws.cluster_ids()))
+
+
+def _outgrown(ws: Workspace, previous: Clustering, inputs: Inputs, cfg: ClusterConfig) -> bool:
+    """Whether the logs added since the last rebuild, this run's new ones included, reach
+    ``cfg.rebuild_growth`` times the logs that rebuild clustered."""
+    if cfg.rebuild_growth is None:
+        return False
+    members = ws.member_map()
+    new = sum(log_id not in members for log_id in inputs.log_ids)
+    return previous.added + new >= cfg.rebuild_growth * max(len(members) - previous.added, 1)
 
 
 def _rebuild(ws: Workspace, embedder: Embedder, cfg: ClusterConfig, inputs: Inputs,
