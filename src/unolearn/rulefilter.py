@@ -20,11 +20,9 @@ from .text import tokens
 
 REFUSAL = re.compile(r"(?i)\b(i'?m sorry|i am sorry|i apologi[sz]e|i can ?not|i can'?t|i am unable|i'?m unable|"
                      r"as an ai)\b|抱歉|对不起|无法(回答|提供|协助|帮助)|作为(一个)?\s*(ai|人工智能)")
-THANKS = re.compile(r"(?i)^\W*(thanks?|thank you|thx|great|perfect|awesome|nice|ok(ay)?|got it|cool)\b\W*"
-                    r"(you|so much|a lot|again)?\W*$|^\W*(谢谢|多谢|感谢|好的|明白了|不错)\W*$")
 ACKNOWLEDGEMENTS = frozenset(
     "thanks thank thx you great perfect awesome nice ok okay got it cool cheers that helps helped helpful "
-    "so much a lot again very good 谢谢 多谢 感谢 好的 好 的 明白 了 收到 你 不错 非常".split())
+    "so much a lot again very good 谢谢 多谢 感谢 好的 好 的 明白了 明白 了 收到 你 不错 非常".split())
 QUOTE_MARKS = "'\"‘’“”「」『』"
 QUOTED = re.compile(f"[{QUOTE_MARKS}]([^{QUOTE_MARKS}]{{1,60}})[{QUOTE_MARKS}]")
 SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])(?![.!?;。！？；)）\]'\"’”」』])\s*|\n+")  # not inside "…" or a quote
@@ -80,7 +78,7 @@ def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
     if REFUSAL.search(text):
         return "refusal"
     words = _words(text, lang)
-    if THANKS.match(text) or (words and all(w in ACKNOWLEDGEMENTS for w in words)):
+    if words and all(w in ACKNOWLEDGEMENTS for w in words):  # thanks, in one word or several
         return "thanks"
     if feedback and _bare(text) in quoted(feedback):
         return "quote"
