@@ -441,8 +441,9 @@ def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None,
         start = time.perf_counter()
         inputs = _require_inputs(ws)
         previous = ws.clustering()
-        if _can_extend(ws, previous, embedder, cfg) and not _outgrown(ws, previous, inputs, cfg):
-            result = _extend(ws, embedder, cfg, inputs, previous, fingerprint)
+        members = ws.member_map() if _can_extend(ws, previous, embedder, cfg) else None
+        if members is not None and not _outgrown(members, previous, inputs, cfg):
+            result = _extend(ws, embedder, cfg, inputs, previous, members, fingerprint)
         else:
             result = _rebuild(ws, embedder, cfg, inputs, fingerprint)
         result.seconds = round(time.perf_counter() - start, 3)
@@ -465,12 +466,11 @@ def _can_extend(ws: Workspace, previous: Clustering | None, embedder: Embedder, 
             and previous.settings == cut_settings(cfg) and bool(ws.cluster_ids()))
 
 
-def _outgrown(ws: Workspace, previous: Clustering, inputs: Inputs, cfg: ClusterConfig) -> bool:
+def _outgrown(members: dict[str, int], previous: Clustering, inputs: Inputs, cfg: ClusterConfig) -> bool:
     """Whether the logs added since the last rebuild, this run's new ones included, reach
-    ``cfg.rebuild_growth`` times the logs that rebuild clustered."""
+    ``cfg.rebuild_growth`` times the logs that rebuild clustered (``members``: log id → cluster now)."""
     if cfg.rebuild_growth is None:
         return False
-    members = ws.member_map()
     new = sum(log_id not in members for log_id in inputs.log_ids)
     return previous.added + new >= cfg.rebuild_growth * max(len(members) - previous.added, 1)
 
@@ -496,9 +496,9 @@ def _rebuild(ws: Workspace, embedder: Embedder, cfg: ClusterConfig, inputs: Inpu
 
 
 def _extend(ws: Workspace, embedder: Embedder, cfg: ClusterConfig, inputs: Inputs, previous: Clustering,
-            fingerprint: str | None) -> ClusterResult:
-    """Add the logs not clustered yet to the stored clustering, keeping its cluster ids."""
-    members, history = ws.member_map(), {c: changes for c, (_, changes) in ws.cluster_spread().items()}
+            members: dict[str, int], fingerprint: str | None) -> ClusterResult:
+    """Add the logs not clustered yet (not in ``members``) to the stored clustering, keeping its cluster ids."""
+    history = {c: changes for c, (_, changes) in ws.cluster_spread().items()}
     rows = ws.cluster_rows()
     new = [i for i, log_id in enumerate(inputs.log_ids) if log_id not in members]
     gone = {members[log_id] for log_id in set(members) - set(inputs.log_ids)}
