@@ -214,6 +214,12 @@ def test_automatic_threshold_keeps_clusters_large_enough_to_train_on(ws):
     assert small.sizes == [3, 2, 2]
 
 
+def test_automatic_threshold_allows_a_cut_whose_median_cluster_is_large_enough(ws):
+    add_topics(ws, counts=(4, 4, 3))  # 11 logs: three clusters [4, 4, 3] have a median of 4, though 3 × 4 > 11
+    result = cluster.run(ws, HashEmbedder(), ClusterConfig(auto_min_size=4))
+    assert result.sizes == [4, 4, 3] and result.threshold_from.startswith("auto: best silhouette")
+
+
 def test_logs_whose_feedback_gave_no_rules_join_their_topic(ws):
     ids = add_topics(ws)
     quiet = add_log(ws, f"{TOPICS['bread'][0]} variant9", [])

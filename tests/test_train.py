@@ -81,6 +81,16 @@ def test_split_is_seeded_80_20():
     assert split_ids(["a"], 0.2, 42) == (["a"], []) and split_ids(ids, 0.2, 1) != (train, val)
 
 
+def test_a_small_cluster_keeps_enough_validation_items_to_be_judged():
+    ids = [f"log{i}" for i in range(7)]  # 20% of 7 rounds to one item, which select never judges
+    assert len(split_ids(ids, 0.2, 42)[1]) == 1
+    train, val = split_ids(ids, 0.2, 42, min_val=2)
+    assert len(val) == 2 and len(train) == 5 and not set(train) & set(val)
+    assert len(split_ids(ids[:5], 0.2, 42, min_val=2)[1]) == 1  # under 3 × min_val: the share alone
+    assert len(split_ids([f"log{i}" for i in range(20)], 0.2, 42, min_val=2)[1]) == 4
+    assert TrainConfig().min_val_logs == 2
+
+
 def test_logs_whose_feedback_gave_no_rules_train_as_no_change_pairs(ws):
     ids = seed_workspace(ws)
     quiet = Log.from_messages([Message(role="user", content="how to cook rice grains pot question 9"),

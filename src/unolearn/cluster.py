@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -387,9 +388,10 @@ def auto_threshold(x: np.ndarray, h: Hierarchy, min_size: int, seed: int = 42) -
     heights = np.sort(h.z[:, 2]) if len(h.z) else np.zeros(0)
     top = float(heights[-1]) if len(heights) else 0.0
     leaves = len(heights) + 1
-    ks = [k for k in range(2, leaves + 1) if k * min_size <= len(x)]
-    if not ks:
+    if len(x) < 2 * min_size:  # two clusters' median is their mean size
         return top + 1.0, f"auto: one cluster ({len(x)} logs < 2 × auto_min_size {min_size})"
+    # A median of ≥ min_size needs the larger half of the k clusters to hold ≥ min_size each.
+    ks = [k for k in range(2, leaves + 1) if math.ceil(k / 2) * min_size <= len(x)]
     if len(ks) > AUTO_MAX_CANDIDATES:
         ks = sorted({int(round(k)) for k in np.geomspace(ks[0], ks[-1], AUTO_MAX_CANDIDATES)})
     sample = min(len(x), SILHOUETTE_SAMPLE)

@@ -249,9 +249,10 @@ def _entries(cluster: int, lang: str, candidates: list[_Candidate], statuses: li
 
 
 def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *, val_fraction: float = 0.2,
-        seed: int = 42) -> list[RuleEntry]:
-    """Rebuild every cluster's rulebook from its training logs (the split of ``train``'s ``val_fraction``
-    and ``seed``, so that the guide is judged on the logs that experts are); store and return the entries."""
+        seed: int = 42, min_val: int = 2) -> list[RuleEntry]:
+    """Rebuild every cluster's rulebook from its training logs (the split of ``train``'s ``val_fraction``,
+    ``seed`` and ``min_val_logs``, so that the guide is judged on the logs that experts are); store and
+    return the entries."""
     from .train import split_members
 
     cfg = cfg or RulebookConfig()
@@ -265,7 +266,7 @@ def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *, val
     async def build() -> None:
         try:
             for c in clusters:
-                train_ids, _ = split_members(ws, c, val_fraction, seed)
+                train_ids, _ = split_members(ws, c, val_fraction, seed, min_val)
                 entries.extend(await build_cluster(models, c, feedback_examples(ws, train_ids), priors,
                                                    decisions, cfg))
         finally:

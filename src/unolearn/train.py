@@ -99,6 +99,9 @@ class TrainConfig:
     grad_accum: int | None = opt(None, "Gradient accumulation steps (profile: 8 / 4).")
     max_length: int | None = opt(None, "Token limit of a training sequence, prompt + answer (profile: 1024 / 512).")
     val_fraction: float = opt(0.2, "Share of a cluster's logs held out for validation.")
+    min_val_logs: int = opt(2, "At least this many of a cluster's logs with rules are held out for validation "
+                               "once it has three times as many (select judges an expert on no fewer than its "
+                               "min_val_items, 2: at 20%, a cluster of 7 would keep one item and never be judged).")
     seed: int = opt(42, "Seed of the split and of training.")
     min_pairs: int | None = opt(None, "Clusters with fewer training pairs get no expert (profile: 4 / 2).")
     experts: str = opt("all", "Which clusters get an expert: all (as the reference; a high-gap cluster's expert is "
@@ -116,11 +119,12 @@ class TrainConfig:
         if self.profile not in ("auto", *PROFILES):
             raise ConfigError(f"train.profile: {self.profile!r} is not one of auto, {', '.join(PROFILES)}")
         ints = [v for v in (self.epochs, self.critic_epochs, self.lora_r, self.lora_alpha, self.batch_size,
-                            self.grad_accum, self.max_length, self.min_pairs, self.min_steps_per_epoch)
+                            self.grad_accum, self.max_length, self.min_pairs, self.min_steps_per_epoch,
+                            self.min_val_logs)
                 if v is not None]
         if min(ints) < 1:
             raise ConfigError("epochs, critic_epochs, lora_r, lora_alpha, batch_size, grad_accum, "
-                              "max_length, min_pairs and min_steps_per_epoch must be ≥ 1")
+                              "max_length, min_pairs, min_steps_per_epoch and min_val_logs must be ≥ 1")
         if not (0.0 <= self.val_fraction < 1.0 and 0.0 <= self.lora_dropout < 1.0 and self.learning_rate > 0):
             raise ConfigError("val_fraction and lora_dropout must be in [0, 1), learning_rate > 0")
         if self.experts not in ("all", "primary", "none"):
@@ -178,11 +182,15 @@ class ModuleInfo:
     reused: bool = False
 
 
-def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """A seeded train/validation split (at least one of each when there are two or more ids)."""
+def split_ids(ids: list[str], val_fraction: float, seed: int, min_val: int = 1) -> tuple[list[str], list[str]]:
+    """A seeded train/validation split: ``val_fraction`` of the ids held out, at least one of each when
+    there are two or more ids, and at least ``min_val`` held out once there are 3 × ``min_val`` ids."""
     ids = sorted(ids)
     random.Random(seed).shuffle(ids)
-    n_val = min(len(ids) - 1, max(1, round(len(ids) * val_fraction))) if len(ids) > 1 and val_fraction else 0
+    n_val = 0
+    if len(ids) > 1 and val_fraction:
+        floor = min_val if len(ids) >= 3 * min_val else 1
+        n_val = min(len(ids) - 1, max(floor, round(len(ids) * val_fraction)))
     return sorted(ids[n_val:]), sorted(ids[:n_val])
 
 
@@ -193,13 +201,14 @@ def critic_prompt(query: str, answer: str, lang: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
-def split_members(ws: Workspace, cluster: int, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(train ids, validation ids) of a cluster: the logs with feedback rules are split; the logs whose
-    feedback gave none (clustered as in the reference, for their no-change pairs) all train, since a
-    validation item is judged against its feedback rules."""
+def split_members(ws: Workspace, cluster: int, val_fraction: float, seed: int,
+                  min_val: int = 1) -> tuple[list[str], list[str]]:
+    """(train ids, validation ids) of a cluster: the logs with feedback rules are split (:func:`split_ids`);
+    the logs whose feedback gave none (clustered as in the reference, for their no-change pairs) all train,
+    since a validation item is judged against its feedback rules."""
     members = ws.cluster_members(cluster)
     no_rules = {log.id for log in no_rule_logs(ws, members)}
-    train_ids, val_ids = split_ids([m for m in members if m not in no_rules], val_fraction, seed)
+    train_ids, val_ids = split_ids([m for m in members if m not in no_rules], val_fraction, seed, min_val)
     return sorted(train_ids + list(no_rules)), val_ids
 
 
@@ -435,7 +444,7 @@ def _module_key(kind: str, cluster: int, model: str, cfg: TrainConfig, train: li
     """(module id, data hash): the same data, base model (its :func:`model_identity`) and configuration
     give the same module."""
     data_hash = content_hash("data", {"train": train, "val": val})
-    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("critics", "min_pairs", "base_model")}
+    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("critics", "min_pairs", "base_model", "min_val_logs")}
     return content_hash(kind, {"cluster": cluster, "data": data_hash, "base": model, "cfg": relevant}), data_hash
 
 
@@ -559,7 +568,7 @@ def _train_clusters(ws: Workspace, cfg: TrainConfig, base: Path, version: tuple[
     ``done`` (and too-long clusters to ``skipped``)."""
     clustering, clusters = version
     for c in clusters:
-        train_ids, val_ids = split_members(ws, c, cfg.val_fraction, cfg.seed)
+        train_ids, val_ids = split_members(ws, c, cfg.val_fraction, cfg.seed, cfg.min_val_logs)
         kinds = module_kinds(cfg, plans.get(c))
         for kind in kinds:
             try:
