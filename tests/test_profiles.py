@@ -7,6 +7,7 @@ from unolearn.config import stage_config
 from unolearn.distill import DistillConfig
 from unolearn.errors import ConfigError
 from unolearn.profiles import PROFILES, overlay, requested, resolve
+from unolearn.rulebook import RulebookConfig
 from unolearn.selection import SelectConfig
 from unolearn.simulate import SimulateConfig
 from unolearn.train import TrainConfig
@@ -26,9 +27,11 @@ def test_cpu_profile_lowers_the_cost_of_every_stage():
     assert cpu[QualityConfig].max_tokens == cpu[SimulateConfig].max_tokens == 256
     assert cpu[SimulateConfig].rounds == 1 and gpu[SimulateConfig].rounds == 3
     assert cpu[TrainConfig].profile == "cpu" and gpu[TrainConfig].profile == "gpu"
+    assert not stage_config(RulebookConfig, None, "rulebook", {}, "cpu").contradictions
+    assert stage_config(RulebookConfig, None, "rulebook", {}, "gpu").contradictions
     # one budget per profile for every answer, whichever stage writes it
     budgets = {section: next(v for k, v in values.items() if k in ("answer_max_tokens", "max_tokens"))
-               for section, values in PROFILES["cpu"].items() if section != "train"}
+               for section, values in PROFILES["cpu"].items() if section not in ("train", "rulebook")}
     assert set(budgets.values()) == {256}
 
 

@@ -42,6 +42,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "select": {"answer_max_tokens": 256, "judge_samples": 2, "judge_max_tokens": 128},
         "bench_quality": {"max_tokens": 256},
         "simulate": {"max_tokens": 256, "rounds": 1},
+        # Not a cost but what the 0.5B judge cannot do: its P("one answer can follow both") does not tell
+        # compatible rule pairs from contradictory ones (scripts/measure_contradictions.py).
+        "rulebook": {"contradictions": False},
     },
 }
 

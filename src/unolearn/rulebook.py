@@ -68,7 +68,8 @@ class RulebookConfig:
     novelty: float | None = opt(None, "Entries less novel than this are dropped as known to the model "
                                       "(default: the embedding gap scorer's threshold).")
     max_tokens: int = opt(150, "Size bound of one cluster's rulebook, in words and punctuation.")
-    contradictions: bool = opt(True, "Ask the judge whether each two entries can both hold.")
+    contradictions: bool = opt(True, "Ask the judge whether each two entries can both hold (profile cpu: off; "
+                                     "the embedded 0.5B judge cannot tell, see scripts/measure_contradictions.py).")
 
     def __post_init__(self) -> None:
         if not (0 < self.merge_similarity <= 1 and 0 <= self.unsure_band < self.merge_similarity):
