@@ -27,6 +27,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -320,8 +321,16 @@ def _trainer_args(cfg: TrainConfig, out: Path, epochs: int, has_val: bool, n_tra
             "per_device_eval_batch_size": cfg.batch_size, "gradient_accumulation_steps": accumulation(cfg, n_train),
             "max_length": cfg.max_length, "logging_steps": 1, "save_strategy": "no",
             "eval_strategy": "epoch" if has_val else "no", "report_to": [], "seed": cfg.seed, "bf16": bf16,
-            "gradient_checkpointing": cfg.gradient_checkpointing, "use_cpu": not cuda,
+            _checkpointing_key(): cfg.gradient_checkpointing, "use_cpu": not cuda,
             "disable_tqdm": True, "log_level": "warning"}
+
+
+def _checkpointing_key() -> str:
+    """Transformers 5.x renamed ``gradient_checkpointing`` (still accepted, with a FutureWarning)."""
+    from transformers import TrainingArguments
+
+    fields = getattr(TrainingArguments, "__dataclass_fields__", {})
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 def _load(base: Path, cfg: TrainConfig) -> tuple[Any, Any]:
@@ -481,7 +490,9 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     tmp.mkdir(parents=True)
     start = time.perf_counter()
     try:
-        metrics = trainer(base, train, val, cfg, tmp)
+        with warnings.catch_warnings():  # PEFT and TRL still call the renamed checkpointing methods
+            warnings.filterwarnings("ignore", r".*gradient_checkpointing.*deprecated", FutureWarning)
+            metrics = trainer(base, train, val, cfg, tmp)
     except ValueError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if "num_samples" in str(e):
