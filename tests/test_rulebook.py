@@ -11,6 +11,7 @@ from unolearn.errors import ConfigError, NotFoundError
 from unolearn.records import Log, Message
 from unolearn.rulebook import RulebookConfig, build_cluster, guide_text, run
 from unolearn.store import now
+from unolearn.train import TrainConfig
 
 from doubles import HashEmbedder, MockChatModel
 
@@ -110,7 +111,7 @@ def test_stage_stores_the_rulebook_and_a_rejection_removes_the_rules_and_their_p
     ex = _workspace(ws)
     models = Models(ws, generator=MockChatModel(), judge=MockChatModel(responder=judge), embedder=HashEmbedder(256))
     cfg = RulebookConfig(merge_similarity=0.8, unsure_band=0.1)
-    run(ws, models, cfg, val_fraction=0.0)
+    run(ws, models, cfg, split=TrainConfig(val_fraction=0.0))
     cite = next(e for e in ws.rulebook(0) if e.text == CITE)
     assert ws.rulebook_entry(cite.id[:14]) == cite and len(ws.rulebook()) == 5
     with pytest.raises(NotFoundError):
@@ -124,7 +125,7 @@ def test_stage_stores_the_rulebook_and_a_rejection_removes_the_rules_and_their_p
     assert ws.conn.execute("SELECT log_id FROM pairs WHERE origin = 'edit'").fetchall() == [(ex[1][0].id,)]
     done = _Done.load(ws)  # the next distil redoes the pairs of the logs that kept other rules
     assert [lg.id for lg, rules in ex if lg.id in cited and done.pending(lg)] == [ex[0][0].id]  # SHORT is left
-    run(ws, models, cfg, val_fraction=0.0)  # rebuilt: the rejected rules are gone for good
+    run(ws, models, cfg, split=TrainConfig(val_fraction=0.0))  # rebuilt: the rejected rules are gone for good
     assert CITE not in {e.text for e in ws.rulebook()}
     assert ws.rule_decisions()[(ex[0][0].id, CITE)] == "rejected"
 
@@ -136,7 +137,7 @@ def test_rulebook_commands_list_show_approve_and_reject(run_cli, ws_dir):
         ex = _workspace(ws)
         models = Models(ws, generator=MockChatModel(), judge=MockChatModel(responder=judge),
                         embedder=HashEmbedder(256))
-        run(ws, models, RulebookConfig(merge_similarity=0.8, unsure_band=0.1), val_fraction=0.0)
+        run(ws, models, RulebookConfig(merge_similarity=0.8, unsure_band=0.1), split=TrainConfig(val_fraction=0.0))
         by_text = {e.text: e for e in ws.rulebook()}
     listed = run_cli("rulebook", "list", "--cluster", "0", "--json").json()
     assert {e["text"]: (e["status"], e["n_users"]) for e in listed}[CITE] == ("kept", 2)

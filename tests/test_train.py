@@ -101,7 +101,7 @@ def test_logs_whose_feedback_gave_no_rules_train_as_no_change_pairs(ws):
         c.execute("INSERT INTO rules VALUES (?, 'feedback', '[]', 'm', ?)", (quiet.id, now()))
         c.execute("INSERT INTO clusters VALUES (0, 7, ?, 'hash', ?)", (b"\0" * 16, now()))
         c.executemany("INSERT INTO cluster_members VALUES (?, 0)", [(i,) for i in [*ids["rice"], quiet.id]])
-    train_ids, val_ids = split_members(ws, 0, 0.2, 42)
+    train_ids, val_ids = split_members(ws, 0, TrainConfig(val_fraction=0.2, seed=42, min_val_logs=1))
     assert quiet.id in train_ids and quiet.id not in val_ids and len(val_ids) == 1  # split of the 6 with rules
     rows = expert_rows(ws, train_ids)
     keep = [r for r in rows if r["chosen"] == r["rejected"]]

@@ -387,9 +387,8 @@ def rulebook_build(ctx: click.Context, as_json: bool) -> None:
     from .rulebook import RulebookConfig, run, summary
     from .train import TrainConfig
 
-    train_cfg = stage_config_for(ctx, TrainConfig, "train")
     entries = run(open_workspace(ctx), models_for(ctx), stage_config_for(ctx, RulebookConfig, "rulebook"),
-                  val_fraction=train_cfg.val_fraction, seed=train_cfg.seed, min_val=train_cfg.min_val_logs)
+                  split=stage_config_for(ctx, TrainConfig, "train"))
     out = summary(entries)
     echo_json(out) if as_json else click.echo(
         f"{out['entries']} entries: " + ", ".join(f"{n} {s}" for s, n in sorted(out["by_status"].items())))

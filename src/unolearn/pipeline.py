@@ -67,8 +67,7 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
         ("cluster", lambda: _cluster(ws, models, cfgs.cluster)),
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
         ("rulebook", lambda: rulebook.summary(rulebook.run(
-            ws, models, cfgs.rulebook, val_fraction=cfgs.train.val_fraction, seed=cfgs.train.seed,
-            min_val=cfgs.train.min_val_logs))),
+            ws, models, cfgs.rulebook, split=cfgs.train))),
         ("train", lambda: [_module_summary(m) for m in train.run_in_child(ws.root, cfgs.train, store=ws.store)]),
         ("select", lambda: [asdict(p) for p in selection.run(ws, models, cfgs.select)]),
     ]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from .errors import ConfigError, InputError
 from .records import Log, RuleEntry, RuleMember, content_hash
 from .store import Workspace
 from .text import tokens
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 SAME_PROMPT = {
     "en": "Rule A: {a}\nRule B: {b}\n\nDo rule A and rule B ask for the same thing? Answer yes or no.",
@@ -249,14 +252,13 @@ def _entries(cluster: int, lang: str, candidates: list[_Candidate], statuses: li
     return out
 
 
-def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *, val_fraction: float = 0.2,
-        seed: int = 42, min_val: int = 2) -> list[RuleEntry]:
-    """Rebuild every cluster's rulebook from its training logs (the split of ``train``'s ``val_fraction``,
-    ``seed`` and ``min_val_logs``, so that the guide is judged on the logs that experts are); store and
-    return the entries."""
-    from .train import split_members
+def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *,
+        split: TrainConfig | None = None) -> list[RuleEntry]:
+    """Rebuild every cluster's rulebook from its training logs (the split of the ``train`` config ``split``,
+    so that the guide is judged on the logs that experts are); store and return the entries."""
+    from .train import TrainConfig, split_members
 
-    cfg = cfg or RulebookConfig()
+    cfg, split = cfg or RulebookConfig(), split or TrainConfig()
     clusters = ws.cluster_ids()
     if not clusters:
         raise InputError("no clusters: run `unolearn cluster` first")
@@ -267,7 +269,7 @@ def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *, val
     async def build() -> None:
         try:
             for c in clusters:
-                train_ids, _ = split_members(ws, c, val_fraction, seed, min_val)
+                train_ids, _ = split_members(ws, c, split)
                 entries.extend(await build_cluster(models, c, feedback_examples(ws, train_ids), priors,
                                                    decisions, cfg))
         finally:

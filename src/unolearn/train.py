@@ -202,14 +202,15 @@ def critic_prompt(query: str, answer: str, lang: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
-def split_members(ws: Workspace, cluster: int, val_fraction: float, seed: int,
-                  min_val: int = 1) -> tuple[list[str], list[str]]:
-    """(train ids, validation ids) of a cluster: the logs with feedback rules are split (:func:`split_ids`);
-    the logs whose feedback gave none (clustered as in the reference, for their no-change pairs) all train,
-    since a validation item is judged against its feedback rules."""
+def split_members(ws: Workspace, cluster: int, cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """(train ids, validation ids) of a cluster: the logs with feedback rules are split (:func:`split_ids`
+    with ``cfg``'s ``val_fraction``, ``seed`` and ``min_val_logs``); the logs whose feedback gave none
+    (clustered as in the reference, for their no-change pairs) all train, since a validation item is
+    judged against its feedback rules."""
     members = ws.cluster_members(cluster)
     no_rules = {log.id for log in no_rule_logs(ws, members)}
-    train_ids, val_ids = split_ids([m for m in members if m not in no_rules], val_fraction, seed, min_val)
+    train_ids, val_ids = split_ids([m for m in members if m not in no_rules], cfg.val_fraction, cfg.seed,
+                                   cfg.min_val_logs)
     return sorted(train_ids + list(no_rules)), val_ids
 
 
@@ -579,7 +580,7 @@ def _train_clusters(ws: Workspace, cfg: TrainConfig, base: Path, version: tuple[
     ``done`` (and too-long clusters to ``skipped``)."""
     clustering, clusters = version
     for c in clusters:
-        train_ids, val_ids = split_members(ws, c, cfg.val_fraction, cfg.seed, cfg.min_val_logs)
+        train_ids, val_ids = split_members(ws, c, cfg)
         kinds = module_kinds(cfg, plans.get(c))
         for kind in kinds:
             try:
