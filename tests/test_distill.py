@@ -1,5 +1,6 @@
 import json
 import re
+from collections import Counter
 
 import pytest
 
@@ -33,10 +34,11 @@ def respond(req):
         return json.dumps({"rules": ["Keep the answer under 50 words."]})
     if "You read what a user wrote" in system or "你要判断用户" in system:
         return "no" if "weather" in last else "yes"
+    subject = re.search(r"## (?:Request|请求)\n(.*?)\n", text)  # revisions stay on the request's subject
     if "Rewrite the earlier answer" in text or "请改写之前的回答" in text:
-        return f"revised answer seed {req.seed}"
+        return f"{subject.group(1)}: revised answer seed {req.seed}"
     if "Write a new answer to the request" in text or "请重新回答这个请求" in text:
-        return f"fresh answer seed {req.seed}"
+        return f"{subject.group(1)}: fresh answer seed {req.seed}"
     if "You grade an answer" in text or "请严格评价" in text:
         answer = text.rsplit("## 回答\n" if "## 回答" in text else "## Answer\n", 1)[1]
         return json.dumps({"reason": "r", "score": 9 if "seed 43" in answer else 5})
@@ -71,7 +73,8 @@ def test_distill_rules_pairs_and_noise_filter(filled):
     pairs = {r[0]: r[1:] for r in filled.conn.execute(
         "SELECT log_id, origin, chosen, rejected, score, candidates FROM pairs")}
     origin, chosen, rejected, score, cands = pairs[LOGS["fb"].id]
-    assert (origin, chosen, rejected, score) == ("revision", "revised answer seed 43", "A very long answer ...", 9)
+    assert (origin, chosen, rejected, score) == (
+        "revision", "Explain tort law: revised answer seed 43", "A very long answer ...", 9)
     assert sorted(c["score"] for c in json.loads(cands)) == [5, 5, 5, 5, 9, 9]  # the tie keeps the revision
     assert sorted(c["kind"] for c in json.loads(cands)) == ["fresh"] * 3 + ["revise"] * 3
     assert pairs[LOGS["edit"].id][:3] == ("edit", "Short text", "Long text")
@@ -117,7 +120,7 @@ def test_interrupted_run_resumes_without_repeating_finished_calls(filled):
 def test_fresh_answers_from_the_feedback_compete_with_revisions(filled):
     def fresh_wins(req):
         answer = req.messages[-1]["content"].rsplit("## Answer\n", 1)[-1]
-        return json.dumps({"reason": "r", "score": 8 if answer.startswith("fresh") else 4})
+        return json.dumps({"reason": "r", "score": 8 if "fresh answer" in answer else 4})
 
     gen = MockChatModel(responder=respond)
     judge = MockChatModel(responder=lambda r: fresh_wins(r) if "You grade" in r.messages[-1]["content"] else respond(r))
@@ -129,7 +132,7 @@ def test_fresh_answers_from_the_feedback_compete_with_revisions(filled):
     assert "Too long, keep it short" in tort[0].messages[0]["content"]
     assert len(judge.history) == 6  # two candidates for each of the three logs revised
     row = filled.conn.execute("SELECT chosen, candidates FROM pairs WHERE log_id = ?", (LOGS["fb"].id,)).fetchone()
-    assert row[0] == "fresh answer seed 42"
+    assert row[0] == "Explain tort law: fresh answer seed 42"
     assert [c["kind"] for c in json.loads(row[1])] == ["revise", "fresh"]
 
 
@@ -142,11 +145,40 @@ def test_the_likelihood_judge_chooses_the_candidate_the_stated_rules_raise_most(
     run(filled, Models(filled, generator=gen, judge=judge), DistillConfig(n_revisions=2))  # judge: auto
     row = filled.conn.execute("SELECT chosen, score, candidates FROM pairs WHERE log_id = ?",
                               (LOGS["fb"].id,)).fetchone()
-    assert (row[0], row[1]) == ("revised answer seed 42", 3.0)
+    assert (row[0], row[1]) == ("Explain tort law: revised answer seed 42", 3.0)
     assert {(c["kind"], c["score"], c["judge"]) for c in json.loads(row[2])} == {
         ("revise", 3.0, "likelihood"), ("revise", 1.0, "likelihood"), ("fresh", 3.0, "likelihood"),
         ("fresh", 1.0, "likelihood")}
     assert judge.history and all(r.continuation is not None for r in judge.history)
+
+
+def test_collapsed_or_drifted_candidates_are_never_chosen(ws):
+    long_answer = "Tort law covers civil wrongs such as negligence, nuisance and defamation. " * 4
+    kept = make_log("Explain tort law", long_answer, "Too long, keep it short")
+    lost = make_log("Explain contract law", "Contract law covers agreements between parties. " * 4, "Too long")
+    ws.add_logs([kept, lost])
+    by_seed = {42: "Tort.",  # collapsed: under a tenth of the first answer
+               43: "Bananas grow in tropical climates and ripen after harvest, turning yellow.",  # drifted
+               44: "Tort law covers civil wrongs: negligence, nuisance, defamation."}
+
+    def answers(req):
+        text = req.messages[-1]["content"]
+        if "Rewrite the earlier answer" in text or "Write a new answer" in text:
+            return by_seed[req.seed] if "tort" in text else by_seed[req.seed % 2 + 42]
+        if "You grade" in text:  # the judge likes the degenerate candidates best
+            return json.dumps({"reason": "r", "score": 3 if "negligence" in text.rsplit("## Answer", 1)[1] else 9})
+        return respond(req)
+
+    gen = MockChatModel(responder=answers)
+    res = run(ws, Models(ws, generator=gen), DistillConfig(judge="llm"))
+    rows = {r[0]: r[1:] for r in ws.conn.execute("SELECT log_id, chosen, candidates FROM pairs")}
+    assert rows[kept.id][0] == by_seed[44] and lost.id not in rows
+    guards = Counter((c["answer"], c.get("guard")) for c in json.loads(rows[kept.id][1]))
+    assert guards == {(by_seed[42], "collapsed"): 2, (by_seed[43], "drifted"): 2, (by_seed[44], None): 2}
+    assert res.unpaired == 1 and dict(res.pairs) == {"revision": 1}
+    assert res.guarded == {"collapsed": 2 + 4, "drifted": 2 + 2}  # seeds 42, 43, 44 → 42, 43, 42 for `lost`
+    with pytest.raises(ConfigError, match="min_length_ratio"):
+        DistillConfig(min_length_ratio=1.0)
 
 
 def test_a_likelihood_judge_that_cannot_score_fails_before_any_call(filled):

@@ -245,7 +245,8 @@ def distill(ctx: click.Context, n_revisions: int | None, seed: int | None, chunk
     click.echo(f"distilled {out['logs']} logs: {out['prior_rules']} prior rule sets, {out['feedback_rules']} "
                f"feedback rule sets ({out['usable_feedback']} usable, {out['filtered_as_noise']} noise, of which "
                f"{out['gated_as_noise']} by the gate), rules dropped {out['rules_rejected'] or 0}, "
-               f"pairs {out['pairs']}, failed requests {out['failed']}")
+               f"pairs {out['pairs']} ({out['unpaired']} logs without a candidate that passed the guards; "
+               f"candidates set aside {out['guarded'] or 0}), failed requests {out['failed']}")
 
 
 @cli.group()

@@ -30,7 +30,7 @@ from .judge import JUDGES, resolve_judge, score_items
 from .records import Log, content_hash
 from .rulefilter import echo_rules, filter_rules
 from .store import Workspace, now
-from .text import numbered
+from .text import guard_failure, numbered
 
 RULES_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -126,6 +126,10 @@ class DistillConfig:
                             "Off by default: the embedded 0.5B model's answer does not tell the two apart "
                             "(docs/embedded-model.md); try it with a large judge behind a server.")
     gate_threshold: float = opt(0.5, "Feedback whose P(asks for a change) is below this gives no rules.")
+    min_length_ratio: float = opt(0.1, "A candidate shorter than this share of the first answer collapsed and is "
+                                       "never chosen (select's guard of the same name, applied to the pairs).")
+    bleu_min: float = opt(0.05, "A candidate whose drift (BLEU of its content words against the first answer and "
+                                "the query; see select's `bleu_min`) is ≤ this left the subject and is never chosen.")
     chunk_size: int = opt(64, "Logs processed (and committed) together.")
 
     def __post_init__(self) -> None:
@@ -135,6 +139,8 @@ class DistillConfig:
             raise ConfigError("temperature must be in [0, 2] and top_p in (0, 1]")
         if not 0.0 <= self.gate_threshold <= 1.0:
             raise ConfigError("gate_threshold must be in [0, 1]")
+        if not (0 <= self.bleu_min < 1 and 0 <= self.min_length_ratio < 1):
+            raise ConfigError("bleu_min and min_length_ratio must be in [0, 1)")
         if self.judge not in JUDGES:
             raise ConfigError(f"judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
 
@@ -152,6 +158,8 @@ class DistillResult:
     rules_rejected: Counter = field(default_factory=Counter)  # by rulefilter.reject_reason
     echoed: int = 0  # feedback whose rules are the user's own sentences (the model's were rejected)
     pairs: Counter = field(default_factory=Counter)
+    guarded: Counter = field(default_factory=Counter)  # candidates never chosen, by text.guard_failure reason
+    unpaired: int = 0  # logs with revisions, none of which passed the guards: no pair
     failed: int = 0
     first_error: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
@@ -164,7 +172,7 @@ class DistillResult:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
         d = asdict(self)
-        d["pairs"], d["rules_rejected"] = dict(self.pairs), dict(self.rules_rejected)
+        d["pairs"], d["rules_rejected"], d["guarded"] = dict(self.pairs), dict(self.rules_rejected), dict(self.guarded)
         return d
 
 
@@ -488,19 +496,36 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
 
 async def _best_revisions(models: Models, jobs: list[tuple[Log, str, list[str]]], judged: list[tuple[int, str, str]],
                           cfg: DistillConfig, result: DistillResult) -> dict[int, tuple[float | None, str, list]]:
-    """Job index → (judge score, best candidate, all candidates); ties keep the earliest (a revision)."""
+    """Job index → (judge score, best candidate, all candidates); ties keep the earliest (a revision).
+
+    A candidate that collapsed or left the subject (:func:`text.guard_failure` against the first answer)
+    is kept among the candidates with its reason but never chosen: as `chosen` it would teach an expert
+    the answers that select's guards count as losses. A job without a passing candidate gets no pair.
+    """
     kind = resolve_judge(cfg.judge, models.judge)
     scores = await score_items(models.judge, kind, [(jobs[j][0], jobs[j][2], text) for j, text, _ in judged],
                                samples=1, max_tokens=cfg.judge_max_tokens, seed=cfg.seed, desc="judge revisions")
-    best: dict[int, tuple[float | None, str, list]] = {}
+    cands: dict[int, list[dict[str, Any]]] = {}
     for (j, text, cand_kind), score in zip(judged, scores):
         if score is None:
             result.fail(BackendError(f"the {kind} judge could not score a revision"))
             continue
+        log = jobs[j][0]
+        guard = guard_failure(text, log.first_answer or "", log.query, log.lang, bleu_min=cfg.bleu_min,
+                              min_length_ratio=cfg.min_length_ratio)
         cand = {"answer": text, "kind": cand_kind, "score": score, "judge": kind}
-        prev = best.get(j, (float("-inf"), "", []))
-        top = (score, text) if score > prev[0] else prev[:2]
-        best[j] = (*top, prev[2] + [cand])
+        if guard:
+            cand["guard"] = guard
+            result.guarded[guard] += 1
+        cands.setdefault(j, []).append(cand)
+    best: dict[int, tuple[float | None, str, list]] = {}
+    for j, cs in cands.items():
+        passing = [c for c in cs if "guard" not in c]
+        if not passing:
+            result.unpaired += 1
+            continue
+        top = max(passing, key=lambda c: c["score"])  # max keeps the first of equal scores
+        best[j] = (top["score"], top["answer"], cs)
     return best
 
 

@@ -24,8 +24,7 @@ Final plans, per cluster and system (a high-gap cluster's expert is validated an
 from __future__ import annotations
 
 import asyncio
-import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ from .errors import ConfigError, InputError
 from .judge import JUDGES, resolve_judge, score_items
 from .records import Log
 from .store import Workspace
-from .text import content_tokens, tokens
+from .text import drift, ngram_bleu, tokens
 from .train import epoch_dir
 
 
@@ -76,45 +75,6 @@ class SelectConfig:
 def bleu(candidate: str, reference: str, lang: str = "en", max_n: int = 4) -> float:
     """Sentence BLEU of ``candidate`` against ``reference`` (see :func:`ngram_bleu`), with the brevity penalty."""
     return ngram_bleu(tokens(candidate, lang), [tokens(reference, lang)], max_n, brevity=True)
-
-
-def ngram_bleu(cand: list[str], refs: list[list[str]], max_n: int = 4, brevity: bool = True) -> float:
-    """The geometric mean of 1..``max_n``-gram precisions of ``cand`` (counts clipped by the most any
-    reference has; add-one smoothed above unigrams), × the brevity penalty against the closest reference
-    length when ``brevity``."""
-    refs = [r for r in refs if r]
-    if not cand or not refs:
-        return 0.0
-    max_n = min(max_n, len(cand), max(len(r) for r in refs))  # short texts: only the n-grams they can have
-    log_p = 0.0
-    for n in range(1, max_n + 1):
-        c = Counter(tuple(cand[i:i + n]) for i in range(len(cand) - n + 1))
-        r: Counter = Counter()
-        for ref in refs:
-            r |= Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
-        match, total = sum(min(k, r[g]) for g, k in c.items()), max(1, sum(c.values()))
-        if n > 1:
-            match, total = match + 1, total + 1
-        if match == 0:
-            return 0.0
-        log_p += math.log(match / total) / max_n
-    closest = min((len(x) for x in refs), key=lambda n: (abs(n - len(cand)), n))
-    penalty = min(0.0, 1.0 - closest / len(cand)) if brevity else 0.0
-    return math.exp(log_p + penalty)
-
-
-def drift(answer: str, base_answer: str, query: str, lang: str) -> float:
-    """How much ``answer`` stays on the subject: BLEU-4 of its content words against the base answer
-    and the query, without the brevity penalty.
-
-    The guard exists to catch an adapter that drifted off the query (another subject, a refusal,
-    degenerate repetition). Plain sentence BLEU also punishes an answer for being short (its brevity
-    penalty alone is ~0.007 for a 20-word answer to a 120-word base answer), which is what "be concise"
-    feedback asks for, and it counts shared function words and punctuation as overlap; the length
-    guard (``min_length_ratio``) covers collapsed answers.
-    """
-    refs = [content_tokens(base_answer, lang), content_tokens(query, lang)]
-    return ngram_bleu(content_tokens(answer, lang), refs, brevity=False)
 
 
 def outcome(score_module: float, score_initial: float, bleu_score: float, length_ratio: float,
