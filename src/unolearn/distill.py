@@ -30,7 +30,7 @@ from .judge import JUDGES, resolve_judge, score_items
 from .records import Log, content_hash
 from .rulefilter import echo_rules, filter_rules
 from .store import Workspace, now
-from .text import guard_failure, numbered
+from .text import guard_failure, numbered, replacement_measures
 
 RULES_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -511,8 +511,8 @@ async def _best_revisions(models: Models, jobs: list[tuple[Log, str, list[str]]]
             result.fail(BackendError(f"the {kind} judge could not score a revision"))
             continue
         log = jobs[j][0]
-        guard = guard_failure(text, log.first_answer or "", log.query, log.lang, bleu_min=cfg.bleu_min,
-                              min_length_ratio=cfg.min_length_ratio)
+        guard = guard_failure(*replacement_measures(text, log.first_answer or "", log.query, log.lang),
+                              bleu_min=cfg.bleu_min, min_length_ratio=cfg.min_length_ratio)
         cand = {"answer": text, "kind": cand_kind, "score": score, "judge": kind}
         if guard:
             cand["guard"] = guard

@@ -35,7 +35,7 @@ from .errors import ConfigError, InputError
 from .judge import JUDGES, resolve_judge, score_items
 from .records import Log
 from .store import Workspace
-from .text import drift, ngram_bleu, tokens
+from .text import guard_failure, ngram_bleu, replacement_measures, tokens
 from .train import epoch_dir
 
 
@@ -80,7 +80,7 @@ def bleu(candidate: str, reference: str, lang: str = "en", max_n: int = 4) -> fl
 def outcome(score_module: float, score_initial: float, bleu_score: float, length_ratio: float,
             cfg: SelectConfig) -> float:
     """1 for a win, ½ for a tie, 0 for a loss; a drifted or collapsed answer always loses."""
-    if bleu_score <= cfg.bleu_min or length_ratio < cfg.min_length_ratio:
+    if guard_failure(bleu_score, length_ratio, bleu_min=cfg.bleu_min, min_length_ratio=cfg.min_length_ratio):
         return 0.0
     return 1.0 if score_module > score_initial else 0.5 if score_module == score_initial else 0.0
 
@@ -209,8 +209,7 @@ async def _compare(models: Models, base: Baseline, module_id: str, epoch: int, t
     for (log, _), text, base_text, sm, sb in zip(base.logs, texts, base.answers, scores, base.scores):
         if sm is None or sb is None:
             continue
-        b = drift(text, base_text, log.query, log.lang)
-        ratio = len(text) / max(1, len(base_text))
+        b, ratio = replacement_measures(text, base_text, log.query, log.lang)
         o = outcome(sm, sb, b, ratio, cfg)
         outcomes[epoch].append(o)
         rows.append((module_id, epoch, log.id, 0, sb, sm, b, ratio, o, int(text == base_text)))

@@ -85,13 +85,18 @@ def drift(answer: str, base_answer: str, query: str, lang: str) -> float:
     return ngram_bleu(content_tokens(answer, lang), refs, brevity=False)
 
 
-def guard_failure(answer: str, reference: str, query: str, lang: str, *, bleu_min: float,
-                  min_length_ratio: float) -> str | None:
-    """Why ``answer`` is a degenerate replacement for ``reference`` (the answer it would replace):
-    ``"collapsed"`` when shorter than ``min_length_ratio`` of it, ``"drifted"`` when its :func:`drift`
-    is ≤ ``bleu_min``; None when neither."""
-    if len(answer) < min_length_ratio * max(1, len(reference)):
+def replacement_measures(answer: str, reference: str, query: str, lang: str) -> tuple[float, float]:
+    """(:func:`drift`, length ratio) of ``answer`` as a replacement for ``reference`` (the answer it would
+    replace), the two measures :func:`guard_failure` reads."""
+    return drift(answer, reference, query, lang), len(answer) / max(1, len(reference))
+
+
+def guard_failure(drift_score: float, length_ratio: float, *, bleu_min: float, min_length_ratio: float) -> str | None:
+    """Why an answer with these :func:`replacement_measures` is a degenerate replacement: ``"collapsed"``
+    when its length ratio is under ``min_length_ratio``, ``"drifted"`` when its drift is ≤ ``bleu_min``;
+    None when neither. Select counts such an answer as a loss; distil never makes it a pair's chosen."""
+    if length_ratio < min_length_ratio:
         return "collapsed"
-    if drift(answer, reference, query, lang) <= bleu_min:
+    if drift_score <= bleu_min:
         return "drifted"
     return None
