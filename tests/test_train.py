@@ -260,6 +260,33 @@ def test_a_module_whose_examples_are_all_too_long_is_skipped_not_fatal(tiny_mode
     assert "warning: cluster" in capsys.readouterr().err
 
 
+def test_rows_longer_than_max_length_are_counted_and_reported(tiny_model_dir, tmp_path, capsys):
+    from unolearn.funnel import funnel, funnel_lines
+
+    with Workspace.open(tmp_path / "ws") as ws:
+        ids = seed_workspace(ws)
+        cluster(ws, HashEmbedder(dim=64), ClusterConfig(threshold=1.0))
+        rice = ws.member_map()[ids["rice"][0]]
+        cfg = TrainConfig(base_model=str(tiny_model_dir), epochs=1, lora_r=4, lora_alpha=8, grad_accum=1,
+                          max_length=96, min_pairs=2, experts="all", critics="none")
+        train_ids, _ = split_members(ws, rice, cfg)
+        filler = " ".join(["grains"] * 400)
+        long_prompt = json.dumps([{"role": "user", "content": f"how to cook rice {filler}"}])
+        with ws.transaction() as c:  # one row's prompt alone is too long, another's answer runs past the limit
+            c.execute("UPDATE pairs SET prompt = ? WHERE log_id = ?", (long_prompt, train_ids[0]))
+            c.execute("UPDATE pairs SET chosen = ? WHERE log_id = ?", (f"Rice: {filler}", train_ids[1]))
+        (expert,) = run(ws, cfg, cluster=rice)
+        assert (expert.metrics["rows_left_out"], expert.metrics["rows_cut"]) == (1, 1)
+        warning = f"cluster {rice} expert: 1 of its {len(train_ids)} training rows were left out"
+        assert warning in capsys.readouterr().err
+        f = funnel(ws)
+        assert f["expert_rows_unfit"] == {expert.id: [1, 1]}
+        assert any("1 left out, 1 cut" in line for line in funnel_lines(f))
+        again = run(ws, replace(cfg, max_length=4096), cluster=rice)  # room for every row: none counted
+        assert (again[0].metrics["rows_left_out"], again[0].metrics["rows_cut"]) == (0, 0)
+        assert "training rows" not in capsys.readouterr().err
+
+
 def test_cpu_bf16_needs_native_support():
     assert cpu_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16\n") is True
     assert cpu_bf16("flags\t\t: fpu avx2 amx_tile amx_bf16\n") is True
@@ -312,7 +339,7 @@ def test_answer_takes_each_path(trained, tiny_model_dir):
 def test_profile_fills_only_unset_fields():
     cpu = TrainConfig(profile="cpu", epochs=3).resolved()
     assert (cpu.profile, cpu.epochs, cpu.critic_epochs, cpu.lora_r, cpu.max_length, cpu.min_pairs) == (
-        "cpu", 3, 2, 8, 512, 2)
+        "cpu", 3, 2, 8, 1280, 2)
     gpu = TrainConfig(profile="gpu", lora_r=16).resolved()
     assert (gpu.epochs, gpu.lora_r, gpu.lora_alpha, gpu.grad_accum, gpu.max_length, gpu.min_pairs) == (
         8, 16, 128, 8, 1024, 4)

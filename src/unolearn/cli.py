@@ -503,14 +503,14 @@ def report(ctx: click.Context, output: Path | None) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), help="Expert epochs (default: 8 gpu, 2 cpu).")
 @click.option("--critic-epochs", type=click.IntRange(min=1), help="Critic epochs (default: 8 gpu, 2 cpu).")
 @click.option("--max-length", type=click.IntRange(min=16),
-              help="Token limit of a training sequence (default: 1024 gpu, 512 cpu).")
+              help="Token limit of a training sequence (default: 1024 gpu, 1280 cpu).")
 @json_option
 @click.pass_context
 def train(ctx: click.Context, cluster_id: int | None, base_model: str | None, profile: str | None,
           epochs: int | None, critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
     """Train per-cluster LoRA experts (DPO+SFT) and critics (SFT).
 
-    Without CUDA the `cpu` profile applies (2 epochs, LoRA r 8, sequences up to 512 tokens; on 2
+    Without CUDA the `cpu` profile applies (2 epochs, LoRA r 8, sequences up to 1280 tokens; on 2
     cores a cluster of 20 pairs took 8 min for its expert and 4 for its critic); with CUDA the
     paper's settings. Every hyper-parameter can be set in the `train:` section of the config file (see
     `unolearn.train.TrainConfig`). On GPUs the same command trains in bf16; for several GPUs run it

@@ -11,6 +11,8 @@ Keys (``run --json``, ``bench quality --json`` and the report; only ever added t
 ``val_items`` (per expert id: its held-out validation logs) and ``val_answers_same_as_base`` (per
 expert id: ``[identical, judged answers]`` over items × epochs; none when the expert was not judged),
 ``expert_win_rates`` (per expert id: its best epoch's validation win rate; None when not judged),
+``expert_rows_unfit`` (per expert id: ``[left out, cut]``, its training rows that ``train.max_length``
+left out, the prompt alone reaching it, or cut short; None for modules trained before it was counted),
 ``experts_passed`` (experts whose best epoch reached the selection's win threshold, whatever their
 cluster's gap: a high-gap cluster still takes its critic in ``uno``), ``critics_trained``,
 ``guides`` (clusters with a rulebook guide) and ``guide_win_rates`` (per guide module),
@@ -48,6 +50,7 @@ def funnel(ws: Workspace) -> dict[str, Any]:
         "experts_trained": len(experts),
         "expert_steps": {m["id"]: m["steps"] for m in experts},
         "val_items": {m["id"]: m["val_items"] for m in experts},
+        "expert_rows_unfit": {m["id"]: _unfit(m) for m in experts},
         "val_answers_same_as_base": {m["id"]: [m["same_as_base"], m["val_answers"]] for m in experts},
         "expert_win_rates": {m["id"]: _best_rate(raw, m["id"]) for m in experts},
         "experts_passed": sum(_passed(raw, m["id"]) for m in experts),
@@ -56,6 +59,13 @@ def funnel(ws: Workspace) -> dict[str, Any]:
         "guide_win_rates": {m["id"]: _best_rate(raw, m["id"]) for m in guides},
         "per_cluster": _per_cluster(raw),
     }
+
+
+def _unfit(module: dict[str, Any]) -> list[int] | None:
+    """``[left out, cut]``: a module's training rows that did not fit in ``max_length`` (None: not counted)."""
+    if module["rows_left_out"] is None:
+        return None
+    return [module["rows_left_out"], module["rows_cut"]]
 
 
 def _best_rate(raw: dict[str, Any], module_id: str) -> float | None:
@@ -85,6 +95,7 @@ def _per_cluster(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "win_rates": {p["system"]: p["win_rate"] for p in raw["plans"] if p["cluster"] == k},
             "expert_steps": expert["steps"] if expert else None,
             "val_items": expert["val_items"] if expert else None,
+            "expert_rows_unfit": _unfit(expert) if expert else None,
             "expert_win_rate": _best_rate(raw, expert["id"]) if expert else None,
             "expert_passed": _passed(raw, expert["id"]) if expert else None,
             "val_answers_same_as_base": [expert["same_as_base"], expert["val_answers"]] if expert else None,
@@ -113,6 +124,10 @@ def funnel_lines(f: dict[str, Any]) -> list[str]:
         "        plans: " + "; ".join(f"{s} " + ", ".join(f"{p} {n}" for p, n in c.items())
                                      for s, c in f["plans"].items()),
     ]
+    unfit = [v for v in f.get("expert_rows_unfit", {}).values() if v and any(v)]
+    if unfit:
+        lines.append(f"        training rows longer than train.max_length: {sum(v[0] for v in unfit)} left out, "
+                     f"{sum(v[1] for v in unfit)} cut (in {len(unfit)} experts)")
     if "test_paths" in f:
         lines.append("        test prompts: " + "; ".join(
             f"{s} " + ", ".join(f"{p} {n}" for p, n in c.items() if n) for s, c in f["test_paths"].items()))

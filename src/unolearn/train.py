@@ -55,7 +55,7 @@ CRITIC_PROMPT = {
 
 
 #: Characters of the question and of the answer that the critic sees (both in training and at answer
-#: time), so that a critic example fits the cpu profile's 512 tokens with its rules: LexEval cases run
+#: time), so that a critic example fits in 512 tokens with its rules: LexEval cases run
 #: to 650 Chinese characters (median) and a 256-token answer to about 1,000 English ones.
 CRITIC_CLIP = {"en": 700, "zh": 250}
 
@@ -68,7 +68,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Gradient checkpointing: a 2 x 512-token step of the 0.5B model peaks at 3.8 instead of 7.3 GB resident
     # (with limit_heap_growth), for 10-20% more time per step.
     # Small CPU runs have clusters of a few logs: an expert from 2 pairs is still validated before use.
-    "cpu": {"epochs": 2, "critic_epochs": 2, "lora_r": 8, "lora_alpha": 16, "grad_accum": 4, "max_length": 512,
+    # max_length: a LexEval case is 475 tokens (median; 95% under 811) before its 256-token answer; at 512
+    # the trainer left out half of that cluster's pairs and cut the rest, and the expert learned to stop
+    # after one sentence (the only complete answer it saw). 1280 holds 95% of them whole; training on such
+    # rows peaked at 5.8 GB resident.
+    "cpu": {"epochs": 2, "critic_epochs": 2, "lora_r": 8, "lora_alpha": 16, "grad_accum": 4, "max_length": 1280,
             "gradient_checkpointing": True, "min_pairs": 2, "min_steps_per_epoch": 4},
 }
 
@@ -85,7 +89,7 @@ class TrainConfig:
                                        "model, converted for training once into the workspace).")
     profile: str = opt("auto", "Defaults of the unset fields: 'gpu' (the paper's: 8 epochs, LoRA r 64, alpha 128, "
                                "grad_accum 8, max_length 1024), 'cpu' (2 epochs, r 8, alpha 16, grad_accum 4, "
-                               "max_length 512), or 'auto' (gpu when CUDA is available).")
+                               "max_length 1280), or 'auto' (gpu when CUDA is available).")
     epochs: int | None = opt(None, "Expert (DPO+SFT) epochs; an adapter is saved after each (profile: 8 / 2).")
     critic_epochs: int | None = opt(None, "Critic (SFT) epochs; an adapter is saved after each (profile: 8 / 2).")
     learning_rate: float = opt(5e-4, "Peak learning rate (cosine schedule).")
@@ -98,7 +102,8 @@ class TrainConfig:
     target_modules: list[str] = opt(LORA_TARGETS, "Modules that get LoRA weights (attention and MLP).")
     batch_size: int = opt(1, "Per-device batch size.")
     grad_accum: int | None = opt(None, "Gradient accumulation steps (profile: 8 / 4).")
-    max_length: int | None = opt(None, "Token limit of a training sequence, prompt + answer (profile: 1024 / 512).")
+    max_length: int | None = opt(None, "Token limit of a training sequence, prompt + answer (profile: 1024 / 1280); "
+                                         "longer rows are cut, and a row whose prompt alone reaches it is left out.")
     val_fraction: float = opt(0.2, "Share of a cluster's logs held out for validation.")
     min_val_logs: int = opt(2, "At least this many of a cluster's logs with rules are held out for validation "
                                "once it has three times as many (select judges an expert on no fewer than its "
@@ -402,6 +407,33 @@ def epoch_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     return {"train_loss": {e: sum(v) / len(v) for e, v in sorted(train.items())}, "eval_loss": evals}
 
 
+def length_fit(tok: Any, rows: list[dict[str, Any]], max_length: int | None) -> dict[str, int]:
+    """How many conversational training ``rows`` do not fit in ``max_length`` tokens: ``rows_left_out`` (the
+    prompt alone reaches it: the trainer keeps no answer token) and ``rows_cut`` (the prompt and its longest
+    answer, ``chosen``/``rejected`` or ``completion``, exceed it: the answer's end and its stop token are lost)."""
+    left_out = cut = 0
+    for row in rows if max_length else []:
+        n_prompt = _n_tokens(tok, row["prompt"], add_generation_prompt=True)
+        n_full = max(_n_tokens(tok, row["prompt"] + row[k]) for k in ("chosen", "rejected", "completion") if k in row)
+        left_out += n_prompt >= max_length
+        cut += n_prompt < max_length < n_full
+    return {"rows_left_out": left_out, "rows_cut": cut}
+
+
+def _n_tokens(tok: Any, messages: list[dict[str, str]], **kwargs: Any) -> int:
+    return len(tok.apply_chat_template(messages, return_dict=True, **kwargs)["input_ids"])
+
+
+def unfit_warning(info: ModuleInfo, max_length: int | None) -> str | None:
+    """A one-line warning when some of a newly trained module's rows did not fit in ``max_length``."""
+    left_out, cut = info.metrics.get("rows_left_out", 0), info.metrics.get("rows_cut", 0)
+    if info.reused or not (left_out or cut):
+        return None
+    return (f"cluster {info.cluster} {info.kind}: {left_out} of its {info.n_train} training rows were left out "
+            f"(the prompt alone reaches max_length={max_length} tokens) and {cut} cut short; "
+            "raise train.max_length")
+
+
 def train_expert(base: Path, train: list[dict], val: list[dict], cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """DPO (sigmoid) + SFT LoRA training on preference rows; adapters saved per epoch under ``out``."""
     from datasets import Dataset, disable_progress_bars
@@ -416,7 +448,8 @@ def train_expert(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                          peft_config=_lora_config(cfg), callbacks=[_save_each_epoch(out)])
     _quiet(trainer, "expert").train()
-    return {**epoch_metrics(trainer.state.log_history), "steps": trainer.state.global_step}
+    return {**epoch_metrics(trainer.state.log_history), "steps": trainer.state.global_step,
+            **length_fit(tok, train, cfg.max_length)}
 
 
 def train_critic(base: Path, train: list[dict], val: list[dict], cfg: TrainConfig, out: Path) -> dict[str, Any]:
@@ -432,7 +465,8 @@ def train_critic(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                          peft_config=_lora_config(cfg), callbacks=[_save_each_epoch(out)])
     _quiet(trainer, "critic").train()
-    return {**epoch_metrics(trainer.state.log_history), "steps": trainer.state.global_step}
+    return {**epoch_metrics(trainer.state.log_history), "steps": trainer.state.global_step,
+            **length_fit(tok, train, cfg.max_length)}
 
 
 TRAINERS = {"expert": (expert_rows, train_expert), "critic": (critic_rows, train_critic)}
@@ -590,6 +624,8 @@ def _train_clusters(ws: Workspace, cfg: TrainConfig, base: Path, version: tuple[
                 print(f"warning: {e}", file=sys.stderr)
                 continue
             if info:
+                if warning := unfit_warning(info, cfg.max_length):
+                    print(f"warning: {warning}", file=sys.stderr)
                 done.append(info)
                 if on_module:
                     on_module(info)

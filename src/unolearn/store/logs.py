@@ -69,13 +69,17 @@ class LogTables(Base):
             f"AND r.kind = 'feedback' AND {d.json_len('r.rules')} > 0 WHERE m.cluster = k.id), "
             "(SELECT count(*) FROM cluster_members m JOIN pairs p ON p.log_id = m.log_id WHERE m.cluster = k.id) "
             "FROM clusters k ORDER BY k.id").fetchall()
-        modules = [(mid, cluster, kind, json.loads(metrics).get("steps"), len(json.loads(val_logs)), *counts)
-                   for mid, cluster, kind, metrics, val_logs, *counts in c.execute(
-            "SELECT m.id, m.cluster, m.kind, m.metrics, m.val_logs, "
-            "(SELECT count(*) FROM validation v WHERE v.module_id = m.id), "
-            "(SELECT coalesce(sum(v.same_as_base), 0) FROM validation v WHERE v.module_id = m.id) "
-            "FROM modules m WHERE m.cluster IN (SELECT id FROM clusters) "
-            f"AND m.clustering {d.same} (SELECT max(id) FROM clusterings) ORDER BY m.cluster, m.kind, m.created_at")]
+        modules = []
+        for mid, cluster, kind, metrics, val_logs, *counts in c.execute(
+                "SELECT m.id, m.cluster, m.kind, m.metrics, m.val_logs, "
+                "(SELECT count(*) FROM validation v WHERE v.module_id = m.id), "
+                "(SELECT coalesce(sum(v.same_as_base), 0) FROM validation v WHERE v.module_id = m.id) "
+                "FROM modules m WHERE m.cluster IN (SELECT id FROM clusters) "
+                f"AND m.clustering {d.same} (SELECT max(id) FROM clusterings) "
+                "ORDER BY m.cluster, m.kind, m.created_at"):
+            m = json.loads(metrics)
+            modules.append((mid, cluster, kind, m.get("steps"), m.get("rows_left_out"), m.get("rows_cut"),
+                            len(json.loads(val_logs)), *counts))
         epoch_rates: dict[str, dict[int, float]] = {}
         for mid, epoch, rate in c.execute("SELECT module_id, epoch, avg(outcome) FROM validation "
                                           "GROUP BY module_id, epoch ORDER BY module_id, epoch"):
@@ -96,7 +100,8 @@ class LogTables(Base):
                                 "ORDER BY cluster, system")],
             "gaps": {r[0]: dict(zip(("plan", "gap", "threshold", "scorer", "n_logs"), r[1:])) for r in
                      c.execute("SELECT cluster, plan, gap, threshold, scorer, n_logs FROM gaps")},
-            "modules": [dict(zip(("id", "cluster", "kind", "steps", "val_items", "val_answers", "same_as_base"), r))
+            "modules": [dict(zip(("id", "cluster", "kind", "steps", "rows_left_out", "rows_cut", "val_items",
+                                  "val_answers", "same_as_base"), r))
                         for r in modules],
         }
 
