@@ -59,8 +59,10 @@ class MockChatModel(ChatModel):
         if request.logprobs:  # the answer is the likeliest first token; "yes" and "no" compete
             other = "no" if text.strip().lower() == "yes" else "yes"
             top = {text: -0.1, other: -2.4}
+        n = len(text.split())  # a "token" is a word; an answer of max_tokens words or more ran out of budget
         return ChatResult(text=text, prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
-                          completion_tokens=len(text.split()), top_logprobs=top)
+                          completion_tokens=n, top_logprobs=top,
+                          finish_reason="length" if n >= request.max_tokens else "stop")
 
 
 class HashEmbedder(Embedder):

@@ -70,8 +70,10 @@ def test_plain_request(model):
                                                 max_tokens=8)])
     assert res.ok, res.error
     assert "paris" in res.text.lower()
-    assert res.prompt_tokens > 5 and 0 < res.completion_tokens <= 8
+    assert res.prompt_tokens > 5 and 0 < res.completion_tokens <= 8 and res.finish_reason == "stop"
     assert model.usage.completion_tokens >= res.completion_tokens
+    [cut] = model.generate_sync([ChatRequest.of("Tell the history of France in detail.", max_tokens=4)])
+    assert cut.completion_tokens == 4 and cut.finish_reason == "length"
 
 
 def test_schema_request_is_constrained_and_parsed(model):

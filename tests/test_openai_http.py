@@ -61,6 +61,7 @@ def test_results_in_request_order_with_usage(fake_openai):
     results = model.generate_sync([ChatRequest.of(p) for p in prompts])
     assert [r.text for r in results] == [f"echo: {p}" for p in prompts]
     assert all(r.ok and r.prompt_tokens == 3 and r.completion_tokens == 4 for r in results)
+    assert all(r.finish_reason == "stop" for r in results)
     assert model.usage.calls == 20 and model.usage.prompt_tokens == 60
     body = fake_openai.requests()[0].body
     assert body["model"] == "fake-model" and body["max_tokens"] == 512 and "response_format" not in body

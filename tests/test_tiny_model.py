@@ -113,3 +113,5 @@ def test_backend_scores_a_reply_as_the_model_computes_it(tiny_model_dir, model, 
     expected = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(reply)[:, None]).sum()
     assert res.ok and res.completion_tokens == len(reply)
     assert abs(res.logprob - float(expected)) < 1e-4
+    [cut] = backend.generate_sync([ChatRequest.of(MESSAGES[:2], max_tokens=3)])  # the random model never ends in 3
+    assert cut.ok and cut.completion_tokens == 3 and cut.finish_reason == "length"

@@ -82,6 +82,7 @@ class ChatResult:
     cached: bool = False
     top_logprobs: dict[str, float] | None = None  # first answer token → log-probability (with logprobs)
     logprob: float | None = None  # with a continuation: the sum of its tokens' log-probabilities
+    finish_reason: str | None = None  # "stop" (the answer ended), "length" (max_tokens cut it); None: not told
 
     @property
     def ok(self) -> bool:
@@ -92,7 +93,8 @@ class ChatResult:
         """Serialise a successful result (for the response cache)."""
         return canonical_json({"text": self.text, "parsed": self.parsed, "prompt_tokens": self.prompt_tokens,
                                "completion_tokens": self.completion_tokens, "latency_s": self.latency_s,
-                               "top_logprobs": self.top_logprobs, "logprob": self.logprob})
+                               "top_logprobs": self.top_logprobs, "logprob": self.logprob,
+                               "finish_reason": self.finish_reason})
 
     @classmethod
     def from_json(cls, text: str) -> "ChatResult":

@@ -91,8 +91,10 @@ class TransformersChatModel(ChatModel):
                 out = self._model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
             new = out[0, ids.shape[1]:]
             text = self._tok.decode(new, skip_special_tokens=True)
+            eos = self._model.generation_config.eos_token_id
+            cut = len(new) >= request.max_tokens and int(new[-1]) not in (eos if isinstance(eos, list) else [eos])
             return ChatResult(text=text, prompt_tokens=int(ids.shape[1]), completion_tokens=int(new.shape[0]),
-                              latency_s=time.perf_counter() - start)
+                              latency_s=time.perf_counter() - start, finish_reason="length" if cut else "stop")
 
     def _score(self, request: ChatRequest, start: float) -> ChatResult:
         """The log-probability of ``request.continuation`` as the whole reply (its tokens, then end of turn)."""

@@ -494,4 +494,5 @@ def _to_result(out: dict[str, Any], request: ChatRequest, latency_s: float) -> C
         except SchemaError:
             pass  # left unset: ChatModel re-asks
     return ChatResult(text=text, parsed=parsed, prompt_tokens=usage.get("prompt_tokens", 0),
-                      completion_tokens=usage.get("completion_tokens", 0), latency_s=latency_s)
+                      completion_tokens=usage.get("completion_tokens", 0), latency_s=latency_s,
+                      finish_reason=out["choices"][0].get("finish_reason"))

@@ -287,7 +287,8 @@ class OpenAIChatModel(OpenAIHTTP, ChatModel):
         usage = data.get("usage") or {}
         return ChatResult(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
                           completion_tokens=int(usage.get("completion_tokens") or 0), latency_s=latency_s,
-                          top_logprobs=first_token_logprobs(data["choices"][0]))
+                          top_logprobs=first_token_logprobs(data["choices"][0]),
+                          finish_reason=data["choices"][0].get("finish_reason"))
 
     async def add_adapter(self, name: str, path: str) -> None:
         """Load a PEFT adapter folder into the server under ``name`` (vLLM runtime LoRA loading)."""
