@@ -181,6 +181,34 @@ def test_collapsed_or_drifted_candidates_are_never_chosen(ws):
         DistillConfig(min_length_ratio=1.0)
 
 
+def test_a_candidate_the_token_budget_cut_is_never_chosen(ws):
+    log = make_log("Explain tort law", "Tort law covers civil wrongs such as negligence, nuisance and defamation. " * 2,
+                   "Too long, keep it short")
+    ws.add_logs([log])
+    loop = "Tort law covers civil wrongs such as negligence, and negligence, and negligence, and negligence."
+    by_seed = {42: loop,  # 15 words: cut by a 12-token budget
+               43: "Tort law covers civil wrongs: negligence, nuisance.",
+               44: "Tort law: civil wrongs like negligence and nuisance."}
+
+    def answers(req):
+        text = req.messages[-1]["content"]
+        if "Rewrite the earlier answer" in text or "Write a new answer" in text:
+            return by_seed[req.seed]
+        if "You grade" in text:  # the judge likes the loop best
+            answer = text.rsplit("## Answer", 1)[1]
+            return json.dumps({"reason": "r", "score": 9 if "and negligence" in answer else
+                               5 if "wrongs:" in answer else 3})
+        return respond(req)
+
+    res = run(ws, Models(ws, generator=MockChatModel(responder=answers)),
+              DistillConfig(judge="llm", answer_max_tokens=12))
+    chosen, candidates = ws.conn.execute("SELECT chosen, candidates FROM pairs WHERE log_id = ?", (log.id,)).fetchone()
+    assert chosen == by_seed[43]
+    guards = Counter((c["answer"], c.get("guard")) for c in json.loads(candidates))
+    assert guards == {(loop, "unfinished"): 2, (by_seed[43], None): 2, (by_seed[44], None): 2}
+    assert res.guarded == {"unfinished": 2} and res.unpaired == 0
+
+
 def test_a_likelihood_judge_that_cannot_score_fails_before_any_call(filled):
     gen = MockChatModel(responder=respond)
     with pytest.raises(ConfigError, match="likelihood needs a judge model that scores replies"):

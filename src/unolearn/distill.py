@@ -114,7 +114,8 @@ class DistillConfig:
     seed: int = opt(42, "Seed of the first revision; revision i uses seed + i.")
     max_prior_rules: int = opt(5, "At most this many rules are kept from the query alone.")
     rules_max_tokens: int = opt(384, "Token budget of a rules answer (profile cpu: 192).")
-    answer_max_tokens: int = opt(1024, "Token budget of a revised answer (profile cpu: 256).")
+    answer_max_tokens: int = opt(1024, "Token budget of a revised answer (profile cpu: 256); a candidate that it cuts "
+                                       "is never chosen (an unfinished answer, often a loop).")
     judge_max_tokens: int = opt(256, "Token budget of a judge answer (profile cpu: 128).")
     judge: str = opt("auto", "How the candidates are compared to pick `chosen`: `llm` (the judge's 1-10 score "
                              "against the log's feedback rules), `likelihood` (how much likelier a candidate becomes "
@@ -158,7 +159,7 @@ class DistillResult:
     rules_rejected: Counter = field(default_factory=Counter)  # by rulefilter.reject_reason
     echoed: int = 0  # feedback whose rules are the user's own sentences (the model's were rejected)
     pairs: Counter = field(default_factory=Counter)
-    guarded: Counter = field(default_factory=Counter)  # candidates never chosen, by text.guard_failure reason
+    guarded: Counter = field(default_factory=Counter)  # never-chosen candidates by reason (guard_failure, unfinished)
     unpaired: int = 0  # logs with revisions, none of which passed the guards: no pair
     failed: int = 0
     first_error: str | None = None
@@ -479,8 +480,8 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
         [r for log, _, rules in jobs for r in revision_requests(log, rules, cfg)], progress=False)
     k = len(REVISION_KINDS) * cfg.n_revisions
     per_log = [revisions[i * k:(i + 1) * k] for i in range(len(jobs))]
-    judged = [(j, out.text, REVISION_KINDS[i // cfg.n_revisions]) for j, outs in enumerate(per_log)
-              for i, out in enumerate(outs) if out.ok and out.text.strip()]
+    judged = [(j, out.text, REVISION_KINDS[i // cfg.n_revisions], out.finish_reason == "length")
+              for j, outs in enumerate(per_log) for i, out in enumerate(outs) if out.ok and out.text.strip()]
     for o in revisions:
         if not o.ok:
             result.fail(o.error)
@@ -494,25 +495,30 @@ async def _pairs(ws: Workspace, models: Models, logs: list[Log], done: _Done, cf
     ws.put_pairs(rows)
 
 
-async def _best_revisions(models: Models, jobs: list[tuple[Log, str, list[str]]], judged: list[tuple[int, str, str]],
-                          cfg: DistillConfig, result: DistillResult) -> dict[int, tuple[float | None, str, list]]:
+async def _best_revisions(models: Models, jobs: list[tuple[Log, str, list[str]]],
+                          judged: list[tuple[int, str, str, bool]], cfg: DistillConfig,
+                          result: DistillResult) -> dict[int, tuple[float | None, str, list]]:
     """Job index → (judge score, best candidate, all candidates); ties keep the earliest (a revision).
+    ``judged``: (job index, candidate, its kind, whether ``answer_max_tokens`` cut it).
 
-    A candidate that collapsed or left the subject (:func:`text.guard_failure` against the first answer)
-    is kept among the candidates with its reason but never chosen: as `chosen` it would teach an expert
-    the answers that select's guards count as losses. A job without a passing candidate gets no pair.
+    A candidate that collapsed or left the subject (:func:`text.guard_failure` against the first answer),
+    or that the token budget cut (``"unfinished"``: often a loop that runs to the limit), is kept among
+    the candidates with its reason but never chosen: as `chosen` it would teach an expert the answers
+    that select's guards count as losses, or to stop mid-sentence. A job without a passing candidate
+    gets no pair.
     """
     kind = resolve_judge(cfg.judge, models.judge)
-    scores = await score_items(models.judge, kind, [(jobs[j][0], jobs[j][2], text) for j, text, _ in judged],
+    scores = await score_items(models.judge, kind, [(jobs[j][0], jobs[j][2], text) for j, text, *_ in judged],
                                samples=1, max_tokens=cfg.judge_max_tokens, seed=cfg.seed, desc="judge revisions")
     cands: dict[int, list[dict[str, Any]]] = {}
-    for (j, text, cand_kind), score in zip(judged, scores):
+    for (j, text, cand_kind, cut), score in zip(judged, scores):
         if score is None:
             result.fail(BackendError(f"the {kind} judge could not score a revision"))
             continue
         log = jobs[j][0]
         guard = guard_failure(*replacement_measures(text, log.first_answer or "", log.query, log.lang),
-                              bleu_min=cfg.bleu_min, min_length_ratio=cfg.min_length_ratio)
+                              bleu_min=cfg.bleu_min, min_length_ratio=cfg.min_length_ratio) or (
+            "unfinished" if cut else None)
         cand = {"answer": text, "kind": cand_kind, "score": score, "judge": kind}
         if guard:
             cand["guard"] = guard
