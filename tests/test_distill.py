@@ -186,7 +186,7 @@ def test_a_candidate_the_token_budget_cut_is_never_chosen(ws):
                    "Too long, keep it short")
     ws.add_logs([log])
     loop = "Tort law covers civil wrongs such as negligence, and negligence, and negligence, and negligence."
-    by_seed = {42: loop,  # 15 words: cut by a 12-token budget
+    by_seed = {42: loop,  # 14 words: cut by a 12-token budget
                43: "Tort law covers civil wrongs: negligence, nuisance.",
                44: "Tort law: civil wrongs like negligence and nuisance."}
 
