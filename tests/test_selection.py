@@ -211,10 +211,12 @@ def test_uno_guided_takes_the_best_validated_path():
     assert (decide_guided(0, expert, critic, ("g", 0.9), 0.53).path, decide_guided(0, expert, critic, ("g", 0.9),
                                                                                    0.53).module_id) == ("guide", "g")
     assert decide_guided(0, expert, critic, ("g", 0.5), 0.53).path == "reflective"
-    tie = decide_guided(0, ("e", 2, 0.7), critic, ("g", 0.7), 0.53)  # ties: the cheaper path
+    tie = decide_guided(0, ("e", 2, 0.7), critic, ("g", 0.7), 0.53)  # ties: the guide first
+    assert (tie.path, tie.epoch, tie.module_id) == ("guide", None, "g")
+    tie = decide_guided(0, ("e", 2, 0.7), ("c", 1, 0.7), None, 0.53)  # then the expert, then the critic
     assert (tie.path, tie.epoch) == ("primary", 2)
     failed = decide_guided(0, ("e", None, 0.9), None, ("g", None), 0.53)  # no epoch passed; guide not judged
-    assert failed.path == "base" and "primary 0.90; guide not judged" in failed.reason
+    assert failed.path == "base" and "guide not judged; primary 0.90" in failed.reason
     assert decide_guided(0, None, None, None, 0.53).path == "base"
 
 

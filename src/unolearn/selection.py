@@ -280,13 +280,14 @@ async def validate_guide(ws: Workspace, models: Models, module_id: str, text: st
 def decide_guided(cluster: int, expert: tuple[str, int | None, float | None] | None,
                   critic: tuple[str, int, float | None] | None, guide: tuple[str, float | None] | None,
                   threshold: float) -> Plan:
-    """The ``uno-guided`` plan: the path whose validation win rate is highest and reaches ``threshold``
-    (ties: primary, then guide, then reflective, the cheaper first), else base."""
+    """The ``uno-guided`` plan: the path whose validation win rate is highest and reaches ``threshold``, else
+    base. Ties go to the guide, then the expert, then the critic: a few validation items often tie, and the
+    rules in the prompt are what a small model follows most reliably (README, "Rulebooks")."""
     tried: list[tuple[str, str, int | None, float | None]] = []
-    if expert:
-        tried.append(("primary", expert[0], expert[1], expert[2]))
     if guide:
         tried.append(("guide", guide[0], None, guide[1]))
+    if expert:
+        tried.append(("primary", expert[0], expert[1], expert[2]))
     if critic:
         tried.append(("reflective", critic[0], critic[1], critic[2]))
     rates = "; ".join(f"{p} {'not judged' if r is None else f'{r:.2f}'}" for p, _, _, r in tried) or "nothing validated"
