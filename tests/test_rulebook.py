@@ -8,8 +8,8 @@ import pytest
 from unolearn.backends import Models
 from unolearn.distill import _Done
 from unolearn.errors import ConfigError, NotFoundError
-from unolearn.records import Log, Message
-from unolearn.rulebook import RulebookConfig, build_cluster, guide_text, run
+from unolearn.records import Log, Message, RuleEntry
+from unolearn.rulebook import RulebookConfig, build_cluster, guide_messages, guide_text, run
 from unolearn.store import now
 from unolearn.train import TrainConfig
 
@@ -66,7 +66,21 @@ def test_rules_merge_count_support_and_drop_what_is_known_unsupported_or_contrad
     asked = [r.messages[0]["content"] for r in jd.history]
     assert sum("same thing" in a for a in asked) >= 1 and sum("both" in a for a in asked) == 3  # 3 live entries
     guide = guide_text(list(entries.values()), "en")
-    assert guide.count("\n") == 2 and f"1. {LONG}" in guide and CITE in guide and UNDER not in guide
+    assert guide.count("\n") == 5 and f"1. {LONG}" in guide and CITE in guide and UNDER not in guide
+    assert guide.endswith("\n\n## Question\n")
+
+
+def test_the_guide_goes_before_the_last_user_turn():
+    guide = guide_text([RuleEntry(id="r", cluster=0, text="用中文回答。", lang="zh", members=(), status="kept")], "zh")
+    assert guide.endswith("1. 用中文回答。\n\n## 问题\n")
+    turns = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
+             {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]
+    assert guide_messages(turns, guide) == [*turns[:3], {"role": "user", "content": guide + "Q2"}]
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Q"}]}]
+    assert guide_messages(parts, guide)[0]["content"] == [{"type": "text", "text": guide}, {"type": "text", "text": "Q"}]
+    no_user = guide_messages([{"role": "assistant", "content": "A"}], guide)  # nothing to put it before
+    assert no_user[0] == {"role": "system", "content": "提出类似问题的用户希望回答遵守以下规则：\n1. 用中文回答。"}
+    assert turns[3] == {"role": "user", "content": "Q2"}  # the caller's messages are not changed
 
 
 def test_without_the_judge_band_similar_rules_stay_apart_and_the_size_bound_holds():

@@ -220,7 +220,7 @@ def test_uno_guided_takes_the_best_validated_path():
     assert decide_guided(0, None, None, None, 0.53).path == "base"
 
 
-def test_the_guide_is_validated_with_the_rulebook_as_system_message(ws):
+def test_the_guide_is_validated_with_the_rulebook_before_the_question(ws):
     ids = seed_workspace(ws)
     with ws.transaction() as c:
         c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 6, b"\0" * 16, "hash", now()))
@@ -234,8 +234,8 @@ def test_the_guide_is_validated_with_the_rulebook_as_system_message(ws):
                                    status="unsupported")])
 
     def generator(req):
-        system = req.messages[0]["content"] if req.messages[0]["role"] == "system" else ""
-        return "An answer citing the statute." if "1. Cite the statute." in system else "An answer."
+        turn = req.messages[-1]["content"]
+        return "An answer citing the statute." if "1. Cite the statute.\n\n## Question\n" in turn else "An answer."
 
     def judge(req):
         answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]

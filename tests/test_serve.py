@@ -28,7 +28,7 @@ THEMES = {0: "rice cooking grains pot water", 1: "contract law statute court lia
 RICE = "how long should rice grains cook in a pot of water"
 LAW = "does the statute of contract liability apply in court"
 TRAVEL = "which hotel for my flight and visa trip"
-GUIDE = "Users who asked similar questions wanted answers to follow these rules:\n1. Cite the article."
+GUIDE = "Users who asked similar questions wanted answers to follow these rules:\n1. Cite the article.\n\n## Question\n"
 
 
 def make_workspace(ws_dir: Path, store: str | None = None) -> None:
@@ -47,7 +47,7 @@ def make_workspace(ws_dir: Path, store: str | None = None) -> None:
                  (0, "uno-guided", "primary", "exp-rice", 2), (2, "uno-guided", "base", None, None)]
         c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
                       "VALUES (?,?,?,?,?,NULL,'t')", plans)
-    with Workspace.open(ws_dir, store) as ws:  # law under uno-guided: its rulebook as system message
+    with Workspace.open(ws_dir, store) as ws:  # law under uno-guided: its rulebook before the question
         guide = ws.ensure_guide(1, GUIDE, ["rule-1"], [], [], {}, ws.clustering_id())
         with ws.transaction() as c:
             c.execute("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason) "
@@ -162,20 +162,20 @@ def test_reflective_path_drafts_critiques_revises_and_returns_only_the_revision(
     assert resp.json()["usage"]["completion_tokens"] > 0
 
 
-def test_guide_path_sends_the_rulebook_as_system_message_to_any_upstream(s):
+def test_guide_path_puts_the_rulebook_before_the_question_for_any_upstream(s):
     resp = ask(s, LAW, system="uno-guided", user="u-3", messages=[
         {"role": "system", "content": "You are a lawyer."}, {"role": "user", "content": LAW}])
     assert resp.status_code == 200, resp.text
     (got,) = s.fake.requests()
     assert got.body["model"] == "fake-model" and got.body["user"] == "u-3"  # no adapter: any upstream serves it
-    assert got.body["messages"] == [{"role": "system", "content": f"You are a lawyer.\n\n{GUIDE}"},
-                                    {"role": "user", "content": LAW}]
+    assert got.body["messages"] == [{"role": "system", "content": "You are a lawyer."},
+                                    {"role": "user", "content": GUIDE + LAW}]
     assert resp.headers["x-unolearn-route"].startswith("path=guide; cluster=1; system=uno-guided; guide=guide-")
     payload = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": LAW}]}
     headers = {"X-Unolearn-System": "uno-guided"}
     with s.client.stream("POST", "/v1/chat/completions", json=payload, headers=headers) as r:
-        assert streamed_text(events(r)) == f"echo: {LAW}"
-    assert s.fake.requests()[-1].body["messages"][0] == {"role": "system", "content": GUIDE}
+        assert streamed_text(events(r)) == f"echo: {GUIDE}{LAW}"  # the fake upstream echoes the last user turn
+    assert s.fake.requests()[-1].body["messages"] == [{"role": "user", "content": GUIDE + LAW}]
 
 
 def test_header_overrides_the_system(s):
@@ -484,7 +484,7 @@ def test_embedded_mode_answers_through_the_plan(tmp_path, each_store):
         guided = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": LAW}]},
                              headers={"X-Unolearn-System": "uno-guided"})
         assert guided.json()["choices"][0]["message"]["content"] == "answer via None"
-        assert gen.history[-1].messages[0] == {"role": "system", "content": GUIDE}
+        assert list(gen.history[-1].messages) == [{"role": "user", "content": GUIDE + LAW}]
     assert gen.adapters == {"exp-rice@2": "/adapters/exp-rice/epoch-2", "crit-law@1": "/adapters/crit-law/epoch-1"}
 
 
@@ -547,7 +547,7 @@ def test_replicas_on_one_postgresql_store_lose_no_feedback(request, tmp_path):
         assert [status for _, _, status in results] == [200] * n
         assert [g.headers["x-unolearn-route"] for g in guided] == [
             f"path=guide; cluster=0; system=uno-guided; guide={guide}"] * 2
-        assert [r.body["messages"][0] for r in fake.requests()[-2:]] == [{"role": "system", "content": GUIDE}] * 2
+        assert [r.body["messages"] for r in fake.requests()[-2:]] == [[{"role": "user", "content": GUIDE + TRAVEL}]] * 2
         with Workspace.open(tmp_path / "reader", store) as ws:
             for i, rid, _ in results:
                 assert ws.feedback_of(rid) == [(f"feedback {i}", "dislike", None)], rid

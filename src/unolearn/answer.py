@@ -5,7 +5,7 @@ system decides the path:
 - ``primary``: the generator answers with the cluster's expert adapter (the validated epoch);
 - ``reflective``: the base model answers, the critic adapter writes numbered revision rules for that
   answer, and the base model revises its answer under them;
-- ``guide``: the base model answers with the cluster's rulebook as a system message (``uno-guided``);
+- ``guide``: the base model answers with the cluster's rulebook before the question (``uno-guided``);
 - ``base``: the base model answers (also for unseen queries and clusters without a plan).
 """
 

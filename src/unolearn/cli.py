@@ -377,7 +377,7 @@ def assess(ctx: click.Context, scorer: str | None, threshold: float | None, as_j
 
 @cli.group()
 def rulebook() -> None:
-    """Build and review the cluster rulebooks (the guide path's system message)."""
+    """Build and review the cluster rulebooks (the guide path's rules before the question)."""
 
 
 @rulebook.command("build")

@@ -2,7 +2,7 @@
 
 Why it exists: a hosted model or a server without LoRA cannot run experts or critics, yet its logs hold
 the same lessons, and a small model follows rules in its prompt best. A cluster's rulebook becomes
-the ``guide`` path (the rules as a system message), validated like an expert by ``select``.
+the ``guide`` path (the rules placed before the question), validated like an expert by ``select``.
 
 Per cluster, from the logs of its training split (the validation logs judge the guide, so their rules
 stay out of it):
@@ -56,8 +56,8 @@ BOTH_PROMPT = {
     "zh": "规则A：{a}\n规则B：{b}\n\n一个回答能同时遵守规则A和规则B吗？请回答 yes 或 no。",
 }
 GUIDE_HEADER = {
-    "en": "Users who asked similar questions wanted answers to follow these rules:\n{rules}",
-    "zh": "提出类似问题的用户希望回答遵守以下规则：\n{rules}",
+    "en": "Users who asked similar questions wanted answers to follow these rules:\n{rules}\n\n## Question\n",
+    "zh": "提出类似问题的用户希望回答遵守以下规则：\n{rules}\n\n## 问题\n",
 }
 
 
@@ -84,18 +84,27 @@ class RulebookConfig:
 
 
 def guide_text(entries: Sequence[RuleEntry], lang: str) -> str | None:
-    """The system message of the guide path: the entries that go into prompts, numbered (None: none)."""
+    """The guide of the guide path: the entries that go into prompts, numbered (None: none)."""
     rules = [e.text for e in entries if e.in_prompt]
     if not rules:
         return None
     return GUIDE_HEADER[lang].format(rules="\n".join(f"{i}. {r}" for i, r in enumerate(rules, 1)))
 
 
-def guide_messages(messages: list[dict[str, str]], guide: str) -> list[dict[str, str]]:
-    """``messages`` with the guide as system message: appended to a leading system message, else first."""
-    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
-        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{guide}"}, *messages[1:]]
-    return [{"role": "system", "content": guide}, *messages]
+def guide_messages(messages: list[dict[str, Any]], guide: str) -> list[dict[str, Any]]:
+    """``messages`` with the guide placed before the content of the last user turn, as ``rules`` places its
+    rules (the 0.5B model follows rules there better than in a system message; README, "Rulebooks");
+    as the system message when no user turn holds text."""
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if m.get("role") != "user":
+            continue
+        if isinstance(m.get("content"), str):
+            return [*messages[:i], {**m, "content": guide + m["content"]}, *messages[i + 1:]]
+        if isinstance(m.get("content"), list):
+            return [*messages[:i], {**m, "content": [{"type": "text", "text": guide}, *m["content"]]}, *messages[i + 1:]]
+        break
+    return [{"role": "system", "content": guide.rsplit("\n\n", 1)[0]}, *messages]
 
 
 def size(text: str, lang: str) -> int:

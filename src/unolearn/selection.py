@@ -263,7 +263,7 @@ async def validate_critic(ws: Workspace, models: Models, module_id: str, epoch: 
 
 async def validate_guide(ws: Workspace, models: Models, module_id: str, text: str, base: Baseline,
                          cfg: SelectConfig) -> Validation:
-    """Judge the guide path (the rulebook as system message, then the base model) like an expert."""
+    """Judge the guide path (the rulebook before the question, then the base model) like an expert."""
     from .rulebook import guide_messages
 
     outcomes: dict[int, list[float]] = defaultdict(list)

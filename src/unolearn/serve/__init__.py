@@ -17,7 +17,7 @@ HTTP contract (JSON bodies; errors are ``{"error": {"message", "type", "code"}}`
   to the expert adapter (vLLM ``--enable-lora`` naming: ``module@epoch``); streamed events are
   relayed one by one as they arrive, only their ``id`` replaced. *reflective* makes three upstream
   calls (draft, critic adapter, revision) and returns only the revised answer (as SSE events when
-  streaming). *guide* forwards the body with the cluster's rulebook as system message (any upstream:
+  streaming). *guide* forwards the body with the cluster's rulebook before the question (any upstream:
   no adapter). Embedded mode (no upstream): :func:`unolearn.answer.answer` on the workspace's models.
 - ``GET /v1/models`` — the upstream's model list (embedded mode: the one model ``unolearn``).
 - ``POST /v1/feedback`` — ``{"response_id", "text"?, "action"?: like|dislike|copy|regenerate|edit,
