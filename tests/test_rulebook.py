@@ -81,6 +81,7 @@ def test_the_guide_goes_before_the_last_user_turn():
     no_user = guide_messages([{"role": "assistant", "content": "A"}], guide)  # nothing to put it before
     assert no_user[0] == {"role": "system", "content": "提出类似问题的用户希望回答遵守以下规则：\n1. 用中文回答。"}
     assert turns[3] == {"role": "user", "content": "Q2"}  # the caller's messages are not changed
+    assert guide_messages(turns[3:], "Rules:\n1. Be short.")[0]["content"] == "Rules:\n1. Be short.\n\nQ2"
 
 
 def test_without_the_judge_band_similar_rules_stay_apart_and_the_size_bound_holds():

@@ -100,7 +100,8 @@ def guide_messages(messages: list[dict[str, Any]], guide: str) -> list[dict[str,
         if m.get("role") != "user":
             continue
         if isinstance(m.get("content"), str):
-            return [*messages[:i], {**m, "content": guide + m["content"]}, *messages[i + 1:]]
+            sep = "" if guide.endswith("\n") else "\n\n"  # a guide stored before the question header existed
+            return [*messages[:i], {**m, "content": guide + sep + m["content"]}, *messages[i + 1:]]
         if isinstance(m.get("content"), list):
             return [*messages[:i], {**m, "content": [{"type": "text", "text": guide}, *m["content"]]}, *messages[i + 1:]]
         break
