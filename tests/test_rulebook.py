@@ -77,7 +77,7 @@ def test_the_guide_goes_before_the_last_user_turn():
              {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]
     assert guide_messages(turns, guide) == [*turns[:3], {"role": "user", "content": guide + "Q2"}]
     parts = [{"role": "user", "content": [{"type": "text", "text": "Q"}]}]
-    assert guide_messages(parts, guide)[0]["content"] == [{"type": "text", "text": guide}, {"type": "text", "text": "Q"}]
+    assert guide_messages(parts, guide)[0]["content"] == [{"type": "text", "text": guide}, *parts[0]["content"]]
     no_user = guide_messages([{"role": "assistant", "content": "A"}], guide)  # nothing to put it before
     assert no_user[0] == {"role": "system", "content": "提出类似问题的用户希望回答遵守以下规则：\n1. 用中文回答。"}
     assert turns[3] == {"role": "user", "content": "Q2"}  # the caller's messages are not changed

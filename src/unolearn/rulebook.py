@@ -103,7 +103,8 @@ def guide_messages(messages: list[dict[str, Any]], guide: str) -> list[dict[str,
             sep = "" if guide.endswith("\n") else "\n\n"  # a guide stored before the question header existed
             return [*messages[:i], {**m, "content": guide + sep + m["content"]}, *messages[i + 1:]]
         if isinstance(m.get("content"), list):
-            return [*messages[:i], {**m, "content": [{"type": "text", "text": guide}, *m["content"]]}, *messages[i + 1:]]
+            parts = [{"type": "text", "text": guide}, *m["content"]]
+            return [*messages[:i], {**m, "content": parts}, *messages[i + 1:]]
         break
     return [{"role": "system", "content": guide.rsplit("\n\n", 1)[0]}, *messages]
 
