@@ -49,7 +49,7 @@ def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02, w
     ``{"proxy": {"rps", "p50_ms", "p99_ms"}, "direct": {...}, "added_p50_ms", "errors", "lost_feedback",
     "feedback_errors", "cpu_ms_per_request": {"upstream", "proxy", "client"}, "store"}``; the CPU figures
     are per request of the proxied run (Linux only; the proxy's counts all its workers), to tell overhead
-    from a busy machine.
+    from a busy machine; they count clock ticks (10 ms), so they need a few hundred requests to read above 0.
     """
     if n < 1 or concurrency < 1 or latency_s < 0 or workers < 1:
         raise ConfigError("n, concurrency and workers must be >= 1, latency_s >= 0")
