@@ -126,10 +126,11 @@ async def answer(ws: Workspace, models: Models, router: Router | None, messages:
     kw = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
     if route.path == "primary":
         name = await ensure_adapter(models.generator, ws, route.module_id, route.epoch)
-        res = await _one(models, ChatRequest.of(messages, adapter=name, **kw))
+        res = await _one(models, ChatRequest.of(messages, adapter=name, owners=(route.module_id,), **kw))
         return Answer(res.text, route, **_usage(res))
     if route.path == "guide":
-        res = await _one(models, ChatRequest.of(guide_messages(messages, route.guide), **kw))
+        res = await _one(models, ChatRequest.of(guide_messages(messages, route.guide), owners=(route.module_id,),
+                                                **kw))
         return Answer(res.text, route, **_usage(res))
     draft = await _one(models, ChatRequest.of(messages, **kw))
     if route.path == "base":
@@ -173,8 +174,9 @@ async def _reflect(models: Models, messages: list[dict[str, str]], draft: ChatRe
                    critic: str | None, kw: dict[str, Any]) -> Answer:
     """:func:`reflect` on the workspace's models."""
     async def call(msgs: list[dict[str, str]], adapter: str | None, max_tokens: int | None) -> tuple[str, Any]:
-        req = (ChatRequest.of(msgs, **kw) if max_tokens is None
-               else ChatRequest.of(msgs, adapter=adapter, max_tokens=max_tokens, seed=kw["seed"]))
+        owners = (route.module_id,) if route.module_id else ()  # the critic's rules shape both calls
+        req = (ChatRequest.of(msgs, owners=owners, **kw) if max_tokens is None
+               else ChatRequest.of(msgs, adapter=adapter, max_tokens=max_tokens, seed=kw["seed"], owners=owners))
         res = await _one(models, req)
         return res.text, res
 

@@ -121,17 +121,23 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], fmt: str, as_json: bool)
     """Store the logs of PATHS (JSONL or JSON-array files) in the workspace.
 
     Records already stored are counted as duplicates and not added again. Invalid records are
-    reported as FILE:LINE: REASON on stderr and kept in the workspace's `rejected` table.
+    reported as FILE:LINE: REASON on stderr and kept in the workspace's `rejected` table. Personal data
+    (e-mail, phone, card, IBAN, SSN, Chinese resident ID, IP, credentials in URLs) is replaced by
+    placeholders such as <EMAIL_1> before anything is stored (config.yaml `redact:`).
     Exits 0 when at least one valid record was read, 2 when none was.
     """
     from .ingest import ingest as run_ingest
+    from .redact import RedactConfig, Redactor, warn_if_disabled
 
     ws = open_workspace(ctx)
+    redact = stage_config_for(ctx, RedactConfig, "redact")
+    warn_if_disabled(redact, "ingest")
 
     def report(rej: Any) -> None:
         click.echo(f"{rej.file}:{rej.line}: {rej.reason}", err=True)
 
-    result = run_ingest(ws, list(paths), fmt, on_reject=report, progress=False if as_json else None)
+    result = run_ingest(ws, list(paths), fmt, on_reject=report, progress=False if as_json else None,
+                        redactor=Redactor(redact))
     if as_json:
         echo_json(result.as_dict())
     else:
@@ -139,6 +145,47 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], fmt: str, as_json: bool)
                    f"rejected {result.rejected}")
     if result.ingested + result.duplicates == 0:
         raise InputError("no valid record found in the input")
+
+
+@cli.command("forget")
+@click.option("--user", "users", multiple=True, metavar="ID", help="Forget this user's logs, served answers, "
+              "feedback and rejected records (repeatable).")
+@click.option("--log", "log_ids", multiple=True, metavar="ID", help="Forget this log (an id or unique prefix; "
+              "repeatable), with its served answer and feedback.")
+@click.option("--before", metavar="DATE", help="Forget everything ingested (served, rejected) before this "
+              "ISO-8601 date or time (UTC unless it says otherwise).")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@json_option
+@click.pass_context
+def forget_cmd(ctx: click.Context, users: tuple[str, ...], log_ids: tuple[str, ...], before: str | None,
+               dry_run: bool, as_json: bool) -> None:
+    """Delete a user's (a log's, a period's) data and everything derived from it.
+
+    Removes the logs, served answers and feedback, rejected records, and what was made from them: rules,
+    pairs, cluster members, cached model answers and vectors, rulebook entries, validation rows. Modules
+    (experts, critics, guides) trained or validated on them are retired at once: their adapter folders are
+    deleted, their plans fall back to the base model, and a new plan is published for running proxies.
+    The next `unolearn run` trains replacements. On SQLite the database is vacuumed so no deleted text
+    stays in the file or its WAL.
+    """
+    from .forget import forget, parse_before
+
+    result = forget(open_workspace(ctx), users=users, logs=log_ids, before=before and parse_before(before),
+                    dry_run=dry_run)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    if result.nothing:
+        click.echo("nothing matched: no log, served answer or rejected record of that user, id or date")
+        return
+    verb = "would remove" if dry_run else "removed"
+    rows = ", ".join(f"{k} {v}" for k, v in result.removed.items() if v)
+    click.echo(f"{verb}: {rows}")
+    if result.retired:
+        kinds = ", ".join(f"{m['kind']} {m['id'][:16]}" for m in result.retired)
+        click.echo(f"{'would retire' if dry_run else 'retired'} {len(result.retired)} modules: {kinds}"
+                   + ("" if dry_run else f" ({result.adapter_dirs} adapter folders deleted; `unolearn run` "
+                                         "trains replacements)"))
 
 
 @cli.group()
@@ -715,6 +762,7 @@ def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str, p
     without a restart (requests in flight finish on the old one). Set UNOLEARN_SERVE_KEY to require
     `Authorization: Bearer <key>` (the reload endpoint too).
     """
+    from .redact import RedactConfig, warn_if_disabled
     from .serve import ServeConfig, serve as run_server
 
     if bool(upstream) == embedded:
@@ -722,7 +770,9 @@ def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str, p
     cfg = ServeConfig(upstream=upstream, host=host, port=port, system=system, load_adapters=load_adapters,
                       reload_interval_s=reload_interval, workers=workers)
     ws = open_workspace(ctx)
-    run_server(ws.root, cfg, store=ws.store, backends=load_config(ctx))
+    redact = stage_config_for(ctx, RedactConfig, "redact")
+    warn_if_disabled(redact, "serve")
+    run_server(ws.root, cfg, store=ws.store, backends=load_config(ctx), redact=redact)
 
 
 @cli.group()

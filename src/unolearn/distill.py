@@ -201,7 +201,7 @@ def prior_request(log: Log, cfg: DistillConfig) -> ChatRequest:
     return ChatRequest.of([{"role": "system", "content": p["prior"].format(n=cfg.max_prior_rules)},
                            *(prior_turns(log.lang, p["prior_input"]) if cfg.examples else []),
                            {"role": "user", "content": p["prior_input"].format(query=log.query)}],
-                          schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed)
+                          schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed, owners=(log.id,))
 
 
 def _feedback_input(log: Log) -> str:
@@ -215,7 +215,7 @@ def feedback_request(log: Log, cfg: DistillConfig) -> ChatRequest:
     return ChatRequest.of([{"role": "system", "content": p["feedback"]},
                            *(feedback_turns(log.lang, p["feedback_input"]) if cfg.examples else []),
                            {"role": "user", "content": _feedback_input(log)}],
-                          schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed)
+                          schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed, owners=(log.id,))
 
 
 def gate_request(log: Log, cfg: DistillConfig) -> ChatRequest:
@@ -223,7 +223,8 @@ def gate_request(log: Log, cfg: DistillConfig) -> ChatRequest:
     p = PROMPTS[log.lang]
     return ChatRequest.of([{"role": "system", "content": p["gate"]},
                            *(gate_turns(log.lang, p["feedback_input"]) if cfg.examples else []),
-                           {"role": "user", "content": _feedback_input(log)}], max_tokens=1, logprobs=20)
+                           {"role": "user", "content": _feedback_input(log)}], max_tokens=1, logprobs=20,
+                          owners=(log.id,))
 
 
 REVISION_KINDS = ("revise", "fresh")
@@ -238,7 +239,8 @@ def revision_requests(log: Log, rules: Sequence[str], cfg: DistillConfig) -> lis
                                             feedback=feedback_text(log), rules=numbered(rules)),
                "fresh": p["fresh"].format(query=log.query, feedback=feedback_text(log))}
     return [ChatRequest.of(prompts[kind], temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + i,
-                           max_tokens=cfg.answer_max_tokens) for kind in REVISION_KINDS for i in range(cfg.n_revisions)]
+                           max_tokens=cfg.answer_max_tokens, owners=(log.id,))
+            for kind in REVISION_KINDS for i in range(cfg.n_revisions)]
 
 
 def clean_rules(parsed: Any, limit: int | None = None) -> list[str]:

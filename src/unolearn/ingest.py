@@ -11,6 +11,7 @@ from tqdm import tqdm
 from .errors import InputError
 from .readers import FORMATS, read_logs
 from .records import Log, Rejected
+from .redact import Redactor
 from .store import Workspace
 
 
@@ -43,8 +44,11 @@ def check_paths(paths: Sequence[Path]) -> None:
 
 def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_size: int = 1000,
            on_reject: Callable[[Rejected], None] | None = None, progress: bool | None = None,
-           ) -> IngestResult:
+           redactor: Redactor | None = None) -> IngestResult:
     """Store every valid record of ``paths`` in ``ws``; keep the invalid ones in ``rejected``.
+
+    Every record, valid or not, is redacted by ``redactor`` (default: :class:`Redactor` with the default
+    :class:`~unolearn.redact.RedactConfig`) before it is stored: the raw text never reaches the workspace.
 
     Each batch is committed in one transaction, so an interrupted ingest leaves the workspace
     consistent and a re-run completes it (records already stored count as duplicates).
@@ -53,6 +57,7 @@ def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_siz
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     check_paths(paths)
+    redactor = redactor or Redactor()
     result = IngestResult()
     total = sum(p.stat().st_size for p in paths)
     disable = None if progress is None else not progress
@@ -63,11 +68,11 @@ def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_siz
             bad: list[Rejected] = []
             for offset, item in read_logs(path, fmt):
                 if isinstance(item, Rejected):
-                    bad.append(item)
+                    bad.append(redactor.rejected(item))
                     if on_reject:
-                        on_reject(item)
+                        on_reject(bad[-1])
                 else:
-                    logs.append(item)
+                    logs.append(redactor.log(item))
                 if len(logs) + len(bad) >= batch_size:
                     _flush(ws, logs, bad, result)
                 bar.update(offset - done)

@@ -88,8 +88,8 @@ async def likelihood_scores(judge: ChatModel, items: Sequence[Item], *, desc: st
     or the answer is empty)."""
     reqs = []
     for log, rules, answer in items:
-        reqs += [ChatRequest.of(with_rules(log, rules), continuation=answer),
-                 ChatRequest.of(conversation(log), continuation=answer)]
+        reqs += [ChatRequest.of(with_rules(log, rules), continuation=answer, owners=(log.id,)),
+                 ChatRequest.of(conversation(log), continuation=answer, owners=(log.id,))]
     outs = await judge.generate(reqs, desc=desc)
     scores: list[float | None] = []
     for i, (_, _, answer) in enumerate(items):
@@ -103,7 +103,8 @@ def judge_request(log: Log, rules: Sequence[str], answer: str, *, max_tokens: in
                   temperature: float = 0.0) -> ChatRequest:
     """The LLM judge's 1–10 score of ``answer`` against ``rules``."""
     prompt = JUDGE_PROMPT[log.lang].format(query=log.query, rules=numbered(rules), answer=answer)
-    return ChatRequest.of(prompt, schema=JUDGE_SCHEMA, max_tokens=max_tokens, temperature=temperature, seed=seed)
+    return ChatRequest.of(prompt, schema=JUDGE_SCHEMA, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                          owners=(log.id,))
 
 
 async def llm_scores(judge: ChatModel, items: Sequence[Item], *, samples: int, max_tokens: int, seed: int,

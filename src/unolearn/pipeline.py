@@ -22,8 +22,10 @@ from .assess import AssessConfig
 from .backends import Models
 from .cluster import ClusterConfig
 from .distill import DistillConfig
+from .forget import RetentionConfig, apply_retention
 from .funnel import funnel
 from .records import content_hash
+from .redact import RedactConfig, Redactor
 from .rulebook import RulebookConfig
 from .selection import SelectConfig
 from .store import Workspace
@@ -42,12 +44,15 @@ class RunConfigs:
     rulebook: RulebookConfig = field(default_factory=RulebookConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    redact: RedactConfig = field(default_factory=RedactConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 def run_configs(build: Callable[[type, str], Any]) -> RunConfigs:
     """Every stage's config, each built by ``build(dataclass, config section)``."""
     return RunConfigs(build(DistillConfig, "distill"), build(ClusterConfig, "cluster"), build(AssessConfig, "assess"),
-                      build(RulebookConfig, "rulebook"), build(TrainConfig, "train"), build(SelectConfig, "select"))
+                      build(RulebookConfig, "rulebook"), build(TrainConfig, "train"), build(SelectConfig, "select"),
+                      build(RedactConfig, "redact"), build(RetentionConfig, "retention"))
 
 
 def cluster_fingerprint(ws: Workspace, embedder_id: str, cfg: ClusterConfig) -> str:
@@ -62,7 +67,7 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
     cfgs = cfgs or RunConfigs()
     summary: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("ingest", lambda: _ingest(ws, paths)),
+        ("ingest", lambda: _ingest(ws, paths, cfgs)),
         ("distill", lambda: distill.run(ws, models, cfgs.distill).as_dict()),
         ("cluster", lambda: _cluster(ws, models, cfgs.cluster)),
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
@@ -85,12 +90,16 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
     return summary
 
 
-def _ingest(ws: Workspace, paths: Sequence[Path]) -> dict[str, Any]:
-    """Ingest the given files, and turn served interactions that got feedback into logs."""
+def _ingest(ws: Workspace, paths: Sequence[Path], cfgs: RunConfigs) -> dict[str, Any]:
+    """Apply the retention period, ingest the given files (redacted), and turn served interactions that got
+    feedback into logs."""
     from .serve import collect_served
 
-    out = ingest.ingest(ws, list(paths)).as_dict() if paths else {}
+    forgotten = apply_retention(ws, cfgs.retention)
+    out = ingest.ingest(ws, list(paths), redactor=Redactor(cfgs.redact)).as_dict() if paths else {}
     out["served_with_feedback"] = collect_served(ws)
+    if forgotten is not None:
+        out["retention"] = forgotten.as_dict()
     return out
 
 

@@ -164,10 +164,12 @@ async def _judge_means(models: Models, items: list[tuple[Log, list[str], str]],
                              seed=cfg.seed, temperature=cfg.judge_temperature)
 
 
-def _answer_requests(logs: list[tuple[Log, list[str]]], cfg: SelectConfig, adapter: str | None) -> list[ChatRequest]:
-    """The validation requests: each log's query, with ``adapter`` or without (the base answer), one budget."""
-    return [ChatRequest.of(pair_prompt(log), adapter=adapter, max_tokens=cfg.answer_max_tokens, seed=cfg.seed)
-            for log, _ in logs]
+def _answer_requests(logs: list[tuple[Log, list[str]]], cfg: SelectConfig, adapter: str | None,
+                     module_id: str | None = None) -> list[ChatRequest]:
+    """The validation requests: each log's query, with ``adapter`` (of ``module_id``) or without (the base
+    answer), one budget."""
+    return [ChatRequest.of(pair_prompt(log), adapter=adapter, max_tokens=cfg.answer_max_tokens, seed=cfg.seed,
+                           owners=(log.id,) if module_id is None else (log.id, module_id)) for log, _ in logs]
 
 
 @dataclass
@@ -227,7 +229,8 @@ async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs:
     rows: list[tuple] = []
     for epoch in range(1, epochs + 1) if _judged(base) else ():
         name = await ensure_adapter(models.generator, ws, module_id, epoch)
-        answers = await models.generator.generate(_answer_requests(base.logs, cfg, name), desc=f"epoch {epoch}")
+        answers = await models.generator.generate(_answer_requests(base.logs, cfg, name, module_id),
+                                                  desc=f"epoch {epoch}")
         await _compare(models, base, module_id, epoch, [a.text if a.ok else "" for a in answers], cfg,
                        outcomes, rows)
     ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
@@ -250,10 +253,12 @@ async def validate_critic(ws: Workspace, models: Models, module_id: str, epoch: 
         name = await ensure_adapter(models.generator, ws, module_id, epoch)
         critiques = await models.generator.generate(
             [ChatRequest.of(critic_messages(log.query, draft), adapter=name, max_tokens=CRITIC_MAX_TOKENS,
-                            seed=cfg.seed) for (log, _), draft in zip(base.logs, base.answers)], desc="critiques")
+                            seed=cfg.seed, owners=(log.id, module_id))
+             for (log, _), draft in zip(base.logs, base.answers)],
+            desc="critiques")
         revisions = await models.generator.generate(
             [ChatRequest.of(revise_messages(pair_prompt(log), log.query, draft, rules_of(c.text if c.ok else "")),
-                            max_tokens=cfg.answer_max_tokens, seed=cfg.seed)
+                            max_tokens=cfg.answer_max_tokens, seed=cfg.seed, owners=(log.id, module_id))
              for (log, _), draft, c in zip(base.logs, base.answers, critiques)], desc="revisions")
         await _compare(models, base, module_id, epoch, [strip_echo(r.text) if r.ok else "" for r in revisions],
                        cfg, outcomes, rows)
@@ -270,8 +275,8 @@ async def validate_guide(ws: Workspace, models: Models, module_id: str, text: st
     rows: list[tuple] = []
     if _judged(base):
         answers = await models.generator.generate(
-            [ChatRequest.of(guide_messages(pair_prompt(log), text), max_tokens=cfg.answer_max_tokens, seed=cfg.seed)
-             for log, _ in base.logs], desc="guided answers")
+            [ChatRequest.of(guide_messages(pair_prompt(log), text), max_tokens=cfg.answer_max_tokens, seed=cfg.seed,
+                            owners=(log.id, module_id)) for log, _ in base.logs], desc="guided answers")
         await _compare(models, base, module_id, 1, [a.text if a.ok else "" for a in answers], cfg, outcomes, rows)
     ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
     return Validation(dict(outcomes), len(base.logs))

@@ -45,6 +45,9 @@ class ChatRequest:
     #: Score instead of generate: the log-probability of this text as the assistant's whole reply
     #: (its tokens and the end of the turn), in :attr:`ChatResult.logprob`. Sampling fields are unused.
     continuation: str | None = None
+    #: The logs whose text, and the modules whose adapter or guide, the request carries (not part of the cache
+    #: key): a cached answer to it is deleted when one of them is forgotten or retired (``unolearn forget``).
+    owners: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, messages: Sequence[dict[str, str]] | str, **kw: Any) -> "ChatRequest":
@@ -55,7 +58,8 @@ class ChatRequest:
 
     def key(self, model_id: str) -> str:
         """The response-cache key of this request sent to ``model_id``."""
-        fields = {k: v for k, v in self.__dict__.items() if not (k == "continuation" and v is None)}  # older keys
+        fields = {k: v for k, v in self.__dict__.items()
+                  if k != "owners" and not (k == "continuation" and v is None)}  # older keys
         return content_hash("chat", {"model": model_id, **fields, "messages": list(self.messages)})
 
 

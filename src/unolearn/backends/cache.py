@@ -2,7 +2,8 @@
 
 A chat response is stored under :meth:`ChatRequest.key` (model, adapter, messages, schema,
 sampling parameters) as soon as it arrives, so an interrupted stage resumes without repeating
-finished calls. Failed requests are not cached. Vectors are stored per (model, sha256 of text).
+finished calls; with it, the logs the request was about (:attr:`ChatRequest.owners`), so that forgetting
+a log deletes the answers it shaped. Failed requests are not cached. Vectors are stored per (model, sha256 of text).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class CachedChatModel(ChatModel):
             return ChatResult.from_json(hit)
         res = await self.inner._answer(request)
         if res.ok:
-            self.ws.cache_put(key, self.model_id, res.to_json())
+            self.ws.cache_put(key, self.model_id, res.to_json(), request.owners)
         return res
 
     async def add_adapter(self, name: str, path: str) -> None:

@@ -10,25 +10,27 @@ from typing import Any
 
 from ..config import BackendsConfig, backends_from_dict
 from ..errors import ConfigError
+from ..redact import RedactConfig
 from .config import ServeConfig
 from .proxy import Proxy
 
 
 def create_app(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *, store: str | None = None,
-               backends: BackendsConfig | None = None, **built: Any) -> Any:
+               backends: BackendsConfig | None = None, redact: RedactConfig | None = None, **built: Any) -> Any:
     """The proxy's ASGI app on the workspace at ``ws_dir`` and its ``store`` (a URL; None: the workspace's SQLite).
 
     ``backends`` configures the embedder (routing) and, in embedded mode, the chat model; ``built``
     hands over ready instances as :class:`~unolearn.backends.Models` takes them (``generator=``,
     ``embedder=``). The proxy serves the newest published plan and picks up a newer one while it runs
-    (``serve.reload_interval_s``, ``POST /v1/admin/reload``)."""
+    (``serve.reload_interval_s``, ``POST /v1/admin/reload``). What it records is redacted by ``redact``
+    (default: the default :class:`~unolearn.redact.RedactConfig`)."""
     try:
         from starlette.applications import Starlette
         from starlette.routing import Route as HTTPRoute
         import aiohttp  # noqa: F401
     except ImportError as e:
         raise ConfigError("the proxy needs starlette, uvicorn and aiohttp: pip install 'unolearn[serve]'") from e
-    proxy = Proxy(Path(ws_dir), cfg or ServeConfig(), backends, built, store)
+    proxy = Proxy(Path(ws_dir), cfg or ServeConfig(), backends, built, store, redact)
     routes = [HTTPRoute("/v1/chat/completions", proxy.chat, methods=["POST"]),
               HTTPRoute("/v1/feedback", proxy.feedback, methods=["POST"]),
               HTTPRoute("/v1/models", proxy.models_list, methods=["GET"]),
@@ -64,7 +66,7 @@ WORKER_ENV = "UNOLEARN_SERVE_WORKER"
 
 
 def serve(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *, store: str | None = None,
-          backends: BackendsConfig | None = None, **built: Any) -> None:
+          backends: BackendsConfig | None = None, redact: RedactConfig | None = None, **built: Any) -> None:
     """Run the proxy with uvicorn until interrupted (queued records are written before it exits).
 
     With ``cfg.workers`` > 1, uvicorn starts that many processes on one socket; each builds its app
@@ -79,13 +81,14 @@ def serve(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *, sto
     run = {"host": cfg.host, "port": cfg.port, "lifespan": "on", "access_log": False, "log_level": "info",
            "proxy_headers": False, "timeout_graceful_shutdown": 10}
     if cfg.workers == 1:
-        uvicorn.run(create_app(ws_dir, cfg, store=store, backends=backends, **built), **run)
+        uvicorn.run(create_app(ws_dir, cfg, store=store, backends=backends, redact=redact, **built), **run)
         return
     if built:
         raise ConfigError("serve.workers > 1 builds its models in each worker; pass configurations, not instances")
     backends = backends or BackendsConfig()
     os.environ[WORKER_ENV] = json.dumps({"ws_dir": str(ws_dir), "store": store, "serve": dataclasses.asdict(cfg),
-                                         "backends": dataclasses.asdict(backends)})
+                                         "backends": dataclasses.asdict(backends),
+                                         "redact": dataclasses.asdict(redact or RedactConfig())})
     uvicorn.run("unolearn.serve.app:worker_app", factory=True, workers=cfg.workers, **run)
 
 
@@ -93,4 +96,4 @@ def worker_app() -> Any:
     """The app of one worker process of :func:`serve` (its settings come from the environment)."""
     spec = json.loads(os.environ[WORKER_ENV])
     return create_app(spec["ws_dir"], ServeConfig(**spec["serve"]), store=spec["store"],
-                      backends=backends_from_dict(spec["backends"]))
+                      backends=backends_from_dict(spec["backends"]), redact=RedactConfig(**spec["redact"]))

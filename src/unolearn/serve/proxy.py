@@ -30,6 +30,7 @@ from ..answer import Route, answer, reflect
 from ..backends import Models
 from ..config import BackendsConfig
 from ..errors import ConfigError, UnolearnError
+from ..redact import RedactConfig, Redactor
 from ..rulebook import guide_messages
 from ..selection import adapter_name
 from ..snapshot import PlanSnapshot
@@ -52,11 +53,12 @@ class Proxy:
     """The app's state and handlers (one instance per app)."""
 
     def __init__(self, ws_dir: Path, cfg: ServeConfig, backends: BackendsConfig | None, built: dict[str, Any],
-                 store: str | None = None):
+                 store: str | None = None, redact: RedactConfig | None = None):
         self.ws_dir, self.cfg, self.store = Path(ws_dir), cfg, store
         self.ws = Workspace.open(ws_dir, store)
         self.metrics = Metrics()
-        self.recorder = Recorder(self.ws_dir, cfg.write_batch, cfg.write_linger_s, store=store)
+        self.recorder = Recorder(self.ws_dir, cfg.write_batch, cfg.write_linger_s, store=store,
+                                 redactor=Redactor(redact))
         self.models = Models(self.ws, backends, **built) if cfg.upstream is None else None
         self.upstream = (Upstream(cfg.upstream, cfg.upstream_api_key, cfg.upstream_timeout_s,
                                   cfg.upstream_connections) if cfg.upstream else None)

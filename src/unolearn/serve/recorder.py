@@ -4,6 +4,9 @@ Nothing a client was answered for is dropped lightly: a batch the store refuses 
 row, so one bad row cannot sink the others' answers and feedback; a batch that meets a lost connection
 or a busy write lock is retried on a new connection, with backoff, for up to ``retry_s`` seconds. Both
 retries are safe: an answer is stored once per response id, a feedback once per the uid given here.
+
+Personal data is redacted here, on the writer's thread, before a row reaches the store (:mod:`unolearn.redact`):
+off the request path, so the proxy answers no slower; the client and the upstream saw the original text.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import WorkspaceError
+from ..redact import Redactor
 from ..store import Workspace
 
 
@@ -34,8 +38,9 @@ class Recorder:
     """
 
     def __init__(self, ws_dir: Path, batch: int, linger_s: float = 0.0, *, store: str | None = None,
-                 retry_s: float = 60.0) -> None:
+                 retry_s: float = 60.0, redactor: Redactor | None = None) -> None:
         self.ws_dir, self.store, self.batch, self.linger_s, self.retry_s = ws_dir, store, batch, linger_s, retry_s
+        self.redactor = redactor or Redactor()
         self.pending: set[str] = set()
         self.queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -108,8 +113,9 @@ class Recorder:
                     done.set_exception(WorkspaceError(f"feedback not stored: {_one_line(error)}"))
 
     def _commit(self, items: list[tuple]) -> list[Exception | None]:
-        """Store ``items`` in one transaction or, when the store refuses the batch, one by one; the error
-        of each item (None: stored)."""
+        """Redact ``items``, then store them in one transaction or, when the store refuses the batch, one by
+        one; the error of each item (None: stored)."""
+        items = [self._redacted(item) for item in items]
         try:
             self._store(items)
             return [None] * len(items)
@@ -120,6 +126,12 @@ class Recorder:
             log.warning("the store refused a batch of %d rows (%s); storing them one by one", len(items),
                         _one_line(e))
         return [self._store_one(item) for item in items]
+
+    def _redacted(self, item: tuple) -> tuple:
+        """One queued item with its texts redacted."""
+        kind, row, done = item
+        row = self.redactor.served_row(row) if kind == "served" else self.redactor.feedback_row(row)
+        return kind, row, done
 
     def _store_one(self, item: tuple) -> Exception | None:
         """Store one item alone; its error, logged (None: stored)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .base import Base, now, upsert
 
 _PUT_RESPONSE = upsert("llm_cache", ("key", "model", "response", "created_at"), ("key",))
@@ -16,11 +18,14 @@ class CacheTables(Base):
         row = self.conn.execute("SELECT response FROM llm_cache WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def cache_put(self, key: str, model: str, response: str) -> None:
-        """Store one model response (its own transaction: finished calls survive an interruption; an upsert
-        that reads nothing, so it does not wait for the store's write lock)."""
+    def cache_put(self, key: str, model: str, response: str, owners: Iterable[str] = ()) -> None:
+        """Store one model response and what it was asked about (logs, modules: see :class:`ChatRequest`;
+        its own transaction: finished calls
+        survive an interruption; upserts that read nothing, so it does not wait for the store's write lock)."""
         with self.transaction(lock=False) as c:
             c.execute(_PUT_RESPONSE, (key, model, response, now()))
+            c.executemany("INSERT INTO cache_owners (key, owner) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                          [(key, o) for o in sorted(set(owners))])
 
     def embeddings_get(self, model: str, hashes: list[str]) -> dict[str, bytes]:
         """Stored vectors (float32 bytes) of ``model`` for the given text hashes."""

@@ -195,6 +195,10 @@ class Connection(ABC):
         """Before a migration commits: raise when the schema change left a broken reference."""
 
     @abstractmethod
+    def compact(self) -> None:
+        """After a deletion, outside any transaction: make the deleted rows unreadable in the files."""
+
+    @abstractmethod
     def close(self) -> None:
         """Close the connection."""
 
@@ -228,7 +232,18 @@ class SQLiteConnection(Connection):
             raise
         self.raw.execute("PRAGMA synchronous=NORMAL")
         self.raw.execute("PRAGMA foreign_keys=ON")
+        self.raw.execute("PRAGMA secure_delete=ON")  # deleted text is overwritten, not left in free pages
         self.lock_timeout_s = LOCK_TIMEOUT_S
+
+    def compact(self) -> None:
+        """``VACUUM`` (the file rewritten without free pages), then the WAL checkpointed and truncated: no
+        deleted row's bytes stay in either file. A StoreBusyError when another connection's read keeps the
+        WAL from being truncated."""
+        self.raw.execute("VACUUM")
+        busy, _, _ = self.raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise StoreBusyError("the deletion is committed, but another connection kept the WAL file from being "
+                                 "truncated; run `unolearn forget --compact` again when it is idle")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         """Run one statement."""
@@ -395,6 +410,11 @@ class PostgresConnection(Connection):
         """True for a lost connection, a server out of reach, a timeout, a busy write lock (a retry may pass)."""
         return (isinstance(error, (StoreBusyError, StoreUnavailableError, _psycopg().OperationalError))
                 or (isinstance(error, _psycopg().Error) and self.raw.broken))
+
+    def compact(self) -> None:
+        """``VACUUM`` of every table (dead rows become reusable space and leave the indexes; their bytes stay
+        in the data files until overwritten, or until ``VACUUM FULL`` rewrites them: see the README)."""
+        self.execute("VACUUM")
 
     def close(self) -> None:
         """Close the connection."""

@@ -11,13 +11,14 @@ from ..errors import NotFoundError
 from ..records import Log, Rejected, canonical_json
 from .base import Base, no_nul, now
 
-_INSERT_LOG = ("INSERT INTO logs (id, source, lang, has_feedback, ingested_at, record) "
-               "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING")
+_INSERT_LOG = ("INSERT INTO logs (id, source, lang, has_feedback, ingested_at, record, user_id) "
+               "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
 
 
 def _log_row(log: Log) -> tuple:
     """The ``logs`` row of a log (its columns in :data:`_INSERT_LOG`'s order)."""
-    return (log.id, log.source, log.lang, int(log.has_feedback), now(), canonical_json(log.model_dump(mode="json")))
+    return (log.id, log.source, log.lang, int(log.has_feedback), now(), canonical_json(log.model_dump(mode="json")),
+            log.user)
 
 
 class LogTables(Base):

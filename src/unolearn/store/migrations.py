@@ -13,6 +13,7 @@ one still produces, statement for statement, the schema it always did.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -385,6 +386,28 @@ def m012_incremental_clustering(c: Connection) -> None:
         changes TEXT NOT NULL
     );
     """)
+
+
+@migration
+def m013_forgetting(c: Connection) -> None:
+    """What deletion needs to find: each log's user (as a column, from its record) and what each cached model
+    response was asked about (``cache_owners``: the logs whose text, the modules whose adapter or guide the
+    request carried), indexed for ``forget``."""
+    _script(c, """
+    ALTER TABLE logs ADD COLUMN user_id TEXT;
+    CREATE INDEX logs_user ON logs(user_id);
+    CREATE INDEX logs_ingested ON logs(ingested_at);
+    CREATE INDEX served_log ON served(log_id);
+    CREATE TABLE cache_owners (
+        key TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        PRIMARY KEY (key, owner)
+    );
+    CREATE INDEX cache_owners_owner ON cache_owners(owner);
+    """)
+    users = [(u, i) for i, record in c.execute("SELECT id, record FROM logs").fetchall()
+             if (u := json.loads(record).get("user")) is not None]
+    c.executemany("UPDATE logs SET user_id = ? WHERE id = ?", users)
 
 
 def applied(c: Connection) -> set[str]:

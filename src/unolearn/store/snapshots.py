@@ -19,10 +19,11 @@ from .dialect import Connection
 FORMAT = 1
 
 
-def snapshot_body(c: Connection) -> dict[str, Any] | None:
-    """The snapshot of the current clustering's clusters and plans, read on ``c`` (None: nothing to publish)."""
+def snapshot_body(c: Connection, empty_ok: bool = False) -> dict[str, Any] | None:
+    """The snapshot of the current clustering's clusters and plans, read on ``c`` (None: nothing to publish,
+    unless ``empty_ok``: then a snapshot without clusters, which routes every request to the base model)."""
     clusters = c.execute("SELECT id, size, centroid, embedder FROM clusters ORDER BY id").fetchall()
-    if not clusters:
+    if not clusters and not empty_ok:
         return None
     version = c.execute("SELECT id, unseen_distance FROM clusterings ORDER BY id DESC LIMIT 1").fetchone()
     clustering, unseen = version or (None, None)
@@ -35,15 +36,16 @@ def snapshot_body(c: Connection) -> dict[str, Any] | None:
     guides = {mid: json.loads(m[2]).get("text") for mid, m in modules.items() if m[0] == "guide"}
     adapters = sorted({(p[3], p[4], modules[p[3]][1]) for p in plans
                        if p[2] in ("primary", "reflective") and p[3] in modules})
-    return {"format": FORMAT, "clustering": clustering, "embedder": clusters[0][3], "unseen_distance": unseen,
+    embedder = clusters[0][3] if clusters else None
+    return {"format": FORMAT, "clustering": clustering, "embedder": embedder, "unseen_distance": unseen,
             "clusters": [[cid, size, base64.b64encode(bytes(vec)).decode()] for cid, size, vec, _ in clusters],
             "plans": [list(p) for p in plans], "guides": guides, "adapters": [list(a) for a in adapters]}
 
 
-def publish(c: Connection) -> int | None:
+def publish(c: Connection, empty_ok: bool = False) -> int | None:
     """Inside the caller's write transaction: publish the current plans as a new snapshot; its id (None:
-    no clusters yet)."""
-    body = snapshot_body(c)
+    no clusters yet, unless ``empty_ok``)."""
+    body = snapshot_body(c, empty_ok)
     if body is None:
         return None
     return c.insert("INSERT INTO plan_snapshots (clustering, body, created_at) VALUES (?,?,?)",

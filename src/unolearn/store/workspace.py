@@ -27,6 +27,7 @@ from .base import DB_NAME, resolve_dir
 from .caches import CacheTables
 from .clusters import ClusterTables
 from .dialect import check_url, connect, database_errors, is_postgres, redacted, require_driver
+from .forget import ForgetTables
 from .logs import LogTables
 from .modules import ModuleTables
 from .rulebook import RulebookTables
@@ -37,7 +38,7 @@ from .snapshots import SnapshotTables
 
 
 class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTables, ServedTables, CacheTables,
-                RunTables, SnapshotTables):
+                ForgetTables, RunTables, SnapshotTables):
     """A unolearn workspace. Open with :meth:`open`; use as a context manager to close it."""
 
     @classmethod
