@@ -1,0 +1,75 @@
+"""The redactor on its own: Presidio offline, identifiers inside Chinese text, placeholders per record."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from unolearn.errors import ConfigError
+from unolearn.records import Log, Message
+from unolearn.redact import RedactConfig, Redactor, analysis_view, resident_id_valid
+
+
+@pytest.fixture(scope="module")
+def redactor() -> Redactor:
+    return Redactor()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Mail alice.smith@example.com or call +1 415-555-0132.", "Mail <EMAIL_1> or call <PHONE_1>."),
+    ("请拨打13812345678联系我", "请拨打<PHONE_1>联系我"),
+    ("电话：＋８６ １３８１２３４５６７８。", "电话：<PHONE_1>。"),
+    ("身份证11010519491231002X，邮箱li.wei@example.cn谢谢", "身份证<CN_ID_1>，邮箱<EMAIL_1>谢谢"),
+    ("card 4111-1111-1111-1111, IBAN GB82 WEST 1234 5698 7654 32", "card <CARD_1>, IBAN <IBAN_1>"),
+    ("ssn 536-22-8726 from 203.0.113.77 or 2001:db8::8a2e:370:7334", "ssn <SSN_1> from <IP_1> or <IP_2>"),
+    ("https://app.example.com/reset?token=9f8a7c6b5d4e&lang=en", "https://app.example.com/reset?token=<SECRET_1>&lang=en"),
+    ("https://x.example.com/u?email=bob%40mail.example.com", "https://x.example.com/u?email=<EMAIL_1>"),
+])
+def test_identifiers_are_replaced_by_typed_placeholders(redactor, text, expected):
+    assert redactor.text(text) == expected
+
+
+@pytest.mark.parametrize("clean", [
+    "See https://docs.python.org/3/library/re.html for details.",
+    "依据《民法典》第1165条，2023年5月1日起施行，版本1.2.3，价格100元。",
+    "Card numbers that fail Luhn like 4111 1111 1111 1112 are not cards.",
+    "身份证号码的第18位是校验码，例如110105194912310021这样校验不对的号码。",
+])
+def test_clean_text_and_invalid_numbers_stay(redactor, clean):
+    assert redactor.text(clean) == clean
+
+
+def test_one_value_one_placeholder_across_a_log(redactor):
+    log = Log.from_messages([Message(role="user", content="I am bob@example.com, ring 13812345678"),
+                             Message(role="assistant", content="Hi"),
+                             Message(role="user", content="Again: BOB@example.com, and ann@example.com")],
+                            user="u1", metadata={"note": "from bob@example.com"})
+    red = redactor.log(log)
+    assert red.query == "I am <EMAIL_1>, ring <PHONE_1>"
+    assert red.feedback == ("Again: <EMAIL_1>, and <EMAIL_2>",)
+    assert red.metadata == {"note": "from <EMAIL_1>"} and red.user == "u1"
+    assert redactor.log(red) == red  # redacting twice changes nothing
+
+
+def test_no_network_is_needed(redactor, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the redactor tried to reach the network")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    assert Redactor(RedactConfig(entities=["EMAIL_ADDRESS"])).text("x@y.example.com") == "<EMAIL_1>"
+
+
+def test_disabled_and_chosen_kinds():
+    assert Redactor(RedactConfig(enabled=False)).text("bob@example.com") == "bob@example.com"
+    only_email = Redactor(RedactConfig(entities=["EMAIL_ADDRESS"]))
+    assert only_email.text("bob@example.com 13812345678") == "<EMAIL_1> 13812345678"
+    with pytest.raises(ConfigError, match="unknown kind 'PERSON'"):
+        RedactConfig(entities=["PERSON"])
+
+
+def test_the_analysis_view_keeps_offsets():
+    text = "电话１３８abc"
+    assert len(analysis_view(text)) == len(text) and analysis_view(text) == "  138abc"
+    assert resident_id_valid("11010519491231002X") and not resident_id_valid("110105194912310021")
