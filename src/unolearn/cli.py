@@ -1131,9 +1131,10 @@ def _vs_base(result: dict[str, Any], name: str, d: dict[str, Any]) -> str:
               help="Seconds the fake upstream takes per answer.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Proxy worker processes (unolearn serve --workers).")
+@click.option("--no-redact", is_flag=True, help="Run the proxy with redaction off (to measure what it costs).")
 @json_option
 @click.pass_context
-def bench_serve_cmd(ctx: click.Context, n: int, concurrency: int, latency: float, workers: int,
+def bench_serve_cmd(ctx: click.Context, n: int, concurrency: int, latency: float, workers: int, no_redact: bool,
                     as_json: bool) -> None:
     """Throughput and latency through the proxy vs directly to the same upstream, and lost feedback.
 
@@ -1143,7 +1144,7 @@ def bench_serve_cmd(ctx: click.Context, n: int, concurrency: int, latency: float
     from .bench.serve import bench_serve
 
     out = bench_serve(n=n, concurrency=concurrency, latency_s=latency, workers=workers,
-                      store=ctx.find_root().obj.get("store"))
+                      store=ctx.find_root().obj.get("store"), redact=not no_redact)
     echo_json(out) if as_json else click.echo(
         f"proxy p50 {out['proxy']['p50_ms']:.1f} ms, direct p50 {out['direct']['p50_ms']:.1f} ms, added "
         f"{out['added_p50_ms']:.1f} ms; errors {out['errors']}, lost feedback {out['lost_feedback']}")

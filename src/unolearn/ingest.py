@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import InputError
+from .errors import InputError, UnolearnError
 from .readers import FORMATS, read_logs
 from .records import Log, Rejected
 from .redact import Redactor
@@ -67,25 +67,73 @@ def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_siz
             logs: list[Log] = []
             bad: list[Rejected] = []
             for offset, item in read_logs(path, fmt):
+                item = _redacted(redactor, item, path)
                 if isinstance(item, Rejected):
-                    bad.append(redactor.rejected(item))
+                    bad.append(item)
                     if on_reject:
-                        on_reject(bad[-1])
+                        on_reject(item)
                 else:
-                    logs.append(redactor.log(item))
+                    logs.append(item)
                 if len(logs) + len(bad) >= batch_size:
-                    _flush(ws, logs, bad, result)
+                    _flush(ws, logs, bad, result, on_reject)
                 bar.update(offset - done)
                 done = offset
-            _flush(ws, logs, bad, result)
+            _flush(ws, logs, bad, result, on_reject)
             bar.update(path.stat().st_size - done)
     return result
 
 
-def _flush(ws: Workspace, logs: list[Log], bad: list[Rejected], result: IngestResult) -> None:
-    added, dups = ws.add_logs(logs, bad)
+def _redacted(redactor: Redactor, item: Log | Rejected, path: Path) -> Log | Rejected:
+    """``item`` redacted; a log the redactor fails on is rejected (its text is not kept)."""
+    try:
+        return redactor.rejected(item) if isinstance(item, Rejected) else redactor.log(item)
+    except Exception as e:  # noqa: BLE001 — one record's failure is that record's error
+        line = getattr(item, "line", 0)
+        return Rejected(file=str(path), line=line, reason=f"cannot be redacted ({type(e).__name__}); not stored",
+                        raw="")
+
+
+def _flush(ws: Workspace, logs: list[Log], bad: list[Rejected], result: IngestResult,
+           on_reject: Callable[[Rejected], None] | None = None) -> None:
+    """Store a batch in one transaction; when the store refuses it, record by record, so one record the store
+    cannot take is rejected alone and its neighbours are stored."""
+    try:
+        added, dups = ws.add_logs(logs, bad)
+    except UnolearnError:
+        raise
+    except Exception:  # noqa: BLE001 — a driver's error on one row: find it
+        added, dups = _one_by_one(ws, logs, bad, on_reject)
     result.ingested += added
     result.duplicates += dups
     result.rejected += len(bad)
     logs.clear()
     bad.clear()
+
+
+def _one_by_one(ws: Workspace, logs: list[Log], bad: list[Rejected],
+                on_reject: Callable[[Rejected], None] | None) -> tuple[int, int]:
+    """Store each record alone; one the store refuses joins ``bad`` (kept without its text)."""
+    added = dups = 0
+    for log in logs:
+        try:
+            a, d = ws.add_logs([log])
+        except UnolearnError:
+            raise
+        except Exception as e:  # noqa: BLE001 — this record's error
+            bad.append(Rejected(file=log.source, line=0, reason=f"the store refused it: {type(e).__name__}",
+                                raw=""))
+            if on_reject:
+                on_reject(bad[-1])
+            continue
+        added, dups = added + a, dups + d
+    rejected = list(bad)
+    bad.clear()
+    for r in rejected:
+        try:
+            ws.add_logs([], [r])
+        except UnolearnError:
+            raise
+        except Exception:  # noqa: BLE001 — a rejected record the store cannot keep is only reported
+            continue
+        bad.append(r)
+    return added, dups

@@ -69,8 +69,17 @@ def _iter_lines(fh: BinaryIO) -> Iterator[RawRecord]:
             continue
         try:
             yield RawRecord(line, text, offset, value=json.loads(text))
-        except json.JSONDecodeError as e:
-            yield RawRecord(line, text, offset, error=f"not valid JSON ({e.msg} at column {e.colno})")
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            yield RawRecord(line, text, offset, error=json_error(e))
+
+
+def json_error(e: BaseException) -> str:
+    """The one-line reason a JSON value could not be read."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON ({e.msg} at column {e.colno})"
+    if isinstance(e, RecursionError):
+        return "not readable: JSON nested deeper than the reader allows"
+    return f"not readable: {' '.join(str(e).split())[:200]}"
 
 
 def _iter_array(fh: BinaryIO) -> Iterator[RawRecord]:
@@ -99,6 +108,19 @@ def _iter_array(fh: BinaryIO) -> Iterator[RawRecord]:
             return
         try:
             value, end = decoder.raw_decode(data, pos)
+        except (RecursionError, ValueError) as e:
+            if isinstance(e, json.JSONDecodeError):
+                raise  # handled below
+            end = _value_end(data, pos)
+            if end < 0 and not eof and refill():
+                continue
+            where = line + data.count("\n", 0, pos)
+            yield RawRecord(where, data[pos:pos + 2000], fh.tell(), error=json_error(e))
+            if end < 0:
+                return
+            line = where + data.count("\n", pos, end)
+            data, pos = data[end:], 0
+            continue
         except json.JSONDecodeError as e:
             if not eof and refill():
                 continue
@@ -111,6 +133,30 @@ def _iter_array(fh: BinaryIO) -> Iterator[RawRecord]:
         yield RawRecord(where, data[pos:end], fh.tell(), value=value)
         line = where + data.count("\n", pos, end)
         data, pos = data[end:], 0
+
+
+def _value_end(data: str, pos: int) -> int:
+    """The end of the JSON value that starts at ``pos`` (brackets counted outside strings), or -1 when ``data``
+    ends first: how a value the decoder cannot take (nested too deep, a number too long) is stepped over."""
+    depth, in_string, i = 0, False, pos
+    while i < len(data):
+        ch = data[i]
+        if in_string:
+            i += 2 if ch == "\\" else 1
+            in_string = in_string and ch != '"'
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif depth == 0 and ch in ",\n":
+            return i
+        if depth == 0 and ch in "]}":
+            return i + 1
+        i += 1
+    return -1
 
 
 def _skip(data: str, pos: int) -> int:
@@ -318,6 +364,29 @@ def read_logs(path: Path, fmt: str = "auto") -> Iterator[tuple[int, Log | Reject
                 yield raw.offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text)
                 continue
             try:
+                check_text(raw.value, "record")
                 yield raw.offset, to_log(raw.value, fmt, path.name)
-            except RecordError as e:
-                yield raw.offset, Rejected(file=str(path), line=raw.line, reason=str(e), raw=raw.text)
+            except (ValueError, TypeError, RecursionError) as e:  # RecordError and pydantic's errors among them
+                reason = str(e) if isinstance(e, RecordError) else f"cannot be read as a log: {_first_line(e)}"
+                yield raw.offset, Rejected(file=str(path), line=raw.line, reason=reason, raw=raw.text)
+
+
+def check_text(value: Any, field: str) -> None:
+    """A RecordError naming the field of the first string in ``value`` that is not valid Unicode (a lone
+    surrogate, which JSON's ``\\ud800`` escapes can make and no store can hold)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise RecordError(f"{field}: invalid Unicode (a lone surrogate at character {e.start})") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(k, field)
+            check_text(v, f"{field}.{k}" if field != "record" else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_text(v, f"{field}[{i}]")
+
+
+def _first_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__

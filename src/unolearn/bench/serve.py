@@ -40,8 +40,12 @@ from . import child_env
 WARMUP = 200
 
 
+#: What every benchmark request (and feedback) says: personal data the recorder must redact.
+SAID = "hello proxy, I am bob.smith@example.com, call me at +1 415-555-0132"
+
+
 def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02, workers: int = 1,
-                store: str | None = None) -> dict[str, Any]:
+                store: str | None = None, redact: bool = True) -> dict[str, Any]:
     """Send ``n`` chat requests at ``concurrency`` through the proxy and directly to the upstream.
 
     The proxy is the real ``unolearn serve --upstream URL --workers N`` in a child process, on a fresh
@@ -50,12 +54,16 @@ def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02, w
     "feedback_errors", "cpu_ms_per_request": {"upstream", "proxy", "client"}, "store"}``; the CPU figures
     are per request of the proxied run (Linux only; the proxy's counts all its workers), to tell overhead
     from a busy machine; they count clock ticks (10 ms), so they need a few hundred requests to read above 0.
+    Every request and feedback holds an e-mail address and a phone number, so the recorder redacts each row
+    (``redact=False``: the proxy's ``redact: {enabled: false}``, to measure what redaction costs).
     """
     if n < 1 or concurrency < 1 or latency_s < 0 or workers < 1:
         raise ConfigError("n, concurrency and workers must be >= 1, latency_s >= 0")
     with tempfile.TemporaryDirectory(prefix="unolearn-bench-serve-") as tmp, scratch_store(store) as scratch:
         upstream = _Child(str(latency_s))
         try:
+            (Path(tmp) / "ws").mkdir()
+            (Path(tmp) / "ws" / "config.yaml").write_text(f"redact: {{enabled: {str(redact).lower()}}}\n")
             proxy = ServeProcess(Path(tmp) / "ws", upstream.url, workers, store=scratch)
             try:
                 out = run_fast(_measure(upstream.url, proxy.url, n, concurrency,
@@ -67,13 +75,13 @@ def bench_serve(n: int = 2000, concurrency: int = 64, latency_s: float = 0.02, w
         stored = _stored_feedback(Path(tmp) / "ws", out.pop("ids"), scratch)
     out["lost_feedback"] = out.pop("feedback_sent") - stored
     return {"n": n, "concurrency": concurrency, "latency_s": latency_s, "workers": workers,
-            "store": "postgresql" if scratch else "sqlite", **out}
+            "store": "postgresql" if scratch else "sqlite", "redact": redact, **out}
 
 
 async def _measure(upstream: str, proxy: str, n: int, concurrency: int,
                    servers_cpu: Callable[[], tuple[float, float]]) -> dict[str, Any]:
     """Warm both, run direct then proxied, then post one feedback per proxied response."""
-    body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello proxy"}],
+    body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": SAID}],
                        "max_tokens": 8}).encode()
     for url in (upstream, proxy):
         await _load(url, "/v1/chat/completions", [body] * WARMUP, concurrency)
@@ -82,7 +90,7 @@ async def _measure(upstream: str, proxy: str, n: int, concurrency: int,
     proxied = await _load(proxy, "/v1/chat/completions", [body] * n, concurrency)
     cpu = [round((b - a) / n * 1000, 3) for a, b in zip(cpu, [*servers_cpu(), time.process_time()])]
     ids = [json.loads(r)["id"] for s, r in proxied.answers if s == 200]
-    feedback = [json.dumps({"response_id": i, "action": "like", "text": "good"}).encode() for i in ids]
+    feedback = [json.dumps({"response_id": i, "action": "like", "text": f"good. {SAID}"}).encode() for i in ids]
     sent = await _load(proxy, "/v1/feedback", feedback, concurrency)
     direct_s, proxy_s = direct.summary(), proxied.summary()
     return {"proxy": proxy_s, "direct": direct_s, "added_p50_ms": round(proxy_s["p50_ms"] - direct_s["p50_ms"], 2),
