@@ -740,36 +740,41 @@ def demo(ctx: click.Context, data_dir: Path | None, train_per_set: int | None, t
                                  "OpenAI-compatible), e.g. http://localhost:8000/v1.")
 @click.option("--embedded", is_flag=True, help="No upstream: answer with the workspace's configured chat "
                                                "backend (the embedded model by default).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=8400, show_default=True)
-@click.option("--system", type=click.Choice(SERVED_SYSTEMS), default="uno",
-              show_default=True, help="Default routing; a request may override it with the header "
-                                      "X-Unolearn-System.")
-@click.option("--load-adapters", is_flag=True, help="Load the planned adapters into the upstream, at start and "
-                                                    "on each reload (vLLM --enable-lora with runtime LoRA updating).")
-@click.option("--reload-interval", type=click.FloatRange(min=0), default=10.0, show_default=True,
-              help="Seconds between looks for a newly published plan (0: only POST /v1/admin/reload).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Proxy processes sharing the port (upstream mode; e.g. one per core).")
+@click.option("--host", help="Interface to listen on (default 127.0.0.1; config `serve: {host}`).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default 8400).")
+@click.option("--system", type=click.Choice(SERVED_SYSTEMS),
+              help="Default routing (default uno); a request may override it with the header X-Unolearn-System.")
+@click.option("--load-adapters", is_flag=True, default=None,
+              help="Load the planned adapters into the upstream, at start and on each reload (vLLM --enable-lora "
+                   "with runtime LoRA updating).")
+@click.option("--reload-interval", type=click.FloatRange(min=0),
+              help="Seconds between looks for a newly published plan (default 10; 0: only POST /v1/admin/reload).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Proxy processes sharing the port (default 1; upstream mode; e.g. one per core).")
+@click.option("--insecure", is_flag=True, default=None,
+              help="Serve on an interface other than loopback without an API key (refused otherwise).")
 @click.pass_context
-def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str, port: int, system: str,
-          load_adapters: bool, reload_interval: float, workers: int) -> None:
+def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str | None, port: int | None,
+          system: str | None, load_adapters: bool | None, reload_interval: float | None, workers: int | None,
+          insecure: bool | None) -> None:
     """Run an OpenAI-compatible proxy that routes each request by the workspace's published plan.
 
     Endpoints: POST /v1/chat/completions (streaming too), GET /v1/models, GET /healthz, GET /metrics,
     POST /v1/feedback, POST /v1/admin/reload. Every answer is recorded; feedback posted for its response
     id feeds the next `unolearn run`, whose `select` publishes a new plan: each worker picks it up
-    without a restart (requests in flight finish on the old one). Set UNOLEARN_SERVE_KEY to require
-    `Authorization: Bearer <key>` (the reload endpoint too).
+    without a restart (requests in flight finish on the old one). Set UNOLEARN_SERVE_KEY (or `serve:
+    {api_key}` in config.yaml) to require `Authorization: Bearer <key>` (the reload endpoint too). Every
+    setting of the config's `serve:` section applies; a flag given here wins.
     """
     from .redact import RedactConfig, warn_if_disabled
     from .serve import ServeConfig, serve as run_server
 
-    if bool(upstream) == embedded:
-        raise InputError("give exactly one of --upstream URL or --embedded")
-    cfg = ServeConfig(upstream=upstream, host=host, port=port, system=system, load_adapters=load_adapters,
-                      reload_interval_s=reload_interval, workers=workers)
     ws = open_workspace(ctx)
+    flags = {"upstream": upstream, "host": host, "port": port, "system": system, "load_adapters": load_adapters,
+             "reload_interval_s": reload_interval, "workers": workers, "insecure": insecure}
+    cfg = stage_config(ServeConfig, config_path(ctx), "serve", flags)
+    if bool(cfg.upstream) == embedded:
+        raise InputError("give exactly one of --upstream URL (or `serve: {upstream}` in config.yaml) or --embedded")
     redact = stage_config_for(ctx, RedactConfig, "redact")
     warn_if_disabled(redact, "serve")
     run_server(ws.root, cfg, store=ws.store, backends=load_config(ctx), redact=redact)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 
@@ -15,6 +16,16 @@ EMBEDDED_MODEL = "unolearn"
 SYSTEM_HEADER = "x-unolearn-system"
 ACTIONS = ("like", "dislike", "copy", "regenerate", "edit")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is only reachable from this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -31,6 +42,7 @@ class ServeConfig:
                              "a request overrides it with the header X-Unolearn-System.")
     api_key: str | None = opt(None, "Clients must send 'Authorization: Bearer <key>' (default: "
                                     "$UNOLEARN_SERVE_KEY; empty: no key).")
+    insecure: bool = opt(False, "Allow serving on an interface other than loopback without an API key.")
     upstream_api_key: str | None = opt(None, "Key sent to the upstream (default: $UNOLEARN_API_KEY, then "
                                              "$OPENAI_API_KEY; empty: none).")
     max_body_bytes: int = opt(1_000_000, "Largest request body accepted (413 above).")
@@ -69,6 +81,9 @@ class ServeConfig:
             raise ConfigError("serve.upstream_timeout_s must be > 0 and upstream_connections ≥ 1")
         if self.load_adapters and self.upstream is None:
             raise ConfigError("serve.load_adapters needs an upstream")
+        if self.api_key is None and not self.insecure and not is_loopback(self.host):
+            raise ConfigError(f"serve.host {self.host!r} is reachable from other machines and no API key is set: "
+                              "set UNOLEARN_SERVE_KEY (or serve: {api_key}), or pass --insecure")
         if self.workers < 1 or (self.workers > 1 and self.upstream is None):
             raise ConfigError("serve.workers must be ≥ 1, and more than 1 needs an upstream (each worker would "
                               "load the embedded model)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +16,8 @@ except ImportError:  # only the proxy's upstream client needs it (the serve extr
 
 from ..backends.openai_http import error_text, resolve_api_key
 from .problems import UpstreamError
+
+log = logging.getLogger(__name__)
 
 
 class Upstream:
@@ -54,7 +57,8 @@ class Upstream:
         except aiohttp.ClientPayloadError as e:
             raise UpstreamError(f"upstream sent a body that cannot be decoded: {e}", "bad_answer") from e
         except aiohttp.ClientError as e:
-            raise UpstreamError(f"upstream unreachable at {self.base_url}: {type(e).__name__} {e}".strip(),
+            log.warning("upstream unreachable at %s: %s %s", self.base_url, type(e).__name__, e)
+            raise UpstreamError(f"the model server could not be reached ({type(e).__name__})",
                                 "unreachable") from e
 
     async def send(self, method: str, path: str, body: bytes | None = None) -> aiohttp.ClientResponse:

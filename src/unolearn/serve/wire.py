@@ -9,6 +9,7 @@ from typing import Any
 
 from ..answer import Route
 from ..names import SERVED_SYSTEMS
+from ..readers import RecordError, check_text
 from ..selection import adapter_name
 from ..wire import text_of
 from .config import ACTIONS
@@ -47,13 +48,38 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     """The JSON object in ``raw``; 400 otherwise."""
     try:
         body = json.loads(raw)
+    except RecursionError as e:
+        raise HTTPProblem("the request body is nested too deeply", 400, "invalid_json") from e
     except (ValueError, UnicodeDecodeError) as e:
-        raise HTTPProblem(f"the request body is not valid JSON: {e}", 400, "invalid_json") from e
+        raise HTTPProblem(f"the request body is not valid JSON: {' '.join(str(e).split())[:200]}", 400,
+                          "invalid_json") from e
     if not isinstance(body, dict):
         raise HTTPProblem("the request body must be a JSON object", 400, "invalid_request")
     if b"\\u0000" in raw and (where := _nul_at(body)):  # the escape is the only way JSON carries a NUL
         raise HTTPProblem(f"{where} holds a NUL character (\\u0000), which cannot be stored", 400, "invalid_request")
+    if b"\\u" in raw:  # a lone surrogate, too, comes only as an escape
+        try:
+            check_text(body, "the body")
+        except RecordError as e:
+            raise HTTPProblem(str(e), 400, "invalid_request") from None
     return body
+
+
+#: Sampling parameters that must be numbers (the upstream, or the embedded model, would fail on another type).
+_NUMBERS = {"max_tokens": int, "max_completion_tokens": int, "n": int, "seed": int, "temperature": float,
+            "top_p": float, "presence_penalty": float, "frequency_penalty": float}
+
+
+def _check_numbers(body: dict[str, Any]) -> None:
+    """400 for a sampling parameter of the wrong type (``"max_tokens": "many"``) or out of range."""
+    for key, kind in _NUMBERS.items():
+        value = body.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+        if not ok or (kind is int and key != "seed" and value < 1) or (kind is float and not -2**31 < value < 2**31):
+            raise HTTPProblem(f"'{key}' must be {'a positive integer' if kind is int else 'a number'}, "
+                              f"got {json.dumps(value)[:40]}", 400, "invalid_request")
 
 
 def _nul_at(value: Any, where: str = "the body") -> str | None:
@@ -80,6 +106,7 @@ def _nul_at(value: Any, where: str = "the body") -> str | None:
 def parse_chat(raw: bytes, system: str, max_messages: int) -> Chat:
     """Validate a chat completion body and find the query it is routed on."""
     body = parse_json(raw)
+    _check_numbers(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise HTTPProblem("'messages' must be a non-empty list", 400, "invalid_request")
