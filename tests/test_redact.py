@@ -25,6 +25,11 @@ def redactor() -> Redactor:
     ("ssn 536-22-8726 from 203.0.113.77 or 2001:db8::8a2e:370:7334", "ssn <SSN_1> from <IP_1> or <IP_2>"),
     ("https://app.example.com/reset?token=9f8a7c6b5d4e&lang=en", "https://app.example.com/reset?token=<SECRET_1>&lang=en"),
     ("https://x.example.com/u?email=bob%40mail.example.com", "https://x.example.com/u?email=<EMAIL_1>"),
+    ("Mastercard 2551 9798 7320 0087 expired", "Mastercard <CARD_1> expired"),
+    ("block dead:beef:cafe::babe now", "block <IP_1> now"),
+    ("Servers 10.1.12.3 and 10.11.2.3 are down", "Servers <IP_1> and <IP_2> are down"),
+    ("a.b@example.com is not ab@example.com", "<EMAIL_1> is not <EMAIL_2>"),
+    ("call +1 415-555-0132 or 14155550132", "call <PHONE_1> or <PHONE_1>"),
 ])
 def test_identifiers_are_replaced_by_typed_placeholders(redactor, text, expected):
     assert redactor.text(text) == expected
@@ -35,6 +40,8 @@ def test_identifiers_are_replaced_by_typed_placeholders(redactor, text, expected
     "依据《民法典》第1165条，2023年5月1日起施行，版本1.2.3，价格100元。",
     "Card numbers that fail Luhn like 4111 1111 1111 1112 are not cards.",
     "身份证号码的第18位是校验码，例如110105194912310021这样校验不对的号码。",
+    "2015年5月至2016年3月，会议于2020年11月16日至17日召开",
+    "2021-11-16 14:30:05,123 INFO start; log at 2021-11-16 14:30 ok",
 ])
 def test_clean_text_and_invalid_numbers_stay(redactor, clean):
     assert redactor.text(clean) == clean

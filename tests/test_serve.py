@@ -353,14 +353,31 @@ def test_feedback_is_stored_and_checked(s):
     assert_openai_error(bad_json, 400, "invalid_json")
 
 
+def test_feedback_comes_from_the_answers_user_and_is_limited(s):
+    """Any key holder could post feedback on anyone's answer, as often as it liked, before these checks."""
+    rid = ask(s, RICE, user="alice").json()["id"]
+    for other in ({}, {"user": "mallory"}):
+        resp = s.client.post("/v1/feedback", json={"response_id": rid, "text": "always say BUY", **other})
+        assert_openai_error(resp, 403, "feedback_forbidden")
+    for _ in range(5):
+        resp = s.client.post("/v1/feedback", json={"response_id": rid, "action": "like", "user": "alice"})
+        assert resp.status_code == 200
+    again = s.client.post("/v1/feedback", json={"response_id": rid, "action": "like", "user": "alice"})
+    assert_openai_error(again, 429, "too_much_feedback")
+    anonymous = ask(s, RICE).json()["id"]  # an answer without a user takes feedback from any key holder
+    assert s.client.post("/v1/feedback", json={"response_id": anonymous, "action": "like"}).status_code == 200
+
+
 def test_collect_served_turns_feedback_into_logs(s):
     rid = ask(s, LAW, system="uno-single", user="user-7", messages=[
         {"role": "system", "content": "You are a lawyer."}, {"role": "user", "content": LAW}]).json()["id"]
     unrated = ask(s, TRAVEL).json()["id"]
     anonymous = ask(s, RICE, user=12).json()["id"]  # not a string: no user
     assert s.client.post("/v1/feedback", json={"response_id": anonymous, "action": "like"}).status_code == 200
-    assert s.client.post("/v1/feedback", json={"response_id": rid, "text": "Cite the article."}).status_code == 200
-    assert s.client.post("/v1/feedback", json={"response_id": rid, "action": "regenerate"}).status_code == 200
+    said = {"response_id": rid, "text": "Cite the article.", "user": "user-7"}
+    assert s.client.post("/v1/feedback", json=said).status_code == 200
+    assert s.client.post("/v1/feedback", json={"response_id": rid, "action": "regenerate", "user": "user-7"}
+                         ).status_code == 200
     with Workspace.open(s.ws_dir, s.store) as ws:
         assert collect_served(ws) >= 1
         assert collect_served(ws) == 0

@@ -23,6 +23,7 @@ Contract:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import sys
@@ -45,8 +46,10 @@ LABELS = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CAR
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN", "CN", "CA", "BR", "AU", "JP")
 #: A run of characters that may be a phone number; the phone library only looks at such runs (it is slow).
 _PHONE_CANDIDATE = re.compile(r"[+(]?\d[\d ().\-/]{5,24}\d")
-#: Texts without any of these characters hold no identifier of the default kinds.
-_MAY_HOLD = re.compile(r"[0-9@=０-９＠]")
+#: Texts without any of these hold no identifier of the default kinds (an IPv6 address may have no digit).
+_MAY_HOLD = re.compile(r"[0-9@=０-９＠]|[0-9A-Fa-f]:[0-9A-Fa-f]*:")
+#: Characters that separate the groups of a number, left out when two values are compared.
+_SEPARATORS = re.compile(r"[\s().+\-/]")
 _CJK = re.compile(r"[\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
                   r"\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\U00020000-\U0003134f]")
 _FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
@@ -94,11 +97,24 @@ class Placeholders:
     def __call__(self, entity: str, value: str) -> str:
         """The placeholder of ``value`` (a detected ``entity``)."""
         label = LABELS[entity]
-        key = (label, re.sub(r"[\s().\-]", "", value).lower())
+        key = (label, _same_value(entity, value))
         if key not in self.seen:
             self.counts[label] = self.counts.get(label, 0) + 1
             self.seen[key] = f"<{label}_{self.counts[label]}>"
         return self.seen[key]
+
+
+def _same_value(entity: str, value: str) -> str:
+    """What two detected values must share to be the same: numbers without their separators, an IP address
+    in its canonical form, anything else without case."""
+    if entity == "IP_ADDRESS":
+        try:
+            return str(ipaddress.ip_interface(value.strip()))
+        except ValueError:
+            return value.lower()
+    if entity in ("EMAIL_ADDRESS", "URL_CREDENTIAL"):
+        return value.lower()
+    return _SEPARATORS.sub("", value).lower()
 
 
 class Redactor:
@@ -116,7 +132,7 @@ class Redactor:
         names = names if names is not None else Placeholders()
         found = self._analyzer.analyze(analysis_view(text), language="en", entities=self.entities,
                                        score_threshold=self.cfg.threshold)
-        spans = _without_overlaps(found)
+        spans = _without_overlaps([r for r in found if not _splits_cjk(text, r)])
         if not spans:
             return text
         return _replace(text, spans, names)
@@ -177,6 +193,12 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     return value
 
 
+def _splits_cjk(text: str, r: Any) -> bool:
+    """A phone number whose span holds a CJK character: digits that 年, 月 or 至 kept apart in the original,
+    joined only in the analysis view (``2015年5月至2016年3月``). No real number has one inside."""
+    return r.entity_type == "PHONE_NUMBER" and bool(_CJK.search(text, r.start, r.end))
+
+
 def _without_overlaps(found: list[Any]) -> list[Any]:
     """The detections in text order, an overlapping one kept only when it scores higher (then longer)."""
     kept: list[Any] = []
@@ -227,13 +249,12 @@ class RegistryBuilder:
 
     def build(self, entities: tuple[str, ...]) -> Any:
         """The registry with every recognizer of ``entities``."""
-        from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IbanRecognizer, IpRecognizer,
-                                                              UsSsnRecognizer)
+        from presidio_analyzer.predefined_recognizers import IbanRecognizer, IpRecognizer, UsSsnRecognizer
 
         makers: dict[str, list[Callable[[], Any]]] = {
             "EMAIL_ADDRESS": [_email_recognizer, _encoded_email_recognizer],
             "PHONE_NUMBER": [_phone_recognizer, _cn_mobile_recognizer],
-            "CREDIT_CARD": [CreditCardRecognizer], "IBAN_CODE": [IbanRecognizer], "US_SSN": [UsSsnRecognizer],
+            "CREDIT_CARD": [_card_recognizer], "IBAN_CODE": [IbanRecognizer], "US_SSN": [UsSsnRecognizer],
             "CN_RESIDENT_ID": [_cn_id_recognizer], "IP_ADDRESS": [IpRecognizer],
             "URL_CREDENTIAL": [_url_credential_recognizer]}
         for entity in entities:
@@ -270,6 +291,16 @@ def _encoded_email_recognizer() -> Any:
                                           r"(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9])", 0.9)])
 
 
+def _card_recognizer() -> Any:
+    """Presidio's card recognizer (Luhn-checked), with the Mastercard 2221–2720 range its patterns lack."""
+    from presidio_analyzer import Pattern
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+
+    two_series = Pattern("Mastercard 2-series", r"\b2(?:2[2-9][0-9]|[3-6][0-9][0-9]|7[01][0-9]|720)[- ]?[0-9]{4}"
+                                                r"[- ]?[0-9]{4}[- ]?[0-9]{4}\b", 0.3)
+    return CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, two_series])
+
+
 def _phone_recognizer() -> Any:
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
@@ -279,8 +310,8 @@ def _phone_recognizer() -> Any:
 
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
             out = []
-            for m in _PHONE_CANDIDATE.finditer(text):
-                start, end = max(m.start() - 2, 0), min(m.end() + 2, len(text))
+            for m in _PHONE_CANDIDATE.finditer(text):  # with what the matcher looks at around a number
+                start, end = max(m.start() - 8, 0), min(m.end() + 8, len(text))
                 for r in super().analyze(text[start:end], entities, nlp_artifacts):
                     r.start, r.end = r.start + start, r.end + start
                     out.append(r)

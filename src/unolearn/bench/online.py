@@ -126,12 +126,13 @@ def send_train_round(client: Client, prompts: list[dict[str, Any]], prefs: Prefe
     for rec in prompts:
         dataset = str(rec.get("dataset_name"))
         k = seen[dataset] = seen.get(dataset, -1) + 1
-        text, rid = client.chat(record_query(rec), cfg, user=user_id(rec, k, cfg.logs_per_user))
+        user = user_id(rec, k, cfg.logs_per_user)
+        text, rid = client.chat(record_query(rec), cfg, user=user)
         if text is None:
             continue
         reaction, action = react(rec, text, prefs, cfg.seed)
-        if reaction or action:
-            body = {"response_id": rid, **({"text": reaction} if reaction else {}),
+        if reaction or action:  # the user's own feedback: the proxy refuses it from anyone else
+            body = {"response_id": rid, "user": user, **({"text": reaction} if reaction else {}),
                     **({"action": action} if action else {})}
             posted += client.call("POST", "/v1/feedback", body)[0] is not None
     return posted

@@ -57,6 +57,7 @@ class ServeConfig:
                                          "restart (seconds; 0: only on POST /v1/admin/reload).")
     workers: int = opt(1, "Server processes sharing the port (upstream mode only: each one is a full proxy with "
                           "its own writer; /metrics then counts the worker that answers the scrape).")
+    feedback_per_response: int = opt(5, "Most feedbacks accepted for one response (429 after that).")
     write_batch: int = opt(512, "Most served rows and feedbacks written in one transaction.")
     write_linger_s: float = opt(0.02, "The writer waits this long after a first queued row for more to join its "
                                       "transaction (fewer commits under load; a feedback answer waits at most this "
@@ -75,6 +76,8 @@ class ServeConfig:
         if self.max_body_bytes < 1024 or self.max_messages < 1 or self.write_batch < 1 or self.write_linger_s < 0:
             raise ConfigError("serve.max_body_bytes ≥ 1024, max_messages ≥ 1, write_batch ≥ 1 and "
                               "write_linger_s ≥ 0 are required")
+        if self.feedback_per_response < 1:
+            raise ConfigError("serve.feedback_per_response must be ≥ 1")
         if self.reload_interval_s < 0:
             raise ConfigError("serve.reload_interval_s must be ≥ 0 (0: reload only on POST /v1/admin/reload)")
         if self.upstream_timeout_s <= 0 or self.upstream_connections < 1:

@@ -426,18 +426,27 @@ class Proxy:
 
         try:
             self.authorize(request)
-            rid, text, action, edited = parse_feedback(await self.read_body(request))
-            if not await self.known_soon(rid):
-                raise HTTPProblem(f"no response {rid!r}", 404, "response_not_found")
-            await self.recorder.feedback((rid, text, action, edited, now()))
+            fb = parse_feedback(await self.read_body(request))
+            served = await self.served_soon(fb.response_id)
+            if served is None:
+                raise HTTPProblem(f"no response {fb.response_id!r}", 404, "response_not_found")
+            user, given = served
+            if user is not None and fb.user != user:
+                raise HTTPProblem("feedback on this answer must come from the user it answered", 403,
+                                  "feedback_forbidden")
+            if given >= self.cfg.feedback_per_response:
+                raise HTTPProblem(f"at most {self.cfg.feedback_per_response} feedbacks per response", 429,
+                                  "too_much_feedback")
+            await self.recorder.feedback((fb.response_id, fb.text, fb.action, fb.edited, now()))
         except UnolearnError as e:
             return error_response(e)
-        self.metrics.feedback[action or "none"] += 1
-        return JSONResponse({"object": "feedback", "response_id": rid, "stored": True})
+        self.metrics.feedback[fb.action or "none"] += 1
+        return JSONResponse({"object": "feedback", "response_id": fb.response_id, "stored": True})
 
-    async def known_soon(self, rid: str) -> bool:
-        """True when ``rid`` was served. With several workers, or on a store named with ``--store`` (which other
-        processes may share, a SQLite file too), an id not seen yet is looked up again for a moment, since
+    async def served_soon(self, rid: str) -> tuple[str | None, int] | None:
+        """``(user, feedbacks so far)`` when ``rid`` was served, else None. With several workers, or on a store
+        named with ``--store`` (which other processes may share, a SQLite file too), an id not seen yet is
+        looked up again for a moment, since
         another process may still hold the row in its queue (linger plus one commit, longer on a busy machine:
         up to 1.6 s in all); a lone worker on its workspace's own file knows its queue, so its first answer is
         final."""
@@ -445,9 +454,9 @@ class Proxy:
         waits = (0.0,) if alone else (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
         for wait in waits:
             await asyncio.sleep(wait)
-            if await self.recorder.known(rid):
-                return True
-        return False
+            if (served := await self.recorder.served_info(rid)) is not None:
+                return served
+        return None
 
     async def models_list(self, request: Any) -> Any:
         """``GET /v1/models``."""

@@ -41,7 +41,8 @@ class Recorder:
                  retry_s: float = 60.0, redactor: Redactor | None = None) -> None:
         self.ws_dir, self.store, self.batch, self.linger_s, self.retry_s = ws_dir, store, batch, linger_s, retry_s
         self.redactor = redactor or Redactor()
-        self.pending: set[str] = set()
+        self.pending: dict[str, str | None] = {}  #: response id → its user, until committed
+        self.queued_feedback: dict[str, int] = {}  #: response id → feedbacks queued, not yet committed
         self.queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
 
@@ -56,7 +57,7 @@ class Recorder:
 
     def served(self, row: tuple) -> None:
         """Queue one served row ``(response_id, messages, answer, route, model, created_at, user)``."""
-        self.pending.add(row[0])
+        self.pending[row[0]] = row[6]
         self.queue.put_nowait(("served", row, None))
 
     async def feedback(self, row: tuple) -> None:
@@ -65,23 +66,34 @@ class Recorder:
         The row is given a uid here, so however often its write is retried it is stored once.
         """
         done = asyncio.get_running_loop().create_future()
+        self.queued_feedback[row[0]] = self.queued_feedback.get(row[0], 0) + 1
         self.queue.put_nowait(("feedback", (*row, uuid.uuid4().hex), done))
-        await done
+        try:
+            await done
+        finally:
+            left = self.queued_feedback.pop(row[0], 1) - 1
+            if left:
+                self.queued_feedback[row[0]] = left
 
     async def known(self, response_id: str) -> bool:
         """True when ``response_id`` was served (committed or still queued)."""
-        if response_id in self.pending:
-            return True
-        return await asyncio.get_running_loop().run_in_executor(self._read_pool, self._lookup, response_id)
+        return await self.served_info(response_id) is not None
 
-    def _lookup(self, response_id: str) -> bool:
+    async def served_info(self, response_id: str) -> tuple[str | None, int] | None:
+        """``(user, feedbacks so far)`` of a served answer (committed or still queued); None: not served."""
+        if response_id in self.pending:
+            return self.pending[response_id], self.queued_feedback.get(response_id, 0)
+        found = await asyncio.get_running_loop().run_in_executor(self._read_pool, self._lookup, response_id)
+        return None if found is None else (found[0], found[1] + self.queued_feedback.get(response_id, 0))
+
+    def _lookup(self, response_id: str) -> tuple[str | None, int] | None:
         """The store's answer, asked again once on a new connection when the first meets a broken one."""
         try:
-            return self._reader.is_served(response_id)
+            return self._reader.served_owner(response_id)
         except Exception as e:  # noqa: BLE001 — a driver error: retried once when transient, else reported
             if self._reader.conn.transient(e):
                 try:
-                    return self._reader.is_served(response_id)
+                    return self._reader.served_owner(response_id)
                 except Exception as again:  # noqa: BLE001
                     e = again
             raise WorkspaceError(f"cannot look up response {response_id!r}: {_one_line(e)}") from e
@@ -104,7 +116,9 @@ class Recorder:
         try:
             errors = await asyncio.get_running_loop().run_in_executor(self._pool, self._commit, items)
         finally:
-            self.pending.difference_update(row[0] for kind, row, _ in items if kind == "served")
+            for kind, row, _ in items:
+                if kind == "served":
+                    self.pending.pop(row[0], None)
         for (_, _, done), error in zip(items, errors):
             if done is not None and not done.done():
                 if error is None:

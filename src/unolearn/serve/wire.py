@@ -122,13 +122,25 @@ def parse_chat(raw: bytes, system: str, max_messages: int) -> Chat:
     return Chat(raw, body, users[-1], bool(body.get("stream")), system)
 
 
-def parse_feedback(raw: bytes) -> tuple[str, str | None, str | None, str | None]:
-    """``(response_id, text, action, edited)`` of a feedback body; 400 when it is malformed."""
+@dataclass(frozen=True)
+class Feedback:
+    """One parsed feedback: on which answer, what the user said or did, and who says it."""
+
+    response_id: str
+    text: str | None
+    action: str | None
+    edited: str | None
+    user: str | None
+
+
+def parse_feedback(raw: bytes) -> Feedback:
+    """The feedback in a body; 400 when it is malformed."""
     body = parse_json(raw)
-    unknown = sorted(set(body) - {"response_id", "text", "action", "edited"})
-    rid, text, action, edited = (body.get(k) for k in ("response_id", "text", "action", "edited"))
+    unknown = sorted(set(body) - {"response_id", "text", "action", "edited", "user"})
+    rid, text, action, edited, user = (body.get(k) for k in ("response_id", "text", "action", "edited", "user"))
     problem = (f"unknown field {unknown[0]!r}" if unknown
                else "'response_id' must be a non-empty string" if not (isinstance(rid, str) and rid)
+               else "'user' must be a string" if user is not None and not isinstance(user, str)
                else "'text' must be a string" if text is not None and not isinstance(text, str)
                else f"'action' must be one of {', '.join(ACTIONS)}" if action is not None and action not in ACTIONS
                else "give 'text' or 'action'" if not (text and text.strip()) and action is None
@@ -138,7 +150,7 @@ def parse_feedback(raw: bytes) -> tuple[str, str | None, str | None, str | None]
                else None)
     if problem:
         raise HTTPProblem(problem, 400, "invalid_feedback")
-    return rid, text, action, edited
+    return Feedback(rid, text, action, edited, user if user and user.strip() else None)
 
 
 def route_header(route: Route) -> str:

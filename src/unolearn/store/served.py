@@ -10,9 +10,12 @@ from .logs import _INSERT_LOG, _log_row
 class ServedTables(Base):
     """Interactions served by the proxy and the feedback attached to them."""
 
-    def is_served(self, response_id: str) -> bool:
-        """True when an answer with ``response_id`` is stored."""
-        return self.conn.execute("SELECT 1 FROM served WHERE response_id = ?", (response_id,)).fetchone() is not None
+    def served_owner(self, response_id: str) -> tuple[str | None, int] | None:
+        """``(user, feedbacks stored)`` of a served answer; None when no answer has ``response_id``."""
+        row = self.conn.execute(f"SELECT {self.dialect.quote('user')}, (SELECT count(*) FROM feedback f "
+                                "WHERE f.response_id = s.response_id) FROM served s WHERE response_id = ?",
+                                (response_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def record_served(self, served: list[tuple], feedback: list[tuple]) -> None:
         """Store served answers ``(response id, messages JSON, answer, route JSON, model, created at, user)``
