@@ -393,6 +393,13 @@ def test_collect_served_turns_feedback_into_logs(s):
     assert [m.role for m in log.messages] == ["system", "user", "assistant", "user"]
     assert log.metadata["response_id"] == rid and log.has_feedback
 
+    late = {"response_id": rid, "text": "And keep it short.", "user": "user-7"}  # after its log was collected
+    assert s.client.post("/v1/feedback", json=late).status_code == 200
+    with Workspace.open(s.ws_dir, s.store) as ws:
+        assert collect_served(ws) == 1 and collect_served(ws) == 0  # before, it was acknowledged and dropped
+        newest = ws.get_log(ws.conn.execute("SELECT log_id FROM served WHERE response_id = ?", (rid,)).fetchone()[0])
+    assert newest.id != log.id and newest.feedback == ("And keep it short.",) and newest.query == LAW
+
 
 def test_feedback_for_a_response_still_queued_and_flush_on_close(tmp_path, each_store):
     async def go() -> None:

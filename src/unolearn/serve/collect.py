@@ -14,17 +14,21 @@ def collect_served(ws: Workspace) -> int:
 
     Each becomes a :class:`~unolearn.records.Log` (source ``serve``): the request's conversation, the
     served answer as first answer, the feedback texts as feedback turns and the actions as actions;
-    ``served.log_id`` is set. Feedback given after its interaction was collected is not added.
+    ``served.log_id`` is set. Feedback given after its interaction was collected makes a log of its own at
+    the next collection (the same conversation and answer, with the reactions not collected before).
     """
-    logs = [(row[0], served_log(ws, *row)) for row in ws.uncollected_served()]
+    logs = []
+    for row in ws.uncollected_served():
+        feedback = ws.pending_feedback(row[0])
+        logs.append((row[0], served_log(ws, *row, feedback=feedback), [f[0] for f in feedback]))
     ws.add_served_logs(logs)
     return len(logs)
 
 
 def served_log(ws: Workspace, rid: str, messages: str, answer_text: str, route: str, created_at: str,
-               user: str | None = None) -> Log:
-    """The log of one served interaction with its feedback."""
-    feedback = ws.feedback_of(rid)
+               user: str | None = None, feedback: list[tuple] | None = None) -> Log:
+    """The log of one served interaction with its feedback (default: the feedback not collected yet)."""
+    feedback = [f[1:] for f in (ws.pending_feedback(rid) if feedback is None else feedback)]
     turns = [Message(role=m["role"], content=text_of(m.get("content"))) for m in json.loads(messages)
              if m.get("role") in ("system", "user", "assistant")]
     query = next(m.content for m in reversed(turns) if m.role == "user")

@@ -84,8 +84,12 @@ class ForgetTables(Base):
         for marks, chunk in _in(sorted(served)):  # a served answer's log, and a log's served answer, go together
             logs |= {r[0] for r in c.execute(f"SELECT log_id FROM served WHERE response_id IN ({marks}) "
                                               "AND log_id IS NOT NULL", chunk)}
+        for marks, chunk in _in(sorted(served)):  # every log collected from those answers' feedback
+            logs |= {r[0] for r in c.execute(f"SELECT log_id FROM feedback WHERE response_id IN ({marks}) "
+                                              "AND log_id IS NOT NULL", chunk)}
         for marks, chunk in _in(sorted(logs)):
             served |= {r[0] for r in c.execute(f"SELECT response_id FROM served WHERE log_id IN ({marks})", chunk)}
+            served |= {r[0] for r in c.execute(f"SELECT response_id FROM feedback WHERE log_id IN ({marks})", chunk)}
         return ForgetSelection(sorted(logs), sorted(served), self._rejected_of(users, before),
                                self._entries_of(logs), self._modules_of(logs))
 

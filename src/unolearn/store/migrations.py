@@ -410,6 +410,17 @@ def m013_forgetting(c: Connection) -> None:
     c.executemany("UPDATE logs SET user_id = ? WHERE id = ?", users)
 
 
+@migration
+def m014_feedback_collected(c: Connection) -> None:
+    """Each feedback names the log it was collected into, so feedback that arrives after its answer became a
+    log is collected by the next run (into a log of its own) instead of being dropped."""
+    _script(c, """
+    ALTER TABLE feedback ADD COLUMN log_id TEXT;
+    UPDATE feedback SET log_id = (SELECT s.log_id FROM served s WHERE s.response_id = feedback.response_id);
+    CREATE INDEX feedback_log ON feedback(log_id);
+    """)
+
+
 def applied(c: Connection) -> set[str]:
     """The names of the migrations applied to the database of ``c`` (a read: nothing is created).
 
