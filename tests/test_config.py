@@ -63,3 +63,23 @@ def test_cli_config_show_masks_keys(run_cli, ws_dir):
     (ws_dir / "config.yaml").write_text("backends:\n  generator: {backend: magic}\n")
     r = run_cli("config", "show")
     assert r.code == 2 and r.err.startswith("error: ") and len(r.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text, says", [
+    ("bogus: {a: 1}\n", "unknown section 'bogus'"),
+    ("distill: {n_revisions: many}\n", "distill: n_revisions must be int, got 'many'"),
+    ("distill: {n_revision: 3}\n", "distill: unknown key 'n_revision'"),
+    ("cluster: {threshold: -1}\n", "cluster: cluster.threshold must be > 0"),
+    ("redact: {threshold: 2}\n", "redact: redact.threshold must be between 0 and 1"),
+    ("serve: {port: 99999}\n", "serve: serve.port must be between 0 and 65535"),
+    ("retention: {days: 0}\n", "retention: retention.days must be"),
+    ("profile: fast\n", "profile must be auto, cpu or gpu"),
+])
+def test_every_section_is_checked_by_every_command(run_cli, ws_dir, text, says):
+    """A wrong value in a section the command does not read was silently ignored before."""
+    ws_dir.mkdir(parents=True, exist_ok=True)
+    (ws_dir / "config.yaml").write_text(text)
+    for args in (("config", "show"), ("logs", "stats")):
+        r = run_cli(*args)
+        assert r.code == 2 and says in r.err and str(ws_dir / "config.yaml") in r.err, r.err
+        assert len(r.err.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import CONFIG_FILE, BackendsConfig, load_backends, stage_config
+from .config import CONFIG_FILE, BackendsConfig, check_config_file, load_backends, stage_config
 from .errors import ConfigError, InputError, UnolearnError, WorkspaceError
 from .funnel import funnel_lines
 from .names import SERVED_SYSTEMS
@@ -27,8 +27,22 @@ def open_workspace(ctx: click.Context) -> Workspace:
     """Open the workspace named by the group's ``--workspace`` option (once per invocation)."""
     obj = ctx.find_root().ensure_object(dict)
     if "ws" not in obj:
+        checked_config(ctx)
         obj["ws"] = ctx.with_resource(Workspace.open(obj.get("workspace"), obj.get("store")))
     return obj["ws"]
+
+
+def checked_config(ctx: click.Context) -> Path:
+    """This invocation's config file, every section of it validated (once): a wrong key in any section stops
+    every command, not only the one that reads it."""
+    obj = ctx.find_root().obj
+    file = obj["config_file"] or resolve_dir(obj.get("workspace")) / CONFIG_FILE
+    if obj["config_file"] and not file.exists():
+        raise InputError("no such file", file=str(file))
+    if not obj.get("config_checked"):
+        check_config_file(file)
+        obj["config_checked"] = True
+    return file
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -103,11 +117,7 @@ def cli(ctx: click.Context, workspace: str | None, store: str | None, config_fil
 
 def load_config(ctx: click.Context) -> BackendsConfig:
     """The effective backend configuration: defaults → config file → environment → flags."""
-    obj = ctx.find_root().obj
-    file = obj["config_file"] or resolve_dir(obj.get("workspace")) / CONFIG_FILE
-    if obj["config_file"] and not file.exists():
-        raise InputError("no such file", file=str(file))
-    return load_backends(file, obj["overrides"])
+    return load_backends(checked_config(ctx), ctx.find_root().obj["overrides"])
 
 
 @cli.command()

@@ -78,6 +78,7 @@ def serve(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *, sto
         raise ConfigError("the proxy needs starlette, uvicorn and aiohttp: pip install 'unolearn[serve]'") from e
 
     cfg = cfg or ServeConfig()
+    cfg.check_exposure()
     run = {"host": cfg.host, "port": cfg.port, "lifespan": "on", "access_log": False, "log_level": "info",
            "proxy_headers": False, "timeout_graceful_shutdown": 10}
     if cfg.workers == 1:
