@@ -56,7 +56,7 @@ def test_every_format_reads_the_user(tmp_path):
     openai, numbered, sharegpt, memorybench, nobody = items(write_jsonl(tmp_path / "u.jsonl", records))
     assert (openai.user, numbered.user, sharegpt.user, memorybench.user, nobody.user) == (
         "alice", "17", "bob", "carol", None)
-    assert openai.id != nobody.id and openai.user_key == "user:alice" and nobody.user_key == f"log:{nobody.id}"
+    assert openai.id != nobody.id and openai.user_key == "user:alice" and nobody.user_key == "anonymous"
     assert nobody.id == "log-v1-91ea747fd867d047c68c4b64"  # its key from before logs had users
 
 

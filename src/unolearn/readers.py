@@ -108,9 +108,15 @@ def _iter_array(fh: BinaryIO) -> Iterator[RawRecord]:
             return
         try:
             value, end = decoder.raw_decode(data, pos)
-        except (RecursionError, ValueError) as e:
-            if isinstance(e, json.JSONDecodeError):
-                raise  # handled below
+        except json.JSONDecodeError as e:
+            if not eof and refill():
+                continue
+            # The whole file is read and the array never closed: the file was cut in this record.
+            where = line + data.count("\n", 0, pos)
+            yield RawRecord(where, data[pos:pos + 2000], fh.tell(),
+                            error=f"truncated JSON array: the last record is incomplete ({e.msg})")
+            return
+        except (RecursionError, ValueError) as e:  # nested too deep, a number too long: stepped over
             end = _value_end(data, pos)
             if end < 0 and not eof and refill():
                 continue
@@ -121,14 +127,6 @@ def _iter_array(fh: BinaryIO) -> Iterator[RawRecord]:
             line = where + data.count("\n", pos, end)
             data, pos = data[end:], 0
             continue
-        except json.JSONDecodeError as e:
-            if not eof and refill():
-                continue
-            # The whole file is read and the array never closed: the file was cut in this record.
-            where = line + data.count("\n", 0, pos)
-            yield RawRecord(where, data[pos:pos + 2000], fh.tell(),
-                            error=f"truncated JSON array: the last record is incomplete ({e.msg})")
-            return
         where = line + data.count("\n", 0, pos)
         yield RawRecord(where, data[pos:end], fh.tell(), value=value)
         line = where + data.count("\n", pos, end)

@@ -306,11 +306,13 @@ def _phone_recognizer() -> Any:
 
     class WindowedPhoneRecognizer(PhoneRecognizer):
         """Presidio's phone recognizer (Google's libphonenumber matcher), run only on digit runs that may be
-        phone numbers, with their surroundings: the same findings, many times faster on long texts."""
+        phone numbers (seven digits or more), with their surroundings: the same findings, many times faster."""
 
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
             out = []
             for m in _PHONE_CANDIDATE.finditer(text):  # with what the matcher looks at around a number
+                if sum(c.isdigit() for c in m.group()) < 7:
+                    continue
                 start, end = max(m.start() - 8, 0), min(m.end() + 8, len(text))
                 for r in super().analyze(text[start:end], entities, nlp_artifacts):
                     r.start, r.end = r.start + start, r.end + start
