@@ -387,7 +387,7 @@ def test_collect_served_turns_feedback_into_logs(s):
         other = ws.get_log(ws.conn.execute("SELECT log_id FROM served WHERE response_id = ?",
                                            (anonymous,)).fetchone()[0])
     assert log.user == "user-7" and log.user_key == "user:user-7"
-    assert other.user is None and other.user_key == f"log:{other.id}"
+    assert other.user is None and other.user_key == "anonymous"
     assert log.query == LAW and log.first_answer == f"echo: {LAW}" and log.source == "serve"
     assert log.feedback == ("Cite the article.",) and [a.kind for a in log.actions] == ["regenerate"]
     assert [m.role for m in log.messages] == ["system", "user", "assistant", "user"]

@@ -445,9 +445,12 @@ def rulebook_build(ctx: click.Context, as_json: bool) -> None:
     from .rulebook import RulebookConfig, run, summary
     from .train import TrainConfig
 
-    entries = run(open_workspace(ctx), models_for(ctx), stage_config_for(ctx, RulebookConfig, "rulebook"),
+    ws = open_workspace(ctx)
+    entries = run(ws, models_for(ctx), stage_config_for(ctx, RulebookConfig, "rulebook"),
                   split=stage_config_for(ctx, TrainConfig, "train"))
-    out = summary(entries)
+    out = summary(entries, ws.has_identified_users())
+    if "warning" in out:
+        click.echo(f"warning: {out['warning']}", err=True)
     echo_json(out) if as_json else click.echo(
         f"{out['entries']} entries: " + ", ".join(f"{n} {s}" for s, n in sorted(out["by_status"].items())))
 
@@ -490,7 +493,11 @@ def rulebook_show(ctx: click.Context, entry_id: str, as_json: bool) -> None:
 def _decide(ctx: click.Context, entry_id: str, decision: str) -> None:
     ws = open_workspace(ctx)
     entry = ws.rulebook_entry(entry_id)
-    n = ws.decide_entry(entry, decision)
+    vector, embedder = None, None
+    if decision == "rejected":  # its embedding recognises paraphrases in later builds
+        models = models_for(ctx)
+        vector, embedder = models.embedder.embed([entry.text])[0], models.embedder.model_id
+    n = ws.decide_entry(entry, decision, vector, embedder)
     extra = (" (their rules and revised pairs removed: the next `unolearn run` redoes what learned from them)"
              if decision == "rejected" else "")
     click.echo(f"{entry.id} {decision} for {n} logs{extra}")
@@ -1153,6 +1160,19 @@ def bench_redact_cmd(n_records: int, as_json: bool) -> None:
         "recall " + ", ".join(f"{k} {v:.1%}" for k, v in out["recall"].items())
         + f"; clean changed {out['clean_changed']:.1%}; "
         f"{out['throughput']['records_per_s_redacted']:.0f} records/s redacted")
+
+
+@bench.command("screen")
+@json_option
+def bench_screen_cmd(as_json: bool) -> None:
+    """Rule screening on the packaged labelled set: the share of bad rules caught (per kind) and of honest
+    rules quarantined (targets: at least 95% caught, at most 5% of the honest quarantined)."""
+    from .bench.screen import bench_screen
+
+    out = bench_screen()
+    echo_json(out) if as_json else click.echo(
+        f"caught {out['caught']:.1%} of {out['bad']} bad rules, quarantined {out['honest_quarantined']:.1%} of "
+        f"{out['honest']} honest ones")
 
 
 @bench.command("serve")

@@ -171,12 +171,17 @@ def workspace_info(path: Path, store: str | None = None) -> tuple[Check, dict[st
             info["schema_version"] = version = ws.schema_version()
             if version == len(MIGRATIONS):
                 info.update({t: ws.count(t) for t in ("logs", "clusters", "modules")})
+                info["identified_users"] = ws.has_identified_users()
             where = ws.where
     except (UnolearnError, *database_errors()) as e:
         return Check("workspace", "fail", str(e), "upgrade unolearn" if "upgrade unolearn" in str(e) else fix), info
     if version < len(MIGRATIONS):
         state = "empty" if version == 0 else f"schema {version} of {len(MIGRATIONS)}"
         return Check("workspace", "ok", f"{where}: {state} (the next command that writes migrates it)"), info
+    if info["logs"] and not info["identified_users"]:
+        from .rulebook import ANONYMOUS_WARNING
+
+        return Check("workspace", "warn", f"{where}: {ANONYMOUS_WARNING}"), info
     return Check("workspace", "ok", f"{where}: {info['logs']} logs, {info['clusters']} clusters, "
                                     f"{info['modules']} modules"), info
 

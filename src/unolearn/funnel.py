@@ -13,6 +13,8 @@ expert id: ``[identical, judged answers]`` over items × epochs; none when the e
 ``expert_win_rates`` (per expert id: its best epoch's validation win rate; None when not judged),
 ``expert_rows_unfit`` (per expert id: ``[left out, cut]``, its training rows that ``train.max_length``
 left out, the prompt alone reaching it, or cut short; None for modules trained before it was counted),
+``training_logs_held`` (per expert and critic id: ``[quarantined, capped]``, the training logs held out because
+screening flagged one of their feedback rules, or past one user's share of the cluster; None before counted),
 ``experts_passed`` (experts whose best epoch reached the selection's win threshold, whatever their
 cluster's gap: a high-gap cluster still takes its critic in ``uno``), ``critics_trained``,
 ``guides`` (clusters with a rulebook guide) and ``guide_win_rates`` (per guide module),
@@ -55,6 +57,9 @@ def funnel(ws: Workspace) -> dict[str, Any]:
         "expert_win_rates": {m["id"]: _best_rate(raw, m["id"]) for m in experts},
         "experts_passed": sum(_passed(raw, m["id"]) for m in experts),
         "critics_trained": sum(m["kind"] == "critic" for m in raw["modules"]),
+        "training_logs_held": {m["id"]: None if m["logs_quarantined"] is None
+                               else [m["logs_quarantined"], m["logs_capped"]]
+                               for m in raw["modules"] if m["kind"] in ("expert", "critic")},
         "guides": len(guides),
         "guide_win_rates": {m["id"]: _best_rate(raw, m["id"]) for m in guides},
         "per_cluster": _per_cluster(raw),

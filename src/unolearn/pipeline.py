@@ -72,7 +72,7 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
         ("cluster", lambda: _cluster(ws, models, cfgs.cluster)),
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
         ("rulebook", lambda: rulebook.summary(rulebook.run(
-            ws, models, cfgs.rulebook, split=cfgs.train))),
+            ws, models, cfgs.rulebook, split=cfgs.train), ws.has_identified_users())),
         ("train", lambda: [_module_summary(m) for m in train.run_in_child(ws.root, cfgs.train, store=ws.store)]),
         ("select", lambda: [asdict(p) for p in selection.run(ws, models, cfgs.select)]),
     ]
@@ -81,6 +81,8 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
         start = time.perf_counter()
         summary[name] = step()
         echo(f"      {name} done in {time.perf_counter() - start:.0f} s")
+        if isinstance(summary[name], dict) and summary[name].get("warning"):
+            echo(f"      warning: {summary[name]['warning']}")
         if isinstance(summary[name], dict) and summary[name].get("failed"):
             echo(f"      warning: {summary[name]['failed']} model requests failed (re-run to retry them); "
                  f"first error: {summary[name].get('first_error')}")

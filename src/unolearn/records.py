@@ -21,6 +21,9 @@ Role = Literal["system", "user", "assistant"]
 ActionKind = Literal["like", "dislike", "copy", "regenerate", "edit"]
 Lang = Literal["en", "zh"]
 
+#: The user key of every log without a user: together they count as one user.
+ANONYMOUS = "anonymous"
+
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # CJK ideographs (also words in constraints)
 
 
@@ -100,8 +103,9 @@ class Log(Record):
 
     @property
     def user_key(self) -> str:
-        """The user to count this log under: its ``user``, or the log itself when no user is known."""
-        return f"user:{self.user}" if self.user is not None else f"log:{self.id}"
+        """The user to count this log under: its ``user``; every log without one counts as one user together,
+        ``anonymous`` (anyone can send many of them: they must not add up to support)."""
+        return f"user:{self.user}" if self.user is not None else ANONYMOUS
 
     @property
     def has_feedback(self) -> bool:
@@ -144,7 +148,8 @@ class Rejected(Record):
         return content_hash("rej", {"file": self.file, "line": self.line, "raw": self.raw})
 
 
-RuleStatus = Literal["kept", "approved", "unsupported", "known", "contradicted", "over_budget", "rejected"]
+RuleStatus = Literal["kept", "approved", "unsupported", "known", "contradicted", "over_budget", "rejected",
+                     "quarantined", "unreviewed"]
 
 
 class RuleMember(Record):
@@ -166,6 +171,8 @@ class RuleEntry(Record):
     novelty: float | None = Field(None, description="How new the rule is to the model (the gap scorer).")
     status: RuleStatus
     contradicted_by: str | None = None
+    screened: str | None = Field(None, description="Why screening quarantined it: link, contact, promotion, code "
+                                                    "or instruction (None: it passed).")
 
     @property
     def n_logs(self) -> int:

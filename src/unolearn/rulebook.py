@@ -10,20 +10,24 @@ stay out of it):
 1. **Merge** rules that say the same thing: cosine ≥ ``merge_similarity`` under the embedder, or, for
    pairs less than ``unsure_band`` below it, the judge's yes/no ("do they ask for the same thing?")
    read from the first token's log-probabilities. An entry's text is its group's medoid.
-2. **Support**: the distinct logs and users behind an entry (a log without a user counts as one
-   user). Below ``min_users`` an entry is ``unsupported``.
-3. **Novelty** as the embedding gap scorer measures it (1 − the highest cosine between the entry and
+2. **Screening** (:mod:`unolearn.screen`): an entry whose text carries a link, contact data (a redaction
+   placeholder too), a promotion, a command or code to run, or an instruction about the assistant's own
+   instructions, tools or other users is ``quarantined``: it reaches no prompt until a person approves it.
+3. **Support**: the distinct users behind an entry. Every log without a user counts as one user together
+   (anyone can send many); where no log names its user, support counts logs, and the build warns that only
+   screening and review then stand between one person and every prompt. Below ``min_users``: ``unsupported``.
+4. **Novelty** as the embedding gap scorer measures it (1 − the highest cosine between the entry and
    the prior rules of each supporting log, averaged over them): below its gap threshold the model
    already does it, and the entry is ``known`` (it would add tokens and nothing else).
-4. **Contradictions**: two entries that one answer cannot both follow (the judge's yes/no); the one
+5. **Contradictions**: two entries that one answer cannot both follow (the judge's yes/no); the one
    with more users (then logs) wins, the other is ``contradicted``.
-5. **Size**: entries in order of support while the rulebook stays within ``max_tokens`` (counted as
+6. **Size**: entries in order of support while the rulebook stays within ``max_tokens`` (counted as
    words and punctuation, jieba words for Chinese); the rest are ``over_budget``.
 
-People decide with ``unolearn rulebook approve|reject ID``: an approved entry skips steps 2–3; a
-rejected one never reaches a prompt again (its rules leave their logs, see
-:meth:`~unolearn.store.Workspace.decide_entry`). Decisions are kept per (log, rule), so they survive
-every rebuild.
+People decide with ``unolearn rulebook approve|reject ID``: an approved entry skips steps 2–4; a
+rejected one never reaches a prompt again — nor does its text or a paraphrase of it (cosine ≥
+``merge_similarity``) from any log, in any later build (see :meth:`~unolearn.store.Workspace.decide_entry`).
+With ``review: required`` no entry reaches a prompt before a person approves it (``unreviewed``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from .config import opt
 from .distill import feedback_examples
 from .errors import ConfigError, InputError
 from .records import Log, RuleEntry, RuleMember, content_hash
+from .screen import screen_reason
 from .store import Workspace
+from .store.rulebook import Rejections
 from .text import tokens
 
 if TYPE_CHECKING:
@@ -73,12 +79,16 @@ class RulebookConfig:
     max_tokens: int = opt(150, "Size bound of one cluster's rulebook, in words and punctuation.")
     contradictions: bool = opt(True, "Ask the judge whether each two entries can both hold (profile cpu: off; "
                                      "the embedded 0.5B judge cannot tell, see scripts/measure_contradictions.py).")
+    review: str = opt("auto", "'auto': entries that pass support, screening and validation reach prompts; "
+                              "'required': none does before a person approves it (rulebook approve).")
 
     def __post_init__(self) -> None:
         if not (0 < self.merge_similarity <= 1 and 0 <= self.unsure_band < self.merge_similarity):
             raise ConfigError("rulebook: merge_similarity must be in (0, 1], unsure_band in [0, merge_similarity)")
         if self.min_users < 1 or self.max_tokens < 1:
             raise ConfigError("rulebook: min_users and max_tokens must be ≥ 1")
+        if self.review not in ("auto", "required"):
+            raise ConfigError(f"rulebook.review: {self.review!r} is not one of auto, required")
         if self.novelty is None:
             self.novelty = DEFAULT_THRESHOLDS["embedding"]
 
@@ -177,23 +187,37 @@ class _Candidate:
     members: list[RuleMember]
     novelty: float | None
     approved: bool
+    screened: str | None = None
 
     @property
     def support(self) -> tuple[int, int]:
         return len({m.user for m in self.members}), len({m.log_id for m in self.members})
 
 
+@dataclass(frozen=True)
+class Trust:
+    """What a build knows about who may shape prompts: the rejections, and whether users are identified."""
+
+    rejected: Rejections
+    identified: bool = True
+
+
 async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, list[str]]],
                         priors: dict[str, list[str]], decisions: dict[tuple[str, str], str],
-                        cfg: RulebookConfig) -> list[RuleEntry]:
-    """The rulebook entries of one cluster from its (log, feedback rules) examples."""
+                        cfg: RulebookConfig, trust: Trust | None = None) -> list[RuleEntry]:
+    """The rulebook entries of one cluster from its (log, feedback rules) examples; rules a person rejected,
+    their paraphrases among them (``trust.rejected``), are left out."""
+    trust = trust or Trust(Rejections("", frozenset(), {}))
     items = [(log, rule) for log, rules in examples for rule in rules
              if decisions.get((log.id, rule)) != "rejected"]
+    vecs = models.embedder.embed([rule for _, rule in items]) if items else np.zeros((0, 1))
+    keep = [i for i, (_, rule) in enumerate(items) if not trust.rejected.rejects(
+        rule, vecs[i], models.embedder.model_id, cfg.merge_similarity)]
+    items, vecs = [items[i] for i in keep], vecs[keep]
     if not items:
         return []
     lang = max(("en", "zh"), key=lambda lg: sum(log.lang == lg for log, _ in items))
     rules = [rule for _, rule in items]
-    vecs = models.embedder.embed(rules)
     sims = vecs @ vecs.T
     jd = models.judge
     candidates = []
@@ -201,9 +225,10 @@ async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, 
         text = rules[medoid(group, sims, rules)]
         members = [RuleMember(log_id=items[i][0].id, user=items[i][0].user_key, rule=rules[i]) for i in group]
         approved = any(decisions.get((m.log_id, m.rule)) == "approved" for m in members)
-        candidates.append(_Candidate(text, members, _novelty(models, text, members, priors), approved))
+        candidates.append(_Candidate(text, members, _novelty(models, text, members, priors), approved,
+                                     screen_reason(text)))
     candidates.sort(key=lambda c: (not c.approved, [-s for s in c.support], c.text))
-    statuses = [_status(c, cfg) for c in candidates]
+    statuses = [_status(c, cfg, trust.identified) for c in candidates]
     beaten = await _contradicted(jd, candidates, statuses, lang) if cfg.contradictions else {}
     return _entries(cluster, lang, candidates, statuses, beaten, cfg)
 
@@ -218,14 +243,16 @@ def _novelty(models: Models, text: str, members: list[RuleMember], priors: dict[
     return float(np.clip(np.mean(scores), 0.0, 1.0))
 
 
-def _status(c: _Candidate, cfg: RulebookConfig) -> str:
+def _status(c: _Candidate, cfg: RulebookConfig, identified: bool = True) -> str:
     if c.approved:
         return "approved"
-    if c.support[0] < cfg.min_users:
+    if c.screened:
+        return "quarantined"
+    if c.support[0 if identified else 1] < cfg.min_users:
         return "unsupported"
     if c.novelty is not None and c.novelty < cfg.novelty:
         return "known"
-    return "kept"
+    return "unreviewed" if cfg.review == "required" else "kept"
 
 
 async def _contradicted(judge: ChatModel | None, candidates: list[_Candidate], statuses: list[str],
@@ -259,7 +286,7 @@ def _entries(cluster: int, lang: str, candidates: list[_Candidate], statuses: li
             else:
                 used += size(c.text, lang)
         out.append(RuleEntry(id=ids[i], cluster=cluster, text=c.text, lang=lang, members=tuple(c.members),
-                             novelty=c.novelty, status=status, contradicted_by=by))
+                             novelty=c.novelty, status=status, contradicted_by=by, screened=c.screened))
     return out
 
 
@@ -275,30 +302,43 @@ def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *,
         raise InputError("no clusters: run `unolearn cluster` first")
     decisions = ws.rule_decisions()
     priors = {log_id: rules for log_id, rules in ws.rule_sets("prior")}
+    trust = Trust(ws.rejections(), ws.has_identified_users())
     entries: list[RuleEntry] = []
+    vectors: dict[str, np.ndarray] = {}
 
     async def build() -> None:
         try:
             for c in clusters:
                 train_ids, _ = split_members(ws, c, split)
                 entries.extend(await build_cluster(models, c, feedback_examples(ws, train_ids), priors,
-                                                   decisions, cfg))
+                                                   decisions, cfg, trust))
+            live = [e for e in entries if e.in_prompt]
+            vectors.update(zip((e.id for e in live), models.embedder.embed([e.text for e in live]) if live else []))
         finally:
             await models.aclose()
 
     with ws.recorded_run("rulebook", asdict(cfg)) as result:
         asyncio.run(build())
-        ws.replace_rulebook(entries)
-        result.update(summary(entries))
+        ws.replace_rulebook(entries, vectors, models.embedder.model_id, cfg.merge_similarity)
+        entries = ws.rulebook()
+        result.update(summary(entries, trust.identified))
     return entries
 
 
-def summary(entries: Sequence[RuleEntry]) -> dict[str, Any]:
-    """Counts of entries per status, and per cluster the entries that go into prompts."""
+#: What `rulebook build` and `doctor` say when no log names its user.
+ANONYMOUS_WARNING = ("no log names its user: support counts logs, so only screening and review stand between one "
+                     "person and every prompt (send `user` with each log, or set rulebook: {review: required})")
+
+
+def summary(entries: Sequence[RuleEntry], identified: bool = True) -> dict[str, Any]:
+    """Counts of entries per status, per cluster the entries that go into prompts, and what support counted
+    (``users``, or ``logs`` where no log names its user, with a warning)."""
     by_status: dict[str, int] = {}
     for e in entries:
         by_status[e.status] = by_status.get(e.status, 0) + 1
     in_prompt: dict[int, int] = {}
     for e in entries:
         in_prompt[e.cluster] = in_prompt.get(e.cluster, 0) + int(e.in_prompt)
-    return {"entries": len(entries), "by_status": by_status, "in_prompt": in_prompt}
+    out = {"entries": len(entries), "by_status": by_status, "in_prompt": in_prompt,
+           "support": "users" if identified else "logs"}
+    return out if identified else {**out, "warning": ANONYMOUS_WARNING}

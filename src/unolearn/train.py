@@ -114,6 +114,9 @@ class TrainConfig:
                               "validated and reported, not used by uno), primary (planned primary: less "
                               "training), none.")
     critics: str = opt("all", "Which clusters get a critic: all, reflective (planned reflective), none.")
+    max_user_share: float = opt(0.2, "Most of a cluster's training logs one user may give (rounded up, and never "
+                                     "fewer than 3 logs; logs without a user count as one user; no cap where no "
+                                     "log names its user).")
     bf16: bool | None = opt(None, "bf16 training (default: on a GPU that supports it; on a CPU with native bf16 "
                                   "(AVX512-BF16 or AMX), where the base weights are then held in bf16).")
     gradient_checkpointing: bool | None = opt(None, "Recompute activations in the backward pass: less memory, "
@@ -131,6 +134,8 @@ class TrainConfig:
         if min(ints) < 1:
             raise ConfigError("epochs, critic_epochs, lora_r, lora_alpha, batch_size, grad_accum, "
                               "max_length, min_pairs, min_steps_per_epoch and min_val_logs must be ≥ 1")
+        if not 0.0 < self.max_user_share <= 1.0:
+            raise ConfigError("train.max_user_share must be in (0, 1]")
         if not (0.0 <= self.val_fraction < 1.0 and 0.0 <= self.lora_dropout < 1.0 and self.learning_rate > 0):
             raise ConfigError("val_fraction and lora_dropout must be in [0, 1), learning_rate > 0")
         if self.experts not in ("all", "primary", "none"):
@@ -217,6 +222,35 @@ def split_members(ws: Workspace, cluster: int, cfg: TrainConfig) -> tuple[list[s
     train_ids, val_ids = split_ids([m for m in members if m not in no_rules], cfg.val_fraction, cfg.seed,
                                    cfg.min_val_logs)
     return sorted(train_ids + list(no_rules)), val_ids
+
+
+#: The logs a user may always give a cluster's training: the share binds in clusters larger than 15 logs, so a
+#: small cluster (a few users with a few dialogs each, as on a laptop) keeps its data, and one user's hundred
+#: logs still count as a fifth of a large one.
+USER_LOGS_FLOOR = 3
+
+
+def admitted(ws: Workspace, log_ids: list[str], cfg: TrainConfig) -> tuple[list[str], dict[str, int]]:
+    """The training logs a module may learn from, and how many were held out: ``quarantined`` (a feedback rule
+    that screening flags: a link, contact data, a promotion, code, an instruction about the assistant) and
+    ``capped`` (past one user's share of the cluster, ``max_user_share``, rounded up, but never below
+    :data:`USER_LOGS_FLOOR`; every log without a user counts as one user; no cap where no log names its user).
+    """
+    from .screen import screen_reason
+
+    clean = [i for i in log_ids if not any(screen_reason(r) for r in ws.rules_of(i, "feedback") or []
+                                           if isinstance(r, str))]
+    keep = clean
+    if ws.has_identified_users():
+        cap = max(USER_LOGS_FLOOR, math.ceil(cfg.max_user_share * len(clean)))
+        taken: dict[str, int] = {}
+        keep = []
+        for log_id in clean:  # in id order: which of a user's logs is kept does not depend on arrival
+            user = ws.get_log(log_id).user_key
+            taken[user] = taken.get(user, 0) + 1
+            if taken[user] <= cap:
+                keep.append(log_id)
+    return keep, {"quarantined": len(log_ids) - len(clean), "capped": len(clean) - len(keep)}
 
 
 def expert_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
@@ -488,7 +522,8 @@ def _module_key(kind: str, cluster: int, model: str, cfg: TrainConfig, train: li
     """(module id, data hash): the same data, base model (its :func:`model_identity`) and configuration
     give the same module."""
     data_hash = content_hash("data", {"train": train, "val": val})
-    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("critics", "min_pairs", "base_model", "min_val_logs")}
+    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("critics", "min_pairs", "base_model", "min_val_logs",
+                                                                  "max_user_share")}
     return content_hash(kind, {"cluster": cluster, "data": data_hash, "base": model, "cfg": relevant}), data_hash
 
 
@@ -512,6 +547,7 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     reuse the identical one; None when no data. A ClusteringChangedError when the logs were re-clustered
     meanwhile (the module is not recorded)."""
     make_rows, trainer = TRAINERS[kind]
+    train_ids, held = admitted(ws, sorted(train_ids), cfg)
     train, val = make_rows(ws, train_ids), make_rows(ws, val_ids)
     if learning_rows(kind, train) < (cfg.min_pairs if kind == "expert" else 1):
         return None
@@ -539,6 +575,7 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
         # collector next runs, or the next module's model is loaded beside this one (+2 GB measured).
         gc.collect()
     seconds = time.perf_counter() - start
+    metrics = {**metrics, "logs_quarantined": held["quarantined"], "logs_capped": held["capped"]}
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     epochs = cfg.epochs if kind == "expert" else cfg.critic_epochs
     shutil.rmtree(final, ignore_errors=True)

@@ -78,12 +78,6 @@ class ServeConfig:
                               "write_linger_s ≥ 0 are required")
         if self.feedback_per_response < 1:
             raise ConfigError("serve.feedback_per_response must be ≥ 1")
-
-    def check_exposure(self) -> None:
-        """Refuse to listen beyond this machine without an API key, unless ``insecure`` says so."""
-        if self.api_key is None and not self.insecure and not is_loopback(self.host):
-            raise ConfigError(f"serve.host {self.host!r} is reachable from other machines and no API key is set: "
-                              "set UNOLEARN_SERVE_KEY (or serve: {api_key}), or pass --insecure")
         if self.reload_interval_s < 0:
             raise ConfigError("serve.reload_interval_s must be ≥ 0 (0: reload only on POST /v1/admin/reload)")
         if self.upstream_timeout_s <= 0 or self.upstream_connections < 1:
@@ -93,3 +87,9 @@ class ServeConfig:
         if self.workers < 1 or (self.workers > 1 and self.upstream is None):
             raise ConfigError("serve.workers must be ≥ 1, and more than 1 needs an upstream (each worker would "
                               "load the embedded model)")
+
+    def check_exposure(self) -> None:
+        """Refuse to listen beyond this machine without an API key, unless ``insecure`` says so."""
+        if self.api_key is None and not self.insecure and not is_loopback(self.host):
+            raise ConfigError(f"serve.host {self.host!r} is reachable from other machines and no API key is set: "
+                              "set UNOLEARN_SERVE_KEY (or serve: {api_key}), or pass --insecure")

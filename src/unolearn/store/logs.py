@@ -40,6 +40,10 @@ class LogTables(Base):
                           "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", bad)
         return added, len(rows) - added
 
+    def has_identified_users(self) -> bool:
+        """Whether any stored log names its user."""
+        return self.conn.execute("SELECT 1 FROM logs WHERE user_id IS NOT NULL LIMIT 1").fetchone() is not None
+
     def get_log(self, log_id: str) -> Log:
         """The log with key ``log_id`` (a unique prefix is enough)."""
         rows = self.conn.execute(
@@ -80,7 +84,7 @@ class LogTables(Base):
                 "ORDER BY m.cluster, m.kind, m.created_at"):
             m = json.loads(metrics)
             modules.append((mid, cluster, kind, m.get("steps"), m.get("rows_left_out"), m.get("rows_cut"),
-                            len(json.loads(val_logs)), *counts))
+                            len(json.loads(val_logs)), *counts, m.get("logs_quarantined"), m.get("logs_capped")))
         epoch_rates: dict[str, dict[int, float]] = {}
         for mid, epoch, rate in c.execute("SELECT module_id, epoch, avg(outcome) FROM validation "
                                           "GROUP BY module_id, epoch ORDER BY module_id, epoch"):
@@ -102,7 +106,7 @@ class LogTables(Base):
             "gaps": {r[0]: dict(zip(("plan", "gap", "threshold", "scorer", "n_logs"), r[1:])) for r in
                      c.execute("SELECT cluster, plan, gap, threshold, scorer, n_logs FROM gaps")},
             "modules": [dict(zip(("id", "cluster", "kind", "steps", "rows_left_out", "rows_cut", "val_items",
-                                  "val_answers", "same_as_base"), r))
+                                  "val_answers", "same_as_base", "logs_quarantined", "logs_capped"), r))
                         for r in modules],
         }
 

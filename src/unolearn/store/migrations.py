@@ -421,6 +421,26 @@ def m014_feedback_collected(c: Connection) -> None:
     """)
 
 
+@migration
+def m015_screening_and_rejections(c: Connection) -> None:
+    """Screening: why an entry was quarantined. Rejections that hold: what recognises a rejected rule (a keyed
+    hash of its normalised text, its embedding), never the text, so that a rejection survives rebuilds, new
+    logs, paraphrases and the forgetting of the users who wrote it; the key of that hash."""
+    _script(c, """
+    ALTER TABLE rulebook ADD COLUMN screened TEXT;
+    CREATE TABLE rejections (
+        digest TEXT PRIMARY KEY,
+        embedder TEXT,
+        vector BLOB,
+        decided_at TEXT NOT NULL
+    );
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """)
+
+
 def applied(c: Connection) -> set[str]:
     """The names of the migrations applied to the database of ``c`` (a read: nothing is created).
 
