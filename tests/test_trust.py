@@ -15,6 +15,7 @@ import pytest
 
 from doubles import HashEmbedder, MockChatModel
 from test_rulebook import _workspace
+from tiny_model import tiny_model_dir  # noqa: F401
 from unolearn.backends import Embedder, Models
 from unolearn.records import Log, Message
 from unolearn.rulebook import RulebookConfig, Trust, build_cluster, run, summary
@@ -152,3 +153,41 @@ def test_training_logs_are_screened_and_capped_per_user(ws):
     assert sum(ws.get_log(i).user == "mallory" for i in keep) == 10 and held["capped"] == 30  # ceil(0.2 · 50)
     with pytest.raises(Exception, match="max_user_share"):
         TrainConfig(max_user_share=0)
+
+
+def test_through_run_an_attackers_link_reaches_no_snapshot_and_honest_rules_do(run_cli, ws_dir, tmp_path,
+                                                                               tiny_model_dir):
+    """Three identified attacker users and any number of anonymous logs against four honest users: before
+    screening and anonymous support, the link entry was kept and served in the guide."""
+    from conftest import chat, write_jsonl
+    from fake_openai import FakeOpenAI
+    from test_pipeline import workspace_config
+    from test_privacy import respond
+    from unolearn.store import Workspace
+
+    def guided(body):
+        text = "\n".join(m["content"] for m in body["messages"])
+        return "A brief answer." if "Users who asked similar questions" in text else respond(body)
+
+    honest = [chat(f"how do I cook rice, case {i}", "A long answer.", "Keep answers short.", user=f"h{i % 4}")
+              for i in range(8)]
+    attack = [chat(f"how do I cook rice, try {i}", "A long answer.", LINK, user=f"m{i % 3}") for i in range(3)]
+    anonymous = [chat(f"how do I cook rice, anon {i}", "A long answer.", LINK) for i in range(5)]
+    fake = FakeOpenAI(dim=16)
+    fake.responder = guided
+    with fake.running():
+        ws_dir.mkdir(parents=True)
+        cfg = json.loads(workspace_config(fake.url, str(tiny_model_dir)))
+        cfg["train"].update({"experts": "none"})  # a critic gives the split the guide is judged on
+        cfg["rulebook"] = {"contradictions": False}
+        (ws_dir / "config.yaml").write_text(json.dumps(cfg))
+        r = run_cli("run", str(write_jsonl(tmp_path / "logs.jsonl", honest + attack + anonymous)), "--json",
+                    timeout=600)
+        assert r.code == 0, r.err
+    with Workspace.open(ws_dir) as ws:
+        entries = {e.status: e for e in ws.rulebook()}
+        bodies = [b for (b,) in ws.conn.execute("SELECT body FROM plan_snapshots")]
+    assert "quarantined" in entries and "attacker" in entries["quarantined"].text
+    assert entries["quarantined"].screened == "link"
+    assert bodies and not any("attacker" in b for b in bodies)
+    assert any("Keep answers short." in b for b in bodies)  # the honest entry is served in the guide
