@@ -267,6 +267,15 @@ def test_malformed_bodies_give_400_not_500(s, raw):
     assert fb.status_code == 400
 
 
+def test_a_client_cannot_name_an_adapter_its_plan_does_not_route_to(s):
+    """Before, the base path forwarded a client's `model` as given: any adapter the upstream held was reachable."""
+    adapter = "expert-v1-" + "0" * 24 + "@1"
+    for query in (TRAVEL, RICE):  # the base path, and the primary path whose adapter is another
+        assert_openai_error(ask(s, query, model=adapter), 403, "adapter_forbidden")
+    assert not s.fake.requests()
+    assert ask(s, TRAVEL).status_code == 200
+
+
 def test_the_serve_section_of_the_config_is_honoured(run_cli, ws_dir, tmp_path):
     """`serve: {host: 0.0.0.0}` without a key: refused (before, the section was ignored and no key asked)."""
     ws_dir.mkdir(parents=True)

@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -233,6 +234,7 @@ class Proxy:
             system = request.headers.get(SYSTEM_HEADER, self.cfg.system)
             chat = parse_chat(await self.read_body(request), system, self.cfg.max_messages)
             route = await self.plan(chat)
+            refuse_foreign_adapter(chat, route)
             resp = await self.dispatch(chat, route, start)
         except UnolearnError as e:
             self.count_error(e)
@@ -502,3 +504,18 @@ class Proxy:
         depth = self.recorder.queue.qsize() if self.recorder.queue else 0
         plan = (self.plan_id, self.snapshot.age_s() if self.snapshot else None, self.reloads)
         return PlainTextResponse(self.metrics.render(depth, plan), media_type="text/plain; version=0.0.4")
+
+
+#: The name of one of unolearn's adapters (a module id and an epoch), as the upstream knows them.
+ADAPTER_NAME = re.compile(r"(?:expert|critic)-v\d+-[0-9a-f]{24}@\d+")
+
+
+def refuse_foreign_adapter(chat: Chat, route: Route) -> None:
+    """403 when the request names one of unolearn's adapters as its model and its plan did not route it there:
+    routing chooses adapters, a client does not (the base and guide paths forward the client's model)."""
+    if not ADAPTER_NAME.fullmatch(chat.model):
+        return
+    planned = adapter_name(route.module_id, route.epoch) if route.module_id and route.epoch is not None else None
+    if chat.model != planned:
+        raise HTTPProblem(f"model {chat.model!r} is an adapter that this request's plan does not route to", 403,
+                          "adapter_forbidden")
