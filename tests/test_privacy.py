@@ -48,9 +48,10 @@ def respond(body):
 
 
 def user_logs(path: Path) -> Path:
-    """Eight logs of four users; each feedback carries an e-mail, a phone number and the user's marker."""
-    recs = [chat(f"how do I cook rice, case {i}", f"A long answer about rice {i}.",
-                 f"Too long, keep it short. Reach me at {EMAILS[i % 4]} or {PHONES[i % 4]}. quokka{i % 4}",
+    """Eight logs of four users; each query carries an e-mail and a phone number, each feedback the user's marker
+    (a feedback with contact data would make a rule that screening quarantines, and nothing would be trained)."""
+    recs = [chat(f"how do I cook rice, case {i}? I am {EMAILS[i % 4]}, call {PHONES[i % 4]}",
+                 f"A long answer about rice {i}.", f"Too long, keep it short. quokka{i % 4}",
                  user=f"u{i % 4}") for i in range(8)]
     return write_jsonl(path, recs)
 
@@ -132,7 +133,8 @@ def serve_and_feedback(ws_dir: Path, store: str | None, fake: FakeOpenAI) -> tup
         assert resp.status_code == 200, resp.text
         assert SERVED_PHONE in json.dumps([q.body for q in fake.requests()])  # the upstream got the user's words
         rid = resp.json()["id"]
-        fb = client.post("/v1/feedback", json={"response_id": rid, "text": f"too long quokka1 {SERVED_PHONE}"})
+        fb = client.post("/v1/feedback", json={"response_id": rid, "text": f"too long quokka1 {SERVED_PHONE}",
+                                                "user": "u1"})
         assert fb.status_code == 200
         return {"route": resp.headers["x-unolearn-route"]}, rid
 
