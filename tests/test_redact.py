@@ -80,3 +80,14 @@ def test_the_analysis_view_keeps_offsets():
     text = "电话１３８abc"
     assert len(analysis_view(text)) == len(text) and analysis_view(text) == "  138abc"
     assert resident_id_valid("11010519491231002X") and not resident_id_valid("110105194912310021")
+
+
+def test_a_row_the_redactor_fails_on_is_recorded_without_its_text():
+    from unolearn.serve.recorder import _redact_row
+
+    class Failing(Redactor):
+        def served_row(self, row):
+            raise RuntimeError("detector crashed")
+
+    row = ("r1", '[{"role": "user", "content": "bob@example.com"}]', "answer to bob@example.com", "{}", "m", "t", "u")
+    assert _redact_row(Failing(), "served", row) == ("r1", "[]", "", "{}", "m", "t", "u")

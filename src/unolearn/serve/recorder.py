@@ -229,8 +229,16 @@ def redact_rows(cfg: RedactConfig, rows: list[tuple[str, tuple]], redactor: Reda
     import json
 
     redactor = redactor or _redactor(json.dumps(dataclasses.asdict(cfg), sort_keys=True))
-    return [(kind, redactor.served_row(row) if kind == "served" else redactor.feedback_row(row))
-            for kind, row in rows]
+    return [(kind, _redact_row(redactor, kind, row)) for kind, row in rows]
+
+
+def _redact_row(redactor: Redactor, kind: str, row: tuple) -> tuple:
+    """One row redacted; one the redactor fails on keeps no text (it is still recorded, nothing personal in it)."""
+    try:
+        return redactor.served_row(row) if kind == "served" else redactor.feedback_row(row)
+    except Exception:  # noqa: BLE001 — this row's failure: its text is dropped, the others are redacted
+        log.exception("could not redact the %s row of %s: stored without its text", kind, row[0])
+        return (row[0], "[]", "", *row[3:]) if kind == "served" else (row[0], None, row[2], None, *row[4:])
 
 
 def _one_line(e: BaseException) -> str:
