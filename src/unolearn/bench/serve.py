@@ -203,13 +203,15 @@ class ServeProcess:
         self._wait_ready(port, ready_timeout_s)
 
     def _wait_ready(self, port: int, timeout_s: float) -> None:
-        """Until ``/healthz`` answers (a worker has started); the warm-up then reaches the others."""
+        """Until ``/healthz`` answers (a worker has started) with its redaction process loaded (steady state is
+        measured, not the seconds after a start); the warm-up then reaches the others."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end and self.proc.poll() is None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             try:
                 conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
+                resp = conn.getresponse()
+                if resp.status == 200 and json.loads(resp.read()).get("redaction") != "thread":
                     return
             except OSError:
                 pass

@@ -481,7 +481,8 @@ class Proxy:
         return JSONResponse({"status": "ok", "mode": "embedded" if self.upstream is None else "upstream",
                              "routing": self.router is not None, "system": self.cfg.system,
                              "pid": os.getpid(), "plan_id": self.plan_id,
-                             "plan_age_s": round(self.snapshot.age_s(), 1) if self.snapshot else None})
+                             "plan_age_s": round(self.snapshot.age_s(), 1) if self.snapshot else None,
+                             "redaction": self.recorder.redaction})
 
     async def admin_reload(self, request: Any) -> Any:
         """``POST /v1/admin/reload``: serve the newest published plan now (behind the serve key)."""

@@ -69,6 +69,14 @@ class Recorder:
         self.queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
 
+    @property
+    def redaction(self) -> str:
+        """Where rows are redacted now: ``process``, ``thread`` (the process still loading, or gone) or ``off``."""
+        if not self.redactor.cfg.enabled:
+            return "off"
+        ready = self._warm is not None and self._warm.done() and self._warm.exception() is None
+        return "process" if ready else "thread"
+
     def served(self, row: tuple) -> None:
         """Queue one served row ``(response_id, messages, answer, route, model, created_at, user)``."""
         self.pending[row[0]] = row[6]
