@@ -123,14 +123,13 @@ class Redactor:
     def __init__(self, cfg: RedactConfig | None = None) -> None:
         self.cfg = cfg or RedactConfig()
         self._analyzer = _analyzer(tuple(sorted(self.cfg.entities))) if self.cfg.enabled else None
-        self.entities = list(self.cfg.entities)
 
     def text(self, text: str, names: Placeholders | None = None) -> str:
         """``text`` with each detected identifier replaced by its placeholder."""
         if self._analyzer is None or not text or not _MAY_HOLD.search(text):
             return text
         names = names if names is not None else Placeholders()
-        found = self._analyzer.analyze(analysis_view(text), language="en", entities=self.entities,
+        found = self._analyzer.analyze(analysis_view(text), language="en", entities=self.cfg.entities,
                                        score_threshold=self.cfg.threshold)
         spans = _without_overlaps([r for r in found if not _splits_cjk(text, r)])
         if not spans:
@@ -210,24 +209,19 @@ def _without_overlaps(found: list[Any]) -> list[Any]:
 
 def _replace(text: str, spans: list[Any], names: Placeholders) -> str:
     """``text`` with each span replaced by its placeholder (numbered in text order), by presidio-anonymizer."""
-    from presidio_anonymizer import AnonymizerEngine
     from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
 
-    chosen = {(r.start, r.end): names(r.entity_type, text[r.start:r.end]) for r in spans}
+    chosen = {text[r.start:r.end]: names(r.entity_type, text[r.start:r.end]) for r in spans}  # value → placeholder
     results = [RecognizerResult(r.entity_type, r.start, r.end, r.score) for r in spans]
-    operators = {r.entity_type: OperatorConfig("custom", {"lambda": _lookup(text, chosen)}) for r in spans}
-    return _anonymizer(AnonymizerEngine).anonymize(text, results, operators, merge_entities_with_spaces=False).text
-
-
-def _lookup(text: str, chosen: dict[tuple[int, int], str]) -> Callable[[str], str]:
-    """The anonymizer's custom operator: a span's value → the placeholder chosen for it."""
-    by_value = {text[s:e]: p for (s, e), p in chosen.items()}
-    return lambda value: by_value[value]
+    operators = {r.entity_type: OperatorConfig("custom", {"lambda": chosen.__getitem__}) for r in spans}
+    return _anonymizer().anonymize(text, results, operators, merge_entities_with_spaces=False).text
 
 
 @cache
-def _anonymizer(cls: type) -> Any:
-    return cls()
+def _anonymizer() -> Any:
+    from presidio_anonymizer import AnonymizerEngine
+
+    return AnonymizerEngine()
 
 
 @cache
@@ -236,31 +230,23 @@ def _analyzer(entities: tuple[str, ...]) -> Any:
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NoOpNlpEngine
 
-    registry = RegistryBuilder(RecognizerRegistry(supported_languages=["en"])).build(entities)
+    registry = RecognizerRegistry(supported_languages=["en"])
+    for entity in entities:
+        for make in _recognizers()[entity]:
+            registry.add_recognizer(make())
     engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 
 
-class RegistryBuilder:
-    """Adds the recognizers of the chosen kinds to a Presidio registry."""
+def _recognizers() -> dict[str, list[Callable[[], Any]]]:
+    """Per kind, the makers of its recognizers (Presidio's, or ours where it lacks one)."""
+    from presidio_analyzer.predefined_recognizers import IbanRecognizer, IpRecognizer, UsSsnRecognizer
 
-    def __init__(self, registry: Any) -> None:
-        self.registry = registry
-
-    def build(self, entities: tuple[str, ...]) -> Any:
-        """The registry with every recognizer of ``entities``."""
-        from presidio_analyzer.predefined_recognizers import IbanRecognizer, IpRecognizer, UsSsnRecognizer
-
-        makers: dict[str, list[Callable[[], Any]]] = {
-            "EMAIL_ADDRESS": [_email_recognizer, _encoded_email_recognizer],
+    return {"EMAIL_ADDRESS": [_email_recognizer, _encoded_email_recognizer],
             "PHONE_NUMBER": [_phone_recognizer, _cn_mobile_recognizer],
             "CREDIT_CARD": [_card_recognizer], "IBAN_CODE": [IbanRecognizer], "US_SSN": [UsSsnRecognizer],
             "CN_RESIDENT_ID": [_cn_id_recognizer], "IP_ADDRESS": [IpRecognizer],
             "URL_CREDENTIAL": [_url_credential_recognizer]}
-        for entity in entities:
-            for make in makers[entity]:
-                self.registry.add_recognizer(make())
-        return self.registry
 
 
 @cache
