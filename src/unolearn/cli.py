@@ -165,10 +165,12 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], fmt: str, as_json: bool)
 @click.option("--before", metavar="DATE", help="Forget everything ingested (served, rejected) before this "
               "ISO-8601 date or time (UTC unless it says otherwise).")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--compact", is_flag=True, help="Also on its own: vacuum the store, so that rows deleted earlier are "
+              "unreadable in its files (when another process kept a deletion's vacuum from finishing).")
 @json_option
 @click.pass_context
 def forget_cmd(ctx: click.Context, users: tuple[str, ...], log_ids: tuple[str, ...], before: str | None,
-               dry_run: bool, as_json: bool) -> None:
+               dry_run: bool, compact: bool, as_json: bool) -> None:
     """Delete a user's (a log's, a period's) data and everything derived from it.
 
     Removes the logs, served answers and feedback, rejected records, and what was made from them: rules,
@@ -181,12 +183,13 @@ def forget_cmd(ctx: click.Context, users: tuple[str, ...], log_ids: tuple[str, .
     from .forget import forget, parse_before
 
     result = forget(open_workspace(ctx), users=users, logs=log_ids, before=before and parse_before(before),
-                    dry_run=dry_run)
+                    dry_run=dry_run, compact=compact)
     if as_json:
         echo_json(result.as_dict())
         return
     if result.nothing:
-        click.echo("nothing matched: no log, served answer or rejected record of that user, id or date")
+        click.echo("the store is compacted" if compact and not (users or log_ids or before) else
+                   "nothing matched: no log, served answer or rejected record of that user, id or date")
         return
     verb = "would remove" if dry_run else "removed"
     rows = ", ".join(f"{k} {v}" for k, v in result.removed.items() if v)

@@ -68,11 +68,13 @@ def parse_before(value: str) -> str:
 
 
 def forget(ws: Workspace, *, users: tuple[str, ...] = (), logs: tuple[str, ...] = (), before: str | None = None,
-           dry_run: bool = False) -> ForgetResult:
+           dry_run: bool = False, compact: bool = False) -> ForgetResult:
     """Delete the data of ``users``, of the logs with these ids (unique prefixes), and of everything ingested
-    (served, rejected) before ``before``; retire the modules that learned from it. ``dry_run``: only count."""
-    if not (users or logs or before):
-        raise InputError("say what to forget: --user, --log or --before")
+    (served, rejected) before ``before``; retire the modules that learned from it. ``dry_run``: only count.
+    ``compact``: make the files unreadable where deleted rows were even when nothing new matches (after a
+    deletion whose compaction another process kept from finishing)."""
+    if not (users or logs or before or compact):
+        raise InputError("say what to forget: --user, --log or --before (or --compact)")
     sel = ws.select_forgotten(users, logs, before)
     sel.vectors = _vector_hashes(ws, sel.logs)
     run_id = None if dry_run else ws.start_run("forget", {"users": len(users), "logs": len(logs), "before": before})
@@ -81,7 +83,7 @@ def forget(ws: Workspace, *, users: tuple[str, ...] = (), logs: tuple[str, ...] 
                           [{"id": m, "kind": k} for m, k in sel.modules])
     if not dry_run:
         result.adapter_dirs = _delete_adapters(ws, sel)
-        if not sel.empty or sel.modules:
+        if compact or not sel.empty or sel.modules:
             ws.compact()
         ws.finish_run(run_id, "ok", {k: v for k, v in removed.items() if v})
     return result

@@ -20,15 +20,15 @@ def collect_served(ws: Workspace) -> int:
     logs = []
     for row in ws.uncollected_served():
         feedback = ws.pending_feedback(row[0])
-        logs.append((row[0], served_log(ws, *row, feedback=feedback), [f[0] for f in feedback]))
+        logs.append((row[0], served_log(*row, feedback=feedback), [f[0] for f in feedback]))
     ws.add_served_logs(logs)
     return len(logs)
 
 
-def served_log(ws: Workspace, rid: str, messages: str, answer_text: str, route: str, created_at: str,
-               user: str | None = None, feedback: list[tuple] | None = None) -> Log:
-    """The log of one served interaction with its feedback (default: the feedback not collected yet)."""
-    feedback = [f[1:] for f in (ws.pending_feedback(rid) if feedback is None else feedback)]
+def served_log(rid: str, messages: str, answer_text: str, route: str, created_at: str, user: str | None,
+               feedback: list[tuple]) -> Log:
+    """The log of one served interaction with the feedback ``(id, text, action, edited)`` it collects."""
+    feedback = [f[1:] for f in feedback]
     turns = [Message(role=m["role"], content=text_of(m.get("content"))) for m in json.loads(messages)
              if m.get("role") in ("system", "user", "assistant")]
     query = next(m.content for m in reversed(turns) if m.role == "user")

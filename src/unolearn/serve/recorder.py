@@ -22,7 +22,6 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from functools import cache
 from pathlib import Path
 
 from ..errors import WorkspaceError
@@ -166,13 +165,13 @@ class Recorder:
     def _redacted(self, items: list[tuple]) -> list[tuple]:
         """The queued items with their texts redacted: by the redaction process, or here if it is gone."""
         rows = [(kind, row) for kind, row, _ in items]
-        ready = self._warm is not None and self._warm.done() and self._warm.exception() is None
         try:
-            if not ready:
-                raise BrokenProcessPool("the redaction process is not ready")
-            rows = self._redact_pool.submit(redact_rows, self.redactor.cfg, rows).result()
+            if self.redaction == "process":
+                rows = self._redact_pool.submit(redact_rows, self.redactor.cfg, rows).result()
+                return [(kind, row, done) for (kind, row), (_, _, done) in zip(rows, items)]
         except BrokenProcessPool:
-            rows = redact_rows(self.redactor.cfg, rows, self.redactor)
+            pass
+        rows = redact_rows(self.redactor.cfg, rows)
         return [(kind, row, done) for (kind, row), (_, _, done) in zip(rows, items)]
 
     def _store_one(self, item: tuple) -> Exception | None:
@@ -223,21 +222,10 @@ def _lower_priority() -> None:
         pass
 
 
-@cache
-def _redactor(cfg_json: str) -> Redactor:
-    """The redaction process's redactor (built once per configuration)."""
-    import json
-
-    return Redactor(RedactConfig(**json.loads(cfg_json)))
-
-
-def redact_rows(cfg: RedactConfig, rows: list[tuple[str, tuple]], redactor: Redactor | None = None
-                ) -> list[tuple[str, tuple]]:
-    """``(kind, row)`` pairs (``served`` or ``feedback`` rows) with their texts redacted under ``cfg``."""
-    import dataclasses
-    import json
-
-    redactor = redactor or _redactor(json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+def redact_rows(cfg: RedactConfig, rows: list[tuple[str, tuple]]) -> list[tuple[str, tuple]]:
+    """``(kind, row)`` pairs (``served`` or ``feedback`` rows) with their texts redacted under ``cfg`` (a
+    :class:`Redactor` is cheap to make: its detector is built once per process and set of kinds)."""
+    redactor = Redactor(cfg)
     return [(kind, _redact_row(redactor, kind, row)) for kind, row in rows]
 
 

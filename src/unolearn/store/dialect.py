@@ -243,7 +243,7 @@ class SQLiteConnection(Connection):
         busy, _, _ = self.raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             raise StoreBusyError("the deletion is committed, but another connection kept the WAL file from being "
-                                 "truncated; run `unolearn forget --compact` again when it is idle")
+                                 "truncated; run `unolearn forget --compact` when it is idle")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         """Run one statement."""

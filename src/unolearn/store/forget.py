@@ -44,14 +44,14 @@ class ForgetSelection:
         return not (self.logs or self.served or self.rejected)
 
 
-def _in(values: Sequence[str]) -> Iterable[tuple[str, list[str]]]:
+def _in(values: Sequence[str | int]) -> Iterable[tuple[str, list[str | int]]]:
     """``(placeholders, chunk)`` for each chunk of ``values`` in an ``IN (…)`` list."""
     for i in range(0, len(values), _CHUNK):
         chunk = list(values[i:i + _CHUNK])
         yield ",".join("?" * len(chunk)), chunk
 
 
-def _delete(c: Connection, table: str, column: str, values: Sequence[str], dry_run: bool) -> int:
+def _delete(c: Connection, table: str, column: str, values: Sequence[str | int], dry_run: bool = False) -> int:
     """Delete (or, with ``dry_run``, count) the rows of ``table`` whose ``column`` is one of ``values``."""
     n = 0
     for marks, chunk in _in(values):
@@ -81,12 +81,10 @@ class ForgetTables(Base):
         if before is not None:
             logs |= {r[0] for r in c.execute("SELECT id FROM logs WHERE ingested_at < ?", (before,))}
             served |= {r[0] for r in c.execute("SELECT response_id FROM served WHERE created_at < ?", (before,))}
-        for marks, chunk in _in(sorted(served)):  # a served answer's log, and a log's served answer, go together
-            logs |= {r[0] for r in c.execute(f"SELECT log_id FROM served WHERE response_id IN ({marks}) "
-                                              "AND log_id IS NOT NULL", chunk)}
-        for marks, chunk in _in(sorted(served)):  # every log collected from those answers' feedback
-            logs |= {r[0] for r in c.execute(f"SELECT log_id FROM feedback WHERE response_id IN ({marks}) "
-                                              "AND log_id IS NOT NULL", chunk)}
+        for marks, chunk in _in(sorted(served)):  # a served answer's logs (from its feedback too) go with it
+            for table in ("served", "feedback"):
+                logs |= {r[0] for r in c.execute(f"SELECT log_id FROM {table} WHERE response_id IN ({marks}) "
+                                                  "AND log_id IS NOT NULL", chunk)}
         for marks, chunk in _in(sorted(logs)):
             served |= {r[0] for r in c.execute(f"SELECT response_id FROM served WHERE log_id IN ({marks})", chunk)}
             served |= {r[0] for r in c.execute(f"SELECT response_id FROM feedback WHERE log_id IN ({marks})", chunk)}
@@ -153,10 +151,9 @@ class ForgetTables(Base):
         """Clusters left empty go; a clustering that lost members is rebuilt next; snapshots are replaced."""
         empty = [r[0] for r in c.execute("SELECT id FROM clusters WHERE id NOT IN "
                                          "(SELECT cluster FROM cluster_members)")]
-        for table in ("gaps", "cluster_spread"):
-            _delete_ints(c, table, "cluster", empty)
-        _delete_ints(c, "plans", "cluster", empty)
-        _delete_ints(c, "clusters", "id", empty)
+        for table in ("gaps", "cluster_spread", "plans"):
+            _delete(c, table, "cluster", empty)
+        _delete(c, "clusters", "id", empty)
         if members_gone:
             c.execute("UPDATE clusterings SET settings = NULL WHERE id = (SELECT max(id) FROM clusterings)")
         snapshots = c.execute("DELETE FROM plan_snapshots").rowcount
@@ -166,15 +163,9 @@ class ForgetTables(Base):
 
     def compact(self) -> None:
         """Make deleted rows unreadable in the database files: on SQLite a vacuum with ``secure_delete``
-        (and the WAL truncated); on PostgreSQL a ``VACUUM`` of the tables a deletion touches (the space of
-        dead rows is reused; ``VACUUM FULL`` would rewrite the files, see the README)."""
+        (and the WAL truncated); on PostgreSQL a ``VACUUM`` of the database (the space of dead rows is reused;
+        ``VACUUM FULL`` would rewrite the files, see the README)."""
         self.conn.compact()
-
-
-def _delete_ints(c: Connection, table: str, column: str, values: list[int]) -> None:
-    for i in range(0, len(values), _CHUNK):
-        chunk = values[i:i + _CHUNK]
-        c.execute(f"DELETE FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
 
 
 def _names_user(raw: str, users: Sequence[str], quoted: list[str]) -> bool:
