@@ -11,7 +11,7 @@ import click
 
 from . import __version__
 from .config import CONFIG_FILE, BackendsConfig, check_config_file, load_backends, stage_config
-from .errors import ConfigError, InputError, UnolearnError, WorkspaceError
+from .errors import ConfigError, InputError, UnolearnError, WorkspaceError, one_line
 from .funnel import funnel_lines
 from .names import SERVED_SYSTEMS
 from .store import Workspace, resolve_dir, write_jsonl_atomic
@@ -1204,8 +1204,6 @@ def bench_serve_cmd(ctx: click.Context, n: int, concurrency: int, latency: float
         f"{out['added_p50_ms']:.1f} ms; errors {out['errors']}, lost feedback {out['lost_feedback']}")
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1219,15 +1217,15 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except UnolearnError as e:
-        click.echo(f"error: {_one_line(e)}", err=True)
+        click.echo(f"error: {one_line(e)}", err=True)
         sys.exit(e.exit_code)
     except BrokenPipeError:  # the reader went away (`... | head`): not an error; before OSError, its base
         sys.exit(0)
     except OSError as e:  # a file that cannot be read or written: say which, without a traceback
-        click.echo(f"error: {_one_line(e)}", err=True)
+        click.echo(f"error: {one_line(e)}", err=True)
         sys.exit(1)
     except database_errors() as e:
-        click.echo(f"error: workspace database: {_one_line(e)}", err=True)
+        click.echo(f"error: workspace database: {one_line(e)}", err=True)
         sys.exit(WorkspaceError.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

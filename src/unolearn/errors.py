@@ -7,6 +7,11 @@ the proxy turns it into an HTTP response with its ``http_status``. Anything else
 from __future__ import annotations
 
 
+def one_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception's message on one line (at most ``limit`` characters), or its type's name when it has none."""
+    return " ".join(str(e).split())[:limit] or type(e).__name__
+
+
 class UnolearnError(Exception):
     """Base class of every error unolearn reports to a user."""
 

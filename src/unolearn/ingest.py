@@ -112,7 +112,8 @@ def _flush(ws: Workspace, logs: list[Log], bad: list[Rejected], result: IngestRe
 
 def _one_by_one(ws: Workspace, logs: list[Log], bad: list[Rejected],
                 on_reject: Callable[[Rejected], None] | None) -> tuple[int, int]:
-    """Store each record alone; one the store refuses joins ``bad`` (kept without its text)."""
+    """Store each record alone; a log the store refuses joins ``bad`` (kept without its text); a rejected record
+    the store cannot keep is still counted and reported."""
     added = dups = 0
     for log in logs:
         try:
@@ -126,14 +127,11 @@ def _one_by_one(ws: Workspace, logs: list[Log], bad: list[Rejected],
                 on_reject(bad[-1])
             continue
         added, dups = added + a, dups + d
-    rejected = list(bad)
-    bad.clear()
-    for r in rejected:
+    for r in bad:
         try:
             ws.add_logs([], [r])
         except UnolearnError:
             raise
         except Exception:  # noqa: BLE001 — a rejected record the store cannot keep is only reported
-            continue
-        bad.append(r)
+            pass
     return added, dups

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
-from .errors import InputError
+from .errors import InputError, one_line
 from .records import Action, Log, Message, Rejected
 
 FORMATS = ("auto", "openai", "memorybench", "sharegpt")
@@ -79,7 +79,7 @@ def json_error(e: BaseException) -> str:
         return f"not valid JSON ({e.msg} at column {e.colno})"
     if isinstance(e, RecursionError):
         return "not readable: JSON nested deeper than the reader allows"
-    return f"not readable: {' '.join(str(e).split())[:200]}"
+    return f"not readable: {one_line(e, 200)}"
 
 
 def _iter_array(fh: BinaryIO) -> Iterator[RawRecord]:
@@ -365,7 +365,7 @@ def read_logs(path: Path, fmt: str = "auto") -> Iterator[tuple[int, Log | Reject
                 check_text(raw.value, "record")
                 yield raw.offset, to_log(raw.value, fmt, path.name)
             except (ValueError, TypeError, RecursionError) as e:  # RecordError and pydantic's errors among them
-                reason = str(e) if isinstance(e, RecordError) else f"cannot be read as a log: {_first_line(e)}"
+                reason = str(e) if isinstance(e, RecordError) else f"cannot be read as a log: {one_line(e, 200)}"
                 yield raw.offset, Rejected(file=str(path), line=raw.line, reason=reason, raw=raw.text)
 
 
@@ -385,6 +385,3 @@ def check_text(value: Any, field: str) -> None:
         for i, v in enumerate(value):
             check_text(v, f"{field}[{i}]")
 
-
-def _first_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__

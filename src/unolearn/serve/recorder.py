@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from ..errors import WorkspaceError
+from ..errors import WorkspaceError, one_line
 from ..redact import RedactConfig, Redactor
 from ..store import Workspace
 
@@ -117,7 +117,7 @@ class Recorder:
                     return self._reader.served_owner(response_id)
                 except Exception as again:  # noqa: BLE001
                     e = again
-            raise WorkspaceError(f"cannot look up response {response_id!r}: {_one_line(e)}") from e
+            raise WorkspaceError(f"cannot look up response {response_id!r}: {one_line(e)}") from e
 
     async def _run(self) -> None:
         while True:
@@ -145,7 +145,7 @@ class Recorder:
                 if error is None:
                     done.set_result(None)
                 else:
-                    done.set_exception(WorkspaceError(f"feedback not stored: {_one_line(error)}"))
+                    done.set_exception(WorkspaceError(f"feedback not stored: {one_line(error)}"))
 
     def _commit(self, items: list[tuple]) -> list[Exception | None]:
         """Redact ``items``, then store them in one transaction or, when the store refuses the batch, one by
@@ -156,10 +156,10 @@ class Recorder:
             return [None] * len(items)
         except Exception as e:  # noqa: BLE001 — reported per item
             if len(items) == 1 or self._writer.conn.transient(e):  # one row, or the store stayed away
-                log.error("could not store %d rows: %s", len(items), _one_line(e))
+                log.error("could not store %d rows: %s", len(items), one_line(e))
                 return [e] * len(items)
             log.warning("the store refused a batch of %d rows (%s); storing them one by one", len(items),
-                        _one_line(e))
+                        one_line(e))
         return [self._store_one(item) for item in items]
 
     def _redacted(self, items: list[tuple]) -> list[tuple]:
@@ -179,7 +179,7 @@ class Recorder:
         try:
             self._store([item])
         except Exception as e:  # noqa: BLE001 — reported to the caller
-            log.error("could not store the %s row of %s: %s", item[0], item[1][0], _one_line(e))
+            log.error("could not store the %s row of %s: %s", item[0], item[1][0], one_line(e))
             return e
         return None
 
@@ -196,7 +196,7 @@ class Recorder:
             except Exception as e:
                 if not self._writer.conn.transient(e) or time.monotonic() + delay > deadline:
                     raise
-                log.warning("storing %d rows failed (%s); retrying in %.2f s", len(items), _one_line(e), delay)
+                log.warning("storing %d rows failed (%s); retrying in %.2f s", len(items), one_line(e), delay)
             time.sleep(delay)
             delay = min(delay * 2, RETRY_DELAYS[1])
 
@@ -238,5 +238,3 @@ def _redact_row(redactor: Redactor, kind: str, row: tuple) -> tuple:
         return (row[0], "[]", "", *row[3:]) if kind == "served" else (row[0], None, row[2], None, *row[4:])
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

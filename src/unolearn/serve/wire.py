@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..answer import Route
+from ..errors import one_line
 from ..names import SERVED_SYSTEMS
 from ..readers import RecordError, check_text
 from ..selection import adapter_name
@@ -51,8 +52,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     except RecursionError as e:
         raise HTTPProblem("the request body is nested too deeply", 400, "invalid_json") from e
     except (ValueError, UnicodeDecodeError) as e:
-        raise HTTPProblem(f"the request body is not valid JSON: {' '.join(str(e).split())[:200]}", 400,
-                          "invalid_json") from e
+        raise HTTPProblem(f"the request body is not valid JSON: {one_line(e, 200)}", 400, "invalid_json") from e
     if not isinstance(body, dict):
         raise HTTPProblem("the request body must be a JSON object", 400, "invalid_request")
     if b"\\u0000" in raw and (where := _nul_at(body)):  # the escape is the only way JSON carries a NUL
