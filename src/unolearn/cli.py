@@ -23,13 +23,29 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
 
 
-def open_workspace(ctx: click.Context) -> Workspace:
-    """Open the workspace named by the group's ``--workspace`` option (once per invocation)."""
+def open_root(ctx: click.Context) -> Workspace:
+    """Open the workspace named by the group's ``--workspace`` option (its default tenant; once per invocation)."""
     obj = ctx.find_root().ensure_object(dict)
     if "ws" not in obj:
         checked_config(ctx)
         obj["ws"] = ctx.with_resource(Workspace.open(obj.get("workspace"), obj.get("store")))
     return obj["ws"]
+
+
+def open_workspace(ctx: click.Context) -> Workspace:
+    """The workspace of the tenant the group's ``--tenant`` names (default: the default tenant's), opened once."""
+    from .tenants import open_tenant
+
+    obj = ctx.find_root().ensure_object(dict)
+    if "tenant_ws" not in obj:
+        root, name = open_root(ctx), obj.get("tenant")
+        obj["tenant_ws"] = root if name is None else ctx.with_resource(open_tenant(root, name))
+    return obj["tenant_ws"]
+
+
+def tenant_of(ctx: click.Context) -> str | None:
+    """The tenant the group's ``--tenant`` names (None: not given)."""
+    return ctx.find_root().obj.get("tenant")
 
 
 def checked_config(ctx: click.Context) -> Path:
@@ -91,13 +107,18 @@ def flat(groups: tuple[list[Path], ...]) -> list[Path]:
 @click.option("--model", help="Generator model: the served name (openai) or a GGUF path (embedded) "
                               "[env UNOLEARN_MODEL].")
 @click.option("--no-cache", is_flag=True, help="Bypass the workspace's response and embedding cache.")
+@click.option("--tenant", envvar="UNOLEARN_TENANT", metavar="NAME",
+              help="Work on this tenant's logs, clusters, rulebook, modules and plans [env UNOLEARN_TENANT]. "
+                   "Default: the default tenant (logs that name none); `run` and `forget` then cover every "
+                   "tenant, and `ingest` stores each log under the tenant it names.")
 @click.option("--profile", type=click.Choice(["auto", "cpu", "gpu"]),
               help="Costly settings of every stage (token budgets, revisions, judge samples, epochs): "
                    "cpu for a laptop, gpu for the paper's; auto (default) picks cpu for the embedded "
                    "model, gpu for a server [env UNOLEARN_PROFILE, config `profile:`].")
 @click.pass_context
 def cli(ctx: click.Context, workspace: str | None, store: str | None, config_file: Path | None,
-        backend: str | None, base_url: str | None, model: str | None, no_cache: bool, profile: str | None) -> None:
+        backend: str | None, base_url: str | None, model: str | None, no_cache: bool, tenant: str | None,
+        profile: str | None) -> None:
     """unolearn: make a deployed LLM system better from its own user logs.
 
     Logs of users reacting to answers are distilled into rules and preference pairs,
@@ -109,10 +130,23 @@ def cli(ctx: click.Context, workspace: str | None, store: str | None, config_fil
     obj["store"] = check_url(store) if store else None
     obj["config_file"] = config_file
     obj["profile"] = profile
+    obj["tenant"] = _tenant_option(tenant)
     if backend is None and base_url:
         backend = "openai"
     obj["overrides"] = {"generator": {"backend": backend, "base_url": base_url, "model": model},
                         "cache": {"enabled": False if no_cache else None}}
+
+
+def _tenant_option(value: str | None) -> str | None:
+    """The ``--tenant`` value checked (None: not given)."""
+    from .tenants import check_tenant
+
+    if value is None:
+        return None
+    try:
+        return check_tenant(value, "--tenant")
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--tenant: "), param_hint="--tenant") from None
 
 
 def load_config(ctx: click.Context) -> BackendsConfig:
@@ -139,7 +173,7 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], fmt: str, as_json: bool)
     from .ingest import ingest as run_ingest
     from .redact import RedactConfig, Redactor, warn_if_disabled
 
-    ws = open_workspace(ctx)
+    ws = open_root(ctx)
     redact = stage_config_for(ctx, RedactConfig, "redact")
     warn_if_disabled(redact, "ingest")
 
@@ -147,7 +181,7 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], fmt: str, as_json: bool)
         click.echo(f"{rej.file}:{rej.line}: {rej.reason}", err=True)
 
     result = run_ingest(ws, list(paths), fmt, on_reject=report, progress=False if as_json else None,
-                        redactor=Redactor(redact))
+                        redactor=Redactor(redact), tenant=tenant_of(ctx))
     if as_json:
         echo_json(result.as_dict())
     else:
@@ -178,12 +212,12 @@ def forget_cmd(ctx: click.Context, users: tuple[str, ...], log_ids: tuple[str, .
     (experts, critics, guides) trained or validated on them are retired at once: their adapter folders are
     deleted, their plans fall back to the base model, and a new plan is published for running proxies.
     The next `unolearn run` trains replacements. On SQLite the database is vacuumed so no deleted text
-    stays in the file or its WAL.
+    stays in the file or its WAL. Every tenant's store is searched, unless --tenant names one.
     """
-    from .forget import forget, parse_before
+    from .forget import forget_tenants, parse_before
 
-    result = forget(open_workspace(ctx), users=users, logs=log_ids, before=before and parse_before(before),
-                    dry_run=dry_run, compact=compact)
+    result = forget_tenants(open_root(ctx), tenant_of(ctx), users=users, logs=log_ids,
+                            before=before and parse_before(before), dry_run=dry_run, compact=compact)
     if as_json:
         echo_json(result.as_dict())
         return
@@ -397,11 +431,13 @@ def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None,
     call or training. Each stage reads its section of the config file (distill:, cluster:, assess:,
     train:, select:).
     """
+    from .backends import Models
     from .pipeline import run, run_configs
 
     cfgs = run_configs(lambda cls, section: stage_config_for(ctx, cls, section))
     echo = (lambda _: None) if as_json else click.echo
-    summary = run(open_workspace(ctx), models_for(ctx), paths, cfgs, echo, stop_after)
+    summary = run(open_root(ctx), Models(open_root(ctx), load_config(ctx)), paths, cfgs, echo, stop_after,
+                  tenant_of(ctx))
     if as_json:
         echo_json(summary)
         return

@@ -56,6 +56,13 @@ class ForgetResult:
         """The result as a plain dict (what ``--json`` prints)."""
         return asdict(self)
 
+    def plus(self, other: "ForgetResult") -> "ForgetResult":
+        """This result and ``other`` (another tenant's) together."""
+        removed = {k: self.removed.get(k, 0) + other.removed.get(k, 0) for k in {**self.removed, **other.removed}}
+        return ForgetResult(self.dry_run, self.matched_logs + other.matched_logs,
+                            self.matched_served + other.matched_served, removed, self.retired + other.retired,
+                            self.adapter_dirs + other.adapter_dirs)
+
 
 def parse_before(value: str) -> str:
     """An ISO-8601 date or time as the stored timestamps compare (UTC, seconds); an InputError otherwise."""
@@ -87,6 +94,20 @@ def forget(ws: Workspace, *, users: tuple[str, ...] = (), logs: tuple[str, ...] 
             ws.compact()
         ws.finish_run(run_id, "ok", {k: v for k, v in removed.items() if v})
     return result
+
+
+def forget_tenants(ws: Workspace, tenant: str | None = None, **what: Any) -> ForgetResult:
+    """:func:`forget` in every tenant of the workspace ``ws`` (its default tenant), or only in ``tenant``: a
+    user's data is deleted wherever its logs went. One result, summed over the tenants."""
+    from .tenants import each_tenant
+
+    total: ForgetResult | None = None
+    with each_tenant(ws, tenant) as tenants:
+        for _, tenant_ws in tenants:
+            result = forget(tenant_ws, **what)
+            total = result if total is None else total.plus(result)
+    assert total is not None  # the default tenant at least
+    return total
 
 
 def apply_retention(ws: Workspace, cfg: RetentionConfig, now: datetime | None = None) -> ForgetResult | None:

@@ -13,6 +13,7 @@ from .readers import FORMATS, read_logs
 from .records import Log, Rejected
 from .redact import Redactor
 from .store import Workspace
+from .tenants import TenantWorkspaces
 
 
 @dataclass
@@ -44,11 +45,13 @@ def check_paths(paths: Sequence[Path]) -> None:
 
 def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_size: int = 1000,
            on_reject: Callable[[Rejected], None] | None = None, progress: bool | None = None,
-           redactor: Redactor | None = None) -> IngestResult:
-    """Store every valid record of ``paths`` in ``ws``; keep the invalid ones in ``rejected``.
+           redactor: Redactor | None = None, tenant: str | None = None) -> IngestResult:
+    """Store every valid record of ``paths`` in its tenant's store; keep the invalid ones in ``rejected``.
 
-    Every record, valid or not, is redacted by ``redactor`` (default: :class:`Redactor` with the default
-    :class:`~unolearn.redact.RedactConfig`) before it is stored: the raw text never reaches the workspace.
+    ``ws`` is the workspace (its default tenant). A log goes to the tenant it names (:mod:`unolearn.tenants`);
+    ``tenant`` (the operator's) is the tenant of every log that names none, and a log naming another one is
+    rejected. Every record, valid or not, is redacted by ``redactor`` (default: :class:`Redactor` with the
+    default :class:`~unolearn.redact.RedactConfig`) before it is stored: the raw text never reaches the store.
 
     Each batch is committed in one transaction, so an interrupted ingest leaves the workspace
     consistent and a re-run completes it (records already stored count as duplicates).
@@ -59,28 +62,47 @@ def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_siz
     check_paths(paths)
     redactor = redactor or Redactor()
     result = IngestResult()
+    tenants = TenantWorkspaces(ws)
+    target = tenants(tenant)  # the rejected records, and the logs without a tenant
     total = sum(p.stat().st_size for p in paths)
     disable = None if progress is None else not progress
-    with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=disable) as bar:
-        for path in paths:
-            done = 0
-            logs: list[Log] = []
-            bad: list[Rejected] = []
-            for offset, item in read_logs(path, fmt):
-                item = _redacted(redactor, item, path)
-                if isinstance(item, Rejected):
-                    bad.append(item)
-                    if on_reject:
-                        on_reject(item)
-                else:
-                    logs.append(item)
-                if len(logs) + len(bad) >= batch_size:
-                    _flush(ws, logs, bad, result, on_reject)
-                bar.update(offset - done)
-                done = offset
-            _flush(ws, logs, bad, result, on_reject)
-            bar.update(path.stat().st_size - done)
+    try:
+        with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=disable) as bar:
+            for path in paths:
+                _ingest_file(path, fmt, batch_size, redactor, tenant, tenants, target, result, on_reject, bar)
+    finally:
+        tenants.close()
     return result
+
+
+def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tenant: str | None,
+                 tenants: TenantWorkspaces, target: Workspace, result: IngestResult,
+                 on_reject: Callable[[Rejected], None] | None, bar: tqdm) -> None:
+    """Store one file's records, batch by batch, each log in its tenant's store."""
+    done = 0
+    logs: dict[str | None, list[Log]] = {}
+    bad: list[Rejected] = []
+
+    def flush() -> None:
+        for name, batch in logs.items():
+            _flush(tenants(name), batch, [], result, on_reject)
+        _flush(target, [], bad, result, on_reject)
+        logs.clear()
+
+    for offset, item in read_logs(path, fmt, tenant):
+        item = _redacted(redactor, item, path)
+        if isinstance(item, Rejected):
+            bad.append(item)
+            if on_reject:
+                on_reject(item)
+        else:
+            logs.setdefault(item.tenant, []).append(item)
+        if sum(map(len, logs.values())) + len(bad) >= batch_size:
+            flush()
+        bar.update(offset - done)
+        done = offset
+    flush()
+    bar.update(path.stat().st_size - done)
 
 
 def _redacted(redactor: Redactor, item: Log | Rejected, path: Path) -> Log | Rejected:

@@ -29,6 +29,7 @@ from .redact import RedactConfig, Redactor
 from .rulebook import RulebookConfig
 from .selection import SelectConfig
 from .store import Workspace
+from .tenants import each_tenant
 from .train import TrainConfig
 
 STAGES = ("ingest", "distill", "cluster", "assess", "rulebook", "train", "select")
@@ -62,12 +63,36 @@ def cluster_fingerprint(ws: Workspace, embedder_id: str, cfg: ClusterConfig) -> 
 
 
 def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConfigs | None = None,
-        echo: Callable[[str], None] = click.echo, stop_after: str | None = None) -> dict[str, Any]:
-    """Run every stage in order (``stop_after`` ends early); return each stage's summary."""
+        echo: Callable[[str], None] = click.echo, stop_after: str | None = None,
+        tenant: str | None = None) -> dict[str, Any]:
+    """Ingest ``paths`` into their tenants' stores, then run every stage in order (``stop_after`` ends early)
+    for every tenant in turn, or only for ``tenant`` (also the tenant of the logs that name none).
+
+    Returns each stage's summary and the funnel: the default tenant's (or ``tenant``'s) at the top, and with
+    several tenants, each other tenant's under ``tenants``."""
     cfgs = cfgs or RunConfigs()
+    files = (ingest.ingest(ws, list(paths), redactor=Redactor(cfgs.redact), tenant=tenant).as_dict()
+             if paths else {})
+    summary: dict[str, Any] = {}
+    with each_tenant(ws, tenant) as tenants:
+        for name, tenant_ws in tenants:
+            if ws.tenant_names():
+                echo(f"tenant {name}")
+            out = run_tenant(tenant_ws, models if tenant_ws is ws else models.for_workspace(tenant_ws), cfgs,
+                             echo, stop_after, files if not summary else {})
+            if not summary:
+                summary = out
+            else:
+                summary.setdefault("tenants", {})[name] = out
+    return summary
+
+
+def run_tenant(ws: Workspace, models: Models, cfgs: RunConfigs, echo: Callable[[str], None],
+               stop_after: str | None = None, files: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every stage on one tenant's workspace (its logs already ingested: ``files`` says how); each stage's summary."""
     summary: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("ingest", lambda: _ingest(ws, paths, cfgs)),
+        ("ingest", lambda: _ingest(ws, cfgs, files or {})),
         ("distill", lambda: distill.run(ws, models, cfgs.distill).as_dict()),
         ("cluster", lambda: _cluster(ws, models, cfgs.cluster)),
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
@@ -92,13 +117,13 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
     return summary
 
 
-def _ingest(ws: Workspace, paths: Sequence[Path], cfgs: RunConfigs) -> dict[str, Any]:
-    """Apply the retention period, ingest the given files (redacted), and turn served interactions that got
-    feedback into logs."""
+def _ingest(ws: Workspace, cfgs: RunConfigs, files: dict[str, Any]) -> dict[str, Any]:
+    """Apply the retention period and turn served interactions that got feedback into logs (the files were
+    ingested before: ``files`` says how)."""
     from .serve import collect_served
 
     forgotten = apply_retention(ws, cfgs.retention)
-    out = ingest.ingest(ws, list(paths), redactor=Redactor(cfgs.redact)).as_dict() if paths else {}
+    out = dict(files)
     out["served_with_feedback"] = collect_served(ws)
     if forgotten is not None:
         out["retention"] = forgotten.as_dict()

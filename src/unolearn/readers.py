@@ -10,7 +10,8 @@ Input contract:
   Python-literal strings, as in the published dataset.
 - ``sharegpt``: ``{"id", "conversations": [{"from": "human"|"gpt"|"system", "value"}]}``.
 - Every format takes an optional ``user`` (a string or an integer id: who asked; several logs of one
-  user count once when rules are supported), as the OpenAI API's ``user`` parameter.
+  user count once when rules are supported), as the OpenAI API's ``user`` parameter, and an optional
+  ``tenant`` (also read from ``metadata.tenant``): the team whose logs these are (:mod:`unolearn.tenants`).
 Each yielded item is either a :class:`Log` or a :class:`Rejected` naming the file, line and reason.
 """
 
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 
 from .errors import InputError, one_line
 from .records import Action, Log, Message, Rejected
+from .tenants import DEFAULT_TENANT, check_tenant
 
 FORMATS = ("auto", "openai", "memorybench", "sharegpt")
 _CHUNK = 1 << 16
@@ -275,7 +277,20 @@ def _common(obj: dict, source: str) -> dict[str, Any]:
     lang = obj.get("lang")
     return {"rating": rating, "lang": lang if lang in ("en", "zh") else None,
             "source": str(obj.get("source") or source), "timestamp": obj.get("timestamp"),
-            "user": _user(obj.get("user")), "actions": tuple(_actions(obj.get("actions"), "actions"))}
+            "user": _user(obj.get("user")), "tenant": _tenant(obj),
+            "actions": tuple(_actions(obj.get("actions"), "actions"))}
+
+
+def _tenant(obj: dict) -> str | None:
+    """A record's ``tenant``: its own field, else its metadata's ``tenant`` key, else None (the default tenant)."""
+    metadata = obj.get("metadata")
+    value = obj.get("tenant", metadata.get("tenant") if isinstance(metadata, dict) else None)
+    if value is None:
+        return None
+    try:
+        return check_tenant(value)
+    except ValueError as e:
+        raise RecordError(str(e)) from None
 
 
 def _user(value: Any) -> str | None:
@@ -348,8 +363,11 @@ def to_log(obj: Any, fmt: str, source: str) -> Log:
         raise RecordError(str(e)) from e
 
 
-def read_logs(path: Path, fmt: str = "auto") -> Iterator[tuple[int, Log | Rejected]]:
-    """Yield ``(bytes_read, Log | Rejected)`` for every record of ``path``, streaming."""
+def read_logs(path: Path, fmt: str = "auto", tenant: str | None = None) -> Iterator[tuple[int, Log | Rejected]]:
+    """Yield ``(bytes_read, Log | Rejected)`` for every record of ``path``, streaming.
+
+    With ``tenant`` (the operator's: these logs are that tenant's), a log naming no tenant gets it, and a
+    log naming another one is rejected; the default tenant's logs name none."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     try:
@@ -363,10 +381,21 @@ def read_logs(path: Path, fmt: str = "auto") -> Iterator[tuple[int, Log | Reject
                 continue
             try:
                 check_text(raw.value, "record")
-                yield raw.offset, to_log(raw.value, fmt, path.name)
+                yield raw.offset, with_tenant(to_log(raw.value, fmt, path.name), tenant)
             except (ValueError, TypeError, RecursionError) as e:  # RecordError and pydantic's errors among them
                 reason = str(e) if isinstance(e, RecordError) else f"cannot be read as a log: {one_line(e, 200)}"
                 yield raw.offset, Rejected(file=str(path), line=raw.line, reason=reason, raw=raw.text)
+
+
+def with_tenant(log: Log, tenant: str | None) -> Log:
+    """``log`` under the operator's ``tenant`` (None or ``default``: the tenant it names); a RecordError when
+    it names another. The default tenant's logs name none, so their keys are those they had before tenants."""
+    given = None if tenant == DEFAULT_TENANT else tenant
+    named = None if log.tenant == DEFAULT_TENANT else log.tenant
+    if given is not None and named is not None and named != given:
+        raise RecordError(f"tenant: the record names tenant {named!r}, this ingest is for tenant {given!r}")
+    effective = named or given
+    return log if log.tenant == effective else log.model_copy(update={"tenant": effective})
 
 
 def check_text(value: Any, field: str) -> None:

@@ -87,6 +87,8 @@ class Log(Record):
     source: str = ""
     timestamp: str | None = None
     user: str | None = Field(None, description="Who asked: several logs of one user count once as support.")
+    tenant: str | None = Field(None, description="The team whose logs these are (None: the default tenant); "
+                                                 "the log is stored in that tenant's store.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("query")
@@ -98,8 +100,9 @@ class Log(Record):
 
     @property
     def id(self) -> str:
-        """The log's content key (a log without a user keeps the key it had before logs had users)."""
-        return content_hash("log", self.model_dump(mode="json", exclude={"user"} if self.user is None else None))
+        """The log's content key (a log without a user or a tenant keeps the key it had before logs had them)."""
+        unset = {k for k in ("user", "tenant") if getattr(self, k) is None}
+        return content_hash("log", self.model_dump(mode="json", exclude=unset or None))
 
     @property
     def user_key(self) -> str:

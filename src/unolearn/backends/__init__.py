@@ -6,6 +6,9 @@ backend that needs them is built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..config import BackendsConfig, ChatConfig, EmbedderConfig
 from ..store import Workspace
 from .base import ChatModel, ChatRequest, ChatResult, Embedder, Usage
@@ -57,11 +60,32 @@ class Models:
         """``built`` may hand over ready instances (``generator=``, ``judge=``, ``embedder=``), used as given."""
         self.ws, self.cfg = ws, cfg or BackendsConfig()
         self._built: dict[str, object] = dict(built)
+        self._shared: Models | None = None
+
+    def for_workspace(self, ws: Workspace) -> "Models":
+        """These models on another workspace (a tenant's): the same loaded models, their responses and
+        vectors cached in ``ws``'s store. Close only this one: the other shares its instances."""
+        models = Models(ws, self.cfg)
+        models._shared = self
+        return models
+
+    def _make(self, role: str, make: Callable[[], Any]) -> Any:
+        """The model of ``role``, cached in this workspace: the shared models' instance (a tenant's models) or
+        a new one; an instance handed over as built is used as given, as there."""
+        if self._shared is None:
+            model = make()
+        else:
+            model = getattr(self._shared, role)
+            if not isinstance(model, (CachedChatModel, CachedEmbedder)):
+                return model
+            model = model.inner
+        if not self.cfg.cache:
+            return model
+        return CachedEmbedder(model, self.ws) if role == "embedder" else CachedChatModel(model, self.ws)
 
     def _chat(self, role: str, cfg: ChatConfig) -> ChatModel:
         if role not in self._built:
-            model = make_chat(cfg)
-            self._built[role] = CachedChatModel(model, self.ws) if self.cfg.cache else model
+            self._built[role] = self._make(role, lambda: make_chat(cfg))
         return self._built[role]  # type: ignore[return-value]
 
     @property
@@ -80,8 +104,7 @@ class Models:
     def embedder(self) -> Embedder:
         """The embedding model."""
         if "embedder" not in self._built:
-            model = make_embedder(self.cfg.embedder)
-            self._built["embedder"] = CachedEmbedder(model, self.ws) if self.cfg.cache else model
+            self._built["embedder"] = self._make("embedder", lambda: make_embedder(self.cfg.embedder))
         return self._built["embedder"]  # type: ignore[return-value]
 
     def usage(self) -> dict[str, dict[str, int]]:
@@ -89,7 +112,9 @@ class Models:
         return {role: vars(m.usage) for role, m in self._built.items() if isinstance(m, ChatModel)}
 
     async def aclose(self) -> None:
-        """Close every built chat model."""
+        """Close every built chat model (those shared with other models are theirs to close)."""
+        if self._shared is not None:
+            return
         for m in self._built.values():
             if isinstance(m, ChatModel):
                 await m.aclose()

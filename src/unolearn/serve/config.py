@@ -5,11 +5,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 from ..backends.openai_http import normalize_base_url
 from ..config import opt
 from ..errors import ConfigError
 from ..names import SERVED_SYSTEMS
+from ..tenants import DEFAULT_TENANT, check_tenant
 
 
 EMBEDDED_MODEL = "unolearn"
@@ -42,6 +46,12 @@ class ServeConfig:
                              "a request overrides it with the header X-Unolearn-System.")
     api_key: str | None = opt(None, "Clients must send 'Authorization: Bearer <key>' (default: "
                                     "$UNOLEARN_SERVE_KEY; empty: no key).")
+    keys: dict | None = opt(None, "Keys of tenants: a mapping of API key → tenant name (null: the default "
+                                  "tenant). A request's key decides its tenant: the plan that routes it, the store "
+                                  "that records it, the answers it may give feedback on. api_key, if set, is a key "
+                                  "of the default tenant.")
+    keys_file: str | None = opt(None, "A YAML or JSON file holding the same mapping as keys (kept apart from "
+                                      "config.yaml, e.g. mounted from a secret store); read at start.")
     insecure: bool = opt(False, "Allow serving on an interface other than loopback without an API key.")
     upstream_api_key: str | None = opt(None, "Key sent to the upstream (default: $UNOLEARN_API_KEY, then "
                                              "$OPENAI_API_KEY; empty: none).")
@@ -67,6 +77,7 @@ class ServeConfig:
         if self.api_key is None:
             self.api_key = os.environ.get("UNOLEARN_SERVE_KEY") or None
         self.api_key = self.api_key or None
+        self.tenant_keys()  # a malformed map or an unreadable file is an error at start
         if self.upstream is not None:
             self.upstream = normalize_base_url(self.upstream)
         if self.system not in SERVED_SYSTEMS:
@@ -88,8 +99,43 @@ class ServeConfig:
             raise ConfigError("serve.workers must be ≥ 1, and more than 1 needs an upstream (each worker would "
                               "load the embedded model)")
 
+    def tenant_keys(self) -> dict[str, str]:
+        """Every accepted API key → the tenant it serves (empty: no key required, every request is the default
+        tenant's): ``api_key``, then ``keys``, then ``keys_file``; a ConfigError names a malformed entry."""
+        found = {self.api_key: DEFAULT_TENANT} if self.api_key else {}
+        found.update(_key_map(self.keys, "serve.keys"))
+        if self.keys_file:
+            path = Path(self.keys_file)
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError) as e:
+                raise ConfigError(f"serve.keys_file {path}: cannot read: {' '.join(str(e).split())}") from e
+            found.update(_key_map(data, f"serve.keys_file {path}"))
+        return found
+
+    def tenants(self) -> list[str]:
+        """The tenants the keys serve: the default one first."""
+        return [DEFAULT_TENANT, *sorted(set(self.tenant_keys().values()) - {DEFAULT_TENANT})]
+
     def check_exposure(self) -> None:
         """Refuse to listen beyond this machine without an API key, unless ``insecure`` says so."""
-        if self.api_key is None and not self.insecure and not is_loopback(self.host):
+        if not self.tenant_keys() and not self.insecure and not is_loopback(self.host):
             raise ConfigError(f"serve.host {self.host!r} is reachable from other machines and no API key is set: "
                               "set UNOLEARN_SERVE_KEY (or serve: {api_key}), or pass --insecure")
+
+
+def _key_map(data: object, where: str) -> dict[str, str]:
+    """A key → tenant mapping checked: keys non-empty strings, tenants names or null (the default tenant)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of API key → tenant")
+    out = {}
+    for key, tenant in data.items():
+        if not isinstance(key, str) or not key.strip() or any(c.isspace() for c in key):
+            raise ConfigError(f"{where}: an API key must be a non-empty string without spaces, got {str(key)[:8]!r}…")
+        try:
+            out[key] = DEFAULT_TENANT if tenant is None else check_tenant(tenant, "tenant")
+        except ValueError as e:
+            raise ConfigError(f"{where}: the key {key[:4]}…: {e}") from None
+    return out

@@ -37,10 +37,12 @@ from ..selection import adapter_name
 from ..snapshot import PlanSnapshot
 from ..store import Workspace, now
 from ..train import epoch_dir
+from ..tenants import DEFAULT_TENANT, open_tenant
 from .config import EMBEDDED_MODEL, SYSTEM_HEADER, ServeConfig
 from .metrics import Metrics
 from .problems import HTTPProblem, UpstreamError, error_body, error_response
 from .recorder import Recorder
+from .tenancy import TenantPlan
 from .upstream import Relayed, Upstream, content_of
 from ..wire import chunks, completion, sse, text_of
 from .wire import Chat, parse_chat, parse_feedback, route_header
@@ -56,39 +58,60 @@ class Proxy:
     def __init__(self, ws_dir: Path, cfg: ServeConfig, backends: BackendsConfig | None, built: dict[str, Any],
                  store: str | None = None, redact: RedactConfig | None = None):
         self.ws_dir, self.cfg, self.store = Path(ws_dir), cfg, store
+        self.keys = cfg.tenant_keys()
         self.ws = Workspace.open(ws_dir, store)
+        self.tenants: dict[str, TenantPlan] = {}
         self.metrics = Metrics()
-        self.recorder = Recorder(self.ws_dir, cfg.write_batch, cfg.write_linger_s, store=store,
-                                 redactor=Redactor(redact))
         self.models = Models(self.ws, backends, **built) if cfg.upstream is None else None
         self.upstream = (Upstream(cfg.upstream, cfg.upstream_api_key, cfg.upstream_timeout_s,
                                   cfg.upstream_connections) if cfg.upstream else None)
-        self._backends, self._built, self._embedder = backends, built, None
-        self.inflight: Counter[int | None] = Counter()  # requests routed, per plan id, not yet answered
-        self.retiring: dict[int, set[str]] = {}  # plan id → adapters to unload once its last request ended
+        self._backends, self._built, self._route_models = backends, built, None
+        self.inflight: Counter[tuple[str, int | None]] = Counter()  # (tenant, plan id) → requests not yet answered
+        self.retiring: dict[tuple[str, int], set[str]] = {}  # (tenant, plan id) → adapters to unload after it
         self.loaded: set[str] = set()  # adapters this proxy loaded into the upstream
         self.reloads, self.reload_s, self._reload_lock = 0, 0.0, asyncio.Lock()
         try:
-            self._route_ws = self.ws.reopen()  # routing and snapshot reads: their own connection and thread
             self._route_pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-route")
-            self.snapshot = self._load_snapshot(self._route_ws.latest_snapshot_id())
+            for name in cfg.tenants():
+                self.tenants[name] = self._open_tenant(name)
         except BaseException:
-            self.ws.close()
+            self._close_workspaces()
             raise
+        self.recorder = Recorder(self.ws_dir, cfg.write_batch, cfg.write_linger_s, store=store,
+                                 redactor=Redactor(redact),
+                                 places={n: (t.ws.root, t.ws.store) for n, t in self.tenants.items()})
+
+    def _open_tenant(self, name: str) -> TenantPlan:
+        """Open tenant ``name``'s workspaces (created when new) and load the plan it serves."""
+        ws = open_tenant(self.ws, name, create=True)
+        tenant = TenantPlan(name, ws, ws.reopen())  # routing and snapshot reads: their own connection and thread
+        if self.models is not None:
+            tenant.models = self.models if ws is self.ws else self.models.for_workspace(ws)
+        tenant.snapshot = self._load_snapshot(tenant, tenant.route_ws.latest_snapshot_id())
+        return tenant
+
+    @property
+    def snapshot(self) -> PlanSnapshot | None:
+        """The plan the default tenant is served now (None: no plan yet)."""
+        return self.tenants[DEFAULT_TENANT].snapshot
 
     @property
     def router(self) -> Any:
-        """The router of the plan served now (None: no plan yet, every request goes to the base model)."""
+        """The router of the default tenant's plan (None: no plan yet, every request goes to the base model)."""
         return self.snapshot.router if self.snapshot else None
 
-    def _load_snapshot(self, snapshot_id: int | None) -> PlanSnapshot | None:
-        """Load a published snapshot on the routing connection (its embedder built once, when first needed)."""
+    def _load_snapshot(self, tenant: TenantPlan, snapshot_id: int | None) -> PlanSnapshot | None:
+        """Load a published snapshot of ``tenant`` on its routing connection (the embedder built once, when first
+        needed; its vectors cached in the tenant's store)."""
         if snapshot_id is None:
             return None
-        if self._embedder is None:
+        if self._route_models is None:
             embedder = {k: v for k, v in self._built.items() if k == "embedder"}
-            self._embedder = Models(self._route_ws, self._backends, **embedder).embedder
-        return PlanSnapshot.load(self._route_ws, self._embedder, snapshot_id)
+            self._route_models = Models(self.tenants.get(DEFAULT_TENANT, tenant).route_ws, self._backends, **embedder)
+        if tenant.route_models is None:
+            tenant.route_models = (self._route_models if tenant.route_ws is self._route_models.ws
+                                   else self._route_models.for_workspace(tenant.route_ws))
+        return PlanSnapshot.load(tenant.route_ws, tenant.route_models.embedder, snapshot_id)
 
     @asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
@@ -98,8 +121,10 @@ class Proxy:
             await self.upstream.start()
         poller = None
         try:
-            if self.cfg.load_adapters and self.snapshot:
-                await self.load_adapters(self.snapshot)
+            if self.cfg.load_adapters:
+                for tenant in self.tenants.values():
+                    if tenant.snapshot:
+                        await self.load_adapters(tenant.snapshot)
             if self.cfg.reload_interval_s > 0:
                 poller = asyncio.create_task(self.poll())
             yield
@@ -116,7 +141,14 @@ class Proxy:
         if self.models:
             await self.models.aclose()
         self._route_pool.shutdown()
-        self._route_ws.close()
+        self._close_workspaces()
+
+    def _close_workspaces(self) -> None:
+        """Close every tenant's connections and the workspace's."""
+        for tenant in self.tenants.values():
+            tenant.route_ws.close()
+            if tenant.ws is not self.ws:
+                tenant.ws.close()
         self.ws.close()
 
     async def load_adapters(self, snapshot: PlanSnapshot) -> list[str]:
@@ -153,46 +185,62 @@ class Proxy:
                 log.exception("reloading the plan failed; still serving plan %s", self.plan_id)
 
     async def reload(self) -> dict[str, Any]:
-        """Swap in the newest published snapshot when it is newer than the one served.
+        """Swap in each tenant's newest published snapshot when it is newer than the one it is served; what
+        happened to the default tenant's plan (and with several tenants, each one's plan id)."""
+        async with self._reload_lock:
+            out = {name: await self._reload_tenant(tenant) for name, tenant in self.tenants.items()}
+        result = out[DEFAULT_TENANT]
+        if len(out) > 1:
+            result["tenants"] = {name: r["plan_id"] for name, r in out.items()}
+        return result
+
+    async def _reload_tenant(self, tenant: TenantPlan) -> dict[str, Any]:
+        """Swap in ``tenant``'s newest snapshot when it is newer than the one it is served.
 
         Its adapters are loaded into the upstream before the swap (with ``load_adapters``); requests
         already routed finish on the old plan, and the adapters only it used are unloaded after them.
         """
-        async with self._reload_lock:
-            start, loop, old = time.perf_counter(), asyncio.get_running_loop(), self.snapshot
-            newest = await loop.run_in_executor(self._route_pool, self._route_ws.latest_snapshot_id)
-            if newest is None or (old is not None and newest <= old.id):
-                return {"plan_id": self.plan_id, "reloaded": False}
-            new = await loop.run_in_executor(self._route_pool, self._load_snapshot, newest)
-            if self.upstream and self.cfg.load_adapters:
-                await self.load_adapters(new)
-            self.snapshot = new  # one assignment: a request is routed by the old plan or by the new one
-            self.reloads, self.reload_s = self.reloads + 1, time.perf_counter() - start
-            if old is not None and self.upstream and self.cfg.load_adapters:
-                self.retiring[old.id] = old.adapter_names() - new.adapter_names()
-                self.release(old.id, 0)
-            log.info("serving plan %s (was %s), reloaded in %.3f s", new.id, old.id if old else None, self.reload_s)
-            return {"plan_id": new.id, "reloaded": True, "previous_plan_id": old.id if old else None,
-                    "reload_s": round(self.reload_s, 4)}
+        start, loop, old = time.perf_counter(), asyncio.get_running_loop(), tenant.snapshot
+        newest = await loop.run_in_executor(self._route_pool, tenant.route_ws.latest_snapshot_id)
+        if newest is None or (old is not None and newest <= old.id):
+            return {"plan_id": tenant.plan_id, "reloaded": False}
+        new = await loop.run_in_executor(self._route_pool, self._load_snapshot, tenant, newest)
+        if self.upstream and self.cfg.load_adapters:
+            await self.load_adapters(new)
+        tenant.snapshot = new  # one assignment: a request is routed by the old plan or by the new one
+        self.reloads, self.reload_s = self.reloads + 1, time.perf_counter() - start
+        if old is not None and self.upstream and self.cfg.load_adapters:
+            self.retiring[(tenant.name, old.id)] = old.adapter_names() - new.adapter_names()
+            self.release(tenant.name, old.id, 0)
+        log.info("tenant %s: serving plan %s (was %s), reloaded in %.3f s", tenant.name, new.id,
+                 old.id if old else None, self.reload_s)
+        return {"plan_id": new.id, "reloaded": True, "previous_plan_id": old.id if old else None,
+                "reload_s": round(self.reload_s, 4)}
 
     @property
     def plan_id(self) -> int | None:
-        """The id of the plan served now (None: none published yet)."""
+        """The id of the plan the default tenant is served now (None: none published yet)."""
         return self.snapshot.id if self.snapshot else None
 
-    def release(self, plan_id: int | None, n: int = 1) -> None:
-        """A request routed by plan ``plan_id`` ended; once a retired plan has none left, unload its adapters."""
-        self.inflight[plan_id] -= n
-        if self.inflight[plan_id] <= 0 and plan_id in self.retiring:
-            del self.inflight[plan_id]
-            names = self.retiring.pop(plan_id) - (self.snapshot.adapter_names() if self.snapshot else set())
+    def planned(self) -> set[str]:
+        """The adapters some tenant's served plan uses."""
+        return {name for t in self.tenants.values() if t.snapshot for name in t.snapshot.adapter_names()}
+
+    def release(self, tenant: str, plan_id: int | None, n: int = 1) -> None:
+        """A request of ``tenant`` routed by plan ``plan_id`` ended; once a retired plan has none left, unload
+        the adapters no served plan uses."""
+        key = (tenant, plan_id)
+        self.inflight[key] -= n
+        if self.inflight[key] <= 0 and key in self.retiring:
+            del self.inflight[key]
+            names = self.retiring.pop(key) - self.planned()
             if names:
                 asyncio.get_running_loop().create_task(self.unload_adapters(names))
 
     async def unload_adapters(self, names: set[str]) -> None:
         """Unload adapters no plan in flight uses any more (vLLM ``/unload_lora_adapter``); failures are logged."""
         for name in sorted(names):
-            if self.snapshot and name in self.snapshot.adapter_names():
+            if name in self.planned():
                 continue  # planned again meanwhile
             try:
                 await self.upstream.read("POST", "/unload_lora_adapter", json.dumps({"lora_name": name}).encode())
@@ -202,13 +250,18 @@ class Proxy:
 
     # -- auth and bodies --
 
-    def authorize(self, request: Any) -> None:
-        """401 unless the request carries the configured bearer key."""
-        if self.cfg.api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.cfg.api_key}".encode()):
+    def authorize(self, request: Any) -> TenantPlan:
+        """The tenant of the request's bearer key; 401 unless it carries a configured key (none configured: every
+        request is the default tenant's). Every key is compared, in constant time."""
+        if not self.keys:
+            return self.tenants[DEFAULT_TENANT]
+        given, found = request.headers.get("authorization", "").encode(), None
+        for key, tenant in self.keys.items():
+            if hmac.compare_digest(given, f"Bearer {key}".encode()):
+                found = tenant
+        if found is None:
             raise HTTPProblem("missing or wrong API key (Authorization: Bearer <key>)", 401, "invalid_api_key")
+        return self.tenants[found]
 
     async def read_body(self, request: Any) -> bytes:
         """The request body; 413 beyond ``max_body_bytes``."""
@@ -228,11 +281,11 @@ class Proxy:
 
     async def chat(self, request: Any) -> Any:
         """``POST /v1/chat/completions``."""
-        start, route = time.perf_counter(), None
+        start, route, tenant = time.perf_counter(), None, DEFAULT_TENANT
         try:
-            self.authorize(request)
+            tenant = self.authorize(request).name
             system = request.headers.get(SYSTEM_HEADER, self.cfg.system)
-            chat = parse_chat(await self.read_body(request), system, self.cfg.max_messages)
+            chat = parse_chat(await self.read_body(request), system, self.cfg.max_messages, tenant)
             route = await self.plan(chat)
             refuse_foreign_adapter(chat, route)
             resp = await self.dispatch(chat, route, start)
@@ -243,14 +296,15 @@ class Proxy:
             log.exception("unexpected error in /v1/chat/completions")
             resp = error_response(HTTPProblem("internal error", 500, "internal_error", "server_error"))
         if not getattr(resp, "streams", False):
-            self.finished(route, resp.status_code, start)
+            self.finished(tenant, route, resp.status_code, start)
         return resp
 
-    def finished(self, route: Route | None, status: int, start: float) -> None:
-        """Count a chat request that ended (with its stream, for a streaming one) and release its plan."""
+    def finished(self, tenant: str, route: Route | None, status: int, start: float) -> None:
+        """Count a chat request of ``tenant`` that ended (with its stream, for a streaming one) and release its
+        plan."""
         self.metrics.observe(route.path if route else "none", status, time.perf_counter() - start)
         if route is not None:
-            self.release(route.plan_id)
+            self.release(tenant, route.plan_id)
 
     def count_error(self, e: UnolearnError) -> None:
         """Count an upstream failure in the metrics."""
@@ -258,18 +312,18 @@ class Proxy:
             self.metrics.upstream_errors[e.kind] += 1
 
     async def plan(self, chat: Chat) -> Route:
-        """The route of ``chat`` by the plan served now, which counts it in flight until :meth:`finished`
-        (embedding runs on the routing thread)."""
-        snapshot = self.snapshot
+        """The route of ``chat`` by the plan its tenant is served now, which counts it in flight until
+        :meth:`finished` (embedding runs on the routing thread)."""
+        snapshot = self.tenants[chat.tenant].snapshot
         plan_id = snapshot.id if snapshot else None
-        self.inflight[plan_id] += 1
+        self.inflight[(chat.tenant, plan_id)] += 1
         if snapshot is None or chat.system == "base":
             return Route(chat.system, "base", plan_id=plan_id)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._route_pool, snapshot.route,
                                                                     chat.query, chat.system)
         except BaseException:
-            self.release(plan_id)
+            self.release(chat.tenant, plan_id)
             raise
 
     async def dispatch(self, chat: Chat, route: Route, start: float) -> Any:
@@ -308,7 +362,7 @@ class Proxy:
         def end(status: int) -> None:  # once: by the generator's finally, or by Relayed if it never ran
             if not ended:
                 ended.append(status)
-                self.finished(route, status, start)
+                self.finished(chat.tenant, route, status, start)
 
         return Relayed(self.streaming(self.events(resp, chat, route, model, end), chat, route), resp,
                        on_close=lambda: end(CLIENT_CLOSED))
@@ -379,7 +433,9 @@ class Proxy:
         messages = [{"role": m["role"], "content": text_of(m.get("content"))} for m in chat.body["messages"]]
         kw = {"max_tokens": int(chat.body.get("max_tokens") or chat.body.get("max_completion_tokens") or 512),
               "temperature": float(chat.body.get("temperature") or 0.0), "seed": chat.body.get("seed", 42)}
-        out = await answer(self.ws, self.models, self.router, messages, chat.system, route=route, **kw)
+        tenant = self.tenants[chat.tenant]
+        router = tenant.snapshot.router if tenant.snapshot else None
+        out = await answer(tenant.ws, tenant.models, router, messages, chat.system, route=route, **kw)
         return out.text, out.usage, self.models.generator.model_id
 
     def final(self, chat: Chat, route: Route, text: str, usage: dict[str, int], model: str, start: float) -> Any:
@@ -397,7 +453,7 @@ class Proxy:
                 for c in chunks(chat.rid, shown, text, usage if chat.include_usage else None):
                     yield c
             finally:
-                self.finished(route, 200, start)
+                self.finished(chat.tenant, route, 200, start)
 
         return self.streaming(events(), chat, route)
 
@@ -420,16 +476,16 @@ class Proxy:
         it in text, and the request was checked for one already)."""
         row = (chat.rid, json.dumps(chat.body["messages"], ensure_ascii=False), text.replace("\x00", ""),
                json.dumps(vars(route)), model, now(), chat.user)
-        self.recorder.served(row)
+        self.recorder.served(row, chat.tenant)
 
     async def feedback(self, request: Any) -> Any:
         """``POST /v1/feedback``."""
         from starlette.responses import JSONResponse
 
         try:
-            self.authorize(request)
+            tenant = self.authorize(request).name
             fb = parse_feedback(await self.read_body(request))
-            served = await self.served_soon(fb.response_id)
+            served = await self.served_soon(fb.response_id, tenant)
             if served is None:
                 raise HTTPProblem(f"no response {fb.response_id!r}", 404, "response_not_found")
             user, given = served
@@ -439,24 +495,23 @@ class Proxy:
             if given >= self.cfg.feedback_per_response:
                 raise HTTPProblem(f"at most {self.cfg.feedback_per_response} feedbacks per response", 429,
                                   "too_much_feedback")
-            await self.recorder.feedback((fb.response_id, fb.text, fb.action, fb.edited, now()))
+            await self.recorder.feedback((fb.response_id, fb.text, fb.action, fb.edited, now()), tenant)
         except UnolearnError as e:
             return error_response(e)
         self.metrics.feedback[fb.action or "none"] += 1
         return JSONResponse({"object": "feedback", "response_id": fb.response_id, "stored": True})
 
-    async def served_soon(self, rid: str) -> tuple[str | None, int] | None:
-        """``(user, feedbacks so far)`` when ``rid`` was served, else None. With several workers, or on a store
-        named with ``--store`` (which other processes may share, a SQLite file too), an id not seen yet is
-        looked up again for a moment, since
-        another process may still hold the row in its queue (linger plus one commit, longer on a busy machine:
-        up to 1.6 s in all); a lone worker on its workspace's own file knows its queue, so its first answer is
-        final."""
+    async def served_soon(self, rid: str, tenant: str) -> tuple[str | None, int] | None:
+        """``(user, feedbacks so far)`` when ``rid`` was served to ``tenant``, else None. With several workers,
+        or on a store named with ``--store`` (which other processes may share, a SQLite file too), an id not seen
+        yet is looked up again for a moment, since another process may still hold the row in its queue (linger
+        plus one commit, longer on a busy machine: up to 1.6 s in all); a lone worker on its workspace's own
+        file knows its queue, so its first answer is final."""
         alone = self.cfg.workers == 1 and self.store is None
         waits = (0.0,) if alone else (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
         for wait in waits:
             await asyncio.sleep(wait)
-            if (served := await self.recorder.served_info(rid)) is not None:
+            if (served := await self.recorder.served_info(rid, tenant)) is not None:
                 return served
         return None
 
@@ -482,7 +537,7 @@ class Proxy:
                              "routing": self.router is not None, "system": self.cfg.system,
                              "pid": os.getpid(), "plan_id": self.plan_id,
                              "plan_age_s": round(self.snapshot.age_s(), 1) if self.snapshot else None,
-                             "redaction": self.recorder.redaction})
+                             "redaction": self.recorder.redaction, "tenants": len(self.tenants)})
 
     async def admin_reload(self, request: Any) -> Any:
         """``POST /v1/admin/reload``: serve the newest published plan now (behind the serve key)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from ..errors import WorkspaceError, one_line
 from ..redact import RedactConfig, Redactor
 from ..store import Workspace
+from ..tenants import DEFAULT_TENANT
 
 
 log = logging.getLogger(__name__)
@@ -40,22 +41,25 @@ class Recorder:
 
     A served row is queued (and its id kept in ``pending`` until committed); a feedback is queued
     behind it and awaited until committed, so it never refers to a row not yet written. Lookups of
-    served ids run on a thread of their own, off the event loop.
+    served ids run on a thread of their own, off the event loop. Each row goes to its tenant's store
+    (``places``: tenant → workspace folder and store URL); a tenant sees only its own answers.
     """
 
     def __init__(self, ws_dir: Path, batch: int, linger_s: float = 0.0, *, store: str | None = None,
-                 retry_s: float = 60.0, redactor: Redactor | None = None) -> None:
+                 retry_s: float = 60.0, redactor: Redactor | None = None,
+                 places: dict[str, tuple[Path, str | None]] | None = None) -> None:
         self.ws_dir, self.store, self.batch, self.linger_s, self.retry_s = ws_dir, store, batch, linger_s, retry_s
+        self.places = places or {DEFAULT_TENANT: (ws_dir, store)}
         self.redactor = redactor or Redactor()
-        self.pending: dict[str, str | None] = {}  #: response id → its user, until committed
+        self.pending: dict[str, tuple[str, str | None]] = {}  #: response id → its tenant and user, until committed
         self.queued_feedback: dict[str, int] = {}  #: response id → feedbacks queued, not yet committed
         self.queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Open the writer's and the reader's connections and start the writer task."""
-        self._writer = Workspace.open(self.ws_dir, self.store)
-        self._reader = Workspace.open(self.ws_dir, self.store)
+        self._writers = {name: Workspace.open(*where) for name, where in self.places.items()}
+        self._readers = {name: Workspace.open(*where) for name, where in self.places.items()}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-writer")
         self._redact_pool, self._warm = None, None
         if self.redactor.cfg.enabled:  # spawned, not forked: this process has threads
@@ -76,19 +80,20 @@ class Recorder:
         ready = self._warm is not None and self._warm.done() and self._warm.exception() is None
         return "process" if ready else "thread"
 
-    def served(self, row: tuple) -> None:
-        """Queue one served row ``(response_id, messages, answer, route, model, created_at, user)``."""
-        self.pending[row[0]] = row[6]
-        self.queue.put_nowait(("served", row, None))
+    def served(self, row: tuple, tenant: str = DEFAULT_TENANT) -> None:
+        """Queue one served row ``(response_id, messages, answer, route, model, created_at, user)`` of ``tenant``."""
+        self.pending[row[0]] = (tenant, row[6])
+        self.queue.put_nowait(("served", row, None, tenant))
 
-    async def feedback(self, row: tuple) -> None:
-        """Queue one feedback row ``(response_id, text, action, edited, created_at)``; wait for its commit.
+    async def feedback(self, row: tuple, tenant: str = DEFAULT_TENANT) -> None:
+        """Queue one feedback row ``(response_id, text, action, edited, created_at)`` of ``tenant``; wait for its
+        commit.
 
         The row is given a uid here, so however often its write is retried it is stored once.
         """
         done = asyncio.get_running_loop().create_future()
         self.queued_feedback[row[0]] = self.queued_feedback.get(row[0], 0) + 1
-        self.queue.put_nowait(("feedback", (*row, uuid.uuid4().hex), done))
+        self.queue.put_nowait(("feedback", (*row, uuid.uuid4().hex), done, tenant))
         try:
             await done
         finally:
@@ -96,25 +101,28 @@ class Recorder:
             if left:
                 self.queued_feedback[row[0]] = left
 
-    async def known(self, response_id: str) -> bool:
-        """True when ``response_id`` was served (committed or still queued)."""
-        return await self.served_info(response_id) is not None
+    async def known(self, response_id: str, tenant: str = DEFAULT_TENANT) -> bool:
+        """True when ``response_id`` was served to ``tenant`` (committed or still queued)."""
+        return await self.served_info(response_id, tenant) is not None
 
-    async def served_info(self, response_id: str) -> tuple[str | None, int] | None:
-        """``(user, feedbacks so far)`` of a served answer (committed or still queued); None: not served."""
+    async def served_info(self, response_id: str, tenant: str = DEFAULT_TENANT) -> tuple[str | None, int] | None:
+        """``(user, feedbacks so far)`` of an answer served to ``tenant`` (committed or still queued); None: not
+        served, or served to another tenant."""
         if response_id in self.pending:
-            return self.pending[response_id], self.queued_feedback.get(response_id, 0)
-        found = await asyncio.get_running_loop().run_in_executor(self._read_pool, self._lookup, response_id)
+            owner, user = self.pending[response_id]
+            return (user, self.queued_feedback.get(response_id, 0)) if owner == tenant else None
+        found = await asyncio.get_running_loop().run_in_executor(self._read_pool, self._lookup, response_id, tenant)
         return None if found is None else (found[0], found[1] + self.queued_feedback.get(response_id, 0))
 
-    def _lookup(self, response_id: str) -> tuple[str | None, int] | None:
+    def _lookup(self, response_id: str, tenant: str) -> tuple[str | None, int] | None:
         """The store's answer, asked again once on a new connection when the first meets a broken one."""
+        reader = self._readers[tenant]
         try:
-            return self._reader.served_owner(response_id)
+            return reader.served_owner(response_id)
         except Exception as e:  # noqa: BLE001 — a driver error: retried once when transient, else reported
-            if self._reader.conn.transient(e):
+            if reader.conn.transient(e):
                 try:
-                    return self._reader.served_owner(response_id)
+                    return reader.served_owner(response_id)
                 except Exception as again:  # noqa: BLE001
                     e = again
             raise WorkspaceError(f"cannot look up response {response_id!r}: {one_line(e)}") from e
@@ -137,10 +145,10 @@ class Recorder:
         try:
             errors = await asyncio.get_running_loop().run_in_executor(self._pool, self._commit, items)
         finally:
-            for kind, row, _ in items:
+            for kind, row, _, _ in items:
                 if kind == "served":
                     self.pending.pop(row[0], None)
-        for (_, _, done), error in zip(items, errors):
+        for (_, _, done, _), error in zip(items, errors):
             if done is not None and not done.done():
                 if error is None:
                     done.set_result(None)
@@ -148,53 +156,62 @@ class Recorder:
                     done.set_exception(WorkspaceError(f"feedback not stored: {one_line(error)}"))
 
     def _commit(self, items: list[tuple]) -> list[Exception | None]:
-        """Redact ``items``, then store them in one transaction or, when the store refuses the batch, one by
-        one; the error of each item (None: stored)."""
+        """Redact ``items``, then store each tenant's in one transaction of its store; the error of each item
+        (None: stored)."""
         items = self._redacted(items)
+        errors: dict[int, Exception | None] = {}
+        for tenant in dict.fromkeys(item[3] for item in items):
+            at = [i for i, item in enumerate(items) if item[3] == tenant]
+            errors.update(zip(at, self._commit_tenant(tenant, [items[i] for i in at])))
+        return [errors[i] for i in range(len(items))]
+
+    def _commit_tenant(self, tenant: str, items: list[tuple]) -> list[Exception | None]:
+        """Store one tenant's ``items`` in one transaction or, when its store refuses the batch, one by one."""
         try:
-            self._store(items)
+            self._store(tenant, items)
             return [None] * len(items)
         except Exception as e:  # noqa: BLE001 — reported per item
-            if len(items) == 1 or self._writer.conn.transient(e):  # one row, or the store stayed away
+            if len(items) == 1 or self._writers[tenant].conn.transient(e):  # one row, or the store stayed away
                 log.error("could not store %d rows: %s", len(items), one_line(e))
                 return [e] * len(items)
             log.warning("the store refused a batch of %d rows (%s); storing them one by one", len(items),
                         one_line(e))
-        return [self._store_one(item) for item in items]
+        return [self._store_one(tenant, item) for item in items]
 
     def _redacted(self, items: list[tuple]) -> list[tuple]:
         """The queued items with their texts redacted: by the redaction process, or here if it is gone."""
-        rows = [(kind, row) for kind, row, _ in items]
+        rows = [(kind, row) for kind, row, _, _ in items]
         try:
             if self.redaction == "process":
                 rows = self._redact_pool.submit(redact_rows, self.redactor.cfg, rows).result()
-                return [(kind, row, done) for (kind, row), (_, _, done) in zip(rows, items)]
+                return [(kind, row, *rest) for (kind, row), (_, _, *rest) in zip(rows, items)]
         except BrokenProcessPool:
             pass
         rows = redact_rows(self.redactor.cfg, rows)
-        return [(kind, row, done) for (kind, row), (_, _, done) in zip(rows, items)]
+        return [(kind, row, *rest) for (kind, row), (_, _, *rest) in zip(rows, items)]
 
-    def _store_one(self, item: tuple) -> Exception | None:
+    def _store_one(self, tenant: str, item: tuple) -> Exception | None:
         """Store one item alone; its error, logged (None: stored)."""
         try:
-            self._store([item])
+            self._store(tenant, [item])
         except Exception as e:  # noqa: BLE001 — reported to the caller
             log.error("could not store the %s row of %s: %s", item[0], item[1][0], one_line(e))
             return e
         return None
 
-    def _store(self, items: list[tuple]) -> None:
-        """One transaction of ``items``, retried with backoff while its error is transient (a lost
-        connection, a busy write lock), for up to ``retry_s`` seconds."""
-        served = [row for kind, row, _ in items if kind == "served"]
-        feedback = [row for kind, row, _ in items if kind == "feedback"]
+    def _store(self, tenant: str, items: list[tuple]) -> None:
+        """One transaction of ``items`` in ``tenant``'s store, retried with backoff while its error is transient
+        (a lost connection, a busy write lock), for up to ``retry_s`` seconds."""
+        served = [row for kind, row, _, _ in items if kind == "served"]
+        feedback = [row for kind, row, _, _ in items if kind == "feedback"]
+        writer = self._writers[tenant]
         delay, deadline = RETRY_DELAYS[0], time.monotonic() + self.retry_s
         while True:
             try:
-                self._writer.record_served(served, feedback)
+                writer.record_served(served, feedback)
                 return
             except Exception as e:
-                if not self._writer.conn.transient(e) or time.monotonic() + delay > deadline:
+                if not writer.conn.transient(e) or time.monotonic() + delay > deadline:
                     raise
                 log.warning("storing %d rows failed (%s); retrying in %.2f s", len(items), one_line(e), delay)
             time.sleep(delay)
@@ -209,8 +226,8 @@ class Recorder:
             self._read_pool.shutdown()
             if self._redact_pool is not None:
                 self._redact_pool.shutdown()
-            self._writer.close()
-            self._reader.close()
+            for ws in (*self._writers.values(), *self._readers.values()):
+                ws.close()
             self._task = None
 
 

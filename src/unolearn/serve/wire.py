@@ -13,6 +13,7 @@ from ..names import SERVED_SYSTEMS
 from ..readers import RecordError, check_text
 from ..selection import adapter_name
 from ..wire import text_of
+from ..tenants import DEFAULT_TENANT
 from .config import ACTIONS
 from .problems import HTTPProblem
 
@@ -26,6 +27,7 @@ class Chat:
     query: str
     stream: bool
     system: str
+    tenant: str = DEFAULT_TENANT  #: whose key sent it: the plan that routes it and the store that records it
     rid: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
 
     @property
@@ -103,8 +105,8 @@ def _nul_at(value: Any, where: str = "the body") -> str | None:
     return None
 
 
-def parse_chat(raw: bytes, system: str, max_messages: int) -> Chat:
-    """Validate a chat completion body and find the query it is routed on."""
+def parse_chat(raw: bytes, system: str, max_messages: int, tenant: str = DEFAULT_TENANT) -> Chat:
+    """Validate a chat completion body of ``tenant`` and find the query it is routed on."""
     body = parse_json(raw)
     _check_numbers(body)
     messages = body.get("messages")
@@ -119,7 +121,7 @@ def parse_chat(raw: bytes, system: str, max_messages: int) -> Chat:
         raise HTTPProblem("the request needs a last user message with text", 400, "invalid_request")
     if system not in SERVED_SYSTEMS:
         raise HTTPProblem(f"X-Unolearn-System must be one of {', '.join(SERVED_SYSTEMS)}", 400, "invalid_system")
-    return Chat(raw, body, users[-1], bool(body.get("stream")), system)
+    return Chat(raw, body, users[-1], bool(body.get("stream")), system, tenant)
 
 
 @dataclass(frozen=True)

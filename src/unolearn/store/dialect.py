@@ -574,6 +574,13 @@ def sweep_scratch(url: str, prefix: str, now: datetime | None = None) -> list[st
     return old
 
 
+def ensure_schema(url: str, schema: str) -> None:
+    """Create the schema ``schema`` (a plain identifier) in the PostgreSQL database of ``url`` unless it exists."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
+        raise ConfigError(f"not a schema name: {schema!r}")
+    _admin(url, f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+
 def _drop(url: str, name: str) -> None:
     _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -441,6 +441,18 @@ def m015_screening_and_rejections(c: Connection) -> None:
     """)
 
 
+@migration
+def m016_tenants(c: Connection) -> None:
+    """The tenants of a workspace, recorded in its own (the default tenant's) store: each other tenant keeps its
+    logs and everything made from them in a store of its own (:mod:`unolearn.tenants`)."""
+    _script(c, """
+    CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL
+    );
+    """)
+
+
 def applied(c: Connection) -> set[str]:
     """The names of the migrations applied to the database of ``c`` (a read: nothing is created).
 

@@ -35,10 +35,11 @@ from .rules import RuleTables
 from .runs import RunTables
 from .served import ServedTables
 from .snapshots import SnapshotTables
+from .tenants import TenantTables
 
 
 class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTables, ServedTables, CacheTables,
-                ForgetTables, RunTables, SnapshotTables):
+                ForgetTables, RunTables, SnapshotTables, TenantTables):
     """A unolearn workspace. Open with :meth:`open`; use as a context manager to close it."""
 
     @classmethod
