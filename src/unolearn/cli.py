@@ -235,6 +235,30 @@ def forget_cmd(ctx: click.Context, users: tuple[str, ...], log_ids: tuple[str, .
                                          "trains replacements)"))
 
 
+@cli.command("tenants")
+@json_option
+@click.pass_context
+def tenants_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the workspace's tenants: their logs, users and the plan each one is served.
+
+    A log's tenant is its `tenant` field (or metadata.tenant), or `--tenant` at ingest; logs without one
+    are the default tenant's. Each tenant learns only from its own logs; the proxy serves a key's tenant
+    (config.yaml `serve: {keys: {KEY: TENANT}}`).
+    """
+    from .tenants import each_tenant
+
+    rows = []
+    with each_tenant(open_root(ctx)) as tenants:
+        for name, ws in tenants:
+            rows.append({"tenant": name, "logs": ws.count("logs"), "identified_users": ws.has_identified_users(),
+                         "plan_id": ws.latest_snapshot_id(), "where": ws.where})
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['tenant']:<24} {r['logs']:>8} logs  plan {r['plan_id'] or '-':<6} {r['where']}")
+
+
 @cli.group()
 def logs() -> None:
     """Inspect the stored logs."""
@@ -289,7 +313,7 @@ def models_for(ctx: click.Context):
 
 def config_path(ctx: click.Context) -> Path:
     """The config file of this invocation: ``--config``, else the workspace's config.yaml."""
-    return ctx.find_root().obj["config_file"] or open_workspace(ctx).root / CONFIG_FILE
+    return ctx.find_root().obj["config_file"] or open_root(ctx).root / CONFIG_FILE
 
 
 def profile_for(ctx: click.Context) -> tuple[str, bool]:

@@ -23,6 +23,7 @@ from .backends import Models
 from .cluster import ClusterConfig
 from .distill import DistillConfig
 from .forget import RetentionConfig, apply_retention
+from .errors import InputError
 from .funnel import funnel
 from .records import content_hash
 from .redact import RedactConfig, Redactor
@@ -73,17 +74,24 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
     cfgs = cfgs or RunConfigs()
     files = (ingest.ingest(ws, list(paths), redactor=Redactor(cfgs.redact), tenant=tenant).as_dict()
              if paths else {})
-    summary: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {}
     with each_tenant(ws, tenant) as tenants:
         for name, tenant_ws in tenants:
-            if ws.tenant_names():
+            several = tenant is None and bool(ws.tenant_names())
+            if several:
                 echo(f"tenant {name}")
-            out = run_tenant(tenant_ws, models if tenant_ws is ws else models.for_workspace(tenant_ws), cfgs,
-                             echo, stop_after, files if not summary else {})
-            if not summary:
-                summary = out
-            else:
-                summary.setdefault("tenants", {})[name] = out
+            try:
+                out[name] = run_tenant(tenant_ws, models if tenant_ws is ws else models.for_workspace(tenant_ws),
+                                       cfgs, echo, stop_after, {} if out else files)
+            except InputError as e:  # one tenant's logs not ready (no feedback yet) do not stop the others
+                if not several:
+                    raise
+                echo(f"      tenant {name}: {e}")
+                out[name] = {"error": str(e)}
+    first, *others = out
+    summary = out[first]
+    if others:
+        summary["tenants"] = {name: out[name] for name in others}
     return summary
 
 
@@ -102,6 +110,9 @@ def run_tenant(ws: Workspace, models: Models, cfgs: RunConfigs, echo: Callable[[
         ("select", lambda: [asdict(p) for p in selection.run(ws, models, cfgs.select)]),
     ]
     for i, (name, step) in enumerate(steps, 1):
+        if name == "distill" and not ws.count("logs"):
+            summary["skipped"] = "no logs"
+            break
         echo(f"[{i}/{len(steps)}] {name}")
         start = time.perf_counter()
         summary[name] = step()

@@ -578,7 +578,17 @@ def ensure_schema(url: str, schema: str) -> None:
     """Create the schema ``schema`` (a plain identifier) in the PostgreSQL database of ``url`` unless it exists."""
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
         raise ConfigError(f"not a schema name: {schema!r}")
-    _admin(url, f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    conn = PostgresConnection(url)
+    try:
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = ?", (schema,)).fetchone():
+            return  # no CREATE privilege needed where it exists
+        try:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        except _psycopg().Error as e:  # another process made it at the same moment, or no privilege
+            if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = ?", (schema,)).fetchone():
+                raise WorkspaceError(f"cannot create schema {schema} on {redacted(url)}: {_first_line(e)}") from e
+    finally:
+        conn.close()
 
 
 def _drop(url: str, name: str) -> None:
