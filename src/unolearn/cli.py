@@ -84,6 +84,30 @@ class PromptFiles(click.ParamType):
         return paths
 
 
+class PreferencesSpec(click.ParamType):
+    """A preference file's path, or ``random:SEED`` (one drawn at random, :mod:`unolearn.prefgen`)."""
+
+    name = "FILE|random:SEED"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        from .prefgen import is_random, parse_seed
+
+        if is_random(value):
+            try:
+                parse_seed(value)
+            except ConfigError as e:
+                self.fail(str(e), param, ctx)
+            return value
+        path = Path(value)
+        if not path.is_file():
+            self.fail(f"{value}: no such file", param, ctx)
+        return path
+
+
+PREFERENCES_HELP = ("Preference file (YAML or JSON), or random:SEED for one drawn at random (judge changes on seeds "
+                    "you did not develop on); default: the packaged one.")
+
+
 def flat(groups: tuple[list[Path], ...]) -> list[Path]:
     """The paths of several :class:`PromptFiles` arguments, in order."""
     return [p for g in groups for p in g]
@@ -750,8 +774,7 @@ def modules_list(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("prompts", nargs=-1, required=True, type=PromptFiles())
-@click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Preference file (YAML or JSON); default: the packaged one.")
+@click.option("--preferences", type=PreferencesSpec(), help=PREFERENCES_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated users.")
 @click.option("--rounds", type=click.IntRange(0, 10), help="Feedback rounds at most (default 3; profile cpu: 1).")
 @click.option("--max-tokens", type=click.IntRange(min=1),
@@ -761,7 +784,7 @@ def modules_list(ctx: click.Context, as_json: bool) -> None:
               help="Where to write the simulated logs (MemoryBench JSONL).")
 @json_option
 @click.pass_context
-def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: Path | None, seed: int,
+def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: Path | str | None, seed: int,
              rounds: int | None, max_tokens: int | None, limit: int | None, output: Path, as_json: bool) -> None:
     """Simulate users with hidden, code-checkable preferences on MemoryBench-format PROMPTS.
 
@@ -785,6 +808,19 @@ def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: P
     echo_json(summary) if as_json else click.echo(
         f"wrote {len(out)} simulated logs to {output}: {summary['violated_first']} first answers violated a "
         f"constraint, {summary['feedback_rounds']} feedback rounds, noise {summary['noise']}")
+
+
+@cli.command("preferences")
+@click.argument("spec", type=PreferencesSpec(), required=False)
+def preferences_cmd(spec: Path | str | None) -> None:
+    """Print a preference file as the simulator reads it (YAML): SPEC is a file, random:SEED, or nothing for
+    the packaged default. Review a random file, or save it to edit: `unolearn preferences random:7 > p.yaml`."""
+    import yaml
+
+    from .simulate import load_preferences
+
+    prefs = load_preferences(spec).model_dump(mode="json", exclude_none=True)
+    click.echo(yaml.safe_dump(prefs, allow_unicode=True, sort_keys=False, width=120), nl=False)
 
 
 @cli.command()
@@ -1086,14 +1122,13 @@ def bench_demo_cmd(ctx: click.Context, ws_dir: Path, train_per_set: int | None, 
               help="Test prompts per packaged set (the same every round).")
 @click.option("--system", type=click.Choice(SERVED_SYSTEMS), default="uno-guided", show_default=True,
               help="The system the test prompts are answered by.")
-@click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The simulated users' preference file (default: the packaged one).")
+@click.option("--preferences", type=PreferencesSpec(), help=PREFERENCES_HELP)
 @click.option("--upstream", help="Serve through this OpenAI-compatible server (adapters loaded at run time) "
                                  "instead of the embedded model.")
 @json_option
 @click.pass_context
 def bench_online_cmd(ctx: click.Context, ws_dir: Path, rounds: int, train_per_set: int, test_per_set: int,
-                     system: str, preferences: Path | None, upstream: str | None, as_json: bool) -> None:
+                     system: str, preferences: Path | str | None, upstream: str | None, as_json: bool) -> None:
     """The loop closed while serving: simulated users → a real `unolearn serve` → feedback → `unolearn run`
     → reload, round after round; compliance of the same test prompts after each round, with a paired
     bootstrap interval against round 0, and proxy restarts and failed requests (both must be 0)."""
@@ -1135,8 +1170,7 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
               help="Simulated (or real) logs to ingest first; skipped when already stored.")
 @click.option("--test", "tests", multiple=True, required=True, type=PromptFiles(),
               help="MemoryBench test prompt files, or a packaged set such as memorybench:test.")
-@click.option("--preferences", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The preference file whose hidden constraints are checked (default: the packaged one).")
+@click.option("--preferences", type=PreferencesSpec(), help=PREFERENCES_HELP)
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each test file.")
 @click.option("--systems", help="Comma-separated subset of base,bm25,dense,rules,self-refine,uno-single,uno,"
                                 "uno-guided.")
@@ -1146,7 +1180,7 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: tuple[list[Path], ...],
-                      preferences: Path | None, limit: int | None, systems: str | None, max_tokens: int | None,
+                      preferences: Path | str | None, limit: int | None, systems: str | None, max_tokens: int | None,
                       no_checklist: bool, as_json: bool) -> None:
     """Compare base, bm25, dense, rules, self-refine, uno-single, uno and uno-guided on test prompts in one run.
 

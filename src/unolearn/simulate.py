@@ -62,6 +62,7 @@ from .backends.base import ChatModel, ChatRequest
 from .config import opt
 from .constraints import compliance, parse_check, run_check
 from .errors import ConfigError, InputError
+from .prefgen import is_random, parse_seed, random_preferences
 from .readers import iter_raw
 from .records import detect_lang
 
@@ -227,7 +228,10 @@ def _constraint_id(data: Mapping, loc: tuple) -> str | None:
 
 
 def load_preferences(path: str | Path | None = None) -> Preferences:
-    """Read and validate a preference file (YAML, or JSON for ``.json``); ``None``: the packaged default."""
+    """Read and validate a preference file (YAML, or JSON for ``.json``); ``None``: the packaged default;
+    ``random:SEED``: one drawn at random (:mod:`unolearn.prefgen`)."""
+    if is_random(path):
+        return parse_preferences(random_preferences(parse_seed(str(path))), str(path))
     if path is None:
         source = f"unolearn/{DEFAULT_PREFERENCES}"
         text = resources.files("unolearn").joinpath(DEFAULT_PREFERENCES).read_text(encoding="utf-8")

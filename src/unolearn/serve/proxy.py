@@ -87,6 +87,11 @@ class Proxy:
         tenant = TenantPlan(name, ws, ws.reopen())  # routing and snapshot reads: their own connection and thread
         if self.models is not None:
             tenant.models = self.models if ws is self.ws else self.models.for_workspace(ws)
+        if self._route_models is None:  # the first tenant, the default one: the embedder is built when first used
+            embedder = {k: v for k, v in self._built.items() if k == "embedder"}
+            self._route_models = tenant.route_models = Models(tenant.route_ws, self._backends, **embedder)
+        else:
+            tenant.route_models = self._route_models.for_workspace(tenant.route_ws)
         tenant.snapshot = self._load_snapshot(tenant, tenant.route_ws.latest_snapshot_id())
         return tenant
 
@@ -101,16 +106,9 @@ class Proxy:
         return self.snapshot.router if self.snapshot else None
 
     def _load_snapshot(self, tenant: TenantPlan, snapshot_id: int | None) -> PlanSnapshot | None:
-        """Load a published snapshot of ``tenant`` on its routing connection (the embedder built once, when first
-        needed; its vectors cached in the tenant's store)."""
+        """Load a published snapshot of ``tenant`` on its routing connection (None: none published)."""
         if snapshot_id is None:
             return None
-        if self._route_models is None:
-            embedder = {k: v for k, v in self._built.items() if k == "embedder"}
-            self._route_models = Models(self.tenants.get(DEFAULT_TENANT, tenant).route_ws, self._backends, **embedder)
-        if tenant.route_models is None:
-            tenant.route_models = (self._route_models if tenant.route_ws is self._route_models.ws
-                                   else self._route_models.for_workspace(tenant.route_ws))
         return PlanSnapshot.load(tenant.route_ws, tenant.route_models.embedder, snapshot_id)
 
     @asynccontextmanager

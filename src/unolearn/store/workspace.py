@@ -75,7 +75,9 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
 
     def reopen(self) -> "Workspace":
         """Another connection to the same workspace and store (for another thread or writer)."""
-        return type(self).open(self.root, self.store)
+        ws = type(self).open(self.root, self.store)
+        ws.tenant = self.tenant
+        return ws
 
     @property
     def where(self) -> str:
