@@ -59,7 +59,7 @@ async def measure(ws: Workspace, limit: int, prefs_path: str | None, show: int) 
         texts["revised"].append(out.text)
         texts["critic_rules_fresh"].append(fresh.text if fresh.ok else "")
     queries = [record_query(r) for r in kept]
-    for p, rec in zip(build_prompts("rules", queries, load_memory(ws), models.embedder.embed, 5), kept):
+    for p in build_prompts("rules", queries, load_memory(ws), models.embedder.embed, 5):
         (res,) = await models.generator.generate([ChatRequest.of(p, max_tokens=256, seed=42)], progress=False)
         texts["rules"].append(res.text if res.ok else "")
     await models.aclose()

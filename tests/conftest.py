@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from postgres import SWITCH, PostgresServer, find_bindir, start_server
+
 from unolearn.store import Workspace
 from unolearn.store.dialect import scratch_store
 

@@ -35,7 +35,7 @@ class MockChatModel(ChatModel):
     async def add_adapter(self, name: str, path: str) -> None:
         self.adapters[name] = path
 
-    def enqueue(self, *texts: str, error: BackendError | None = None) -> "MockChatModel":
+    def enqueue(self, *texts: str, error: BackendError | None = None) -> MockChatModel:
         self.queue.extend(texts)
         if error is not None:
             self.queue.append(error)

@@ -102,7 +102,7 @@ class FakeOpenAI:
 
     # --- running ---------------------------------------------------------------------------------
     @contextmanager
-    def running(self) -> Iterator["FakeOpenAI"]:
+    def running(self) -> Iterator[FakeOpenAI]:
         """Serve on a free port of 127.0.0.1 while the block runs."""
         with serve_asgi(self.app()) as root:
             self.url = root + "/v1"

@@ -2,14 +2,13 @@ import json
 
 import numpy as np
 import pytest
+from doubles import HashEmbedder, MockChatModel
 
 from unolearn.assess import AssessConfig, aggregate, embedding_novelty, run, yes_probability
 from unolearn.backends import ChatResult, Models
 from unolearn.errors import BackendError, ConfigError, InputError
 from unolearn.records import Log, Message
 from unolearn.store import now
-
-from doubles import HashEmbedder, MockChatModel
 
 
 def add_clustered(ws, cluster: int, q: str, feedback_rules: list[str], prior_rules: list[str]) -> str:

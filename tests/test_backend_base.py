@@ -2,13 +2,12 @@ import time
 
 import numpy as np
 import pytest
+from doubles import HashEmbedder, MockChatModel
 
 from unolearn.backends import ChatRequest
+from unolearn.backends.base import parse_json_output
 from unolearn.backends.cache import CachedChatModel, CachedEmbedder
 from unolearn.errors import BackendError, SchemaError
-from unolearn.backends.base import parse_json_output
-
-from doubles import HashEmbedder, MockChatModel
 
 RULES = {"type": "object", "properties": {"rules": {"type": "array", "items": {"type": "string"}}},
          "required": ["rules"]}

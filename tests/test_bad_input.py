@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import chat, each_store  # noqa: F401
 
 GOOD = [chat("first question", "an answer", "too long", user="a"), chat("second question", "b", "cite it", user="b")]

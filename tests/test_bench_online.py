@@ -4,7 +4,6 @@ its plan without a restart."""
 
 import pytest
 import yaml
-
 from fake_openai import FakeOpenAI
 from test_pipeline import respond, workspace_config
 from tiny_model import tiny_model_dir  # noqa: F401

@@ -2,20 +2,32 @@ import json
 
 import numpy as np
 import pytest
+from doubles import HashEmbedder, MockChatModel
+from test_distill import make_log
 
 from unolearn.backends import Models
 from unolearn.backends.cache import CachedChatModel
-from unolearn.bench.quality import (Bm25Index, MemoryItem, QualityConfig, build_prompts, checklist_items,
-                                    checklist_schema, dense_top, load_memory, memory_prompt, paired_bootstrap_ci,
-                                    prompt_counts, rouge_l, rules_prompt, run)
+from unolearn.bench.quality import (
+    Bm25Index,
+    MemoryItem,
+    QualityConfig,
+    build_prompts,
+    checklist_items,
+    checklist_schema,
+    dense_top,
+    load_memory,
+    memory_prompt,
+    paired_bootstrap_ci,
+    prompt_counts,
+    rouge_l,
+    rules_prompt,
+    run,
+)
 from unolearn.cli import quality_table
 from unolearn.errors import ConfigError
 from unolearn.report import write_report
 from unolearn.simulate import parse_preferences
 from unolearn.store import now
-
-from doubles import HashEmbedder, MockChatModel
-from test_distill import make_log
 
 MEMORY = [MemoryItem("how to cook rice in a pot", "Too long, give numbered steps", ["Give numbered steps."]),
           MemoryItem("what does the contract law say", "Cite the article", ["Cite the article number."]),

@@ -6,9 +6,9 @@ import subprocess
 import sys
 import time
 
-from unolearn.bench.ingest import write_synthetic_logs
-
 from conftest import chat, write_jsonl
+
+from unolearn.bench.ingest import write_synthetic_logs
 
 
 def test_version_and_help(run_cli):

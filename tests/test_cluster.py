@@ -7,14 +7,22 @@ import json
 
 import numpy as np
 import pytest
+from doubles import HashEmbedder
 from scipy.cluster.hierarchy import is_valid_linkage, linkage
 from sklearn.metrics import adjusted_rand_score
 
-from doubles import HashEmbedder
 from unolearn import cluster
 from unolearn.bench.cluster import bench_cluster, synthetic_vectors
-from unolearn.cluster import (ClusterConfig, Router, cluster_vectors, dual_embedding, normalise,
-                              order_by_size, sweep, weighted_ward)
+from unolearn.cluster import (
+    ClusterConfig,
+    Router,
+    cluster_vectors,
+    dual_embedding,
+    normalise,
+    order_by_size,
+    sweep,
+    weighted_ward,
+)
 from unolearn.errors import ConfigError, InputError, NotFoundError
 from unolearn.records import Log, Message
 from unolearn.store import now

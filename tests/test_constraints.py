@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from unolearn.constraints import (CHECKS, compliance, count_bullets, count_numbered, count_paragraphs,
-                                  count_words, parse_check, run_check, split_sentences)
+from unolearn.constraints import (
+    CHECKS,
+    compliance,
+    count_bullets,
+    count_numbered,
+    count_paragraphs,
+    count_words,
+    parse_check,
+    run_check,
+    split_sentences,
+)
 from unolearn.errors import ConfigError
 
 EN_LONG = " ".join(["word"] * 30)

@@ -3,14 +3,13 @@ import re
 from collections import Counter
 
 import pytest
+from doubles import MockChatModel
 
 from unolearn.backends import Models
 from unolearn.backends.cache import CachedChatModel
 from unolearn.distill import DistillConfig, export_pairs, run, stored_rules
 from unolearn.errors import BackendError, ConfigError
 from unolearn.records import Action, Log, Message
-
-from doubles import MockChatModel
 
 
 def make_log(q, a=None, *feedback, actions=(), lang=None):

@@ -2,12 +2,12 @@
 
 import json
 
+from test_selection import add_module
+from test_train import seed_workspace
+
 from unolearn.funnel import count_test_paths, funnel, funnel_lines
 from unolearn.records import Log, Message
 from unolearn.store import now
-
-from test_selection import add_module
-from test_train import seed_workspace
 
 
 def test_funnel_counts_every_step(ws):

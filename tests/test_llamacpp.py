@@ -16,11 +16,17 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from unolearn.assess import yes_probability  # noqa: E402
 from unolearn.backends.base import ChatRequest  # noqa: E402
 from unolearn.backends.llamacpp import (  # noqa: E402
-    DEFAULT_MODEL, MODEL_PARAMS, PROMPT_BLOCK, LlamaCppChatModel, PackagedModel, _assemble, cpu_flags,
+    DEFAULT_MODEL,
+    MODEL_PARAMS,
+    PROMPT_BLOCK,
+    LlamaCppChatModel,
+    PackagedModel,
+    _assemble,
+    cpu_flags,
     packaged_model_path,
 )
-from unolearn.doctor import check_generation  # noqa: E402
 from unolearn.config import ChatConfig  # noqa: E402
+from unolearn.doctor import check_generation  # noqa: E402
 from unolearn.errors import BackendError, ConfigError, InputError  # noqa: E402
 
 RULES = {

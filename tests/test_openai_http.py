@@ -13,11 +13,10 @@ import warnings
 import httpx
 import numpy as np
 import pytest
-
 from fake_openai import FakeOpenAI, fake_openai, fake_vector  # noqa: F401  (fixture)
+
 from unolearn.backends.base import ChatRequest
-from unolearn.backends.openai_http import (OpenAIChatModel, OpenAIEmbedder, normalize_base_url,
-                                           retry_after_s)
+from unolearn.backends.openai_http import OpenAIChatModel, OpenAIEmbedder, normalize_base_url, retry_after_s
 from unolearn.bench.throughput import bench_throughput
 from unolearn.errors import BackendError, BackendHTTPError, ConfigError
 

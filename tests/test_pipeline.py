@@ -5,7 +5,6 @@ embeddings, real training on the tiny model, then `answer` and a resumed re-run;
 import json
 
 import pytest
-
 from conftest import each_store, write_jsonl  # noqa: F401
 from fake_openai import FakeOpenAI
 from tiny_model import tiny_model_dir  # noqa: F401

@@ -5,15 +5,16 @@ SQLite file, its WAL and the artifacts are scanned. Each defence is shown failin
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import chat, each_store, write_jsonl  # noqa: F401
 from fake_openai import FakeOpenAI
 from test_pipeline import workspace_config
 from tiny_model import tiny_model_dir  # noqa: F401
+
 from unolearn.bench.server import serve_asgi
 from unolearn.config import load_backends
 from unolearn.forget import RetentionConfig, apply_retention
@@ -171,13 +172,13 @@ def test_without_redaction_the_identifiers_are_stored_and_a_warning_says_so(run_
 
 
 def test_retention_forgets_what_was_ingested_long_ago(ws, tmp_path, store_url):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from unolearn.ingest import ingest
 
     ingest(ws, [write_jsonl(tmp_path / "a.jsonl", [chat("old question", "a", "too long", user="u")])])
     assert apply_retention(ws, RetentionConfig(days=None)) is None
     assert apply_retention(ws, RetentionConfig(days=30)).removed["logs"] == 0
-    later = datetime.now(timezone.utc) + timedelta(days=31)
+    later = datetime.now(UTC) + timedelta(days=31)
     assert apply_retention(ws, RetentionConfig(days=30), now=later).removed["logs"] == 1
     assert ws.count("logs") == 0

@@ -2,12 +2,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import chat, write_jsonl
 
 from unolearn.prompt_sets import packaged_dir
 from unolearn.readers import read_logs
 from unolearn.records import Log, Rejected
-
-from conftest import chat, write_jsonl
 
 
 def items(path: Path, fmt: str = "auto"):

@@ -1,5 +1,6 @@
-from unolearn.records import Log, Message, content_hash, detect_lang
 import pytest
+
+from unolearn.records import Log, Message, content_hash, detect_lang
 
 
 def test_content_hash_is_versioned_and_key_order_independent():

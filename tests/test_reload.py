@@ -12,12 +12,13 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from starlette.responses import StreamingResponse
-
 from conftest import each_store  # noqa: F401
 from doubles import HashEmbedder
 from fake_openai import FakeOpenAI
+from starlette.requests import ClientDisconnect
+from starlette.responses import StreamingResponse
 from test_serve import AUTH, GUIDE, KEY, LAW, RICE, THEMES, TRAVEL, make_workspace
+
 from unolearn.bench.server import serve_asgi
 from unolearn.records import Clustering
 from unolearn.serve import ServeConfig, create_app
@@ -186,7 +187,7 @@ def test_a_stream_that_never_began_still_ends_its_request():
     upstream = _Upstream()
     relayed = Relayed(StreamingResponse(events()), upstream, on_close=lambda: closed.append(1))
     scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "POST", "path": "/"}
-    with pytest.raises(Exception):  # Starlette's ClientDisconnect
+    with pytest.raises(ClientDisconnect):
         asyncio.run(relayed(scope, receive, send))
     assert (began, closed, upstream.released) == ([], [1], True)
 

@@ -1,13 +1,12 @@
 import re
 
 import numpy as np
+from doubles import HashEmbedder
+from test_assess import add_clustered
 
 from unolearn.assess import run as assess
 from unolearn.backends import Models
 from unolearn.report import cluster_summaries, pca_2d, write_report
-
-from doubles import HashEmbedder
-from test_assess import add_clustered
 
 
 def filled(ws):

@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import pytest
+from doubles import HashEmbedder, MockChatModel
 
 from unolearn.backends import Models
 from unolearn.distill import _Done
@@ -12,8 +13,6 @@ from unolearn.records import Log, Message, RuleEntry
 from unolearn.rulebook import RulebookConfig, build_cluster, guide_messages, guide_text, run
 from unolearn.store import now
 from unolearn.train import TrainConfig
-
-from doubles import HashEmbedder, MockChatModel
 
 CITE, CITE_LONG = "Cite the article.", "Please cite the legal article."
 SHORT, KNOWN = "Answer in at most 50 words.", "Explain the law."
@@ -133,7 +132,7 @@ def test_stage_stores_the_rulebook_and_a_rejection_removes_the_rules_and_their_p
         ws.rulebook_entry("rule-nope")
     assert ws.decide_entry(cite, "rejected") == 3
     cited = {lg.id for lg, rules in ex if CITE in rules or CITE_LONG in rules}
-    for log_id, rules in ws.rule_sets("feedback"):
+    for _, rules in ws.rule_sets("feedback"):
         assert CITE not in rules and CITE_LONG not in rules
     left = {r[0] for r in ws.conn.execute("SELECT log_id FROM pairs WHERE origin = 'revision'")}
     assert not left & cited and len(left) == len(ex) - 3

@@ -1,18 +1,26 @@
 import json
 
 import pytest
+from doubles import MockChatModel
+from test_train import seed_workspace
 
 from unolearn.backends import Models
 from unolearn.errors import ConfigError
 from unolearn.funnel import funnel
 from unolearn.records import RuleEntry, RuleMember
-from unolearn.selection import (SelectConfig, best_critic_epoch, bleu, choose_epoch, decide, decide_guided, load_plan,
-                                outcome, run)
+from unolearn.selection import (
+    SelectConfig,
+    best_critic_epoch,
+    bleu,
+    choose_epoch,
+    decide,
+    decide_guided,
+    load_plan,
+    outcome,
+    run,
+)
 from unolearn.store import now
 from unolearn.text import drift
-
-from doubles import MockChatModel
-from test_train import seed_workspace
 
 CFG = SelectConfig()
 

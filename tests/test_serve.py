@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import BACKENDS, each_store, store_of  # noqa: F401
 from doubles import HashEmbedder, MockChatModel
 from fake_openai import FakeOpenAI
+
 from unolearn.bench.serve import ServeProcess, bench_serve
 from unolearn.bench.server import serve_asgi
 from unolearn.errors import ConfigError, WorkspaceError

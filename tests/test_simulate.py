@@ -9,15 +9,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from doubles import MockChatModel
+
 from unolearn.constraints import compliance
 from unolearn.errors import BackendError, ConfigError
 from unolearn.prompt_sets import packaged_dir
 from unolearn.readers import from_memorybench, read_logs
 from unolearn.records import Log, detect_lang
-from unolearn.simulate import (OFF_TOPIC, THANKS, UNRELATED_COMPLAINTS, SimulateConfig, constraints_for,
-                               load_preferences, parse_preferences, simulate, summarize)
+from unolearn.simulate import (
+    OFF_TOPIC,
+    THANKS,
+    UNRELATED_COMPLAINTS,
+    SimulateConfig,
+    constraints_for,
+    load_preferences,
+    parse_preferences,
+    simulate,
+    summarize,
+)
 
 SHARED_NAMES = ("NFCats", "LexEval-QA", "HelloBench-Academic&Knowledge-QA")
 

@@ -8,12 +8,12 @@ import json
 
 import httpx
 import pytest
-
 from conftest import chat, each_store, write_jsonl  # noqa: F401
 from doubles import HashEmbedder
 from fake_openai import FakeOpenAI
 from test_serve import GUIDE, LAW, RICE, assert_openai_error, make_workspace
 from tiny_model import tiny_model_dir  # noqa: F401
+
 from unolearn.bench.server import serve_asgi
 from unolearn.config import load_backends
 from unolearn.errors import ConfigError, NotFoundError

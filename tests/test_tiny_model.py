@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tiny_model import IM_END, build_tiny_model, tiny_model_dir  # noqa: F401
 
 torch = pytest.importorskip("torch")

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from doubles import HashEmbedder
 from safetensors.torch import load_file
+from tiny_model import tiny_model_dir  # noqa: F401
 
 from unolearn.answer import answer, plan_route
 from unolearn.backends import Models
@@ -20,11 +22,22 @@ from unolearn.errors import ConfigError, InputError
 from unolearn.records import Log, Message
 from unolearn.store import Workspace, now
 from unolearn.text import clip
-from unolearn.train import (CRITIC_CLIP, TrainConfig, accumulation, cpu_bf16, critic_prompt, critic_rows, expert_rows,
-                            learning_rows, list_modules, module_kinds, run, run_in_child, split_ids, split_members)
-
-from doubles import HashEmbedder
-from tiny_model import tiny_model_dir  # noqa: F401
+from unolearn.train import (
+    CRITIC_CLIP,
+    TrainConfig,
+    accumulation,
+    cpu_bf16,
+    critic_prompt,
+    critic_rows,
+    expert_rows,
+    learning_rows,
+    list_modules,
+    module_kinds,
+    run,
+    run_in_child,
+    split_ids,
+    split_members,
+)
 
 TOPICS = {  # cluster theme → (query words, feedback rule); themes share no words, so they cluster apart
     "rice": ("how to cook rice grains pot", "Give numbered steps."),

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-
 from doubles import HashEmbedder, MockChatModel
 from test_rulebook import _workspace
 from tiny_model import tiny_model_dir  # noqa: F401
+
 from unolearn.backends import Embedder, Models
 from unolearn.records import Log, Message
 from unolearn.rulebook import RulebookConfig, Trust, build_cluster, run, summary
@@ -163,6 +163,7 @@ def test_through_run_an_attackers_link_reaches_no_snapshot_and_honest_rules_do(r
     from fake_openai import FakeOpenAI
     from test_pipeline import workspace_config
     from test_privacy import respond
+
     from unolearn.store import Workspace
 
     def guided(body):

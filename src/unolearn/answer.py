@@ -12,8 +12,8 @@ system decides the path:
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .backends import ChatRequest, ChatResult, Models

@@ -795,7 +795,8 @@ def simulate(ctx: click.Context, prompts: tuple[list[Path], ...], preferences: P
     constraints of its dataset and complains (up to --rounds times) with noise as the preference file
     says. The output is MemoryBench JSONL that `unolearn ingest` reads like real logs.
     """
-    from .simulate import SimulateConfig, load_preferences, load_prompt_records, simulate as run_sim, summarize
+    from .simulate import SimulateConfig, load_preferences, load_prompt_records, summarize
+    from .simulate import simulate as run_sim
 
     cfg = stage_config_for(ctx, SimulateConfig, "simulate", rounds=rounds, max_tokens=max_tokens)
     records = load_prompt_records(flat(prompts), limit)
@@ -827,10 +828,11 @@ def preferences_cmd(spec: Path | str | None) -> None:
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
 @click.option("--train-per-set", type=click.IntRange(min=1), help="Train prompts simulated per dataset (4).")
 @click.option("--test-per-set", type=click.IntRange(min=1), help="Test prompts benchmarked per dataset (2).")
+@click.option("--preferences", type=PreferencesSpec(), help=PREFERENCES_HELP)
 @json_option
 @click.pass_context
 def demo(ctx: click.Context, data_dir: Path | None, train_per_set: int | None, test_per_set: int | None,
-         as_json: bool) -> None:
+         preferences: Path | str | None, as_json: bool) -> None:
     """The end-to-end example: simulate users, run the main job, benchmark every system.
 
     DATA_DIR holds the MemoryBench prompt files (nfcats/lexeval_qa/hellobench_ak_qa _train/_test.jsonl);
@@ -839,7 +841,8 @@ def demo(ctx: click.Context, data_dir: Path | None, train_per_set: int | None, t
     """
     from .demo import DemoConfig, run, stages_for
 
-    cfg = stage_config_for(ctx, DemoConfig, "demo", train_per_set=train_per_set, test_per_set=test_per_set)
+    cfg = stage_config_for(ctx, DemoConfig, "demo", train_per_set=train_per_set, test_per_set=test_per_set,
+                           preferences=None if preferences is None else str(preferences))
     stages = stages_for(lambda cls, section: stage_config_for(ctx, cls, section))
     echo = (lambda _: None) if as_json else click.echo
     result = run(open_workspace(ctx), models_for(ctx), data_dir, cfg, echo, stages)
@@ -883,7 +886,8 @@ def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str | 
     setting of the config's `serve:` section applies; a flag given here wins.
     """
     from .redact import RedactConfig, warn_if_disabled
-    from .serve import ServeConfig, serve as run_server
+    from .serve import ServeConfig
+    from .serve import serve as run_server
 
     ws = open_workspace(ctx)
     flags = {"upstream": upstream, "host": host, "port": port, "system": system, "load_adapters": load_adapters,

@@ -640,7 +640,7 @@ class Router:
         self.unseen_distance = unseen_distance
 
     @classmethod
-    def load(cls, ws: Workspace, embedder: Embedder, unseen_distance: float | None | str = "stored") -> "Router":
+    def load(cls, ws: Workspace, embedder: Embedder, unseen_distance: float | None | str = "stored") -> Router:
         """Read the stored clusters; raise NotFoundError when there are none.
 
         ``unseen_distance`` defaults to the one the clusters were made with (the last successful
@@ -655,7 +655,7 @@ class Router:
 
     @classmethod
     def from_rows(cls, ws: Workspace, embedder: Embedder, rows: Sequence[tuple[int, int, bytes, str]],
-                  unseen_distance: float | None, built: str) -> "Router":
+                  unseen_distance: float | None, built: str) -> Router:
         """A router on ``(id, size, centroid, embedder)`` rows; a ConfigError ("``built`` with embedder X, not
         Y") when they belong to another embedder than ``embedder``."""
         models = {r[3] for r in rows}

@@ -1,6 +1,7 @@
 """The small end-to-end example behind the README's first command.
 
-Simulated users with hidden preferences (the packaged preference file) react to the embedded
+Simulated users with hidden preferences (the packaged preference file, or another one: ``--preferences
+random:SEED`` measures on preferences nobody tuned for) react to the embedded
 model's answers on a few train prompts of each shared MemoryBench set; the main job learns from those
 logs; the quality benchmark then compares every system on held-out test prompts and prints the table.
 The embedded 0.5B model answers a request in about 4–10 s on a 2-core CPU (measured), so the
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from . import pipeline
-from .bench import quality as bench_quality
 from .backends import Models
+from .bench import quality as bench_quality
 from .bench.quality import QualityConfig
 from .config import opt, stage_config
 from .errors import ConfigError
@@ -29,6 +30,7 @@ from .prompt_sets import packaged_dir, split_files
 from .simulate import SimulateConfig, load_preferences, load_prompt_records, simulate_async
 from .store import Workspace, write_jsonl_atomic
 
+
 @dataclass
 class DemoConfig:
     """Sizes of the example (its costly settings come from the profile, like every command's)."""
@@ -36,10 +38,14 @@ class DemoConfig:
     train_per_set: int = opt(4, "Train prompts simulated per dataset.")
     test_per_set: int = opt(2, "Test prompts benchmarked per dataset.")
     seed: int = opt(0, "Seed of the simulated users.")
+    preferences: str | None = opt(None, "The users' hidden preferences: a preference file, or random:SEED for one "
+                                        "drawn at random (unolearn.prefgen); None: the packaged file.")
 
     def __post_init__(self) -> None:
         if min(self.train_per_set, self.test_per_set) < 1:
             raise ConfigError("train_per_set and test_per_set must be ≥ 1")
+        if self.preferences is not None:
+            load_preferences(self.preferences)  # a wrong path or seed fails before anything runs
 
 
 @dataclass
@@ -67,7 +73,7 @@ def run(ws: Workspace, models: Models, data_dir: Path | None = None, cfg: DemoCo
     stages = stages or stages_for(lambda cls, section: stage_config(cls, None, section, {}, "cpu"))
     data_dir = data_dir or packaged_dir()
     start = time.perf_counter()
-    prefs = load_preferences(None)
+    prefs = load_preferences(cfg.preferences)
     logs = ws.artifacts / "demo-train-logs.jsonl"
     if not logs.exists():
         echo(f"simulating users on {cfg.train_per_set} train prompts per dataset")

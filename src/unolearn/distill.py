@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from .backends import ChatModel, ChatRequest, Models
 from .config import opt
-from .errors import BackendError, ConfigError
 from .distill_examples import feedback_turns, gate_turns, prior_turns
+from .errors import BackendError, ConfigError
 from .judge import JUDGES, resolve_judge, score_items
 from .records import Log, content_hash
 from .rulefilter import echo_rules, filter_rules
@@ -298,7 +298,7 @@ class _Done:
     paired: set[str]
 
     @classmethod
-    def load(cls, ws: Workspace) -> "_Done":
+    def load(cls, ws: Workspace) -> _Done:
         return cls(ws.rule_ids("prior"), ws.rule_ids("feedback"), ws.rule_ids("feedback", nonempty=True),
                    ws.rule_ids("prior", nonempty=True), ws.paired_ids())
 

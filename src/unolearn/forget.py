@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .backends.cache import text_hash
@@ -56,7 +56,7 @@ class ForgetResult:
         """The result as a plain dict (what ``--json`` prints)."""
         return asdict(self)
 
-    def plus(self, other: "ForgetResult") -> "ForgetResult":
+    def plus(self, other: ForgetResult) -> ForgetResult:
         """This result and ``other`` (another tenant's) together."""
         removed = {k: self.removed.get(k, 0) + other.removed.get(k, 0) for k in {**self.removed, **other.removed}}
         return ForgetResult(self.dry_run, self.matched_logs + other.matched_logs,
@@ -70,7 +70,7 @@ def parse_before(value: str) -> str:
         at = datetime.fromisoformat(value)
     except ValueError as e:
         raise InputError(f"--before {value!r}: not an ISO-8601 date or time (e.g. 2026-01-31)") from e
-    at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     return at.isoformat(timespec="seconds")
 
 
@@ -114,7 +114,7 @@ def apply_retention(ws: Workspace, cfg: RetentionConfig, now: datetime | None = 
     """Forget what was ingested more than ``cfg.days`` days ago (None when no retention is set)."""
     if cfg.days is None:
         return None
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=cfg.days)
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=cfg.days)
     return forget(ws, before=cutoff.isoformat(timespec="seconds"))
 
 

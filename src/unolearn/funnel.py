@@ -34,8 +34,6 @@ from .names import PATHS, PLANNED_SYSTEMS
 from .store import Workspace
 
 
-
-
 def funnel(ws: Workspace) -> dict[str, Any]:
     """The funnel of the workspace as it stands (the keys in the module docstring, without ``test_paths``)."""
     raw = ws.funnel_rows()

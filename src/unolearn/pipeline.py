@@ -22,8 +22,8 @@ from .assess import AssessConfig
 from .backends import Models
 from .cluster import ClusterConfig
 from .distill import DistillConfig
-from .forget import RetentionConfig, apply_retention
 from .errors import InputError
+from .forget import RetentionConfig, apply_retention
 from .funnel import funnel
 from .records import content_hash
 from .redact import RedactConfig, Redactor

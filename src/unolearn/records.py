@@ -68,7 +68,7 @@ class Action(Record):
     edited: str | None = None
 
     @model_validator(mode="after")
-    def _edit_has_text(self) -> "Action":
+    def _edit_has_text(self) -> Action:
         if self.kind == "edit" and not (self.edited and self.edited.strip()):
             raise ValueError("an 'edit' action needs the edited answer in 'edited'")
         return self
@@ -116,7 +116,7 @@ class Log(Record):
         return bool(self.feedback or self.actions or self.rating is not None)
 
     @classmethod
-    def from_messages(cls, messages: list[Message], **fields: Any) -> "Log":
+    def from_messages(cls, messages: list[Message], **fields: Any) -> Log:
         """Build a log from a conversation, deriving query, first answer and feedback turns.
 
         The query is the first user turn; the first answer is the first assistant turn after it;

@@ -164,7 +164,7 @@ class DatasetPrefs(_Model):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DatasetPrefs":
+    def _consistent(self) -> DatasetPrefs:
         if self.dataset is not None and self.match is None:
             raise ValueError("'dataset' is only allowed together with 'match'")
         ids = [c.id for c in self.constraints]

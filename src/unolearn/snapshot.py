@@ -34,7 +34,7 @@ class PlanSnapshot:
     adapters: list[tuple[str, int, str]]  # (module id, epoch, adapter folder on this machine)
 
     @classmethod
-    def load(cls, ws: Workspace, embedder: Embedder, snapshot_id: int | None = None) -> "PlanSnapshot | None":
+    def load(cls, ws: Workspace, embedder: Embedder, snapshot_id: int | None = None) -> PlanSnapshot | None:
         """The snapshot ``snapshot_id`` (default: the newest) of ``ws``; None when none is published."""
         body = ws.snapshot(snapshot_id)
         if body is None:

@@ -145,7 +145,7 @@ class TrainConfig:
         if self.dpo_weight < 0 or self.sft_weight < 0 or self.dpo_weight + self.sft_weight == 0:
             raise ConfigError("dpo_weight and sft_weight must be ≥ 0 and not both 0")
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """A copy with ``profile`` decided (auto: gpu when CUDA is available) and every unset field filled."""
         profile = self.profile
         if profile == "auto":

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from unolearn.store.dialect import SQLiteConnection  # noqa: E402
-from unolearn.store.migrations import MIGRATIONS, apply, applied  # noqa: E402
+from unolearn.store.migrations import MIGRATIONS, applied, apply  # noqa: E402
 
 ROWS = [
     "INSERT INTO logs VALUES ('log-1', 'f.jsonl', 'en', 1, 't', '{\"query\": \"q\"}')",

@@ -62,7 +62,7 @@ class Models:
         self._built: dict[str, object] = dict(built)
         self._shared: Models | None = None
 
-    def for_workspace(self, ws: Workspace) -> "Models":
+    def for_workspace(self, ws: Workspace) -> Models:
         """These models on another workspace (a tenant's): the same loaded models, their responses and
         vectors cached in ``ws``'s store. Close only this one: the other shares its instances."""
         models = Models(ws, self.cfg)

@@ -50,7 +50,7 @@ class ChatRequest:
     owners: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, messages: Sequence[dict[str, str]] | str, **kw: Any) -> "ChatRequest":
+    def of(cls, messages: Sequence[dict[str, str]] | str, **kw: Any) -> ChatRequest:
         """Build a request from messages, or from one user prompt."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
@@ -101,7 +101,7 @@ class ChatResult:
                                "finish_reason": self.finish_reason})
 
     @classmethod
-    def from_json(cls, text: str) -> "ChatResult":
+    def from_json(cls, text: str) -> ChatResult:
         """Inverse of :meth:`to_json`; the result is marked ``cached``."""
         return cls(**json.loads(text), cached=True)
 
@@ -212,7 +212,7 @@ class ChatModel(ABC):
         """Make the PEFT LoRA adapter folder ``path`` usable as ``ChatRequest(adapter=name)``."""
         raise BackendError(f"the {type(self).__name__} backend cannot load LoRA adapters")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 — an optional hook: nothing to release by default
         """Release connections or model memory (optional)."""
 
 

@@ -82,7 +82,7 @@ def _child_main(sender: Any, n: int, dim: int, seed: int) -> None:
     """Entry point of the spawned process: send ``("ok", figures)`` or ``("error", message)``."""
     try:
         sender.send(("ok", _child(n, dim, seed)))
-    except Exception as e:  # reported by the parent as a one-line error
+    except Exception as e:  # noqa: BLE001 — any failure is reported by the parent as a one-line error
         sender.send(("error", f"{type(e).__name__}: {e}"))
     finally:
         sender.close()

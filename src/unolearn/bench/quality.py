@@ -37,9 +37,9 @@ from ..constraints import compliance
 from ..errors import ConfigError, InputError
 from ..funnel import count_test_paths, funnel
 from ..records import detect_lang
-from ..text import tokens
 from ..simulate import Preferences, constraints_for, record_query
 from ..store import Workspace, write_lines_atomic
+from ..text import tokens
 
 SYSTEMS = ("base", "bm25", "dense", "rules", "self-refine", "uno-single", "uno", "uno-guided")
 UNO_SYSTEMS = ("uno", "uno-single", "uno-guided", "self-refine")

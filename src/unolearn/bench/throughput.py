@@ -13,8 +13,8 @@ from typing import Any
 
 from ..backends.base import ChatRequest
 from ..backends.openai_http import OpenAIChatModel
-from .server import fixed_latency_app, serve_asgi
 from ..errors import BackendError, ConfigError
+from .server import fixed_latency_app, serve_asgi
 
 
 def bench_throughput(n: int = 200, latency_s: float = 0.1, concurrency: int = 16) -> dict[str, Any]:

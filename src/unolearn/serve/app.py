@@ -25,9 +25,9 @@ def create_app(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *
     (``serve.reload_interval_s``, ``POST /v1/admin/reload``). What it records is redacted by ``redact``
     (default: the default :class:`~unolearn.redact.RedactConfig`)."""
     try:
+        import aiohttp  # noqa: F401
         from starlette.applications import Starlette
         from starlette.routing import Route as HTTPRoute
-        import aiohttp  # noqa: F401
     except ImportError as e:
         raise ConfigError("the proxy needs starlette, uvicorn and aiohttp: pip install 'unolearn[serve]'") from e
     proxy = Proxy(Path(ws_dir), cfg or ServeConfig(), backends, built, store, redact)

@@ -15,7 +15,6 @@ from ..errors import ConfigError
 from ..names import SERVED_SYSTEMS
 from ..tenants import DEFAULT_TENANT, check_tenant
 
-
 EMBEDDED_MODEL = "unolearn"
 SYSTEM_HEADER = "x-unolearn-system"
 ACTIONS = ("like", "dislike", "copy", "regenerate", "edit")

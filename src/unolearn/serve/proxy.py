@@ -36,15 +36,15 @@ from ..rulebook import guide_messages
 from ..selection import adapter_name
 from ..snapshot import PlanSnapshot
 from ..store import Workspace, now
-from ..train import epoch_dir
 from ..tenants import DEFAULT_TENANT, open_tenant
+from ..train import epoch_dir
+from ..wire import chunks, completion, sse, text_of
 from .config import EMBEDDED_MODEL, SYSTEM_HEADER, ServeConfig
 from .metrics import Metrics
 from .problems import HTTPProblem, UpstreamError, error_body, error_response
 from .recorder import Recorder
 from .tenancy import TenantPlan
 from .upstream import Relayed, Upstream, content_of
-from ..wire import chunks, completion, sse, text_of
 from .wire import Chat, parse_chat, parse_feedback, route_header
 
 log = logging.getLogger(__name__)

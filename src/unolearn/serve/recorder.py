@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 import multiprocessing
 import os
+import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -28,7 +28,6 @@ from ..errors import WorkspaceError, one_line
 from ..redact import RedactConfig, Redactor
 from ..store import Workspace
 from ..tenants import DEFAULT_TENANT
-
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -52,7 +51,7 @@ class Upstream:
         """Raise aiohttp's failures as :class:`UpstreamError` (502): timeout, bad answer or unreachable."""
         try:
             yield
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise UpstreamError(f"upstream timed out after {self.timeout_s:g} s ({type(e).__name__})", "timeout") from e
         except aiohttp.ClientPayloadError as e:
             raise UpstreamError(f"upstream sent a body that cannot be decoded: {e}", "bad_answer") from e

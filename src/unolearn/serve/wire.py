@@ -12,8 +12,8 @@ from ..errors import one_line
 from ..names import SERVED_SYSTEMS
 from ..readers import RecordError, check_text
 from ..selection import adapter_name
-from ..wire import text_of
 from ..tenants import DEFAULT_TENANT
+from ..wire import text_of
 from .config import ACTIONS
 from .problems import HTTPProblem
 

@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -160,7 +160,7 @@ class Connection(ABC):
         """Run one INSERT into a table with an ``id`` key the database assigns; return the new row's id."""
 
     @abstractmethod
-    def transaction(self, lock: bool = True) -> AbstractContextManager["Connection"]:
+    def transaction(self, lock: bool = True) -> AbstractContextManager[Connection]:
         """A context manager: the enclosed statements are committed together, or rolled back on an error.
 
         ``lock=False`` (PostgreSQL): without the store's write lock, for writes that read nothing and are
@@ -175,7 +175,7 @@ class Connection(ABC):
         """SQLite's ``PRAGMA user_version`` (how early workspaces counted migrations); 0 elsewhere."""
         return 0
 
-    def set_user_version(self, version: int) -> None:
+    def set_user_version(self, version: int) -> None:  # noqa: B027 — SQLite only: a no-op elsewhere
         """Set SQLite's ``PRAGMA user_version`` (kept equal to the migrations applied); nothing elsewhere."""
 
     @abstractmethod
@@ -191,7 +191,7 @@ class Connection(ABC):
         """Around migrations: what a database needs to rebuild tables that others refer to."""
         yield
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 — SQLite only: a no-op elsewhere
         """Before a migration commits: raise when the schema change left a broken reference."""
 
     @abstractmethod
@@ -258,7 +258,7 @@ class SQLiteConnection(Connection):
         return int(self.raw.execute(sql, params).lastrowid)
 
     @contextmanager
-    def transaction(self, lock: bool = True) -> Iterator["SQLiteConnection"]:
+    def transaction(self, lock: bool = True) -> Iterator[SQLiteConnection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception); ``lock`` changes nothing here."""
         try:
             self.raw.execute("BEGIN IMMEDIATE")
@@ -371,7 +371,7 @@ class PostgresConnection(Connection):
         return int(self.execute(sql + " RETURNING id", params).fetchone()[0])
 
     @contextmanager
-    def transaction(self, lock: bool = True) -> Iterator["PostgresConnection"]:
+    def transaction(self, lock: bool = True) -> Iterator[PostgresConnection]:
         """``BEGIN``, the timeouts, the store's write lock (unless ``lock=False``), the enclosed statements,
         ``COMMIT`` (``ROLLBACK`` on an exception). A write lock not free in time is a StoreBusyError."""
         psycopg = _psycopg()
@@ -545,7 +545,7 @@ def scratch_store(url: str | None, prefix: str = "unolearn_scratch") -> Iterator
         yield None
         return
     sweep_scratch(url, prefix)
-    name = f"{prefix}_{datetime.now(timezone.utc).strftime(SCRATCH_STAMP)}_{secrets.token_hex(4)}"
+    name = f"{prefix}_{datetime.now(UTC).strftime(SCRATCH_STAMP)}_{secrets.token_hex(4)}"
     _admin(url, f'CREATE DATABASE "{name}"')
     try:
         yield with_database(url, name)
@@ -561,14 +561,14 @@ def scratch_store(url: str | None, prefix: str = "unolearn_scratch") -> Iterator
 def sweep_scratch(url: str, prefix: str, now: datetime | None = None) -> list[str]:
     """Drop the scratch databases of ``prefix`` on ``url``'s server older than :data:`SCRATCH_MAX_AGE`; their names."""
     pattern = re.compile(rf"{re.escape(prefix)}_(\d{{14}})_[0-9a-f]{{8}}")
-    cutoff = (now or datetime.now(timezone.utc)) - SCRATCH_MAX_AGE
+    cutoff = (now or datetime.now(UTC)) - SCRATCH_MAX_AGE
     conn = PostgresConnection(url)
     try:
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_database")]
     finally:
         conn.close()
     old = [n for n in names if (m := pattern.fullmatch(n))
-           and datetime.strptime(m[1], SCRATCH_STAMP).replace(tzinfo=timezone.utc) < cutoff]
+           and datetime.strptime(m[1], SCRATCH_STAMP).replace(tzinfo=UTC) < cutoff]
     for name in old:
         _drop(url, name)
     return old

@@ -44,7 +44,7 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, store: str | None = None, *,
-             migrate: bool = True) -> "Workspace":
+             migrate: bool = True) -> Workspace:
         """Open (creating if needed) the workspace at ``path`` on ``store`` and migrate its schema.
 
         ``store``: a store URL (``sqlite:///PATH``, ``postgresql://USER@HOST[:PORT]/DB``); None: the
@@ -73,7 +73,7 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
             raise
         return ws
 
-    def reopen(self) -> "Workspace":
+    def reopen(self) -> Workspace:
         """Another connection to the same workspace and store (for another thread or writer)."""
         ws = type(self).open(self.root, self.store)
         ws.tenant = self.tenant
@@ -93,7 +93,7 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
         """Close the database connection."""
         self.conn.close()
 
-    def __enter__(self) -> "Workspace":
+    def __enter__(self) -> Workspace:
         return self
 
     def __exit__(self, *exc: object) -> None:
