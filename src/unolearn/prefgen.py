@@ -63,14 +63,30 @@ def _max_sentences(rng: random.Random, lang: str) -> Constraint:
 _OPENINGS = {"en": (("In short:", "in-short"), ("Short answer:", "short-answer"), ("TL;DR:", "tldr"),
                      ("Answer:", "answer")),
              "zh": (("结论：", "jielun"), ("答：", "da"), ("简要回答：", "jianyao"))}
+_SIGNOFFS = {"en": (("Hope this helps!", "hope-this-helps"), ("Good luck!", "good-luck"),
+                     ("Any other questions?", "any-questions")),
+             "zh": (("以上仅供参考。", "jin-gong-can-kao"), ("希望对你有帮助！", "xi-wang-you-bang-zhu"))}
+
+
+def _fixed_text(rng: random.Random, lang: str, check: str, choices: dict[str, tuple[tuple[str, str], ...]],
+                complaints: tuple[str, ...]) -> Constraint:
+    """A fixed opening or sign-off in ``lang``; ``complaints`` (two English, two Chinese) say ``{text}``."""
+    text, slug = rng.choice(choices[lang])
+    said = [c.format(text=text) for c in complaints]
+    return _constraint(f"{check.replace('_', '-')}-{slug}", {check: text}, said[:2], said[2:])
 
 
 def _starts_with(rng: random.Random, lang: str) -> Constraint:
-    text, slug = rng.choice(_OPENINGS[lang])
-    return _constraint(f"starts-with-{slug}", {"starts_with": text},
-                       [f"Start your answer with '{text}' so I can find the answer at once.",
-                        f"Begin with \"{text}\" and then the answer itself."],
-                       [f"回答请以“{text}”开头，方便我一眼看到答案。", f"请用“{text}”开头，然后直接给出答案。"])
+    return _fixed_text(rng, lang, "starts_with", _OPENINGS, (
+        "Start your answer with '{text}' so I can find the answer at once.",
+        'Begin with "{text}" and then the answer itself.',
+        "回答请以“{text}”开头，方便我一眼看到答案。", "请用“{text}”开头，然后直接给出答案。"))
+
+
+def _ends_with(rng: random.Random, lang: str) -> Constraint:
+    return _fixed_text(rng, lang, "ends_with", _SIGNOFFS, (
+        "Always sign off with '{text}' at the very end.", 'Finish with "{text}" as the last words.',
+        "结尾请固定写上“{text}”。", "最后一句请用“{text}”结束。"))
 
 
 def _no_preamble(rng: random.Random, lang: str) -> Constraint:
@@ -79,19 +95,6 @@ def _no_preamble(rng: random.Random, lang: str) -> Constraint:
                        ["Skip the 'Sure!' or 'Great question' opener and answer right away.",
                         "No pleasantries at the start, please; get to the point."],
                        ["不要用“当然”“好的”之类的开场白，直接回答。", "开头别寒暄，直接说重点。"])
-
-
-_SIGNOFFS = {"en": (("Hope this helps!", "hope-this-helps"), ("Good luck!", "good-luck"),
-                     ("Any other questions?", "any-questions")),
-             "zh": (("以上仅供参考。", "jin-gong-can-kao"), ("希望对你有帮助！", "xi-wang-you-bang-zhu"))}
-
-
-def _ends_with(rng: random.Random, lang: str) -> Constraint:
-    text, slug = rng.choice(_SIGNOFFS[lang])
-    return _constraint(f"ends-with-{slug}", {"ends_with": text},
-                       [f"Always sign off with '{text}' at the very end.",
-                        f"Finish with \"{text}\" as the last words."],
-                       [f"结尾请固定写上“{text}”。", f"最后一句请用“{text}”结束。"])
 
 
 def _summary_line(rng: random.Random, lang: str) -> Constraint:
