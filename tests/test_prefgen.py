@@ -10,7 +10,7 @@ from unolearn.constraints import compliance
 from unolearn.prefgen import DATASETS, random_preferences
 from unolearn.simulate import load_preferences
 
-SEEDS = range(200)  # development seeds; the benchmark's seeds are others (docs/benchmarks.md)
+SEEDS = range(100)  # development seeds (0-99); the benchmark measures on seeds of 1000 and above
 
 
 def witness(constraints, lang: str) -> str:
@@ -56,9 +56,9 @@ def test_every_drawn_set_is_valid_and_can_be_met():
 
 
 def test_the_cli_prints_a_random_file_that_reads_back(run_cli, tmp_path):
-    r = run_cli("preferences", "random:101")
+    r = run_cli("preferences", "random:7")
     assert r.code == 0, r.err
     (tmp_path / "p.yaml").write_text(r.out, encoding="utf-8")
-    assert load_preferences(tmp_path / "p.yaml") == load_preferences("random:101")
+    assert load_preferences(tmp_path / "p.yaml") == load_preferences("random:7")
     bad = run_cli("simulate", "memorybench:train", "--preferences", "random:x", "-o", str(tmp_path / "o.jsonl"))
     assert bad.code == 2 and "expected random:SEED" in bad.err

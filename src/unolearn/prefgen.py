@@ -206,5 +206,5 @@ def parse_seed(spec: str) -> int:
     """The seed of ``random:SEED``; a ConfigError for anything else."""
     value = spec[len(PREFIX):]
     if not re.fullmatch(r"-?\d{1,18}", value):
-        raise ConfigError(f"preferences {spec!r}: expected random:SEED with a whole number SEED, e.g. random:101")
+        raise ConfigError(f"preferences {spec!r}: expected random:SEED with a whole number SEED, e.g. random:1001")
     return int(value)
