@@ -13,7 +13,7 @@ from . import __version__
 from .config import CONFIG_FILE, BackendsConfig, check_config_file, load_backends, stage_config
 from .errors import ConfigError, InputError, UnolearnError, WorkspaceError, one_line
 from .funnel import funnel_lines
-from .names import SERVED_SYSTEMS
+from .names import SERVED_SYSTEMS, STAGES
 from .store import Workspace, resolve_dir, write_jsonl_atomic
 from .store.dialect import check_url, database_errors
 
@@ -468,12 +468,14 @@ def cluster_cmd(ctx: click.Context, threshold: float | None, sweep_values: str |
 
 @cli.command("run")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--stop-after", type=click.Choice(["ingest", "distill", "cluster", "assess", "train", "select"]),
-              help="End after this stage.")
+@click.option("--stop-after", type=click.Choice(STAGES), help="End after this stage.")
 @json_option
 @click.pass_context
 def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None, as_json: bool) -> None:
-    """The main job: ingest PATHS (if given) → distill → cluster → assess → train → select.
+    """The main job: ingest PATHS (if given) → distill → cluster → assess → rulebook → train → select.
+
+    Each log goes to its tenant's store; then every tenant learns in turn from its own logs (only --tenant's
+    when given; a tenant without logs is skipped).
 
     Resumable: re-running continues where an interrupted run stopped, and repeats no finished model
     call or training. Each stage reads its section of the config file (distill:, cluster:, assess:,

@@ -42,3 +42,5 @@ SERVED_SYSTEMS: tuple[str, ...] = (*PLANNED_SYSTEMS, "base")
 PATHS: tuple[str, ...] = tuple(p.value for p in PathName)
 #: Every module kind.
 MODULE_KINDS: tuple[str, ...] = tuple(k.value for k in ModuleKind)
+#: The stages of the main job (``unolearn run``), in order.
+STAGES: tuple[str, ...] = ("ingest", "distill", "cluster", "assess", "rulebook", "train", "select")

@@ -33,8 +33,6 @@ from .store import Workspace
 from .tenants import each_tenant
 from .train import TrainConfig
 
-STAGES = ("ingest", "distill", "cluster", "assess", "rulebook", "train", "select")
-
 
 @dataclass
 class RunConfigs:
