@@ -1179,7 +1179,7 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
 @click.option("--preferences", type=PreferencesSpec(), help=PREFERENCES_HELP)
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each test file.")
 @click.option("--systems", help="Comma-separated subset of base,bm25,dense,rules,self-refine,uno-single,uno,"
-                                "uno-guided.")
+                                "uno-guided (default: all of them), and rules-vetted (only when named).")
 @click.option("--max-tokens", type=click.IntRange(min=1),
               help="Token budget of an answer (default 1024; profile cpu: 256).")
 @click.option("--no-checklist", is_flag=True, help="Skip the judge's HelloBench checklist coverage.")
@@ -1231,12 +1231,14 @@ def quality_table(result: dict[str, Any]) -> str:
                          f"{d['latency_s']:>9.2f}")
     lines.append(f"({result['n_prompts']} test prompts, {result.get('n_checks', '–')} prompt × constraint checks; "
                  "* = the 95% interval of the difference to base excludes 0)")
-    guided, rules = result["systems"].get("uno-guided", {}), result["systems"].get("rules", {})
-    if guided.get("compliance_ci_vs_rules") and None not in (guided.get("compliance"), rules.get("compliance")):
-        ci = guided["compliance_ci_vs_rules"]
-        lines.append(f"uno-guided − rules: {100 * (guided['compliance'] - rules['compliance']):+.1f} "
-                     f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] points; prompt tokens per query "
-                     f"{guided['prompt_tokens']} vs {rules['prompt_tokens']}")
+    rules = result["systems"].get("rules", {})
+    for name in ("uno-guided", "rules-vetted"):
+        s = result["systems"].get(name, {})
+        if s.get("compliance_ci_vs_rules") and None not in (s.get("compliance"), rules.get("compliance")):
+            ci = s["compliance_ci_vs_rules"]
+            lines.append(f"{name} − rules: {100 * (s['compliance'] - rules['compliance']):+.1f} "
+                         f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] points; prompt tokens per query "
+                         f"{s['prompt_tokens']} vs {rules['prompt_tokens']}")
     return "\n".join(lines)
 
 

@@ -5,6 +5,9 @@ On held-out test prompts, every system answers in one run:
 - ``bm25`` / ``dense``: the 5 most similar past logs (BM25 over words / cosine over embeddings),
   with what their users said, placed in the prompt;
 - ``rules``: the distilled feedback rules of the 5 nearest past logs in the prompt (a Mem0-like memory);
+- ``rules-vetted`` (only when asked for): the same, from the nearest logs behind rulebook entries that earned
+  their place (support, screening, no rejection), each log's rules replaced by those entries' texts: the
+  candidate for a guide built per question rather than per cluster;
 - ``uno-single`` and ``uno``: the answer path of the workspace's plans (the paper's);
 - ``uno-guided``: per cluster the path that validated best, the rulebook guide among them; its
   compliance also comes with ``compliance_ci_vs_rules``, the paired interval against ``rules``;
@@ -42,6 +45,8 @@ from ..store import Workspace, write_lines_atomic
 from ..text import tokens
 
 SYSTEMS = ("base", "bm25", "dense", "rules", "self-refine", "uno-single", "uno", "uno-guided")
+#: Systems compared only when named (``--systems``).
+OPTIONAL_SYSTEMS = ("rules-vetted",)
 UNO_SYSTEMS = ("uno", "uno-single", "uno-guided", "self-refine")
 
 MEMORY_HEADER = {
@@ -80,7 +85,7 @@ class QualityConfig:
     checklist: bool = opt(True, "Judge HelloBench checklist coverage (one judge call per answer).")
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.systems) - set(SYSTEMS))
+        unknown = sorted(set(self.systems) - set(SYSTEMS) - set(OPTIONAL_SYSTEMS))
         if unknown or not self.systems:
             raise ConfigError(f"systems: unknown {unknown[0]!r}" if unknown else "systems: none given")
         if self.top_k < 1 or self.max_tokens < 1:
@@ -103,6 +108,18 @@ def load_memory(ws: Workspace) -> list[MemoryItem]:
     """Past logs whose users said something about the answer, with their distilled feedback rules."""
     return [MemoryItem(log.query, "\n".join(log.feedback), rules)
             for log, rules in ws.logs_with_feedback_rules() if log.feedback]
+
+
+def load_vetted_memory(ws: Workspace) -> list[MemoryItem]:
+    """Past logs behind rulebook entries that reach a prompt (kept or approved), each with those entries' texts
+    in place of its own rules."""
+    vetted: dict[str, list[str]] = defaultdict(list)
+    for entry in ws.rulebook():
+        if entry.in_prompt:
+            for log_id in dict.fromkeys(m.log_id for m in entry.members):
+                vetted[log_id].append(entry.text)
+    return [MemoryItem(log.query, "\n".join(log.feedback), vetted[log.id])
+            for log, _ in ws.logs_with_feedback_rules() if vetted.get(log.id)]
 
 
 class Bm25Index:
@@ -320,12 +337,13 @@ def paired_bootstrap_ci(system: np.ndarray, base: np.ndarray, n_boot: int = 2000
 
 def add_intervals(systems: dict[str, Any], counts: dict[str, np.ndarray]) -> None:
     """Set ``compliance_ci_vs_base`` on every system (``None`` for base itself or without base), and
-    ``compliance_ci_vs_rules`` on ``uno-guided`` (when both ran)."""
+    ``compliance_ci_vs_rules`` on ``uno-guided`` and ``rules-vetted`` (when they and ``rules`` ran)."""
     for name, s in systems.items():
         s["compliance_ci_vs_base"] = (paired_bootstrap_ci(counts[name], counts["base"])
                                       if name != "base" and "base" in counts else None)
-    if "uno-guided" in systems and "rules" in counts:
-        systems["uno-guided"]["compliance_ci_vs_rules"] = paired_bootstrap_ci(counts["uno-guided"], counts["rules"])
+    for name in ("uno-guided", "rules-vetted"):
+        if name in systems and "rules" in counts:
+            systems[name]["compliance_ci_vs_rules"] = paired_bootstrap_ci(counts[name], counts["rules"])
 
 
 def run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Preferences,
@@ -343,6 +361,7 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
                cfg: QualityConfig) -> dict[str, Any]:
     queries = [record_query(r) for r in records]
     memory = load_memory(ws)
+    vetted = load_vetted_memory(ws) if "rules-vetted" in cfg.systems else []
     router = Router.load(ws, models.embedder) if ws.count("clusters") else None
     systems: dict[str, Any] = {}
     counts: dict[str, np.ndarray] = {}
@@ -354,7 +373,8 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
                 if system != "self-refine":
                     routes[system] = [a.path or "error" for a in attempts]
             else:
-                prompts = build_prompts(system, queries, memory, models.embedder.embed, cfg.top_k)
+                prompts = build_prompts(system, queries, vetted if system == "rules-vetted" else memory,
+                                        models.embedder.embed, cfg.top_k)
                 attempts = await _plain_system(models, system, prompts, cfg)
             systems[system], counts[system] = await _system_metrics(models, attempts, records, prefs, cfg)
     finally:
