@@ -253,3 +253,20 @@ def test_tenants_lists_each_tenant(run_cli, tmp_path):
     assert r.code == 0, r.err
     assert [(t["tenant"], t["logs"], t["identified_users"]) for t in r.json()] == [("default", 1, False),
                                                                                    ("acme", 1, True)]
+
+
+def test_a_sqlite_store_named_by_url_puts_each_tenant_in_a_file_beside_it(tmp_path):
+    from unolearn.store.tenants import tenant_key
+
+    url = f"sqlite:///{tmp_path}/db/main.sqlite3"
+    (tmp_path / "db").mkdir()
+    assert tenant_store(None, "acme") is None
+    assert tenant_store(url, "acme") == f"sqlite:///{tmp_path}/db/main.tenant-{tenant_key('acme')}.sqlite3"
+    with Workspace.open(tmp_path / "ws", url) as ws:
+        acme = open_tenant(ws, "acme", create=True)
+        try:
+            acme.add_logs([Log.from_messages([Message(role="user", content="q")], source="t", tenant="acme")])
+        finally:
+            acme.close()
+        assert ws.count("logs") == 0
+    assert (tmp_path / "db" / f"main.tenant-{tenant_key('acme')}.sqlite3").is_file()
