@@ -1,6 +1,10 @@
-"""The architecture's rules that a grep can check: SQL lives in the ``unolearn.store`` package only."""
+"""The architecture's rules that a grep or a parse can check: SQL lives in the ``unolearn.store`` package only;
+no import cycle among the package's modules; serving reaches no training, distillation, selection or simulation
+code (every import counts: those inside functions and under ``TYPE_CHECKING`` too)."""
 
+import ast
 import re
+from collections import deque
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "unolearn"
@@ -26,3 +30,60 @@ def test_the_schema_allows_exactly_the_shared_names(ws):
     assert check_values("plans", "system") == set(PLANNED_SYSTEMS)
     assert check_values("plans", "path") == set(PATHS)
     assert check_values("modules", "kind") == set(MODULE_KINDS)
+
+
+def module_name(path: Path) -> str:
+    parts = ["unolearn", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(name: str) -> set[str]:
+    """The package's modules that ``name`` imports anywhere in its text (``from . import x`` names ``x``)."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            subs = {f"{base}.{a.name}" for a in node.names} & set(MODULES)
+            found |= subs if len(subs) == len(node.names) else subs | {base}
+    return found & set(MODULES)
+
+
+GRAPH = {name: imports_of(name) for name in MODULES}
+
+
+def reached(start: list[str]) -> dict[str, str]:
+    """Every module ``start`` reaches, with the module that imports it on the way."""
+    via, todo = {s: "" for s in start}, deque(start)
+    while todo:
+        m = todo.popleft()
+        for n in GRAPH[m] - set(via):
+            via[n] = m
+            todo.append(n)
+    return via
+
+
+def test_serving_reaches_no_training_stack():
+    assert "unolearn.train" in reached(["unolearn.pipeline"])  # the walk finds what is imported
+    via = reached([m for m in MODULES if m.startswith("unolearn.serve")] + ["unolearn.answer", "unolearn.snapshot"])
+    for banned in ("unolearn.train", "unolearn.distill", "unolearn.selection", "unolearn.simulate"):
+        chain = [banned]
+        while chain[-1] in via and via[chain[-1]]:
+            chain.append(via[chain[-1]])
+        assert banned not in via, " ← ".join(chain)
+
+
+def test_no_import_cycle():
+    for name in MODULES:
+        back = reached(sorted(GRAPH[name]))
+        assert name not in back, f"{name} imports itself through {back[name]}"
+

@@ -9,8 +9,9 @@ from doubles import HashEmbedder, MockChatModel
 from unolearn.backends import Models
 from unolearn.distill import _Done
 from unolearn.errors import ConfigError, NotFoundError
+from unolearn.prompts import guide_messages, guide_text
 from unolearn.records import Log, Message, RuleEntry
-from unolearn.rulebook import RulebookConfig, build_cluster, guide_messages, guide_text, run
+from unolearn.rulebook import RulebookConfig, build_cluster, run
 from unolearn.store import now
 from unolearn.train import TrainConfig
 

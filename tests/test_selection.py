@@ -7,6 +7,7 @@ from test_train import seed_workspace
 from unolearn.backends import Models
 from unolearn.errors import ConfigError
 from unolearn.funnel import funnel
+from unolearn.plans import load_plan
 from unolearn.records import RuleEntry, RuleMember
 from unolearn.selection import (
     SelectConfig,
@@ -15,7 +16,6 @@ from unolearn.selection import (
     choose_epoch,
     decide,
     decide_guided,
-    load_plan,
     outcome,
     run,
 )

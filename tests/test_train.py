@@ -19,15 +19,14 @@ from unolearn.backends.hf import TransformersChatModel
 from unolearn.cluster import ClusterConfig, Router
 from unolearn.cluster import run as cluster
 from unolearn.errors import ConfigError, InputError
+from unolearn.prompts import CRITIC_CLIP, critic_prompt
 from unolearn.records import Log, Message
 from unolearn.store import Workspace, now
 from unolearn.text import clip
 from unolearn.train import (
-    CRITIC_CLIP,
     TrainConfig,
     accumulation,
     cpu_bf16,
-    critic_prompt,
     critic_rows,
     expert_rows,
     learning_rows,
@@ -207,7 +206,8 @@ def test_modules_do_not_depend_on_where_the_model_or_the_workspace_lies(trained,
 
 
 def test_a_new_clustering_drops_the_old_plans_and_never_selects_its_modules(tiny_model_dir, tmp_path):
-    from unolearn.selection import _latest_module, load_plan
+    from unolearn.plans import load_plan
+    from unolearn.selection import _latest_module
 
     with Workspace.open(tmp_path / "ws") as ws:
         seed_workspace(ws)

@@ -20,11 +20,10 @@ from .backends import ChatRequest, ChatResult, Models
 from .cluster import Router
 from .errors import ConfigError
 from .names import SERVED_SYSTEMS
+from .plans import ensure_adapter, load_plan
+from .prompts import critic_prompt, guide_messages
 from .records import detect_lang
-from .rulebook import guide_messages
-from .selection import ensure_adapter, load_plan
 from .store import Workspace
-from .train import critic_prompt
 
 CRITIC_MAX_TOKENS = 256
 

@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import CONFIG_FILE, BackendsConfig, check_config_file, load_backends, stage_config
+from .config import CONFIG_FILE, BackendsConfig, load_backends, stage_config
+from .config_file import check_config_file
 from .errors import ConfigError, InputError, UnolearnError, WorkspaceError, one_line
 from .funnel import funnel_lines
 from .names import SERVED_SYSTEMS, STAGES

@@ -114,7 +114,9 @@ class BackendsConfig:
         return d
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+def build_config(cls: type, data: Any, where: str) -> Any:
+    """``cls`` (a config dataclass) from a section's mapping (None: None); a ConfigError naming ``where`` for an
+    unknown key, a value of the wrong type or one out of range."""
     if data is None:
         return None
     if not isinstance(data, dict):
@@ -205,9 +207,9 @@ def load_backends(file: Path | None, overrides: dict[str, dict[str, Any]] | None
 def backends_from_dict(data: dict[str, Any], where: str = "config") -> BackendsConfig:
     """A :class:`BackendsConfig` from plain dicts (a merged config section, or ``dataclasses.asdict`` of one)."""
     return BackendsConfig(
-        generator=_build(ChatConfig, data.get("generator"), f"{where}: backends.generator"),
-        judge=_build(ChatConfig, data.get("judge"), f"{where}: backends.judge"),
-        embedder=_build(EmbedderConfig, data.get("embedder"), f"{where}: backends.embedder"),
+        generator=build_config(ChatConfig, data.get("generator"), f"{where}: backends.generator"),
+        judge=build_config(ChatConfig, data.get("judge"), f"{where}: backends.judge"),
+        embedder=build_config(EmbedderConfig, data.get("embedder"), f"{where}: backends.embedder"),
         cache=bool(data.get("cache", True)))
 
 
@@ -223,46 +225,6 @@ def _env_layer(env: dict[str, str] | os._Environ) -> dict[str, dict[str, Any]]:
     return layer
 
 
-def section_classes() -> dict[str, type]:
-    """Every section of config.yaml but ``backends`` and ``profile``, with the dataclass that reads it."""
-    from .assess import AssessConfig
-    from .bench.quality import QualityConfig
-    from .cluster import ClusterConfig
-    from .demo import DemoConfig
-    from .distill import DistillConfig
-    from .forget import RetentionConfig
-    from .redact import RedactConfig
-    from .rulebook import RulebookConfig
-    from .selection import SelectConfig
-    from .serve.config import ServeConfig
-    from .simulate import SimulateConfig
-    from .train import TrainConfig
-
-    return {"distill": DistillConfig, "cluster": ClusterConfig, "assess": AssessConfig, "rulebook": RulebookConfig,
-            "train": TrainConfig, "select": SelectConfig, "serve": ServeConfig, "redact": RedactConfig,
-            "retention": RetentionConfig, "simulate": SimulateConfig, "demo": DemoConfig,
-            "bench_quality": QualityConfig}
-
-
-def check_config_file(path: Path) -> None:
-    """Validate every section and key of a config file at once: an unknown section or key, a value of the wrong
-    type or out of range is a ConfigError naming the file, the section and the key."""
-    data = read_config_file(path)
-    classes = section_classes()
-    known = ["backends", "profile", *classes]
-    for section, values in data.items():
-        if section not in known:
-            raise ConfigError(f"{path}: unknown section {section!r} (known: {', '.join(known)})")
-        if section == "profile":
-            if values not in ("auto", "cpu", "gpu"):
-                raise ConfigError(f"{path}: profile must be auto, cpu or gpu, got {values!r}")
-        elif section != "backends":
-            if values is not None and not isinstance(values, dict):
-                raise ConfigError(f"{path}: '{section}' must be a mapping")
-            _build(classes[section], values or {}, f"{path}: {section}")
-    load_backends(path, env={})
-
-
 def stage_config(cls: type, file: Path | None, section: str, flags: dict[str, Any],
                  profile: str | None = None) -> Any:
     """A stage's config dataclass: defaults → ``profile``'s values (``cpu``/``gpu``, see
@@ -275,4 +237,4 @@ def stage_config(cls: type, file: Path | None, section: str, flags: dict[str, An
     merged = overlay(profile, section)
     merged.update(data or {})
     merged.update({k: v for k, v in flags.items() if v is not None})
-    return _build(cls, merged, f"{file}: {section}" if data else section)
+    return build_config(cls, merged, f"{file}: {section}" if data else section)

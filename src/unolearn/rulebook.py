@@ -61,12 +61,6 @@ BOTH_PROMPT = {
     "en": "Rule A: {a}\nRule B: {b}\n\nCan one answer follow both rule A and rule B? Answer yes or no.",
     "zh": "规则A：{a}\n规则B：{b}\n\n一个回答能同时遵守规则A和规则B吗？请回答 yes 或 no。",
 }
-GUIDE_HEADER = {
-    "en": "Users who asked similar questions wanted answers to follow these rules:\n{rules}\n\n## Question\n",
-    "zh": "提出类似问题的用户希望回答遵守以下规则：\n{rules}\n\n## 问题\n",
-}
-
-
 @dataclass
 class RulebookConfig:
     """Parameters of the rulebook stage."""
@@ -91,32 +85,6 @@ class RulebookConfig:
             raise ConfigError(f"rulebook.review: {self.review!r} is not one of auto, required")
         if self.novelty is None:
             self.novelty = DEFAULT_THRESHOLDS["embedding"]
-
-
-def guide_text(entries: Sequence[RuleEntry], lang: str) -> str | None:
-    """The guide of the guide path: the entries that go into prompts, numbered (None: none)."""
-    rules = [e.text for e in entries if e.in_prompt]
-    if not rules:
-        return None
-    return GUIDE_HEADER[lang].format(rules="\n".join(f"{i}. {r}" for i, r in enumerate(rules, 1)))
-
-
-def guide_messages(messages: list[dict[str, Any]], guide: str) -> list[dict[str, Any]]:
-    """``messages`` with the guide placed before the content of the last user turn, as ``rules`` places its
-    rules (the 0.5B model follows rules there better than in a system message; README, "Rulebooks");
-    as the system message when no user turn holds text."""
-    for i in range(len(messages) - 1, -1, -1):
-        m = messages[i]
-        if m.get("role") != "user":
-            continue
-        if isinstance(m.get("content"), str):
-            sep = "" if guide.endswith("\n") else "\n\n"  # a guide stored before the question header existed
-            return [*messages[:i], {**m, "content": guide + sep + m["content"]}, *messages[i + 1:]]
-        if isinstance(m.get("content"), list):
-            parts = [{"type": "text", "text": guide}, *m["content"]]
-            return [*messages[:i], {**m, "content": parts}, *messages[i + 1:]]
-        break
-    return [{"role": "system", "content": guide.rsplit("\n\n", 1)[0]}, *messages]
 
 
 def size(text: str, lang: str) -> int:

@@ -28,15 +28,15 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .backends import ChatModel, ChatRequest, Models
+from .backends import ChatRequest, Models
 from .config import opt
 from .distill import feedback_examples, pair_prompt
 from .errors import ConfigError, InputError
 from .judge import JUDGES, resolve_judge, score_items
+from .plans import Plan, ensure_adapter
 from .records import Log
 from .store import Workspace
 from .text import guard_failure, ngram_bleu, replacement_measures, tokens
-from .train import epoch_dir
 
 
 @dataclass
@@ -102,35 +102,7 @@ def best_critic_epoch(metrics: dict[str, Any], epochs: int) -> int:
     return min(sorted(evals), key=lambda e: evals[e]) if evals else epochs
 
 
-def adapter_name(module_id: str, epoch: int) -> str:
-    """The backend name of one module epoch's adapter."""
-    return f"{module_id}@{epoch}"
-
-
-async def ensure_adapter(model: ChatModel, ws: Workspace, module_id: str, epoch: int) -> str:
-    """Load one module epoch's adapter into ``model``; return its name."""
-    module = ws.module(module_id)
-    if not module:
-        raise InputError(f"no module {module_id}")
-    name = adapter_name(module_id, epoch)
-    await model.add_adapter(name, str(epoch_dir(module["path"], epoch)))
-    return name
-
-
 # -- the stage -------------------------------------------------------------------------------
-
-
-@dataclass
-class Plan:
-    """The path one system takes for one cluster."""
-
-    cluster: int
-    system: str
-    path: str
-    module_id: str | None
-    epoch: int | None
-    win_rate: float | None
-    reason: str
 
 
 def _latest_module(ws: Workspace, cluster: int, kind: str) -> dict[str, Any] | None:
@@ -144,7 +116,7 @@ async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int],
     """The guide module of ``cluster`` (clustering id, cluster id: its current rulebook) and its validation
     win rate; None: no rulebook."""
     clustering, cluster = cluster
-    from .rulebook import guide_text
+    from .prompts import guide_text
 
     entries = ws.rulebook(cluster)
     text = guide_text(entries, entries[0].lang) if entries else None
@@ -269,7 +241,7 @@ async def validate_critic(ws: Workspace, models: Models, module_id: str, epoch: 
 async def validate_guide(ws: Workspace, models: Models, module_id: str, text: str, base: Baseline,
                          cfg: SelectConfig) -> Validation:
     """Judge the guide path (the rulebook before the question, then the base model) like an expert."""
-    from .rulebook import guide_messages
+    from .prompts import guide_messages
 
     outcomes: dict[int, list[float]] = defaultdict(list)
     rows: list[tuple] = []
@@ -402,9 +374,3 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[
     finally:
         await models.aclose()
     return plans
-
-
-def load_plan(ws: Workspace, cluster: int, system: str) -> Plan | None:
-    """The stored plan of ``cluster`` for ``system`` (None before `unolearn select`)."""
-    row = ws.plan_row(cluster, system)
-    return Plan(cluster, system, *row) if row else None

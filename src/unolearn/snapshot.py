@@ -17,7 +17,7 @@ from .answer import Route, check_system, planned_route
 from .backends import Embedder
 from .cluster import Router
 from .errors import ConfigError
-from .selection import adapter_name
+from .plans import adapter_name
 from .store import Workspace
 from .store.snapshots import FORMAT
 

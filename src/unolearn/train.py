@@ -38,27 +38,12 @@ from typing import Any
 from .config import opt
 from .distill import feedback_examples, no_rule_logs, numbered, pair_prompt, pair_record
 from .errors import ConfigError, InputError, UnolearnError
+from .plans import epoch_dir
+from .prompts import critic_prompt
 from .records import content_hash
 from .store import Workspace
-from .text import clip
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-CRITIC_PROMPT = {
-    "en": ("Provide suggestions to make the answer better. Read the question and the answer, then write "
-           "numbered, concrete rules that a revised answer should follow to satisfy this user.\n\n"
-           "## Question\n{query}\n\n## Answer\n{answer}"),
-    "zh": ("请提出让回答变得更好的建议。阅读问题和回答，"
-           "然后写出带编号的具体规则，说明修改后的回答应当怎样满足这位用户。"
-           "\n\n## 问题\n{query}\n\n## 回答\n{answer}"),
-}
-
-
-#: Characters of the question and of the answer that the critic sees (both in training and at answer
-#: time), so that a critic example fits in 512 tokens with its rules: LexEval cases run
-#: to 650 Chinese characters (median) and a 256-token answer to about 1,000 English ones.
-CRITIC_CLIP = {"en": 700, "zh": 250}
-
 
 PROFILES: dict[str, dict[str, Any]] = {
     # The UNO paper's settings, for GPUs.
@@ -203,13 +188,6 @@ def split_ids(ids: list[str], val_fraction: float, seed: int, min_val: int = 1) 
         floor = min_val if len(ids) >= 3 * min_val else 1
         n_val = min(len(ids) - 1, max(floor, round(len(ids) * val_fraction)))
     return sorted(ids[n_val:]), sorted(ids[:n_val])
-
-
-def critic_prompt(query: str, answer: str, lang: str) -> list[dict[str, str]]:
-    """The critic's input: the question and the first answer, each clipped to :data:`CRITIC_CLIP` characters."""
-    limit = CRITIC_CLIP[lang]
-    content = CRITIC_PROMPT[lang].format(query=clip(query, limit), answer=clip(answer, limit))
-    return [{"role": "user", "content": content}]
 
 
 def split_members(ws: Workspace, cluster: int, cfg: TrainConfig) -> tuple[list[str], list[str]]:
@@ -385,11 +363,6 @@ def _load(base: Path, cfg: TrainConfig) -> tuple[Any, Any]:
         tok.pad_token = tok.eos_token
     dtype = "auto" if torch.cuda.is_available() else torch.bfloat16 if cfg.bf16 else torch.float32
     return AutoModelForCausalLM.from_pretrained(base, dtype=dtype), tok
-
-
-def epoch_dir(module_path: str | Path, epoch: int) -> Path:
-    """The adapter folder of one epoch of a module stored at ``module_path``."""
-    return Path(module_path) / f"epoch-{epoch}"
 
 
 def _save_each_epoch(out: Path) -> Any:

@@ -31,13 +31,12 @@ from ..answer import Route, answer, reflect
 from ..backends import Models
 from ..config import BackendsConfig
 from ..errors import ConfigError, UnolearnError
+from ..plans import adapter_name, epoch_dir
+from ..prompts import guide_messages
 from ..redact import RedactConfig, Redactor
-from ..rulebook import guide_messages
-from ..selection import adapter_name
 from ..snapshot import PlanSnapshot
 from ..store import Workspace, now
 from ..tenants import DEFAULT_TENANT, open_tenant
-from ..train import epoch_dir
 from ..wire import chunks, completion, sse, text_of
 from .config import EMBEDDED_MODEL, SYSTEM_HEADER, ServeConfig
 from .metrics import Metrics

@@ -10,8 +10,8 @@ from typing import Any
 from ..answer import Route
 from ..errors import one_line
 from ..names import SERVED_SYSTEMS
+from ..plans import adapter_name
 from ..readers import RecordError, check_text
-from ..selection import adapter_name
 from ..tenants import DEFAULT_TENANT
 from ..wire import text_of
 from .config import ACTIONS

@@ -1,0 +1,53 @@
+"""The plan and adapter vocabulary: what ``select`` writes and every serving path reads.
+
+Why a module of its own: serving (``answer``, the snapshot, the proxy) needs the names and folders of adapters and
+the stored plans, but must not import the training or selection stacks that produce them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends import ChatModel
+from .errors import InputError
+from .store import Workspace
+
+
+@dataclass
+class Plan:
+    """The path one system takes for one cluster."""
+
+    cluster: int
+    system: str
+    path: str
+    module_id: str | None
+    epoch: int | None
+    win_rate: float | None
+    reason: str
+
+
+def load_plan(ws: Workspace, cluster: int, system: str) -> Plan | None:
+    """The stored plan of ``cluster`` for ``system`` (None before `unolearn select`)."""
+    row = ws.plan_row(cluster, system)
+    return Plan(cluster, system, *row) if row else None
+
+
+def adapter_name(module_id: str, epoch: int) -> str:
+    """The backend name of one module epoch's adapter."""
+    return f"{module_id}@{epoch}"
+
+
+async def ensure_adapter(model: ChatModel, ws: Workspace, module_id: str, epoch: int) -> str:
+    """Load one module epoch's adapter into ``model``; return its name."""
+    module = ws.module(module_id)
+    if not module:
+        raise InputError(f"no module {module_id}")
+    name = adapter_name(module_id, epoch)
+    await model.add_adapter(name, str(epoch_dir(module["path"], epoch)))
+    return name
+
+
+def epoch_dir(module_path: str | Path, epoch: int) -> Path:
+    """The adapter folder of one epoch of a module stored at ``module_path``."""
+    return Path(module_path) / f"epoch-{epoch}"
