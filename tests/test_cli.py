@@ -201,3 +201,11 @@ def test_the_store_comes_from_the_environment_too(tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0 and json.loads(r.stdout)["ingested"] == 1, r.stderr
     assert db.is_file() and not (tmp_path / "ws" / "unolearn.sqlite3").exists()
+
+
+def test_the_cli_reference_is_current():
+    """docs/cli.md is the commands' own --help; after changing a command, `python -m unolearn.clidoc --write`."""
+    from unolearn.clidoc import REFERENCE, reference
+
+    stale = "docs/cli.md is stale: python -m unolearn.clidoc --write"
+    assert REFERENCE.read_text(encoding="utf-8") == reference(), stale
