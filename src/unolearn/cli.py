@@ -971,7 +971,7 @@ def doctor(ctx: click.Context, no_generate: bool, as_json: bool) -> None:
     Reports Python and package versions, CPU features (AVX2, AVX-512, AMX), the model file and its
     sha256, one short generation with tokens/s and one embedding (each in a child process, so a native
     crash is reported, not fatal), the workspace and the effective configuration with the reachability
-    of each configured server. Exit code 1 when a check fails; the JSON keys are listed in the README.
+    of each configured server. Exit code 1 when a check fails; the JSON keys are listed in docs/guide/models.md.
     """
     from .doctor import run
 

@@ -52,7 +52,7 @@ def guide_text(entries: Sequence[RuleEntry], lang: str) -> str | None:
 
 def guide_messages(messages: list[dict[str, Any]], guide: str) -> list[dict[str, Any]]:
     """``messages`` with the guide placed before the content of the last user turn, as ``rules`` places its
-    rules (the 0.5B model follows rules there better than in a system message; README, "Rulebooks");
+    rules (the 0.5B model follows rules there better than in a system message; docs/guide/rulebooks.md);
     as the system message when no user turn holds text."""
     for i in range(len(messages) - 1, -1, -1):
         m = messages[i]

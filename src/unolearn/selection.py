@@ -259,7 +259,7 @@ def decide_guided(cluster: int, expert: tuple[str, int | None, float | None] | N
                   threshold: float) -> Plan:
     """The ``uno-guided`` plan: the path whose validation win rate is highest and reaches ``threshold``, else
     base. Ties go to the guide, then the expert, then the critic: a few validation items often tie, and the
-    rules in the prompt are what a small model follows most reliably (README, "Rulebooks")."""
+    rules in the prompt are what a small model follows most reliably (docs/guide/rulebooks.md)."""
     tried: list[tuple[str, str, int | None, float | None]] = []
     if guide:
         tried.append(("guide", guide[0], None, guide[1]))
