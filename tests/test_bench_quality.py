@@ -23,7 +23,7 @@ from unolearn.bench.quality import (
     rules_prompt,
     run,
 )
-from unolearn.cli import quality_table
+from unolearn.cli.bench import quality_table
 from unolearn.errors import ConfigError
 from unolearn.report import write_report
 from unolearn.simulate import parse_preferences
