@@ -270,3 +270,8 @@ def test_a_sqlite_store_named_by_url_puts_each_tenant_in_a_file_beside_it(tmp_pa
             acme.close()
         assert ws.count("logs") == 0
     assert (tmp_path / "db" / f"main.tenant-{tenant_key('acme')}.sqlite3").is_file()
+
+
+def test_serve_takes_the_tenant_from_the_key_not_from_the_command_line(run_cli):
+    r = run_cli("--tenant", "acme", "serve", "--embedded")
+    assert r.code == 2 and "--tenant does not apply" in r.err

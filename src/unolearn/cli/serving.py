@@ -18,8 +18,10 @@ from .common import (
     json_option,
     load_config,
     models_for,
+    open_root,
     open_workspace,
     stage_config_for,
+    tenant_of,
 )
 
 
@@ -98,13 +100,17 @@ def serve(ctx: click.Context, upstream: str | None, embedded: bool, host: str | 
     id feeds the next `unolearn run`, whose `select` publishes a new plan: each worker picks it up
     without a restart (requests in flight finish on the old one). Set UNOLEARN_SERVE_KEY (or `serve:
     {api_key}` in config.yaml) to require `Authorization: Bearer <key>` (the reload endpoint too). Every
-    setting of the config's `serve:` section applies; a flag given here wins.
+    setting of the config's `serve:` section applies; a flag given here wins. With `serve: {keys: {KEY:
+    TENANT}}` each key's requests are routed, recorded and given feedback in its tenant only.
     """
     from ..redact import RedactConfig, warn_if_disabled
     from ..serve import ServeConfig
     from ..serve import serve as run_server
 
-    ws = open_workspace(ctx)
+    if tenant_of(ctx) is not None:
+        raise InputError("serve routes each request by the tenant of its key (config.yaml `serve: {keys}`); "
+                         "--tenant does not apply")
+    ws = open_root(ctx)
     flags = {"upstream": upstream, "host": host, "port": port, "system": system, "load_adapters": load_adapters,
              "reload_interval_s": reload_interval, "workers": workers, "insecure": insecure}
     cfg = stage_config(ServeConfig, config_path(ctx), "serve", flags)
