@@ -12,7 +12,6 @@ from unolearn.records import RuleEntry, RuleMember
 from unolearn.selection import (
     SelectConfig,
     best_critic_epoch,
-    bleu,
     choose_epoch,
     decide,
     decide_guided,
@@ -20,9 +19,15 @@ from unolearn.selection import (
     run,
 )
 from unolearn.store import now
-from unolearn.text import drift
+from unolearn.text import drift, ngram_bleu, tokens
 
 CFG = SelectConfig()
+
+
+
+def bleu(candidate: str, reference: str, lang: str = "en") -> float:
+    """Sentence BLEU with the brevity penalty (the drift guard's plain counterpart)."""
+    return ngram_bleu(tokens(candidate, lang), [tokens(reference, lang)], 4, brevity=True)
 
 
 def test_bleu():

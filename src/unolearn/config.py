@@ -100,11 +100,6 @@ class BackendsConfig:
         self.generator = self.generator or ChatConfig()
         self.embedder = self.embedder or EmbedderConfig()
 
-    @property
-    def judge_or_generator(self) -> ChatConfig:
-        """The judge's configuration, falling back to the generator's."""
-        return self.judge or self.generator
-
     def as_dict(self) -> dict[str, Any]:
         """A plain dict, with API keys masked."""
         d = dataclasses.asdict(self)

@@ -36,7 +36,7 @@ from .judge import JUDGES, resolve_judge, score_items
 from .plans import Plan, ensure_adapter
 from .records import Log
 from .store import Workspace
-from .text import guard_failure, ngram_bleu, replacement_measures, tokens
+from .text import guard_failure, replacement_measures
 
 
 @dataclass
@@ -70,11 +70,6 @@ class SelectConfig:
 
 
 # -- scoring ---------------------------------------------------------------------------------
-
-
-def bleu(candidate: str, reference: str, lang: str = "en", max_n: int = 4) -> float:
-    """Sentence BLEU of ``candidate`` against ``reference`` (see :func:`ngram_bleu`), with the brevity penalty."""
-    return ngram_bleu(tokens(candidate, lang), [tokens(reference, lang)], max_n, brevity=True)
 
 
 def outcome(score_module: float, score_initial: float, bleu_score: float, length_ratio: float,
