@@ -42,13 +42,17 @@ def open_tenant(ws: Workspace, name: str, *, create: bool = False) -> Workspace:
     never ingested, unless ``create``. The default tenant is ``ws`` itself: the caller keeps closing it."""
     if name == DEFAULT_TENANT:
         return ws
-    if name not in ws.tenant_names():
-        if not create:
-            known = ", ".join(tenant_names(ws))
-            raise NotFoundError(f"no tenant {name!r} in workspace {ws.where} (known: {known})")
-        ws.register_tenant(name)
+    known = name in ws.tenant_names()
+    if not known and not create:
+        raise NotFoundError(f"no tenant {name!r} in workspace {ws.where} (known: {', '.join(tenant_names(ws))})")
     tenant = Workspace.open(tenant_folder(ws.root, name), tenant_store(ws.store, name))
     tenant.tenant = name
+    if not known:  # recorded once its store exists: a store that could not be made leaves no tenant behind
+        try:
+            ws.register_tenant(name)
+        except BaseException:
+            tenant.close()
+            raise
     return tenant
 
 
