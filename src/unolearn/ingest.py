@@ -86,7 +86,8 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
     def flush() -> None:
         for name, batch in logs.items():
             _flush(tenants(name), batch, [], result, on_reject)
-        _flush(target, [], bad, result, on_reject)
+        if bad:
+            _flush(target, [], bad, result, on_reject)
         logs.clear()
 
     for offset, item in read_logs(path, fmt, tenant):

@@ -73,9 +73,9 @@ def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConf
     files = (ingest.ingest(ws, list(paths), redactor=Redactor(cfgs.redact), tenant=tenant).as_dict()
              if paths else {})
     out: dict[str, dict[str, Any]] = {}
+    several = tenant is None and bool(ws.tenant_names())
     with each_tenant(ws, tenant) as tenants:
         for name, tenant_ws in tenants:
-            several = tenant is None and bool(ws.tenant_names())
             if several:
                 echo(f"tenant {name}")
             try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import NotFoundError
 from .store import Workspace
-from .store.tenants import tenant_folder, tenant_store
+from .store.tenants import make_tenant_store, tenant_folder, tenant_store
 
 DEFAULT_TENANT = "default"
 MAX_NAME = 128
@@ -45,8 +45,9 @@ def open_tenant(ws: Workspace, name: str, *, create: bool = False) -> Workspace:
     known = name in ws.tenant_names()
     if not known and not create:
         raise NotFoundError(f"no tenant {name!r} in workspace {ws.where} (known: {', '.join(tenant_names(ws))})")
+    if not known:
+        make_tenant_store(ws.store, name)
     tenant = Workspace.open(tenant_folder(ws.root, name), tenant_store(ws.store, name))
-    tenant.tenant = name
     if not known:  # recorded once its store exists: a store that could not be made leaves no tenant behind
         try:
             ws.register_tenant(name)
@@ -77,8 +78,8 @@ def each_tenant(ws: Workspace, only: str | None = None) -> Iterator[Iterator[tup
 
 
 class TenantWorkspaces:
-    """The open workspaces of the tenants one job writes to (ingest, the proxy's recorder), each opened once,
-    created on first use; closed together."""
+    """The open workspaces of the tenants an ingest writes to, each opened once, created on first use; closed
+    together."""
 
     def __init__(self, ws: Workspace) -> None:
         self.ws, self.open = ws, {DEFAULT_TENANT: ws}

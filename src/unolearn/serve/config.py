@@ -114,13 +114,18 @@ class ServeConfig:
 
     def tenants(self) -> list[str]:
         """The tenants the keys serve: the default one first."""
-        return [DEFAULT_TENANT, *sorted(set(self.tenant_keys().values()) - {DEFAULT_TENANT})]
+        return tenants_of(self.tenant_keys())
 
     def check_exposure(self) -> None:
         """Refuse to listen beyond this machine without an API key, unless ``insecure`` says so."""
         if not self.tenant_keys() and not self.insecure and not is_loopback(self.host):
             raise ConfigError(f"serve.host {self.host!r} is reachable from other machines and no API key is set: "
                               "set UNOLEARN_SERVE_KEY (or serve: {api_key}), or pass --insecure")
+
+
+def tenants_of(keys: dict[str, str]) -> list[str]:
+    """The tenants a key → tenant map serves: the default one first (it is served without keys too)."""
+    return [DEFAULT_TENANT, *sorted(set(keys.values()) - {DEFAULT_TENANT})]
 
 
 def _key_map(data: object, where: str) -> dict[str, str]:

@@ -38,7 +38,7 @@ from ..snapshot import PlanSnapshot
 from ..store import Workspace, now
 from ..tenants import DEFAULT_TENANT, open_tenant
 from ..wire import chunks, completion, sse, text_of
-from .config import EMBEDDED_MODEL, SYSTEM_HEADER, ServeConfig
+from .config import EMBEDDED_MODEL, SYSTEM_HEADER, ServeConfig, tenants_of
 from .metrics import Metrics
 from .problems import HTTPProblem, UpstreamError, error_body, error_response
 from .recorder import Recorder
@@ -57,7 +57,8 @@ class Proxy:
     def __init__(self, ws_dir: Path, cfg: ServeConfig, backends: BackendsConfig | None, built: dict[str, Any],
                  store: str | None = None, redact: RedactConfig | None = None):
         self.ws_dir, self.cfg, self.store = Path(ws_dir), cfg, store
-        self.keys = {_digest(f"Bearer {key}"): tenant for key, tenant in cfg.tenant_keys().items()}
+        keys = cfg.tenant_keys()  # read once: a keys file is read here, not again per use
+        self.keys = {_digest(f"Bearer {key}"): tenant for key, tenant in keys.items()}
         self.ws = Workspace.open(ws_dir, store)
         self.tenants: dict[str, TenantPlan] = {}
         self.metrics = Metrics()
@@ -71,7 +72,7 @@ class Proxy:
         self.reloads, self.reload_s, self._reload_lock = 0, 0.0, asyncio.Lock()
         try:
             self._route_pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-route")
-            for name in cfg.tenants():
+            for name in tenants_of(keys):
                 self.tenants[name] = self._open_tenant(name)
         except BaseException:
             self._close_workspaces()

@@ -70,7 +70,6 @@ class Base:
         self.root = root
         self.conn = conn
         self.store = store  #: the store's URL as given (None: the workspace's SQLite file)
-        self.tenant = "default"  #: the tenant whose store this is (:mod:`unolearn.tenants`)
 
     @property
     def dialect(self) -> Dialect:

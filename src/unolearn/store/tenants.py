@@ -41,7 +41,7 @@ def tenant_schema(name: str) -> str:
 
 def tenant_store(store: str | None, name: str) -> str | None:
     """The store URL of tenant ``name`` when the workspace's store is ``store`` (None: the tenant folder's own
-    SQLite file). On PostgreSQL the schema is created when missing."""
+    SQLite file; on PostgreSQL the tenant's schema, which :func:`make_tenant_store` creates)."""
     if store is None:
         return None
     if not is_postgres(check_url(store)):
@@ -50,9 +50,15 @@ def tenant_store(store: str | None, name: str) -> str | None:
     base, _, query = store.partition("?")
     params = parse_qsl(query, keep_blank_values=True)
     options = " ".join([v for k, v in params if k == "options"] + [f"-csearch_path={tenant_schema(name)}"])
-    url = f"{base}?{urlencode([(k, v) for k, v in params if k != 'options'] + [('options', options)], quote_via=quote)}"
-    ensure_schema(store, tenant_schema(name))
-    return url
+    kept = [(k, v) for k, v in params if k != "options"]
+    return f"{base}?{urlencode([*kept, ('options', options)], quote_via=quote)}"
+
+
+def make_tenant_store(store: str | None, name: str) -> None:
+    """What a new tenant's store needs before it is opened: on PostgreSQL its schema (a SQLite file is made
+    by opening it)."""
+    if store is not None and is_postgres(store):
+        ensure_schema(store, tenant_schema(name))
 
 
 class TenantTables(Base):

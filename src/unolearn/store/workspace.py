@@ -75,9 +75,7 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
 
     def reopen(self) -> Workspace:
         """Another connection to the same workspace and store (for another thread or writer)."""
-        ws = type(self).open(self.root, self.store)
-        ws.tenant = self.tenant
-        return ws
+        return type(self).open(self.root, self.store)
 
     @property
     def where(self) -> str:
