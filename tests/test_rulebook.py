@@ -3,14 +3,16 @@
 import asyncio
 import json
 
+import numpy as np
 import pytest
 from doubles import HashEmbedder, MockChatModel
 
 from unolearn.backends import Models
 from unolearn.distill import _Done
 from unolearn.errors import ConfigError, NotFoundError
-from unolearn.prompts import guide_messages, guide_text
-from unolearn.records import Log, Message, RuleEntry
+from unolearn.guide import Guide
+from unolearn.prompts import guide_messages
+from unolearn.records import Log, Message
 from unolearn.rulebook import RulebookConfig, build_cluster, run
 from unolearn.store import now
 from unolearn.train import TrainConfig
@@ -65,13 +67,18 @@ def test_rules_merge_count_support_and_drop_what_is_known_unsupported_or_contrad
     assert entries[UNDER].status == "contradicted" and entries[UNDER].contradicted_by == entries[LONG].id
     asked = [r.messages[0]["content"] for r in jd.history]
     assert sum("same thing" in a for a in asked) >= 1 and sum("both" in a for a in asked) == 3  # 3 live entries
-    guide = guide_text(list(entries.values()), "en")
+    guide = whole_guide([e.text for e in entries.values() if e.in_prompt], "en")
     assert guide.count("\n") == 5 and f"1. {LONG}" in guide and CITE in guide and UNDER not in guide
     assert guide.endswith("\n\n## Question\n")
 
 
+def whole_guide(rules: list[str], lang: str) -> str:
+    """The text of a guide of ``rules`` without anchors (every question gets all of them)."""
+    return Guide(lang, tuple(rules), np.zeros((0, 0), dtype=np.float32), ()).text()
+
+
 def test_the_guide_goes_before_the_last_user_turn():
-    guide = guide_text([RuleEntry(id="r", cluster=0, text="用中文回答。", lang="zh", members=(), status="kept")], "zh")
+    guide = whole_guide(["用中文回答。"], "zh")
     assert guide.endswith("1. 用中文回答。\n\n## 问题\n")
     turns = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
              {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]

@@ -1,12 +1,15 @@
 import json
 
 import pytest
-from doubles import MockChatModel
-from test_train import seed_workspace
+from doubles import HashEmbedder, MockChatModel
+from test_train import TOPICS, seed_workspace
 
+from unolearn.answer import plan_route
 from unolearn.backends import Models
+from unolearn.cluster import Router
 from unolearn.errors import ConfigError
 from unolearn.funnel import funnel
+from unolearn.guide import Guide
 from unolearn.plans import load_plan
 from unolearn.records import RuleEntry, RuleMember
 from unolearn.selection import (
@@ -18,6 +21,7 @@ from unolearn.selection import (
     outcome,
     run,
 )
+from unolearn.snapshot import PlanSnapshot
 from unolearn.store import now
 from unolearn.text import drift, ngram_bleu, tokens
 
@@ -135,12 +139,12 @@ def test_config_validation():
         SelectConfig(judge_samples=0)
 
 
-def add_module(ws, mid, cluster, kind, val_ids, epochs=2, metrics=None):
+def add_module(ws, mid, cluster, kind, val_ids, epochs=2, metrics=None, train_ids=()):
     with ws.transaction() as c:
         c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
                   "train_logs, val_logs, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                   (mid, cluster, kind, f"/m/{mid}", epochs, "base", "h", "{}", json.dumps(metrics or {}),
-                   "[]", json.dumps(val_ids), 1.0, now()))
+                   json.dumps(list(train_ids)), json.dumps(val_ids), 1.0, now()))
 
 
 def test_select_validates_and_stores_plans(ws):
@@ -226,6 +230,8 @@ def test_uno_guided_takes_the_best_validated_path():
     assert decide_guided(0, expert, critic, ("g", 0.5), 0.53).path == "reflective"
     tie = decide_guided(0, ("e", 2, 0.7), critic, ("g", 0.7), 0.53)  # ties: the guide first
     assert (tie.path, tie.epoch, tie.module_id) == ("guide", None, "g")
+    first = decide_guided(0, ("e", 2, 1.0), ("c", 1, 1.0), ("g", 0.6), 0.53)  # a validated guide is not replaced
+    assert (first.path, first.module_id) == ("guide", "g") and "the guide validated" in first.reason
     tie = decide_guided(0, ("e", 2, 0.7), ("c", 1, 0.7), None, 0.53)  # then the expert, then the critic
     assert (tie.path, tie.epoch) == ("primary", 2)
     failed = decide_guided(0, ("e", None, 0.9), None, ("g", None), 0.53)  # no epoch passed; guide not judged
@@ -258,10 +264,11 @@ def test_the_guide_is_validated_with_the_rulebook_before_the_question(ws):
     plans = {p.system: p for p in run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=judge)))}
     guided = plans["uno-guided"]
     assert guided.path == "guide" and guided.win_rate == 1.0 and "guide 1.00; reflective 0.50" in guided.reason
-    text = ws.guide_text(guided.module_id)
+    text = Guide.from_json(ws.guide_body(guided.module_id)).text()
     assert "1. Cite the statute." in text and "emoji" not in text
     f = funnel(ws)
     assert f["plans"]["uno-guided"]["guide"] == 1 and f["guide_win_rates"] == {guided.module_id: 1.0}
+    assert f["guide_items"][guided.module_id] >= 2
 
 
 def stated_gain(req):
@@ -299,3 +306,49 @@ def test_the_likelihood_judge_compares_how_much_the_stated_rules_raise_each_answ
         run(ws, Models(ws, generator=gen, judge=MockChatModel()), SelectConfig(judge="likelihood"))
     with pytest.raises(ConfigError, match="judge must be one of auto, llm, likelihood"):
         SelectConfig(judge="coin")
+
+
+def test_a_mixed_cluster_guides_each_question_by_the_rules_of_its_nearest_logs(ws):
+    """One cluster holding two topics whose users asked for different things (as a small clustering can make):
+    a question gets the entries of its nearest training logs, not the other topic's; the whole guide, as served
+    before, gave every question both."""
+    ids = seed_workspace(ws)
+    embedder = HashEmbedder(dim=64)
+    mixed = ids["law"] + ids["travel"]
+    centroid = embedder.embed([f"{TOPICS['law'][0]} {TOPICS['travel'][0]}"])[0].astype("float32")
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 12, centroid.tobytes(), "hash", now()))
+        c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, 0) for i in mixed])
+    train = ids["law"][1:] + ids["travel"][1:]
+    add_module(ws, "crit-mixed", 0, "critic", [ids["law"][0], ids["travel"][0]], metrics={"eval_loss": {"1": 1.0}},
+               train_ids=train)
+    cite, short = TOPICS["law"][1], TOPICS["travel"][1]
+    members = {rule: tuple(RuleMember(log_id=i, user=f"u{n}", rule=rule) for n, i in enumerate(ids[theme][1:]))
+               for theme, rule in (("law", cite), ("travel", short))}  # 5 supporting logs per entry
+    ws.replace_rulebook([RuleEntry(id=f"rule-{n}", cluster=0, text=rule, lang="en", members=m, status="kept")
+                         for n, (rule, m) in enumerate(members.items())])
+
+    def generator(req):  # follows the rules it is given, and only those
+        turn = req.messages[-1]["content"]
+        return " ".join(["An answer."] + ["It cites the statute."] * (cite in turn) + ["Short."] * (short in turn))
+
+    def judge(req):  # the item's own rule decides: citing for law, brevity for travel
+        item, answer = req.messages[0]["content"].rsplit("## Answer\n", 1)
+        wanted = "statute" if "Cite" in item else "Short"
+        return json.dumps({"reason": "r", "score": 9 if wanted in answer and answer.count(".") <= 2 else 5})
+
+    models = Models(ws, generator=MockChatModel(responder=generator), judge=MockChatModel(responder=judge),
+                    embedder=embedder)
+    guided = {p.system: p for p in run(ws, models)}["uno-guided"]
+    assert guided.path == "guide" and funnel(ws)["guide_items"] == {guided.module_id: 12}  # 2 validation + 10 training
+    # judged as held out: a training log's question never gets its own anchor, and an entry it supports only
+    # when two other logs still support it; the entries have 5 each, so every item keeps its topic's rule
+    assert guided.win_rate == 1.0
+    guide = Guide.from_json(ws.guide_body(guided.module_id))
+    assert cite in guide.text() and short in guide.text()  # the cluster's whole guide: both topics' rules
+    snapshot = PlanSnapshot.load(ws, embedder)
+    router = Router.load(ws, embedder)
+    for theme, own, other in (("law", cite, short), ("travel", short, cite)):
+        query = f"{TOPICS[theme][0]} question 9"
+        for route in (snapshot.route(query, "uno-guided"), plan_route(ws, router, query, "uno-guided")):
+            assert route.path == "guide" and own in route.guide and other not in route.guide

@@ -5,7 +5,8 @@ system decides the path:
 - ``primary``: the generator answers with the cluster's expert adapter (the validated epoch);
 - ``reflective``: the base model answers, the critic adapter writes numbered revision rules for that
   answer, and the base model revises its answer under them;
-- ``guide``: the base model answers with the cluster's rulebook before the question (``uno-guided``);
+- ``guide``: the base model answers with the cluster's rulebook entries of the question's nearest training logs
+  before the question (``uno-guided``; :mod:`unolearn.guide`);
 - ``base``: the base model answers (also for unseen queries and clusters without a plan).
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from .backends import ChatRequest, ChatResult, Models
 from .cluster import Router
 from .errors import ConfigError
+from .guide import Guide
 from .names import SERVED_SYSTEMS
 from .plans import ensure_adapter, load_plan
 from .prompts import critic_prompt, guide_messages
@@ -80,11 +82,12 @@ def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "
     check_system(system)
     if system == "base" or router is None:
         return Route(system, "base")
-    cluster, distance = router.route(query)
+    cluster, distance, vec = router.locate(query)
     plan = load_plan(ws, cluster, system) if cluster is not None else None
     if plan is None:
         return Route(system, "base", cluster, distance)
-    guide = ws.guide_text(plan.module_id) if plan.path == "guide" else None
+    body = ws.guide_body(plan.module_id) if plan.path == "guide" else None
+    guide = Guide.from_json(body).for_query(vec) if body else None
     return planned_route(system, cluster, distance, plan.path, plan.module_id, plan.epoch, guide)
 
 

@@ -671,11 +671,19 @@ class Router:
         """The nearest cluster's id (None when unseen) and the query's cosine distance to it."""
         return self.route_many([query])[0]
 
+    def locate(self, query: str) -> tuple[int | None, float, np.ndarray]:
+        """:meth:`route`, with the query's unit vector (the guide path chooses its rules by it)."""
+        vec = normalise(self.embedder.embed([query]))
+        return (*self._routes(vec)[0], vec[0])
+
     def route_many(self, queries: Sequence[str]) -> list[tuple[int | None, float]]:
         """:meth:`route` for many queries, embedded in one call."""
         if not queries:
             return []
-        best, dist = self._nearest(normalise(self.embedder.embed(list(queries))))
+        return self._routes(normalise(self.embedder.embed(list(queries))))
+
+    def _routes(self, vecs: np.ndarray) -> list[tuple[int | None, float]]:
+        best, dist = self._nearest(vecs)
         limit = self.unseen_distance
         return [(None if limit is not None and d > limit else int(self.ids[b]), float(d))
                 for b, d in zip(best, dist)]

@@ -17,7 +17,7 @@ left out, the prompt alone reaching it, or cut short; None for modules trained b
 screening flagged one of their feedback rules, or past one user's share of the cluster; None before counted),
 ``experts_passed`` (experts whose best epoch reached the selection's win threshold, whatever their
 cluster's gap: a high-gap cluster still takes its critic in ``uno``), ``critics_trained``,
-``guides`` (clusters with a rulebook guide) and ``guide_win_rates`` (per guide module),
+``guides`` (clusters with a rulebook guide), ``guide_win_rates`` and ``guide_items`` (judged items; per guide module),
 ``per_cluster`` (the same counts for each cluster, with the gap behind its plan — ``gap``,
 ``gap_threshold``, ``gap_scorer``, ``gap_scored_logs`` — the validation win rate of each system's
 path, ``win_rates``, and the expert's ``expert_win_rate`` and ``expert_passed``) and, from the
@@ -60,6 +60,7 @@ def funnel(ws: Workspace) -> dict[str, Any]:
                                for m in raw["modules"] if m["kind"] in ("expert", "critic")},
         "guides": len(guides),
         "guide_win_rates": {m["id"]: _best_rate(raw, m["id"]) for m in guides},
+        "guide_items": {m["id"]: m["val_answers"] for m in guides},
         "per_cluster": _per_cluster(raw),
     }
 
@@ -123,7 +124,8 @@ def funnel_lines(f: dict[str, Any]) -> list[str]:
         f"items {list(f['val_items'].values())}, {same}/{answers} validation answers identical to base, "
         f"best win rates {rates}) → "
         f"{f['experts_passed']} passed; {f['critics_trained']} critics; {f.get('guides', 0)} guides (win rates "
-        f"{[None if r is None else round(r, 2) for r in f.get('guide_win_rates', {}).values()]})",
+        f"{[None if r is None else round(r, 2) for r in f.get('guide_win_rates', {}).values()]} on "
+        f"{list(f.get('guide_items', {}).values())} items)",
         "        plans: " + "; ".join(f"{s} " + ", ".join(f"{p} {n}" for p, n in c.items())
                                      for s, c in f["plans"].items()),
     ]

@@ -7,10 +7,8 @@ training or rulebook code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from .records import RuleEntry
 from .text import clip
 
 CRITIC_PROMPT = {
@@ -40,14 +38,6 @@ GUIDE_HEADER = {
     "en": "Users who asked similar questions wanted answers to follow these rules:\n{rules}\n\n## Question\n",
     "zh": "提出类似问题的用户希望回答遵守以下规则：\n{rules}\n\n## 问题\n",
 }
-
-
-def guide_text(entries: Sequence[RuleEntry], lang: str) -> str | None:
-    """The guide of the guide path: the entries that go into prompts, numbered (None: none)."""
-    rules = [e.text for e in entries if e.in_prompt]
-    if not rules:
-        return None
-    return GUIDE_HEADER[lang].format(rules="\n".join(f"{i}. {r}" for i, r in enumerate(rules, 1)))
 
 
 def guide_messages(messages: list[dict[str, Any]], guide: str) -> list[dict[str, Any]]:

@@ -28,13 +28,16 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from .backends import ChatRequest, Models
 from .config import opt
 from .distill import feedback_examples, pair_prompt
 from .errors import ConfigError, InputError
+from .guide import Guide
 from .judge import JUDGES, resolve_judge, score_items
 from .plans import Plan, ensure_adapter
-from .records import Log
+from .records import Log, RuleEntry
 from .store import Workspace
 from .text import guard_failure, replacement_measures
 
@@ -109,18 +112,37 @@ def _latest_module(ws: Workspace, cluster: int, kind: str) -> dict[str, Any] | N
 async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int], row: dict[str, Any] | None,
                  base: Baseline, cfg: SelectConfig) -> tuple[str, float | None] | None:
     """The guide module of ``cluster`` (clustering id, cluster id: its current rulebook) and its validation
-    win rate; None: no rulebook."""
+    win rate (None: fewer than ``min_val_items`` items); None: no rulebook."""
     clustering, cluster = cluster
-    from .prompts import guide_text
-
-    entries = ws.rulebook(cluster)
-    text = guide_text(entries, entries[0].lang) if entries else None
-    if text is None or row is None:
+    entries = [e for e in ws.rulebook(cluster) if e.in_prompt]
+    if not entries or row is None:
         return None
-    module_id = ws.ensure_guide(cluster, text, [e.id for e in entries if e.in_prompt], row["train_logs"],
-                                row["val_logs"], {}, clustering)
-    val = await validate_guide(ws, models, module_id, text, base, cfg)
+    guide = build_guide(ws, models, entries)
+    module_id = ws.ensure_guide(cluster, guide.text() or "", [e.id for e in entries], row["train_logs"],
+                                row["val_logs"], {}, clustering, guide.as_json())
+    items = _joined(base, await baseline(ws, models, row["train_logs"], cfg, "base answers (training logs)"), cfg)
+    val = await validate_guide(ws, models, module_id, guide, items, cfg)
     return module_id, (sum(val.outcomes[1]) / len(val.outcomes[1])) if val.outcomes.get(1) else None
+
+
+def _joined(a: Baseline, b: Baseline, cfg: SelectConfig) -> Baseline:
+    """The judged items of two baselines together (none below ``min_val_items``)."""
+    logs = [*(a.logs if _judged(a) else []), *(b.logs if _judged(b) else [])]
+    if len(logs) < cfg.min_val_items:
+        return Baseline(logs, [], [])
+    return Baseline(logs, [*a.answers, *b.answers], [*a.scores, *b.scores])
+
+
+def build_guide(ws: Workspace, models: Models, entries: list[RuleEntry]) -> Guide:
+    """The guide of a cluster's entries that reach prompts: per training log behind them, its query vector
+    (under the routing embedder) and the entries it supports."""
+    logs: dict[str, list[int]] = defaultdict(list)
+    for i, entry in enumerate(entries):
+        for log_id in dict.fromkeys(m.log_id for m in entry.members):
+            logs[log_id].append(i)
+    queries = [ws.get_log(log_id).query for log_id in logs]
+    vecs = models.embedder.embed(queries) if queries else np.zeros((0, 1), dtype=np.float32)
+    return Guide.build(entries[0].lang, [e.text for e in entries], vecs, list(logs.values()), list(logs))
 
 
 async def _judge_means(models: Models, items: list[tuple[Log, list[str], str]],
@@ -156,13 +178,14 @@ class Baseline:
     scores: list[float | None]
 
 
-async def baseline(ws: Workspace, models: Models, val_ids: list[str], cfg: SelectConfig) -> Baseline:
+async def baseline(ws: Workspace, models: Models, val_ids: list[str], cfg: SelectConfig,
+                   desc: str = "base answers") -> Baseline:
     """The validation items of ``val_ids`` and the base model's judged answers (none below ``min_val_items``)."""
     logs = feedback_examples(ws, val_ids)
     if len(logs) < cfg.min_val_items:
         return Baseline(logs, [], [])
     answers = [a.text if a.ok else "" for a in
-               await models.generator.generate(_answer_requests(logs, cfg, None), desc="base answers")]
+               await models.generator.generate(_answer_requests(logs, cfg, None), desc=desc)]
     scores = await _judge_means(models, [(log, rules, t) for (log, rules), t in zip(logs, answers)], cfg)
     return Baseline(logs, answers, scores)
 
@@ -233,17 +256,23 @@ async def validate_critic(ws: Workspace, models: Models, module_id: str, epoch: 
     return Validation(dict(outcomes), len(base.logs))
 
 
-async def validate_guide(ws: Workspace, models: Models, module_id: str, text: str, base: Baseline,
+async def validate_guide(ws: Workspace, models: Models, module_id: str, guide: Guide, base: Baseline,
                          cfg: SelectConfig) -> Validation:
-    """Judge the guide path (the rulebook before the question, then the base model) like an expert."""
+    """Judge the guide path like an expert, on the validation items and the training logs alike: each question
+    gets the rules of its nearest training logs before it (as when served), then the base model answers. A
+    training log's own anchor and the entries it supports are left out for its question (:meth:`Guide.without`),
+    so every item is judged as if held out."""
     from .prompts import guide_messages
 
     outcomes: dict[int, list[float]] = defaultdict(list)
     rows: list[tuple] = []
     if _judged(base):
+        vecs = models.embedder.embed([log.query for log, _ in base.logs])
+        texts = [guide.without(log.id).for_query(v) for (log, _), v in zip(base.logs, vecs)]
         answers = await models.generator.generate(
-            [ChatRequest.of(guide_messages(pair_prompt(log), text), max_tokens=cfg.answer_max_tokens, seed=cfg.seed,
-                            owners=(log.id, module_id)) for log, _ in base.logs], desc="guided answers")
+            [ChatRequest.of(guide_messages(pair_prompt(log), text) if text else pair_prompt(log),
+                            max_tokens=cfg.answer_max_tokens, seed=cfg.seed, owners=(log.id, module_id))
+             for (log, _), text in zip(base.logs, texts)], desc="guided answers")
         await _compare(models, base, module_id, 1, [a.text if a.ok else "" for a in answers], cfg, outcomes, rows)
     ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
     return Validation(dict(outcomes), len(base.logs))
@@ -252,9 +281,13 @@ async def validate_guide(ws: Workspace, models: Models, module_id: str, text: st
 def decide_guided(cluster: int, expert: tuple[str, int | None, float | None] | None,
                   critic: tuple[str, int, float | None] | None, guide: tuple[str, float | None] | None,
                   threshold: float) -> Plan:
-    """The ``uno-guided`` plan: the path whose validation win rate is highest and reaches ``threshold``, else
-    base. Ties go to the guide, then the expert, then the critic: a few validation items often tie, and the
-    rules in the prompt are what a small model follows most reliably (docs/guide/rulebooks.md)."""
+    """The ``uno-guided`` plan: the guide when its validation win rate reaches ``threshold``; else the expert or
+    the critic whose win rate is highest and reaches it (the expert on ties); else base.
+
+    Why the guide first: it is the rules memory's way of answering (the rules of the nearest logs before the
+    question), the bar an expert or critic must beat to replace it, and a few validation items against base cannot
+    show that they do — on a preference file nobody tuned for, an expert that won its 2 items answered worse than
+    the rules memory (issue 37)."""
     tried: list[tuple[str, str, int | None, float | None]] = []
     if guide:
         tried.append(("guide", guide[0], None, guide[1]))
@@ -266,6 +299,9 @@ def decide_guided(cluster: int, expert: tuple[str, int | None, float | None] | N
     ok = [t for t in tried if t[3] is not None and t[3] >= threshold and (t[0] != "primary" or t[2] is not None)]
     if not ok:
         return Plan(cluster, "uno-guided", "base", None, None, None, f"no path reached {threshold:.2f} ({rates})")
+    if ok[0][0] == "guide":
+        path, mid, epoch, rate = ok[0]
+        return Plan(cluster, "uno-guided", path, mid, epoch, rate, f"the guide validated ({rates})")
     path, mid, epoch, rate = max(ok, key=lambda t: t[3])
     return Plan(cluster, "uno-guided", path, mid, epoch, rate, f"best validated path ({rates})")
 

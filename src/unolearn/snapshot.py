@@ -17,9 +17,10 @@ from .answer import Route, check_system, planned_route
 from .backends import Embedder
 from .cluster import Router
 from .errors import ConfigError
+from .guide import Guide
 from .plans import adapter_name
 from .store import Workspace
-from .store.snapshots import FORMAT
+from .store.snapshots import FORMATS
 
 
 @dataclass
@@ -30,7 +31,7 @@ class PlanSnapshot:
     created_at: str
     router: Router | None
     plans: dict[tuple[int, str], tuple[str, str | None, int | None]]  # (cluster, system) → (path, module, epoch)
-    guides: dict[str, str]
+    guides: dict[str, Guide]
     adapters: list[tuple[str, int, str]]  # (module id, epoch, adapter folder on this machine)
 
     @classmethod
@@ -39,11 +40,12 @@ class PlanSnapshot:
         body = ws.snapshot(snapshot_id)
         if body is None:
             return None
-        if body.get("format") != FORMAT:
+        if body.get("format") not in FORMATS:
             raise ConfigError(f"plan snapshot {body['id']} has format {body.get('format')}, unknown to this "
                               "unolearn: upgrade unolearn")
         return cls(body["id"], body["created_at"], _router(ws, embedder, body),
-                   {(c, s): (p, m, e) for c, s, p, m, e in body["plans"]}, body["guides"],
+                   {(c, s): (p, m, e) for c, s, p, m, e in body["plans"]},
+                   {mid: Guide.from_json(g) for mid, g in body["guides"].items()},
                    [(m, e, str(ws.resolve(p))) for m, e, p in body["adapters"]])
 
     def route(self, query: str, system: str) -> Route:
@@ -51,13 +53,14 @@ class PlanSnapshot:
         check_system(system)
         if system == "base" or self.router is None:
             return Route(system, "base", plan_id=self.id)
-        cluster, distance = self.router.route(query)
+        cluster, distance, vec = self.router.locate(query)
         plan = self.plans.get((cluster, system)) if cluster is not None else None
         if plan is None:
             return Route(system, "base", cluster, distance, plan_id=self.id)
         path, module_id, epoch = plan
         guide = self.guides.get(module_id) if path == "guide" else None
-        return planned_route(system, cluster, distance, path, module_id, epoch, guide, self.id)
+        text = guide.for_query(vec) if guide is not None else None
+        return planned_route(system, cluster, distance, path, module_id, epoch, text, self.id)
 
     def adapter_names(self) -> set[str]:
         """The served names of the adapters this snapshot's plans use."""

@@ -17,7 +17,7 @@ from ..errors import NotFoundError
 from ..records import RuleEntry, RuleMember, canonical_json, content_hash
 from .base import Base, now, upsert
 from .clusters import still_current
-from .snapshots import publish
+from .snapshots import publish, stored_guide
 
 _DECIDE = upsert("rule_decisions", ("log_id", "rule", "decision", "entry_id", "decided_at"), ("log_id", "rule"))
 
@@ -119,12 +119,14 @@ class RulebookTables(Base):
                                 else f"rulebook entry prefix {entry_id!r} is ambiguous")
         return _entry(rows[0])
 
-    def ensure_guide(self, cluster: int, text: str, entry_ids: list[str], train_ids: list[str],
-                     val_ids: list[str], config: dict[str, Any], clustering: int | None) -> str:
-        """The ``guide`` module of ``cluster`` with rulebook ``text`` (recorded once; made newest) in
-        ``clustering`` (the version selection started on, still current); its id."""
-        module_id = content_hash("guide", {"cluster": cluster, "text": text, "val": sorted(val_ids)})
-        metrics = canonical_json({"text": text, "entries": entry_ids})
+    def ensure_guide(self, cluster: int, text: str, entry_ids: list[str], train_ids: list[str], val_ids: list[str],
+                     config: dict[str, Any], clustering: int | None, guide: dict[str, Any] | None = None) -> str:
+        """The ``guide`` module of ``cluster`` with rulebook ``text`` (recorded once; made newest) in ``clustering``
+        (the version selection started on, still current); its id. ``guide``: the entries ``entry_ids`` with their
+        anchors (:meth:`unolearn.guide.Guide.as_json`; None: every question gets ``text``)."""
+        module_id = content_hash("guide", {"cluster": cluster, "text": text, "val": sorted(val_ids),
+                                           "train": sorted(train_ids)})
+        metrics = canonical_json({"text": text, "entries": entry_ids, **({"guide": guide} if guide else {})})
         with self.transaction() as c:
             still_current(c, clustering, f"guide {module_id}")
             c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
@@ -135,10 +137,13 @@ class RulebookTables(Base):
                        canonical_json(val_ids), now(), clustering))
         return module_id
 
-    def guide_text(self, module_id: str) -> str | None:
-        """The rulebook text of a ``guide`` module (None: no such guide)."""
+    def guide_body(self, module_id: str) -> dict[str, Any] | str | None:
+        """The stored guide of a ``guide`` module (:meth:`unolearn.guide.Guide.as_json`; its text alone for a guide
+        recorded before anchors existed; None: no such guide)."""
         row = self.conn.execute("SELECT metrics FROM modules WHERE id = ? AND kind = 'guide'", (module_id,)).fetchone()
-        return json.loads(row[0]).get("text") if row else None
+        if row is None:
+            return None
+        return stored_guide(json.loads(row[0]))
 
     def _reject(self, c: Any, entry: RuleEntry, vector: np.ndarray | None, embedder: str | None) -> None:
         """Record the rejection and unplan the guides that carry the entry (publishing the plans at once)."""

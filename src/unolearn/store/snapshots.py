@@ -15,8 +15,11 @@ from typing import Any
 from .base import Base, now
 from .dialect import Connection
 
-#: The layout of a snapshot's ``body``; a reader refuses another.
-FORMAT = 1
+#: The layout of a snapshot's ``body``; a reader refuses another. 2: a guide is its entries with their anchors
+#: (:meth:`unolearn.guide.Guide.as_json`); 1: its text.
+FORMAT = 2
+#: Layouts this version reads.
+FORMATS = (1, 2)
 
 
 def snapshot_body(c: Connection, empty_ok: bool = False) -> dict[str, Any] | None:
@@ -33,13 +36,18 @@ def snapshot_body(c: Connection, empty_ok: bool = False) -> dict[str, Any] | Non
     modules = {mid: (kind, path, metrics) for mid, kind, path, metrics in c.execute(
         "SELECT id, kind, path, metrics FROM modules WHERE id IN "
         f"(SELECT module_id FROM plans WHERE clustering {same} ?)", (clustering,))}
-    guides = {mid: json.loads(m[2]).get("text") for mid, m in modules.items() if m[0] == "guide"}
+    guides = {mid: stored_guide(json.loads(m[2])) for mid, m in modules.items() if m[0] == "guide"}
     adapters = sorted({(p[3], p[4], modules[p[3]][1]) for p in plans
                        if p[2] in ("primary", "reflective") and p[3] in modules})
     embedder = clusters[0][3] if clusters else None
     return {"format": FORMAT, "clustering": clustering, "embedder": embedder, "unseen_distance": unseen,
             "clusters": [[cid, size, base64.b64encode(bytes(vec)).decode()] for cid, size, vec, _ in clusters],
             "plans": [list(p) for p in plans], "guides": guides, "adapters": [list(a) for a in adapters]}
+
+
+def stored_guide(metrics: dict[str, Any]) -> dict[str, Any] | str:
+    """A guide module's stored guide (its text for one recorded before anchors existed)."""
+    return metrics.get("guide") or metrics["text"]
 
 
 def publish(c: Connection, empty_ok: bool = False) -> int | None:

@@ -1,0 +1,76 @@
+"""The guide chosen per question: votes of the nearest anchors, held-out validation, the stored form, old snapshots."""
+
+import json
+
+import numpy as np
+from doubles import HashEmbedder
+
+from unolearn.guide import Guide
+from unolearn.records import Clustering
+from unolearn.snapshot import PlanSnapshot
+
+CITE, SHORT, BOLD = "Cite the statute.", "Answer in one sentence.", "Bold the key terms."
+
+
+def axis(i: int, dim: int = 4) -> np.ndarray:
+    v = np.zeros(dim, dtype=np.float32)
+    v[i] = 1.0
+    return v
+
+
+def law_and_travel() -> Guide:
+    """Four law anchors (CITE; the first also BOLD) near axis 0, one travel anchor (SHORT) near axis 1."""
+    anchors = np.stack([axis(0) + 0.1 * axis(2) * i for i in range(4)] + [axis(1)])
+    return Guide.build("en", [CITE, SHORT, BOLD], anchors, [(0, 2), (0,), (0,), (0,), (1,)],
+                       ["l0", "l1", "l2", "l3", "t0"])
+
+
+def test_a_question_gets_the_entries_two_of_its_five_nearest_logs_support():
+    guide = law_and_travel()
+    text = guide.for_query(axis(0))
+    # the five nearest are all five anchors: CITE has 4 votes; SHORT (the stray travel log) and BOLD have 1
+    assert CITE in text and SHORT not in text and BOLD not in text
+    assert guide.for_query(axis(1)) == guide.text([0])  # all five are its nearest: CITE's 4 votes win again
+    scattered = Guide.build("en", [CITE, SHORT, BOLD], np.stack([axis(0), axis(1), axis(2)]), [(0,), (1,), (2,)])
+    assert scattered.for_query(axis(1)) == scattered.text([1])  # no entry has two votes: the nearest anchor's own
+    assert guide.for_query(None) == guide.text() and all(r in guide.text() for r in (CITE, SHORT, BOLD))
+    assert guide.nearest(axis(0), votes=1) == [0, 1, 2]  # one vote each: the rules memory's way, every neighbour's
+
+
+def test_held_out_a_log_gives_neither_its_anchor_nor_the_entries_only_it_and_one_other_support():
+    guide = Guide.build("en", [CITE, SHORT], np.stack([axis(0), axis(0), axis(0), axis(1), axis(1)]),
+                        [(0,), (0,), (0,), (1,), (1,)], ["a", "b", "c", "d", "e"])
+    held = guide.without("d")
+    assert held.sources == ("a", "b", "c") and held.nearest(axis(1)) == [0]  # SHORT had d and e: one left
+    assert guide.without("a").nearest(axis(0)) == [0, 1]  # CITE keeps b and c; all four left are among the five
+    assert guide.without("unknown") is guide
+
+
+def test_the_stored_guide_round_trips_and_a_text_only_guide_gives_every_question_its_text():
+    guide = law_and_travel()
+    again = Guide.from_json(json.loads(json.dumps(guide.as_json())))
+    assert again.rules == guide.rules and again.supports == guide.supports
+    assert np.allclose(again.anchors, guide.anchors) and again.for_query(axis(0)) == guide.for_query(axis(0))
+    assert "sources" not in guide.as_json()  # log ids stay where the guide was built
+    old = Guide.from_json("Users wanted:\n1. Be brief.\n\n## Question\n")
+    assert old.for_query(axis(0)) == old.text() == "Users wanted:\n1. Be brief.\n\n## Question\n"
+
+
+def test_a_snapshot_published_before_anchors_still_routes_its_guide(ws):
+    """A proxy upgraded over a workspace whose newest snapshot is of format 1 (guides as text) keeps serving it."""
+    embedder = HashEmbedder(dim=16)
+    centroid = embedder.embed(["contract statute court"])[0].astype("float32")
+    ws.replace_clustering(Clustering(id=0, embedder="hash", created_at=""), [(0, 3, centroid.tobytes())], [])
+    version = ws.clustering_id()
+    text = "Users wanted:\n1. Cite the statute.\n\n## Question\n"
+    mid = ws.ensure_guide(0, text, [], [], [], {}, version)
+    ws.replace_plans([(0, "uno-guided", "guide", mid, None, 1.0, "t")], version)
+    body = ws.snapshot()
+    old = {k: v for k, v in body.items() if k not in ("id", "created_at")} | {"format": 1, "guides": {mid: text}}
+    with ws.transaction() as c:
+        c.execute("INSERT INTO plan_snapshots (clustering, body, created_at) VALUES (?,?,?)",
+                  (version, json.dumps(old), body["created_at"]))
+    snapshot = PlanSnapshot.load(ws, embedder)
+    assert snapshot.id > body["id"]
+    route = snapshot.route("contract statute court question", "uno-guided")
+    assert (route.path, route.guide) == ("guide", text)
