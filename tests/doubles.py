@@ -79,3 +79,11 @@ class HashEmbedder(Embedder):
             for w in t.lower().split() or [""]:
                 out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
         return out
+
+
+def as_plans(rows):
+    """Plans from ``(cluster, system, path, module id, epoch, win rate, reason)`` tuples."""
+    from unolearn.records import Plan
+
+    keys = ("cluster", "system", "path", "module_id", "epoch", "win_rate", "reason")
+    return [Plan(**dict(zip(keys, r))) for r in rows]

@@ -3,7 +3,7 @@
 import json
 
 import numpy as np
-from doubles import HashEmbedder
+from doubles import HashEmbedder, as_plans
 
 from unolearn.guide import Guide
 from unolearn.records import Clustering
@@ -64,7 +64,7 @@ def test_a_snapshot_published_before_anchors_still_routes_its_guide(ws):
     version = ws.clustering_id()
     text = "Users wanted:\n1. Cite the statute.\n\n## Question\n"
     mid = ws.ensure_guide(0, text, [], [], [], {}, version)
-    ws.replace_plans([(0, "uno-guided", "guide", mid, None, 1.0, "t")], version)
+    ws.replace_plans(as_plans([(0, "uno-guided", "guide", mid, None, 1.0, "t")]), version)
     body = ws.snapshot()
     old = {k: v for k, v in body.items() if k not in ("id", "created_at")} | {"format": 1, "guides": {mid: text}}
     with ws.transaction() as c:

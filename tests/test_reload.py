@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import each_store  # noqa: F401
-from doubles import HashEmbedder
+from doubles import HashEmbedder, as_plans
 from fake_openai import FakeOpenAI
 from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
@@ -39,7 +39,7 @@ def replan_rice(ws: Workspace, module_id: str) -> int:
     add_expert(ws, module_id, 0)
     plans = [(0, s, "primary", module_id, 1, 1.0, "won") for s in ("uno", "uno-single", "uno-guided")]
     plans += [(1, "uno", "reflective", "crit-law", 1, 1.0, "won"), (2, "uno", "base", None, None, None, "gap")]
-    return ws.replace_plans(plans, ws.clustering_id())
+    return ws.replace_plans(as_plans(plans), ws.clustering_id())
 
 
 def test_select_publishes_the_plan_whole_and_a_reclustering_keeps_serving_it(tmp_path, each_store):
@@ -63,7 +63,7 @@ def test_select_publishes_the_plan_whole_and_a_reclustering_keeps_serving_it(tmp
 
         # `select` on the new clustering stores its plans and publishes them in the same transaction.
         add_expert(ws, "exp-new", 7)
-        new_id = ws.replace_plans([(7, "uno", "primary", "exp-new", 1, 1.0, "won")], ws.clustering_id())
+        new_id = ws.replace_plans(as_plans([(7, "uno", "primary", "exp-new", 1, 1.0, "won")]), ws.clustering_id())
         assert new_id == ws.latest_snapshot_id() > first.id
         new = PlanSnapshot.load(ws, embedder)
         assert new.route(RICE, "uno").module_id == "exp-new" and new.route(RICE, "uno").cluster == 7

@@ -13,6 +13,7 @@ from unolearn.guide import Guide
 from unolearn.plans import load_plan
 from unolearn.records import RuleEntry, RuleMember
 from unolearn.selection import (
+    Candidate,
     SelectConfig,
     best_critic_epoch,
     choose_epoch,
@@ -97,18 +98,30 @@ def test_best_critic_epoch():
     assert best_critic_epoch({"eval_loss": {}}, 8) == 8
 
 
+def E(mid, epoch, rate):  # an expert candidate, as validation leaves it
+    return Candidate("primary", mid, epoch, rate)
+
+
+def C(mid, epoch, rate=None):  # a critic candidate
+    return Candidate("reflective", mid, epoch, rate)
+
+
+def G(mid, rate):  # a guide candidate
+    return Candidate("guide", mid, None, rate)
+
+
 def test_decide_each_case():
     def paths(plans):
         return {p.system: (p.path, p.module_id, p.epoch) for p in plans}
 
-    assert paths(decide(0, "primary", ("e", 3, 0.6), ("c", 2))) == {
+    assert paths(decide(0, "primary", E("e", 3, 0.6), C("c", 2))) == {
         "uno": ("primary", "e", 3), "uno-single": ("primary", "e", 3)}
-    assert paths(decide(0, "primary", ("e", None, 0.4), ("c", 2))) == {
+    assert paths(decide(0, "primary", E("e", None, 0.4), C("c", 2))) == {
         "uno": ("reflective", "c", 2), "uno-single": ("base", None, None)}
-    assert paths(decide(0, "reflective", None, ("c", 1))) == {
+    assert paths(decide(0, "reflective", None, C("c", 1))) == {
         "uno": ("reflective", "c", 1), "uno-single": ("base", None, None)}
     assert paths(decide(0, "primary", None, None)) == {"uno": ("base", None, None), "uno-single": ("base", None, None)}
-    high = decide(0, "reflective", ("e", 2, 0.75), ("c", 1), gap_note="gap 0.12 ≥ 0.08")  # a passed expert, high gap
+    high = decide(0, "reflective", E("e", 2, 0.75), C("c", 1), gap_note="gap 0.12 ≥ 0.08")  # a passed expert, high gap
     assert paths(high) == {"uno": ("reflective", "c", 1), "uno-single": ("base", None, None)}
     assert "high cognitive gap; gap 0.12 ≥ 0.08; expert epoch 2 won 0.75 of validation comparisons, not used" in (
         high[0].reason)
@@ -224,17 +237,17 @@ def test_a_high_gap_clusters_expert_is_validated_but_the_critic_serves(ws):
 
 
 def test_uno_guided_takes_the_best_validated_path():
-    expert, critic = ("e", 2, 0.6), ("c", 1, 0.7)
-    assert (decide_guided(0, expert, critic, ("g", 0.9), 0.53).path, decide_guided(0, expert, critic, ("g", 0.9),
+    expert, critic = E("e", 2, 0.6), C("c", 1, 0.7)
+    assert (decide_guided(0, expert, critic, G("g", 0.9), 0.53).path, decide_guided(0, expert, critic, G("g", 0.9),
                                                                                    0.53).module_id) == ("guide", "g")
-    assert decide_guided(0, expert, critic, ("g", 0.5), 0.53).path == "reflective"
-    tie = decide_guided(0, ("e", 2, 0.7), critic, ("g", 0.7), 0.53)  # ties: the guide first
+    assert decide_guided(0, expert, critic, G("g", 0.5), 0.53).path == "reflective"
+    tie = decide_guided(0, E("e", 2, 0.7), critic, G("g", 0.7), 0.53)  # ties: the guide first
     assert (tie.path, tie.epoch, tie.module_id) == ("guide", None, "g")
-    first = decide_guided(0, ("e", 2, 1.0), ("c", 1, 1.0), ("g", 0.6), 0.53)  # a validated guide is not replaced
+    first = decide_guided(0, E("e", 2, 1.0), C("c", 1, 1.0), G("g", 0.6), 0.53)  # a validated guide is not replaced
     assert (first.path, first.module_id) == ("guide", "g") and "the guide validated" in first.reason
-    tie = decide_guided(0, ("e", 2, 0.7), ("c", 1, 0.7), None, 0.53)  # then the expert, then the critic
+    tie = decide_guided(0, E("e", 2, 0.7), C("c", 1, 0.7), None, 0.53)  # then the expert, then the critic
     assert (tie.path, tie.epoch) == ("primary", 2)
-    failed = decide_guided(0, ("e", None, 0.9), None, ("g", None), 0.53)  # no epoch passed; guide not judged
+    failed = decide_guided(0, E("e", None, 0.9), None, G("g", None), 0.53)  # no epoch passed; guide not judged
     assert failed.path == "base" and "guide not judged; primary 0.90" in failed.reason
     assert decide_guided(0, None, None, None, 0.53).path == "base"
 

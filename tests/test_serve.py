@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import BACKENDS, each_store, store_of  # noqa: F401
-from doubles import HashEmbedder, MockChatModel
+from doubles import HashEmbedder, MockChatModel, as_plans
 from fake_openai import FakeOpenAI
 
 from unolearn.bench.serve import ServeProcess, bench_serve
@@ -637,8 +637,9 @@ def _route_on_the_store(store: str, upstream: str, setup: Path) -> tuple[dict[st
                               [(0, 1, centroid.tobytes())], [])
         version = ws.clustering_id()
         guide = ws.ensure_guide(0, GUIDE, [], [], [], {}, version)
-        ws.replace_plans([(0, "uno", "base", None, None, None, "t"), (0, "uno-single", "base", None, None, None, "t"),
-                          (0, "uno-guided", "guide", guide, None, None, "t")], version)
+        ws.replace_plans(as_plans([(0, "uno", "base", None, None, None, "t"),
+                                   (0, "uno-single", "base", None, None, None, "t"),
+                                   (0, "uno-guided", "guide", guide, None, None, "t")]), version)
     return {"UNOLEARN_EMBED_BACKEND": "openai", "UNOLEARN_EMBED_BASE_URL": upstream,
             "UNOLEARN_EMBED_MODEL": "fake-embed"}, guide
 

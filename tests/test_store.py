@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import each_store  # noqa: F401
+from doubles import as_plans
 from postgres import free_port
 
 from unolearn.errors import NotFoundError, WorkspaceError
@@ -81,7 +82,7 @@ def test_clustering_migration_makes_the_stored_clusters_version_1(ws_dir):
         version = w.clustering()
         assert (version.id, version.embedder, version.unseen_distance, version.fingerprint) == (1, "e5", 0.4, "fp")
         assert [m["id"] for m in w.modules(0, "expert")] == ["m1"]
-        assert w.plan_row(0, "uno")[:2] == ("primary", "m1")
+        assert (w.plan(0, "uno").path, w.plan(0, "uno").module_id) == ("primary", "m1")
 
 
 def test_an_empty_workspace_has_no_clustering_after_the_migration(ws):
@@ -188,14 +189,14 @@ def test_planned_adapters_lie_in_this_workspace_wherever_it_was_moved(tmp_path, 
         w.add_module({"id": "m1", "cluster": 0, "kind": "expert", "path": w.relative(w.artifacts / "modules" / "m1"),
                       "epochs": 2, "base_model": "b@h", "data_hash": "h", "config": "{}", "metrics": "{}",
                       "train_logs": "[]", "val_logs": "[]", "seconds": 1.0}, w.clustering_id())
-        w.replace_plans([(0, "uno", "primary", "m1", 2, 1.0, "won"), (0, "uno-single", "base", None, None, None, "r")],
-                        w.clustering_id())
+        w.replace_plans(as_plans([(0, "uno", "primary", "m1", 2, 1.0, "won"),
+                                  (0, "uno-single", "base", None, None, None, "r")]), w.clustering_id())
     shutil.move(tmp_path / "a", tmp_path / "b")
     with Workspace.open(tmp_path / "b", store_url) as w:
         served = [("m1", 2, str(tmp_path / "b" / "artifacts" / "modules" / "m1"))]
         assert PlanSnapshot.load(w, embedder).adapters == served
         w.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
-        assert w.plan_row(0, "uno") is None and w.modules() == []  # a new clustering: no plan, no module of it yet
+        assert w.plan(0, "uno") is None and w.modules() == []  # a new clustering: no plan, no module of it yet
         assert PlanSnapshot.load(w, embedder).adapters == served  # the published plan serves until `select`
 
 
@@ -468,7 +469,7 @@ def test_a_stage_never_stores_its_result_in_a_clustering_made_after_it_started(w
     with Workspace.open(ws.root, ws.store) as elsewhere:
         elsewhere.replace_clustering(Clustering(id=0, embedder="e", created_at=""), [(0, 1, b"\0" * 4)], [])
     for store in (lambda: ws.add_module({**row, "id": "m2"}, started), lambda: ws.adopt_module("m1", started),
-                  lambda: ws.replace_plans([(0, "uno", "primary", "m1", 1, 1.0, "won")], started),
+                  lambda: ws.replace_plans(as_plans([(0, "uno", "primary", "m1", 1, 1.0, "won")]), started),
                   lambda: ws.ensure_guide(0, "1. Be brief.", [], [], [], {}, started)):
         with pytest.raises(ClusteringChangedError, match=f"re-clustered \\(clustering {started + 1}\\) while .* "
                                                          f"for clustering {started}"):

@@ -105,7 +105,7 @@ def run_tenant(ws: Workspace, models: Models, cfgs: RunConfigs, echo: Callable[[
         ("rulebook", lambda: rulebook.summary(rulebook.run(
             ws, models, cfgs.rulebook, split=cfgs.train), ws.has_identified_users())),
         ("train", lambda: [_module_summary(m) for m in train.run_in_child(ws.root, cfgs.train, store=ws.store)]),
-        ("select", lambda: [asdict(p) for p in selection.run(ws, models, cfgs.select)]),
+        ("select", lambda: [p.model_dump() for p in selection.run(ws, models, cfgs.select)]),
     ]
     for i, (name, step) in enumerate(steps, 1):
         if name == "distill" and not ws.count("logs"):

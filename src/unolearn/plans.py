@@ -6,31 +6,17 @@ the stored plans, but must not import the training or selection stacks that prod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import ChatModel
 from .errors import InputError
+from .records import Plan
 from .store import Workspace
-
-
-@dataclass
-class Plan:
-    """The path one system takes for one cluster."""
-
-    cluster: int
-    system: str
-    path: str
-    module_id: str | None
-    epoch: int | None
-    win_rate: float | None
-    reason: str
 
 
 def load_plan(ws: Workspace, cluster: int, system: str) -> Plan | None:
     """The stored plan of ``cluster`` for ``system`` (None before `unolearn select`)."""
-    row = ws.plan_row(cluster, system)
-    return Plan(cluster, system, *row) if row else None
+    return ws.plan(cluster, system)
 
 
 def adapter_name(module_id: str, epoch: int) -> str:

@@ -215,3 +215,29 @@ class Clustering(Record):
         clusters formed among them never met the older logs, so a rebuild (``--recluster``) would cut
         differently. 0.0 right after a full clustering."""
         return self.unfit / self.added if self.added else 0.0
+
+
+class Plan(Record):
+    """The path one system takes for one cluster (what ``select`` stores and every serving path reads)."""
+
+    cluster: int
+    system: str
+    path: str = Field(description="primary, reflective, guide or base.")
+    module_id: str | None = None
+    epoch: int | None = None
+    win_rate: float | None = None
+    reason: str = ""
+
+
+class ValidationItem(Record):
+    """One judged validation item of one module epoch: its answer against the fresh base answer."""
+
+    module_id: str
+    epoch: int
+    log_id: str
+    score_initial: float = Field(description="The judge's mean score of the base answer.")
+    score_module: float = Field(description="The judge's mean score of the module's answer.")
+    bleu: float = Field(description="The answer's BLEU to the base answer and the query (drift guard).")
+    length_ratio: float = Field(description="The answer's length over the base answer's (collapse guard).")
+    outcome: float = Field(description="1 win, 0.5 tie, 0 loss.")
+    same_as_base: bool

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,8 +37,8 @@ from .distill import feedback_examples, pair_prompt
 from .errors import ConfigError, InputError
 from .guide import Guide
 from .judge import JUDGES, resolve_judge, score_items
-from .plans import Plan, ensure_adapter
-from .records import Log, RuleEntry
+from .plans import ensure_adapter
+from .records import Log, Plan, RuleEntry, ValidationItem
 from .store import Workspace
 from .text import guard_failure, replacement_measures
 
@@ -110,9 +111,9 @@ def _latest_module(ws: Workspace, cluster: int, kind: str) -> dict[str, Any] | N
 
 
 async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int], row: dict[str, Any] | None,
-                 base: Baseline, cfg: SelectConfig) -> tuple[str, float | None] | None:
-    """The guide module of ``cluster`` (clustering id, cluster id: its current rulebook) and its validation
-    win rate (None: fewer than ``min_val_items`` items); None: no rulebook."""
+                 base: Baseline, cfg: SelectConfig) -> Candidate | None:
+    """The guide of ``cluster`` (clustering id, cluster id: its current rulebook), validated on the cluster's
+    validation items and its training logs held out in turn; None: no rulebook."""
     clustering, cluster = cluster
     entries = [e for e in ws.rulebook(cluster) if e.in_prompt]
     if not entries or row is None:
@@ -121,8 +122,8 @@ async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int],
     module_id = ws.ensure_guide(cluster, guide.text() or "", [e.id for e in entries], row["train_logs"],
                                 row["val_logs"], {}, clustering, guide.as_json())
     items = _joined(base, await baseline(ws, models, row["train_logs"], cfg, "base answers (training logs)"), cfg)
-    val = await validate_guide(ws, models, module_id, guide, items, cfg)
-    return module_id, (sum(val.outcomes[1]) / len(val.outcomes[1])) if val.outcomes.get(1) else None
+    val = await validate(ws, models, module_id, [1], guide_answers(models, module_id, guide, items, cfg), items, cfg)
+    return Candidate("guide", module_id, None, val.rate(1))
 
 
 def _joined(a: Baseline, b: Baseline, cfg: SelectConfig) -> Baseline:
@@ -168,6 +169,11 @@ class Validation:
     outcomes: dict[int, list[float]]
     n_items: int
 
+    def rate(self, epoch: int) -> float | None:
+        """The win rate of one epoch (None: not judged)."""
+        found = self.outcomes.get(epoch)
+        return sum(found) / len(found) if found else None
+
 
 @dataclass
 class Baseline:
@@ -194,92 +200,111 @@ def _judged(base: Baseline) -> bool:
     return bool(base.answers)
 
 
+def _texts(results: list[Any]) -> list[str]:
+    """The answers' texts ("" for a failed call)."""
+    return [r.text if r.ok else "" for r in results]
+
+
 async def _compare(models: Models, base: Baseline, module_id: str, epoch: int, texts: list[str],
-                   cfg: SelectConfig, outcomes: dict[int, list[float]], rows: list[tuple]) -> None:
-    """Judge ``texts`` (one module epoch's answers) against the base answers; add outcomes and rows."""
+                   cfg: SelectConfig) -> list[ValidationItem]:
+    """Judge ``texts`` (one module epoch's answers) against the base answers: the judged items."""
     scores = await _judge_means(models, [(log, rules, t) for (log, rules), t in zip(base.logs, texts)], cfg)
+    items = []
     for (log, _), text, base_text, sm, sb in zip(base.logs, texts, base.answers, scores, base.scores):
         if sm is None or sb is None:
             continue
         b, ratio = replacement_measures(text, base_text, log.query, log.lang)
-        o = outcome(sm, sb, b, ratio, cfg)
-        outcomes[epoch].append(o)
-        rows.append((module_id, epoch, log.id, 0, sb, sm, b, ratio, o, int(text == base_text)))
+        items.append(ValidationItem(module_id=module_id, epoch=epoch, log_id=log.id, score_initial=sb,
+                                    score_module=sm, bleu=b, length_ratio=ratio,
+                                    outcome=outcome(sm, sb, b, ratio, cfg), same_as_base=text == base_text))
+    return items
 
 
-async def validate_expert(ws: Workspace, models: Models, module_id: str, epochs: int, base: Baseline,
-                          cfg: SelectConfig) -> Validation:
-    """Judge every epoch of one expert against a fresh base answer to each validation query; store the items.
+#: One module epoch's answers to a baseline's items, in order: ``await answer(epoch)``.
+Answerer = Callable[[int], Awaitable[list[str]]]
 
-    As in the reference: the checkpoint's and the base model's answers share the token budget and seed;
-    each answer's judge samples are averaged before the win / tie / loss. Fewer than ``min_val_items``
-    items: nothing is judged.
+
+async def validate(ws: Workspace, models: Models, module_id: str, epochs: Sequence[int], answer: Answerer,
+                   base: Baseline, cfg: SelectConfig) -> Validation:
+    """Judge each of ``epochs`` of one module, whose answers ``answer`` gives, against the fresh base answer to
+    each item of ``base``; store the items in place of earlier ones (none when ``base`` has fewer than
+    ``min_val_items``).
+
+    As in the reference: the module's and the base model's answers share the token budget and seed; each
+    answer's judge samples are averaged before the win / tie / loss.
     """
+    items: list[ValidationItem] = []
+    for epoch in epochs if _judged(base) else ():
+        items += await _compare(models, base, module_id, epoch, await answer(epoch), cfg)
+    ws.replace_validation(module_id, items)  # no judgements of an earlier selection stay behind
     outcomes: dict[int, list[float]] = defaultdict(list)
-    rows: list[tuple] = []
-    for epoch in range(1, epochs + 1) if _judged(base) else ():
-        name = await ensure_adapter(models.generator, ws, module_id, epoch)
-        answers = await models.generator.generate(_answer_requests(base.logs, cfg, name, module_id),
-                                                  desc=f"epoch {epoch}")
-        await _compare(models, base, module_id, epoch, [a.text if a.ok else "" for a in answers], cfg,
-                       outcomes, rows)
-    ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
+    for item in items:
+        outcomes[item.epoch].append(item.outcome)
     return Validation(dict(outcomes), len(base.logs))
 
 
-async def validate_critic(ws: Workspace, models: Models, module_id: str, epoch: int, base: Baseline,
-                          cfg: SelectConfig) -> Validation:
-    """Judge the reflective path with one critic epoch on the expert's validation items, like an expert.
+def expert_answers(ws: Workspace, models: Models, module_id: str, base: Baseline, cfg: SelectConfig) -> Answerer:
+    """The primary path's answers: the expert epoch's adapter answers each query."""
+    async def answer(epoch: int) -> list[str]:
+        name = await ensure_adapter(models.generator, ws, module_id, epoch)
+        return _texts(await models.generator.generate(_answer_requests(base.logs, cfg, name, module_id),
+                                                      desc=f"epoch {epoch}"))
+    return answer
 
-    The draft is the base answer itself (the reflective path's first call); the critic writes rules for
-    it and the base model revises under them. The revision is judged against the same base answer, so
-    the plan can compare the paths on the same items.
-    """
+
+def critic_answers(ws: Workspace, models: Models, module_id: str, base: Baseline, cfg: SelectConfig) -> Answerer:
+    """The reflective path's answers: the draft is the base answer itself (the path's first call); the critic
+    epoch writes rules for it and the base model revises under them."""
     from .answer import CRITIC_MAX_TOKENS, critic_messages, revise_messages, rules_of, strip_echo
 
-    outcomes: dict[int, list[float]] = defaultdict(list)
-    rows: list[tuple] = []
-    if _judged(base):
+    async def answer(epoch: int) -> list[str]:
         name = await ensure_adapter(models.generator, ws, module_id, epoch)
         critiques = await models.generator.generate(
             [ChatRequest.of(critic_messages(log.query, draft), adapter=name, max_tokens=CRITIC_MAX_TOKENS,
                             seed=cfg.seed, owners=(log.id, module_id))
-             for (log, _), draft in zip(base.logs, base.answers)],
-            desc="critiques")
+             for (log, _), draft in zip(base.logs, base.answers)], desc="critiques")
         revisions = await models.generator.generate(
-            [ChatRequest.of(revise_messages(pair_prompt(log), log.query, draft, rules_of(c.text if c.ok else "")),
+            [ChatRequest.of(revise_messages(pair_prompt(log), log.query, draft, rules_of(c)),
                             max_tokens=cfg.answer_max_tokens, seed=cfg.seed, owners=(log.id, module_id))
-             for (log, _), draft, c in zip(base.logs, base.answers, critiques)], desc="revisions")
-        await _compare(models, base, module_id, epoch, [strip_echo(r.text) if r.ok else "" for r in revisions],
-                       cfg, outcomes, rows)
-    ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
-    return Validation(dict(outcomes), len(base.logs))
+             for (log, _), draft, c in zip(base.logs, base.answers, _texts(critiques))], desc="revisions")
+        return [strip_echo(r) if r else "" for r in _texts(revisions)]
+    return answer
 
 
-async def validate_guide(ws: Workspace, models: Models, module_id: str, guide: Guide, base: Baseline,
-                         cfg: SelectConfig) -> Validation:
-    """Judge the guide path like an expert, on the validation items and the training logs alike: each question
-    gets the rules of its nearest training logs before it (as when served), then the base model answers. A
-    training log's own anchor and the entries it supports are left out for its question (:meth:`Guide.without`),
-    so every item is judged as if held out."""
+def guide_answers(models: Models, module_id: str, guide: Guide, base: Baseline, cfg: SelectConfig) -> Answerer:
+    """The guide path's answers: each question gets the rules of its nearest training logs before it (as when
+    served), then the base model answers. A training log's own anchor, and the entries that would lose their
+    support without it, are left out for its question (:meth:`Guide.without`): every item is judged as if held
+    out."""
     from .prompts import guide_messages
 
-    outcomes: dict[int, list[float]] = defaultdict(list)
-    rows: list[tuple] = []
-    if _judged(base):
+    async def answer(epoch: int) -> list[str]:
         vecs = models.embedder.embed([log.query for log, _ in base.logs])
         texts = [guide.without(log.id).for_query(v) for (log, _), v in zip(base.logs, vecs)]
-        answers = await models.generator.generate(
+        return _texts(await models.generator.generate(
             [ChatRequest.of(guide_messages(pair_prompt(log), text) if text else pair_prompt(log),
                             max_tokens=cfg.answer_max_tokens, seed=cfg.seed, owners=(log.id, module_id))
-             for (log, _), text in zip(base.logs, texts)], desc="guided answers")
-        await _compare(models, base, module_id, 1, [a.text if a.ok else "" for a in answers], cfg, outcomes, rows)
-    ws.replace_validation(module_id, rows)  # no judgements of an earlier selection stay behind
-    return Validation(dict(outcomes), len(base.logs))
+             for (log, _), text in zip(base.logs, texts)], desc="guided answers"))
+    return answer
 
 
-def decide_guided(cluster: int, expert: tuple[str, int | None, float | None] | None,
-                  critic: tuple[str, int, float | None] | None, guide: tuple[str, float | None] | None,
+@dataclass(frozen=True)
+class Candidate:
+    """One path a cluster could take, as validation left it: its module, the epoch that passed (None: none did,
+    or not judged) and the best win rate (None: not judged)."""
+
+    path: str
+    module_id: str
+    epoch: int | None
+    win_rate: float | None
+
+    def reaches(self, threshold: float) -> bool:
+        """Whether it may be used: judged, at or above ``threshold``, and (an expert) with an epoch that passed."""
+        return (self.win_rate is not None and self.win_rate >= threshold
+                and (self.path != "primary" or self.epoch is not None))
+
+
+def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | None, guide: Candidate | None,
                   threshold: float) -> Plan:
     """The ``uno-guided`` plan: the guide when its validation win rate reaches ``threshold``; else the expert or
     the critic whose win rate is highest and reaches it (the expert on ties); else base.
@@ -288,62 +313,56 @@ def decide_guided(cluster: int, expert: tuple[str, int | None, float | None] | N
     question), the bar an expert or critic must beat to replace it, and a few validation items against base cannot
     show that they do — on a preference file nobody tuned for, an expert that won its 2 items answered worse than
     the rules memory (issue 37)."""
-    tried: list[tuple[str, str, int | None, float | None]] = []
-    if guide:
-        tried.append(("guide", guide[0], None, guide[1]))
-    if expert:
-        tried.append(("primary", expert[0], expert[1], expert[2]))
-    if critic:
-        tried.append(("reflective", critic[0], critic[1], critic[2]))
-    rates = "; ".join(f"{p} {'not judged' if r is None else f'{r:.2f}'}" for p, _, _, r in tried) or "nothing validated"
-    ok = [t for t in tried if t[3] is not None and t[3] >= threshold and (t[0] != "primary" or t[2] is not None)]
+    tried = [c for c in (guide, expert, critic) if c is not None]
+    rates = "; ".join(f"{c.path} {'not judged' if c.win_rate is None else f'{c.win_rate:.2f}'}" for c in tried)
+    ok = [c for c in tried if c.reaches(threshold)]
     if not ok:
-        return Plan(cluster, "uno-guided", "base", None, None, None, f"no path reached {threshold:.2f} ({rates})")
-    if ok[0][0] == "guide":
-        path, mid, epoch, rate = ok[0]
-        return Plan(cluster, "uno-guided", path, mid, epoch, rate, f"the guide validated ({rates})")
-    path, mid, epoch, rate = max(ok, key=lambda t: t[3])
-    return Plan(cluster, "uno-guided", path, mid, epoch, rate, f"best validated path ({rates})")
+        return Plan(cluster=cluster, system="uno-guided", path="base",
+                    reason=f"no path reached {threshold:.2f} ({rates or 'nothing validated'})")
+    best = ok[0] if ok[0].path == "guide" else max(ok, key=lambda c: c.win_rate or 0.0)
+    why = "the guide validated" if best.path == "guide" else "best validated path"
+    return Plan(cluster=cluster, system="uno-guided", path=best.path, module_id=best.module_id, epoch=best.epoch,
+                win_rate=best.win_rate, reason=f"{why} ({rates})")
 
 
-def decide(cluster: int, gap_plan: str | None, expert: tuple[str, int | None, float | None] | None,
-           critic: tuple[str, int] | tuple[str, int, float | None] | None, not_judged: str | None = None,
-           gap_note: str = "") -> list[Plan]:
+def decide(cluster: int, gap_plan: str | None, expert: Candidate | None, critic: Candidate | None,
+           not_judged: str | None = None, gap_note: str = "") -> list[Plan]:
     """The UNO and UNO-Single plans of one cluster from its gap plan and validation results.
 
-    ``expert`` is (module id, chosen epoch or None, best win rate, None when not judged); ``critic`` is
-    (module id, epoch[, win rate of the reflective path, None when not judged]); ``not_judged`` says
-    why an expert was not judged; ``gap_note`` gives the gap behind the plan. The paths are the paper's:
-    the critic's validation is reported, not used to choose.
+    ``not_judged`` says why an expert was not judged; ``gap_note`` gives the gap behind the plan. The paths are
+    the paper's: the critic's validation is reported, not used to choose.
     """
     gap = f"; {gap_note}" if gap_note else ""
-    if expert and expert[1] is not None and gap_plan != "reflective":
-        mid, epoch, rate = expert
-        why = f"expert epoch {epoch} won {rate:.2f} of validation comparisons{gap}"
-        return [Plan(cluster, s, "primary", mid, epoch, rate, why) for s in ("uno", "uno-single")]
+    if expert and expert.epoch is not None and gap_plan != "reflective":
+        why = f"expert epoch {expert.epoch} won {expert.win_rate:.2f} of validation comparisons{gap}"
+        return [_plan(cluster, s, expert, why) for s in ("uno", "uno-single")]
     if gap_plan == "reflective":
         why = f"high cognitive gap{gap}" + (f"; {_expert_note(expert, not_judged)}, not used" if expert else "")
     elif expert:
         why = _expert_note(expert, not_judged) + gap
     else:
         why = f"no expert (too few pairs, or not trained){gap}"
-    rate = expert[2] if expert else None
-    single = Plan(cluster, "uno-single", "base", None, None, rate, why)
+    rate = expert.win_rate if expert else None
+    single = Plan(cluster=cluster, system="uno-single", path="base", win_rate=rate, reason=why)
     if critic:
-        c_rate = critic[2] if len(critic) > 2 else None
-        judged = f"won {c_rate:.2f} of validation comparisons" if c_rate is not None else "not judged"
-        return [Plan(cluster, "uno", "reflective", critic[0], critic[1], c_rate,
-                     f"{why}; critic epoch {critic[1]} ({judged})"), single]
-    return [Plan(cluster, "uno", "base", None, None, rate, why + "; no critic"), single]
+        judged = f"won {critic.win_rate:.2f} of validation comparisons" if critic.win_rate is not None else "not judged"
+        return [_plan(cluster, "uno", critic, f"{why}; critic epoch {critic.epoch} ({judged})"), single]
+    return [Plan(cluster=cluster, system="uno", path="base", win_rate=rate, reason=why + "; no critic"), single]
 
 
-def _expert_note(expert: tuple[str, int | None, float | None], not_judged: str | None) -> str:
+def _plan(cluster: int, system: str, c: Candidate, why: str) -> Plan:
+    """The plan that takes candidate ``c``."""
+    return Plan(cluster=cluster, system=system, path=c.path, module_id=c.module_id, epoch=c.epoch,
+                win_rate=c.win_rate, reason=why)
+
+
+def _expert_note(expert: Candidate, not_judged: str | None) -> str:
     """What an expert's validation came to, for a plan's reason."""
     if not_judged:
         return f"expert not judged: {not_judged}"
-    if expert[1] is not None:
-        return f"expert epoch {expert[1]} won {expert[2]:.2f} of validation comparisons"
-    return f"expert failed validation (best win rate {expert[2]:.2f})"
+    if expert.epoch is not None:
+        return f"expert epoch {expert.epoch} won {expert.win_rate:.2f} of validation comparisons"
+    return f"expert failed validation (best win rate {expert.win_rate:.2f})"
 
 
 def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[Plan]:
@@ -355,13 +374,10 @@ def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[
         raise InputError("no clusters: run `unolearn cluster` first")
     with ws.recorded_run("select", asdict(cfg)) as result:
         result["judge"] = kind = resolve_judge(cfg.judge, models.judge)
-        plans = asyncio.run(_run(ws, models, cfg, (clustering, clusters)))
-        for p in plans:
-            if p.win_rate is not None:
-                p.reason += f" [{kind} judge]"
-        result["plan_id"] = ws.replace_plans(
-            [(p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason) for p in plans], clustering)
-        result["plans"] = [asdict(p) for p in plans]
+        plans = [p if p.win_rate is None else p.model_copy(update={"reason": f"{p.reason} [{kind} judge]"})
+                 for p in asyncio.run(_run(ws, models, cfg, (clustering, clusters)))]
+        result["plan_id"] = ws.replace_plans(plans, clustering)
+        result["plans"] = [p.model_dump() for p in plans]
     return plans
 
 
@@ -383,25 +399,32 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[
     try:
         for cluster in clusters:
             gap_plan, gap_note = gaps.get(cluster, (None, ""))
-            expert = critic = not_judged = None
             exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
             val_ids = (exp_row or crit_row)["val_logs"] if exp_row or crit_row else []
             base = await baseline(ws, models, val_ids, cfg)
-            if exp_row:
-                val = await validate_expert(ws, models, exp_row["id"], exp_row["epochs"], base, cfg)
-                if not _judged(base):
-                    not_judged = f"{val.n_items} validation item(s), fewer than min_val_items {cfg.min_val_items}"
-                    expert = (exp_row["id"], None, None)
-                else:
-                    expert = (exp_row["id"], *choose_epoch(val.outcomes, cfg.win_threshold))
-            if crit_row:
-                epoch = best_critic_epoch(crit_row["metrics"], crit_row["epochs"])
-                val = await validate_critic(ws, models, crit_row["id"], epoch, base, cfg)
-                rate = (sum(val.outcomes[epoch]) / len(val.outcomes[epoch])) if val.outcomes.get(epoch) else None
-                critic = (crit_row["id"], epoch, rate)
+            expert = await _expert(ws, models, exp_row, base, cfg) if exp_row else None
+            critic = await _critic(ws, models, crit_row, base, cfg) if crit_row else None
+            not_judged = (f"{len(base.logs)} validation item(s), fewer than min_val_items {cfg.min_val_items}"
+                          if exp_row and not _judged(base) else None)
             guide = await _guide(ws, models, (clustering, cluster), exp_row or crit_row, base, cfg)
             plans += decide(cluster, gap_plan, expert, critic, not_judged, gap_note)
             plans.append(decide_guided(cluster, expert, critic, guide, cfg.win_threshold))
     finally:
         await models.aclose()
     return plans
+
+
+async def _expert(ws: Workspace, models: Models, row: dict[str, Any], base: Baseline, cfg: SelectConfig) -> Candidate:
+    """The expert of ``row`` with every epoch validated: the best epoch when it passed."""
+    answer = expert_answers(ws, models, row["id"], base, cfg)
+    val = await validate(ws, models, row["id"], range(1, row["epochs"] + 1), answer, base, cfg)
+    if not _judged(base):
+        return Candidate("primary", row["id"], None, None)
+    return Candidate("primary", row["id"], *choose_epoch(val.outcomes, cfg.win_threshold))
+
+
+async def _critic(ws: Workspace, models: Models, row: dict[str, Any], base: Baseline, cfg: SelectConfig) -> Candidate:
+    """The critic of ``row`` at its epoch of lowest validation loss, its reflective path validated."""
+    epoch = best_critic_epoch(row["metrics"], row["epochs"])
+    val = await validate(ws, models, row["id"], [epoch], critic_answers(ws, models, row["id"], base, cfg), base, cfg)
+    return Candidate("reflective", row["id"], epoch, val.rate(epoch))

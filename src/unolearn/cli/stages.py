@@ -207,7 +207,7 @@ def select_cmd(ctx: click.Context, as_json: bool) -> None:
     cfg = stage_config_for(ctx, SelectConfig, "select")
     plans = run(open_workspace(ctx), models_for(ctx), cfg)
     if as_json:
-        echo_json([vars(p) for p in plans])
+        echo_json([p.model_dump() for p in plans])
         return
     for p in plans:
         where = f" {p.module_id}@{p.epoch}" if p.module_id else ""

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..records import Plan, ValidationItem
 from .base import Base, now
 from .clusters import still_current
 from .snapshots import publish
@@ -72,28 +73,32 @@ class ModuleTables(Base):
         out["path"] = str(self.resolve(out["path"])) if out["path"] else ""
         return out
 
-    def replace_plans(self, plans: Iterable[tuple[int, str, str, str | None, int | None, float | None, str]],
-                      clustering: int | None) -> int | None:
-        """Store every cluster's plans ``(cluster, system, path, module id, epoch, win rate, reason)`` for
-        ``clustering`` (the version selection started on, still current), in place of the previous ones,
-        and publish them as a snapshot in the same transaction; the snapshot's id (the plan id)."""
-        plans = list(plans)
+    def replace_plans(self, plans: Iterable[Plan], clustering: int | None) -> int | None:
+        """Store every cluster's plans for ``clustering`` (the version selection started on, still current), in
+        place of the previous ones, and publish them as a snapshot in the same transaction; the snapshot's id
+        (the plan id)."""
+        rows = [(p.cluster, p.system, p.path, p.module_id, p.epoch, p.win_rate, p.reason, clustering) for p in plans]
         with self.transaction() as c:
             still_current(c, clustering, "the plans")
             c.execute("DELETE FROM plans")
             c.executemany("INSERT INTO plans (cluster, system, path, module_id, epoch, win_rate, reason, clustering) "
-                          "VALUES (?,?,?,?,?,?,?,?)", [(*p, clustering) for p in plans])
+                          "VALUES (?,?,?,?,?,?,?,?)", rows)
             return publish(c)
 
-    def plan_row(self, cluster: int, system: str) -> tuple | None:
-        """``(path, module id, epoch, win rate, reason)`` of one cluster's plan for ``system`` in the current
-        clustering (None: not selected yet)."""
-        return self.conn.execute("SELECT path, module_id, epoch, win_rate, reason FROM plans WHERE cluster = ? "
-                                 f"AND system = ? AND clustering {self.dialect.same} (SELECT max(id) FROM clusterings)",
-                                 (cluster, system)).fetchone()
+    def plan(self, cluster: int, system: str) -> Plan | None:
+        """One cluster's plan for ``system`` in the current clustering (None: not selected yet)."""
+        row = self.conn.execute("SELECT path, module_id, epoch, win_rate, reason FROM plans WHERE cluster = ? "
+                                f"AND system = ? AND clustering {self.dialect.same} (SELECT max(id) FROM clusterings)",
+                                (cluster, system)).fetchone()
+        if row is None:
+            return None
+        return Plan(cluster=cluster, system=system, path=row[0], module_id=row[1], epoch=row[2], win_rate=row[3],
+                    reason=row[4] or "")
 
-    def replace_validation(self, module_id: str, rows: list[tuple]) -> None:
-        """Store a module's validation items in place of its earlier ones (``validation`` columns in order)."""
+    def replace_validation(self, module_id: str, items: Iterable[ValidationItem]) -> None:
+        """Store a module's validation items in place of its earlier ones."""
+        rows = [(v.module_id, v.epoch, v.log_id, 0, v.score_initial, v.score_module, v.bleu, v.length_ratio,
+                 v.outcome, int(v.same_as_base)) for v in items]
         with self.transaction() as c:
             c.execute("DELETE FROM validation WHERE module_id = ?", (module_id,))
             c.executemany("INSERT INTO validation (module_id, epoch, log_id, sample, score_initial, score_module, "
