@@ -113,12 +113,12 @@ async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int],
                  base: Baseline, cfg: SelectConfig) -> tuple[str, float | None] | None:
     """The guide module of ``cluster`` (clustering id, cluster id: its current rulebook) and its validation
     win rate (None: fewer than ``min_val_items`` items); None: no rulebook."""
-    clustering, cluster = cluster
-    entries = [e for e in ws.rulebook(cluster) if e.in_prompt]
+    clustering, cluster_id = cluster
+    entries = [e for e in ws.rulebook(cluster_id) if e.in_prompt]
     if not entries or row is None:
         return None
     guide = build_guide(ws, models, entries)
-    module_id = ws.ensure_guide(cluster, guide.text() or "", [e.id for e in entries], row["train_logs"],
+    module_id = ws.ensure_guide(cluster_id, guide.text() or "", [e.id for e in entries], row["train_logs"],
                                 row["val_logs"], {}, clustering, guide.as_json())
     items = _joined(base, await baseline(ws, models, row["train_logs"], cfg, "base answers (training logs)"), cfg)
     val = await validate_guide(ws, models, module_id, guide, items, cfg)
@@ -296,7 +296,8 @@ def decide_guided(cluster: int, expert: tuple[str, int | None, float | None] | N
     if critic:
         tried.append(("reflective", critic[0], critic[1], critic[2]))
     rates = "; ".join(f"{p} {'not judged' if r is None else f'{r:.2f}'}" for p, _, _, r in tried) or "nothing validated"
-    ok = [t for t in tried if t[3] is not None and t[3] >= threshold and (t[0] != "primary" or t[2] is not None)]
+    ok = [(p, mid, epoch, r) for p, mid, epoch, r in tried
+          if r is not None and r >= threshold and (p != "primary" or epoch is not None)]
     if not ok:
         return Plan(cluster, "uno-guided", "base", None, None, None, f"no path reached {threshold:.2f} ({rates})")
     if ok[0][0] == "guide":
@@ -383,9 +384,11 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[
     try:
         for cluster in clusters:
             gap_plan, gap_note = gaps.get(cluster, (None, ""))
-            expert = critic = not_judged = None
+            expert: tuple[str, int | None, float | None] | None = None
+            critic: tuple[str, int, float | None] | None = None
+            not_judged: str | None = None
             exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
-            val_ids = (exp_row or crit_row)["val_logs"] if exp_row or crit_row else []
+            val_ids = row["val_logs"] if (row := exp_row or crit_row) else []
             base = await baseline(ws, models, val_ids, cfg)
             if exp_row:
                 val = await validate_expert(ws, models, exp_row["id"], exp_row["epochs"], base, cfg)
