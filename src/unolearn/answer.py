@@ -51,6 +51,11 @@ class Route:
     guide: str | None = None  # the rulebook text of the guide path
     plan_id: int | None = None  # the published plan snapshot that routed it (None: the live tables)
 
+    def adapter(self) -> tuple[str, int]:
+        """The module id and epoch of the adapter a ``primary`` or ``reflective`` route goes through."""
+        assert self.module_id is not None and self.epoch is not None, f"a {self.path} route has no adapter"
+        return self.module_id, self.epoch
+
 
 @dataclass
 class Answer:
@@ -86,7 +91,7 @@ def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "
     plan = load_plan(ws, cluster, system) if cluster is not None else None
     if plan is None:
         return Route(system, "base", cluster, distance)
-    body = ws.guide_body(plan.module_id) if plan.path == "guide" else None
+    body = ws.guide_body(plan.module_id) if plan.path == "guide" and plan.module_id is not None else None
     guide = Guide.from_json(body).for_query(vec) if body else None
     return planned_route(system, cluster, distance, plan.path, plan.module_id, plan.epoch, guide)
 
@@ -127,17 +132,18 @@ async def answer(ws: Workspace, models: Models, router: Router | None, messages:
     route = route or plan_route(ws, router, query, system)
     kw = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
     if route.path == "primary":
-        name = await ensure_adapter(models.generator, ws, route.module_id, route.epoch)
+        name = await ensure_adapter(models.generator, ws, *route.adapter())
         res = await _one(models, ChatRequest.of(messages, adapter=name, owners=(route.module_id,), **kw))
         return Answer(res.text, route, **_usage(res))
     if route.path == "guide":
+        assert route.guide is not None  # planned_route sends a guide that is gone along the base path
         res = await _one(models, ChatRequest.of(guide_messages(messages, route.guide), owners=(route.module_id,),
                                                 **kw))
         return Answer(res.text, route, **_usage(res))
     draft = await _one(models, ChatRequest.of(messages, **kw))
     if route.path == "base":
         return Answer(draft.text, route, **_usage(draft))
-    name = await ensure_adapter(models.generator, ws, route.module_id, route.epoch)
+    name = await ensure_adapter(models.generator, ws, *route.adapter())
     return await _reflect(models, messages, draft, route, name, kw)
 
 

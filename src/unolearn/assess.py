@@ -108,7 +108,7 @@ def yes_probability(top_logprobs: dict[str, float] | None) -> float:
     return yes / (yes + no) if yes + no > 0 else 0.5
 
 
-async def logprob_novelty(judge: ChatModel, items: list[tuple[str, str, list[str]]]) -> list[list[float]]:
+async def logprob_novelty(judge: ChatModel, items: list[tuple[str, list[str], list[str]]]) -> list[list[float]]:
     """Novelty of each rule of each (lang, rules, prior) item from the judge's yes/no logprobs."""
     reqs, index = [], []
     for i, (lang, rules, prior) in enumerate(items):
@@ -139,6 +139,7 @@ def _clustered_rules(ws: Workspace) -> list[tuple[int, str, str, list[str], list
 def run(ws: Workspace, models: Models, cfg: AssessConfig | None = None) -> list[ClusterGap]:
     """Score every clustered log's feedback rules, aggregate per cluster, store gaps and plans."""
     cfg = cfg or AssessConfig()
+    assert cfg.threshold is not None  # __post_init__ sets the scorer's default
     clustered = _clustered_rules(ws)
     if not clustered:
         raise InputError("no clustered logs with feedback rules: run `unolearn distill` and `unolearn cluster` first")
@@ -183,6 +184,7 @@ def aggregate(per_log: list[tuple[int, list[float]]], threshold: float) -> list[
 
 def _store(ws: Workspace, items: list, novelty: list[list[float]], gaps: list[ClusterGap],
            cfg: AssessConfig) -> None:
+    assert cfg.threshold is not None  # __post_init__ sets the scorer's default
     novelty_rows = [(log_id, i, cfg.scorer, v) for (_, log_id, *_), nov in zip(items, novelty)
                     for i, v in enumerate(nov)]
     gap_rows = [(g.cluster, cfg.scorer, g.gap, g.gap_mean, g.gap_max, g.n_logs, g.plan, cfg.threshold)

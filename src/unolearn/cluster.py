@@ -41,7 +41,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import sparse
@@ -444,7 +444,7 @@ def run(ws: Workspace, embedder: Embedder, cfg: ClusterConfig | None = None,
         inputs = _require_inputs(ws)
         previous = ws.clustering()
         members = ws.member_map() if _can_extend(ws, previous, embedder, cfg) else None
-        if members is not None and not _outgrown(members, previous, inputs, cfg):
+        if members is not None and previous is not None and not _outgrown(members, previous, inputs, cfg):
             result = _extend(ws, embedder, cfg, inputs, previous, members, fingerprint)
         else:
             result = _rebuild(ws, embedder, cfg, inputs, fingerprint)
@@ -505,9 +505,9 @@ def _extend(ws: Workspace, embedder: Embedder, cfg: ClusterConfig, inputs: Input
     new = [i for i, log_id in enumerate(inputs.log_ids) if log_id not in members]
     gone = {members[log_id] for log_id in set(members) - set(inputs.log_ids)}
     if not new and not gone and cfg.unseen_distance == previous.unseen_distance:
-        sizes = [r[1] for r in rows]
-        return ClusterResult(len(inputs.log_ids), len(rows), sizes, "incremental", 0.0, previous.threshold or 0.0,
-                             "the previous version's", mode="unchanged", drift=round(previous.drift, 4))
+        return ClusterResult(len(inputs.log_ids), len(rows), [r[1] for r in rows], "incremental", 0.0,
+                             previous.threshold or 0.0, "the previous version's", mode="unchanged",
+                             drift=round(previous.drift, 4))
     queries, dual = _embed(embedder, inputs)
     labels = np.array([members.get(log_id, -1) for log_id in inputs.log_ids], dtype=np.int64)
     ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -640,7 +640,8 @@ class Router:
         self.unseen_distance = unseen_distance
 
     @classmethod
-    def load(cls, ws: Workspace, embedder: Embedder, unseen_distance: float | None | str = "stored") -> Router:
+    def load(cls, ws: Workspace, embedder: Embedder, unseen_distance: float | None | Literal["stored"] = "stored"
+             ) -> Router:
         """Read the stored clusters; raise NotFoundError when there are none.
 
         ``unseen_distance`` defaults to the one the clusters were made with (the last successful

@@ -405,7 +405,7 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
     jobs += [(log, "feedback", feedback_request(log, cfg)) for log in todo if log.id not in gated]
     outs = await gen.generate([req for _, _, req in jobs], progress=False)
     rows = []
-    answered = [(log, "feedback", []) for log in todo if log.id in gated]
+    answered: list[tuple[Log, str, list[str]]] = [(log, "feedback", []) for log in todo if log.id in gated]
     for (log, kind, _), out in zip(jobs, outs):
         if not out.ok:
             result.fail(out.error)

@@ -166,6 +166,7 @@ def workspace_info(path: Path, store: str | None = None) -> tuple[Check, dict[st
         return Check("workspace", "ok", f"{path}: not created yet (the first command creates it)"), info
     fix = ("check the URL, that the server is up and that its user may connect (try: psql URL)" if store
            else "move the workspace aside, or choose another with -d")
+    failures: tuple[type[BaseException], ...] = (UnolearnError, *database_errors())
     try:
         with Workspace.open(path, store, migrate=False) as ws:
             info["schema_version"] = version = ws.schema_version()
@@ -173,7 +174,7 @@ def workspace_info(path: Path, store: str | None = None) -> tuple[Check, dict[st
                 info.update({t: ws.count(t) for t in ("logs", "clusters", "modules")})
                 info["identified_users"] = ws.has_identified_users()
             where = ws.where
-    except (UnolearnError, *database_errors()) as e:
+    except failures as e:
         return Check("workspace", "fail", str(e), "upgrade unolearn" if "upgrade unolearn" in str(e) else fix), info
     if version < len(MIGRATIONS):
         state = "empty" if version == 0 else f"schema {version} of {len(MIGRATIONS)}"
@@ -206,6 +207,7 @@ def run(cfg: BackendsConfig, workspace: Path, generate: bool = True, store: str 
                                      f"AVX-512 {cpu['avx512']}, AMX {', '.join(cpu['amx']) or 'no'}"))
     checks += _chat_checks(cfg, report, generate)
     if cfg.embedder.backend == "openai":
+        assert cfg.embedder.base_url is not None  # EmbedderConfig requires it for openai
         checks.append(check_server("embedder", cfg.embedder.base_url, cfg.embedder.api_key))
     elif generate:
         check, report["embedder"] = check_embedder(cfg)
@@ -227,8 +229,10 @@ def _chat_checks(cfg: BackendsConfig, report: dict[str, Any], generate: bool) ->
         if role == "generator":
             report["model"] = {"backend": chat.backend, "path": chat.model}
         if chat.backend == "openai":
+            assert chat.base_url is not None  # ChatConfig requires it for openai
             checks.append(check_server(role, chat.base_url, chat.api_key))
         elif chat.backend == "hf":
+            assert chat.model is not None  # ChatConfig requires it for hf
             ok = (Path(chat.model) / "config.json").is_file()
             checks.append(Check(role, "ok" if ok else "fail", f"hf model folder {chat.model}",
                                 "" if ok else "model must be a Hugging Face model folder (with config.json)"))

@@ -92,6 +92,7 @@ def forget(ws: Workspace, *, users: tuple[str, ...] = (), logs: tuple[str, ...] 
         result.adapter_dirs = _delete_adapters(ws, sel)
         if compact or not sel.empty or sel.modules:
             ws.compact()
+        assert run_id is not None  # started unless dry_run
         ws.finish_run(run_id, "ok", {k: v for k, v in removed.items() if v})
     return result
 

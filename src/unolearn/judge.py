@@ -94,8 +94,9 @@ async def likelihood_scores(judge: ChatModel, items: Sequence[Item], *, desc: st
     scores: list[float | None] = []
     for i, (_, _, answer) in enumerate(items):
         stated, plain = outs[2 * i], outs[2 * i + 1]
-        ok = answer.strip() and stated.ok and plain.ok and stated.logprob is not None and plain.logprob is not None
-        scores.append(stated.logprob - plain.logprob if ok else None)
+        ok = answer.strip() and stated.ok and plain.ok
+        scores.append(stated.logprob - plain.logprob
+                      if ok and stated.logprob is not None and plain.logprob is not None else None)
     return scores
 
 

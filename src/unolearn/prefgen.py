@@ -186,7 +186,8 @@ CLASHES = {frozenset({_max_sentences, t}) for t in FAMILIES["structure"]}
 
 def _draw(rng: random.Random, dataset: str) -> list[Constraint]:
     """Two or three compatible constraints from different families for one dataset."""
-    lang, drawn, want = LANGS.get(dataset, "en"), [], rng.choice((2, 3))
+    lang, want = LANGS.get(dataset, "en"), rng.choice((2, 3))
+    drawn: list[Template] = []
     for family in rng.sample(sorted(FAMILIES), len(FAMILIES)):
         extra = LEGAL if family == "content" and dataset.startswith("LexEval") else ()
         fits = [t for t in FAMILIES[family] + extra if not any(frozenset({t, d}) in CLASHES for d in drawn)]

@@ -23,12 +23,12 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from pydantic import ValidationError
 
 from .errors import InputError, one_line
-from .records import Action, Log, Message, Rejected
+from .records import Action, Log, Message, Rejected, Role
 from .tenants import DEFAULT_TENANT, check_tenant
 
 FORMATS = ("auto", "openai", "memorybench", "sharegpt")
@@ -230,7 +230,7 @@ def _messages(items: Any, field: str, role_key: str = "role", text_key: str = "c
             raise RecordError(f"{where}.{role_key}: unknown role {m.get(role_key)!r}")
         if text_key not in m:
             raise RecordError(f"{where}.{text_key}: missing")
-        out.append(Message(role=role, content=_content(m[text_key], f"{where}.{text_key}")))
+        out.append(Message(role=cast(Role, role), content=_content(m[text_key], f"{where}.{text_key}")))
     return out
 
 
@@ -258,7 +258,7 @@ def _actions(value: Any, field: str) -> list[Action]:
         turn = a.get("turn", a.get("round"))
         edited = a.get("edited", a.get("content"))
         try:
-            out.append(Action(kind=kind, turn=turn, edited=edited))
+            out.append(Action.model_validate({"kind": kind, "turn": turn, "edited": edited}))  # checks the kind
         except ValidationError as e:
             raise RecordError(f"{field}[{i}]: {_first_error(e)}") from e
     return out

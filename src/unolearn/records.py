@@ -64,7 +64,7 @@ class Action(Record):
     """An implicit user action on an answer; ``edit`` carries the user's edited answer."""
 
     kind: ActionKind
-    turn: int | None = Field(None, description="Index of the assistant turn acted on (0 = first answer).")
+    turn: int | None = Field(default=None, description="Index of the assistant turn acted on (0 = first answer).")
     edited: str | None = None
 
     @model_validator(mode="after")
@@ -79,16 +79,16 @@ class Log(Record):
 
     messages: tuple[Message, ...]
     query: str = Field(description="The first user turn: the request the first answer answered.")
-    first_answer: str | None = Field(None, description="The first assistant turn after the query.")
-    feedback: tuple[str, ...] = Field((), description="User turns after the first answer.")
+    first_answer: str | None = Field(default=None, description="The first assistant turn after the query.")
+    feedback: tuple[str, ...] = Field(default=(), description="User turns after the first answer.")
     actions: tuple[Action, ...] = ()
     rating: float | None = None
     lang: Lang
     source: str = ""
     timestamp: str | None = None
-    user: str | None = Field(None, description="Who asked: several logs of one user count once as support.")
-    tenant: str | None = Field(None, description="The team whose logs these are (None: the default tenant); "
-                                                 "the log is stored in that tenant's store.")
+    user: str | None = Field(default=None, description="Who asked: several logs of one user count once as support.")
+    tenant: str | None = Field(default=None, description="The team whose logs these are (None: the default "
+                                                         "tenant); the log is stored in that tenant's store.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("query")
@@ -171,11 +171,11 @@ class RuleEntry(Record):
     text: str = Field(description="The member rule closest to all the others (the group's medoid).")
     lang: Lang
     members: tuple[RuleMember, ...]
-    novelty: float | None = Field(None, description="How new the rule is to the model (the gap scorer).")
+    novelty: float | None = Field(default=None, description="How new the rule is to the model (the gap scorer).")
     status: RuleStatus
     contradicted_by: str | None = None
-    screened: str | None = Field(None, description="Why screening quarantined it: link, contact, promotion, code "
-                                                    "or instruction (None: it passed).")
+    screened: str | None = Field(default=None, description="Why screening quarantined it: link, contact, promotion, "
+                                                           "code or instruction (None: it passed).")
 
     @property
     def n_logs(self) -> int:
@@ -199,15 +199,16 @@ class Clustering(Record):
     id: int
     embedder: str
     threshold: float | None = None
-    unseen_distance: float | None = Field(None, description="Cosine distance beyond which a query is unseen.")
-    fingerprint: str | None = Field(None, description="Key of the inputs and settings it was made from.")
+    unseen_distance: float | None = Field(default=None, description="Cosine distance beyond which a query is unseen.")
+    fingerprint: str | None = Field(default=None, description="Key of the inputs and settings it was made from.")
     created_at: str
-    mode: str = Field("full", description="'full': built from all logs; 'incremental': new logs added to the "
-                                          "previous version, its cluster ids kept.")
-    added: int = Field(0, description="Logs added incrementally since the last full clustering.")
-    unfit: int = Field(0, description="Of those, the logs that fitted no existing cluster (they formed new ones).")
-    settings: str | None = Field(None, description="The cluster settings that decide the cut (JSON); other ones "
-                                                   "make the next run rebuild instead of adding to it.")
+    mode: str = Field(default="full", description="'full': built from all logs; 'incremental': new logs added to "
+                                                  "the previous version, its cluster ids kept.")
+    added: int = Field(default=0, description="Logs added incrementally since the last full clustering.")
+    unfit: int = Field(default=0, description="Of those, the logs that fitted no existing cluster (they formed new "
+                                              "ones).")
+    settings: str | None = Field(default=None, description="The cluster settings that decide the cut (JSON); other "
+                                                           "ones make the next run rebuild instead of adding to it.")
 
     @property
     def drift(self) -> float:

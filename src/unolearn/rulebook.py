@@ -44,7 +44,7 @@ from .backends import ChatModel, ChatRequest, Models
 from .config import opt
 from .distill import feedback_examples
 from .errors import ConfigError, InputError
-from .records import Log, RuleEntry, RuleMember, content_hash
+from .records import Lang, Log, RuleEntry, RuleMember, RuleStatus, content_hash
 from .screen import screen_reason
 from .store import Workspace
 from .store.rulebook import Rejections
@@ -184,7 +184,7 @@ async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, 
     items, vecs = [items[i] for i in keep], vecs[keep]
     if not items:
         return []
-    lang = max(("en", "zh"), key=lambda lg: sum(log.lang == lg for log, _ in items))
+    lang: Lang = max(("en", "zh"), key=lambda lg: sum(log.lang == lg for log, _ in items))
     rules = [rule for _, rule in items]
     sims = vecs @ vecs.T
     jd = models.judge
@@ -211,7 +211,8 @@ def _novelty(models: Models, text: str, members: list[RuleMember], priors: dict[
     return float(np.clip(np.mean(scores), 0.0, 1.0))
 
 
-def _status(c: _Candidate, cfg: RulebookConfig, identified: bool = True) -> str:
+def _status(c: _Candidate, cfg: RulebookConfig, identified: bool = True) -> RuleStatus:
+    assert cfg.novelty is not None  # __post_init__ sets the default
     if c.approved:
         return "approved"
     if c.screened:
@@ -223,7 +224,7 @@ def _status(c: _Candidate, cfg: RulebookConfig, identified: bool = True) -> str:
     return "unreviewed" if cfg.review == "required" else "kept"
 
 
-async def _contradicted(judge: ChatModel | None, candidates: list[_Candidate], statuses: list[str],
+async def _contradicted(judge: ChatModel | None, candidates: list[_Candidate], statuses: Sequence[str],
                         lang: str) -> dict[int, int]:
     """Loser index → winner index for the kept entries that cannot both hold (candidates are sorted
     by support, so the earlier one wins)."""
@@ -239,7 +240,7 @@ async def _contradicted(judge: ChatModel | None, candidates: list[_Candidate], s
     return beaten
 
 
-def _entries(cluster: int, lang: str, candidates: list[_Candidate], statuses: list[str],
+def _entries(cluster: int, lang: Lang, candidates: list[_Candidate], statuses: list[RuleStatus],
              beaten: dict[int, int], cfg: RulebookConfig) -> list[RuleEntry]:
     ids = [content_hash("rule", {"cluster": cluster, "text": c.text}) for c in candidates]
     used = 0

@@ -94,7 +94,8 @@ def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
 def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None = None,
                  feedback: str | None = None) -> tuple[list[str], Counter]:
     """The rules that are rules, and a count of the others by :func:`reject_reason`."""
-    kept, rejected = [], Counter()
+    kept: list[str] = []
+    rejected: Counter[str] = Counter()
     for rule in rules:
         reason = reject_reason(rule, lang, query, answer, feedback)
         if reason:

@@ -422,7 +422,8 @@ def screen_reason(text: str) -> str | None:
         if kind.found(plain, latin, cjk, cased):
             return kind.name
     deleeted = _deleet(plain) if latin else plain  # "ign0re the prev1ous instructi0ns"
-    return "instruction" if deleeted != plain and _INSTRUCTION.search(deleeted) else None
+    found = deleeted != plain and _INSTRUCTION is not None and _INSTRUCTION.search(deleeted)
+    return "instruction" if found else None
 
 
 def is_clean(text: str) -> bool:

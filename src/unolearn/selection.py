@@ -114,12 +114,12 @@ async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int],
                  base: Baseline, cfg: SelectConfig) -> Candidate | None:
     """The guide of ``cluster`` (clustering id, cluster id: its current rulebook), validated on the cluster's
     validation items and its training logs held out in turn; None: no rulebook."""
-    clustering, cluster = cluster
-    entries = [e for e in ws.rulebook(cluster) if e.in_prompt]
+    clustering, cluster_id = cluster
+    entries = [e for e in ws.rulebook(cluster_id) if e.in_prompt]
     if not entries or row is None:
         return None
     guide = build_guide(ws, models, entries)
-    module_id = ws.ensure_guide(cluster, guide.text() or "", [e.id for e in entries], row["train_logs"],
+    module_id = ws.ensure_guide(cluster_id, guide.text() or "", [e.id for e in entries], row["train_logs"],
                                 row["val_logs"], {}, clustering, guide.as_json())
     items = _joined(base, await baseline(ws, models, row["train_logs"], cfg, "base answers (training logs)"), cfg)
     val = await validate(ws, models, module_id, [1], guide_answers(models, module_id, guide, items, cfg), items, cfg)
@@ -400,7 +400,7 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[
         for cluster in clusters:
             gap_plan, gap_note = gaps.get(cluster, (None, ""))
             exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
-            val_ids = (exp_row or crit_row)["val_logs"] if exp_row or crit_row else []
+            val_ids = row["val_logs"] if (row := exp_row or crit_row) else []
             base = await baseline(ws, models, val_ids, cfg)
             expert = await _expert(ws, models, exp_row, base, cfg) if exp_row else None
             critic = await _critic(ws, models, crit_row, base, cfg) if crit_row else None

@@ -110,10 +110,10 @@ class _Model(BaseModel):
 class Noise(_Model):
     """Probabilities of the noise kinds (see the module docstring)."""
 
-    off_topic: float = Field(0.0, ge=0.0, le=1.0)
-    thanks: float = Field(0.0, ge=0.0, le=1.0)
-    unrelated_complaint: float = Field(0.0, ge=0.0, le=1.0)
-    implicit_only: float = Field(0.0, ge=0.0, le=1.0)
+    off_topic: float = Field(default=0.0, ge=0.0, le=1.0)
+    thanks: float = Field(default=0.0, ge=0.0, le=1.0)
+    unrelated_complaint: float = Field(default=0.0, ge=0.0, le=1.0)
+    implicit_only: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class Constraint(_Model):

@@ -58,7 +58,7 @@ class PlanSnapshot:
         if plan is None:
             return Route(system, "base", cluster, distance, plan_id=self.id)
         path, module_id, epoch = plan
-        guide = self.guides.get(module_id) if path == "guide" else None
+        guide = self.guides.get(module_id) if path == "guide" and module_id is not None else None
         text = guide.for_query(vec) if guide is not None else None
         return planned_route(system, cluster, distance, path, module_id, epoch, text, self.id)
 

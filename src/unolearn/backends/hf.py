@@ -43,7 +43,8 @@ class TransformersChatModel(ChatModel):
 
         self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._tok = AutoTokenizer.from_pretrained(self.path)
-        self._model = AutoModelForCausalLM.from_pretrained(self.path).to(self.device).eval()
+        model = AutoModelForCausalLM.from_pretrained(self.path)
+        self._model = model.to(self.device).eval()  # type: ignore[arg-type]  # @wraps(Module.to) hides the binding
 
     async def add_adapter(self, name: str, path: str) -> None:
         """Load the PEFT adapter folder ``path`` under ``name`` (a no-op when already loaded)."""
@@ -100,6 +101,7 @@ class TransformersChatModel(ChatModel):
         """The log-probability of ``request.continuation`` as the whole reply (its tokens, then end of turn)."""
         import torch
 
+        assert request.continuation is not None  # the request scores one
         head = self._tok.apply_chat_template(list(request.messages), add_generation_prompt=True, tokenize=True,
                                              return_dict=True)["input_ids"]
         tail = self._tok(request.continuation, add_special_tokens=False)["input_ids"] + [self._tok.eos_token_id]

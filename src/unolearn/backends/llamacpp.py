@@ -158,7 +158,7 @@ class LlamaCppChatModel(ChatModel):
         self._llm = load_llama(*self._load_args)
         self._evals = AlignedEvals(self._llm, PROMPT_BLOCK)
         self._adapters = {name: self._load_adapter(name, p) for name, p in self._adapter_files.items()}
-        self._active = None
+        self._active: str | None = None
 
     def _load_adapter(self, name: str, path: str) -> Any:
         """Load one GGUF LoRA file for this model (it is freed together with the model)."""
@@ -259,12 +259,13 @@ class LlamaCppChatModel(ChatModel):
         eos = llm.detokenize([llm.token_eos()]).decode("utf-8", "ignore")
         bos = llm.detokenize([llm.token_bos()]).decode("utf-8", "ignore") if llm.token_bos() >= 0 else ""
         prompt = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(
-            messages=[dict(m) for m in request.messages]).prompt
+            messages=[dict(m) for m in request.messages]).prompt  # type: ignore[misc]  # role/content dicts
         return llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
 
     def _score(self, request: ChatRequest, start: float) -> ChatResult:
         """The log-probability of ``request.continuation`` as the whole reply: its tokens, then the end of
         the turn, given the prompt (llama.cpp evaluates the prompt and the reply; nothing is generated)."""
+        assert request.continuation is not None  # the request scores one
         llm = self._llm
         head = self._prompt_tokens(request)
         tail = llm.tokenize(request.continuation.encode("utf-8"), add_bos=False, special=False) + [llm.token_eos()]

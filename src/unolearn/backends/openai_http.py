@@ -152,6 +152,7 @@ class OpenAIHTTP:
         if retryable:
             message += f" (gave up after {attempt + 1} attempts)"
         if status is None:
+            assert isinstance(outcome, httpx.TransportError)  # a response has a status
             raise BackendError(message) from outcome
         raise BackendHTTPError(message, status=status, retryable=retryable)
 

@@ -163,11 +163,13 @@ def run_online(ws_dir: Path, prefs: Preferences, cfg: OnlineConfig, *, upstream:
     train_rounds, tests = prompt_rounds(prefs, cfg)
     args = ["--system", cfg.system, "--reload-interval", "0"] + (["--load-adapters"] if upstream else [])
     server = ServeProcess(ws_dir, upstream, 1, ready_timeout_s=600.0, store=store, args=args)
-    client, pids, rounds, seen = Client(server.url), set(), [], {}
+    client, pids, rounds = Client(server.url), set(), []
+    seen: dict[str, int] = {}
     try:
         base: np.ndarray | None = None
         for r in range(cfg.rounds + 1):
-            start, info = time.perf_counter(), {}
+            start = time.perf_counter()
+            info: dict[str, Any] = {}
             if r:
                 echo(f"round {r}: {len(train_rounds[r - 1])} train prompts through the proxy")
                 info["feedback"] = send_train_round(client, train_rounds[r - 1], prefs, cfg, seen)

@@ -184,8 +184,8 @@ def rouge_l(candidate: str, reference: str, lang: str) -> float:
     lcs = prev[-1]
     if lcs == 0:
         return 0.0
-    p, r = lcs / len(cand), lcs / len(ref)
-    return 2 * p * r / (p + r)
+    precision, recall = lcs / len(cand), lcs / len(ref)
+    return 2 * precision * recall / (precision + recall)
 
 
 def checklist_items(record: dict[str, Any]) -> list[str]:

@@ -120,6 +120,7 @@ async def _load(url: str, path: str, bodies: list[bytes], concurrency: int) -> R
     """POST every body with ``concurrency`` workers, each on its own keep-alive connection."""
     run, todo = Run(), iter(bodies)
     host, port = urlsplit(url).hostname, urlsplit(url).port
+    assert host is not None, f"no host in {url}"
 
     async def worker() -> None:
         conn = None
@@ -162,6 +163,7 @@ class _Child:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "unolearn.bench.serve", *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=child_env())
+        assert self.proc.stdout is not None  # stdout=PIPE
         self.url = (self.proc.stdout.readline() or "").strip()
         if not self.url.startswith("http://"):
             self.stop()

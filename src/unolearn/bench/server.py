@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError, UnolearnError
 from ..wire import completion
@@ -74,7 +74,7 @@ def fixed_latency_app(latency_s: float, content: str = "ok") -> ASGIApp:
 
 @contextmanager
 def serve_asgi(app: ASGIApp, *, max_lifetime_s: float = 900.0, ready_timeout_s: float = 10.0,
-               lifespan: str = "off") -> Iterator[str]:
+               lifespan: Literal["auto", "on", "off"] = "off") -> Iterator[str]:
     """Run ``app`` on a free port of 127.0.0.1 in a background thread; yields its URL (``http://127.0.0.1:PORT``).
 
     The server stops when the block exits, or after ``max_lifetime_s`` at the latest. ``lifespan="on"``
@@ -130,7 +130,8 @@ class FixedLatencyProtocol(asyncio.Protocol):
     NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
 
     def __init__(self, latency_s: float) -> None:
-        self.latency_s, self.buf, self.transport = latency_s, b"", None
+        self.latency_s, self.buf = latency_s, b""
+        self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: Any) -> None:  # noqa: D102
@@ -149,6 +150,7 @@ class FixedLatencyProtocol(asyncio.Protocol):
             self.loop.call_later(self.latency_s, self._send, answer)
 
     def _send(self, answer: bytes) -> None:
+        assert self.transport is not None  # connection_made set it before any data came
         if not self.transport.is_closing():
             self.transport.write(answer)
 

@@ -96,9 +96,8 @@ def bench_train_cmd(ctx: click.Context, pairs: int, answer_words: int, keep: Pat
     from ..train import TrainConfig
 
     embedder = make_embedder(load_backends(None).embedder)  # the defaults and environment a fresh workspace has
-    flags = {"base_model": base_model, "profile": profile, "epochs": epochs, "critic_epochs": critic_epochs,
-             "max_length": max_length}
-    cfg = TrainConfig(**{k: v for k, v in flags.items() if v is not None})
+    cfg = TrainConfig(base_model=base_model, profile=profile, epochs=epochs, critic_epochs=critic_epochs,
+                      max_length=max_length)  # an option not given is None, as the field's default
     out = bench_train(pairs, cfg, embedder, answer_words=answer_words, workspace=keep)
     echo_json(out) if as_json else click.echo(
         f"{pairs} pairs: base model ready in {out['prepare_base_s']:.0f} s; "

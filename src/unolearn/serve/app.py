@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from ..config import BackendsConfig, backends_from_dict
 from ..errors import ConfigError
@@ -65,6 +65,18 @@ class ChatFastPath:
 WORKER_ENV = "UNOLEARN_SERVE_WORKER"
 
 
+class _UvicornOptions(TypedDict):
+    """The keyword arguments :func:`serve` hands to ``uvicorn.run`` in every mode."""
+
+    host: str
+    port: int
+    lifespan: Literal["auto", "on", "off"]
+    access_log: bool
+    log_level: str
+    proxy_headers: bool
+    timeout_graceful_shutdown: int
+
+
 def serve(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *, store: str | None = None,
           backends: BackendsConfig | None = None, redact: RedactConfig | None = None, **built: Any) -> None:
     """Run the proxy with uvicorn until interrupted (queued records are written before it exits).
@@ -79,8 +91,8 @@ def serve(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *, sto
 
     cfg = cfg or ServeConfig()
     cfg.check_exposure()
-    run = {"host": cfg.host, "port": cfg.port, "lifespan": "on", "access_log": False, "log_level": "info",
-           "proxy_headers": False, "timeout_graceful_shutdown": 10}
+    run: _UvicornOptions = {"host": cfg.host, "port": cfg.port, "lifespan": "on", "access_log": False,
+                            "log_level": "info", "proxy_headers": False, "timeout_graceful_shutdown": 10}
     if cfg.workers == 1:
         uvicorn.run(create_app(ws_dir, cfg, store=store, backends=backends, redact=redact, **built), **run)
         return

@@ -15,7 +15,7 @@ class Metrics:
         self.upstream_errors: Counter[str] = Counter()
         self.feedback: Counter[str] = Counter()
         self.buckets: dict[str, list[int]] = defaultdict(lambda: [0] * len(BUCKETS))
-        self.sums: Counter[str] = Counter()
+        self.sums: defaultdict[str, float] = defaultdict(float)
 
     def observe(self, path: str, status: int, seconds: float) -> None:
         """Count one chat request that took ``path`` and ended with ``status`` after ``seconds``."""

@@ -20,12 +20,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:  # annotations only: the upstream client imports it (the serve extra); collect_served does not
     import aiohttp
-except ImportError:  # only the proxy's upstream client needs it (the serve extra); collect_served does not
-    aiohttp = None
 
 from ..answer import Route, answer, reflect
 from ..backends import Models
@@ -65,7 +63,8 @@ class Proxy:
         self.models = Models(self.ws, backends, **built) if cfg.upstream is None else None
         self.upstream = (Upstream(cfg.upstream, cfg.upstream_api_key, cfg.upstream_timeout_s,
                                   cfg.upstream_connections) if cfg.upstream else None)
-        self._backends, self._built, self._route_models = backends, built, None
+        self._backends, self._built = backends, built
+        self._route_models: Models | None = None
         self.inflight: Counter[tuple[str, int | None]] = Counter()  # (tenant, plan id) → requests not yet answered
         self.retiring: dict[tuple[str, int], set[str]] = {}  # (tenant, plan id) → adapters to unload after it
         self.loaded: set[str] = set()  # adapters this proxy loaded into the upstream
@@ -109,6 +108,7 @@ class Proxy:
         """Load a published snapshot of ``tenant`` on its routing connection (None: none published)."""
         if snapshot_id is None:
             return None
+        assert tenant.route_models is not None  # set when the tenant is opened
         return PlanSnapshot.load(tenant.route_ws, tenant.route_models.embedder, snapshot_id)
 
     @asynccontextmanager
@@ -152,6 +152,7 @@ class Proxy:
     async def load_adapters(self, snapshot: PlanSnapshot) -> list[str]:
         """Load the adapters ``snapshot`` plans that this proxy has not loaded yet into the upstream (vLLM
         ``/load_lora_adapter``); their names."""
+        assert self.upstream is not None  # upstream mode only
         names = []
         for module_id, epoch, path in snapshot.adapters:
             name = adapter_name(module_id, epoch)
@@ -203,6 +204,7 @@ class Proxy:
         if newest is None or (old is not None and newest <= old.id):
             return {"plan_id": tenant.plan_id, "reloaded": False}
         new = await loop.run_in_executor(self._route_pool, self._load_snapshot, tenant, newest)
+        assert new is not None  # newest is a published snapshot's id
         if self.upstream and self.cfg.load_adapters:
             await self.load_adapters(new)
         tenant.snapshot = new  # one assignment: a request is routed by the old plan or by the new one
@@ -237,6 +239,7 @@ class Proxy:
 
     async def unload_adapters(self, names: set[str]) -> None:
         """Unload adapters no plan in flight uses any more (vLLM ``/unload_lora_adapter``); failures are logged."""
+        assert self.upstream is not None  # upstream mode only
         for name in sorted(names):
             if name in self.planned():
                 continue  # planned again meanwhile
@@ -329,13 +332,14 @@ class Proxy:
         elif route.path == "reflective":
             text, usage, model = await self.reflective(chat, route)
         elif route.path == "guide":
+            assert route.guide is not None  # planned_route sends a guide that is gone along the base path
             body = json.dumps({**chat.body, "messages": guide_messages(chat.body["messages"], route.guide)}).encode()
             return await (self.relay_stream(chat, route, body, chat.model, start) if chat.stream
                           else self.relay(chat, route, body, chat.model))
         else:
             body = chat.raw if route.path == "base" else json.dumps(
-                {**chat.body, "model": adapter_name(route.module_id, route.epoch)}).encode()
-            model = chat.model if route.path == "base" else adapter_name(route.module_id, route.epoch)
+                {**chat.body, "model": adapter_name(*route.adapter())}).encode()
+            model = chat.model if route.path == "base" else adapter_name(*route.adapter())
             if chat.stream:
                 return await self.relay_stream(chat, route, body, model, start)
             return await self.relay(chat, route, body, model)
@@ -345,6 +349,7 @@ class Proxy:
         """Forward a non-streaming request; answer the upstream's JSON with our response id."""
         from starlette.responses import Response
 
+        assert self.upstream is not None  # upstream mode only
         data = await self.upstream.post("/chat/completions", body)
         data["id"] = chat.rid
         self.record(chat, route, content_of(data), model)
@@ -352,6 +357,7 @@ class Proxy:
 
     async def relay_stream(self, chat: Chat, route: Route, body: bytes, model: str, start: float) -> Any:
         """Forward a streaming request; relay its events as they come, with our response id."""
+        assert self.upstream is not None  # upstream mode only
         resp = await self.upstream.open_stream(body)
         ended: list[int] = []
 
@@ -366,6 +372,7 @@ class Proxy:
     async def events(self, resp: aiohttp.ClientResponse, chat: Chat, route: Route, model: str,
                      end: Callable[[int], None]) -> AsyncIterator[bytes]:
         """The upstream's SSE events, ids replaced; the answer is recorded before ``[DONE]`` goes out."""
+        assert self.upstream is not None  # upstream mode only
         parts: list[str] = []
         status, buf, done = 200, b"", False
         try:
@@ -409,16 +416,18 @@ class Proxy:
 
     async def reflective(self, chat: Chat, route: Route) -> tuple[str, dict[str, int], str]:
         """Draft, critic rules, revision: three upstream calls; returns the revised answer."""
+        upstream = self.upstream
+        assert upstream is not None  # upstream mode only
         body = {k: v for k, v in chat.body.items() if k not in ("stream", "stream_options")}
-        draft, d1 = await self.upstream.complete(body)
+        draft, d1 = await upstream.complete(body)
 
         async def call(msgs: list[dict[str, Any]], adapter: str | None, max_tokens: int | None) -> tuple[str, Any]:
             if max_tokens is None:
-                return await self.upstream.complete({**body, "messages": msgs})
-            return await self.upstream.complete({"model": adapter, "temperature": 0.0, "messages": msgs,
-                                                 "max_tokens": max_tokens, "seed": body.get("seed", 42)})
+                return await upstream.complete({**body, "messages": msgs})
+            return await upstream.complete({"model": adapter, "temperature": 0.0, "messages": msgs,
+                                            "max_tokens": max_tokens, "seed": body.get("seed", 42)})
 
-        critic = adapter_name(route.module_id, route.epoch)
+        critic = adapter_name(*route.adapter())
         revised, _, (d2, d3) = await reflect(call, body["messages"], draft, critic, chat.query)
         usage = {k: sum(int((d.get("usage") or {}).get(k) or 0) for d in (d1, d2, d3))
                  for k in ("prompt_tokens", "completion_tokens")}
@@ -430,6 +439,7 @@ class Proxy:
         kw = {"max_tokens": int(chat.body.get("max_tokens") or chat.body.get("max_completion_tokens") or 512),
               "temperature": float(chat.body.get("temperature") or 0.0), "seed": chat.body.get("seed", 42)}
         tenant = self.tenants[chat.tenant]
+        assert self.models is not None and tenant.models is not None  # embedded mode
         router = tenant.snapshot.router if tenant.snapshot else None
         out = await answer(tenant.ws, tenant.models, router, messages, chat.system, route=route, **kw)
         return out.text, out.usage, self.models.generator.model_id
@@ -459,7 +469,7 @@ class Proxy:
 
         resp = StreamingResponse(events, media_type="text/event-stream",
                                  headers={**self.headers(chat, route), "cache-control": "no-cache"})
-        resp.streams = True
+        resp.streams = True  # type: ignore[attr-defined]  # the mark chat() reads (getattr) on every response
         return resp
 
     @staticmethod

@@ -81,6 +81,7 @@ class Recorder:
 
     def served(self, row: tuple, tenant: str = DEFAULT_TENANT) -> None:
         """Queue one served row ``(response_id, messages, answer, route, model, created_at, user)`` of ``tenant``."""
+        assert self.queue is not None, "Recorder.start() makes the queue"
         self.pending[row[0]] = (tenant, row[6])
         self.queue.put_nowait(("served", row, None, tenant))
 
@@ -90,6 +91,7 @@ class Recorder:
 
         The row is given a uid here, so however often its write is retried it is stored once.
         """
+        assert self.queue is not None, "Recorder.start() makes the queue"
         done = asyncio.get_running_loop().create_future()
         self.queued_feedback[row[0]] = self.queued_feedback.get(row[0], 0) + 1
         self.queue.put_nowait(("feedback", (*row, uuid.uuid4().hex), done, tenant))
@@ -127,6 +129,7 @@ class Recorder:
             raise WorkspaceError(f"cannot look up response {response_id!r}: {one_line(e)}") from e
 
     async def _run(self) -> None:
+        assert self.queue is not None, "Recorder.start() makes the queue"
         while True:
             batch = [await self.queue.get()]
             if batch[0] is not None and self.linger_s:
@@ -182,6 +185,7 @@ class Recorder:
         rows = [(kind, row) for kind, row, _, _ in items]
         try:
             if self.redaction == "process":
+                assert self._redact_pool is not None  # its warm-up ran there
                 rows = self._redact_pool.submit(redact_rows, self.redactor.cfg, rows).result()
                 return [(kind, row, *rest) for (kind, row), (_, _, *rest) in zip(rows, items)]
         except BrokenProcessPool:
@@ -219,6 +223,7 @@ class Recorder:
     async def close(self) -> None:
         """Write everything queued, then close the connections."""
         if self._task is not None:
+            assert self.queue is not None  # made with the task
             self.queue.put_nowait(None)
             await self._task
             self._pool.shutdown()

@@ -11,7 +11,7 @@ from typing import Any
 try:
     import aiohttp
 except ImportError:  # only the proxy's upstream client needs it (the serve extra); collect_served does not
-    aiohttp = None
+    aiohttp = None  # type: ignore[assignment]  # a module or None: Upstream is used only with the serve extra
 
 from ..backends.openai_http import error_text, resolve_api_key
 from .problems import UpstreamError
@@ -62,6 +62,7 @@ class Upstream:
 
     async def send(self, method: str, path: str, body: bytes | None = None) -> aiohttp.ClientResponse:
         """The upstream's answer, headers read; a non-2xx is read, released and raised (:func:`check`)."""
+        assert self.session is not None, "Upstream.start() opens the session"
         with self.errors():
             resp = await self.session.request(method, self.base_url + path, data=body, allow_redirects=False)
             if not 200 <= resp.status < 300:

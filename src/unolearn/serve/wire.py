@@ -152,6 +152,7 @@ def parse_feedback(raw: bytes) -> Feedback:
                else None)
     if problem:
         raise HTTPProblem(problem, 400, "invalid_feedback")
+    assert isinstance(rid, str)  # checked with the rest above
     return Feedback(rid, text, action, edited, user if user and user.strip() else None)
 
 
@@ -161,6 +162,6 @@ def route_header(route: Route) -> str:
              f"system={route.system}"]
     if route.path == "guide":
         parts.append(f"guide={route.module_id}")
-    elif route.module_id is not None:
+    elif route.module_id is not None and route.epoch is not None:
         parts.append(f"adapter={adapter_name(route.module_id, route.epoch)}")
     return "; ".join(parts)

@@ -255,7 +255,9 @@ class SQLiteConnection(Connection):
 
     def insert(self, sql: str, params: Sequence[Any]) -> int:
         """Run one INSERT; the new row's id."""
-        return int(self.raw.execute(sql, params).lastrowid)
+        rowid = self.raw.execute(sql, params).lastrowid
+        assert rowid is not None  # an INSERT sets it
+        return int(rowid)
 
     @contextmanager
     def transaction(self, lock: bool = True) -> Iterator[SQLiteConnection]:

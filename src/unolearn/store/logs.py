@@ -55,7 +55,8 @@ class LogTables(Base):
 
     def iter_logs(self, *, with_feedback: bool | None = None) -> Iterator[Log]:
         """Every stored log in key order, optionally only those with (or without) feedback."""
-        sql, args = "SELECT record FROM logs", ()
+        sql = "SELECT record FROM logs"
+        args: tuple[int, ...] = ()
         if with_feedback is not None:
             sql, args = sql + " WHERE has_feedback = ?", (int(with_feedback),)
         for (record,) in self.conn.execute(sql + " ORDER BY id", args):

@@ -45,7 +45,8 @@ class ModuleTables(Base):
 
     def modules(self, cluster: int | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         """The modules of the current clustering (of one cluster and kind), newest first."""
-        sql, args = f"SELECT * FROM modules WHERE clustering {self.dialect.same} (SELECT max(id) FROM clusterings)", []
+        sql = f"SELECT * FROM modules WHERE clustering {self.dialect.same} (SELECT max(id) FROM clusterings)"
+        args: list[Any] = []
         if cluster is not None:
             sql, args = sql + " AND cluster = ?", [*args, cluster]
         if kind is not None:

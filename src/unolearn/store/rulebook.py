@@ -120,7 +120,8 @@ class RulebookTables(Base):
         return _entry(rows[0])
 
     def ensure_guide(self, cluster: int, text: str, entry_ids: list[str], train_ids: list[str], val_ids: list[str],
-                     config: dict[str, Any], clustering: int | None, guide: dict[str, Any] | None = None) -> str:
+                     config: dict[str, Any], clustering: int | None, guide: dict[str, Any] | str | None = None
+                     ) -> str:
         """The ``guide`` module of ``cluster`` with rulebook ``text`` (recorded once; made newest) in ``clustering``
         (the version selection started on, still current); its id. ``guide``: the entries ``entry_ids`` with their
         anchors (:meth:`unolearn.guide.Guide.as_json`; None: every question gets ``text``)."""

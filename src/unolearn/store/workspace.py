@@ -106,12 +106,13 @@ class Workspace(LogTables, ClusterTables, ModuleTables, RulebookTables, RuleTabl
         for rebuilding a table that others refer to) and checked before each commit.
         """
         errors = database_errors()
+        failures: tuple[type[BaseException], ...] = (*errors, WorkspaceError)
         try:
             done = migrations.applied(self.conn)
             if migrations.unrecorded(self.conn):
                 with self.transaction() as c:
                     migrations.record_table(c)
-        except (*errors, WorkspaceError) as e:
+        except failures as e:
             raise WorkspaceError(f"workspace {self.where}: {e}") from e
         missing = [fn for fn in migrations.MIGRATIONS if fn.__name__ not in done]
         if not missing:
