@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import UnolearnError, WorkspaceError, one_line
 from ..store.dialect import check_url, database_errors
 from .bench import bench
-from .common import tenant_option
+from .common import Invocation, tenant_option
 from .logs import data, forget_cmd, ingest, logs, pairs, tenants_cmd
 from .review import clusters, modules, report, rulebook
 from .serving import answer_cmd, chat, config, doctor, serve
@@ -59,16 +59,12 @@ def cli(ctx: click.Context, workspace: str | None, store: str | None, config_fil
     clustered by topic and feedback, and turned into per-cluster LoRA experts or critics
     (the UNO method). Start with `unolearn ingest LOGS.jsonl`, then `unolearn logs stats`.
     """
-    obj = ctx.ensure_object(dict)
-    obj["workspace"] = workspace
-    obj["store"] = check_url(store) if store else None
-    obj["config_file"] = config_file
-    obj["profile"] = profile
-    obj["tenant"] = tenant_option(tenant)
     if backend is None and base_url:
         backend = "openai"
-    obj["overrides"] = {"generator": {"backend": backend, "base_url": base_url, "model": model},
-                        "cache": {"enabled": False if no_cache else None}}
+    ctx.obj = Invocation(workspace=workspace, store=check_url(store) if store else None, config_file=config_file,
+                         profile=profile, tenant=tenant_option(tenant),
+                         overrides={"generator": {"backend": backend, "base_url": base_url, "model": model},
+                                    "cache": {"enabled": False if no_cache else None}})
 
 
 COMMANDS = (ingest, forget_cmd, tenants_cmd, logs, pairs, data,  # the logs

@@ -17,6 +17,7 @@ from .common import (
     PromptFiles,
     echo_json,
     flat,
+    invocation,
     json_option,
     models_for,
     open_workspace,
@@ -32,7 +33,7 @@ def bench() -> None:
 def refuse_store(ctx: click.Context, name: str) -> None:
     """A ConfigError when a store is named for a benchmark whose workspace lives in its own SQLite file (its
     folder is kept for later commands, so a scratch database would not do; the team's store must not)."""
-    if ctx.find_root().obj.get("store"):
+    if invocation(ctx).store:
         raise ConfigError(f"bench {name} keeps its workspace in the workspace's own SQLite file and cannot use "
                           "--store or UNOLEARN_STORE: leave them out")
 
@@ -50,7 +51,7 @@ def bench_ingest(ctx: click.Context, n: int, as_json: bool) -> None:
     """
     from ..bench.ingest import bench_ingest as run
 
-    out = run(n, store=ctx.find_root().obj.get("store"))
+    out = run(n, store=invocation(ctx).store)
     echo_json(out) if as_json else click.echo(
         f"{out['n']} records: {out['records_per_s']:.0f} records/s, peak {out['peak_mb']:.0f} MB")
 
@@ -307,7 +308,7 @@ def bench_serve_cmd(ctx: click.Context, n: int, concurrency: int, latency: float
     from ..bench.serve import bench_serve
 
     out = bench_serve(n=n, concurrency=concurrency, latency_s=latency, workers=workers,
-                      store=ctx.find_root().obj.get("store"), redact=not no_redact)
+                      store=invocation(ctx).store, redact=not no_redact)
     echo_json(out) if as_json else click.echo(
         f"proxy p50 {out['proxy']['p50_ms']:.1f} ms, direct p50 {out['direct']['p50_ms']:.1f} ms, added "
         f"{out['added_p50_ms']:.1f} ms; errors {out['errors']}, lost feedback {out['lost_feedback']}")

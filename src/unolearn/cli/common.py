@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,41 +20,61 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
 
 
+@dataclass
+class Invocation:
+    """This invocation's shared state: what the group's options set, and what it opened (once)."""
+
+    workspace: str | None = None
+    store: str | None = None
+    config_file: Path | None = None
+    profile: str | None = None
+    tenant: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    config_checked: bool = False
+    root_ws: Workspace | None = None
+    tenant_ws: Workspace | None = None
+
+
+def invocation(ctx: click.Context) -> Invocation:
+    """The invocation state that the ``unolearn`` group set up."""
+    return ctx.find_root().ensure_object(Invocation)
+
+
 def open_root(ctx: click.Context) -> Workspace:
     """Open the workspace named by the group's ``--workspace`` option (its default tenant; once per invocation)."""
-    obj = ctx.find_root().ensure_object(dict)
-    if "ws" not in obj:
+    inv = invocation(ctx)
+    if inv.root_ws is None:
         checked_config(ctx)
-        obj["ws"] = ctx.with_resource(Workspace.open(obj.get("workspace"), obj.get("store")))
-    return obj["ws"]
+        inv.root_ws = ctx.with_resource(Workspace.open(inv.workspace, inv.store))
+    return inv.root_ws
 
 
 def open_workspace(ctx: click.Context) -> Workspace:
     """The workspace of the tenant the group's ``--tenant`` names (default: the default tenant's), opened once."""
     from ..tenants import open_tenant
 
-    obj = ctx.find_root().ensure_object(dict)
-    if "tenant_ws" not in obj:
-        root, name = open_root(ctx), obj.get("tenant")
-        obj["tenant_ws"] = root if name is None else ctx.with_resource(open_tenant(root, name))
-    return obj["tenant_ws"]
+    inv = invocation(ctx)
+    if inv.tenant_ws is None:
+        root = open_root(ctx)
+        inv.tenant_ws = root if inv.tenant is None else ctx.with_resource(open_tenant(root, inv.tenant))
+    return inv.tenant_ws
 
 
 def tenant_of(ctx: click.Context) -> str | None:
     """The tenant the group's ``--tenant`` names (None: not given)."""
-    return ctx.find_root().obj.get("tenant")
+    return invocation(ctx).tenant
 
 
 def checked_config(ctx: click.Context) -> Path:
     """This invocation's config file, every section of it validated (once): a wrong key in any section stops
     every command, not only the one that reads it."""
-    obj = ctx.find_root().obj
-    file = obj["config_file"] or resolve_dir(obj.get("workspace")) / CONFIG_FILE
-    if obj["config_file"] and not file.exists():
+    inv = invocation(ctx)
+    file = inv.config_file or resolve_dir(inv.workspace) / CONFIG_FILE
+    if inv.config_file and not file.exists():
         raise InputError("no such file", file=str(file))
-    if not obj.get("config_checked"):
+    if not inv.config_checked:
         check_config_file(file)
-        obj["config_checked"] = True
+        inv.config_checked = True
     return file
 
 
@@ -123,7 +144,7 @@ def tenant_option(value: str | None) -> str | None:
 
 def load_config(ctx: click.Context) -> BackendsConfig:
     """The effective backend configuration: defaults → config file → environment → flags."""
-    return load_backends(checked_config(ctx), ctx.find_root().obj["overrides"])
+    return load_backends(checked_config(ctx), invocation(ctx).overrides)
 
 
 def models_for(ctx: click.Context):
@@ -135,7 +156,7 @@ def models_for(ctx: click.Context):
 
 def config_path(ctx: click.Context) -> Path:
     """The config file of this invocation: ``--config``, else the workspace's config.yaml."""
-    return ctx.find_root().obj["config_file"] or open_root(ctx).root / CONFIG_FILE
+    return invocation(ctx).config_file or open_root(ctx).root / CONFIG_FILE
 
 
 def profile_for(ctx: click.Context) -> tuple[str, bool]:
@@ -144,7 +165,7 @@ def profile_for(ctx: click.Context) -> tuple[str, bool]:
     from ..config import read_config_file
     from ..profiles import requested, resolve
 
-    name = requested(read_config_file(config_path(ctx)), ctx.find_root().obj.get("profile"))
+    name = requested(read_config_file(config_path(ctx)), invocation(ctx).profile)
     return resolve(name, load_config(ctx).generator.backend), name == "auto"
 
 

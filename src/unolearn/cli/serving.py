@@ -15,6 +15,7 @@ from ..store import resolve_dir
 from .common import (
     config_path,
     echo_json,
+    invocation,
     json_option,
     load_config,
     models_for,
@@ -193,8 +194,8 @@ def doctor(ctx: click.Context, no_generate: bool, as_json: bool) -> None:
     """
     from ..doctor import run
 
-    obj = ctx.find_root().obj
-    report = run(load_config(ctx), resolve_dir(obj.get("workspace")), generate=not no_generate, store=obj.get("store"))
+    inv = invocation(ctx)
+    report = run(load_config(ctx), resolve_dir(inv.workspace), generate=not no_generate, store=inv.store)
     if as_json:
         echo_json(report)
     else:
