@@ -94,3 +94,15 @@ def test_a_value_of_the_wrong_type_is_a_one_line_config_error(tmp_path, text, ma
 
 def test_an_int_is_a_valid_float():
     assert stage_config(DistillConfig, None, "distill", {"temperature": 1}, "cpu").temperature == 1
+
+
+def test_one_table_sets_training_and_writes_the_help_that_names_its_values(monkeypatch):
+    from unolearn.cli.common import field_help
+    from unolearn.train import TrainConfig
+
+    assert TrainConfig(profile="cpu").resolved().epochs == PROFILES["cpu"]["train"]["epochs"] == 2
+    assert TrainConfig(profile="gpu").resolved().lora_r == PROFILES["gpu"]["train"]["lora_r"] == 64
+    assert "(profile gpu: 8, cpu: 2)" in field_help(TrainConfig, "epochs")
+    assert "(profile gpu: off, cpu: on)" in field_help(TrainConfig, "gradient_checkpointing")
+    monkeypatch.setitem(PROFILES["cpu"]["train"], "epochs", 3)  # one edit of the table changes what runs
+    assert TrainConfig(profile="cpu").resolved().epochs == 3

@@ -44,8 +44,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy import sparse
-from scipy.cluster.hierarchy import fcluster, linkage
 
 from .backends.base import Embedder
 from .config import opt
@@ -306,6 +304,8 @@ class Hierarchy:
         if len(self.z) == 0:
             leaf_labels = np.zeros(1, dtype=np.int64)
         else:
+            from scipy.cluster.hierarchy import fcluster  # scipy on use: serving routes without it
+
             leaf_labels = fcluster(self.z, threshold, criterion="distance")
         return order_by_size(leaf_labels[self.leaf_of_point])
 
@@ -325,6 +325,8 @@ def build_hierarchy(x: np.ndarray, cfg: ClusterConfig) -> Hierarchy:
     if n < 2:
         return Hierarchy(np.zeros((0, 4)), np.zeros(n, dtype=np.int64), "exact")
     if n <= cfg.exact_max:
+        from scipy.cluster.hierarchy import linkage
+
         return Hierarchy(linkage(ward_distances(x), "ward"), np.arange(n), "exact")
     return _two_stage(x, cfg)
 
@@ -361,6 +363,8 @@ def micro_cluster_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 def micro_centroids(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Means (float64) and sizes of the non-empty groups of ``labels``, and each point's group renumbered."""
     k = int(labels.max()) + 1
+    from scipy import sparse
+
     onehot = sparse.csr_matrix((np.ones(len(x), dtype=x.dtype), (labels, np.arange(len(x)))),
                                shape=(k, len(x)))
     counts = np.bincount(labels, minlength=k)

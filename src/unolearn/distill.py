@@ -27,6 +27,7 @@ from .config import opt
 from .distill_examples import feedback_turns, gate_turns, prior_turns
 from .errors import BackendError, ConfigError
 from .judge import JUDGES, resolve_judge, score_items
+from .profiles import note
 from .records import Log, content_hash
 from .rulefilter import echo_rules, filter_rules
 from .store import Workspace, now
@@ -108,15 +109,17 @@ class DistillConfig:
     """Parameters of the distil stage."""
 
     n_revisions: int = opt(3, "Candidates of each kind per log (a revision of the first answer, a fresh "
-                              "answer from the feedback); the judge's best becomes `chosen` (profile cpu: 1).")
+                              "answer from the feedback); the judge's best becomes `chosen` "
+                              f"({note('distill', 'n_revisions')}).")
     temperature: float = opt(1.0, "Sampling temperature of the revisions.")
     top_p: float = opt(0.9, "Nucleus sampling of the revisions.")
     seed: int = opt(42, "Seed of the first revision; revision i uses seed + i.")
     max_prior_rules: int = opt(5, "At most this many rules are kept from the query alone.")
-    rules_max_tokens: int = opt(384, "Token budget of a rules answer (profile cpu: 192).")
-    answer_max_tokens: int = opt(1024, "Token budget of a revised answer (profile cpu: 256); a candidate that it cuts "
+    rules_max_tokens: int = opt(384, f"Token budget of a rules answer ({note('distill', 'rules_max_tokens')}).")
+    answer_max_tokens: int = opt(1024, "Token budget of a revised answer "
+                                       f"({note('distill', 'answer_max_tokens')}); a candidate that it cuts "
                                        "is never chosen (an unfinished answer, often a loop).")
-    judge_max_tokens: int = opt(256, "Token budget of a judge answer (profile cpu: 128).")
+    judge_max_tokens: int = opt(256, f"Token budget of a judge answer ({note('distill', 'judge_max_tokens')}).")
     judge: str = opt("auto", "How the candidates are compared to pick `chosen`: `llm` (the judge's 1-10 score "
                              "against the log's feedback rules), `likelihood` (how much likelier a candidate becomes "
                              "when the rules are stated), `auto` (likelihood where the judge model can score replies, "

@@ -44,6 +44,7 @@ from .backends import ChatModel, ChatRequest, Models
 from .config import opt
 from .distill import feedback_examples
 from .errors import ConfigError, InputError
+from .profiles import note
 from .records import Lang, Log, RuleEntry, RuleMember, RuleStatus, content_hash
 from .screen import screen_reason
 from .store import Workspace
@@ -71,7 +72,8 @@ class RulebookConfig:
     novelty: float | None = opt(None, "Entries less novel than this are dropped as known to the model "
                                       "(default: the embedding gap scorer's threshold).")
     max_tokens: int = opt(150, "Size bound of one cluster's rulebook, in words and punctuation.")
-    contradictions: bool = opt(True, "Ask the judge whether each two entries can both hold (profile cpu: off; "
+    contradictions: bool = opt(True, "Ask the judge whether each two entries can both hold "
+                                     f"({note('rulebook', 'contradictions')}; "
                                      "the embedded 0.5B judge cannot tell, see scripts/measure_contradictions.py).")
     review: str = opt("auto", "'auto': entries that pass support, screening and validation reach prompts; "
                               "'required': none does before a person approves it (rulebook approve).")

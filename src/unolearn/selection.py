@@ -38,6 +38,7 @@ from .errors import ConfigError, InputError
 from .guide import Guide
 from .judge import JUDGES, resolve_judge, score_items
 from .plans import ensure_adapter
+from .profiles import note
 from .records import Log, Plan, RuleEntry, ValidationItem
 from .store import Workspace
 from .text import guard_failure, replacement_measures
@@ -56,11 +57,12 @@ class SelectConfig:
     bleu_min: float = opt(0.05, "An answer whose BLEU to the base answer and the query (no brevity penalty: "
                                 "see `drift`) is ≤ this drifted off the query and counts as a loss.")
     min_length_ratio: float = opt(0.1, "An answer shorter than this share of the base answer counts as a loss.")
-    judge_samples: int = opt(3, "Judgements per comparison: the first greedy, the others sampled (profile cpu: 2).")
+    judge_samples: int = opt(3, "Judgements per comparison: the first greedy, the others sampled "
+                                f"({note('select', 'judge_samples')}).")
     judge_temperature: float = opt(1.0, "Temperature of the sampled judgements.")
     answer_max_tokens: int = opt(1024, "Token budget of a validation answer (checkpoint and base alike; "
-                                       "profile cpu: 256).")
-    judge_max_tokens: int = opt(256, "Token budget of a judgement (profile cpu: 128).")
+                                       f"{note('select', 'answer_max_tokens')}).")
+    judge_max_tokens: int = opt(256, f"Token budget of a judgement ({note('select', 'judge_max_tokens')}).")
     min_val_items: int = opt(2, "An expert with fewer validation items is not judged (its cluster falls back).")
     seed: int = opt(42, "Seed of the answers and of the sampled judgements.")
 

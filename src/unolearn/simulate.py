@@ -63,6 +63,7 @@ from .config import opt
 from .constraints import compliance, parse_check, run_check
 from .errors import ConfigError, InputError
 from .prefgen import is_random, parse_seed, random_preferences
+from .profiles import note
 from .readers import iter_raw
 from .records import detect_lang
 
@@ -93,8 +94,9 @@ OFF_TOPIC = {
 class SimulateConfig:
     """The cost settings of a simulation (the ``simulate`` section; the cpu profile lowers them)."""
 
-    max_tokens: int = opt(1024, "Token budget of every answer of the simulated dialogs (profile cpu: 256).")
-    rounds: int = opt(3, "Feedback rounds at most per dialog (profile cpu: 1).")
+    max_tokens: int = opt(1024, "Token budget of every answer of the simulated dialogs "
+                                f"({note('simulate', 'max_tokens')}).")
+    rounds: int = opt(3, f"Feedback rounds at most per dialog ({note('simulate', 'rounds')}).")
     logs_per_user: int = opt(3, "Dialogs per simulated user: each user id takes this many consecutive prompts "
                                 "of one dataset, so a rule asked by several users stands out from one user's.")
 

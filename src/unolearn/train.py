@@ -39,62 +39,49 @@ from .config import opt
 from .distill import feedback_examples, no_rule_logs, numbered, pair_prompt, pair_record
 from .errors import ConfigError, InputError, UnolearnError
 from .plans import epoch_dir
+from .profiles import PROFILE_NAMES, note, train_values
 from .prompts import critic_prompt
 from .records import content_hash
 from .store import Workspace
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-PROFILES: dict[str, dict[str, Any]] = {
-    # The UNO paper's settings, for GPUs.
-    "gpu": {"epochs": 8, "critic_epochs": 8, "lora_r": 64, "lora_alpha": 128, "grad_accum": 8, "max_length": 1024,
-            "gradient_checkpointing": False, "min_pairs": 4, "min_steps_per_epoch": None},
-    # For a 2-core CPU: one cluster of 20 pairs took 8 min (expert) + 4 min (critic) in `unolearn bench train`.
-    # Gradient checkpointing: a 2 x 512-token step of the 0.5B model peaks at 3.8 instead of 7.3 GB resident
-    # (with limit_heap_growth), for 10-20% more time per step.
-    # Small CPU runs have clusters of a few logs: an expert from 2 pairs is still validated before use.
-    # max_length: a LexEval case is 475 tokens (median; 95% under 811) before its 256-token answer; at 512
-    # the trainer left out half of that cluster's pairs and cut the rest, and the expert learned to stop
-    # after one sentence (the only complete answer it saw). 1280 holds 95% of them whole; training on such
-    # rows peaked at 5.8 GB resident.
-    "cpu": {"epochs": 2, "critic_epochs": 2, "lora_r": 8, "lora_alpha": 16, "grad_accum": 4, "max_length": 1280,
-            "gradient_checkpointing": True, "min_pairs": 2, "min_steps_per_epoch": 4},
-}
-
-
 @dataclass
 class TrainConfig:
     """Hyper-parameters of expert and critic training.
 
     Fields left unset (None) take their value from ``profile``: the paper's settings on a GPU, smaller
-    ones on a CPU (see :data:`PROFILES`); call :meth:`resolved` for the values a run uses.
+    ones on a CPU (:data:`unolearn.profiles.PROFILES`); call :meth:`resolved` for the values a run uses.
     """
 
     base_model: str | None = opt(None, "Hugging Face model folder to train on (default: the embedded "
                                        "model, converted for training once into the workspace).")
-    profile: str = opt("auto", "Defaults of the unset fields: 'gpu' (the paper's: 8 epochs, LoRA r 64, alpha 128, "
-                               "grad_accum 8, max_length 1024), 'cpu' (2 epochs, r 8, alpha 16, grad_accum 4, "
-                               "max_length 1280), or 'auto' (gpu when CUDA is available).")
-    epochs: int | None = opt(None, "Expert (DPO+SFT) epochs; an adapter is saved after each (profile: 8 / 2).")
-    critic_epochs: int | None = opt(None, "Critic (SFT) epochs; an adapter is saved after each (profile: 8 / 2).")
+    profile: str = opt("auto", "Defaults of the unset fields: 'gpu' (the paper's), 'cpu' (a few minutes per cluster "
+                               "on 2 cores), or 'auto' (gpu when CUDA is available); see unolearn.profiles.")
+    epochs: int | None = opt(None, "Expert (DPO+SFT) epochs; an adapter is saved after each "
+                                   f"({note('train', 'epochs')}).")
+    critic_epochs: int | None = opt(None, f"Critic (SFT) epochs; an adapter is saved after each "
+                                                 f"({note('train', 'critic_epochs')}).")
     learning_rate: float = opt(5e-4, "Peak learning rate (cosine schedule).")
     beta: float = opt(0.1, "DPO beta.")
     dpo_weight: float = opt(0.5, "Weight of the sigmoid DPO loss.")
     sft_weight: float = opt(0.5, "Weight of the SFT loss on the chosen answer.")
-    lora_r: int | None = opt(None, "LoRA rank (profile: 64 / 8).")
-    lora_alpha: int | None = opt(None, "LoRA alpha (profile: 128 / 16).")
+    lora_r: int | None = opt(None, f"LoRA rank ({note('train', 'lora_r')}).")
+    lora_alpha: int | None = opt(None, f"LoRA alpha ({note('train', 'lora_alpha')}).")
     lora_dropout: float = opt(0.05, "LoRA dropout.")
     target_modules: list[str] = opt(LORA_TARGETS, "Modules that get LoRA weights (attention and MLP).")
     batch_size: int = opt(1, "Per-device batch size.")
-    grad_accum: int | None = opt(None, "Gradient accumulation steps (profile: 8 / 4).")
-    max_length: int | None = opt(None, "Token limit of a training sequence, prompt + answer (profile: 1024 / 1280); "
+    grad_accum: int | None = opt(None, f"Gradient accumulation steps ({note('train', 'grad_accum')}).")
+    max_length: int | None = opt(None, f"Token limit of a training sequence, prompt + answer "
+                                         f"({note('train', 'max_length')}); "
                                          "longer rows are cut, and a row whose prompt alone reaches it is left out.")
     val_fraction: float = opt(0.2, "Share of a cluster's logs held out for validation.")
     min_val_logs: int = opt(2, "At least this many of a cluster's logs with rules are held out for validation "
                                "once it has three times as many (select judges an expert on no fewer than its "
                                "min_val_items, 2: at 20%, a cluster of 7 would keep one item and never be judged).")
     seed: int = opt(42, "Seed of the split and of training.")
-    min_pairs: int | None = opt(None, "Clusters with fewer training pairs get no expert (profile: 4 / 2).")
+    min_pairs: int | None = opt(None, f"Clusters with fewer training pairs get no expert "
+                                      f"({note('train', 'min_pairs')}).")
     experts: str = opt("all", "Which clusters get an expert: all (as the reference; a high-gap cluster's expert is "
                               "validated and reported, not used by uno), primary (planned primary: less "
                               "training), none.")
@@ -105,13 +92,14 @@ class TrainConfig:
     bf16: bool | None = opt(None, "bf16 training (default: on a GPU that supports it; on a CPU with native bf16 "
                                   "(AVX512-BF16 or AMX), where the base weights are then held in bf16).")
     gradient_checkpointing: bool | None = opt(None, "Recompute activations in the backward pass: less memory, "
-                                                    "more compute (profile: off / on).")
+                                                    f"more compute ({note('train', 'gradient_checkpointing')}).")
     min_steps_per_epoch: int | None = opt(None, "Lower grad_accum for a small cluster so that each epoch takes at "
-                                                "least this many optimizer steps (same compute; profile: off / 4).")
+                                                "least this many optimizer steps (same compute; "
+                                                f"{note('train', 'min_steps_per_epoch')}).")
 
     def __post_init__(self) -> None:
-        if self.profile not in ("auto", *PROFILES):
-            raise ConfigError(f"train.profile: {self.profile!r} is not one of auto, {', '.join(PROFILES)}")
+        if self.profile not in PROFILE_NAMES:
+            raise ConfigError(f"train.profile: {self.profile!r} is not one of {', '.join(PROFILE_NAMES)}")
         ints = [v for v in (self.epochs, self.critic_epochs, self.lora_r, self.lora_alpha, self.batch_size,
                             self.grad_accum, self.max_length, self.min_pairs, self.min_steps_per_epoch,
                             self.min_val_logs)
@@ -137,7 +125,7 @@ class TrainConfig:
             import torch
 
             profile = "gpu" if torch.cuda.is_available() else "cpu"
-        unset = {k: v for k, v in PROFILES[profile].items() if getattr(self, k) is None}
+        unset = {k: v for k, v in train_values(profile).items() if getattr(self, k) is None}
         if self.bf16 is None:
             unset["bf16"] = gpu_bf16() if profile == "gpu" else cpu_bf16()
         return replace(self, profile=profile, **unset)

@@ -39,6 +39,7 @@ from ..config import opt
 from ..constraints import compliance
 from ..errors import ConfigError, InputError
 from ..funnel import count_test_paths, funnel
+from ..profiles import note
 from ..records import detect_lang
 from ..simulate import Preferences, constraints_for, record_query
 from ..store import Workspace, write_lines_atomic
@@ -81,7 +82,7 @@ class QualityConfig:
 
     systems: tuple[str, ...] = opt(SYSTEMS, "Systems to compare.")
     top_k: int = opt(5, "Past logs (or rule sets) placed in the prompt by the memory baselines.")
-    max_tokens: int = opt(1024, "Token budget of an answer (profile cpu: 256).")
+    max_tokens: int = opt(1024, f"Token budget of an answer ({note('bench_quality', 'max_tokens')}).")
     checklist: bool = opt(True, "Judge HelloBench checklist coverage (one judge call per answer).")
 
     def __post_init__(self) -> None:

@@ -7,15 +7,18 @@ from typing import Any
 
 import click
 
+from ..bench.quality import QualityConfig
 from ..config import load_backends
 from ..errors import ConfigError, InputError
 from ..funnel import funnel_lines
 from ..names import SERVED_SYSTEMS
+from ..train import TrainConfig
 from .common import (
     PREFERENCES_HELP,
     PreferencesSpec,
     PromptFiles,
     echo_json,
+    field_help,
     flat,
     invocation,
     json_option,
@@ -82,9 +85,9 @@ def bench_throughput_cmd(n: int, latency: float, concurrency: int, as_json: bool
 @click.option("--base-model", help="Hugging Face model folder (default: the embedded model, converted).")
 @click.option("--profile", type=click.Choice(["auto", "gpu", "cpu"]), default="auto", show_default=True,
               help="Defaults of the train settings (see `unolearn train --help`).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Expert epochs (default: the profile's).")
-@click.option("--critic-epochs", type=click.IntRange(min=1), help="Critic epochs (default: the profile's).")
-@click.option("--max-length", type=click.IntRange(min=16), help="Token limit of a training sequence.")
+@click.option("--epochs", type=click.IntRange(min=1), help=field_help(TrainConfig, "epochs"))
+@click.option("--critic-epochs", type=click.IntRange(min=1), help=field_help(TrainConfig, "critic_epochs"))
+@click.option("--max-length", type=click.IntRange(min=16), help=field_help(TrainConfig, "max_length"))
 @json_option
 @click.pass_context
 def bench_train_cmd(ctx: click.Context, pairs: int, answer_words: int, keep: Path | None, base_model: str | None,
@@ -188,8 +191,7 @@ def bench_cluster_cmd(n: int, as_json: bool) -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each test file.")
 @click.option("--systems", help="Comma-separated subset of base,bm25,dense,rules,self-refine,uno-single,uno,"
                                 "uno-guided (default: all of them), and rules-vetted (only when named).")
-@click.option("--max-tokens", type=click.IntRange(min=1),
-              help="Token budget of an answer (default 1024; profile cpu: 256).")
+@click.option("--max-tokens", type=click.IntRange(min=1), help=field_help(QualityConfig, "max_tokens"))
 @click.option("--no-checklist", is_flag=True, help="Skip the judge's HelloBench checklist coverage.")
 @json_option
 @click.pass_context

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,17 @@ def checked_config(ctx: click.Context) -> Path:
         check_config_file(file)
         inv.config_checked = True
     return file
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help of an option that sets config field ``name`` of ``cls``: the field's own help, with its default
+    (written once, in the dataclass, with what the profiles set)."""
+    found = {f.name: f for f in fields(cls)}[name]
+    text = found.metadata.get("help", "")
+    default = found.default
+    if default is MISSING or default is None or isinstance(default, bool):
+        return text
+    return f"{text} Default: {default}."
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

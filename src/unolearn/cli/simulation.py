@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..funnel import funnel_lines
+from ..simulate import SimulateConfig
 from ..store import write_jsonl_atomic
 from .bench import quality_table
 from .common import (
@@ -14,6 +15,7 @@ from .common import (
     PreferencesSpec,
     PromptFiles,
     echo_json,
+    field_help,
     flat,
     json_option,
     models_for,
@@ -26,9 +28,8 @@ from .common import (
 @click.argument("prompts", nargs=-1, required=True, type=PromptFiles())
 @click.option("--preferences", type=PreferencesSpec(), help=PREFERENCES_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated users.")
-@click.option("--rounds", type=click.IntRange(0, 10), help="Feedback rounds at most (default 3; profile cpu: 1).")
-@click.option("--max-tokens", type=click.IntRange(min=1),
-              help="Token budget of every answer (default 1024; profile cpu: 256).")
+@click.option("--rounds", type=click.IntRange(0, 10), help=field_help(SimulateConfig, "rounds"))
+@click.option("--max-tokens", type=click.IntRange(min=1), help=field_help(SimulateConfig, "max_tokens"))
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts of each file.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the simulated logs (MemoryBench JSONL).")

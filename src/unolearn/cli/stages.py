@@ -7,11 +7,14 @@ from typing import Any
 
 import click
 
+from ..distill import DistillConfig
 from ..errors import InputError
 from ..funnel import funnel_lines
 from ..names import STAGES
+from ..train import TrainConfig
 from .common import (
     echo_json,
+    field_help,
     json_option,
     load_config,
     models_for,
@@ -23,11 +26,9 @@ from .common import (
 
 
 @click.command()
-@click.option("--revisions", "n_revisions", type=click.IntRange(min=1),
-              help="Candidates of each kind per log (default 3; profile cpu: 1); the judge's best becomes "
-                   "`chosen`.")
-@click.option("--seed", type=int, help="Seed of the first revision (default 42).")
-@click.option("--chunk-size", type=click.IntRange(min=1), help="Logs committed together (default 64).")
+@click.option("--revisions", "n_revisions", type=click.IntRange(min=1), help=field_help(DistillConfig, "n_revisions"))
+@click.option("--seed", type=int, help=field_help(DistillConfig, "seed"))
+@click.option("--chunk-size", type=click.IntRange(min=1), help=field_help(DistillConfig, "chunk_size"))
 @json_option
 @click.pass_context
 def distill(ctx: click.Context, n_revisions: int | None, seed: int | None, chunk_size: int | None,
@@ -164,10 +165,9 @@ def assess(ctx: click.Context, scorer: str | None, threshold: float | None, as_j
 @click.option("--base-model", help="Hugging Face model folder to train on (default: the embedded model).")
 @click.option("--profile", type=click.Choice(["auto", "gpu", "cpu"]),
               help="Defaults of unset settings: gpu (the paper's), cpu (minutes on 2 cores); auto picks by CUDA.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Expert epochs (default: 8 gpu, 2 cpu).")
-@click.option("--critic-epochs", type=click.IntRange(min=1), help="Critic epochs (default: 8 gpu, 2 cpu).")
-@click.option("--max-length", type=click.IntRange(min=16),
-              help="Token limit of a training sequence (default: 1024 gpu, 1280 cpu).")
+@click.option("--epochs", type=click.IntRange(min=1), help=field_help(TrainConfig, "epochs"))
+@click.option("--critic-epochs", type=click.IntRange(min=1), help=field_help(TrainConfig, "critic_epochs"))
+@click.option("--max-length", type=click.IntRange(min=16), help=field_help(TrainConfig, "max_length"))
 @json_option
 @click.pass_context
 def train(ctx: click.Context, cluster_id: int | None, base_model: str | None, profile: str | None,
