@@ -15,7 +15,7 @@ import pytest
 from postgres import SWITCH, PostgresServer, find_bindir, start_server
 
 from unolearn.store import Workspace
-from unolearn.store.dialect import scratch_store
+from unolearn.store.admin import scratch_store
 
 #: The store backends that the store, serve and end-to-end tests run on.
 BACKENDS = ("sqlite", "postgresql")

@@ -19,13 +19,12 @@ from unolearn.cluster import (
     cluster_vectors,
     dual_embedding,
     normalise,
-    order_by_size,
     sweep,
-    weighted_ward,
 )
 from unolearn.errors import ConfigError, InputError, NotFoundError
 from unolearn.records import Log, Message
 from unolearn.store import now
+from unolearn.ward import order_by_size, weighted_ward
 
 TOPICS = {  # topic → (query words, feedback rules)
     "bread": ("how do i bake sourdough bread with rye flour", ["use a longer proof", "weigh flour in grams"]),

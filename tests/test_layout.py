@@ -87,3 +87,12 @@ def test_no_import_cycle():
         back = reached(sorted(GRAPH[name]))
         assert name not in back, f"{name} imports itself through {back[name]}"
 
+
+
+def test_no_module_grows_past_what_a_maintainer_reads_at_once():
+    """No module over 600 lines, no CLI module over 400: a stage that grows splits by concern (ward.py,
+    training_data.py, store/admin.py are such splits)."""
+    sizes = {p.relative_to(PACKAGE).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
+             for p in PACKAGE.rglob("*.py")}
+    assert {m: n for m, n in sizes.items() if n > 600} == {}
+    assert {m: n for m, n in sizes.items() if m.startswith("cli/") and n > 400} == {}

@@ -293,7 +293,8 @@ def test_an_unreachable_server_is_a_workspace_error(tmp_path):
 
 def test_unix_socket_urls_are_stores(request, tmp_path):
     """libpq's Unix-socket forms (no host: the default socket; a socket folder as host) name a store."""
-    from unolearn.store.dialect import check_url, scratch_store
+    from unolearn.store.admin import scratch_store
+    from unolearn.store.dialect import check_url
 
     for url in ("postgresql:///db", "postgresql://u@/db?host=/run/postgresql", "postgresql://%2Frun%2Fpostgresql/db"):
         assert check_url(url) == url
@@ -408,7 +409,7 @@ def test_a_migrated_store_opens_without_the_create_privilege(request, tmp_path):
 
     from conftest import store_of
 
-    from unolearn.store.dialect import with_database
+    from unolearn.store.admin import with_database
 
     role = f"writer_{secrets.token_hex(3)}"
     with store_of(request, "postgresql") as url, Workspace.open(tmp_path / "ws", url) as w:
@@ -432,7 +433,8 @@ def test_scratch_databases_are_dated_swept_after_a_day_and_never_hide_the_error(
     """A scratch database is named with its UTC creation time; one a killed run left over a day ago is dropped
     by the next scratch store, a recent one (another run's) is kept; a drop that fails on the way out of an
     error does not replace that error."""
-    from unolearn.store.dialect import PostgresConnection, scratch_store
+    from unolearn.store.admin import scratch_store
+    from unolearn.store.dialect import PostgresConnection
 
     server = request.getfixturevalue("postgres_server")
     admin = PostgresConnection(server.url())

@@ -27,16 +27,12 @@ from unolearn.train import (
     TrainConfig,
     accumulation,
     cpu_bf16,
-    critic_rows,
-    expert_rows,
-    learning_rows,
     list_modules,
     module_kinds,
     run,
     run_in_child,
-    split_ids,
-    split_members,
 )
+from unolearn.training_data import critic_rows, expert_rows, learning_rows, split_ids, split_members
 
 TOPICS = {  # cluster theme → (query words, feedback rule); themes share no words, so they cluster apart
     "rice": ("how to cook rice grains pot", "Give numbered steps."),

@@ -265,7 +265,8 @@ def run(ws: Workspace, models: Models, cfg: RulebookConfig | None = None, *,
         split: TrainConfig | None = None) -> list[RuleEntry]:
     """Rebuild every cluster's rulebook from its training logs (the split of the ``train`` config ``split``,
     so that the guide is judged on the logs that experts are); store and return the entries."""
-    from .train import TrainConfig, split_members
+    from .train import TrainConfig
+    from .training_data import split_members
 
     cfg, split = cfg or RulebookConfig(), split or TrainConfig()
     clusters = ws.cluster_ids()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnolearnError
-from ..store.dialect import scratch_store
+from ..store.admin import scratch_store
 from . import child_env
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, UnolearnError
-from ..store.dialect import scratch_store
+from ..store.admin import scratch_store
 from . import child_env
 
 WARMUP = 200

@@ -17,8 +17,9 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode
 
+from .admin import ensure_schema
 from .base import Base, now
-from .dialect import check_url, ensure_schema, is_postgres, sqlite_path
+from .dialect import check_url, is_postgres, sqlite_path
 
 TENANT_DIR = "tenants"
 
