@@ -19,6 +19,7 @@ from unolearn.backends.base import ChatRequest
 from unolearn.backends.openai_http import OpenAIChatModel, OpenAIEmbedder, normalize_base_url, retry_after_s
 from unolearn.bench.throughput import bench_throughput
 from unolearn.errors import BackendError, BackendHTTPError, ConfigError
+from unolearn.lora_endpoints import unload_adapter
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
@@ -196,8 +197,8 @@ def test_adapters(fake_openai):
 
     async def load_twice():
         try:
-            await model.load_adapter("expert-3", "/adapters/c3")
-            await model.load_adapter("expert-3", "/adapters/c3")  # "already loaded" is success
+            await model.add_adapter("expert-3", "/adapters/c3")
+            await model.add_adapter("expert-3", "/adapters/c3")  # "already loaded" is success
         finally:
             await model.aclose()
 
@@ -207,10 +208,10 @@ def test_adapters(fake_openai):
     res = one(model, req)
     assert res.ok and fake_openai.requests()[-1].body["model"] == "expert-3"
 
-    async def unload_twice():
+    async def unload_twice():  # the endpoints' client that the proxy uses, over the backend's transport
         try:
-            await model.unload_adapter("expert-3")
-            await model.unload_adapter("expert-3")
+            await unload_adapter(model._adapter_post, "expert-3")
+            await unload_adapter(model._adapter_post, "expert-3")  # an unknown adapter is not an error
         finally:
             await model.aclose()
 
@@ -279,3 +280,18 @@ def test_bench_throughput_small():
     assert set(out) >= {"n", "sequential_rps", "concurrent_rps", "ratio"}
     assert out["n"] == 40 and out["sequential_rps"] > 0
     assert out["ratio"] > 1
+
+
+def test_a_server_without_runtime_lora_loading_says_how_to_start_it(fake_openai):
+    assert fake_openai.url.endswith("/v1")
+    model = model_for(fake_openai)
+    model.base_url = fake_openai.url[:-3] + "/v0"  # no adapter endpoints there: 404, as vLLM without --enable-lora
+
+    async def load():
+        try:
+            await model.add_adapter("expert-3", "/adapters/c3")
+        finally:
+            await model.aclose()
+
+    with pytest.raises(BackendHTTPError, match="started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
+        asyncio.run(load())

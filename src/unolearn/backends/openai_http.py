@@ -5,7 +5,7 @@ from a server (the wire contract):
 
 - ``POST {base}/chat/completions`` answers ``choices[0].message.content`` and ``usage``; a LoRA
   adapter is addressed by putting its name in the ``model`` field (vLLM's ``--enable-lora``
-  convention), and loaded at run time with ``POST {base}/load_lora_adapter``.
+  convention), and loaded at run time with ``POST {base}/load_lora_adapter`` (:mod:`unolearn.lora_endpoints`).
 - JSON output is asked for with ``response_format`` type ``json_schema``; a server that rejects that
   type with a 4xx mentioning it (llama-cpp-python's server) is asked with ``json_object`` + ``schema``
   from then on.
@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
+from .. import lora_endpoints
 from ..errors import BackendError, BackendHTTPError, ConfigError
 from .base import ChatModel, ChatRequest, ChatResult, Embedder, first_token_logprobs
 
@@ -292,31 +293,11 @@ class OpenAIChatModel(OpenAIHTTP, ChatModel):
                           finish_reason=data["choices"][0].get("finish_reason"))
 
     async def add_adapter(self, name: str, path: str) -> None:
-        """Load a PEFT adapter folder into the server under ``name`` (vLLM runtime LoRA loading)."""
-        await self.load_adapter(name, path)
+        """Load a PEFT adapter folder into the server under ``name`` (vLLM runtime LoRA loading); idempotent."""
+        await lora_endpoints.load_adapter(self._adapter_post, name, path)
 
-    async def load_adapter(self, name: str, path: str) -> None:
-        """Load a LoRA adapter on the server under ``name`` (vLLM ``/load_lora_adapter``); idempotent."""
-        try:
-            await self._apost(self.client(), "/load_lora_adapter", {"lora_name": name, "lora_path": path})
-        except BackendHTTPError as e:
-            if "already" in str(e).lower():
-                return
-            if e.status in (404, 405):
-                raise BackendHTTPError(f"{e} (a vLLM server loads adapters at run time only when started with "
-                                       "--enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)",
-                                       status=e.status, retryable=False) from e
-            raise
-
-    async def unload_adapter(self, name: str) -> None:
-        """Unload the LoRA adapter ``name`` from the server; unloading an unknown adapter is not an error."""
-        try:
-            await self._apost(self.client(), "/unload_lora_adapter", {"lora_name": name})
-        except BackendHTTPError as e:
-            text = str(e).lower()
-            if name.lower() in text and ("not found" in text or "cannot be found" in text):
-                return
-            raise
+    async def _adapter_post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return await self._apost(self.client(), path, body)
 
     def generate_sync(self, requests: Sequence[ChatRequest], **kw: Any) -> list[ChatResult]:
         """:meth:`generate` for synchronous callers; closes the connections before returning."""

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # annotations only: the upstream client imports it (the serve
 from ..answer import Route, answer, reflect
 from ..backends import Models
 from ..config import BackendsConfig
-from ..errors import ConfigError, UnolearnError
+from ..errors import BackendHTTPError, ConfigError, UnolearnError
+from ..lora_endpoints import load_adapter, unload_adapter
 from ..plans import adapter_name, epoch_dir
 from ..prompts import guide_messages
 from ..redact import RedactConfig, Redactor
@@ -152,25 +153,29 @@ class Proxy:
     async def load_adapters(self, snapshot: PlanSnapshot) -> list[str]:
         """Load the adapters ``snapshot`` plans that this proxy has not loaded yet into the upstream (vLLM
         ``/load_lora_adapter``); their names."""
-        assert self.upstream is not None  # upstream mode only
         names = []
         for module_id, epoch, path in snapshot.adapters:
             name = adapter_name(module_id, epoch)
             if name in self.loaded:
                 continue
-            body = json.dumps({"lora_name": name, "lora_path": str(epoch_dir(path, epoch))}).encode()
             try:
-                await self.upstream.read("POST", "/load_lora_adapter", body)
-            except UpstreamError as e:
-                if e.http_status in (404, 405):
-                    raise ConfigError(f"cannot load adapter {name}: {e} (vLLM loads adapters at run time only when "
-                                      "started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)") from e
-                if "already" not in str(e).lower():
-                    raise
+                await load_adapter(self._adapter_post, name, str(epoch_dir(path, epoch)))
+            except BackendHTTPError as e:
+                if e.status in (404, 405):
+                    raise ConfigError(f"cannot load adapter {name}: {e}") from e
+                raise (e.__cause__ if isinstance(e.__cause__, UpstreamError) else e) from None
             self.loaded.add(name)
             names.append(name)
         log.info("loaded %d adapters into %s", len(names), self.cfg.upstream)
         return names
+
+    async def _adapter_post(self, path: str, body: dict[str, Any]) -> bytes:
+        """POST to the upstream's adapter endpoints; a refusal as the backend's error (see lora_endpoints)."""
+        assert self.upstream is not None  # upstream mode only
+        try:
+            return await self.upstream.read("POST", path, json.dumps(body).encode())
+        except UpstreamError as e:
+            raise BackendHTTPError(str(e), status=e.http_status, retryable=False) from e
 
     # -- the plan: reload, requests in flight, retired adapters --
 
@@ -239,14 +244,13 @@ class Proxy:
 
     async def unload_adapters(self, names: set[str]) -> None:
         """Unload adapters no plan in flight uses any more (vLLM ``/unload_lora_adapter``); failures are logged."""
-        assert self.upstream is not None  # upstream mode only
         for name in sorted(names):
             if name in self.planned():
                 continue  # planned again meanwhile
             try:
-                await self.upstream.read("POST", "/unload_lora_adapter", json.dumps({"lora_name": name}).encode())
+                await unload_adapter(self._adapter_post, name)
                 self.loaded.discard(name)
-            except UpstreamError as e:
+            except BackendHTTPError as e:
                 log.warning("could not unload adapter %s: %s", name, e)
 
     # -- auth and bodies --
