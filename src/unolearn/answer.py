@@ -21,7 +21,7 @@ from .backends import ChatRequest, ChatResult, Models
 from .cluster import Router
 from .errors import ConfigError
 from .guide import Guide
-from .names import SERVED_SYSTEMS
+from .names import SERVED_SYSTEMS, PathName
 from .plans import ensure_adapter, load_plan
 from .prompts import critic_prompt, guide_messages
 from .records import detect_lang
@@ -86,12 +86,12 @@ def plan_route(ws: Workspace, router: Router | None, query: str, system: str = "
     """Where ``query`` goes under ``system`` (``uno``, ``uno-single``, ``uno-guided`` or ``base``)."""
     check_system(system)
     if system == "base" or router is None:
-        return Route(system, "base")
+        return Route(system, PathName.BASE)
     cluster, distance, vec = router.locate(query)
     plan = load_plan(ws, cluster, system) if cluster is not None else None
     if plan is None:
-        return Route(system, "base", cluster, distance)
-    body = ws.guide_body(plan.module_id) if plan.path == "guide" and plan.module_id is not None else None
+        return Route(system, PathName.BASE, cluster, distance)
+    body = ws.guide_body(plan.module_id) if plan.path == PathName.GUIDE and plan.module_id is not None else None
     guide = Guide.from_json(body).for_query(vec) if body else None
     return planned_route(system, cluster, distance, plan.path, plan.module_id, plan.epoch, guide)
 
@@ -105,8 +105,8 @@ def check_system(system: str) -> None:
 def planned_route(system: str, cluster: int | None, distance: float, path: str, module_id: str | None,
                   epoch: int | None, guide: str | None, plan_id: int | None = None) -> Route:
     """The route of a query that a plan sends along ``path``; a guide whose text is gone answers as base."""
-    if path == "guide" and guide is None:
-        return Route(system, "base", cluster, distance, plan_id=plan_id)
+    if path == PathName.GUIDE and guide is None:
+        return Route(system, PathName.BASE, cluster, distance, plan_id=plan_id)
     return Route(system, path, cluster, distance, module_id, epoch, guide, plan_id)
 
 
@@ -131,17 +131,17 @@ async def answer(ws: Workspace, models: Models, router: Router | None, messages:
     query = query_of(messages)
     route = route or plan_route(ws, router, query, system)
     kw = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
-    if route.path == "primary":
+    if route.path == PathName.PRIMARY:
         name = await ensure_adapter(models.generator, ws, *route.adapter())
         res = await _one(models, ChatRequest.of(messages, adapter=name, owners=(route.module_id,), **kw))
         return Answer(res.text, route, **_usage(res))
-    if route.path == "guide":
+    if route.path == PathName.GUIDE:
         assert route.guide is not None  # planned_route sends a guide that is gone along the base path
         res = await _one(models, ChatRequest.of(guide_messages(messages, route.guide), owners=(route.module_id,),
                                                 **kw))
         return Answer(res.text, route, **_usage(res))
     draft = await _one(models, ChatRequest.of(messages, **kw))
-    if route.path == "base":
+    if route.path == PathName.BASE:
         return Answer(draft.text, route, **_usage(draft))
     name = await ensure_adapter(models.generator, ws, *route.adapter())
     return await _reflect(models, messages, draft, route, name, kw)
@@ -155,7 +155,7 @@ async def self_refine(models: Models, messages: list[dict[str, str]], *, max_tok
     """
     kw = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
     draft = await _one(models, ChatRequest.of(messages, **kw))
-    return await _reflect(models, messages, draft, Route("self-refine", "reflective"), None, kw)
+    return await _reflect(models, messages, draft, Route("self-refine", PathName.REFLECTIVE), None, kw)
 
 
 #: One model call of the reflective path: ``(messages, adapter, max_tokens)`` → ``(text, call result)``;

@@ -37,6 +37,7 @@ from .distill import feedback_examples, pair_prompt
 from .errors import ConfigError, InputError
 from .guide import Guide
 from .judge import JUDGES, resolve_judge, score_items
+from .names import PathName
 from .plans import ensure_adapter
 from .profiles import note
 from .records import Log, Plan, RuleEntry, ValidationItem
@@ -125,7 +126,7 @@ async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int],
                                 row["val_logs"], {}, clustering, guide.as_json())
     items = _joined(base, await baseline(ws, models, row["train_logs"], cfg, "base answers (training logs)"), cfg)
     val = await validate(ws, models, module_id, [1], guide_answers(models, module_id, guide, items, cfg), items, cfg)
-    return Candidate("guide", module_id, None, val.rate(1))
+    return Candidate(PathName.GUIDE, module_id, None, val.rate(1))
 
 
 def _joined(a: Baseline, b: Baseline, cfg: SelectConfig) -> Baseline:
@@ -303,7 +304,7 @@ class Candidate:
     def reaches(self, threshold: float) -> bool:
         """Whether it may be used: judged, at or above ``threshold``, and (an expert) with an epoch that passed."""
         return (self.win_rate is not None and self.win_rate >= threshold
-                and (self.path != "primary" or self.epoch is not None))
+                and (self.path != PathName.PRIMARY or self.epoch is not None))
 
 
 def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | None, guide: Candidate | None,
@@ -319,10 +320,10 @@ def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | No
     rates = "; ".join(f"{c.path} {'not judged' if c.win_rate is None else f'{c.win_rate:.2f}'}" for c in tried)
     ok = [c for c in tried if c.reaches(threshold)]
     if not ok:
-        return Plan(cluster=cluster, system="uno-guided", path="base",
+        return Plan(cluster=cluster, system="uno-guided", path=PathName.BASE,
                     reason=f"no path reached {threshold:.2f} ({rates or 'nothing validated'})")
-    best = ok[0] if ok[0].path == "guide" else max(ok, key=lambda c: c.win_rate or 0.0)
-    why = "the guide validated" if best.path == "guide" else "best validated path"
+    best = ok[0] if ok[0].path == PathName.GUIDE else max(ok, key=lambda c: c.win_rate or 0.0)
+    why = "the guide validated" if best.path == PathName.GUIDE else "best validated path"
     return Plan(cluster=cluster, system="uno-guided", path=best.path, module_id=best.module_id, epoch=best.epoch,
                 win_rate=best.win_rate, reason=f"{why} ({rates})")
 
@@ -335,21 +336,21 @@ def decide(cluster: int, gap_plan: str | None, expert: Candidate | None, critic:
     the paper's: the critic's validation is reported, not used to choose.
     """
     gap = f"; {gap_note}" if gap_note else ""
-    if expert and expert.epoch is not None and gap_plan != "reflective":
+    if expert and expert.epoch is not None and gap_plan != PathName.REFLECTIVE:
         why = f"expert epoch {expert.epoch} won {expert.win_rate:.2f} of validation comparisons{gap}"
         return [_plan(cluster, s, expert, why) for s in ("uno", "uno-single")]
-    if gap_plan == "reflective":
+    if gap_plan == PathName.REFLECTIVE:
         why = f"high cognitive gap{gap}" + (f"; {_expert_note(expert, not_judged)}, not used" if expert else "")
     elif expert:
         why = _expert_note(expert, not_judged) + gap
     else:
         why = f"no expert (too few pairs, or not trained){gap}"
     rate = expert.win_rate if expert else None
-    single = Plan(cluster=cluster, system="uno-single", path="base", win_rate=rate, reason=why)
+    single = Plan(cluster=cluster, system="uno-single", path=PathName.BASE, win_rate=rate, reason=why)
     if critic:
         judged = f"won {critic.win_rate:.2f} of validation comparisons" if critic.win_rate is not None else "not judged"
         return [_plan(cluster, "uno", critic, f"{why}; critic epoch {critic.epoch} ({judged})"), single]
-    return [Plan(cluster=cluster, system="uno", path="base", win_rate=rate, reason=why + "; no critic"), single]
+    return [Plan(cluster=cluster, system="uno", path=PathName.BASE, win_rate=rate, reason=why + "; no critic"), single]
 
 
 def _plan(cluster: int, system: str, c: Candidate, why: str) -> Plan:
@@ -387,7 +388,7 @@ def _gap_notes(ws: Workspace) -> dict[int, tuple[str, str]]:
     """Per cluster: its gap plan, and the scores behind it as text ("gap 0.52 ≥ 0.45 (embedding, 6 logs scored)")."""
     out = {}
     for cluster, g in ws.gaps().items():
-        sign = "≥" if g["plan"] == "reflective" else "<"
+        sign = "≥" if g["plan"] == PathName.REFLECTIVE else "<"
         out[cluster] = (g["plan"], f"gap {g['gap']:.2f} {sign} {g['threshold']:.2f} ({g['scorer']}, "
                                    f"{g['n_logs']} logs scored)")
     return out
@@ -421,12 +422,12 @@ async def _expert(ws: Workspace, models: Models, row: dict[str, Any], base: Base
     answer = expert_answers(ws, models, row["id"], base, cfg)
     val = await validate(ws, models, row["id"], range(1, row["epochs"] + 1), answer, base, cfg)
     if not _judged(base):
-        return Candidate("primary", row["id"], None, None)
-    return Candidate("primary", row["id"], *choose_epoch(val.outcomes, cfg.win_threshold))
+        return Candidate(PathName.PRIMARY, row["id"], None, None)
+    return Candidate(PathName.PRIMARY, row["id"], *choose_epoch(val.outcomes, cfg.win_threshold))
 
 
 async def _critic(ws: Workspace, models: Models, row: dict[str, Any], base: Baseline, cfg: SelectConfig) -> Candidate:
     """The critic of ``row`` at its epoch of lowest validation loss, its reflective path validated."""
     epoch = best_critic_epoch(row["metrics"], row["epochs"])
     val = await validate(ws, models, row["id"], [epoch], critic_answers(ws, models, row["id"], base, cfg), base, cfg)
-    return Candidate("reflective", row["id"], epoch, val.rate(epoch))
+    return Candidate(PathName.REFLECTIVE, row["id"], epoch, val.rate(epoch))

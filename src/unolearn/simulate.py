@@ -204,10 +204,10 @@ def parse_preferences(data: Any, source: str = "<preferences>") -> Preferences:
     try:
         return Preferences.model_validate(data)
     except ValidationError as e:
-        raise _one_line(e, data, source) from e
+        raise _config_error(e, data, source) from e
 
 
-def _one_line(e: ValidationError, data: Mapping, source: str) -> ConfigError:
+def _config_error(e: ValidationError, data: Mapping, source: str) -> ConfigError:
     """The first validation error as ``FILE: path (constraint 'id'): message``."""
     err = e.errors()[0]
     loc = err["loc"]

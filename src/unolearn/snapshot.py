@@ -18,6 +18,7 @@ from .backends import Embedder
 from .cluster import Router
 from .errors import ConfigError
 from .guide import Guide
+from .names import PathName
 from .plans import adapter_name
 from .store import Workspace
 from .store.snapshots import FORMATS
@@ -52,13 +53,13 @@ class PlanSnapshot:
         """Where ``query`` goes under ``system`` by this snapshot (the embedding is the only work)."""
         check_system(system)
         if system == "base" or self.router is None:
-            return Route(system, "base", plan_id=self.id)
+            return Route(system, PathName.BASE, plan_id=self.id)
         cluster, distance, vec = self.router.locate(query)
         plan = self.plans.get((cluster, system)) if cluster is not None else None
         if plan is None:
-            return Route(system, "base", cluster, distance, plan_id=self.id)
+            return Route(system, PathName.BASE, cluster, distance, plan_id=self.id)
         path, module_id, epoch = plan
-        guide = self.guides.get(module_id) if path == "guide" and module_id is not None else None
+        guide = self.guides.get(module_id) if path == PathName.GUIDE and module_id is not None else None
         text = guide.for_query(vec) if guide is not None else None
         return planned_route(system, cluster, distance, path, module_id, epoch, text, self.id)
 

@@ -30,6 +30,7 @@ from ..backends import Models
 from ..config import BackendsConfig
 from ..errors import BackendHTTPError, ConfigError, UnolearnError
 from ..lora_endpoints import load_adapter, unload_adapter
+from ..names import PathName
 from ..plans import adapter_name, epoch_dir
 from ..prompts import guide_messages
 from ..redact import RedactConfig, Redactor
@@ -321,7 +322,7 @@ class Proxy:
         plan_id = snapshot.id if snapshot else None
         self.inflight[(chat.tenant, plan_id)] += 1
         if snapshot is None or chat.system == "base":
-            return Route(chat.system, "base", plan_id=plan_id)
+            return Route(chat.system, PathName.BASE, plan_id=plan_id)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._route_pool, snapshot.route,
                                                                     chat.query, chat.system)
@@ -333,17 +334,17 @@ class Proxy:
         """Answer ``chat`` along ``route``."""
         if self.upstream is None:
             text, usage, model = await self.embedded(chat, route)
-        elif route.path == "reflective":
+        elif route.path == PathName.REFLECTIVE:
             text, usage, model = await self.reflective(chat, route)
-        elif route.path == "guide":
+        elif route.path == PathName.GUIDE:
             assert route.guide is not None  # planned_route sends a guide that is gone along the base path
             body = json.dumps({**chat.body, "messages": guide_messages(chat.body["messages"], route.guide)}).encode()
             return await (self.relay_stream(chat, route, body, chat.model, start) if chat.stream
                           else self.relay(chat, route, body, chat.model))
         else:
-            body = chat.raw if route.path == "base" else json.dumps(
+            body = chat.raw if route.path == PathName.BASE else json.dumps(
                 {**chat.body, "model": adapter_name(*route.adapter())}).encode()
-            model = chat.model if route.path == "base" else adapter_name(*route.adapter())
+            model = chat.model if route.path == PathName.BASE else adapter_name(*route.adapter())
             if chat.stream:
                 return await self.relay_stream(chat, route, body, model, start)
             return await self.relay(chat, route, body, model)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..answer import Route
 from ..errors import one_line
-from ..names import SERVED_SYSTEMS
+from ..names import SERVED_SYSTEMS, PathName
 from ..plans import adapter_name
 from ..readers import RecordError, check_text
 from ..tenants import DEFAULT_TENANT
@@ -160,7 +160,7 @@ def route_header(route: Route) -> str:
     """The ``X-Unolearn-Route`` value."""
     parts = [f"path={route.path}", f"cluster={'-' if route.cluster is None else route.cluster}",
              f"system={route.system}"]
-    if route.path == "guide":
+    if route.path == PathName.GUIDE:
         parts.append(f"guide={route.module_id}")
     elif route.module_id is not None and route.epoch is not None:
         parts.append(f"adapter={adapter_name(route.module_id, route.epoch)}")
