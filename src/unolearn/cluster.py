@@ -62,10 +62,11 @@ class ClusterConfig:
                                         "of sizes a and b: sqrt(2ab/(a+b)) times the distance of their centroids), "
                                         "so a good value depends on the embedder and the data. None (default): "
                                         "chosen from the data (see `auto_threshold`) and recorded with the run.")
-    auto_min_size: int = opt(6, "Automatic threshold: only cuts whose median cluster has at least this many "
-                                "logs are considered. 6: the smallest cluster whose split holds out the 2 "
-                                "validation items (train.min_val_logs) an expert is judged on, with 4 to train. "
-                                "(8 merged datasets whose users wanted different things at 17 logs.)")
+    auto_min_size: int = opt(5, "Automatic threshold: only cuts whose median cluster has at least this many "
+                                "logs are considered. 5: the fewest held-out logs on which a guide that wins "
+                                "every one is a significant win (sign test, 1/32 < 0.05), and enough for an "
+                                "expert's 2 validation items (train.min_val_logs) with 3 to train. "
+                                "(8, and then 6, merged datasets whose users wanted different things.)")
     exact_max: int = opt(10_000, "Largest number of logs clustered by exact Ward; above it, the "
                                  "two-stage method (MiniBatchKMeans, then weighted Ward) is used.")
     micro_clusters: int = opt(2_000, "Micro-clusters of the two-stage method's first stage.")
@@ -78,7 +79,7 @@ class ClusterConfig:
                                  "themselves, and keep cluster ids (a new embedder or threshold rebuilds).")
     rebuild_growth: float | None = opt(1.0, "Rebuild (as with recluster) once the logs added since the last "
                                             "rebuild reach this share of the logs that rebuild clustered: a "
-                                            "clustering of few logs is provisional (10 logs and auto_min_size 6 "
+                                            "clustering of few logs is provisional (8 logs and auto_min_size 5 "
                                             "allow one cluster only, whose wide spread then takes in every later "
                                             "log). 1.0: whenever the logs have doubled. None: only on recluster "
                                             "or new settings.")
