@@ -84,3 +84,7 @@ class ClusteringChangedError(WorkspaceError):
 
 class StoreUnavailableError(WorkspaceError):
     """The store's database server cannot be reached (down, restarting, refusing connections)."""
+
+
+class RecordError(ValueError):
+    """A record that cannot become a :class:`~unolearn.records.Log`; the message names the field."""

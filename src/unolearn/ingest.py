@@ -91,6 +91,10 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
         logs.clear()
 
     for offset, item in read_logs(path, fmt, tenant):
+        if item is None:  # a platform export being gathered: progress only
+            bar.update(offset - done)
+            done = offset
+            continue
         item = _redacted(redactor, item, path)
         if isinstance(item, Rejected):
             bad.append(item)

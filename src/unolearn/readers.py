@@ -12,6 +12,8 @@ Input contract:
 - Every format takes an optional ``user`` (a string or an integer id: who asked; several logs of one
   user count once when rules are supported), as the OpenAI API's ``user`` parameter, and an optional
   ``tenant`` (also read from ``metadata.tenant``): the team whose logs these are (:mod:`unolearn.tenants`).
+- ``langfuse``, ``langsmith``, ``otel``, ``openinference``: a platform's export (:mod:`unolearn.importers`),
+  one log per conversation.
 Each yielded item is either a :class:`Log` or a :class:`Rejected` naming the file, line and reason.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import codecs
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,11 +30,12 @@ from typing import Any, BinaryIO, cast
 
 from pydantic import ValidationError
 
-from .errors import InputError, one_line
+from . import importers
+from .errors import InputError, RecordError, one_line
 from .records import Action, Log, Message, Rejected, Role
 from .tenants import DEFAULT_TENANT, check_tenant
 
-FORMATS = ("auto", "openai", "memorybench", "sharegpt")
+FORMATS = ("auto", "openai", "memorybench", "sharegpt", *importers.PLATFORMS)
 _CHUNK = 1 << 16
 
 
@@ -167,10 +171,6 @@ def _skip(data: str, pos: int) -> int:
 
 
 # -- normalising records ---------------------------------------------------------------------
-
-
-class RecordError(ValueError):
-    """A record that cannot become a :class:`Log`; the message names the field."""
 
 
 def detect_format(obj: Any) -> str:
@@ -363,11 +363,14 @@ def to_log(obj: Any, fmt: str, source: str) -> Log:
         raise RecordError(str(e)) from e
 
 
-def read_logs(path: Path, fmt: str = "auto", tenant: str | None = None) -> Iterator[tuple[int, Log | Rejected]]:
-    """Yield ``(bytes_read, Log | Rejected)`` for every record of ``path``, streaming.
+def read_logs(path: Path, fmt: str = "auto",
+              tenant: str | None = None) -> Iterator[tuple[int, Log | Rejected | None]]:
+    """Yield ``(bytes_read, Log | Rejected | None)`` for every record of ``path``, streaming (None: progress only,
+    while a platform export is gathered by conversation).
 
-    With ``tenant`` (the operator's: these logs are that tenant's), a log naming no tenant gets it, and a
-    log naming another one is rejected; the default tenant's logs name none."""
+    A platform's export (:mod:`unolearn.importers`) is told by its first record under ``auto``. With ``tenant``
+    (the operator's: these logs are that tenant's), a log naming no tenant gets it, and a log naming another one
+    is rejected; the default tenant's logs name none."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     try:
@@ -375,16 +378,47 @@ def read_logs(path: Path, fmt: str = "auto", tenant: str | None = None) -> Itera
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror or e}", file=str(path)) from e
     with fh:
-        for raw in iter_raw(fh):
-            if raw.error:
-                yield raw.offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text)
-                continue
-            try:
-                check_text(raw.value, "record")
-                yield raw.offset, with_tenant(to_log(raw.value, fmt, path.name), tenant)
-            except (ValueError, TypeError, RecursionError) as e:  # RecordError and pydantic's errors among them
-                reason = str(e) if isinstance(e, RecordError) else f"cannot be read as a log: {one_line(e, 200)}"
-                yield raw.offset, Rejected(file=str(path), line=raw.line, reason=reason, raw=raw.text)
+        raws = iter_raw(fh)
+        first = next(raws, None)
+        if first is None:
+            return
+        raws = itertools.chain([first], raws)
+        platform = fmt if fmt in importers.PLATFORMS else importers.detect(first.value) if fmt == "auto" else None
+        if platform is None:
+            yield from _records(path, fmt, raws, tenant)
+            return
+        for offset, item in importers.read_export(path, platform, raws):
+            yield offset, _checked(item, tenant, path)
+
+
+def _records(path: Path, fmt: str, raws: Iterator[RawRecord],
+             tenant: str | None) -> Iterator[tuple[int, Log | Rejected]]:
+    """Each record of a file of records (openai, memorybench, sharegpt) as a Log or a Rejected."""
+    for raw in raws:
+        if raw.error:
+            yield raw.offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text)
+            continue
+        try:
+            check_text(raw.value, "record")
+            yield raw.offset, with_tenant(to_log(raw.value, fmt, path.name), tenant)
+        except (ValueError, TypeError, RecursionError) as e:  # RecordError and pydantic's errors among them
+            reason = str(e) if isinstance(e, RecordError) else f"cannot be read as a log: {one_line(e, 200)}"
+            yield raw.offset, Rejected(file=str(path), line=raw.line, reason=reason, raw=raw.text)
+
+
+def _checked(item: Log | Rejected | None, tenant: str | None, path: Path) -> Log | Rejected | None:
+    """A platform export's log under the operator's tenant, with valid Unicode; else rejected (its conversation
+    named: a log gathers several lines)."""
+    if not isinstance(item, Log):
+        return item
+    try:
+        check_text(item.model_dump(mode="json"), "log")
+        if item.tenant is not None:
+            check_tenant(item.tenant)
+        return with_tenant(item, tenant)
+    except ValueError as e:  # RecordError among them
+        return Rejected(file=str(path), line=0, reason=f"conversation {item.metadata.get('conversation')}: {e}",
+                        raw="")
 
 
 def with_tenant(log: Log, tenant: str | None) -> Log:

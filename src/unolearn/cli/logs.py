@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
+from ..readers import FORMATS
 from ..store import write_jsonl_atomic
 from .common import (
     echo_json,
@@ -22,9 +23,10 @@ from .common import (
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["auto", "openai", "memorybench", "sharegpt"]),
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
               default="auto", show_default=True,
-              help="Input format; 'auto' detects it per record from its keys.")
+              help="Input format; 'auto' tells a platform's export (Langfuse, LangSmith, OpenTelemetry, "
+                   "OpenInference) by its first record, and the other formats per record by their keys.")
 @json_option
 @click.pass_context
 def ingest(ctx: click.Context, paths: tuple[Path, ...], fmt: str, as_json: bool) -> None:
@@ -168,6 +170,31 @@ def logs_show(ctx: click.Context, log_id: str, as_json: bool) -> None:
         click.echo(f"[{m.role}] {m.content}")
     for a in log.actions:
         click.echo(f"(action) {a.kind}" + (f": {a.edited}" if a.edited else ""))
+
+
+@logs.command("export")
+@click.option("--with-feedback/--all", "with_feedback", default=False, show_default=True,
+              help="Only the logs with feedback (a later user turn, an action or a rating), or every log.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (JSONL), as the logs are read.")
+@click.pass_context
+def logs_export(ctx: click.Context, with_feedback: bool, as_json: bool) -> None:
+    """Print every stored log as unolearn's record: what an importer made of an export.
+
+    Each log's id, query, first answer, feedback (the user turns after the first answer), actions (kind, turn,
+    edited), rating, user, tenant, source, timestamp and messages; without --json a short block per log.
+    The logs of the tenant `unolearn --tenant` names (default: the default tenant's), in id order.
+    """
+    from ..log_export import export_record, text_block
+
+    found = False
+    for log in open_workspace(ctx).iter_logs(with_feedback=True if with_feedback else None):
+        if as_json:
+            click.echo(json.dumps(export_record(log), ensure_ascii=False))
+        else:
+            click.echo(("\n" if found else "") + text_block(log))
+        found = True
+    if not found and not as_json:
+        click.echo("no logs stored: `unolearn ingest LOGS.jsonl` stores some", err=True)
 
 
 @click.group()
