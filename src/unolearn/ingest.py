@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 from tqdm import tqdm
 
 from .errors import InputError, UnolearnError
+from .importers import langfuse_api
 from .readers import FORMATS, read_logs
 from .records import Log, Rejected
 from .redact import Redactor
@@ -45,7 +50,7 @@ def check_paths(paths: Sequence[Path]) -> None:
 
 def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_size: int = 1000,
            on_reject: Callable[[Rejected], None] | None = None, progress: bool | None = None,
-           redactor: Redactor | None = None, tenant: str | None = None) -> IngestResult:
+           redactor: Redactor | None = None, tenant: str | None = None, label: str | None = None) -> IngestResult:
     """Store every valid record of ``paths`` in its tenant's store; keep the invalid ones in ``rejected``.
 
     ``ws`` is the workspace (its default tenant). A log goes to the tenant it names (:mod:`unolearn.tenants`);
@@ -55,7 +60,8 @@ def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_siz
 
     Each batch is committed in one transaction, so an interrupted ingest leaves the workspace
     consistent and a re-run completes it (records already stored count as duplicates).
-    ``progress=None`` shows a progress bar only on a terminal.
+    ``progress=None`` shows a progress bar only on a terminal. ``label`` names the input in rejected records
+    instead of the file (a pull's scratch file).
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -69,7 +75,8 @@ def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_siz
     try:
         with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=disable) as bar:
             for path in paths:
-                _ingest_file(path, fmt, batch_size, redactor, tenant, tenants, target, result, on_reject, bar)
+                _ingest_file(path, fmt, batch_size, redactor, tenant, tenants, target, result, on_reject, bar,
+                             label)
     finally:
         tenants.close()
     return result
@@ -77,7 +84,7 @@ def ingest(ws: Workspace, paths: Sequence[Path], fmt: str = "auto", *, batch_siz
 
 def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tenant: str | None,
                  tenants: TenantWorkspaces, target: Workspace, result: IngestResult,
-                 on_reject: Callable[[Rejected], None] | None, bar: tqdm) -> None:
+                 on_reject: Callable[[Rejected], None] | None, bar: tqdm, label: str | None = None) -> None:
     """Store one file's records, batch by batch, each log in its tenant's store."""
     done = 0
     logs: dict[str | None, list[Log]] = {}
@@ -95,6 +102,8 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
             bar.update(offset - done)
             done = offset
             continue
+        if label and isinstance(item, Rejected):
+            item = item.model_copy(update={"file": label})
         item = _redacted(redactor, item, path)
         if isinstance(item, Rejected):
             bad.append(item)
@@ -162,3 +171,52 @@ def _one_by_one(ws: Workspace, logs: list[Log], bad: list[Rejected],
         except Exception:  # noqa: BLE001 — a rejected record the store cannot keep is only reported
             pass
     return added, dups
+
+
+#: The scheme of a Langfuse server to pull from: ``langfuse+https://HOST`` (or ``langfuse+http://``).
+LANGFUSE_SCHEME = "langfuse+"
+
+
+def is_source(arg: str) -> bool:
+    """Whether an ingest argument names a server to pull from rather than a file."""
+    return arg.startswith(LANGFUSE_SCHEME + "http")
+
+
+def pull(ws: Workspace, source: str, *, on_reject: Callable[[Rejected], None] | None = None,
+         progress: bool | None = None, redactor: Redactor | None = None, tenant: str | None = None,
+         transport: httpx.BaseTransport | None = None) -> IngestResult:
+    """Pull what a Langfuse server (``langfuse+https://HOST``) holds since the last pull, and ingest it.
+
+    Keys come from ``LANGFUSE_PUBLIC_KEY`` / ``LANGFUSE_SECRET_KEY``. The objects are written to a scratch
+    file (removed afterwards) and ingested as a Langfuse export; where the pull stopped is recorded only once
+    they are stored, so an interrupted pull is repeated from the same point (what was stored counts as
+    duplicates) — resumable. ``transport``: an ``httpx`` transport (tests)."""
+    if not is_source(source):
+        raise InputError(f"not a source to pull from: {source!r} (expected langfuse+https://HOST)")
+    auth = langfuse_api.keys_from_env(dict(os.environ))
+    state = ws.pull_state(source)
+    with tempfile.TemporaryDirectory(prefix="unolearn-pull-") as tmp:
+        path = Path(tmp) / "langfuse-pull.jsonl"
+        with path.open("w", encoding="utf-8") as out:
+            pulled = langfuse_api.download(source.removeprefix(LANGFUSE_SCHEME), auth, state, out,
+                                           transport=transport)
+        result = ingest(ws, [path], "langfuse", on_reject=on_reject, progress=progress, redactor=redactor,
+                        tenant=tenant, label=source)
+    ws.set_pull_state(source, pulled.state)
+    return result
+
+
+def ingest_args(ws: Workspace, args: Sequence[str], fmt: str = "auto", **kw: Any) -> IngestResult:
+    """Ingest the files among ``args`` (all checked before anything is stored), then pull from each source
+    among them (``langfuse+https://HOST``); ``kw`` as :func:`ingest` takes them. The counts are summed."""
+    files = [Path(a) for a in args if not is_source(a)]
+    sources = [a for a in args if is_source(a)]
+    if files:
+        check_paths(files)
+    total = ingest(ws, files, fmt, **kw) if files else IngestResult()
+    for source in sources:
+        part = pull(ws, source, **kw)
+        total.ingested, total.duplicates, total.rejected = (total.ingested + part.ingested,
+                                                            total.duplicates + part.duplicates,
+                                                            total.rejected + part.rejected)
+    return total

@@ -22,15 +22,18 @@ from .common import (
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, metavar="PATHS|langfuse+https://HOST")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               default="auto", show_default=True,
               help="Input format; 'auto' tells a platform's export (Langfuse, LangSmith, OpenTelemetry, "
                    "OpenInference) by its first record, and the other formats per record by their keys.")
 @json_option
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[Path, ...], fmt: str, as_json: bool) -> None:
+def ingest(ctx: click.Context, paths: tuple[str, ...], fmt: str, as_json: bool) -> None:
     """Store the logs of PATHS (JSONL or JSON-array files) in the workspace.
+
+    `langfuse+https://HOST` pulls from a Langfuse server's public API what it holds since the last pull
+    (keys from LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY); an interrupted pull resumes where it stopped.
 
     Records already stored are counted as duplicates and not added again. Invalid records are
     reported as FILE:LINE: REASON on stderr and kept in the workspace's `rejected` table. Personal data
@@ -38,7 +41,7 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], fmt: str, as_json: bool)
     placeholders such as <EMAIL_1> before anything is stored (config.yaml `redact:`).
     Exits 0 when at least one valid record was read, 2 when none was.
     """
-    from ..ingest import ingest as run_ingest
+    from ..ingest import ingest_args
     from ..redact import RedactConfig, Redactor, warn_if_disabled
 
     ws = open_root(ctx)
@@ -48,7 +51,7 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], fmt: str, as_json: bool)
     def report(rej: Any) -> None:
         click.echo(f"{rej.file}:{rej.line}: {rej.reason}", err=True)
 
-    result = run_ingest(ws, list(paths), fmt, on_reject=report, progress=False if as_json else None,
+    result = ingest_args(ws, paths, fmt, on_reject=report, progress=False if as_json else None,
                         redactor=Redactor(redact), tenant=tenant_of(ctx))
     if as_json:
         echo_json(result.as_dict())

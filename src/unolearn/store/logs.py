@@ -9,8 +9,9 @@ from typing import Any
 
 from ..errors import NotFoundError
 from ..records import Log, Rejected, canonical_json
-from .base import Base, no_nul, now
+from .base import Base, no_nul, now, upsert
 
+_PUT_PULL = upsert("pulls", ("source", "state", "updated_at"), ("source",))
 _INSERT_LOG = ("INSERT INTO logs (id, source, lang, has_feedback, ingested_at, record, user_id) "
                "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
 
@@ -39,6 +40,16 @@ class LogTables(Base):
             c.executemany("INSERT INTO rejected (id, file, line, reason, raw, rejected_at) "
                           "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", bad)
         return added, len(rows) - added
+
+    def pull_state(self, source: str) -> dict[str, Any]:
+        """Where the last pull from ``source`` stopped (empty: never pulled)."""
+        row = self.conn.execute("SELECT state FROM pulls WHERE source = ?", (source,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def set_pull_state(self, source: str, state: dict[str, Any]) -> None:
+        """Record where a pull from ``source`` stopped."""
+        with self.transaction(lock=False) as c:
+            c.execute(_PUT_PULL, (source, json.dumps(state, sort_keys=True), now()))
 
     def has_identified_users(self) -> bool:
         """Whether any stored log names its user."""

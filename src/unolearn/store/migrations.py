@@ -453,6 +453,19 @@ def m016_tenants(c: Connection) -> None:
     """)
 
 
+@migration
+def m017_pulls(c: Connection) -> None:
+    """Where each pull from a platform (a Langfuse server's public API) stopped: the newest start time of the
+    observations, and the newest time of the scores, it has stored; no personal data."""
+    _script(c, """
+    CREATE TABLE pulls (
+        source TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """)
+
+
 def applied(c: Connection) -> set[str]:
     """The names of the migrations applied to the database of ``c`` (a read: nothing is created).
 
