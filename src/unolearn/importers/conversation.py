@@ -53,6 +53,7 @@ class Verdict:
     rating: float | None = None
     edited: str | None = None
     name: str | None = None
+    user: str | None = None
 
 
 def label_action(label: Any) -> ActionKind | None:

@@ -64,7 +64,12 @@ def _turn(span: otlp.Span, line: int) -> Turn | None:
     ids = [i for i in (str(response) if response else "", span.span_id) if i]
     return Turn(conversation=str(a.get("gen_ai.conversation.id") or span.trace_id or span.span_id), ids=ids,
                 at=span.at, input=messages, output=output, line=line, user=_text(a.get("user.id")),
-                tenant=_text(a.get(TENANT)), metadata={"trace_id": span.trace_id} if span.trace_id else {})
+                tenant=_text(a.get(TENANT)), metadata=_metadata(span))
+
+
+def _metadata(span: otlp.Span) -> dict[str, Any]:
+    model = span.attributes.get("gen_ai.response.model") or span.attributes.get("gen_ai.request.model")
+    return {k: v for k, v in (("trace_id", span.trace_id), ("model", model)) if v}
 
 
 def _answer(answered: Any, where: str) -> str | None:
@@ -100,7 +105,7 @@ def _verdict(event: otlp.Event, line: int) -> Iterator[Verdict]:
     rating = float(score) if action is None and isinstance(score, (int, float)) else None
     comment = a.get("gen_ai.evaluation.explanation")
     yield Verdict(target=str(target), line=line, comment=_text(comment), action=action, rating=rating,
-                  name=_text(a.get("gen_ai.evaluation.name")))
+                  name=_text(a.get("gen_ai.evaluation.name")), user=_text(a.get("user.id")))
 
 
 def _text(v: Any) -> str | None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from ..config import BackendsConfig, backends_from_dict
 from ..errors import ConfigError
 from ..redact import RedactConfig
+from . import otlp
 from .config import ServeConfig
 from .proxy import Proxy
 
@@ -33,6 +35,8 @@ def create_app(ws_dir: str | os.PathLike[str], cfg: ServeConfig | None = None, *
     proxy = Proxy(Path(ws_dir), cfg or ServeConfig(), backends, built, store, redact)
     routes = [HTTPRoute("/v1/chat/completions", proxy.chat, methods=["POST"]),
               HTTPRoute("/v1/feedback", proxy.feedback, methods=["POST"]),
+              HTTPRoute("/v1/traces", partial(otlp.receive, proxy, signal="traces"), methods=["POST"]),
+              HTTPRoute("/v1/logs", partial(otlp.receive, proxy, signal="logs"), methods=["POST"]),
               HTTPRoute("/v1/models", proxy.models_list, methods=["GET"]),
               HTTPRoute("/v1/admin/reload", proxy.admin_reload, methods=["POST"]),
               HTTPRoute("/healthz", proxy.healthz, methods=["GET"]),
