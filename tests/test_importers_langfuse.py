@@ -89,16 +89,6 @@ def test_a_langfuse_export_becomes_conversations_with_feedback(tmp_path):
     assert rejected[1][0] == 4 and "g-missing" in rejected[1][1]
 
 
-def test_ingest_keeps_the_neighbours_of_a_bad_record_and_adds_nothing_twice(ws, tmp_path):
-    path = export(tmp_path)
-    first = ingest(ws, [path], progress=False)
-    assert (first.ingested, first.rejected) == (2, 2)
-    again = ingest(ws, [path], progress=False)
-    assert (again.ingested, again.duplicates) == (0, 2)
-    stored = {log.query: log for log in ws.iter_logs()}
-    assert stored["How do I reset my router?"].feedback[-1] == "too short, give steps"
-
-
 def test_a_named_format_and_detection_by_content(tmp_path):
     path = export(tmp_path)
     renamed = path.rename(tmp_path / "data.json")  # the name says nothing: the content does

@@ -10,7 +10,6 @@ from pathlib import Path
 from conftest import write_jsonl
 from langsmith.schemas import Feedback, FeedbackSourceBase, Run
 
-from unolearn.ingest import ingest
 from unolearn.readers import read_logs
 from unolearn.records import Log, Rejected
 
@@ -104,17 +103,6 @@ def test_langsmith_runs_and_feedback_become_conversations(tmp_path):
     rejected = sorted((r.line, r.reason) for r in items if isinstance(r, Rejected))
     assert [line for line, _ in rejected] == [6, 12]
     assert "alien" in rejected[0][1] and str(uid(404)) in rejected[1][1]
-
-
-def test_ingest_keeps_the_neighbours_of_a_bad_record_and_adds_nothing_twice(ws, tmp_path):
-    path = export(tmp_path)
-    first = ingest(ws, [path], progress=False)
-    assert (first.ingested, first.rejected) == (2, 2)
-    again = ingest(ws, [path], progress=False)
-    assert (again.ingested, again.duplicates) == (0, 2)
-    stored = {log.query: log for log in ws.iter_logs()}
-    assert stored["How do I reset my router?"].feedback[-1] == "too short, give steps"
-    assert stored["How do I reset my router?"].user == "alice"
 
 
 def test_a_json_array_named_or_detected(tmp_path):

@@ -21,7 +21,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otlp_json import otlp_json
 
 from unolearn import importers
-from unolearn.ingest import ingest
 from unolearn.readers import read_logs
 from unolearn.records import Log, Rejected
 
@@ -163,17 +162,6 @@ def test_openinference_spans_and_annotations_become_conversations(tmp_path):
     rejected = sorted((r.line, r.reason) for r in items if isinstance(r, Rejected))
     assert [line for line, _ in rejected] == [2, 6]
     assert "alien" in rejected[0][1] and "00000000deadbeef" in rejected[1][1]
-
-
-def test_ingest_keeps_the_neighbours_of_a_bad_record_and_adds_nothing_twice(ws, tmp_path):
-    path = export(tmp_path)
-    first = ingest(ws, [path], progress=False)
-    assert (first.ingested, first.rejected) == (2, 2)
-    again = ingest(ws, [path], progress=False)
-    assert (again.ingested, again.duplicates) == (0, 2)
-    stored = {log.query: log for log in ws.iter_logs()}
-    assert stored["How do I reset my router?"].feedback[-1] == "too short, give steps"
-    assert {log.user for log in stored.values()} == {"alice", "bob"}
 
 
 def test_phoenix_span_json_reads_as_the_otlp_export_does(tmp_path):

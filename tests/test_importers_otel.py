@@ -16,7 +16,6 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 from opentelemetry.semconv._incubating.attributes.user_attributes import USER_ID
 from otlp_json import logs_json, otlp_json
 
-from unolearn.ingest import ingest
 from unolearn.readers import read_logs
 from unolearn.records import Log, Rejected
 
@@ -77,14 +76,6 @@ def test_genai_spans_and_evaluation_events_become_conversations(tmp_path):
     rejected = sorted((r.line, r.reason) for r in items if isinstance(r, Rejected))
     assert [line for line, _ in rejected] == [2, 3]
     assert "alien" in rejected[0][1] and "resp-404" in rejected[1][1]
-
-
-def test_ingest_stores_the_conversations_once(ws, tmp_path):
-    path = export(tmp_path)
-    first = ingest(ws, [path], progress=False)
-    assert (first.ingested, first.rejected) == (2, 2)
-    again = ingest(ws, [path], progress=False)
-    assert (again.ingested, again.duplicates) == (0, 2)
 
 
 def test_older_per_message_events(tmp_path):
