@@ -387,7 +387,7 @@ def test_bench_train_trains_one_seeded_cluster(tiny_model_dir, tmp_path):
 def test_embedded_model_converts_to_a_hugging_face_folder(tmp_path):
     """The packaged GGUF model → a trainable HF folder, written once (the CPU users' base model)."""
     pytest.importorskip("llama_cpp")
-    from unolearn.train import embedded_hf_model
+    from unolearn.base_model import embedded_hf_model
 
     dest = embedded_hf_model(tmp_path / "base-model")
     config = json.loads((dest / "config.json").read_text())

@@ -19,6 +19,7 @@ def section_classes() -> dict[str, type]:
     from .cluster import ClusterConfig
     from .demo import DemoConfig
     from .distill import DistillConfig
+    from .executor import ExecutorConfig
     from .forget import RetentionConfig
     from .redact import RedactConfig
     from .rulebook import RulebookConfig
@@ -30,7 +31,7 @@ def section_classes() -> dict[str, type]:
     return {"distill": DistillConfig, "cluster": ClusterConfig, "assess": AssessConfig, "rulebook": RulebookConfig,
             "train": TrainConfig, "select": SelectConfig, "serve": ServeConfig, "redact": RedactConfig,
             "retention": RetentionConfig, "simulate": SimulateConfig, "demo": DemoConfig,
-            "bench_quality": QualityConfig}
+            "bench_quality": QualityConfig, "executor": ExecutorConfig}
 
 
 def check_config_file(path: Path) -> None:

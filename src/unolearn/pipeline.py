@@ -23,6 +23,7 @@ from .backends import Models
 from .cluster import ClusterConfig
 from .distill import DistillConfig
 from .errors import InputError
+from .executor import ExecutorConfig
 from .forget import RetentionConfig, apply_retention
 from .funnel import funnel
 from .records import content_hash
@@ -46,13 +47,15 @@ class RunConfigs:
     select: SelectConfig = field(default_factory=SelectConfig)
     redact: RedactConfig = field(default_factory=RedactConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
 def run_configs(build: Callable[[type, str], Any]) -> RunConfigs:
     """Every stage's config, each built by ``build(dataclass, config section)``."""
     return RunConfigs(build(DistillConfig, "distill"), build(ClusterConfig, "cluster"), build(AssessConfig, "assess"),
                       build(RulebookConfig, "rulebook"), build(TrainConfig, "train"), build(SelectConfig, "select"),
-                      build(RedactConfig, "redact"), build(RetentionConfig, "retention"))
+                      build(RedactConfig, "redact"), build(RetentionConfig, "retention"),
+                      build(ExecutorConfig, "executor"))
 
 
 def cluster_fingerprint(ws: Workspace, embedder_id: str, cfg: ClusterConfig) -> str:
@@ -104,7 +107,8 @@ def run_tenant(ws: Workspace, models: Models, cfgs: RunConfigs, echo: Callable[[
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
         ("rulebook", lambda: rulebook.summary(rulebook.run(
             ws, models, cfgs.rulebook, split=cfgs.train), ws.has_identified_users())),
-        ("train", lambda: [_module_summary(m) for m in train.run_in_child(ws.root, cfgs.train, store=ws.store)]),
+        ("train", lambda: [_module_summary(m) for m in train.run_in_child(ws.root, cfgs.train, store=ws.store,
+                                                                                 executor=cfgs.executor)]),
         ("select", lambda: [p.model_dump() for p in selection.run(ws, models, cfgs.select)]),
     ]
     for i, (name, step) in enumerate(steps, 1):

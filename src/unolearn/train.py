@@ -34,8 +34,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .base_model import cpu_bf16, gpu_bf16, resolve_base_model
 from .config import opt
-from .errors import ConfigError, InputError, UnolearnError
+from .errors import ConfigError, InputError, UnolearnError, one_line
+from .executor import ExecutorConfig, run_jobs
 from .plans import epoch_dir
 from .profiles import PROFILE_NAMES, note, train_values
 from .records import content_hash
@@ -129,25 +131,6 @@ class TrainConfig:
         return replace(self, profile=profile, **unset)
 
 
-def gpu_bf16() -> bool:
-    """Whether a CUDA GPU that supports bf16 is present."""
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-
-
-def cpu_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo).
-
-    Measured on one with AVX512-BF16 (2 cores, a 2 × 512-token step of the 0.5B model with gradient
-    checkpointing): bf16 weights 27 s and 2.3 GB resident, fp32 39 s and 3.8 GB. Without native
-    support torch emulates bf16 slowly, so such CPUs keep fp32.
-    """
-    from .backends.llamacpp import cpu_flags, read_cpuinfo
-
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags(read_cpuinfo() if cpuinfo is None else cpuinfo))
-
-
 @dataclass
 class ModuleInfo:
     """One trained module: its id, cluster, kind, adapter folder, epochs, losses and timing."""
@@ -162,59 +145,6 @@ class ModuleInfo:
     n_train: int
     n_val: int
     reused: bool = False
-
-
-# -- base model ------------------------------------------------------------------------------
-
-
-def resolve_base_model(ws: Workspace, cfg: TrainConfig) -> Path:
-    """The Hugging Face folder to train on: ``cfg.base_model``, else the embedded model converted once."""
-    if cfg.base_model:
-        path = Path(cfg.base_model)
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"base_model: {path} is not a Hugging Face model folder (no config.json)")
-        return path
-    return embedded_hf_model(ws.artifacts / "base-model")
-
-
-def embedded_hf_model(dest: Path) -> Path:
-    """Convert the packaged GGUF chat model into a Hugging Face folder at ``dest`` (once).
-
-    The model is built on the meta device and the dequantised GGUF tensors are moved into it, so the
-    weights exist once in memory (transformers' own ``from_pretrained(gguf_file=...)`` holds them twice:
-    4.1 GB peak for the 0.5B model). They are kept in bf16 (3.8 GB peak in fp32): the rounding
-    (< 0.4% of a weight) is far below the 4–5-bit quantization of the served model, and a CPU with native
-    bf16 trains on these weights as they are; others load them as fp32. Saved in 200 MB shards:
-    safetensors copies a shard into memory to write it.
-    """
-    if (dest / "config.json").is_file():
-        return dest
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    from .backends.llamacpp import packaged_model_path
-
-    gguf = packaged_model_path()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model,
-                                   torch_dtype=torch.bfloat16)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
-    del tensors
-    model.tie_weights()
-    left = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if left or unexpected or any(p.is_meta for p in model.parameters()):
-        raise ConfigError(f"{gguf.name}: the GGUF tensors do not fill the model "
-                          f"(missing {left[:3]}, unexpected {unexpected[:3]})")
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, max_shard_size="200MB")
-    tok.save_pretrained(tmp)
-    tmp.replace(dest)
-    return dest
 
 
 # -- trainers --------------------------------------------------------------------------------
@@ -510,11 +440,13 @@ def module_kinds(cfg: TrainConfig, gap_plan: str | None) -> list[str]:
 
 
 def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = None,
-        on_module=None) -> list[ModuleInfo]:
+        on_module=None, executor: ExecutorConfig | None = None) -> list[ModuleInfo]:
     """Train the experts and critics the plan calls for, for one cluster or all of them.
 
     The modules belong to the clustering current when training starts; if the logs are re-clustered
-    meanwhile (a shared store), storing the next module raises ClusteringChangedError.
+    meanwhile (a shared store), storing the next module raises ClusteringChangedError. ``executor`` (default:
+    local) runs each module's training as a job (:mod:`unolearn.executor`); on Ray, a job that fails past its
+    retries is reported (``failed`` in the run's record) and the others complete.
     """
     limit_heap_growth()
     cfg = (cfg or TrainConfig()).resolved()
@@ -527,40 +459,63 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
         if cluster not in clusters:
             raise InputError(f"no cluster {cluster}; clusters are 0..{max(clusters)}")
         clusters = [cluster]
-    base = resolve_base_model(ws, cfg)
-    done: list[ModuleInfo] = []
-    skipped: list[str] = []
+    base = resolve_base_model(ws, cfg.base_model)
+    jobs = [(f"{kind} of cluster {c}", (kind, c, train_ids, val_ids))
+            for c in clusters for train_ids, val_ids in [split_members(ws, c, cfg)]
+            for kind in module_kinds(cfg, plans.get(c))]
     with ws.recorded_run("train", asdict(cfg)) as result:
-        _train_clusters(ws, cfg, base, (clustering, clusters), plans, done, skipped, on_module)
-        result.update(modules=[m.id for m in done], skipped=skipped)
+        done, skipped, failed = _train_jobs(ws, cfg, base, clustering, jobs, executor or ExecutorConfig(), on_module)
+        result.update(modules=[m.id for m in done], skipped=skipped, **({"failed": failed} if failed else {}))
     return done
 
 
-def _train_clusters(ws: Workspace, cfg: TrainConfig, base: Path, version: tuple[int | None, list[int]],
-                    plans: dict[int, str], done: list[ModuleInfo], skipped: list[str], on_module: Any) -> None:
-    """Train the modules of each cluster of ``version`` (clustering id, cluster ids) in turn, adding them to
-    ``done`` (and too-long clusters to ``skipped``)."""
-    clustering, clusters = version
-    for c in clusters:
-        train_ids, val_ids = split_members(ws, c, cfg)
-        kinds = module_kinds(cfg, plans.get(c))
-        for kind in kinds:
-            try:
-                info = train_module(ws, kind, c, base, cfg, train_ids, val_ids, clustering)
-            except NoExampleFits as e:  # one cluster's long logs must not stop the others' training
-                skipped.append(str(e))
-                print(f"warning: {e}", file=sys.stderr)
-                continue
-            if info:
-                if warning := unfit_warning(info, cfg.max_length):
-                    print(f"warning: {warning}", file=sys.stderr)
-                done.append(info)
-                if on_module:
-                    on_module(info)
+def _train_jobs(ws: Workspace, cfg: TrainConfig, base: Path, clustering: int | None, jobs: list[tuple[str, tuple]],
+                executor: ExecutorConfig, on_module: Any) -> tuple[list[ModuleInfo], list[str], list[str]]:
+    """Run the training jobs ``(key, (kind, cluster, train ids, val ids))``; the modules trained, the clusters
+    skipped (no example fits) and the jobs failed (on Ray, past their retries)."""
+    if executor.kind == "local":
+        def one(kind: str, c: int, train_ids: list[str], val_ids: list[str]) -> ModuleInfo | str | None:
+            return _trained(ws, kind, c, base, cfg, train_ids, val_ids, clustering)
+        outcomes = run_jobs(executor, one, jobs)
+    else:
+        where = (str(ws.root), ws.store, str(base), cfg, clustering)
+        outcomes = run_jobs(executor, _train_at, [(key, (*where, *args)) for key, args in jobs], gpu=True)
+    done, skipped, failed = [], [], []
+    for o in outcomes:
+        if isinstance(o.value, str):  # one cluster's long logs must not stop the others' training
+            skipped.append(o.value)
+            print(f"warning: {o.value}", file=sys.stderr)
+        elif o.error is not None:
+            failed.append(f"{o.key}: {one_line(o.error, 300)}")
+            print(f"warning: training the {o.key} failed: {one_line(o.error, 300)}", file=sys.stderr)
+        elif o.value:
+            if warning := unfit_warning(o.value, cfg.max_length):
+                print(f"warning: {warning}", file=sys.stderr)
+            done.append(o.value)
+            if on_module:
+                on_module(o.value)
+    return done, skipped, failed
+
+
+def _train_at(root: str, store: str | None, base: str, cfg: TrainConfig, clustering: int | None, kind: str,
+              cluster: int, train_ids: list[str], val_ids: list[str]) -> ModuleInfo | str | None:
+    """One module's training as a job of its own (a Ray task): it opens the workspace itself."""
+    limit_heap_growth()
+    with Workspace.open(root, store) as ws:
+        return _trained(ws, kind, cluster, Path(base), cfg, train_ids, val_ids, clustering)
+
+
+def _trained(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainConfig, train_ids: list[str],
+             val_ids: list[str], clustering: int | None) -> ModuleInfo | str | None:
+    """:func:`train_module`, with a cluster none of whose examples fits as the reason it was skipped."""
+    try:
+        return train_module(ws, kind, cluster, base, cfg, train_ids, val_ids, clustering)
+    except NoExampleFits as e:
+        return str(e)
 
 
 def run_in_child(root: Path, cfg: TrainConfig | None = None, cluster: int | None = None, *,
-                 store: str | None = None) -> list[ModuleInfo]:
+                 store: str | None = None, executor: ExecutorConfig | None = None) -> list[ModuleInfo]:
     """:func:`run` on the workspace at ``root`` (on ``store``, a URL; None: its SQLite) in a fresh (spawned) process.
 
     For a job whose stages share one process: everything training allocates (the model, torch's
@@ -572,15 +527,16 @@ def run_in_child(root: Path, cfg: TrainConfig | None = None, cluster: int | None
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         try:
-            return pool.submit(_run_at, str(root), cfg, cluster, store).result()
+            return pool.submit(_run_at, str(root), cfg, cluster, store, executor).result()
         except BrokenProcessPool:
             raise UnolearnError("the training process died (out of memory, or a native crash in torch); "
                                 "run `unolearn train` alone to see its error") from None
 
 
-def _run_at(root: str, cfg: TrainConfig | None, cluster: int | None, store: str | None) -> list[ModuleInfo]:
+def _run_at(root: str, cfg: TrainConfig | None, cluster: int | None, store: str | None,
+            executor: ExecutorConfig | None) -> list[ModuleInfo]:
     with Workspace.open(root, store) as ws:
-        return run(ws, cfg, cluster)
+        return run(ws, cfg, cluster, executor=executor)
 
 
 def list_modules(ws: Workspace) -> list[dict[str, Any]]:

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import Embedder
+from ..base_model import resolve_base_model
 from ..cluster import ClusterConfig
 from ..cluster import run as cluster
 from ..errors import InputError, UnolearnError
 from ..records import Log, Message
 from ..store import Workspace, now
-from ..train import TrainConfig, resolve_base_model
+from ..train import TrainConfig
 from ..train import run as train
 
 TOPICS = ["sourdough bread", "tax deductions", "marathon training", "python packaging", "photosynthesis",
@@ -75,7 +76,7 @@ def bench_train(n: int, cfg: TrainConfig, embedder: Embedder, answer_words: int 
                 raise InputError(f"{ws.root}: the benchmark needs an empty workspace")
             seed_cluster(ws, embedder, n, answer_words)
             start = time.perf_counter()
-            base = resolve_base_model(ws, cfg)
+            base = resolve_base_model(ws, cfg.base_model)
             prepare_s = time.perf_counter() - start
             modules = train(ws, cfg, cluster=0)
         finally:

@@ -90,6 +90,16 @@ def field_help(cls: type, name: str) -> str:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+executor_option = click.option("--executor", type=click.Choice(["local", "ray"]),
+                               help="Where training jobs run: local (default) or ray, a Ray cluster "
+                                    "(config.yaml `executor:` sets its address and resources).")
+
+
+def executor_config(ctx: click.Context, kind: str | None) -> Any:
+    """The ``executor:`` section of the config, its kind set by ``--executor`` when given."""
+    from ..executor import ExecutorConfig
+
+    return stage_config_for(ctx, ExecutorConfig, "executor", kind=kind)
 
 
 class PromptFiles(click.ParamType):

@@ -14,6 +14,8 @@ from ..names import STAGES
 from ..train import TrainConfig
 from .common import (
     echo_json,
+    executor_config,
+    executor_option,
     field_help,
     json_option,
     load_config,
@@ -108,9 +110,11 @@ def cluster_cmd(ctx: click.Context, threshold: float | None, sweep_values: str |
 @click.command("run")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--stop-after", type=click.Choice(STAGES), help="End after this stage.")
+@executor_option
 @json_option
 @click.pass_context
-def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None, as_json: bool) -> None:
+def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None, executor: str | None,
+            as_json: bool) -> None:
     """The main job: ingest PATHS (if given) → distill → cluster → assess → rulebook → train → select.
 
     Each log goes to its tenant's store; then every tenant learns in turn from its own logs (only --tenant's
@@ -124,6 +128,7 @@ def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None,
     from ..pipeline import run, run_configs
 
     cfgs = run_configs(lambda cls, section: stage_config_for(ctx, cls, section))
+    cfgs.executor = executor_config(ctx, executor)
     echo = (lambda _: None) if as_json else click.echo
     summary = run(open_root(ctx), Models(open_root(ctx), load_config(ctx)), paths, cfgs, echo, stop_after,
                   tenant_of(ctx))
@@ -168,10 +173,12 @@ def assess(ctx: click.Context, scorer: str | None, threshold: float | None, as_j
 @click.option("--epochs", type=click.IntRange(min=1), help=field_help(TrainConfig, "epochs"))
 @click.option("--critic-epochs", type=click.IntRange(min=1), help=field_help(TrainConfig, "critic_epochs"))
 @click.option("--max-length", type=click.IntRange(min=16), help=field_help(TrainConfig, "max_length"))
+@executor_option
 @json_option
 @click.pass_context
 def train(ctx: click.Context, cluster_id: int | None, base_model: str | None, profile: str | None,
-          epochs: int | None, critic_epochs: int | None, max_length: int | None, as_json: bool) -> None:
+          epochs: int | None, critic_epochs: int | None, max_length: int | None, executor: str | None,
+          as_json: bool) -> None:
     """Train per-cluster LoRA experts (DPO+SFT) and critics (SFT).
 
     Without CUDA the `cpu` profile applies (2 epochs, LoRA r 8, sequences up to 1280 tokens; on 2
@@ -190,7 +197,7 @@ def train(ctx: click.Context, cluster_id: int | None, base_model: str | None, pr
             state = "reused" if m.reused else f"trained in {m.seconds:.0f} s"
             click.echo(f"cluster {m.cluster}: {m.kind} {m.id} ({m.n_train} train / {m.n_val} val, {state})")
 
-    modules = run(open_workspace(ctx), cfg, cluster_id, on_module=report)
+    modules = run(open_workspace(ctx), cfg, cluster_id, on_module=report, executor=executor_config(ctx, executor))
     if as_json:
         echo_json([vars(m) for m in modules])
     elif not modules:
