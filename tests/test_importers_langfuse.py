@@ -114,7 +114,7 @@ def test_an_export_is_redacted_and_its_scratch_spool_removed(ws, tmp_path, monke
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR read again
     with Spool():
-        assert len(list((tmp_path / "tmp").iterdir())) == 1  # where a spool lives while an ingest runs
+        assert len(list((tmp_path / "tmp").glob("unolearn-spool-*"))) == 1  # where a spool lives during an ingest
     trace = {"id": "t1", "timestamp": "2026-12-01T10:00:00Z", "input": "Mail me at bob.smith@example.com",
              "output": "Sure.", "observations": [],
              "scores": [{"id": "s", "name": "fb", "dataType": "BOOLEAN", "value": 0, "source": "API",
@@ -122,4 +122,13 @@ def test_an_export_is_redacted_and_its_scratch_spool_removed(ws, tmp_path, monke
     assert ingest(ws, [write_jsonl(tmp_path / "t.jsonl", [trace])], progress=False).ingested == 1
     (log,) = ws.iter_logs()
     assert "@example" not in log.query + "".join(log.feedback) and "<EMAIL_1>" in log.query
-    assert list((tmp_path / "tmp").iterdir()) == []  # the spool (unredacted text) is gone with the ingest
+    assert list((tmp_path / "tmp").glob("unolearn-spool-*")) == []  # the spool (unredacted text) left with it
+
+
+def test_an_export_whose_first_line_is_broken_is_still_told_by_its_content(tmp_path):
+    good = export(tmp_path).read_text(encoding="utf-8")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "t0", "timestamp": \n' + good, encoding="utf-8")
+    items = [i for _, i in read_logs(broken) if i is not None]
+    assert sum(isinstance(i, Log) for i in items) == 2
+    assert [r.line for r in items if isinstance(r, Rejected)][0] == 1

@@ -379,16 +379,26 @@ def read_logs(path: Path, fmt: str = "auto",
         raise InputError(f"cannot read: {e.strerror or e}", file=str(path)) from e
     with fh:
         raws = iter_raw(fh)
-        first = next(raws, None)
-        if first is None:
-            return
-        raws = itertools.chain([first], raws)
-        platform = fmt if fmt in importers.PLATFORMS else importers.detect(first.value) if fmt == "auto" else None
+        unread = _until_readable(raws)
+        first = unread[-1] if unread and unread[-1].error is None else None
+        raws = itertools.chain(unread, raws)
+        platform = fmt if fmt in importers.PLATFORMS else (
+            importers.detect(first.value) if fmt == "auto" and first else None)
         if platform is None:
             yield from _records(path, fmt, raws, tenant)
             return
         for offset, item in importers.read_export(path, platform, raws):
             yield offset, _checked(item, tenant, path)
+
+
+def _until_readable(raws: Iterator[RawRecord], most: int = 1000) -> list[RawRecord]:
+    """The records up to the first readable one (what a format is told by), at most ``most``."""
+    unread = []
+    for raw in raws:
+        unread.append(raw)
+        if raw.error is None or len(unread) >= most:
+            break
+    return unread
 
 
 def _records(path: Path, fmt: str, raws: Iterator[RawRecord],
