@@ -115,3 +115,9 @@ def test_a_pull_without_keys_says_so(run_cli, langfuse_server, monkeypatch):
     monkeypatch.delenv("LANGFUSE_SECRET_KEY")
     r = run_cli("ingest", langfuse_server.url)
     assert r.code != 0 and "LANGFUSE_SECRET_KEY" in r.err and langfuse_server.requests == []
+
+
+def test_run_pulls_too(run_cli, langfuse_server):
+    r = run_cli("run", langfuse_server.url, "--stop-after", "ingest", "--json")
+    assert r.code == 0, r.err
+    assert (r.json()["ingest"]["ingested"], r.json()["ingest"]["rejected"]) == (3, 1)

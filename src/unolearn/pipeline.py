@@ -64,17 +64,18 @@ def cluster_fingerprint(ws: Workspace, embedder_id: str, cfg: ClusterConfig) -> 
     return content_hash("clustering", {"logs": usable, "embedder": embedder_id, "cfg": asdict(cfg)})
 
 
-def run(ws: Workspace, models: Models, paths: Sequence[Path] = (), cfgs: RunConfigs | None = None,
+def run(ws: Workspace, models: Models, paths: Sequence[Path | str] = (), cfgs: RunConfigs | None = None,
         echo: Callable[[str], None] = click.echo, stop_after: str | None = None,
         tenant: str | None = None) -> dict[str, Any]:
-    """Ingest ``paths`` into their tenants' stores, then run every stage in order (``stop_after`` ends early)
-    for every tenant in turn, or only for ``tenant`` (also the tenant of the logs that name none).
+    """Ingest ``paths`` (files, or ``langfuse+https://HOST`` to pull from) into their tenants' stores, then run
+    every stage in order (``stop_after`` ends early) for every tenant in turn, or only for ``tenant`` (also the
+    tenant of the logs that name none).
 
     Returns each stage's summary and the funnel: the default tenant's (or ``tenant``'s) at the top, and with
     several tenants, each other tenant's under ``tenants``."""
     cfgs = cfgs or RunConfigs()
-    files = (ingest.ingest(ws, list(paths), redactor=Redactor(cfgs.redact), tenant=tenant).as_dict()
-             if paths else {})
+    files = (ingest.ingest_args(ws, [str(p) for p in paths], redactor=Redactor(cfgs.redact),
+                                tenant=tenant).as_dict() if paths else {})
     out: dict[str, dict[str, Any]] = {}
     several = tenant is None and bool(ws.tenant_names())
     with each_tenant(ws, tenant) as tenants:

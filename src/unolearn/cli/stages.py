@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -108,12 +107,12 @@ def cluster_cmd(ctx: click.Context, threshold: float | None, sweep_values: str |
 
 
 @click.command("run")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, metavar="[PATHS|langfuse+https://HOST]...")
 @click.option("--stop-after", type=click.Choice(STAGES), help="End after this stage.")
 @executor_option
 @json_option
 @click.pass_context
-def run_cmd(ctx: click.Context, paths: tuple[Path, ...], stop_after: str | None, executor: str | None,
+def run_cmd(ctx: click.Context, paths: tuple[str, ...], stop_after: str | None, executor: str | None,
             as_json: bool) -> None:
     """The main job: ingest PATHS (if given) → distill → cluster → assess → rulebook → train → select.
 
