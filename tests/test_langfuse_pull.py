@@ -115,6 +115,9 @@ def test_a_pull_without_keys_says_so(run_cli, langfuse_server, monkeypatch):
     monkeypatch.delenv("LANGFUSE_SECRET_KEY")
     r = run_cli("ingest", langfuse_server.url)
     assert r.code != 0 and "LANGFUSE_SECRET_KEY" in r.err and langfuse_server.requests == []
+    keyed = langfuse_server.url.replace("http://", "http://pk:sk@")  # a URL with keys would be stored as it is
+    r = run_cli("ingest", keyed)
+    assert r.code != 0 and "not in the URL" in r.err and langfuse_server.requests == []
 
 
 def test_run_pulls_too(run_cli, langfuse_server):

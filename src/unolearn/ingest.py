@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 from tqdm import tqdm
 
 from .errors import InputError, UnolearnError
@@ -183,23 +183,23 @@ def is_source(arg: str) -> bool:
 
 
 def pull(ws: Workspace, source: str, *, on_reject: Callable[[Rejected], None] | None = None,
-         progress: bool | None = None, redactor: Redactor | None = None, tenant: str | None = None,
-         transport: httpx.BaseTransport | None = None) -> IngestResult:
+         progress: bool | None = None, redactor: Redactor | None = None, tenant: str | None = None) -> IngestResult:
     """Pull what a Langfuse server (``langfuse+https://HOST``) holds since the last pull, and ingest it.
 
     Keys come from ``LANGFUSE_PUBLIC_KEY`` / ``LANGFUSE_SECRET_KEY``. The objects are written to a scratch
     file (removed afterwards) and ingested as a Langfuse export; where the pull stopped is recorded only once
     they are stored, so an interrupted pull is repeated from the same point (what was stored counts as
-    duplicates) — resumable. ``transport``: an ``httpx`` transport (tests)."""
+    duplicates) — resumable."""
     if not is_source(source):
         raise InputError(f"not a source to pull from: {source!r} (expected langfuse+https://HOST)")
+    if "@" in urlsplit(source.removeprefix(LANGFUSE_SCHEME)).netloc:
+        raise InputError("put the Langfuse keys in LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY, not in the URL")
     auth = langfuse_api.keys_from_env(dict(os.environ))
     state = ws.pull_state(source)
     with tempfile.TemporaryDirectory(prefix="unolearn-pull-") as tmp:
         path = Path(tmp) / "langfuse-pull.jsonl"
         with path.open("w", encoding="utf-8") as out:
-            pulled = langfuse_api.download(source.removeprefix(LANGFUSE_SCHEME), auth, state, out,
-                                           transport=transport)
+            pulled = langfuse_api.download(source.removeprefix(LANGFUSE_SCHEME), auth, state, out)
         result = ingest(ws, [path], "langfuse", on_reject=on_reject, progress=progress, redactor=redactor,
                         tenant=tenant, label=source)
     ws.set_pull_state(source, pulled.state)

@@ -37,9 +37,9 @@ class Pulled:
 
 
 def download(base_url: str, auth: tuple[str, str], state: dict[str, str], out: TextIO, *,
-             transport: httpx.BaseTransport | None = None, timeout: float = 60.0) -> Pulled:
+             timeout: float = 60.0) -> Pulled:
     """Write every observation and score newer than ``state`` to ``out``, one JSON object per line."""
-    with httpx.Client(base_url=base_url.rstrip("/") + "/", auth=auth, timeout=timeout, transport=transport) as client:
+    with httpx.Client(base_url=base_url.rstrip("/") + "/", auth=auth, timeout=timeout) as client:
         seen_traces: set[str] = set()
         newest = dict(state)
         n_obs = n_scores = 0
