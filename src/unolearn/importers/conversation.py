@@ -56,6 +56,11 @@ class Verdict:
     user: str | None = None
 
 
+def optional_text(v: Any) -> str | None:
+    """An attribute or field as text; None when absent or empty (ids, users, tenants, comments)."""
+    return str(v) if v not in (None, "") else None
+
+
 def label_action(label: Any) -> ActionKind | None:
     """``like``/``dislike`` for a thumbs label (``thumbs_up``, ``👎``, ``positive``, …), else None."""
     if not isinstance(label, str):

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import RecordError
-from .conversation import Turn, Verdict, binary_action, label_action
+from .conversation import Turn, Verdict, binary_action, label_action, optional_text
 from .messages import json_value, message_list, text_of
 
 TRACE_KEYS = frozenset({"observations", "sessionId", "htmlPath", "latency", "totalCost", "bookmarked"})
@@ -98,8 +98,8 @@ def _turn(obj: dict[str, Any], trace: dict[str, Any], line: int, prefix: str) ->
     return Turn(conversation=session or trace_id, ids=ids,
                 at=str(obj.get("startTime") or obj.get("timestamp") or ""), input=messages,
                 output=None if output is None else text_of(output), line=line,
-                user=str(user) if user not in (None, "") else None,
-                tenant=str(tenant) if tenant else None, metadata={"trace_id": trace_id} if trace_id else {})
+                user=optional_text(user), tenant=str(tenant) if tenant else None,
+                metadata={"trace_id": trace_id} if trace_id else {})
 
 
 def _score(s: dict[str, Any], line: int, prefix: str) -> Iterator[Verdict]:

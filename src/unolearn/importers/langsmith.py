@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import RecordError
-from .conversation import Turn, Verdict, binary_action, label_action
+from .conversation import Turn, Verdict, binary_action, label_action, optional_text
 from .messages import ROLES, json_value, message_list, text_of
 
 #: Run types that are model calls (``chat`` only where its inputs hold messages).
@@ -94,7 +94,7 @@ def _turn(run: dict[str, Any], line: int, prefix: str) -> Turn | None:
     return Turn(conversation=thread or trace_id or run_id, ids=[i for i in (run_id, trace_id) if i],
                 at=str(run.get("start_time") or ""), input=messages,
                 output=_answer(json_value(run.get("outputs")), f"{prefix}outputs"), line=line,
-                user=_text(metadata.get("user_id")), tenant=_text(metadata.get("tenant")),
+                user=optional_text(metadata.get("user_id")), tenant=optional_text(metadata.get("tenant")),
                 metadata={"trace_id": trace_id} if trace_id else {})
 
 
@@ -188,7 +188,7 @@ def _feedback(f: dict[str, Any], line: int, prefix: str) -> Iterator[Verdict]:
     edited = _correction(json_value(f.get("correction")), f"{prefix}correction")
     comment = f.get("comment")
     yield Verdict(target=str(target), line=line, comment=comment if isinstance(comment, str) else None,
-                  action="edit" if edited else action, rating=rating, edited=edited, name=_text(f.get("key")))
+                  action="edit" if edited else action, rating=rating, edited=edited, name=optional_text(f.get("key")))
 
 
 def _correction(correction: Any, field: str) -> str | None:
@@ -205,7 +205,3 @@ def _correction(correction: Any, field: str) -> str | None:
 
 def _object(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
-
-
-def _text(v: Any) -> str | None:
-    return str(v) if v not in (None, "") else None

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import RecordError
 from . import otlp
-from .conversation import Turn, Verdict, binary_action, label_action
+from .conversation import Turn, Verdict, binary_action, label_action, optional_text
 from .messages import json_value, message_list, text_of
 
 # OpenInference's attribute names (openinference.semconv.trace: SpanAttributes, MessageAttributes,
@@ -153,9 +153,9 @@ def _turn(flat: dict[str, Any], trace_id: str, span_id: str, at: str, line: int,
         raise RecordError(f"{where}: an LLM span with neither {INPUT_MESSAGES} nor {INPUT_VALUE}")
     if not messages:
         raise RecordError(f"{where}: {INPUT_MESSAGES}: no user, system or assistant message")
-    return Turn(conversation=_text(get(a, SESSION_ID)) or trace_id or span_id,
+    return Turn(conversation=optional_text(get(a, SESSION_ID)) or trace_id or span_id,
                 ids=[i for i in (span_id, trace_id) if i], at=at, input=messages, output=_output(a, where),
-                line=line, user=_text(get(a, USER_ID)), tenant=_text(get(a, TENANT)),
+                line=line, user=optional_text(get(a, USER_ID)), tenant=optional_text(get(a, TENANT)),
                 metadata={"trace_id": trace_id} if trace_id else {})
 
 
@@ -249,7 +249,7 @@ def _annotation(an: dict[str, Any], line: int, prefix: str) -> Iterator[Verdict]
               else None)
     yield Verdict(target=str(target), line=line, comment=explanation if isinstance(explanation, str) else None,
                   action=action, rating=rating,
-                  name=_text(an.get("name")))
+                  name=optional_text(an.get("name")))
 
 
 # -- attributes, flat or nested ---------------------------------------------------------------
@@ -312,7 +312,3 @@ def _list(v: Any) -> list[Any]:
     """Messages or content parts as a list (JSON text decoded, dotted keys nested)."""
     v = _nested(json_value(v))
     return v if isinstance(v, list) else [v]
-
-
-def _text(v: Any) -> str | None:
-    return str(v) if v not in (None, "") else None

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import RecordError
 from . import otlp
-from .conversation import Turn, Verdict, binary_action, label_action
+from .conversation import Turn, Verdict, binary_action, label_action, optional_text
 from .messages import json_value, message_list, text_of
 
 EVALUATION = "gen_ai.evaluation.result"
@@ -63,8 +63,8 @@ def _turn(span: otlp.Span, line: int) -> Turn | None:
     response = a.get("gen_ai.response.id")
     ids = [i for i in (str(response) if response else "", span.span_id) if i]
     return Turn(conversation=str(a.get("gen_ai.conversation.id") or span.trace_id or span.span_id), ids=ids,
-                at=span.at, input=messages, output=output, line=line, user=_text(a.get("user.id")),
-                tenant=_text(a.get(TENANT)), metadata=_metadata(span))
+                at=span.at, input=messages, output=output, line=line, user=optional_text(a.get("user.id")),
+                tenant=optional_text(a.get(TENANT)), metadata=_metadata(span))
 
 
 def _metadata(span: otlp.Span) -> dict[str, Any]:
@@ -104,9 +104,5 @@ def _verdict(event: otlp.Event, line: int) -> Iterator[Verdict]:
     action = label_action(label) or (binary_action(score) if label is None else None)
     rating = float(score) if action is None and isinstance(score, (int, float)) else None
     comment = a.get("gen_ai.evaluation.explanation")
-    yield Verdict(target=str(target), line=line, comment=_text(comment), action=action, rating=rating,
-                  name=_text(a.get("gen_ai.evaluation.name")), user=_text(a.get("user.id")))
-
-
-def _text(v: Any) -> str | None:
-    return str(v) if v not in (None, "") else None
+    yield Verdict(target=str(target), line=line, comment=optional_text(comment), action=action, rating=rating,
+                  name=optional_text(a.get("gen_ai.evaluation.name")), user=optional_text(a.get("user.id")))
