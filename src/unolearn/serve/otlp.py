@@ -129,14 +129,10 @@ async def _feedback(proxy: Any, verdict: Verdict, rid: str, tenant: str) -> str:
     """Record one verdict on answer ``rid``; the reason when it cannot be (else '')."""
     if not (verdict.comment or verdict.action):
         return f"evaluation of {rid}: neither an explanation nor a thumbs up/down"
-    served = await proxy.served_soon(rid, tenant)
-    if served is None:
-        return f"no answer {rid!r} recorded for this key"
-    user, given = served
-    if user is not None and verdict.user is not None and verdict.user != user:
-        return f"feedback on {rid!r} must come from the user it answered"
-    if given >= proxy.cfg.feedback_per_response:
-        return f"at most {proxy.cfg.feedback_per_response} feedbacks per response"
+    try:
+        await proxy.admit_feedback(rid, tenant, verdict.user, app_attests=True)
+    except HTTPProblem as e:
+        return f"evaluation of {rid}: {e}"
     await proxy.recorder.feedback((rid, verdict.comment, verdict.action, verdict.edited, now()), tenant)
     return ""
 

@@ -496,21 +496,26 @@ class Proxy:
         try:
             tenant = self.authorize(request).name
             fb = parse_feedback(await self.read_body(request))
-            served = await self.served_soon(fb.response_id, tenant)
-            if served is None:
-                raise HTTPProblem(f"no response {fb.response_id!r}", 404, "response_not_found")
-            user, given = served
-            if user is not None and fb.user != user:
-                raise HTTPProblem("feedback on this answer must come from the user it answered", 403,
-                                  "feedback_forbidden")
-            if given >= self.cfg.feedback_per_response:
-                raise HTTPProblem(f"at most {self.cfg.feedback_per_response} feedbacks per response", 429,
-                                  "too_much_feedback")
+            await self.admit_feedback(fb.response_id, tenant, fb.user)
             await self.recorder.feedback((fb.response_id, fb.text, fb.action, fb.edited, now()), tenant)
         except UnolearnError as e:
             return error_response(e)
         self.metrics.feedback[fb.action or "none"] += 1
         return JSONResponse({"object": "feedback", "response_id": fb.response_id, "stored": True})
+
+    async def admit_feedback(self, rid: str, tenant: str, user: str | None, *, app_attests: bool = False) -> None:
+        """An HTTPProblem unless feedback from ``user`` may be stored on answer ``rid`` of ``tenant``: the answer
+        exists, comes from that user (``app_attests``: or names none, from the app holding the key), and has had
+        fewer than ``feedback_per_response``."""
+        served = await self.served_soon(rid, tenant)
+        if served is None:
+            raise HTTPProblem(f"no response {rid!r}", 404, "response_not_found")
+        answered, given = served
+        if answered is not None and user != answered and not (app_attests and user is None):
+            raise HTTPProblem("feedback on this answer must come from the user it answered", 403, "feedback_forbidden")
+        if given >= self.cfg.feedback_per_response:
+            raise HTTPProblem(f"at most {self.cfg.feedback_per_response} feedbacks per response", 429,
+                              "too_much_feedback")
 
     async def served_soon(self, rid: str, tenant: str) -> tuple[str | None, int] | None:
         """``(user, feedbacks so far)`` when ``rid`` was served to ``tenant``, else None. With several workers,
