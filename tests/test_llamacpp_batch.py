@@ -1,0 +1,174 @@
+"""The embedded backend's batch decoder on the packaged model: several requests per decode step."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from test_llamacpp import _peft_folder  # noqa: E402
+
+from unolearn.backends.base import ChatRequest  # noqa: E402
+from unolearn.backends.llamacpp import LlamaCppChatModel  # noqa: E402
+from unolearn.backends.llamacpp_batch import _Greedy  # noqa: E402
+from unolearn.bench.embedded import ANSWER_SCHEMA, packaged_prompts  # noqa: E402
+from unolearn.errors import BackendError  # noqa: E402
+
+PROMPTS = ["Say hi.", "Name one planet of the solar system, one word only.", "What is 2 + 3? Answer with a number.",
+           "Name a colour.", "Write the word 'yes'.", "Name a month of the year.", "Name a fruit.",
+           "Name an ocean."]
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = LlamaCppChatModel(n_ctx=1024, parallel=4)
+    yield m
+    asyncio.run(m.aclose())
+
+
+def _one_at_a_time(model, requests):
+    model.use_parallel(1)
+    try:
+        return model.generate_sync(requests)
+    finally:
+        model.use_parallel(4)
+
+
+def test_first_tokens_equal_the_one_at_a_time_path(model):
+    # a prompt is read alone, in the same blocks as one at a time: the first token comes from the same logits
+    first = [ChatRequest.of(p, max_tokens=1) for p in PROMPTS]
+    batched = model.generate_sync(first)
+    alone = _one_at_a_time(model, first)
+    assert [r.text for r in batched] == [r.text for r in alone]
+    assert all(r.finish_reason == "length" and r.completion_tokens == 1 for r in batched)
+
+
+def test_requests_keep_their_order_budget_and_finish_reason(model):
+    reqs = [ChatRequest.of(p, max_tokens=n) for p, n in zip(PROMPTS, (3, 40, 40, 2, 40, 5, 40, 1))]
+    results = model.generate_sync(reqs)
+    assert all(r.ok for r in results)
+    for req, res in zip(reqs, results):
+        assert res.completion_tokens <= req.max_tokens
+        assert res.finish_reason == ("length" if res.completion_tokens == req.max_tokens else "stop")
+        assert res.prompt_tokens > 0
+    assert "5" in results[2].text
+    assert results[0].finish_reason == "length" and results[1].finish_reason == "stop"
+    assert model.usage.calls >= len(reqs)
+
+
+def test_more_requests_than_slots_all_answer_as_they_would_alone(model):
+    reqs = [ChatRequest.of(p, max_tokens=6) for p in packaged_prompts(10)]
+    batched = model.generate_sync(reqs)
+    alone = _one_at_a_time(model, reqs)
+    assert all(r.ok and r.text for r in batched)
+    same = sum(a.text == b.text for a, b in zip(batched, alone))
+    assert same >= 5, [(a.text, b.text) for a, b in zip(batched, alone)]  # numeric noise may flip a near tie
+
+
+def test_schema_requests_are_constrained_and_parsed(model):
+    reqs = [ChatRequest.of(p + " Answer in JSON: {\"answer\": \"...\"}", schema=ANSWER_SCHEMA, max_tokens=60)
+            for p in PROMPTS[:6]]
+    results = model.generate_sync(reqs)
+    for res in results:
+        assert res.ok, res.error
+        jsonschema.validate(res.parsed, ANSWER_SCHEMA)
+        assert json.loads(res.text) == res.parsed
+
+
+def test_greedy_under_a_grammar_picks_the_best_allowed_token(model):
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    llm = model._llm
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    grammar = LlamaGrammar.from_json_schema(json.dumps(ANSWER_SCHEMA), verbose=False)
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    brace = llm.tokenize(b"{", add_bos=False, special=False)[0]
+    word = llm.tokenize(b"hello", add_bos=False, special=False)[0]
+    logits = np.zeros(n_vocab, dtype=np.float32)
+    logits[word], logits[brace] = 9.0, 5.0  # the likeliest token is not JSON: the grammar must refuse it
+    chooser = _Greedy(vocab, grammar)
+    assert chooser.choose(logits) == brace
+    plain = _Greedy(vocab, None)
+    assert plain.choose(logits) == word
+    chooser.close()
+
+
+def test_sampled_requests_are_seeded(model):
+    req = ChatRequest.of("Write a two-line poem about the sea.", temperature=0.9, seed=7, max_tokens=16)
+    first, again = model.generate_sync([req]), model.generate_sync([req])
+    other = model.generate_sync([ChatRequest.of(req.messages[0]["content"], temperature=0.9, seed=8, max_tokens=16)])
+    assert first[0].ok and first[0].text == again[0].text
+    assert other[0].text != first[0].text
+
+
+def test_a_prompt_too_long_fails_alone(model):
+    long = ChatRequest.of("word " * 1200, max_tokens=4)
+    short = ChatRequest.of("Say hi.", max_tokens=4)
+    results = model.generate_sync([short, long, short])
+    assert results[0].ok and results[2].ok and results[0].text == results[2].text
+    assert isinstance(results[1].error, BackendError) and "context" in str(results[1].error)
+
+
+def test_scoring_runs_beside_batched_generation(model):
+    q = "What is the capital of France?"
+    reqs = [ChatRequest.of(q, continuation="Paris."), *(ChatRequest.of(p, max_tokens=8) for p in PROMPTS[:4]),
+            ChatRequest.of(q, continuation="Paris.")]
+    results = model.generate_sync(reqs)
+    assert all(r.ok for r in results)
+    assert results[0].logprob == results[-1].logprob < 0
+
+
+def test_a_shared_prefix_is_read_once_per_slot(tmp_path):
+    system = {"role": "system", "content": "You answer in one short sentence. " * 30}
+    reqs = [ChatRequest.of([system, {"role": "user", "content": p}], max_tokens=4) for p in PROMPTS]
+    m = LlamaCppChatModel(n_ctx=1024, parallel=2)
+    try:
+        results = m.generate_sync(reqs)
+        evaluated = llama_cpp.llama_perf_context(m._batcher._ctx).n_p_eval
+    finally:
+        asyncio.run(m.aclose())
+    assert all(r.ok for r in results)
+    # two slots: each reads the system prompt once; later prompts read their turn and the last partial block
+    assert evaluated < sum(r.prompt_tokens for r in results) * 0.6
+
+
+def test_closing_fails_queued_requests_and_a_later_request_reopens():
+    m = LlamaCppChatModel(n_ctx=1024, parallel=2)
+
+    async def close_while_busy():
+        pending = asyncio.gather(*(m.complete(ChatRequest.of(p, max_tokens=40)) for p in PROMPTS),
+                                 return_exceptions=True)
+        await asyncio.sleep(0.5)
+        await m.aclose()
+        return await pending
+
+    outcomes = asyncio.run(close_while_busy())
+    assert any(isinstance(o, BackendError) for o in outcomes)
+    assert all(isinstance(o, BackendError) or o.text for o in outcomes)
+    [after] = m.generate_sync([ChatRequest.of("Say hi.", max_tokens=4)])
+    asyncio.run(m.aclose())
+    assert after.ok and after.text
+
+
+def test_requests_for_different_adapters_are_not_mixed(tmp_path, model):
+    from unolearn.backends.gguf_lora import convert_peft_to_gguf_lora
+
+    base = model.model_path
+    gguf = convert_peft_to_gguf_lora(_peft_folder(tmp_path / "rand", base, 1.0), tmp_path / "rand.gguf", base)
+    m = LlamaCppChatModel(str(base), n_ctx=1024, adapters={"rand": str(gguf)}, parallel=4)
+    plain = [ChatRequest.of(p, max_tokens=1) for p in PROMPTS[:4]]
+    tuned = [ChatRequest(**{**r.__dict__, "adapter": "rand"}) for r in plain]
+    mixed = [x for pair in zip(plain, tuned) for x in pair]
+    try:
+        batched = m.generate_sync(mixed)
+        m.use_parallel(1)
+        alone = m.generate_sync(mixed)
+    finally:
+        asyncio.run(m.aclose())
+    assert [r.text for r in batched] == [r.text for r in alone]
+    assert [r.text for r in batched[0::2]] != [r.text for r in batched[1::2]]  # the adapter applied to its own
