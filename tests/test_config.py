@@ -48,6 +48,9 @@ def test_bad_config_is_a_one_line_config_error(tmp_path, text, match):
 def test_chat_config_validation():
     with pytest.raises(ConfigError):
         ChatConfig(concurrency=0)
+    with pytest.raises(ConfigError, match="parallel"):
+        ChatConfig(parallel=0)
+    assert ChatConfig().parallel == 8
 
 
 def test_cli_config_show_masks_keys(run_cli, ws_dir):

@@ -69,3 +69,18 @@ def test_unreachable_server_is_a_failed_check(tmp_path, capsys):
     assert code == 1
     [gen] = [c for c in report["checks"] if c["name"] == "generator"]
     assert gen["status"] == "fail" and "not reachable" in gen["detail"]
+
+
+def test_doctor_says_which_model_judges(tmp_path, capsys, monkeypatch):
+    code, report = doctor(capsys, "-d", str(tmp_path / "ws"), "doctor", "--json", "--no-generate")
+    [judge] = [c for c in report["checks"] if c["name"] == "judge"]
+    assert code == 0 and judge["status"] == "ok" and "generator's model" in judge["detail"]
+    # the packaged 1.5B named as the judge, its packages missing: a failed check that names the extra
+    missing = dataclasses.replace(llamacpp.QUALITY_MODEL, parts=(("unolearn-no-such-quality-part", "part.bin"),))
+    monkeypatch.setattr(llamacpp, "QUALITY_MODEL", missing)
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "config.yaml").write_text("backends:\n  judge: {model: quality}\n")
+    code, report = doctor(capsys, "-d", str(tmp_path / "ws"), "doctor", "--json", "--no-generate")
+    [judge] = [c for c in report["checks"] if c["name"] == "judge"]
+    assert code == 1 and judge["status"] == "fail" and "unolearn-no-such-quality-part" in judge["detail"]
+    assert "unolearn[quality]" in judge["fix"]

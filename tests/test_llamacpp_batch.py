@@ -172,3 +172,12 @@ def test_requests_for_different_adapters_are_not_mixed(tmp_path, model):
         asyncio.run(m.aclose())
     assert [r.text for r in batched] == [r.text for r in alone]
     assert [r.text for r in batched[0::2]] != [r.text for r in batched[1::2]]  # the adapter applied to its own
+
+
+def test_the_config_sets_parallel():
+    from unolearn.backends import make_chat
+    from unolearn.config import ChatConfig
+
+    m = make_chat(ChatConfig(parallel=3, n_ctx=512))
+    assert m.parallel == 3 and m.concurrency == 6
+    asyncio.run(m.aclose())

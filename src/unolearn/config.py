@@ -44,8 +44,9 @@ class ChatConfig:
     backend: str = opt("embedded", "'embedded' (llama.cpp on a packaged model), 'openai' (any "
                                    "OpenAI-compatible server: vLLM, SGLang, llama.cpp server, Ollama) or "
                                    "'hf' (transformers in this process on a Hugging Face model folder).")
-    model: str | None = opt(None, "openai: the served model name; embedded: a path to a GGUF file "
-                                  "(default: the packaged model); hf: the model folder.")
+    model: str | None = opt(None, "openai: the served model name; embedded: a path to a GGUF file, or "
+                                  "'quality' for the packaged 1.5B of unolearn[quality] (default: the "
+                                  "packaged 0.5B); hf: the model folder.")
     base_url: str | None = opt(None, "openai: the server's base URL, e.g. http://localhost:8000/v1.")
     api_key: str | None = opt(None, "openai: the API key (default: $UNOLEARN_API_KEY, then $OPENAI_API_KEY).")
     concurrency: int = opt(16, "Requests in flight at once (openai).")
@@ -53,6 +54,8 @@ class ChatConfig:
     max_retries: int = opt(5, "Retries on timeouts, 429 and 5xx (openai).")
     n_ctx: int = opt(4096, "Context length (embedded).")
     n_threads: int | None = opt(None, "CPU threads (embedded; default: all). Fewer are faster on a busy machine.")
+    parallel: int = opt(8, "Requests decoded together per step (embedded; 1: one at a time). Each adds a "
+                           "KV cache of n_ctx tokens (about 50 MB at 4096 for the packaged model).")
 
     def __post_init__(self) -> None:
         if self.backend not in CHAT_BACKENDS:
@@ -61,8 +64,10 @@ class ChatConfig:
             raise ConfigError("backend 'openai' needs base_url and model")
         if self.backend == "hf" and not self.model:
             raise ConfigError("backend 'hf' needs model (a Hugging Face model folder)")
-        if self.concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0 or self.n_ctx < 256:
-            raise ConfigError("concurrency ≥ 1, max_retries ≥ 0, timeout_s > 0 and n_ctx ≥ 256 are required")
+        if (self.concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0 or self.n_ctx < 256
+                or self.parallel < 1):
+            raise ConfigError("concurrency ≥ 1, max_retries ≥ 0, timeout_s > 0, n_ctx ≥ 256 and parallel ≥ 1 "
+                              "are required")
 
 
 @dataclass

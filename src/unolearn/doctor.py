@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -80,8 +80,8 @@ def check_model(cfg: ChatConfig) -> tuple[Check, dict[str, Any]]:
 
     info: dict[str, Any] = {"backend": cfg.backend, "path": None, "sha256_ok": None}
     try:
-        if cfg.model is None:
-            path = llamacpp.packaged_model_path(llamacpp.DEFAULT_MODEL)  # checks the pinned sha256
+        if cfg.model is None or cfg.model in llamacpp.PACKAGED_NAMES:
+            path = llamacpp.packaged_model_path(llamacpp.packaged(cfg.model))  # checks the pinned sha256
             info.update(path=str(path), sha256_ok=True, packaged=True)
         else:
             path = Path(cfg.model)
@@ -91,7 +91,8 @@ def check_model(cfg: ChatConfig) -> tuple[Check, dict[str, Any]]:
     except UnolearnError as e:
         if "sha256" in str(e):
             info["sha256_ok"] = False
-        return Check("model", "fail", str(e), "pip install --force-reinstall 'unolearn[embedded]'"), info
+        extra = "quality" if cfg.model == "quality" else "embedded"
+        return Check("model", "fail", str(e), f"pip install --force-reinstall 'unolearn[{extra}]'"), info
     size = Path(info["path"]).stat().st_size
     return Check("model", "ok", f"{info['path']} ({size / 2**20:.0f} MB, sha256 checked)"), info
 
@@ -242,6 +243,11 @@ def _chat_checks(cfg: BackendsConfig, report: dict[str, Any], generate: bool) ->
             if check.status != "fail" and generate:
                 check, report["generation"] = check_generation(report["model"]["path"], chat)
                 checks.append(check)
+        else:
+            check, report["judge"] = check_model(chat)
+            checks.append(replace(check, name="judge"))
+    if len(roles) == 1:
+        checks.append(Check("judge", "ok", "the generator's model judges (backends.judge not set)"))
     return checks
 
 

@@ -33,7 +33,7 @@ def make_chat(cfg: ChatConfig) -> ChatModel:
         return TransformersChatModel(cfg.model)
     from .llamacpp import LlamaCppChatModel
 
-    return LlamaCppChatModel(cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads)
+    return LlamaCppChatModel(cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, parallel=cfg.parallel)
 
 
 def make_embedder(cfg: EmbedderConfig) -> Embedder:

@@ -63,7 +63,12 @@ QUALITY_MODEL = PackagedModel(
 )
 
 #: The packaged models a config may name instead of a GGUF path (``backends: {judge: {model: quality}}``).
-PACKAGED_MODELS = {"default": DEFAULT_MODEL, "quality": QUALITY_MODEL}
+PACKAGED_NAMES = ("default", "quality")
+
+
+def packaged(name: str | None) -> PackagedModel:
+    """The packaged model a config names (None: the default)."""
+    return QUALITY_MODEL if name == "quality" else DEFAULT_MODEL
 
 
 def default_cache_dir() -> Path:
@@ -159,8 +164,8 @@ class LlamaCppChatModel(ChatModel):
                  seed: int = 42, adapters: dict[str, str] | None = None,
                  cache_dir: str | None = None, parallel: int = 1) -> None:
         super().__init__()
-        if model_path is None or model_path in PACKAGED_MODELS:
-            path = packaged_model_path(PACKAGED_MODELS[model_path or "default"], cache_dir=cache_dir)
+        if model_path is None or model_path in PACKAGED_NAMES:
+            path = packaged_model_path(packaged(model_path), cache_dir=cache_dir)
         else:
             path = Path(model_path)
         if not path.is_file():

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from ..backends.base import ChatRequest, ChatResult
-from ..backends.llamacpp import LlamaCppChatModel
+from ..backends.llamacpp import LlamaCppChatModel, default_threads
 from ..errors import ConfigError
 from ..prompt_sets import PROMPT_SETS, packaged_dir
 from ..simulate import load_prompt_records
@@ -38,31 +38,25 @@ def packaged_prompts(n: int) -> list[str]:
 
 def bench_embedded(parallel: int = 8, requests: int = 48, max_tokens: int = 128, threads: int | None = None,
                    schema: bool = True) -> dict[str, Any]:
-    """Run ``requests`` greedy requests one at a time and ``parallel`` at a time on one embedded model
+    """Run ``requests`` greedy requests one at a time and ``parallel`` at a time on the embedded model
     (then the same with a JSON schema, unless ``schema`` is False) and return the figures."""
     if parallel < 2 or requests < 1 or max_tokens < 1:
         raise ConfigError("parallel must be at least 2, requests and max_tokens at least 1")
     prompts = packaged_prompts(requests)
-    model = LlamaCppChatModel(n_threads=threads, parallel=parallel)
-    try:
-        plain = [ChatRequest.of(p, max_tokens=max_tokens) for p in prompts]
-        out: dict[str, Any] = {"parallel": parallel, "threads": model.n_threads, "max_tokens": max_tokens,
-                               **_compare(model, plain, parallel)}
-        if schema:
-            constrained = [ChatRequest.of(p + "\n\nAnswer in JSON: {\"answer\": \"...\"}", max_tokens=max_tokens,
-                                          schema=ANSWER_SCHEMA) for p in prompts]
-            out["schema"] = _compare(model, constrained, parallel)
-    finally:
-        asyncio.run(model.aclose())
+    plain = [ChatRequest.of(p, max_tokens=max_tokens) for p in prompts]
+    out: dict[str, Any] = {"parallel": parallel, "threads": threads or default_threads(), "max_tokens": max_tokens,
+                           **_compare(plain, parallel, threads)}
+    if schema:
+        constrained = [ChatRequest.of(p + "\n\nAnswer in JSON: {\"answer\": \"...\"}", max_tokens=max_tokens,
+                                      schema=ANSWER_SCHEMA) for p in prompts]
+        out["schema"] = _compare(constrained, parallel, threads)
     out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return out
 
 
-def _compare(model: LlamaCppChatModel, requests: list[ChatRequest], parallel: int) -> dict[str, Any]:
+def _compare(requests: list[ChatRequest], parallel: int, threads: int | None) -> dict[str, Any]:
     """The same requests one at a time, then ``parallel`` at a time; tokens, speeds, ratio, identical share."""
-    seq, seq_s = _timed(model, requests, 1)
-    bat, bat_s = _timed(model, requests, parallel)
-    stats = model.batch_stats()
+    (seq, seq_s, _), (bat, bat_s, stats) = (_timed(requests, 1, threads), _timed(requests, parallel, threads))
     seq_tokens = sum(r.completion_tokens for r in seq)
     bat_tokens = sum(r.completion_tokens for r in bat)
     identical = sum(a.text == b.text for a, b in zip(seq, bat)) / len(requests)
@@ -78,10 +72,13 @@ def _compare(model: LlamaCppChatModel, requests: list[ChatRequest], parallel: in
             "mean_sequences_per_step": round(stats["step_tokens"] / max(stats["steps"], 1), 2)}
 
 
-def _timed(model: LlamaCppChatModel, requests: list[ChatRequest], parallel: int) -> tuple[list[ChatResult], float]:
-    """Answer ``requests`` with ``parallel`` sequences per step; the raw results (a JSON answer cut short by
-    ``max_tokens`` counts with its tokens: the figure is decoding speed) and the seconds taken."""
-    model.use_parallel(parallel)
+def _timed(requests: list[ChatRequest], parallel: int,
+           threads: int | None) -> tuple[list[ChatResult], float, dict[str, float]]:
+    """Answer ``requests`` with ``parallel`` sequences per step on a freshly loaded model (a model that has
+    answered before decodes measurably slower one at a time, so neither run inherits the other's state);
+    the raw results (a JSON answer cut short by ``max_tokens`` counts with its tokens: the figure is
+    decoding speed), the seconds taken and the batch decoder's totals."""
+    model = LlamaCppChatModel(n_threads=threads, parallel=parallel)
 
     async def run() -> list[ChatResult]:
         sem = asyncio.Semaphore(model.concurrency)
@@ -90,11 +87,16 @@ def _timed(model: LlamaCppChatModel, requests: list[ChatRequest], parallel: int)
             async with sem:
                 return await model.complete(request)
 
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        try:
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+        finally:
+            stats.update(model.batch_stats())
+            await model.aclose()
 
+    stats: dict[str, float] = {}
     start = time.perf_counter()
     results = asyncio.run(run())
-    return results, time.perf_counter() - start
+    return results, time.perf_counter() - start, stats
 
 
 def _peak_rss_mb() -> float:
