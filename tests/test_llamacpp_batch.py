@@ -181,3 +181,18 @@ def test_the_config_sets_parallel():
     m = make_chat(ChatConfig(parallel=3, n_ctx=512))
     assert m.parallel == 3 and m.concurrency == 6
     asyncio.run(m.aclose())
+
+
+def test_a_caller_that_stops_waiting_does_not_fail_the_others(model):
+    async def one_cancelled():
+        tasks = [asyncio.ensure_future(model.complete(ChatRequest.of(p, max_tokens=24))) for p in PROMPTS]
+        await asyncio.sleep(0.3)
+        tasks[1].cancel()
+        tasks[6].cancel()  # still queued or just admitted
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    outcomes = asyncio.run(one_cancelled())
+    assert isinstance(outcomes[1], asyncio.CancelledError) and isinstance(outcomes[6], asyncio.CancelledError)
+    assert all(o.text for i, o in enumerate(outcomes) if i not in (1, 6))
+    [after] = model.generate_sync([ChatRequest.of("Say hi.", max_tokens=4)])  # the decoder still serves
+    assert after.ok and after.text

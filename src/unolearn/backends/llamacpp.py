@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import BackendError, ConfigError, SchemaError
 from .base import ChatModel, ChatRequest, ChatResult, parse_json_output
+from .prefix import PROMPT_BLOCK, shared_prefix
 
 
 @dataclass(frozen=True)
@@ -464,12 +465,6 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-#: Prompts are evaluated in blocks of this many tokens counted from position 0, and a cached prefix is
-#: reused only in whole blocks of the previous prompt (:class:`AlignedEvals`). llama.cpp's kernels
-#: depend on the batch they compute, so a prompt evaluated from another offset gets slightly different
-#: logits, which can flip a near-tie greedy token (measured on an AVX2 CPU: 1 answer in 4 changed;
-#: on AVX-512 none). Aligned reuse evaluates every prompt token in the same batch as a fresh model.
-PROMPT_BLOCK = 128
 
 
 class AlignedEvals:
@@ -534,16 +529,6 @@ class AlignedEvals:
                 out += (rows[np.arange(len(want)), nxt] - norm).tolist()
         self.prompt_end = len(tokens)
         return out
-
-
-def shared_prefix(a: Any, b: list[int]) -> int:
-    """How many leading tokens the sequences ``a`` and ``b`` have in common."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _to_result(out: dict[str, Any], request: ChatRequest, latency_s: float) -> ChatResult:

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import BackendError, SchemaError
 from .base import ChatRequest, ChatResult, parse_json_output
-from .llamacpp import PROMPT_BLOCK, shared_prefix
+from .prefix import PROMPT_BLOCK, shared_prefix
 
 
 @dataclass
@@ -133,6 +133,9 @@ class BatchDecoder:
             admitted = self._admit()
         for slot in admitted:
             self._start(slot)
+        for slot in self._active():
+            if slot.job is not None and slot.job.future.cancelled():
+                self._finish(slot, reason="cancelled")  # stop decoding for a caller that went away
         if self._active():
             self._step()
         return True
@@ -149,6 +152,8 @@ class BatchDecoder:
             if not free or (head.request.adapter != self._adapter and self._active()):
                 break
             self._queue.popleft()
+            if head.future.cancelled():  # its caller stopped waiting (a client that went away)
+                continue
             try:
                 head.prompt = self._tokens(head.request)
                 if head.request.adapter != self._adapter:
@@ -254,6 +259,8 @@ class BatchDecoder:
         if isinstance(slot.sampler, _Greedy):
             slot.sampler.close()
         slot.job, slot.sampler = None, None
+        if job.future.cancelled():
+            return
         if error is not None:
             slot.prompt = []
             job.future.set_exception(error)
@@ -273,7 +280,9 @@ class BatchDecoder:
         for slot in self._active():
             self._finish(slot, error=error)
         while self._queue:
-            self._queue.popleft().future.set_exception(error)
+            future = self._queue.popleft().future
+            if not future.cancelled():
+                future.set_exception(error)
 
     # -- llama.cpp calls (under the lock) ---------------------------------------------------------
 
