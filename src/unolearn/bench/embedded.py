@@ -56,7 +56,8 @@ def bench_embedded(parallel: int = 8, requests: int = 48, max_tokens: int = 128,
 
 def _compare(requests: list[ChatRequest], parallel: int, threads: int | None) -> dict[str, Any]:
     """The same requests one at a time, then ``parallel`` at a time; tokens, speeds, ratio, identical share."""
-    (seq, seq_s, _), (bat, bat_s, stats) = (_timed(requests, 1, threads), _timed(requests, parallel, threads))
+    seq, seq_s, _ = _timed(requests, 1, threads)
+    bat, bat_s, stats = _timed(requests, parallel, threads)
     seq_tokens = sum(r.completion_tokens for r in seq)
     bat_tokens = sum(r.completion_tokens for r in bat)
     identical = sum(a.text == b.text for a, b in zip(seq, bat)) / len(requests)
