@@ -427,6 +427,39 @@ def test_feedback_for_a_response_still_queued_and_flush_on_close(tmp_path, each_
         assert ws.count("served") == 301 and ws.count("feedback") == 1
 
 
+def test_rows_are_stored_while_the_redaction_process_is_starved(tmp_path):
+    """A redaction process that does not run (stopped here; on a machine whose CPU other work holds, the niced
+    process may not run for minutes) delays no row for long: the writer redacts the batch in its own thread.
+    Without the bounded wait the feedback below waits forever."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    async def go() -> float:
+        before = set(multiprocessing.active_children())
+        rec = Recorder(tmp_path / "ws", batch=512)
+        await rec.start()
+        while rec.redaction != "process":
+            await asyncio.sleep(0.1)
+        [proc] = set(multiprocessing.active_children()) - before
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            rec.served(("r0", "[]", "mail me at bob@example.com", "{}", "m", now(), None))
+            await asyncio.wait_for(rec.feedback(("r0", "bob@example.com again", None, None, now())), 60)
+            waited = time.monotonic() - start
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        await rec.close()
+        return waited
+
+    assert asyncio.run(go()) < 30
+    with Workspace.open(tmp_path / "ws") as ws:
+        assert "bob@example.com" not in json.dumps([ws.uncollected_served(), ws.feedback_of("r0")])
+        assert ws.count("served") == 1 and ws.feedback_of("r0")[0][0] is not None
+
+
 def test_a_row_the_store_refuses_sinks_no_other_row(tmp_path, each_store):
     """A batch the store refuses is stored again row by row: a feedback for an answer never served (a broken
     reference) and, on PostgreSQL, an answer holding NUL fail alone; the other answers and feedback of
