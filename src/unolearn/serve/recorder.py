@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -64,7 +64,8 @@ class Recorder:
         self._writers = {name: Workspace.open(*where) for name, where in self.places.items()}
         self._readers = {name: Workspace.open(*where) for name, where in self.places.items()}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="unolearn-writer")
-        self._redact_pool, self._warm, self._lagging = None, None, None
+        self._redact_pool, self._warm = None, None
+        self._lagging: Future | None = None  #: the redaction process's answer that came too late, until it comes
         if self.redactor.cfg.enabled:  # spawned, not forked: this process has threads
             self._redact_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                                     initializer=_lower_priority)
