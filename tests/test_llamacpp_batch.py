@@ -166,12 +166,37 @@ def test_requests_for_different_adapters_are_not_mixed(tmp_path, model):
     mixed = [x for pair in zip(plain, tuned) for x in pair]
     try:
         batched = m.generate_sync(mixed)
+        switches = m.batch_stats()["adapter_switches"]
         m.use_parallel(1)
         alone = m.generate_sync(mixed)
     finally:
         asyncio.run(m.aclose())
     assert [r.text for r in batched] == [r.text for r in alone]
     assert [r.text for r in batched[0::2]] != [r.text for r in batched[1::2]]  # the adapter applied to its own
+    assert switches <= 2  # grouped by adapter: in arrival order alone, the alternating requests took 7 switches
+
+
+def test_a_request_for_another_adapter_is_passed_over_a_bounded_number_of_times():
+    """While slots run under one adapter, later requests for it go first, at most PASS_OVER × parallel times;
+    then admission waits for the slots to drain, and the oldest request goes next."""
+    import concurrent.futures
+    from collections import deque
+
+    from unolearn.backends.llamacpp_batch import PASS_OVER, BatchDecoder, _Job, _Slot
+
+    def job(adapter):
+        return _Job(ChatRequest.of("x", adapter=adapter), concurrent.futures.Future(), 0.0)
+
+    dec = BatchDecoder.__new__(BatchDecoder)  # the admission policy alone: no context needed
+    dec.parallel, dec._adapter = 2, "a"
+    dec._slots = [_Slot(0, job=job("a")), _Slot(1)]
+    other = job(None)
+    dec._queue = deque([other, *(job("a") for _ in range(20))])
+    taken = [dec._next() for _ in range(PASS_OVER * 2 + 1)]
+    assert all(t is not None and t.request.adapter == "a" for t in taken[:-1]) and taken[-1] is None
+    assert dec._queue[0] is other and other.passed_over == PASS_OVER * 2
+    dec._slots[0].job = None  # the slots drained
+    assert dec._next() is other
 
 
 def test_the_config_sets_parallel():

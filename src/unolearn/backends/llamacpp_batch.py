@@ -5,8 +5,10 @@ sequence at a time leaves the cores waiting on memory; one decode step can carry
 several sequences for little more than the cost of one (docs/benchmarks.md, ``bench embedded``).
 
 How: a llama.cpp context of its own beside the model's, with one KV-cache sequence per slot. A worker
-thread takes queued requests in arrival order and fills free slots with requests for the adapter in use
-(a request for another adapter waits until the slots drain, then the adapter switches). A new prompt is
+thread takes queued requests in arrival order and fills free slots with requests for the adapter in use:
+while slots run, a queued request for the active adapter goes before an older one for another adapter (which
+is passed over at most :data:`PASS_OVER` × ``parallel`` times, then waits for the slots to drain and the
+adapter switches), so requests of several adapters queued together do not decode one at a time. A new prompt is
 read alone, in blocks of :data:`PROMPT_BLOCK` tokens counted from position 0, reusing whole blocks of the
 slot's previous prompt, exactly as the one-at-a-time path reads it; then each step decodes one token of
 every active sequence. Each sequence samples on its own: greedy (under the grammar of its JSON schema,
@@ -39,6 +41,10 @@ from ..errors import BackendError, SchemaError
 from .base import ChatRequest, ChatResult, parse_json_output
 from .prefix import PROMPT_BLOCK, shared_prefix
 
+#: How many times per slot a queued request for another adapter may be passed over by later requests for the
+#: active one (then no request is admitted until the slots drain and the adapter switches): bounds its wait.
+PASS_OVER = 4
+
 
 @dataclass
 class _Job:
@@ -48,6 +54,7 @@ class _Job:
     future: concurrent.futures.Future[ChatResult]
     start: float
     prompt: list[int] = field(default_factory=list)
+    passed_over: int = 0  # times a later request for the active adapter went first
 
 
 @dataclass
@@ -90,7 +97,8 @@ class BatchDecoder:
         self._adapter: str | None = None
         self._grammars: dict[str, Any] = {}
         #: Time spent reading prompts and in decode steps, with their tokens (for ``bench embedded``).
-        self.stats = {"prompt_tokens": 0, "prompt_s": 0.0, "steps": 0, "step_tokens": 0, "step_s": 0.0}
+        self.stats = {"prompt_tokens": 0, "prompt_s": 0.0, "steps": 0, "step_tokens": 0, "step_s": 0.0,
+                      "adapter_switches": 0}
         self._thread = threading.Thread(target=self._run, name="llamacpp-batch", daemon=True)
         self._thread.start()
 
@@ -147,27 +155,40 @@ class BatchDecoder:
         return [s for s in self._slots if s.job is not None]
 
     def _admit(self) -> list[_Slot]:
-        """Move queued requests into free slots, in arrival order, while they use the active adapter."""
+        """Move queued requests into free slots, in arrival order among those that may go now (:meth:`_next`)."""
         admitted = []
-        while self._queue:
-            free = [s for s in self._slots if s.job is None]
-            head = self._queue[0]
-            if not free or (head.request.adapter != self._adapter and self._active()):
-                break
-            self._queue.popleft()
-            if head.future.cancelled():  # its caller stopped waiting (a client that went away)
+        while any(s.job is None for s in self._slots) and (job := self._next()) is not None:
+            if job.future.cancelled():  # its caller stopped waiting (a client that went away)
                 continue
             try:
-                head.prompt = self._tokens(head.request)
-                if head.request.adapter != self._adapter:
-                    self._switch_adapter(head.request.adapter)
+                job.prompt = self._tokens(job.request)
+                if job.request.adapter != self._adapter:
+                    self._switch_adapter(job.request.adapter)
             except BackendError as e:
-                head.future.set_exception(e)
+                job.future.set_exception(e)
                 continue
-            slot = max(free, key=lambda s: shared_prefix(s.prompt, head.prompt))  # the longest reusable prefix
-            slot.job = head
+            free = [s for s in self._slots if s.job is None]
+            slot = max(free, key=lambda s: shared_prefix(s.prompt, job.prompt))  # the longest reusable prefix
+            slot.job = job
             admitted.append(slot)
         return admitted
+
+    def _next(self) -> _Job | None:
+        """Take the next request that may start now: the oldest when it uses the active adapter or no slot runs;
+        else the oldest for the active adapter, unless the oldest has been passed over enough (None: wait)."""
+        if not self._queue:
+            return None
+        head = self._queue[0]
+        if head.request.adapter == self._adapter or not self._active():
+            return self._queue.popleft()
+        if head.passed_over >= PASS_OVER * self.parallel:
+            return None
+        for i, job in enumerate(self._queue):
+            if job.request.adapter == self._adapter:
+                del self._queue[i]
+                head.passed_over += 1
+                return job
+        return None
 
     def _switch_adapter(self, name: str | None) -> None:
         """Make ``name`` (or none) the context's LoRA; every cached prompt was computed under the old one."""
@@ -183,6 +204,7 @@ class BatchDecoder:
         if rc != 0:
             raise BackendError(f"llama.cpp could not switch to adapter {name!r} (code {rc})")
         self._adapter = name
+        self.stats["adapter_switches"] += 1
 
     def _start(self, slot: _Slot) -> None:
         """Read the slot's new prompt and sample its first token (a failure fails that request alone)."""
