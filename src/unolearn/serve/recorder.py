@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 #: First and longest pause between retries of a batch that met a transient store error (seconds).
 RETRY_DELAYS = (0.05, 5.0)
-#: How long the writer waits for the redaction process's answer before it redacts a batch itself (seconds).
-REDACT_WAIT_S = 0.5
+#: How long the writer waits for the redaction process's answer before it redacts a batch itself: this many
+#: seconds, plus a row's share per row (the detector takes about 3 ms a row here: ``bench serve``), so that a large
+#: batch under load is still the process's work.
+REDACT_WAIT_S, REDACT_ROW_S = 0.5, 0.01
 
 
 class Recorder:
@@ -186,13 +188,13 @@ class Recorder:
         return [self._store_one(tenant, item) for item in items]
 
     def _redacted(self, items: list[tuple]) -> list[tuple]:
-        """The queued items with their texts redacted: by the redaction process, or here if it is gone."""
+        """The queued items with their texts redacted: by the redaction process, or here if it is gone or lags."""
         rows = [(kind, row) for kind, row, _, _ in items]
         if self.redaction == "process" and (self._lagging is None or self._lagging.done()):
             assert self._redact_pool is not None  # its warm-up ran there
             answer = self._redact_pool.submit(redact_rows, self.redactor.cfg, rows)
             try:
-                rows = answer.result(timeout=REDACT_WAIT_S)
+                rows = answer.result(timeout=REDACT_WAIT_S + REDACT_ROW_S * len(rows))
                 return [(kind, row, *rest) for (kind, row), (_, _, *rest) in zip(rows, items)]
             except TimeoutError:  # until it answers, later batches are redacted here too
                 self._lagging = answer
