@@ -464,8 +464,6 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-
-
 class AlignedEvals:
     """Makes every prompt evaluation of ``llm`` reuse its cache only in whole ``block``-token blocks of the
     previous prompt (tokens generated after a prompt were evaluated one at a time, unlike a prompt's), so

@@ -190,19 +190,25 @@ class Recorder:
     def _redacted(self, items: list[tuple]) -> list[tuple]:
         """The queued items with their texts redacted: by the redaction process, or here if it is gone or lags."""
         rows = [(kind, row) for kind, row, _, _ in items]
-        if self.redaction == "process" and (self._lagging is None or self._lagging.done()):
-            assert self._redact_pool is not None  # its warm-up ran there
-            answer = self._redact_pool.submit(redact_rows, self.redactor.cfg, rows)
-            try:
-                rows = answer.result(timeout=REDACT_WAIT_S + REDACT_ROW_S * len(rows))
-                return [(kind, row, *rest) for (kind, row), (_, _, *rest) in zip(rows, items)]
-            except TimeoutError:  # until it answers, later batches are redacted here too
-                self._lagging = answer
-                log.warning("the redaction process is not keeping up (busy CPU); redacting in the writer's thread")
-            except BrokenProcessPool:
-                pass
-        rows = redact_rows(self.redactor.cfg, rows)
+        done = self._redacted_in_process(rows)
+        rows = redact_rows(self.redactor.cfg, rows) if done is None else done
         return [(kind, row, *rest) for (kind, row), (_, _, *rest) in zip(rows, items)]
+
+    def _redacted_in_process(self, rows: list[tuple[str, tuple]]) -> list[tuple[str, tuple]] | None:
+        """``rows`` redacted by the redaction process; None when it is loading, gone or lagging (its answer not
+        back within the wait: until that answer comes, later batches are not sent to it either)."""
+        if self.redaction != "process" or (self._lagging is not None and not self._lagging.done()):
+            return None
+        assert self._redact_pool is not None  # its warm-up ran there
+        answer = self._redact_pool.submit(redact_rows, self.redactor.cfg, rows)
+        try:
+            return answer.result(timeout=REDACT_WAIT_S + REDACT_ROW_S * len(rows))
+        except TimeoutError:
+            self._lagging = answer
+            log.warning("the redaction process is not keeping up (busy CPU); redacting in the writer's thread")
+        except BrokenProcessPool:
+            pass
+        return None
 
     def _store_one(self, tenant: str, item: tuple) -> Exception | None:
         """Store one item alone; its error, logged (None: stored)."""
