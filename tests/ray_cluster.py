@@ -1,46 +1,5 @@
-"""A real Ray cluster on 127.0.0.1 for the tests: a head node and a worker node, CPU only, usage stats off,
-started with `ray start` (no local mode) and stopped afterwards."""
+"""The real local Ray cluster of :mod:`unolearn.bench.ray_local`, for the tests (a head and a worker node)."""
 
-from __future__ import annotations
+from unolearn.bench.ray_local import ray_cluster
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
-RAY = Path(sys.executable).with_name("ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray(*args: str, env: dict[str, str]) -> None:
-    p = subprocess.run([str(RAY), *args], capture_output=True, text=True, env=env, timeout=180)
-    if p.returncode != 0:
-        raise RuntimeError(f"ray {args[0]} failed: {p.stderr[-2000:]}")
-
-
-@contextmanager
-def ray_cluster(cpus_per_node: int = 1) -> Iterator[str]:
-    """Start a head and a worker node on this machine; yield the cluster's address (``127.0.0.1:PORT``)."""
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay under 107 bytes
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", "--num-gpus=0", "--disable-usage-stats"]
-    try:
-        _ray("start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common,
-             env=env)
-        _ray("start", f"--address={address}", *common, env=env)
-        yield address
-    finally:
-        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env, timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
+__all__ = ["ray_cluster"]

@@ -155,6 +155,44 @@ def bench_demo_cmd(ctx: click.Context, ws_dir: Path, train_per_set: int | None, 
         f"{out['wall_s'] / 60:.1f} min, process-tree peak {out['peak_tree_mb']} MB ({out['n_prompts']} test prompts)")
 
 
+@bench.command("scale")
+@click.option("--workers", type=click.IntRange(min=2), default=2, show_default=True,
+              help="CPUs of the bench's own Ray cluster (a head and workers − 1 worker nodes, 1 CPU each).")
+@click.option("--pairs", type=click.IntRange(min=4), default=32, show_default=True,
+              help="Logs (one preference pair each) in the Ray part's cluster.")
+@click.option("--vllm-venv", type=click.Path(file_okay=False, path_type=Path),
+              help="vLLM's virtualenv, made there once and reused (default: $UNOLEARN_VLLM_VENV, else "
+                   "~/.cache/unolearn/vllm-cpu-venv; about 3.5 GB).")
+@click.option("--skip-vllm", is_flag=True, help="Run the Ray part only.")
+@json_option
+@click.pass_context
+def bench_scale_cmd(ctx: click.Context, workers: int, pairs: int, vllm_venv: Path | None, skip_vllm: bool,
+                    as_json: bool) -> None:
+    """Beyond one process, on this machine: training as Ray tasks on a local Ray cluster the bench starts
+    (same modules as the local executor? the speed-up), and a real vLLM (its CPU build, in a virtualenv of its
+    own) serving a trained expert through `unolearn serve --load-adapters`: loaded, routed, answering unlike
+    base, unloaded after a reload retires it. It refuses to run beside another Ray cluster on this machine
+    (its own is stopped with `ray stop`, which would stop that one too)."""
+    refuse_store(ctx, "scale")
+    from ..backends import make_embedder
+    from ..bench.scale import bench_scale
+
+    embedder = make_embedder(load_backends(None).embedder)
+    out = bench_scale(embedder, workers=workers, pairs=pairs, venv=vllm_venv, skip_vllm=skip_vllm,
+                      echo=lambda m: click.echo(m, err=True))
+    if as_json:
+        echo_json(out)
+        return
+    r = out["ray"]
+    click.echo(f"ray: {r['jobs']} jobs, local {r['local_s']} s, ray {r['ray_s']} s on {r['workers']} CPUs "
+               f"(x{r['speedup_vs_local']}), same as local: {r['same_as_local']}")
+    if v := out["vllm"]:
+        click.echo(f"vllm {v['version']}: " + (f"LoRA refused: {v['lora_refused']}" if v["lora_refused"] else
+                   f"{v['adapters_loaded']} adapter loaded, {v['expert_requests_routed']} expert request routed, "
+                   f"answers differ from base: {v['adapter_answers_differ']}, retired adapter unloaded: "
+                   f"{v['retired_adapter_unloaded']}"))
+
+
 @bench.command("online")
 @click.option("--workspace", "ws_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="A new workspace for the run (its config.yaml, if any, sets the backends and stages).")
