@@ -7,9 +7,10 @@ from doubles import MockChatModel
 
 from unolearn.backends import Models
 from unolearn.backends.cache import CachedChatModel
-from unolearn.distill import DistillConfig, export_pairs, run, stored_rules
+from unolearn.distill import DistillConfig, run, stored_rules
 from unolearn.errors import BackendError, ConfigError
 from unolearn.records import Action, Log, Message
+from unolearn.training_data import export_pairs
 
 
 def make_log(q, a=None, *feedback, actions=(), lang=None):

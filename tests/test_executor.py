@@ -4,13 +4,17 @@ alone while the others complete."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from doubles import HashEmbedder
+from fake_openai import FakeOpenAI
 from ray_cluster import ray_cluster
+from test_pipeline import logs_file, respond, workspace_config
 from test_train import seed_workspace
 from tiny_model import tiny_model_dir  # noqa: F401
 
@@ -85,3 +89,32 @@ def test_executor_config_is_checked():
         ExecutorConfig(kind="spark")
     with pytest.raises(ConfigError, match="num_cpus"):
         ExecutorConfig(kind="ray", num_cpus=0)
+
+
+def test_the_main_job_on_ray_distils_trains_and_selects_as_it_does_locally(ray_address, tiny_model_dir,  # noqa: F811
+                                                                          tmp_path):
+    """`unolearn run --executor ray`: distil chunks, trainings and clusters' validations as Ray tasks, against
+    the same OpenAI-compatible server; the same rules, pairs, modules and plans as the local run."""
+    fake = FakeOpenAI(dim=16)
+    fake.responder = respond
+    outs = {}
+    with fake.running():
+        for kind in ("local", "ray"):
+            ws_dir = tmp_path / kind
+            ws_dir.mkdir()
+            config = json.loads(workspace_config(fake.url, str(tiny_model_dir)))
+            config["distill"]["chunk_size"] = 3  # 9 logs: three distil jobs
+            config["executor"] = {"address": ray_address, "num_cpus": 1}
+            (ws_dir / "config.yaml").write_text(json.dumps(config))
+            r = subprocess.run([sys.executable, "-m", "unolearn", "-d", str(ws_dir), "run", str(logs_file(tmp_path)),
+                                "--executor", kind, "--json"], capture_output=True, text=True, timeout=900)
+            assert r.returncode == 0, r.stderr[-3000:]
+            outs[kind] = json.loads(r.stdout)
+            with Workspace.open(ws_dir) as ws:
+                outs[kind]["rules"] = sorted(map(tuple, ws.conn.execute("SELECT log_id, kind, rules FROM rules")))
+                outs[kind]["pairs"] = sorted(r[0] for r in ws.conn.execute("SELECT id FROM pairs"))
+    local, on_ray = outs["local"], outs["ray"]
+    assert local["distill"]["pairs"] == {"revision": 8} and len(local["rules"]) == 18
+    for key in ("distill", "rules", "pairs", "select"):
+        assert on_ray[key] == local[key], key
+    assert [m["id"] for m in on_ray["train"]] == [m["id"] for m in local["train"]]

@@ -17,7 +17,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tqdm import tqdm
@@ -26,6 +26,7 @@ from .backends import ChatModel, ChatRequest, Models
 from .config import opt
 from .distill_examples import feedback_turns, gate_turns, prior_turns
 from .errors import BackendError, ConfigError
+from .executor import ExecutorConfig, run_jobs
 from .judge import JUDGES, resolve_judge, score_items
 from .profiles import note
 from .records import Log, content_hash
@@ -172,6 +173,16 @@ class DistillResult:
         """Count one failed model request, keeping the first error's message."""
         self.failed += 1
         self.first_error = self.first_error or str(error)
+
+    def merge(self, other: DistillResult) -> None:
+        """Add the counts of a run over other logs (a job of its own)."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, int | Counter):
+                setattr(self, f.name, mine + theirs)
+        self.first_error = self.first_error or other.first_error
+        for role, counts in other.usage.items():
+            self.usage[role] = {k: self.usage.get(role, {}).get(k, 0) + v for k, v in counts.items()}
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -329,18 +340,24 @@ class _Done:
 
 
 def run(ws: Workspace, models: Models, cfg: DistillConfig | None = None, *,
-        progress: bool | None = None) -> DistillResult:
-    """Distil every log that still lacks rules or a pair; return counts of what was done."""
+        progress: bool | None = None, executor: ExecutorConfig | None = None) -> DistillResult:
+    """Distil every log that still lacks rules or a pair; return counts of what was done. ``executor`` (default:
+    local) runs each chunk of logs as a job (:mod:`unolearn.executor`); on Ray, a chunk lost past its retries
+    counts its logs as failed, and a later run distils them."""
     cfg = cfg or DistillConfig()
     run_id = ws.start_run("distill", asdict(cfg))
     result = DistillResult()
     resumed = ws.count("rules") > 0
     try:
-        asyncio.run(_run(ws, models, cfg, result, progress))
+        if executor is not None and executor.kind != "local":
+            _run_jobs(ws, models, cfg, result, executor)
+        else:
+            asyncio.run(_run(ws, models, cfg, result, progress))
     except BaseException:
         ws.finish_run(run_id, "failed", result.as_dict())
         raise
-    result.usage = models.usage()
+    if executor is None or executor.kind == "local":
+        result.usage = models.usage()  # on Ray, the jobs' usage was added up
     answered = result.prior_rules + result.feedback_rules + result.pairs["revision"] + result.pairs["implicit"]
     # A first run in which every request fails means a dead backend. On a resumed run the requests
     # left over may be ones the model always answers badly (greedy decoding repeats the same invalid
@@ -370,6 +387,42 @@ async def _run(ws: Workspace, models: Models, cfg: DistillConfig, result: Distil
                 bar.update(len(chunk))
     finally:
         await models.aclose()
+
+
+def _run_jobs(ws: Workspace, models: Models, cfg: DistillConfig, result: DistillResult,
+              executor: ExecutorConfig) -> None:
+    """The pending logs' chunks as jobs of ``executor``, each opening the workspace and its models itself."""
+    done = _Done.load(ws)
+    todo = [log.id for log in ws.iter_logs() if done.pending(log)]
+    result.logs = len(todo)
+    if todo:
+        resolve_judge(cfg.judge, models.judge)  # a judge that cannot work fails before any job starts
+    where = (str(ws.root), ws.store, models.cfg, cfg)
+    chunks = [todo[i:i + cfg.chunk_size] for i in range(0, len(todo), cfg.chunk_size)]
+    for o, chunk in zip(run_jobs(executor, _chunk_job, [(f"logs {c[0]}…", (*where, c)) for c in chunks]), chunks):
+        if o.error is not None:
+            result.failed += len(chunk)
+            result.first_error = result.first_error or f"{o.key}: {o.error}"
+        else:
+            result.merge(o.value)
+
+
+def _chunk_job(root: str, store: str | None, backends: Any, cfg: DistillConfig, log_ids: list[str]) -> DistillResult:
+    """One chunk's rules and pairs, as a job of its own (a Ray task): what it did."""
+    with Workspace.open(root, store) as ws:
+        models, result = Models(ws, backends), DistillResult()
+
+        async def chunk() -> None:
+            logs = [ws.get_log(i) for i in log_ids]
+            try:
+                done = _Done.load(ws)
+                await _rules(ws, models.generator, logs, done, cfg, result)
+                await _pairs(ws, models, logs, done, cfg, result)
+            finally:
+                await models.aclose()
+        asyncio.run(chunk())
+        result.usage = models.usage()
+        return result
 
 
 async def _gate(gen: ChatModel, logs: list[Log], cfg: DistillConfig, result: DistillResult) -> set[str]:
@@ -545,29 +598,3 @@ def _pair_row(log: Log, origin: str, chosen: str, score: float | None, candidate
     pid = content_hash("pair", {"log": log.id, "origin": origin, "chosen": chosen})
     return (pid, log.id, origin, json.dumps(prompt, ensure_ascii=False), chosen, log.first_answer, score,
             json.dumps(candidates, ensure_ascii=False), model, now())
-
-
-EXPORT_FORMATS = ("trl", "openai-dpo")
-
-
-def export_pairs(ws: Workspace, fmt: str = "trl"):
-    """Yield the stored preference pairs as records of ``fmt``.
-
-    ``trl``: conversational ``{"prompt": [messages], "chosen": [assistant], "rejected": [assistant]}``,
-    as TRL's DPOTrainer reads it. ``openai-dpo``: ``{"input": {"messages": [...]},
-    "preferred_output": [assistant], "non_preferred_output": [assistant]}``.
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown pair format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    for prompt, chosen, rejected in ws.all_pair_texts():
-        yield pair_record(prompt, chosen, rejected, fmt)
-
-
-def pair_record(prompt: str, chosen: str, rejected: str, fmt: str = "trl") -> dict[str, Any]:
-    """One stored pair (its prompt as stored JSON) as a record of ``fmt`` (see :func:`export_pairs`)."""
-    messages = json.loads(prompt)
-    good = [{"role": "assistant", "content": chosen}]
-    bad = [{"role": "assistant", "content": rejected}]
-    if fmt == "trl":
-        return {"prompt": messages, "chosen": good, "rejected": bad}
-    return {"input": {"messages": messages}, "preferred_output": good, "non_preferred_output": bad}

@@ -1,5 +1,10 @@
 """Where a stage's independent jobs run: one after another in this process (``local``, the default), or as Ray
-tasks on a Ray cluster (``ray``), each with the CPUs and GPUs it reserves.
+tasks on a Ray cluster (``ray``), each with the CPUs and GPUs it reserves. The jobs: distil's chunks of logs,
+each cluster's expert and critic training, each cluster's validation in ``select``.
+
+A distil or select job builds its models from the workspace's ``backends`` settings: an OpenAI-compatible server
+(vLLM) is shared by all of them, so Ray multiplies the requests in flight; the embedded model is loaded by each
+task (about 1.1 GB each), which suits a cluster of CPU machines rather than one small one.
 
 On Ray, every machine reaches the same store (PostgreSQL across machines; the SQLite file when the cluster is
 one machine) and the same workspace folder at the same path (a shared file system), since a task opens the
@@ -24,7 +29,7 @@ KINDS = ("local", "ray")
 
 @dataclass
 class ExecutorConfig:
-    """Where the fan-out runs (config.yaml ``executor:``; ``--executor`` on ``run`` and ``train``)."""
+    """Where the fan-out runs (config.yaml ``executor:``; ``--executor`` on ``run``, ``distill``, ``train`` and ``select``)."""
 
     kind: str = opt("local", "local: in this process, one job after another; ray: as Ray tasks on a Ray cluster "
                              "(pip install 'unolearn[ray]').")

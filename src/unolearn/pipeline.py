@@ -103,14 +103,14 @@ def run_tenant(ws: Workspace, models: Models, cfgs: RunConfigs, echo: Callable[[
     summary: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("ingest", lambda: _ingest(ws, cfgs, files or {})),
-        ("distill", lambda: distill.run(ws, models, cfgs.distill).as_dict()),
+        ("distill", lambda: distill.run(ws, models, cfgs.distill, executor=cfgs.executor).as_dict()),
         ("cluster", lambda: _cluster(ws, models, cfgs.cluster)),
         ("assess", lambda: [asdict(g) for g in assess.run(ws, models, cfgs.assess)]),
         ("rulebook", lambda: rulebook.summary(rulebook.run(
             ws, models, cfgs.rulebook, split=cfgs.train), ws.has_identified_users())),
         ("train", lambda: [_module_summary(m) for m in train.run_in_child(ws.root, cfgs.train, store=ws.store,
                                                                                  executor=cfgs.executor)]),
-        ("select", lambda: [p.model_dump() for p in selection.run(ws, models, cfgs.select)]),
+        ("select", lambda: [p.model_dump() for p in selection.run(ws, models, cfgs.select, cfgs.executor)]),
     ]
     for i, (name, step) in enumerate(steps, 1):
         if name == "distill" and not ws.count("logs"):

@@ -34,10 +34,11 @@ import numpy as np
 from .backends import ChatRequest, Models
 from .config import opt
 from .distill import feedback_examples, pair_prompt
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, one_line
+from .executor import ExecutorConfig, run_jobs
 from .guide import Guide
 from .judge import JUDGES, resolve_judge, score_items
-from .names import PathName
+from .names import PLANNED_SYSTEMS, PathName
 from .plans import ensure_adapter
 from .profiles import note
 from .records import Log, Plan, RuleEntry, ValidationItem
@@ -368,8 +369,11 @@ def _expert_note(expert: Candidate, not_judged: str | None) -> str:
     return f"expert failed validation (best win rate {expert.win_rate:.2f})"
 
 
-def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[Plan]:
-    """Validate every cluster's expert and critic, then store and return the final plans of all clusters."""
+def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None,
+        executor: ExecutorConfig | None = None) -> list[Plan]:
+    """Validate every cluster's expert and critic, then store and return the final plans of all clusters.
+    ``executor`` (default: local) validates each cluster as a job (:mod:`unolearn.executor`); on Ray, a cluster
+    whose job failed past its retries falls back to base, its plans saying why."""
     cfg = cfg or SelectConfig()
     clustering = ws.clustering_id()  # first: the clusters read below are this version's or newer (then refused)
     clusters = ws.cluster_ids()
@@ -377,8 +381,12 @@ def run(ws: Workspace, models: Models, cfg: SelectConfig | None = None) -> list[
         raise InputError("no clusters: run `unolearn cluster` first")
     with ws.recorded_run("select", asdict(cfg)) as result:
         result["judge"] = kind = resolve_judge(cfg.judge, models.judge)
+        if executor is None or executor.kind == "local":
+            found = asyncio.run(_run(ws, models, cfg, (clustering, clusters)))
+        else:
+            found = _run_jobs(ws, models, cfg, (clustering, clusters), executor)
         plans = [p if p.win_rate is None else p.model_copy(update={"reason": f"{p.reason} [{kind} judge]"})
-                 for p in asyncio.run(_run(ws, models, cfg, (clustering, clusters)))]
+                 for p in found]
         result["plan_id"] = ws.replace_plans(plans, clustering)
         result["plans"] = [p.model_dump() for p in plans]
     return plans
@@ -398,23 +406,59 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[
     """The plans of every cluster of ``version`` (clustering id, cluster ids)."""
     clustering, clusters = version
     gaps = _gap_notes(ws)
-    plans: list[Plan] = []
     try:
-        for cluster in clusters:
-            gap_plan, gap_note = gaps.get(cluster, (None, ""))
-            exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
-            val_ids = row["val_logs"] if (row := exp_row or crit_row) else []
-            base = await baseline(ws, models, val_ids, cfg)
-            expert = await _expert(ws, models, exp_row, base, cfg) if exp_row else None
-            critic = await _critic(ws, models, crit_row, base, cfg) if crit_row else None
-            not_judged = (f"{len(base.logs)} validation item(s), fewer than min_val_items {cfg.min_val_items}"
-                          if exp_row and not _judged(base) else None)
-            guide = await _guide(ws, models, (clustering, cluster), exp_row or crit_row, base, cfg)
-            plans += decide(cluster, gap_plan, expert, critic, not_judged, gap_note)
-            plans.append(decide_guided(cluster, expert, critic, guide, cfg.win_threshold))
+        return [p for cluster in clusters
+                for p in await _cluster_plans(ws, models, cfg, clustering, cluster, gaps.get(cluster, (None, "")))]
     finally:
         await models.aclose()
+
+
+def _run_jobs(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[int | None, list[int]],
+              executor: ExecutorConfig) -> list[Plan]:
+    """The plans of every cluster of ``version``, each cluster a job of ``executor`` that opens the workspace
+    and its models itself; a cluster whose job failed falls back to base under every system."""
+    clustering, clusters = version
+    gaps = _gap_notes(ws)
+    where = (str(ws.root), ws.store, models.cfg, cfg, clustering)
+    jobs = [(f"cluster {c}", (*where, c, gaps.get(c, (None, "")))) for c in clusters]
+    plans: list[Plan] = []
+    for cluster, o in zip(clusters, run_jobs(executor, _cluster_job, jobs)):
+        if o.error is None:
+            plans += o.value
+            continue
+        why = f"validation failed: {one_line(o.error, 200)}"
+        plans += [Plan(cluster=cluster, system=s, path=PathName.BASE, reason=why) for s in PLANNED_SYSTEMS]
     return plans
+
+
+def _cluster_job(root: str, store: str | None, backends: Any, cfg: SelectConfig, clustering: int | None,
+                 cluster: int, gap: tuple[str | None, str]) -> list[Plan]:
+    """One cluster's plans, as a job of its own (a Ray task)."""
+    with Workspace.open(root, store) as ws:
+        models = Models(ws, backends)
+
+        async def plans() -> list[Plan]:
+            try:
+                return await _cluster_plans(ws, models, cfg, clustering, cluster, gap)
+            finally:
+                await models.aclose()
+        return asyncio.run(plans())
+
+
+async def _cluster_plans(ws: Workspace, models: Models, cfg: SelectConfig, clustering: int | None, cluster: int,
+                         gap: tuple[str | None, str]) -> list[Plan]:
+    """One cluster's plans under every system: its expert, critic and guide validated on the cluster's items."""
+    gap_plan, gap_note = gap
+    exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
+    val_ids = row["val_logs"] if (row := exp_row or crit_row) else []
+    base = await baseline(ws, models, val_ids, cfg)
+    expert = await _expert(ws, models, exp_row, base, cfg) if exp_row else None
+    critic = await _critic(ws, models, crit_row, base, cfg) if crit_row else None
+    not_judged = (f"{len(base.logs)} validation item(s), fewer than min_val_items {cfg.min_val_items}"
+                  if exp_row and not _judged(base) else None)
+    guide = await _guide(ws, models, (clustering, cluster), exp_row or crit_row, base, cfg)
+    return [*decide(cluster, gap_plan, expert, critic, not_judged, gap_note),
+            decide_guided(cluster, expert, critic, guide, cfg.win_threshold)]
 
 
 async def _expert(ws: Workspace, models: Models, row: dict[str, Any], base: Baseline, cfg: SelectConfig) -> Candidate:

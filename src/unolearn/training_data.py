@@ -1,5 +1,6 @@
 """What a cluster trains and is validated on: the seeded split of its logs, the logs a module may learn from
-(screening and the per-user share), and the training rows made of them.
+(screening and the per-user share), the training rows made of them, and the pairs exported for training
+elsewhere (``unolearn pairs export``: TRL, OpenAI DPO).
 
 Why a module of its own: training, the rulebook (whose guide is judged on the logs experts are) and selection
 all need the same split, and none of them should import the others' stacks for it.
@@ -12,7 +13,8 @@ import math
 import random
 from typing import Any, Protocol
 
-from .distill import feedback_examples, no_rule_logs, numbered, pair_prompt, pair_record
+from .distill import feedback_examples, no_rule_logs, numbered, pair_prompt
+from .errors import ConfigError
 from .prompts import critic_prompt
 from .store import Workspace
 
@@ -99,3 +101,29 @@ def critic_rows(ws: Workspace, log_ids: list[str]) -> list[dict[str, Any]]:
     return [{"prompt": critic_prompt(log.query, log.first_answer or "", log.lang),
              "completion": [{"role": "assistant", "content": numbered(rules)}]}
             for log, rules in feedback_examples(ws, log_ids)]
+
+
+EXPORT_FORMATS = ("trl", "openai-dpo")
+
+
+def export_pairs(ws: Workspace, fmt: str = "trl"):
+    """Yield the stored preference pairs as records of ``fmt``.
+
+    ``trl``: conversational ``{"prompt": [messages], "chosen": [assistant], "rejected": [assistant]}``,
+    as TRL's DPOTrainer reads it. ``openai-dpo``: ``{"input": {"messages": [...]},
+    "preferred_output": [assistant], "non_preferred_output": [assistant]}``.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown pair format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    for prompt, chosen, rejected in ws.all_pair_texts():
+        yield pair_record(prompt, chosen, rejected, fmt)
+
+
+def pair_record(prompt: str, chosen: str, rejected: str, fmt: str = "trl") -> dict[str, Any]:
+    """One stored pair (its prompt as stored JSON) as a record of ``fmt`` (see :func:`export_pairs`)."""
+    messages = json.loads(prompt)
+    good = [{"role": "assistant", "content": chosen}]
+    bad = [{"role": "assistant", "content": rejected}]
+    if fmt == "trl":
+        return {"prompt": messages, "chosen": good, "rejected": bad}
+    return {"input": {"messages": messages}, "preferred_output": good, "non_preferred_output": bad}

@@ -91,8 +91,9 @@ def field_help(cls: type, name: str) -> str:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 executor_option = click.option("--executor", type=click.Choice(["local", "ray"]),
-                               help="Where training jobs run: local (default) or ray, a Ray cluster "
-                                    "(config.yaml `executor:` sets its address and resources).")
+                               help="Where the stage's jobs (distil chunks, trainings, clusters' "
+                                    "validations) run: local (default) or ray, a Ray cluster (config.yaml "
+                                    "`executor:` sets its address and resources).")
 
 
 def executor_config(ctx: click.Context, kind: str | None) -> Any:

@@ -214,7 +214,7 @@ def pairs() -> None:
 @click.pass_context
 def pairs_export(ctx: click.Context, fmt: str, output: Path | None) -> None:
     """Export the preference pairs as JSONL for DPO training elsewhere."""
-    from ..distill import export_pairs
+    from ..training_data import export_pairs
 
     records = export_pairs(open_workspace(ctx), fmt)
     if output is None:

@@ -30,10 +30,11 @@ from .common import (
 @click.option("--revisions", "n_revisions", type=click.IntRange(min=1), help=field_help(DistillConfig, "n_revisions"))
 @click.option("--seed", type=int, help=field_help(DistillConfig, "seed"))
 @click.option("--chunk-size", type=click.IntRange(min=1), help=field_help(DistillConfig, "chunk_size"))
+@executor_option
 @json_option
 @click.pass_context
 def distill(ctx: click.Context, n_revisions: int | None, seed: int | None, chunk_size: int | None,
-            as_json: bool) -> None:
+            executor: str | None, as_json: bool) -> None:
     """Distil logs into rules (with and without feedback) and preference pairs.
 
     Only the work still missing is done, and every model call is cached in the workspace, so an
@@ -44,7 +45,8 @@ def distill(ctx: click.Context, n_revisions: int | None, seed: int | None, chunk
 
     cfg = stage_config_for(ctx, DistillConfig, "distill", n_revisions=n_revisions, seed=seed,
                            chunk_size=chunk_size)
-    result = run(open_workspace(ctx), models_for(ctx), cfg, progress=False if as_json else None)
+    result = run(open_workspace(ctx), models_for(ctx), cfg, progress=False if as_json else None,
+                 executor=executor_config(ctx, executor))
     out = result.as_dict()
     if as_json:
         echo_json(out)
@@ -204,14 +206,15 @@ def train(ctx: click.Context, cluster_id: int | None, base_model: str | None, pr
 
 
 @click.command("select")
+@executor_option
 @json_option
 @click.pass_context
-def select_cmd(ctx: click.Context, as_json: bool) -> None:
+def select_cmd(ctx: click.Context, executor: str | None, as_json: bool) -> None:
     """Validate each expert's epochs with the judge and fix every cluster's final path."""
     from ..selection import SelectConfig, run
 
     cfg = stage_config_for(ctx, SelectConfig, "select")
-    plans = run(open_workspace(ctx), models_for(ctx), cfg)
+    plans = run(open_workspace(ctx), models_for(ctx), cfg, executor=executor_config(ctx, executor))
     if as_json:
         echo_json([p.model_dump() for p in plans])
         return
