@@ -71,6 +71,7 @@ class FakeOpenAI:
         self.url = ""  #: base URL including ``/v1`` while running
         self.history: list[Received] = []
         self.adapters: dict[str, str] = {}
+        self.unreadable: set[str] = set()  #: adapter folders refused as vLLM refuses a path it cannot read
         self.reject_json_schema = False  #: answer 422 to ``response_format`` type json_schema
         self.api_key: str | None = None  #: when set, other keys get 401
         self.reverse_embeddings = False  #: return embeddings in reverse ``index`` order
@@ -215,6 +216,8 @@ class FakeOpenAI:
         name = body["lora_name"]
         if name in self.adapters:
             return vllm_error(400, f"The lora adapter '{name}' has already been loaded.")
+        if body["lora_path"] in self.unreadable:  # as vLLM 0.32 answers a folder it cannot read
+            return vllm_error(404, f"Loading lora {name} failed: No adapter found for {body['lora_path']}")
         self.adapters[name] = body["lora_path"]
         return Response(f"Success: LoRA adapter '{name}' added successfully.", media_type="text/plain")
 

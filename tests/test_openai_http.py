@@ -295,3 +295,21 @@ def test_a_server_without_runtime_lora_loading_says_how_to_start_it(fake_openai)
 
     with pytest.raises(BackendHTTPError, match="started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
         asyncio.run(load())
+
+
+def test_an_adapter_folder_the_server_cannot_read_is_named_as_such(fake_openai):
+    """vLLM 0.32 answers 404 for a folder it cannot read, the same status as for a missing endpoint: the error
+    must say the folder, not that the server lacks --enable-lora (what it said before a real vLLM showed it)."""
+    fake_openai.unreadable = {"/elsewhere/c9"}
+    model = model_for(fake_openai)
+
+    async def load():
+        try:
+            await model.add_adapter("expert-9", "/elsewhere/c9")
+        finally:
+            await model.aclose()
+
+    with pytest.raises(BackendHTTPError, match="cannot at /elsewhere/c9: it must see the workspace's artifacts") as e:
+        asyncio.run(load())
+    assert "enable-lora" not in str(e.value) and e.value.status == 404
+    assert fake_openai.adapters == {}

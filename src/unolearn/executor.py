@@ -29,7 +29,8 @@ KINDS = ("local", "ray")
 
 @dataclass
 class ExecutorConfig:
-    """Where the fan-out runs (config.yaml ``executor:``; ``--executor`` on ``run``, ``distill``, ``train`` and ``select``)."""
+    """Where the fan-out runs (config.yaml ``executor:``; ``--executor`` on ``run``, ``distill``, ``train``,
+    ``select``)."""
 
     kind: str = opt("local", "local: in this process, one job after another; ray: as Ray tasks on a Ray cluster "
                              "(pip install 'unolearn[ray]').")

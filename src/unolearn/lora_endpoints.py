@@ -19,6 +19,11 @@ UNLOAD = "/unload_lora_adapter"
 NOT_ENABLED = ("a vLLM server loads adapters at run time only when started with --enable-lora and "
                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True")
 
+#: Why a server that has the endpoints refuses a folder (vLLM 0.32: 404 "Loading lora NAME failed: No adapter found
+#: for PATH"): it reads the folder itself, at the path it is given.
+UNREADABLE = ("the server reads the adapter folder itself and cannot at {path}: it must see the workspace's "
+              "artifacts folder at the same path (a shared file system, or the folder copied there)")
+
 #: POST one JSON body to the server; raises BackendHTTPError on a refusal.
 Post = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
@@ -28,8 +33,11 @@ async def load_adapter(post: Post, name: str, path: str) -> None:
     try:
         await post(LOAD, {"lora_name": name, "lora_path": path})
     except BackendHTTPError as e:
-        if "already" in str(e).lower():
+        text = str(e).lower()
+        if "already" in text:
             return
+        if "no adapter found" in text or "loading lora" in text:  # the endpoint exists; the folder is not there
+            raise BackendHTTPError(f"{e} ({UNREADABLE.format(path=path)})", status=e.status, retryable=False) from e
         if e.status in (404, 405):
             raise BackendHTTPError(f"{e} ({NOT_ENABLED})", status=e.status, retryable=False) from e
         raise
