@@ -25,6 +25,7 @@ from ..importers import openinference, otel
 from ..importers.conversation import Turn, Verdict
 from ..store import now
 from .problems import HTTPProblem, error_response
+from .recorder import served_row
 
 PROTOBUF = "application/x-protobuf"
 #: The route recorded with an answer taken from OTLP (the proxy did not route it).
@@ -110,19 +111,14 @@ async def _record(proxy: Any, export: dict[str, Any], tenant: str) -> tuple[int,
         rid = turn.ids[0] if turn.ids else ""
         if rid and turn.output is not None:
             names.update({i: rid for i in turn.ids})
-            proxy.recorder.served(_served_row(rid, turn), tenant)
+            proxy.recorder.served(served_row(rid, turn.input, turn.output or "", OTLP_ROUTE,
+                                             str(turn.metadata.get("model") or "otlp"), turn.user, turn.at), tenant)
     rejected, reasons = 0, list[str]()
     for verdict in (p for p in pieces if isinstance(p, Verdict)):
         why = await _feedback(proxy, verdict, names.get(verdict.target, verdict.target), tenant)
         if why:
             rejected, reasons = rejected + 1, [*reasons, why]
     return rejected, reasons[0] if reasons else ""
-
-
-def _served_row(rid: str, turn: Turn) -> tuple:
-    messages = json.dumps(turn.input, ensure_ascii=False).replace("\\u0000", "")
-    return (rid, messages, (turn.output or "").replace("\x00", ""), OTLP_ROUTE,
-            str(turn.metadata.get("model") or "otlp"), turn.at or now(), turn.user)
 
 
 async def _feedback(proxy: Any, verdict: Verdict, rid: str, tenant: str) -> str:

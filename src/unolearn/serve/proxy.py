@@ -41,7 +41,7 @@ from ..wire import chunks, completion, sse, text_of
 from .config import EMBEDDED_MODEL, SYSTEM_HEADER, ServeConfig, tenants_of
 from .metrics import Metrics
 from .problems import HTTPProblem, UpstreamError, error_body, error_response
-from .recorder import Recorder
+from .recorder import Recorder, served_row
 from .tenancy import TenantPlan
 from .upstream import Relayed, Upstream, content_of
 from .wire import Chat, parse_chat, parse_feedback, route_header
@@ -485,9 +485,8 @@ class Proxy:
     def record(self, chat: Chat, route: Route, text: str, model: str) -> None:
         """Queue the served interaction for storage (a NUL the upstream answered with left out: no store keeps
         it in text, and the request was checked for one already)."""
-        row = (chat.rid, json.dumps(chat.body["messages"], ensure_ascii=False), text.replace("\x00", ""),
-               json.dumps(vars(route)), model, now(), chat.user)
-        self.recorder.served(row, chat.tenant)
+        self.recorder.served(served_row(chat.rid, chat.body["messages"], text, json.dumps(vars(route)), model,
+                                        chat.user), chat.tenant)
 
     async def feedback(self, request: Any) -> Any:
         """``POST /v1/feedback``."""

@@ -17,6 +17,7 @@ and none is stored unredacted.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import multiprocessing
 import os
@@ -25,10 +26,11 @@ import uuid
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 from ..errors import WorkspaceError, one_line
 from ..redact import RedactConfig, Redactor
-from ..store import Workspace
+from ..store import Workspace, now
 from ..tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,14 @@ RETRY_DELAYS = (0.05, 5.0)
 #: seconds, plus a row's share per row (the detector takes about 3 ms a row here: ``bench serve``), so that a large
 #: batch under load is still the process's work.
 REDACT_WAIT_S, REDACT_ROW_S = 0.5, 0.01
+
+
+def served_row(rid: str, messages: Any, text: str, route: str, model: str, user: str | None,
+               at: str | None = None) -> tuple:
+    """The row of one served answer as :meth:`Recorder.served` takes it (a NUL left out of the stored texts: no
+    store keeps it in text)."""
+    return (rid, json.dumps(messages, ensure_ascii=False).replace("\\u0000", ""), text.replace("\x00", ""), route,
+            model, at or now(), user)
 
 
 class Recorder:
