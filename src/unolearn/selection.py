@@ -407,8 +407,10 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[
     clustering, clusters = version
     gaps = _gap_notes(ws)
     try:
-        return [p for cluster in clusters
-                for p in await _cluster_plans(ws, models, cfg, clustering, cluster, gaps.get(cluster, (None, "")))]
+        async with asyncio.TaskGroup() as group:  # the clusters at once: a batching backend fills its batches
+            tasks = [group.create_task(_cluster_plans(ws, models, cfg, clustering, c, gaps.get(c, (None, ""))))
+                     for c in clusters]
+        return [p for task in tasks for p in task.result()]
     finally:
         await models.aclose()
 
@@ -452,13 +454,18 @@ async def _cluster_plans(ws: Workspace, models: Models, cfg: SelectConfig, clust
     exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
     val_ids = row["val_logs"] if (row := exp_row or crit_row) else []
     base = await baseline(ws, models, val_ids, cfg)
-    expert = await _expert(ws, models, exp_row, base, cfg) if exp_row else None
-    critic = await _critic(ws, models, crit_row, base, cfg) if crit_row else None
+    expert, critic, guide = await asyncio.gather(  # their requests go out together (the base answers are shared)
+        _expert(ws, models, exp_row, base, cfg) if exp_row else _none(),
+        _critic(ws, models, crit_row, base, cfg) if crit_row else _none(),
+        _guide(ws, models, (clustering, cluster), exp_row or crit_row, base, cfg))
     not_judged = (f"{len(base.logs)} validation item(s), fewer than min_val_items {cfg.min_val_items}"
                   if exp_row and not _judged(base) else None)
-    guide = await _guide(ws, models, (clustering, cluster), exp_row or crit_row, base, cfg)
     return [*decide(cluster, gap_plan, expert, critic, not_judged, gap_note),
             decide_guided(cluster, expert, critic, guide, cfg.win_threshold)]
+
+
+async def _none() -> None:
+    return None
 
 
 async def _expert(ws: Workspace, models: Models, row: dict[str, Any], base: Baseline, cfg: SelectConfig) -> Candidate:
