@@ -365,3 +365,29 @@ def test_a_mixed_cluster_guides_each_question_by_the_rules_of_its_nearest_logs(w
         query = f"{TOPICS[theme][0]} question 9"
         for route in (snapshot.route(query, "uno-guided"), plan_route(ws, router, query, "uno-guided")):
             assert route.path == "guide" and own in route.guide and other not in route.guide
+
+
+def test_validations_run_together_and_the_first_error_is_raised_as_itself():
+    """select validates clusters (and a cluster's paths) concurrently; an error must still reach the CLI as the
+    stage's own one-line error, not wrapped in an exception group, and the other validations stop."""
+    import asyncio
+
+    from unolearn.errors import InputError
+    from unolearn.selection import together
+
+    cancelled = []
+
+    async def slow():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append("slow")
+            raise
+
+    async def bad():
+        raise InputError("no module expert-x")
+
+    with pytest.raises(InputError, match="no module expert-x"):
+        asyncio.run(together(slow(), bad()))
+    assert cancelled == ["slow"]
+    assert asyncio.run(together(asyncio.sleep(0, "a"), asyncio.sleep(0, "b"))) == ["a", "b"]

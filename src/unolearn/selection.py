@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -406,11 +406,10 @@ async def _run(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[
     """The plans of every cluster of ``version`` (clustering id, cluster ids)."""
     clustering, clusters = version
     gaps = _gap_notes(ws)
-    try:
-        async with asyncio.TaskGroup() as group:  # the clusters at once: a batching backend fills its batches
-            tasks = [group.create_task(_cluster_plans(ws, models, cfg, clustering, c, gaps.get(c, (None, ""))))
-                     for c in clusters]
-        return [p for task in tasks for p in task.result()]
+    try:  # the clusters at once: a batching backend fills its batches
+        found = await together(*(_cluster_plans(ws, models, cfg, clustering, c, gaps.get(c, (None, "")))
+                                 for c in clusters))
+        return [p for plans in found for p in plans]
     finally:
         await models.aclose()
 
@@ -454,7 +453,7 @@ async def _cluster_plans(ws: Workspace, models: Models, cfg: SelectConfig, clust
     exp_row, crit_row = _latest_module(ws, cluster, "expert"), _latest_module(ws, cluster, "critic")
     val_ids = row["val_logs"] if (row := exp_row or crit_row) else []
     base = await baseline(ws, models, val_ids, cfg)
-    expert, critic, guide = await asyncio.gather(  # their requests go out together (the base answers are shared)
+    expert, critic, guide = await together(  # their requests go out together (the base answers are shared)
         _expert(ws, models, exp_row, base, cfg) if exp_row else _none(),
         _critic(ws, models, crit_row, base, cfg) if crit_row else _none(),
         _guide(ws, models, (clustering, cluster), exp_row or crit_row, base, cfg))
@@ -462,6 +461,20 @@ async def _cluster_plans(ws: Workspace, models: Models, cfg: SelectConfig, clust
                   if exp_row and not _judged(base) else None)
     return [*decide(cluster, gap_plan, expert, critic, not_judged, gap_note),
             decide_guided(cluster, expert, critic, guide, cfg.win_threshold)]
+
+
+async def together(*coros: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Await ``coros`` concurrently; their results in order. The first error cancels the others and is raised
+    as itself (not in an exception group), so that a stage's clear errors stay clear."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except BaseExceptionGroup as eg:
+        first: BaseException = eg
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [t.result() for t in tasks]
 
 
 async def _none() -> None:
