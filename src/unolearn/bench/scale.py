@@ -39,7 +39,15 @@ from ..store import Workspace
 from ..train import TrainConfig, list_modules
 from ..train import run as train
 from .train import seed_cluster
-from .vllm_cpu import ServerStartError, ensure_vllm, get_json, post_json, served_models, vllm_server
+from .vllm_cpu import (
+    ServerStartError,
+    default_venv,
+    ensure_vllm,
+    get_json,
+    post_json,
+    served_models,
+    vllm_server,
+)
 
 #: The bench's question to the expert's cluster (its seeded logs ask about the same topics).
 QUERY = "Question 3: what should I know about marathon training?"
@@ -245,8 +253,6 @@ def _wait(check: Callable[[], bool], timeout_s: float) -> bool:
 def bench_scale(embedder: Embedder, *, workers: int = 2, pairs: int = 32, venv: Path | None = None,
                 skip_vllm: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Both parts in a scratch folder; their JSON (``vllm`` is None with ``skip_vllm``)."""
-    from .vllm_cpu import default_venv
-
     with tempfile.TemporaryDirectory(prefix="unolearn-bench-scale-") as tmp:
         root = Path(tmp)
         out: dict[str, Any] = {"ray": ray_part(root / "ray", embedder, workers, pairs, echo)}
