@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .backends import ChatModel, ChatRequest, Models
+from .backends import ChatModel, ChatRequest, Models, run_with_models
 from .config import opt
 from .distill_examples import feedback_turns, gate_turns, prior_turns
 from .errors import BackendError, ConfigError
@@ -409,20 +409,15 @@ def _run_jobs(ws: Workspace, models: Models, cfg: DistillConfig, result: Distill
 
 def _chunk_job(root: str, store: str | None, backends: Any, cfg: DistillConfig, log_ids: list[str]) -> DistillResult:
     """One chunk's rules and pairs, as a job of its own (a Ray task): what it did."""
-    with Workspace.open(root, store) as ws:
-        models, result = Models(ws, backends), DistillResult()
+    result = DistillResult()
 
-        async def chunk() -> None:
-            logs = [ws.get_log(i) for i in log_ids]
-            try:
-                done = _Done.load(ws)
-                await _rules(ws, models.generator, logs, done, cfg, result)
-                await _pairs(ws, models, logs, done, cfg, result)
-            finally:
-                await models.aclose()
-        asyncio.run(chunk())
+    async def chunk(ws: Workspace, models: Models) -> None:
+        logs, done = [ws.get_log(i) for i in log_ids], _Done.load(ws)
+        await _rules(ws, models.generator, logs, done, cfg, result)
+        await _pairs(ws, models, logs, done, cfg, result)
         result.usage = models.usage()
-        return result
+    run_with_models(root, store, backends, chunk)
+    return result
 
 
 async def _gate(gen: ChatModel, logs: list[Log], cfg: DistillConfig, result: DistillResult) -> set[str]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import ChatRequest, Models
+from .backends import ChatRequest, Models, run_with_models
 from .config import opt
 from .distill import feedback_examples, pair_prompt
 from .errors import ConfigError, InputError, one_line
@@ -435,15 +435,8 @@ def _run_jobs(ws: Workspace, models: Models, cfg: SelectConfig, version: tuple[i
 def _cluster_job(root: str, store: str | None, backends: Any, cfg: SelectConfig, clustering: int | None,
                  cluster: int, gap: tuple[str | None, str]) -> list[Plan]:
     """One cluster's plans, as a job of its own (a Ray task)."""
-    with Workspace.open(root, store) as ws:
-        models = Models(ws, backends)
-
-        async def plans() -> list[Plan]:
-            try:
-                return await _cluster_plans(ws, models, cfg, clustering, cluster, gap)
-            finally:
-                await models.aclose()
-        return asyncio.run(plans())
+    return run_with_models(root, store, backends,
+                           lambda ws, models: _cluster_plans(ws, models, cfg, clustering, cluster, gap))
 
 
 async def _cluster_plans(ws: Workspace, models: Models, cfg: SelectConfig, clustering: int | None, cluster: int,

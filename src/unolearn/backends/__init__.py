@@ -6,8 +6,9 @@ backend that needs them is built.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ..config import BackendsConfig, ChatConfig, EmbedderConfig
 from ..store import Workspace
@@ -15,7 +16,9 @@ from .base import ChatModel, ChatRequest, ChatResult, Embedder, Usage
 from .cache import CachedChatModel, CachedEmbedder
 
 __all__ = ["ChatModel", "ChatRequest", "ChatResult", "Embedder", "Usage", "make_chat", "make_embedder",
-           "Models"]
+           "Models", "run_with_models"]
+
+T = TypeVar("T")
 
 
 def make_chat(cfg: ChatConfig) -> ChatModel:
@@ -122,3 +125,18 @@ class Models:
         for m in self._built.values():
             if isinstance(m, ChatModel):
                 await m.aclose()
+
+
+def run_with_models(root: str, store: str | None, cfg: BackendsConfig,
+                    work: Callable[[Workspace, Models], Awaitable[T]]) -> T:
+    """``work(ws, models)`` as a job of its own (a Ray task of distil or select): the workspace at ``root`` (on
+    ``store``) opened here, its models built from ``cfg`` and closed when the work ends."""
+    with Workspace.open(root, store) as ws:
+        models = Models(ws, cfg)
+
+        async def go() -> T:
+            try:
+                return await work(ws, models)
+            finally:
+                await models.aclose()
+        return asyncio.run(go())
