@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unolearn.bench.scale import free_port
+from unolearn.bench import free_port
 from unolearn.bench.vllm_cpu import default_venv, ensure_vllm, post_json, served_models, vllm_server
 
 

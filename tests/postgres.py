@@ -15,11 +15,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from unolearn.bench import free_port
 
 SWITCH = "UNOLEARN_TEST_POSTGRES"
 SUPERUSER = "unolearn"
@@ -36,14 +37,6 @@ def find_bindir() -> Path | None:
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
         candidates.append(Path(out.stdout.strip()))
     return next((d for d in candidates if all((d / b).is_file() for b in ("initdb", "pg_ctl", "postgres"))), None)
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now (another process may take it before it is used:
-    :func:`start_server` tries again on a new one)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:

@@ -5,6 +5,7 @@ fixed-latency OpenAI-compatible responder), ``serve`` (the proxy), ``quality`` a
 from __future__ import annotations
 
 import os
+import socket
 
 
 def child_env(store: str | None = None, **extra: str) -> dict[str, str]:
@@ -15,3 +16,10 @@ def child_env(store: str | None = None, **extra: str) -> dict[str, str]:
     if store is not None:
         env["UNOLEARN_STORE"] = store
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (for a server a benchmark starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

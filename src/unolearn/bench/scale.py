@@ -17,14 +17,9 @@ it (its ``model``) and, after a plan without it is published and reloaded, unloa
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +33,13 @@ from ..records import Plan
 from ..store import Workspace
 from ..train import TrainConfig, list_modules
 from ..train import run as train
+from . import free_port
+from .serve import ServeProcess
 from .train import seed_cluster
 from .vllm_cpu import (
     ServerStartError,
     default_venv,
     ensure_vllm,
-    get_json,
     post_json,
     served_models,
     vllm_server,
@@ -54,13 +50,6 @@ QUERY = "Question 3: what should I know about marathon training?"
 ANSWER_TOKENS = 48
 #: Expert trainings tried, in order, until the adapter's greedy answer differs from base's: (epochs, rate).
 SCHEDULE = ((2, 5e-4), (4, 2e-3))
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- Ray --------------------------------------------------------------------------------------------------------
@@ -192,7 +181,10 @@ def through_proxy(ws_dir: Path, upstream: str, name: str, echo: Callable[[str], 
     ask :data:`QUERY` along the expert path and the base path, then publish a plan without the expert (adapter
     ``name``) and reload: the checks' results."""
     echo("vllm: serving the plan through unolearn serve --load-adapters")
-    with serve_process(ws_dir, upstream, env) as proxy:
+    server = ServeProcess(ws_dir, upstream, 1, ready_timeout_s=180, env=env,
+                          args=["--load-adapters", "--reload-interval", "0"])
+    proxy = f"{server.url}/v1"
+    try:
         loaded = name in served_models(upstream)
         base_model = served_models(upstream)[0]
         answers, routes = {}, {}
@@ -207,37 +199,12 @@ def through_proxy(ws_dir: Path, upstream: str, name: str, echo: Callable[[str], 
             publish(ws, None, None)
         status, _, reloaded = post_json(f"{proxy}/admin/reload", {})
         unloaded = _wait(lambda: name not in served_models(upstream), 60)
+    finally:
+        server.stop()
     return {"adapters_loaded": int(loaded), "expert_requests_routed": int(f"adapter={name}" in routes["uno"]),
             "adapter_answers_differ": answers["uno"] != answers["base"], "routes": routes,
             "reload": reloaded if status == 200 else {"status": status, "body": reloaded},
             "retired_adapter_unloaded": unloaded}
-
-
-@contextmanager
-def serve_process(ws_dir: Path, upstream: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``unolearn serve`` on ``ws_dir`` in front of ``upstream`` (loading adapters, reloading only when asked),
-    in a process of its own; yields its base URL once it answers ``/healthz``."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "unolearn", "-d", str(ws_dir), "serve", "--upstream", upstream, "--load-adapters",
-           "--reload-interval", "0", "--port", str(port)]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        try:
-            if not _wait(lambda: _healthy(port) or proc.poll() is not None, 180) or proc.poll() is not None:
-                log.seek(0)
-                raise BackendError(f"unolearn serve did not start: {log.read().decode(errors='replace')[-1500:]}")
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
-
-
-def _healthy(port: int) -> bool:
-    try:
-        get_json(f"http://127.0.0.1:{port}/healthz", timeout=2)
-        return True
-    except (OSError, ValueError):
-        return False
 
 
 def _wait(check: Callable[[], bool], timeout_s: float) -> bool:

@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError, UnolearnError
 from ..store.admin import scratch_store
-from . import child_env
+from . import child_env, free_port
 
 WARMUP = 200
 
@@ -191,9 +190,7 @@ class ServeProcess:
 
     def __init__(self, ws_dir: Path, upstream: str | None, workers: int, ready_timeout_s: float = 60.0, *,
                  store: str | None = None, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         target = ["--upstream", upstream] if upstream else ["--embedded"]
         cmd = [sys.executable, "-m", "unolearn", "-d", str(ws_dir),
                "serve", *target, "--port", str(port), "--workers", str(workers), *args]
