@@ -144,7 +144,11 @@ def test_run_scores_every_system(ws):
     low, high = s["uno-guided"]["compliance_ci_vs_rules"]  # no plans: base's answers; rules beats them on Short
     assert low == -1.0 < 0 < high and s["uno-guided"]["compliance"] == s["base"]["compliance"]
     assert "compliance_ci_vs_rules" not in s["uno"] and out["funnel"]["test_paths"]["uno-guided"]["base"] == 3
-    assert json.loads((ws.artifacts / "bench_quality.json").read_text())["systems"]["base"] == s["base"]
+    saved = json.loads((ws.artifacts / "bench_quality.json").read_text())
+    assert saved["systems"]["base"] == s["base"] and "prompts" not in out
+    short = next(p for p in saved["prompts"] if p["dataset"] == "Short")  # prompt by prompt: who won where
+    assert short["systems"]["rules"] == {"passed": 1, "checked": 1, "path": None, "cluster": None}
+    assert short["systems"]["base"]["passed"] == 0 and short["systems"]["uno"]["path"] == "base"
     table = quality_table(out)
     assert "vs base [95% CI]" in table and f"{out['n_checks']} prompt × constraint checks" in table
     assert f"uno-guided − rules: +0.0 [-100.0, {100 * high:+.1f}] points" in table

@@ -114,17 +114,26 @@ def test_decide_each_case():
     def paths(plans):
         return {p.system: (p.path, p.module_id, p.epoch) for p in plans}
 
-    assert paths(decide(0, "primary", E("e", 3, 0.6), C("c", 2))) == {
+    assert paths(decide(0, "primary", E("e", 3, 0.6), C("c", 2, 0.6))) == {
         "uno": ("primary", "e", 3), "uno-single": ("primary", "e", 3)}
-    assert paths(decide(0, "primary", E("e", None, 0.4), C("c", 2))) == {
+    assert paths(decide(0, "primary", E("e", None, 0.4), C("c", 2, 0.6))) == {
         "uno": ("reflective", "c", 2), "uno-single": ("base", None, None)}
-    assert paths(decide(0, "reflective", None, C("c", 1))) == {
+    assert paths(decide(0, "reflective", None, C("c", 1, 0.53))) == {
         "uno": ("reflective", "c", 1), "uno-single": ("base", None, None)}
     assert paths(decide(0, "primary", None, None)) == {"uno": ("base", None, None), "uno-single": ("base", None, None)}
-    high = decide(0, "reflective", E("e", 2, 0.75), C("c", 1), gap_note="gap 0.12 ≥ 0.08")  # a passed expert, high gap
+    high = decide(0, "reflective", E("e", 2, 0.75), C("c", 1, 0.7), gap_note="gap 0.12 ≥ 0.08")  # high gap
     assert paths(high) == {"uno": ("reflective", "c", 1), "uno-single": ("base", None, None)}
     assert "high cognitive gap; gap 0.12 ≥ 0.08; expert epoch 2 won 0.75 of validation comparisons, not used" in (
         high[0].reason)
+
+
+def test_a_critic_that_did_not_validate_is_not_used():
+    """The paper takes a high-gap cluster's critic whatever its validation said; here it must win its items."""
+    lost, unjudged = decide(0, "reflective", None, C("c", 2, 0.5)), decide(0, "reflective", None, C("c", 2))
+    assert [(p.system, p.path) for p in lost] == [("uno", "base"), ("uno-single", "base")]
+    assert "critic epoch 2 won 0.50 of validation comparisons, below 0.53: not used" in lost[0].reason
+    assert unjudged[0].path == "base" and "not judged, below 0.53" in unjudged[0].reason
+    assert decide(0, "reflective", None, C("c", 2, 0.5), threshold=0.5)[0].path == "reflective"
 
 
 def test_an_expert_with_too_few_validation_items_is_not_judged(ws):
@@ -184,7 +193,7 @@ def test_select_validates_and_stores_plans(ws):
     plans = run(ws, Models(ws, generator=gen, judge=jud))
     got = {(p.cluster, p.system): (p.path, p.module_id, p.epoch) for p in plans}
     assert got[(0, "uno")] == ("primary", "exp-rice", 2) and got[(0, "uno-single")] == ("primary", "exp-rice", 2)
-    assert got[(1, "uno")] == ("reflective", "crit-law", 1) and got[(1, "uno-single")] == ("base", None, None)
+    assert got[(1, "uno")] == ("base", None, None) and got[(1, "uno-single")] == ("base", None, None)  # critic tied
     assert set(gen.adapters) == {"exp-rice@1", "exp-rice@2", "exp-law@1", "exp-law@2", "crit-law@1"}
     rate = {p.cluster: p.win_rate for p in plans if p.system == "uno"}
     assert rate[0] == 1.0 and rate[1] == 0.5  # law's reflective path revises into the base answer: ties
@@ -195,7 +204,7 @@ def test_select_validates_and_stores_plans(ws):
     critiques = [r for r in gen.history if r.adapter == "crit-law@1"]
     assert len(critiques) == 2 and "A long answer about rice." in critiques[0].messages[0]["content"]
     law_uno = next(p for p in plans if (p.cluster, p.system) == (1, "uno"))
-    assert "critic epoch 1 (won 0.50 of validation comparisons)" in law_uno.reason
+    assert "critic epoch 1 won 0.50 of validation comparisons, below 0.53: not used" in law_uno.reason
     assert "; gap 0.20 < 0.45 (embedding, 6 logs scored)" in law_uno.reason
     # One row per validation item and epoch (2 val logs × 2 epochs), its judge samples averaged
     rows = ws.conn.execute("SELECT epoch, score_initial, score_module, same_as_base FROM validation "
@@ -220,8 +229,9 @@ def test_a_high_gap_clusters_expert_is_validated_but_the_critic_serves(ws):
     add_module(ws, "exp-law", 0, "expert", ids["law"][:2])
     add_module(ws, "crit-law", 0, "critic", [], metrics={"eval_loss": {"1": 1.0, "2": 2.0}})
 
-    def generator(req):
-        return "An answer citing the statute." if req.adapter == "exp-law@1" else "An answer."
+    def generator(req):  # the expert's epoch 1 and the critic's revision cite the statute
+        revision = "## Draft answer" in req.messages[-1]["content"]
+        return "An answer citing the statute." if req.adapter == "exp-law@1" or revision else "An answer."
 
     def judge(req):
         answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
@@ -299,8 +309,9 @@ def test_the_likelihood_judge_compares_how_much_the_stated_rules_raise_each_answ
         c.execute("INSERT INTO gaps VALUES (0,'embedding',0.1,0.1,0.1,6,'primary',0.45)")
     add_module(ws, "exp-law", 0, "expert", ids["law"][:2], epochs=1)
 
-    def generator(req):
-        return "An answer citing the statute." if req.adapter == "exp-law@1" else "An answer."
+    def generator(req):  # the expert's epoch 1 and the critic's revision cite the statute
+        revision = "## Draft answer" in req.messages[-1]["content"]
+        return "An answer citing the statute." if req.adapter == "exp-law@1" or revision else "An answer."
 
     gen, judge = MockChatModel(responder=generator), MockChatModel(scorer=stated_gain)
     plans = {p.system: p for p in run(ws, Models(ws, generator=gen, judge=judge))}  # judge: auto → likelihood

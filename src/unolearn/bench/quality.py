@@ -209,6 +209,7 @@ class Attempt:
     latency_s: float
     error: str | None = None
     path: str | None = None  # uno systems: primary, reflective, base, or unseen (no cluster near enough)
+    cluster: int | None = None  # uno systems: the cluster the prompt was routed to
 
 
 def _attempt(system: str, i: int, res: ChatResult) -> Attempt:
@@ -243,7 +244,7 @@ async def _uno_system(ws: Workspace, models: Models, router: Router | None, syst
             # as the plain systems' do.
             path = route.path if route.cluster is not None or router is None else "unseen"
             return Attempt(system, i, out.text, out.usage.get("prompt_tokens", 0), routing_s + out.latency_s,
-                           path=path)
+                           path=path, cluster=route.cluster)
 
     return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(queries))))
 
@@ -349,13 +350,17 @@ def add_intervals(systems: dict[str, Any], counts: dict[str, np.ndarray]) -> Non
 
 def run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Preferences,
         cfg: QualityConfig | None = None) -> dict[str, Any]:
-    """Answer ``records`` with every system and score them; also saved as artifacts/bench_quality.json."""
+    """Answer ``records`` with every system and score them; also saved as artifacts/bench_quality.json.
+
+    The saved file also lists, per test prompt, its dataset and each system's checks passed, checks made
+    and answer path (``prompts``): where a system wins or loses, prompt by prompt.
+    """
     cfg = cfg or QualityConfig()
     if not records:
         raise InputError("no test prompts")
     result = asyncio.run(_run(ws, models, records, prefs, cfg))
     write_lines_atomic(ws.artifacts / "bench_quality.json", [json.dumps(result, ensure_ascii=False, indent=2)])
-    return result
+    return {k: v for k, v in result.items() if k != "prompts"}
 
 
 async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Preferences,
@@ -367,6 +372,8 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
     systems: dict[str, Any] = {}
     counts: dict[str, np.ndarray] = {}
     routes: dict[str, list[str]] = {}
+    per_prompt: list[dict[str, Any]] = [{"dataset": str(r.get("dataset_name", "unknown")), "query": q[:120],
+                                         "systems": {}} for r, q in zip(records, queries)]
     try:
         for system in cfg.systems:
             if system in UNO_SYSTEMS:
@@ -378,12 +385,15 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
                                         models.embedder.embed, cfg.top_k)
                 attempts = await _plain_system(models, system, prompts, cfg)
             systems[system], counts[system] = await _system_metrics(models, attempts, records, prefs, cfg)
+            for row, a, (passed, checked) in zip(per_prompt, attempts, counts[system]):
+                row["systems"][system] = {"passed": int(passed), "checked": int(checked), "path": a.path,
+                                          "cluster": a.cluster}
     finally:
         await models.aclose()
     add_intervals(systems, counts)
     n_checks = int(next(iter(counts.values()))[:, 1].sum()) if counts else 0
     return {"n_prompts": len(records), "n_checks": n_checks, "memory_logs": len(memory), "systems": systems,
-            "funnel": {**funnel(ws), "test_paths": count_test_paths(routes)}}
+            "funnel": {**funnel(ws), "test_paths": count_test_paths(routes)}, "prompts": per_prompt}
 
 
 async def _system_metrics(models: Models, attempts: list[Attempt], records: list[dict[str, Any]],
