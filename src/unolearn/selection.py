@@ -357,8 +357,9 @@ def decide(cluster: int, gap_plan: str | None, expert: Candidate | None, critic:
     judged = f"won {critic.win_rate:.2f} of validation comparisons" if critic.win_rate is not None else "not judged"
     if critic.reaches(threshold):
         return [_plan(cluster, "uno", critic, f"{why}; critic epoch {critic.epoch} ({judged})"), single]
+    below = "" if critic.win_rate is None else f", below {threshold:.2f}"
     return [Plan(cluster=cluster, system="uno", path=PathName.BASE, win_rate=critic.win_rate,
-                 reason=f"{why}; critic epoch {critic.epoch} {judged}, below {threshold:.2f}: not used"), single]
+                 reason=f"{why}; critic epoch {critic.epoch} {judged}{below}: not used"), single]
 
 
 def _plan(cluster: int, system: str, c: Candidate, why: str) -> Plan:
