@@ -147,6 +147,7 @@ def test_run_scores_every_system(ws):
     saved = json.loads((ws.artifacts / "bench_quality.json").read_text())
     assert saved["systems"]["base"] == s["base"] and "prompts" not in out
     short = next(p for p in saved["prompts"] if p["dataset"] == "Short")  # prompt by prompt: who won where
+    assert set(short) == {"index", "dataset", "systems"} and records[short["index"]]["dataset_name"] == "Short"
     assert short["systems"]["rules"] == {"passed": 1, "checked": 1, "path": None, "cluster": None}
     assert short["systems"]["base"]["passed"] == 0 and short["systems"]["uno"]["path"] == "base"
     table = quality_table(out)

@@ -352,8 +352,8 @@ def run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Pre
         cfg: QualityConfig | None = None) -> dict[str, Any]:
     """Answer ``records`` with every system and score them; also saved as artifacts/bench_quality.json.
 
-    The saved file also lists, per test prompt, its dataset and each system's checks passed, checks made
-    and answer path (``prompts``): where a system wins or loses, prompt by prompt.
+    The saved file also lists, per test prompt (its position in ``records``), its dataset and each system's
+    checks passed, checks made, answer path and cluster (``prompts``): where a system wins or loses.
     """
     cfg = cfg or QualityConfig()
     if not records:
@@ -372,8 +372,8 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
     systems: dict[str, Any] = {}
     counts: dict[str, np.ndarray] = {}
     routes: dict[str, list[str]] = {}
-    per_prompt: list[dict[str, Any]] = [{"dataset": str(r.get("dataset_name", "unknown")), "query": q[:120],
-                                         "systems": {}} for r, q in zip(records, queries)]
+    per_prompt: list[dict[str, Any]] = [{"index": i, "dataset": str(r.get("dataset_name", "unknown")), "systems": {}}
+                                        for i, r in enumerate(records)]  # no text: the prompts may be anyone's
     try:
         for system in cfg.systems:
             if system in UNO_SYSTEMS:
