@@ -45,13 +45,16 @@ from .records import Log, Plan, RuleEntry, ValidationItem
 from .store import Workspace
 from .text import guard_failure, replacement_measures
 
+#: The validation win rate at which an expert epoch, a critic or a guide is used.
+WIN_THRESHOLD = 0.53
+
 
 @dataclass
 class SelectConfig:
     """Thresholds and sampling of checkpoint validation."""
 
-    win_threshold: float = opt(0.53, "An expert epoch, a critic or a guide is used when its validation win rate "
-                                       "reaches this.")
+    win_threshold: float = opt(WIN_THRESHOLD, "An expert epoch, a critic or a guide is used when its validation "
+                                              "win rate reaches this.")
     judge: str = opt("auto", "How an answer and the base answer are compared on a validation item: `llm` (the "
                              "judge's 1-10 score against the item's feedback rules, as the reference), `likelihood` "
                              "(how much likelier the answer becomes when those rules are stated: log P(answer | "
@@ -331,7 +334,7 @@ def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | No
 
 
 def decide(cluster: int, gap_plan: str | None, expert: Candidate | None, critic: Candidate | None,
-           not_judged: str | None = None, gap_note: str = "", threshold: float = 0.53) -> list[Plan]:
+           not_judged: str | None = None, gap_note: str = "", threshold: float = WIN_THRESHOLD) -> list[Plan]:
     """The UNO and UNO-Single plans of one cluster from its gap plan and validation results.
 
     ``not_judged`` says why an expert was not judged; ``gap_note`` gives the gap behind the plan. The paths are
