@@ -24,6 +24,7 @@ from unolearn.records import Log, Message
 from unolearn.store import Workspace, now
 from unolearn.text import clip
 from unolearn.train import (
+    CPU_VOCAB_TILE,
     TrainConfig,
     accumulation,
     cpu_bf16,
@@ -294,6 +295,29 @@ def test_rows_longer_than_max_length_are_counted_and_reported(tiny_model_dir, tm
         again = run(ws, replace(cfg, max_length=4096), cluster=rice)  # room for every row: none counted
         assert (again[0].metrics["rows_left_out"], again[0].metrics["rows_cut"]) == (0, 0)
         assert "training rows" not in capsys.readouterr().err
+
+
+def test_narrow_vocabulary_tiles_give_the_same_log_probabilities(trained):
+    """DPO's fused head on a CPU works on 8,192-column tiles (``trained`` loaded a model, which narrows them); the
+    log-probabilities and gradients equal those of TRL's own width. The memory it saves is measured in
+    scripts/measure_vocab_tile.py."""
+    import trl.trainer.utils as trl_utils
+    from trl.kernels import ChunkedLogProbFunction
+
+    assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == CPU_VOCAB_TILE == 8192
+    torch.manual_seed(0)
+    weight = torch.randn(20_000, 32) * 0.1  # three tiles of 8,192 against one of 32,768
+    targets = torch.randint(0, 20_000, (6,))
+    results = []
+    for tile in (32768, CPU_VOCAB_TILE):
+        hidden = torch.randn(6, 32, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        log_probs = ChunkedLogProbFunction.apply(hidden, weight, None, targets, 1.0, tile, None, 1.0, ("entropy",))[0]
+        log_probs.sum().backward()
+        results.append((log_probs.detach(), hidden.grad))
+    (wide, wide_grad), (narrow, narrow_grad) = results
+    assert torch.allclose(wide, narrow, atol=1e-5) and torch.allclose(wide_grad, narrow_grad, atol=1e-5)
+    assert torch.allclose(wide, torch.log_softmax(torch.randn(6, 32, generator=torch.Generator().manual_seed(1))
+                                                  @ weight.T, -1)[torch.arange(6), targets], atol=1e-4)
 
 
 def test_cpu_bf16_needs_native_support():

@@ -205,7 +205,30 @@ def _load(base: Path, cfg: TrainConfig) -> tuple[Any, Any]:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     dtype = "auto" if torch.cuda.is_available() else torch.bfloat16 if cfg.bf16 else torch.float32
+    if not torch.cuda.is_available():
+        narrow_vocab_tiles()
     return AutoModelForCausalLM.from_pretrained(base, dtype=dtype), tok
+
+
+#: Vocabulary columns per tile of TRL's chunked log-probabilities on a CPU (TRL's own: 32,768).
+CPU_VOCAB_TILE = 8192
+
+
+def narrow_vocab_tiles() -> None:
+    """Make TRL's fused LM head (DPO's log-probabilities) work on narrower vocabulary tiles; nothing when this TRL
+    has no such setting.
+
+    Why: on a CPU the tile is folded with torch ops whose fp32 temporaries are tokens × tile wide. For the
+    longest demo row (2 × 1,280 tokens) TRL's 32,768 columns added 2.7 GB to the peak of one forward and backward
+    of Qwen2.5's 151,936-word head, 8,192 added 0.9 GB, the head taking 15% longer (scripts/measure_vocab_tile.py);
+    the expert's training child then stays under the 4.5 GiB that the laptop target allows.
+    """
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:
+        return
+    if hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
+        trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = CPU_VOCAB_TILE
 
 
 def _save_each_epoch(out: Path) -> Any:
