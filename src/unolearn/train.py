@@ -218,10 +218,10 @@ def narrow_vocab_tiles() -> None:
     """Make TRL's fused LM head (DPO's log-probabilities) work on narrower vocabulary tiles; nothing when this TRL
     has no such setting.
 
-    Why: on a CPU the tile is folded with torch ops whose fp32 temporaries are tokens × tile wide. For the
-    longest demo row (2 × 1,280 tokens) TRL's 32,768 columns added 2.7 GB to the peak of one forward and backward
-    of Qwen2.5's 151,936-word head, 8,192 added 0.9 GB, the head taking 15% longer (scripts/measure_vocab_tile.py);
-    the expert's training child then stays under the 4.5 GiB that the laptop target allows.
+    Why: on a CPU the tile is folded with torch ops whose fp32 temporaries are tokens × tile wide. For a pair at
+    the cpu profile's ``max_length`` (2 × 1,280 tokens) TRL's 32,768 columns added 2.7 GB to the peak of one
+    forward and backward of Qwen2.5's 151,936-word head, 8,192 added 0.9 GB, the head taking 15% longer
+    (scripts/measure_vocab_tile.py): the expert's longest steps were the training child's peak.
     """
     try:
         import trl.trainer.utils as trl_utils
