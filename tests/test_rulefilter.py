@@ -65,6 +65,13 @@ def test_echo_rules_keep_the_users_instructions_and_nothing_else():
     assert echo_rules([ANSWER + " Thanks."], "en", QUERY, ANSWER) == []  # a copy of the answer stays out
 
 
+def test_punctuation_inside_a_word_does_not_end_a_sentence():
+    """Seed 1005 put 'Begin with "TL;' and 'DR:" and then the answer itself.' in a rulebook as two entries."""
+    said = ['Begin with "TL;DR:" and then the answer itself.', "Keep it to 3.5 lines;no more. Cite the law."]
+    assert echo_rules(said, "en", QUERY, ANSWER) == ['Begin with "TL;DR:" and then the answer itself.',
+                                                     "Keep it to 3.5 lines;no more.", "Cite the law."]
+
+
 def test_filter_rules_counts_what_it_drops():
     kept, rejected = filter_rules(["Be brief.", "Thanks!", "Why?", "Be brief."], "en", QUERY, ANSWER)
     assert kept == ["Be brief.", "Be brief."] and rejected == {"thanks": 1, "question": 1}

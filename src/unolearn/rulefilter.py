@@ -25,7 +25,9 @@ ACKNOWLEDGEMENTS = frozenset(
     "so much a lot again very good 谢谢 多谢 感谢 好的 好 的 明白了 明白 了 收到 你 不错 非常".split())
 QUOTE_MARKS = "'\"‘’“”「」『』"
 QUOTED = re.compile(f"[{QUOTE_MARKS}]([^{QUOTE_MARKS}]{{1,60}})[{QUOTE_MARKS}]")
-SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])(?![.!?;。！？；)）\]'\"’”」』])\s*|\n+")  # not inside "…" or a quote
+#: Where a sentence ends: ASCII punctuation before a space ("TL;DR", "3.5" and "e.g.," stay whole), CJK punctuation
+#: before anything but more punctuation or a closing quote or bracket, and a line break.
+SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])(?![.!?;。！？；)）\]'\"’”」』])\s*|\n+")
 COPY_RUN = 6  # tokens in a row shared with the query or the answer make a copy ...
 COPY_SHARE = 0.6  # ... when they are at least this share of the rule's tokens
 
