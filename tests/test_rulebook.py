@@ -13,7 +13,7 @@ from unolearn.errors import ConfigError, NotFoundError
 from unolearn.guide import Guide
 from unolearn.prompts import guide_messages
 from unolearn.records import Log, Message
-from unolearn.rulebook import RulebookConfig, build_cluster, run
+from unolearn.rulebook import RulebookConfig, build_cluster, markers, merge, run
 from unolearn.store import now
 from unolearn.train import TrainConfig
 
@@ -174,3 +174,17 @@ def test_rulebook_commands_list_show_approve_and_reject(run_cli, ws_dir):
         assert ws.rule_decisions()[(ex[0][0].id, SHORT)] == "approved"
     missing = run_cli("rulebook", "show", "rule-v1-nothing")
     assert missing.code == 2 and missing.err.startswith("error: no rulebook entry")
+
+
+def test_rules_that_quote_or_count_differently_are_not_merged_however_close_they_embed():
+    """Seed 1005: "open with 结论：" merged into "add a 总结： line" (cosine 0.93), so its users' preference
+    reached no guide and lent the other entry support. All the rules embed alike here; only paraphrases merge."""
+    rules = ["请用“结论：”开头，然后直接给出答案。", "回答请以“结论：”开头，方便我一眼看到答案。",
+             "请加一行以“总结：”开头的总结。", "最多3句话就够了。", "最多4句话就够了。", "请控制在4句话以内。",
+             "Give me a one-line 'Summary:' so I don't have to read everything.",
+             "Add a line starting with 'Summary:' that sums it up."]
+    vecs = np.ones((len(rules), 4)) / 2  # cosine 1.0 between every pair
+    groups = asyncio.run(merge(None, rules, vecs, "zh", RulebookConfig()))
+    assert sorted(map(sorted, groups)) == [[0, 1], [2], [3], [4, 5], [6, 7]]
+    assert markers("Begin with \"TL;DR:\" and then the answer itself.") == {"tl;dr"}
+    assert markers("Keep it under ３ lines, I don't mind 'Note:' lines") == {"3", "note"}

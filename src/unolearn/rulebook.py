@@ -9,7 +9,8 @@ stay out of it):
 
 1. **Merge** rules that say the same thing: cosine ≥ ``merge_similarity`` under the embedder, or, for
    pairs less than ``unsure_band`` below it, the judge's yes/no ("do they ask for the same thing?")
-   read from the first token's log-probabilities. An entry's text is its group's medoid.
+   read from the first token's log-probabilities — and in both cases only rules whose literal markers agree
+   (the phrases they quote and the numbers they name, :func:`markers`). An entry's text is its group's medoid.
 2. **Screening** (:mod:`unolearn.screen`): an entry whose text carries a link, contact data (a redaction
    placeholder too), a promotion, a command or code to run, or an instruction about the assistant's own
    instructions, tools or other users is ``quarantined``: it reaches no prompt until a person approves it.
@@ -33,6 +34,7 @@ With ``review: required`` no entry reaches a prompt before a person approves it 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -127,14 +129,39 @@ async def _yes(judge: ChatModel, prompts: list[str], desc: str) -> list[float]:
     return [yes_probability(o.top_logprobs) for o in outs]
 
 
+#: A quoted phrase (an ASCII quote inside a word, as in "don't", opens none) and a number.
+QUOTED_PHRASE = re.compile(r"(?<![A-Za-z0-9])['\"‘“「『]([^'\"‘’“”「」『』]{1,60})['\"’”」』](?![A-Za-z0-9])")
+NUMBER = re.compile(r"[0-9０-９]+(?:[.,][0-9]+)?")
+
+
+def markers(rule: str) -> frozenset[str]:
+    """What a check of the rule would look for literally: the phrases it quotes (case and a closing colon aside)
+    and the numbers it names.
+
+    Why merging needs them to agree: short rules embed close together whatever they ask. Under the
+    multilingual embedder "请用“结论：”开头" (open with 结论：) and "请加一行以“总结：”开头的总结"
+    (a 总结： line) have cosine 0.93, "最多3句话" and "最多4句话" 0.98: merged, one user's preference
+    vanished into another's entry and lent it support it did not have (held-out seed 1005, whose guide lost
+    the 结论： opening).
+    """
+    quoted = {m.strip().rstrip(":：").strip().casefold() for m in QUOTED_PHRASE.findall(rule)}
+    return frozenset(quoted | {n.translate(_FULLWIDTH) for n in NUMBER.findall(rule)})
+
+
+_FULLWIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
+
+
 async def merge(judge: ChatModel | None, rules: list[str], vecs: np.ndarray, lang: str,
                 cfg: RulebookConfig) -> list[list[int]]:
-    """Groups of rule indices that say the same thing."""
+    """Groups of rule indices that say the same thing (their markers agreeing, :func:`markers`)."""
     groups = _Groups(len(rules))
     sims = vecs @ vecs.T
+    marks = [markers(r) for r in rules]
     unsure = []
     for i in range(len(rules)):
         for j in range(i + 1, len(rules)):
+            if marks[i] != marks[j] and rules[i] != rules[j]:
+                continue
             if rules[i] == rules[j] or sims[i, j] >= cfg.merge_similarity:
                 groups.union(i, j)
             elif judge is not None and sims[i, j] >= cfg.merge_similarity - cfg.unsure_band:
