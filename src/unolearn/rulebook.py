@@ -132,6 +132,7 @@ async def _yes(judge: ChatModel, prompts: list[str], desc: str) -> list[float]:
 #: A quoted phrase (an ASCII quote inside a word, as in "don't", opens none) and a number.
 QUOTED_PHRASE = re.compile(r"(?<![A-Za-z0-9])['\"‘“「『]([^'\"‘’“”「」『』]{1,60})['\"’”」』](?![A-Za-z0-9])")
 NUMBER = re.compile(r"[0-9０-９]+(?:[.,][0-9]+)?")
+_FULLWIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
 
 
 def markers(rule: str) -> frozenset[str]:
@@ -146,9 +147,6 @@ def markers(rule: str) -> frozenset[str]:
     """
     quoted = {m.strip().rstrip(":：").strip().casefold() for m in QUOTED_PHRASE.findall(rule)}
     return frozenset(quoted | {n.translate(_FULLWIDTH) for n in NUMBER.findall(rule)})
-
-
-_FULLWIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
 
 
 async def merge(judge: ChatModel | None, rules: list[str], vecs: np.ndarray, lang: str,
