@@ -158,7 +158,7 @@ async def merge(judge: ChatModel | None, rules: list[str], vecs: np.ndarray, lan
     unsure = []
     for i in range(len(rules)):
         for j in range(i + 1, len(rules)):
-            if marks[i] != marks[j] and rules[i] != rules[j]:
+            if marks[i] != marks[j]:  # equal texts have equal markers
                 continue
             if rules[i] == rules[j] or sims[i, j] >= cfg.merge_similarity:
                 groups.union(i, j)
