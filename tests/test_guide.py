@@ -37,6 +37,21 @@ def test_a_question_gets_the_entries_two_of_its_five_nearest_logs_support():
     assert guide.nearest(axis(0), votes=1) == [0, 1, 2]  # one vote each: the rules memory's way, every neighbour's
 
 
+def test_each_entry_comes_in_the_words_of_the_nearest_logs_that_asked_for_it():
+    """As the rules memory gives them: the nearest log's wordings first, each once; an entry a log lends no
+    wording of (a guide stored without wordings, too) comes in its own text."""
+    anchors = np.stack([axis(0), axis(0) + 0.2 * axis(1), axis(0) + 0.4 * axis(1), axis(1)])
+    says = [[(0, "Cite the law."), (1, SHORT)], [(0, CITE)], [(0, "Cite the law."), (1, "Be brief.")], [(2, BOLD)]]
+    guide = Guide.build("en", [CITE, SHORT, BOLD], anchors, [[e for e, _ in s] for s in says], "abcd", says)
+    assert guide.for_query(axis(0)) == guide._numbered(["Cite the law.", SHORT, CITE, "Be brief."])
+    held = guide.without("a")  # SHORT keeps one supporter (c): gone with a; a's wording of CITE goes with it
+    assert held.for_query(axis(0)) == held._numbered([CITE, "Cite the law."])
+    again = Guide.from_json(json.loads(json.dumps(guide.as_json())))
+    assert again.says == guide.says and again.for_query(axis(0)) == guide.for_query(axis(0))
+    plain = Guide.build("en", [CITE, SHORT, BOLD], anchors, [[e for e, _ in s] for s in says])
+    assert plain.for_query(axis(0)) == plain.text([0, 1]) and "says" not in plain.as_json()
+
+
 def test_held_out_a_log_gives_neither_its_anchor_nor_the_entries_only_it_and_one_other_support():
     guide = Guide.build("en", [CITE, SHORT], np.stack([axis(0), axis(0), axis(0), axis(1), axis(1)]),
                         [(0,), (0,), (0,), (1,), (1,)], ["a", "b", "c", "d", "e"])

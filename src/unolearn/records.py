@@ -161,6 +161,9 @@ class RuleMember(Record):
     log_id: str
     user: str = Field(description="The log's user key (its user, or the log itself).")
     rule: str
+    servable: bool = Field(default=False, description="Whether this wording may stand for the entry in a prompt: it "
+                                                      "passed screening itself and is within merge_similarity of the "
+                                                      "entry's text (an approved entry reaches prompts in its text).")
 
 
 class RuleEntry(Record):

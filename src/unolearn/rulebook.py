@@ -10,7 +10,9 @@ stay out of it):
 1. **Merge** rules that say the same thing: cosine ≥ ``merge_similarity`` under the embedder, or, for
    pairs less than ``unsure_band`` below it, the judge's yes/no ("do they ask for the same thing?")
    read from the first token's log-probabilities — and in both cases only rules whose literal markers agree
-   (the phrases they quote and the numbers they name, :func:`markers`). An entry's text is its group's medoid.
+   (the phrases they quote and the numbers they name, :func:`markers`). An entry's text is its group's medoid;
+   a member's own wording may stand for it in a prompt (``servable``) only when it passes screening itself and
+   its cosine to that text is at least ``merge_similarity`` (a chain of merges, or the judge, cannot lend it).
 2. **Screening** (:mod:`unolearn.screen`): an entry whose text carries a link, contact data (a redaction
    placeholder too), a promotion, a command or code to run, or an instruction about the assistant's own
    instructions, tools or other users is ``quarantined``: it reaches no prompt until a person approves it.
@@ -217,8 +219,11 @@ async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, 
     jd = models.judge
     candidates = []
     for group in await merge(jd, rules, vecs, lang, cfg):
-        text = rules[medoid(group, sims, rules)]
-        members = [RuleMember(log_id=items[i][0].id, user=items[i][0].user_key, rule=rules[i]) for i in group]
+        m = medoid(group, sims, rules)
+        text = rules[m]
+        members = [RuleMember(log_id=items[i][0].id, user=items[i][0].user_key, rule=rules[i],
+                              servable=bool(sims[i, m] >= cfg.merge_similarity) and screen_reason(rules[i]) is None)
+                   for i in group]
         approved = any(decisions.get((m.log_id, m.rule)) == "approved" for m in members)
         candidates.append(_Candidate(text, members, _novelty(models, text, members, priors), approved,
                                      screen_reason(text)))

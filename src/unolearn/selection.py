@@ -144,14 +144,18 @@ def _joined(a: Baseline, b: Baseline, cfg: SelectConfig) -> Baseline:
 
 def build_guide(ws: Workspace, models: Models, entries: list[RuleEntry]) -> Guide:
     """The guide of a cluster's entries that reach prompts: per training log behind them, its query vector
-    (under the routing embedder) and the entries it supports."""
-    logs: dict[str, list[int]] = defaultdict(list)
+    (under the routing embedder), the entries it supports and the wordings it lends them (its own where
+    servable and the entry was kept, not approved by a person: the person approved the entry's text)."""
+    says: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for i, entry in enumerate(entries):
-        for log_id in dict.fromkeys(m.log_id for m in entry.members):
-            logs[log_id].append(i)
-    queries = [ws.get_log(log_id).query for log_id in logs]
+        for m in entry.members:
+            wording = m.rule if m.servable and entry.status == "kept" else entry.text
+            if (i, wording) not in says[m.log_id]:
+                says[m.log_id].append((i, wording))
+    queries = [ws.get_log(log_id).query for log_id in says]
     vecs = models.embedder.embed(queries) if queries else np.zeros((0, 1), dtype=np.float32)
-    return Guide.build(entries[0].lang, [e.text for e in entries], vecs, list(logs.values()), list(logs))
+    supports = [[e for e, _ in said] for said in says.values()]
+    return Guide.build(entries[0].lang, [e.text for e in entries], vecs, supports, list(says), list(says.values()))
 
 
 async def _judge_means(models: Models, items: list[tuple[Log, list[str], str]],
