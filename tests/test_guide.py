@@ -89,3 +89,16 @@ def test_a_snapshot_published_before_anchors_still_routes_its_guide(ws):
     assert snapshot.id > body["id"]
     route = snapshot.route("contract statute court question", "uno-guided")
     assert (route.path, route.guide) == ("guide", text)
+
+
+def test_a_guide_with_the_same_text_but_new_wordings_is_a_new_module(ws):
+    """Its id once covered only the text and the logs: a rebuilt guide whose entries kept their texts was
+    validated as built, yet the first body stayed stored and served."""
+    centroid = np.zeros(16, dtype=np.float32)
+    ws.replace_clustering(Clustering(id=0, embedder="hash", created_at=""), [(0, 3, centroid.tobytes())], [])
+    first, second = law_and_travel(), Guide.build("en", [CITE, SHORT, BOLD], law_and_travel().anchors,
+                                                  law_and_travel().supports, says=[[(0, "Cite the law.")]] * 5)
+    ids = [ws.ensure_guide(0, g.text() or "", [], ["l0"], [], {}, ws.clustering_id(), g.as_json())
+           for g in (first, second)]
+    assert ids[0] != ids[1]
+    assert [Guide.from_json(ws.guide_body(i)).says for i in ids] == [(), second.says]

@@ -124,9 +124,10 @@ class RulebookTables(Base):
                      ) -> str:
         """The ``guide`` module of ``cluster`` with rulebook ``text`` (recorded once; made newest) in ``clustering``
         (the version selection started on, still current); its id. ``guide``: the entries ``entry_ids`` with their
-        anchors (:meth:`unolearn.guide.Guide.as_json`; None: every question gets ``text``)."""
+        anchors (:meth:`unolearn.guide.Guide.as_json`; None: every question gets ``text``). The id covers ``guide``
+        too: a guide whose text stayed but whose anchors or wordings changed is another module, validated anew."""
         module_id = content_hash("guide", {"cluster": cluster, "text": text, "val": sorted(val_ids),
-                                           "train": sorted(train_ids)})
+                                           "train": sorted(train_ids), **({"guide": guide} if guide else {})})
         metrics = canonical_json({"text": text, "entries": entry_ids, **({"guide": guide} if guide else {})})
         with self.transaction() as c:
             still_current(c, clustering, f"guide {module_id}")
