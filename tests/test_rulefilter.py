@@ -40,6 +40,8 @@ def test_real_rules_pass(rule):
 @pytest.mark.parametrize("rule, feedback", [
     ("In short:", "Start with 'In short:' and the answer in one line."),
     ("以上意见仅供参考。", "最后加一句“以上意见仅供参考。”"),
+    # an apostrophe inside a word opened a "quote" up to the next mark, hiding 'Note:' after it
+    ("Note:", "Keep a one-line 'Summary:' as I don't read it all, and a 'Note:' line."),
 ])
 def test_a_bare_quoted_phrase_is_not_a_rule(rule, feedback):
     lang = "en" if rule.isascii() else "zh"

@@ -50,6 +50,7 @@ from .distill import feedback_examples
 from .errors import ConfigError, InputError
 from .profiles import note
 from .records import Lang, Log, RuleEntry, RuleMember, RuleStatus, content_hash
+from .rulefilter import QUOTED
 from .screen import screen_reason
 from .store import Workspace
 from .store.rulebook import Rejections
@@ -132,7 +133,6 @@ async def _yes(judge: ChatModel, prompts: list[str], desc: str) -> list[float]:
 
 
 #: A quoted phrase (an ASCII quote inside a word, as in "don't", opens none) and a number.
-QUOTED_PHRASE = re.compile(r"(?<![A-Za-z0-9])['\"‘“「『]([^'\"‘’“”「」『』]{1,60})['\"’”」』](?![A-Za-z0-9])")
 NUMBER = re.compile(r"[0-9０-９]+(?:[.,][0-9]+)?")
 _FULLWIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
 
@@ -147,7 +147,7 @@ def markers(rule: str) -> frozenset[str]:
     vanished into another's entry and lent it support it did not have (held-out seed 1005, whose guide lost
     the 结论： opening).
     """
-    quoted = {m.strip().rstrip(":：").strip().casefold() for m in QUOTED_PHRASE.findall(rule)}
+    quoted = {m.strip().rstrip(":：").strip().casefold() for m in QUOTED.findall(rule)}
     return frozenset(quoted | {n.translate(_FULLWIDTH) for n in NUMBER.findall(rule)})
 
 

@@ -24,7 +24,8 @@ ACKNOWLEDGEMENTS = frozenset(
     "thanks thank thx you great perfect awesome nice ok okay got it cool cheers that helps helped helpful "
     "so much a lot again very good 谢谢 多谢 感谢 好的 好 的 明白了 明白 了 收到 你 不错 非常".split())
 QUOTE_MARKS = "'\"‘’“”「」『』"
-QUOTED = re.compile(f"[{QUOTE_MARKS}]([^{QUOTE_MARKS}]{{1,60}})[{QUOTE_MARKS}]")
+#: A quoted phrase: an apostrophe inside a word ("don't", "user's") opens or closes none.
+QUOTED = re.compile(f"(?<![A-Za-z0-9])['\"‘“「『]([^{QUOTE_MARKS}]{{1,60}})['\"’”」』](?![A-Za-z0-9])")
 #: Where a sentence ends: ASCII punctuation before a space ("TL;DR", "3.5" and "e.g.," stay whole), CJK punctuation
 #: before anything but more punctuation or a closing quote or bracket, and a line break.
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])(?![.!?;。！？；)）\]'\"’”」』])\s*|\n+")
