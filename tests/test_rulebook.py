@@ -169,6 +169,9 @@ def test_rulebook_commands_list_show_approve_and_reject(run_cli, ws_dir):
     assert "unsupported" in run_cli("rulebook", "list").out
     shown = run_cli("rulebook", "show", by_text[CITE].id[:16])
     assert shown.code == 0 and CITE_LONG in shown.out and "user:b" in shown.out
+    lines = shown.out.splitlines()[1:]
+    lent = {rule: {line.startswith("  +") for line in lines if line.endswith(f" {rule}")} for rule in (CITE, CITE_LONG)}
+    assert lent == {CITE: {True}, CITE_LONG: {False}}  # CITE stands for itself; the judge merged CITE_LONG
     assert run_cli("rulebook", "approve", by_text[SHORT].id).out.startswith(f"{by_text[SHORT].id} approved for 1 logs")
     rejected = run_cli("rulebook", "reject", by_text[CITE].id)
     assert rejected.code == 0 and "rejected for 3 logs" in rejected.out

@@ -62,7 +62,8 @@ def rulebook_list(ctx: click.Context, cluster_id: int | None, as_json: bool) -> 
 @json_option
 @click.pass_context
 def rulebook_show(ctx: click.Context, entry_id: str, as_json: bool) -> None:
-    """One entry with the logs, users and rules behind it (a unique id prefix is enough)."""
+    """One entry with the logs, users and rules behind it (a unique id prefix is enough); ``+`` marks the
+    wordings that may stand for a kept entry in a prompt (screened, within merge_similarity of its text)."""
     e = open_workspace(ctx).rulebook_entry(entry_id)
     if as_json:
         echo_json(e.model_dump())
@@ -70,7 +71,7 @@ def rulebook_show(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     click.echo(f"{e.id} (cluster {e.cluster}, {e.status}"
                + (f", contradicted by {e.contradicted_by}" if e.contradicted_by else "") + f"): {e.text}")
     for m in e.members:
-        click.echo(f"    {m.log_id}  {m.user:<28} {m.rule[:90]}")
+        click.echo(f"  {'+' if m.servable and e.status == 'kept' else ' '} {m.log_id}  {m.user:<28} {m.rule[:90]}")
 
 
 def _decide(ctx: click.Context, entry_id: str, decision: str) -> None:
