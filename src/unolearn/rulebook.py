@@ -132,7 +132,7 @@ async def _yes(judge: ChatModel, prompts: list[str], desc: str) -> list[float]:
     return [yes_probability(o.top_logprobs) for o in outs]
 
 
-#: A quoted phrase (an ASCII quote inside a word, as in "don't", opens none) and a number.
+#: A number a rule names (the phrases it quotes: :data:`unolearn.rulefilter.QUOTED`).
 NUMBER = re.compile(r"[0-9０-９]+(?:[.,][0-9]+)?")
 _FULLWIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
 
