@@ -47,6 +47,9 @@ from .text import guard_failure, replacement_measures
 
 #: The validation win rate at which an expert epoch, a critic or a guide is used.
 WIN_THRESHOLD = 0.53
+#: Under ``uno-guided`` a guide is kept unless validation showed it worse than base (ties count ½): it is the rules
+#: memory's way of answering, the bar the other paths must beat, not a module that must beat base first.
+GUIDE_FLOOR = 0.5
 
 
 @dataclass
@@ -318,21 +321,23 @@ class Candidate:
 
 def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | None, guide: Candidate | None,
                   threshold: float) -> Plan:
-    """The ``uno-guided`` plan: the guide when its validation win rate reaches ``threshold``; else the expert or
-    the critic whose win rate is highest and reaches it (the expert on ties); else base.
+    """The ``uno-guided`` plan: the guide unless its validation showed it worse than base (win rate below
+    :data:`GUIDE_FLOOR`, or ``threshold`` if lower; not judged: not used); else the expert or the critic whose win
+    rate is highest and reaches ``threshold`` (the expert on ties); else base.
 
     Why the guide first: it is the rules memory's way of answering (the rules of the nearest logs before the
     question), the bar an expert or critic must beat to replace it, and a few validation items against base cannot
     show that they do — on a preference file nobody tuned for, an expert that won its 2 items answered worse than
-    the rules memory (issue 37)."""
+    the rules memory (issue 37); on held-out seed 1006 a critic that won its 2 items replaced a guide that tied
+    base, at 2.4 times the guide's prompt tokens and no better answers (docs/benchmarks.md)."""
     tried = [c for c in (guide, expert, critic) if c is not None]
     rates = "; ".join(f"{c.path} {'not judged' if c.win_rate is None else f'{c.win_rate:.2f}'}" for c in tried)
-    ok = [c for c in tried if c.reaches(threshold)]
+    ok = [c for c in tried if c.reaches(min(GUIDE_FLOOR, threshold) if c is guide else threshold)]
     if not ok:
         return Plan(cluster=cluster, system="uno-guided", path=PathName.BASE,
                     reason=f"no path reached {threshold:.2f} ({rates or 'nothing validated'})")
     best = ok[0] if ok[0].path == PathName.GUIDE else max(ok, key=lambda c: c.win_rate or 0.0)
-    why = "the guide validated" if best.path == PathName.GUIDE else "best validated path"
+    why = "the guide validated, not worse than base" if best.path == PathName.GUIDE else "best validated path"
     return Plan(cluster=cluster, system="uno-guided", path=best.path, module_id=best.module_id, epoch=best.epoch,
                 win_rate=best.win_rate, reason=f"{why} ({rates})")
 

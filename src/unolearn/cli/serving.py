@@ -30,7 +30,8 @@ from .common import (
 @click.argument("query")
 @click.option("--system", type=click.Choice(SERVED_SYSTEMS), default="uno",
               show_default=True, help="uno: expert, critic or base per the plan; uno-single: expert or base; "
-                                      "uno-guided: the best validated of expert, rulebook guide and critic; "
+                                      "uno-guided: the rulebook guide unless validation found it worse than "
+                                      "base, else the best validated expert or critic; "
                                       "base: no memory.")
 @click.option("--max-tokens", type=click.IntRange(min=1),
               help="Token budget of the answer (default: the profile's, as in `bench quality`: 1024; cpu 256).")
