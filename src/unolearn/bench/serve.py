@@ -185,10 +185,12 @@ class ServeProcess:
     other users of the machine can read).
 
     Without ``store`` it uses the workspace's SQLite file, whatever ``$UNOLEARN_STORE`` says; ``env`` adds
-    environment variables (the embedder's settings, say), ``args`` more ``serve`` options.
+    environment variables (the embedder's settings, say), ``args`` more ``serve`` options. ``ready_timeout_s``:
+    how long its redaction process may take to load (it returns as soon as it has; a CI run on 2 cores shared
+    with a training job once took over 60 s).
     """
 
-    def __init__(self, ws_dir: Path, upstream: str | None, workers: int, ready_timeout_s: float = 60.0, *,
+    def __init__(self, ws_dir: Path, upstream: str | None, workers: int, ready_timeout_s: float = 300.0, *,
                  store: str | None = None, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
         port = free_port()
         target = ["--upstream", upstream] if upstream else ["--embedded"]
