@@ -57,7 +57,8 @@ class SelectConfig:
     """Thresholds and sampling of checkpoint validation."""
 
     win_threshold: float = opt(WIN_THRESHOLD, "An expert epoch, a critic or a guide is used when its validation "
-                                              "win rate reaches this.")
+                                              "win rate reaches this (under uno-guided a guide already at 0.5: "
+                                              "not worse than base).")
     judge: str = opt("auto", "How an answer and the base answer are compared on a validation item: `llm` (the "
                              "judge's 1-10 score against the item's feedback rules, as the reference), `likelihood` "
                              "(how much likelier the answer becomes when those rules are stated: log P(answer | "
