@@ -195,6 +195,16 @@ class RuleEntry(Record):
         """Whether the entry goes into its cluster's guide."""
         return self.status in ("kept", "approved")
 
+    def lends(self, member: RuleMember) -> bool:
+        """Whether ``member``'s own rule may stand for this entry in a guide: it is servable and the entry was kept
+        (not approved: a person approved the entry's text)."""
+        return member.servable and self.status == "kept"
+
+    def wording(self, member: RuleMember) -> str:
+        """How ``member``'s log words this entry in a guide: its own rule where it :meth:`lends` it, else the
+        entry's text."""
+        return member.rule if self.lends(member) else self.text
+
 
 class Clustering(Record):
     """One version of the clustering: the modules, validations and plans made for it carry its id."""

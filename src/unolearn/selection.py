@@ -148,12 +148,12 @@ def _joined(a: Baseline, b: Baseline, cfg: SelectConfig) -> Baseline:
 
 def build_guide(ws: Workspace, models: Models, entries: list[RuleEntry]) -> Guide:
     """The guide of a cluster's entries that reach prompts: per training log behind them, its query vector
-    (under the routing embedder), the entries it supports and the wordings it lends them (its own where
-    servable and the entry was kept, not approved by a person: the person approved the entry's text)."""
+    (under the routing embedder), the entries it supports and the wordings it lends them
+    (:meth:`RuleEntry.wording`)."""
     says: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for i, entry in enumerate(entries):
         for m in entry.members:
-            wording = m.rule if m.servable and entry.status == "kept" else entry.text
+            wording = entry.wording(m)
             if (i, wording) not in says[m.log_id]:
                 says[m.log_id].append((i, wording))
     queries = [ws.get_log(log_id).query for log_id in says]

@@ -71,7 +71,7 @@ def rulebook_show(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     click.echo(f"{e.id} (cluster {e.cluster}, {e.status}"
                + (f", contradicted by {e.contradicted_by}" if e.contradicted_by else "") + f"): {e.text}")
     for m in e.members:
-        click.echo(f"  {'+' if m.servable and e.status == 'kept' else ' '} {m.log_id}  {m.user:<28} {m.rule[:90]}")
+        click.echo(f"  {'+' if e.lends(m) else ' '} {m.log_id}  {m.user:<28} {m.rule[:90]}")
 
 
 def _decide(ctx: click.Context, entry_id: str, decision: str) -> None:
