@@ -219,14 +219,14 @@ async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, 
     jd = models.judge
     candidates = []
     for group in await merge(jd, rules, vecs, lang, cfg):
-        m = medoid(group, sims, rules)
-        text = rules[m]
+        centre = medoid(group, sims, rules)
+        text, screened = rules[centre], {i: screen_reason(rules[i]) for i in group}
         members = [RuleMember(log_id=items[i][0].id, user=items[i][0].user_key, rule=rules[i],
-                              servable=bool(sims[i, m] >= cfg.merge_similarity) and screen_reason(rules[i]) is None)
+                              servable=bool(sims[i, centre] >= cfg.merge_similarity) and screened[i] is None)
                    for i in group]
         approved = any(decisions.get((m.log_id, m.rule)) == "approved" for m in members)
         candidates.append(_Candidate(text, members, _novelty(models, text, members, priors), approved,
-                                     screen_reason(text)))
+                                     screened[centre]))
     candidates.sort(key=lambda c: (not c.approved, [-s for s in c.support], c.text))
     statuses = [_status(c, cfg, trust.identified) for c in candidates]
     beaten = await _contradicted(jd, candidates, statuses, lang) if cfg.contradictions else {}

@@ -126,9 +126,10 @@ class RulebookTables(Base):
         (the version selection started on, still current); its id. ``guide``: the entries ``entry_ids`` with their
         anchors (:meth:`unolearn.guide.Guide.as_json`; None: every question gets ``text``). The id covers ``guide``
         too: a guide whose text stayed but whose anchors or wordings changed is another module, validated anew."""
+        body = {"guide": guide} if guide else {}
         module_id = content_hash("guide", {"cluster": cluster, "text": text, "val": sorted(val_ids),
-                                           "train": sorted(train_ids), **({"guide": guide} if guide else {})})
-        metrics = canonical_json({"text": text, "entries": entry_ids, **({"guide": guide} if guide else {})})
+                                           "train": sorted(train_ids), **body})
+        metrics = canonical_json({"text": text, "entries": entry_ids, **body})
         with self.transaction() as c:
             still_current(c, clustering, f"guide {module_id}")
             c.execute("INSERT INTO modules (id, cluster, kind, path, epochs, base_model, data_hash, config, metrics, "
