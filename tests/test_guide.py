@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from doubles import HashEmbedder, as_plans
 
 from unolearn.guide import Guide
@@ -38,8 +39,8 @@ def test_a_question_gets_the_entries_two_of_its_five_nearest_logs_support():
 
 
 def test_each_entry_comes_in_the_words_of_the_nearest_logs_that_asked_for_it():
-    """As the rules memory gives them: the nearest log's wordings first, each once; an entry a log lends no
-    wording of (a guide stored without wordings, too) comes in its own text."""
+    """As the rules memory gives them: the nearest log's wordings first, each once; a guide stored without
+    wordings gives its entries' own texts; wordings that leave out an entry an anchor supports are refused."""
     anchors = np.stack([axis(0), axis(0) + 0.2 * axis(1), axis(0) + 0.4 * axis(1), axis(1)])
     says = [[(0, "Cite the law."), (1, SHORT)], [(0, CITE)], [(0, "Cite the law."), (1, "Be brief.")], [(2, BOLD)]]
     guide = Guide.build("en", [CITE, SHORT, BOLD], anchors, [[e for e, _ in s] for s in says], "abcd", says)
@@ -50,6 +51,8 @@ def test_each_entry_comes_in_the_words_of_the_nearest_logs_that_asked_for_it():
     assert again.says == guide.says and again.for_query(axis(0)) == guide.for_query(axis(0))
     plain = Guide.build("en", [CITE, SHORT, BOLD], anchors, [[e for e, _ in s] for s in says])
     assert plain.for_query(axis(0)) == plain.text([0, 1]) and "says" not in plain.as_json()
+    with pytest.raises(ValueError, match="wordings"):
+        Guide.build("en", [CITE, SHORT, BOLD], anchors, [(0, 1), (0,), (0, 1), (2,)], "abcd", [s[:1] for s in says])
 
 
 def test_held_out_a_log_gives_neither_its_anchor_nor_the_entries_only_it_and_one_other_support():
@@ -96,8 +99,9 @@ def test_a_guide_with_the_same_text_but_new_wordings_is_a_new_module(ws):
     validated as built, yet the first body stayed stored and served."""
     centroid = np.zeros(16, dtype=np.float32)
     ws.replace_clustering(Clustering(id=0, embedder="hash", created_at=""), [(0, 3, centroid.tobytes())], [])
-    first, second = law_and_travel(), Guide.build("en", [CITE, SHORT, BOLD], law_and_travel().anchors,
-                                                  law_and_travel().supports, says=[[(0, "Cite the law.")]] * 5)
+    first = law_and_travel()
+    says = [[(e, "Cite the law." if e == 0 else first.rules[e]) for e in s] for s in first.supports]
+    second = Guide.build("en", [CITE, SHORT, BOLD], first.anchors, first.supports, says=says)
     ids = [ws.ensure_guide(0, g.text() or "", [], ["l0"], [], {}, ws.clustering_id(), g.as_json())
            for g in (first, second)]
     assert ids[0] != ids[1]

@@ -51,7 +51,10 @@ class Guide:
     def build(cls, lang: str, rules: Sequence[str], anchors: np.ndarray, supports: Sequence[Sequence[int]],
               sources: Sequence[str] = (), says: Sequence[Sequence[tuple[int, str]]] = ()) -> Guide:
         """A guide from its parts (anchors are normalised here); ``sources``: the anchors' log ids; ``says``: per
-        anchor, the (entry, wording) pairs its log may lend a prompt (none: entries in their own texts)."""
+        anchor, the (entry, wording) pairs its log may lend a prompt, one or more for each entry it supports (none:
+        entries in their own texts)."""
+        if says and [sorted({e for e, _ in said}) for said in says] != [sorted(set(s)) for s in supports]:
+            raise ValueError("a guide's wordings must cover exactly the entries each anchor supports")
         vecs = np.asarray(anchors, dtype=np.float32)
         vecs = vecs.reshape(len(supports), -1) if len(supports) else np.zeros((0, 0), dtype=np.float32)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -106,14 +109,13 @@ class Guide:
 
     def for_query(self, vec: np.ndarray | None, k: int = NEAREST_LOGS) -> str | None:
         """The guide text for one question (its unit query vector; None: the whole guide): the :meth:`nearest`
-        entries, each in the wordings the nearest anchors lend it (nearest first), else in its own text."""
+        entries, each in the wordings the nearest anchors lend it (nearest first; a guide without wordings: in
+        rulebook order, in the entries' own texts)."""
         if vec is None or len(self.anchors) == 0 or not self.says:
             return self.text(None if vec is None else self.nearest(vec, k))
         order = self._order(vec, k)
-        chosen = set(self._voted(order, NEAR_VOTES))
-        worded = [w for a in order for e, w in self.says[a] if e in chosen]
-        lent = {e for a in order for e, _ in self.says[a]}
-        return self._numbered(list(dict.fromkeys(worded + [self.rules[e] for e in sorted(chosen - lent)])))
+        chosen = set(self._voted(order, NEAR_VOTES))  # each supported by an anchor in ``order``, which words it
+        return self._numbered(list(dict.fromkeys(w for a in order for e, w in self.says[a] if e in chosen)))
 
     def as_json(self) -> dict[str, Any] | str:
         """The stored form (modules' metrics, published snapshots)."""
