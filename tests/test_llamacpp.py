@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -314,10 +317,6 @@ print(os.environ.get("OMP_WAIT_POLICY"))
 def test_the_engine_loads_with_sleeping_openmp_threads_unless_the_user_chose(preset, expected):
     # llama.cpp's OpenMP runtime reads the wait policy when it loads: spinning threads made decoding 3.6x
     # slower on a busy 2-core machine (scripts/measure_wait_policy.py). A fresh process, as a user's.
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset:
         env["OMP_WAIT_POLICY"] = preset
