@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -302,25 +299,3 @@ def test_add_adapter_converts_a_peft_folder_once(model, tmp_path):
     assert again.text == adapted.text and loads == ["expert@1"]
     with pytest.raises(BackendError, match="adapter_config.json"):
         asyncio.run(LlamaCppChatModel(str(model.model_path)).add_adapter("x", str(tmp_path)))
-
-
-LOAD_AND_REPORT = """
-import os, sys
-from unolearn.backends.llamacpp import load_llama, packaged_model_path
-assert "llama_cpp" not in sys.modules
-load_llama(packaged_model_path(), 512, 2, 0)
-print(os.environ.get("OMP_WAIT_POLICY"))
-"""
-
-
-@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_the_engine_loads_with_sleeping_openmp_threads_unless_the_user_chose(preset, expected):
-    # llama.cpp's OpenMP runtime reads the wait policy when it loads: spinning threads made decoding 3.6x
-    # slower on a busy 2-core machine (scripts/measure_wait_policy.py). A fresh process, as a user's.
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if preset:
-        env["OMP_WAIT_POLICY"] = preset
-    out = subprocess.run([sys.executable, "-c", LOAD_AND_REPORT], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-1] == expected

