@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from unolearn.backends.llamacpp import default_threads
+
 CHILD = """
 import sys, time
 from llama_cpp import Llama
@@ -55,7 +57,7 @@ def tokens_per_s(policy: str | None, threads: int, tokens: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--busy", type=int, default=0, help="busy processes started first (default 0: idle)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=default_threads(), help="default: as the backend picks")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
