@@ -166,9 +166,10 @@ def test_e5_waits_passively_without_passing_the_policy_to_llama_cpp_loaded_after
     0 (passive: its threads would fight torch's), llama.cpp's, loaded later, libgomp's default (an
     environment left at PASSIVE made it decode 35% slower on an idle machine)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    out = subprocess.run([sys.executable, "-c", SPINS_AFTER_EMBEDDING], env={**env, "OMP_DISPLAY_ENV": "VERBOSE"},
-                         capture_output=True, text=True, check=True, timeout=300).stderr
-    e5_part, llama_part = out.split("--- llama.cpp")
+    run = subprocess.run([sys.executable, "-c", SPINS_AFTER_EMBEDDING], env={**env, "OMP_DISPLAY_ENV": "VERBOSE"},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    e5_part, llama_part = run.stderr.split("--- llama.cpp")
     spins = [[line.split("'")[1] for line in part.splitlines() if "GOMP_SPINCOUNT" in line]
              for part in (e5_part, llama_part)]
     if not spins[1]:
