@@ -106,8 +106,8 @@ def C(mid, epoch, rate=None):  # a critic candidate
     return Candidate("reflective", mid, epoch, rate)
 
 
-def G(mid, rate):  # a guide candidate
-    return Candidate("guide", mid, None, rate)
+def G(mid, rate, outcomes=()):  # a guide candidate
+    return Candidate("guide", mid, None, rate, tuple(outcomes))
 
 
 def test_decide_each_case():
@@ -252,7 +252,13 @@ def test_uno_guided_takes_the_best_validated_path():
                                                                                    0.53).module_id) == ("guide", "g")
     # a guide that tied base is kept: the critic's 2 items cannot show it beats the rules memory's way (seed 1006)
     assert decide_guided(0, expert, critic, G("g", 0.5), 0.53).path == "guide"
-    assert decide_guided(0, expert, critic, G("g", 0.43), 0.53).path == "reflective"  # shown worse than base
+    # worse than base only where the items show it (a sign test): 1 win in 3 shows nothing (seed 1010), 0 in 5 does
+    assert decide_guided(0, expert, critic, G("g", 1 / 3, (1, 0, 0)), 0.53).path == "guide"
+    assert decide_guided(0, None, None, G("g", 0.25, (1, 0, 0.5, 0)), 0.53).path == "guide"
+    worse = decide_guided(0, expert, critic, G("g", 0.0, (0,) * 5), 0.53)
+    assert worse.path == "reflective" and "guide 0.00" in worse.reason
+    assert decide_guided(0, None, None, G("g", 0.1, (0,) * 9 + (1,)), 0.53).path == "base"
+    assert decide_guided(0, None, None, G("g", 0.3, (0,) * 7 + (1,) * 3), 0.53).path == "guide"  # p = 0.17
     tie = decide_guided(0, E("e", 2, 0.7), critic, G("g", 0.7), 0.53)  # ties: the guide first
     assert (tie.path, tie.epoch, tie.module_id) == ("guide", None, "g")
     first = decide_guided(0, E("e", 2, 1.0), C("c", 1, 1.0), G("g", 0.6), 0.53)  # a validated guide is not replaced

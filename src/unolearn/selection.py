@@ -24,6 +24,7 @@ Final plans, per cluster and system (a high-gap cluster's expert is validated an
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
@@ -47,9 +48,12 @@ from .text import guard_failure, replacement_measures
 
 #: The validation win rate at which an expert epoch, a critic or a guide is used.
 WIN_THRESHOLD = 0.53
-#: Under ``uno-guided`` a guide is kept unless validation showed it worse than base (ties count ½): it is the rules
-#: memory's way of answering, the bar the other paths must beat, not a module that must beat base first.
-GUIDE_FLOOR = 0.5
+#: Under ``uno-guided`` a guide is kept unless validation showed it worse than base: more losses than wins, and a
+#: one-sided sign test over the items not tied below this level. It is the rules memory's way of answering, the bar
+#: the other paths must beat, not a module that must beat base first; a win rate below ½ on 3 items shows nothing
+#: (held-out seed 1010: NFCats' guide lost 2 of 3 items and the cluster fell to base, 3% against the rules
+#: memory's 37%; kept, 37%; docs/benchmarks.md). Fewer than 5 items decided can never show it.
+GUIDE_ALPHA = 0.05
 
 
 @dataclass
@@ -57,8 +61,8 @@ class SelectConfig:
     """Thresholds and sampling of checkpoint validation."""
 
     win_threshold: float = opt(WIN_THRESHOLD, "An expert epoch, a critic or a guide is used when its validation "
-                                              "win rate reaches this (under uno-guided a guide already at 0.5: "
-                                              "not worse than base).")
+                                              "win rate reaches this (under uno-guided a guide unless its items "
+                                              "show it worse than base: a sign test at 0.05).")
     judge: str = opt("auto", "How an answer and the base answer are compared on a validation item: `llm` (the "
                              "judge's 1-10 score against the item's feedback rules, as the reference), `likelihood` "
                              "(how much likelier the answer becomes when those rules are stated: log P(answer | "
@@ -135,7 +139,7 @@ async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int],
                                 row["val_logs"], {}, clustering, guide.as_json())
     items = _joined(base, await baseline(ws, models, row["train_logs"], cfg, "base answers (training logs)"), cfg)
     val = await validate(ws, models, module_id, [1], guide_answers(models, module_id, guide, items, cfg), items, cfg)
-    return Candidate(PathName.GUIDE, module_id, None, val.rate(1))
+    return Candidate(PathName.GUIDE, module_id, None, val.rate(1), tuple(val.outcomes.get(1, ())))
 
 
 def _joined(a: Baseline, b: Baseline, cfg: SelectConfig) -> Baseline:
@@ -315,6 +319,14 @@ class Candidate:
     module_id: str
     epoch: int | None
     win_rate: float | None
+    outcomes: tuple[float, ...] = ()  # a guide's per-item outcomes (1 win, ½ tie, 0 loss)
+
+    def shown_worse(self, alpha: float = GUIDE_ALPHA) -> bool:
+        """Whether its outcomes show it worse than base: more losses than wins, and the chance of at most that many
+        wins among the items not tied, were each a coin flip, below ``alpha`` (a one-sided sign test)."""
+        wins, losses = self.outcomes.count(1.0), self.outcomes.count(0.0)
+        n = wins + losses
+        return losses > wins and sum(math.comb(n, k) for k in range(wins + 1)) / 2 ** n < alpha
 
     def reaches(self, threshold: float) -> bool:
         """Whether it may be used: judged, at or above ``threshold``, and (an expert) with an epoch that passed."""
@@ -324,9 +336,9 @@ class Candidate:
 
 def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | None, guide: Candidate | None,
                   threshold: float) -> Plan:
-    """The ``uno-guided`` plan: the guide unless its validation showed it worse than base (win rate below
-    :data:`GUIDE_FLOOR`, or ``threshold`` if lower; not judged: not used); else the expert or the critic whose win
-    rate is highest and reaches ``threshold`` (the expert on ties); else base.
+    """The ``uno-guided`` plan: the guide unless its validation showed it worse than base
+    (:meth:`Candidate.shown_worse`; not judged: not used); else the expert or the critic whose win rate is highest
+    and reaches ``threshold`` (the expert on ties); else base.
 
     Why the guide first: it is the rules memory's way of answering (the rules of the nearest logs before the
     question), the bar an expert or critic must beat to replace it, and a few validation items against base cannot
@@ -335,7 +347,7 @@ def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | No
     base, at 2.4 times the guide's prompt tokens and no better answers (docs/benchmarks.md)."""
     tried = [c for c in (guide, expert, critic) if c is not None]
     rates = "; ".join(f"{c.path} {'not judged' if c.win_rate is None else f'{c.win_rate:.2f}'}" for c in tried)
-    ok = [c for c in tried if c.reaches(min(GUIDE_FLOOR, threshold) if c is guide else threshold)]
+    ok = [c for c in tried if (c.win_rate is not None and not c.shown_worse() if c is guide else c.reaches(threshold))]
     if not ok:
         return Plan(cluster=cluster, system="uno-guided", path=PathName.BASE,
                     reason=f"no path reached {threshold:.2f} ({rates or 'nothing validated'})")
