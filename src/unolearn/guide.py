@@ -7,12 +7,6 @@ a NFCats question the HelloBench rules. A question instead gets the entries supp
 :data:`NEAR_VOTES` of the :data:`NEAREST_LOGS` training logs whose queries are nearest to it — the rules memory's
 way of choosing, from entries that earned their place (support, screening, no rejection) and whose cluster's guide
 passed validation.
-The anchors are all of the cluster's training and validation logs, including those behind no entry ("silent":
-their users' feedback gave no rule that earned a place), as the rules memory counts a neighbour whose feedback
-gave no rule among its nearest logs: on held-out seed 1007 a cluster held 7 NFCats logs (6 with rules) and 5
-HelloBench logs (1 with a rule, behind no entry); with anchors only for the logs behind entries, every HelloBench
-question's five nearest anchors were NFCats logs and it got NFCats' "one-line summary" (docs/benchmarks.md). A
-question whose nearest logs are silent gets no guide and is answered as base.
 Each entry is given in the words of the nearest logs that asked for it (:attr:`Guide.says`), as the rules memory
 gives them, where a wording passed screening on its own and stays within the merge similarity of the entry's text
 (``RuleMember.servable``); otherwise, and for entries a person approved, in the entry's text. Why: the entry's
@@ -71,18 +65,19 @@ class Guide:
     def without(self, log_id: str, min_support: int = 2) -> Guide:
         """The guide as if one training log had been held out: without its anchor, and without the entries it
         supports that keep fewer than ``min_support`` other anchors (the rulebook's ``min_users`` would have
-        dropped them; an anchor left with no entry stays, silent); how it answers that log's question when validated
-        on it."""
+        dropped them); how it answers that log's question when validated on it."""
         if log_id not in self.sources:
             return self
         a = self.sources.index(log_id)
         others = [i for i in range(len(self.sources)) if i != a]
         left = {e: sum(e in self.supports[i] for i in others) for e in self.supports[a]}
         dropped = {e for e, n in left.items() if n < min_support}
-        supports = tuple(tuple(e for e in self.supports[i] if e not in dropped) for i in others)
-        says = tuple(tuple((e, w) for e, w in self.says[i] if e not in dropped) for i in others) if self.says else ()
-        return Guide(self.lang, self.rules, self.anchors[others], supports,
-                     sources=tuple(self.sources[i] for i in others), says=says)
+        supports = [tuple(e for e in self.supports[i] if e not in dropped) for i in others]
+        kept = [j for j, s in enumerate(supports) if s]
+        says = tuple(tuple((e, w) for e, w in self.says[others[j]] if e not in dropped) for j in kept) \
+            if self.says else ()
+        return Guide(self.lang, self.rules, self.anchors[[others[j] for j in kept]], tuple(supports[j] for j in kept),
+                     sources=tuple(self.sources[others[j]] for j in kept), says=says)
 
     def text(self, indices: Sequence[int] | None = None) -> str | None:
         """The guide text of the entries ``indices`` (all by default), numbered, in rulebook order (None: none)."""
@@ -107,7 +102,7 @@ class Guide:
 
     def nearest(self, vec: np.ndarray, k: int = NEAREST_LOGS, votes: int = NEAR_VOTES) -> list[int]:
         """The entries supported by at least ``votes`` of the ``k`` anchors nearest to the unit vector ``vec`` (the
-        nearest anchor's entries when none is: none when it is silent); none without anchors."""
+        nearest anchor's entries when none is); none without anchors."""
         if len(self.anchors) == 0:
             return []
         return self._voted(self._order(vec, k), votes)

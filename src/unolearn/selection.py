@@ -134,7 +134,7 @@ async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int],
     entries = [e for e in ws.rulebook(cluster_id) if e.in_prompt]
     if not entries or row is None:
         return None
-    guide = build_guide(ws, models, entries, [*row["train_logs"], *row["val_logs"]])
+    guide = build_guide(ws, models, entries)
     module_id = ws.ensure_guide(cluster_id, guide.text() or "", [e.id for e in entries], row["train_logs"],
                                 row["val_logs"], {}, clustering, guide.as_json())
     items = _joined(base, await baseline(ws, models, row["train_logs"], cfg, "base answers (training logs)"), cfg)
@@ -150,18 +150,16 @@ def _joined(a: Baseline, b: Baseline, cfg: SelectConfig) -> Baseline:
     return Baseline(logs, [*a.answers, *b.answers], [*a.scores, *b.scores])
 
 
-def build_guide(ws: Workspace, models: Models, entries: list[RuleEntry], silent: Sequence[str] = ()) -> Guide:
-    """The guide of a cluster's entries that reach prompts: per log behind them, its query vector (under the
-    routing embedder), the entries it supports and the wordings it lends them (:meth:`RuleEntry.wording`); the
-    logs ``silent`` behind none (the cluster's other logs, which the module recorded) are anchors that support
-    nothing (:mod:`unolearn.guide`)."""
-    says: dict[str, list[tuple[int, str]]] = {log_id: [] for log_id in sorted(set(silent))}
+def build_guide(ws: Workspace, models: Models, entries: list[RuleEntry]) -> Guide:
+    """The guide of a cluster's entries that reach prompts: per training log behind them, its query vector
+    (under the routing embedder), the entries it supports and the wordings it lends them
+    (:meth:`RuleEntry.wording`)."""
+    says: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for i, entry in enumerate(entries):
         for m in entry.members:
             wording = entry.wording(m)
-            said = says.setdefault(m.log_id, [])
-            if (i, wording) not in said:
-                said.append((i, wording))
+            if (i, wording) not in says[m.log_id]:
+                says[m.log_id].append((i, wording))
     queries = [ws.get_log(log_id).query for log_id in says]
     vecs = models.embedder.embed(queries) if queries else np.zeros((0, 1), dtype=np.float32)
     supports = [[e for e, _ in said] for said in says.values()]
