@@ -196,6 +196,18 @@ def test_rules_that_quote_or_count_differently_are_not_merged_however_close_they
     assert markers("Keep it under ３ lines, I don't mind 'Note:' lines") == {"3", "note"}
 
 
+def test_rules_that_quote_one_phrase_with_other_closing_marks_merge():
+    """Held-out seed 1010: the 0.5B model distilled two users' sign-off as ‘以上仅供参考.’ and as “以上仅供参考。”;
+    compared as written, the quoted phrases differed, and each user's entry stayed unsupported."""
+    rules = ["结尾请固定写上‘以上仅供参考.’。", "最后一句请用“以上仅供参考。”结束。", "Finish with 'Good luck!'",
+             "Always end with \"GOOD LUCK\"", "用3-6个“- ”要点列出来。", "请把要点列成3到6条无序列表（用“* ”开头）。"]
+    vecs = np.ones((len(rules), 4)) / 2  # cosine 1.0 between every pair
+    groups = asyncio.run(merge(None, rules, vecs, "zh", RulebookConfig()))
+    assert sorted(map(sorted, groups)) == [[0, 1], [2, 3], [4], [5]]  # a "- " bullet is not a "* " one
+    assert markers("最后一句请用“以上仅供参考。”结束。") == {"以上仅供参考"}
+    assert markers("用3-6个“- ”要点") == {"-", "3", "6"}
+
+
 def test_a_members_wording_stands_for_its_entry_only_when_screened_and_close_to_its_text(ws):
     """An attacker phrases a rule that others asked for with their link: merged into the supported entry, their
     wording would reach every near question's prompt if the guide lent any member's wording."""
