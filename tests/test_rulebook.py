@@ -231,3 +231,29 @@ def test_a_members_wording_stands_for_its_entry_only_when_screened_and_close_to_
     assert "evil.example" in build_guide(ws, models, [ungated]).for_query(vec / np.linalg.norm(vec))
     approved = entry.model_copy(update={"status": "approved"})  # a person approved the text, not each wording
     assert polite not in build_guide(ws, models, [approved]).for_query(vec / np.linalg.norm(vec))
+
+
+EXAMPLE, SIGN_OFF, BULLETS = "举一个具体的例子。", "结尾请固定写上“以上仅供参考。”。", "请把要点列成3到6条无序列表。"
+
+
+def test_a_rule_of_several_sentences_lends_each_its_support_and_a_rejection_takes_only_its_sentence(ws):
+    """Held-out seed 1010: the 0.5B model wrote each user's complaints as one rule of three sentences, so no two
+    users' rules were alike and the sign-off they both asked for reached no guide (unsupported)."""
+    rules = {"a": [EXAMPLE + SIGN_OFF], "b": [SIGN_OFF + BULLETS], "c": ["请用编号列表作答。"]}
+    logs = [log(u, f"法律问题{i}：合同无效怎么办？") for i, u in enumerate(rules)]
+    ws.add_logs(logs)
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (0, ?, ?, 'hash', ?)", (len(logs), b"\0" * 16, now()))
+        for lg in logs:
+            c.execute("INSERT INTO cluster_members VALUES (?, 0)", (lg.id,))
+            c.execute("INSERT INTO rules VALUES (?, 'feedback', ?, 'm', ?)",
+                      (lg.id, json.dumps(rules[lg.user_key.split(":")[-1]], ensure_ascii=False), now()))
+    models = Models(ws, generator=MockChatModel(), judge=MockChatModel(responder=judge), embedder=HashEmbedder(256))
+    run(ws, models, RulebookConfig(unsure_band=0.0), split=TrainConfig(val_fraction=0.0))
+    entries = {e.text: (e.status, e.n_users) for e in ws.rulebook()}
+    assert entries == {SIGN_OFF: ("kept", 2), EXAMPLE: ("unsupported", 1), BULLETS: ("unsupported", 1),
+                       "请用编号列表作答。": ("unsupported", 1)}
+    sign_off = next(e for e in ws.rulebook() if e.text == SIGN_OFF)
+    assert ws.decide_entry(sign_off, "rejected") == 2
+    assert dict(ws.rule_sets("feedback")) == {logs[0].id: [EXAMPLE], logs[1].id: [BULLETS],
+                                              logs[2].id: ["请用编号列表作答。"]}

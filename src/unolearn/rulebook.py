@@ -5,7 +5,8 @@ the same lessons, and a small model follows rules in its prompt best. A cluster'
 the ``guide`` path (the rules placed before the question), validated like an expert by ``select``.
 
 Per cluster, from the logs of its training split (the validation logs judge the guide, so their rules
-stay out of it):
+stay out of it), each rule taken sentence by sentence (:func:`unolearn.rulefilter.sentences`: a small model
+writes one user's several complaints as one rule, which no other user's rule is like):
 
 1. **Merge** rules that say the same thing: cosine ≥ ``merge_similarity`` under the embedder, or, for
    pairs less than ``unsure_band`` below it, the judge's yes/no ("do they ask for the same thing?")
@@ -51,7 +52,7 @@ from .distill import feedback_examples
 from .errors import ConfigError, InputError
 from .profiles import note
 from .records import Lang, Log, RuleEntry, RuleMember, RuleStatus, content_hash
-from .rulefilter import QUOTED
+from .rulefilter import QUOTED, sentences
 from .screen import screen_reason
 from .store import Workspace
 from .store.rulebook import Rejections
@@ -219,16 +220,15 @@ async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, 
     """The rulebook entries of one cluster from its (log, feedback rules) examples; rules a person rejected,
     their paraphrases among them (``trust.rejected``), are left out."""
     trust = trust or Trust(Rejections("", frozenset(), {}))
-    items = [(log, rule) for log, rules in examples for rule in rules
-             if decisions.get((log.id, rule)) != "rejected"]
-    vecs = models.embedder.embed([rule for _, rule in items]) if items else np.zeros((0, 1))
-    keep = [i for i, (_, rule) in enumerate(items) if not trust.rejected.rejects(
+    items = _items(examples, decisions, trust.rejected)
+    vecs = models.embedder.embed([rule for _, rule, _ in items]) if items else np.zeros((0, 1))
+    keep = [i for i, (_, rule, _) in enumerate(items) if not trust.rejected.rejects(
         rule, vecs[i], models.embedder.model_id, cfg.merge_similarity)]
     items, vecs = [items[i] for i in keep], vecs[keep]
     if not items:
         return []
-    lang: Lang = max(("en", "zh"), key=lambda lg: sum(log.lang == lg for log, _ in items))
-    rules = [rule for _, rule in items]
+    lang: Lang = max(("en", "zh"), key=lambda lg: sum(log.lang == lg for log, _, _ in items))
+    rules = [rule for _, rule, _ in items]
     sims = vecs @ vecs.T
     jd = models.judge
     candidates = []
@@ -238,13 +238,28 @@ async def build_cluster(models: Models, cluster: int, examples: list[tuple[Log, 
         members = [RuleMember(log_id=items[i][0].id, user=items[i][0].user_key, rule=rules[i],
                               servable=bool(sims[i, centre] >= cfg.merge_similarity) and screened[i] is None)
                    for i in group]
-        approved = any(decisions.get((m.log_id, m.rule)) == "approved" for m in members)
+        approved = any(decisions.get((items[i][0].id, r)) == "approved" for i in group for r in items[i][1:])
         candidates.append(_Candidate(text, members, _novelty(models, text, members, priors), approved,
                                      screened[centre]))
     candidates.sort(key=lambda c: (not c.approved, [-s for s in c.support], c.text))
     statuses = [_status(c, cfg, trust.identified) for c in candidates]
     beaten = await _contradicted(jd, candidates, statuses, lang) if cfg.contradictions else {}
     return _entries(cluster, lang, candidates, statuses, beaten, cfg)
+
+
+def _items(examples: list[tuple[Log, list[str]]], decisions: dict[tuple[str, str], str],
+           rejected: Rejections) -> list[tuple[Log, str, str]]:
+    """(log, rule, the stored rule it comes from) of every sentence of every rule (:func:`sentences`), each once
+    per log; none of a rule a person rejected (or that is a rejected text) and none a person rejected itself."""
+    out: dict[tuple[str, str], tuple[Log, str, str]] = {}
+    for log, rules in examples:
+        for rule in rules:
+            if decisions.get((log.id, rule)) == "rejected" or rejected.rejects(rule, None, None, 1.0):
+                continue
+            for part in sentences(rule, log.lang):
+                if decisions.get((log.id, part)) != "rejected":
+                    out.setdefault((log.id, part), (log, part, rule))
+    return list(out.values())
 
 
 def _novelty(models: Models, text: str, members: list[RuleMember], priors: dict[str, list[str]]) -> float | None:

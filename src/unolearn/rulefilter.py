@@ -108,6 +108,27 @@ def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None
     return kept, rejected
 
 
+def sentences(rule: str, lang: str) -> list[str]:
+    """The rule's sentences (:data:`SENTENCE_END`), each once and in order, when every one has two words or more;
+    else the rule itself. A small model writes several users' complaints as one rule ("举一个例子。结尾写上“以上仅供
+    参考。”。用3-6个要点。"): as one text, no two users' rules are alike, and none gains support."""
+    parts = list(dict.fromkeys(p.strip() for p in SENTENCE_END.split(rule) if p.strip()))
+    if len(parts) < 2 or any(len(_words(p, lang)) < 2 for p in parts):
+        return [rule]
+    return parts
+
+
+def without_sentences(rule: str, gone: set[str], lang: str) -> str:
+    """``rule`` without its sentences in ``gone`` ("" when nothing of it is left)."""
+    if rule in gone:
+        return ""
+    parts = sentences(rule, lang)
+    if not gone.intersection(parts):
+        return rule
+    kept = [p for p in parts if p not in gone]
+    return ("" if lang == "zh" else " ").join(kept)
+
+
 def echo_rules(feedback: Sequence[str], lang: str, query: str, answer: str | None = None) -> list[str]:
     """The user's own sentences that pass as rules (two words or more; no question, thanks, copy, ...), in
     order, once each.

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import NotFoundError
 from ..records import RuleEntry, RuleMember, canonical_json, content_hash
+from ..rulefilter import without_sentences
 from .base import Base, now, upsert
 from .clusters import still_current
 from .snapshots import publish, stored_guide
@@ -181,7 +182,8 @@ class RulebookTables(Base):
         Rejecting also records what recognises the text (its keyed hash, and ``vector`` under ``embedder``) so
         that the same text or a paraphrase never returns, from any log; takes the entry out of every plan that
         serves it in a guide (those plans fall back to the base model, and a new snapshot is published at once);
-        removes the rules from their logs' feedback rules and deletes those logs' pairs (revised under them), so
+        removes the rules from their logs' feedback rules (a sentence of a longer rule from that rule: the rulebook
+        takes rules sentence by sentence) and deletes those logs' pairs (revised under them), so
         the next run redistils the pairs and retrains what learned from them.
         """
         logs = sorted({m.log_id for m in entry.members})
@@ -190,12 +192,12 @@ class RulebookTables(Base):
             c.execute("UPDATE rulebook SET status = ? WHERE id = ?", (decision, entry.id))
             if decision == "rejected":
                 self._reject(c, entry, vector, embedder)
-                gone = {(m.log_id, m.rule) for m in entry.members}
                 for log_id in logs:
-                    row = c.execute("SELECT rules FROM rules WHERE log_id = ? AND kind = 'feedback'",
-                                    (log_id,)).fetchone()
+                    row = c.execute("SELECT r.rules, l.lang FROM rules r JOIN logs l ON l.id = r.log_id "
+                                    "WHERE r.log_id = ? AND r.kind = 'feedback'", (log_id,)).fetchone()
                     if row:
-                        kept = [r for r in json.loads(row[0]) if (log_id, r) not in gone]
+                        gone = {m.rule for m in entry.members if m.log_id == log_id}
+                        kept = [k for r in json.loads(row[0]) if (k := without_sentences(r, gone, row[1]))]
                         c.execute("UPDATE rules SET rules = ? WHERE log_id = ? AND kind = 'feedback'",
                                   (canonical_json(kept), log_id))
                     c.execute("DELETE FROM pairs WHERE log_id = ? AND origin = 'revision'", (log_id,))
