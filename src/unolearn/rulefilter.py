@@ -110,8 +110,8 @@ def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None
 
 def sentences(rule: str, lang: str) -> list[str]:
     """The rule's sentences (:data:`SENTENCE_END`), each once and in order, when every one has two words or more;
-    else the rule itself. A small model writes several users' complaints as one rule ("举一个例子。结尾写上“以上仅供
-    参考。”。用3-6个要点。"): as one text, no two users' rules are alike, and none gains support."""
+    else the rule itself. A small model writes one user's several complaints as one rule ("举一个例子。结尾写上“以上
+    仅供参考。”。用3-6个要点。"): as one text, no two users' rules are alike, and none gains support."""
     parts = list(dict.fromkeys(p.strip() for p in SENTENCE_END.split(rule) if p.strip()))
     if len(parts) < 2 or any(len(_words(p, lang)) < 2 for p in parts):
         return [rule]
