@@ -246,6 +246,42 @@ def test_a_high_gap_clusters_expert_is_validated_but_the_critic_serves(ws):
     assert funnel(ws)["experts_passed"] == 1
 
 
+def test_a_cross_fitted_critic_is_judged_on_every_log_each_by_the_fold_critic_that_did_not_train_on_it(ws):
+    """A cluster of six logs whose critic trained on them all (``train.critic_folds``): its two fold critics are
+    each judged on the three logs they did not train on, and their six outcomes decide. A held-out split of a small
+    cluster leaves one item or none, and the critic is never judged (``uno`` falls to base)."""
+    ids = seed_workspace(ws)["law"]
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 6, b"\0" * 16, "hash", now()))
+        c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, 0) for i in ids])
+        c.execute("INSERT INTO gaps VALUES (0,'embedding',0.9,0.9,0.9,6,'reflective',0.45)")
+    add_module(ws, "fold-old", 0, "critic-fold", ids[:3], metrics={"partition": "logs-old"}, train_ids=ids[3:])
+    add_module(ws, "fold-1", 0, "critic-fold", ids[:3], metrics={"partition": "logs-p", "eval_loss": {"1": 2.0,
+               "2": 1.0}}, train_ids=ids[3:])
+    add_module(ws, "fold-2", 0, "critic-fold", ids[3:], metrics={"partition": "logs-p", "eval_loss": {"1": 2.0,
+               "2": 1.5}}, train_ids=ids[:3])
+    add_module(ws, "crit-law", 0, "critic", [], metrics={"partition": "logs-p"}, train_ids=ids)
+
+    def generator(req):  # the fold critics ask for the statute; the base model's revision follows them
+        if req.adapter in ("fold-1@2", "fold-2@2"):
+            return "1. Cite the statute."
+        content = req.messages[-1]["content"]
+        return "An answer citing the statute." if "Cite the statute" in content else "An answer."
+
+    def judge(req):
+        answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
+        return json.dumps({"reason": "r", "score": 9 if "statute" in answer else 5})
+
+    gen = MockChatModel(responder=generator)
+    plans = run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=judge), embedder=HashEmbedder()))
+    uno = next(p for p in plans if p.system == "uno")
+    assert (uno.path, uno.module_id, uno.epoch, uno.win_rate) == ("reflective", "crit-law", 2, 1.0)
+    assert "critic epoch 2 (won 1.00 of validation comparisons (cross-fitted, 6 items))" in uno.reason
+    critiques = {(r.adapter, r.owners[0]) for r in gen.history if r.adapter}
+    assert critiques == {*(("fold-1@2", i) for i in ids[:3]), *(("fold-2@2", i) for i in ids[3:])}
+    judged = dict(ws.conn.execute("SELECT module_id, count(*) FROM validation GROUP BY module_id").fetchall())
+    assert judged == {"fold-1": 3, "fold-2": 3}  # the served critic's own items: none (it trained on all)
+
 def test_uno_guided_takes_the_best_validated_path():
     expert, critic = E("e", 2, 0.6), C("c", 1, 0.7)
     assert (decide_guided(0, expert, critic, G("g", 0.9), 0.53).path, decide_guided(0, expert, critic, G("g", 0.9),

@@ -128,8 +128,17 @@ def test_experts_and_critics_follow_the_plan(trained):
     assert len([m for m in modules if m.kind == "critic"]) == 3
     for m in modules:
         assert set(m.metrics["train_loss"]) == {1, 2} and all(np.isfinite(list(m.metrics["train_loss"].values())))
-        assert m.n_train == 4 and m.n_val == 2  # six logs with rules: min_val_logs (2) held out, not 20%
         assert [p.name for p in sorted(Path(m.path).iterdir())] == ["epoch-1", "epoch-2"]
+    for c in by_theme.values():
+        expert, critic = ws.modules(c, "expert")[0], ws.modules(c, "critic")[0]
+        assert len(expert["train_logs"]) == 4 and len(expert["val_logs"]) == 2  # min_val_logs (2) held out, not 20%
+        # the critic is cross-fitted (train.critic_folds 2): it trains on all six logs, each fold critic on three
+        # and is judged on the other three, so that every log is judged once
+        assert len(critic["train_logs"]) == 6 and critic["val_logs"] == []
+        folds = ws.modules(c, "critic-fold")
+        assert [(len(f["train_logs"]), len(f["val_logs"])) for f in folds] == [(3, 3), (3, 3)]
+        assert sorted(folds[0]["val_logs"] + folds[1]["val_logs"]) == sorted(critic["train_logs"])
+        assert {f["metrics"]["partition"] for f in folds} == {critic["metrics"]["partition"]}
 
 
 def test_critic_sees_long_questions_and_answers_clipped():
@@ -398,11 +407,13 @@ def test_bench_train_trains_one_seeded_cluster(tiny_model_dir, tmp_path):
                       lora_alpha=8, max_length=256)
     out = bench_train(5, cfg, HashEmbedder(dim=64), answer_words=12, workspace=tmp_path / "ws")
     assert out["config"]["profile"] == "cpu" and out["pairs"] == 5
+    assert (out["expert"]["n_train"], out["expert"]["n_val"]) == (4, 1)
+    assert (out["critic"]["n_train"], out["critic"]["n_val"]) == (5, 0)  # cross-fitted: judged by its folds
+    assert out["critic_folds"]["n"] == 2 and sorted(out["critic_folds"]["n_val"]) == [2, 3]
     for kind in ("expert", "critic"):
-        assert (out[kind]["n_train"], out[kind]["n_val"]) == (4, 1)
         assert out[kind]["seconds"] > 0 and Path(out[kind]["path"], "epoch-1").is_dir()
     with Workspace.open(tmp_path / "ws") as ws:  # kept, with the modules recorded for select and answer
-        assert {m["kind"] for m in list_modules(ws)} == {"expert", "critic"}
+        assert {m["kind"] for m in list_modules(ws)} == {"expert", "critic", "critic-fold"}
         assert ws.conn.execute("SELECT embedder, size FROM clusters").fetchall() == [("hash", 5)]
     with pytest.raises(InputError, match="empty workspace"):
         bench_train(5, cfg, HashEmbedder(dim=64), answer_words=12, workspace=tmp_path / "ws")

@@ -32,6 +32,7 @@ class ModuleKind(StrEnum):
     EXPERT = "expert"
     CRITIC = "critic"
     GUIDE = "guide"
+    CRITIC_FOLD = "critic-fold"  #: a critic trained without one fold of its cluster's logs, judged on that fold
 
 
 #: The systems with stored plans, in the order reported.

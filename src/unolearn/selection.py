@@ -13,7 +13,10 @@ epoch is used when its win rate reaches 0.53; otherwise the cluster falls back.
 
 The reflective path (the critic's epoch of lowest validation loss, as in the reference, then the
 base model's revision) is judged the same way on the same items, against the same base answers; its
-win rate is reported in the plan (the paths below stay the paper's; a later system may choose by it).
+win rate is reported in the plan (the paths below stay the paper's; a later system may choose by it). A
+cross-fitted critic (``train.critic_folds``) is judged instead by its folds, each fold critic on the logs it
+did not train on: every log of the cluster is an item once, where a held-out split leaves a small cluster
+one item or none.
 
 Final plans, per cluster and system (a high-gap cluster's expert is validated and reported, not used):
 - ``uno``: ``primary(epoch)`` when the gap is low and the expert passed, else ``reflective`` (critic, then revise)
@@ -117,6 +120,17 @@ def best_critic_epoch(metrics: dict[str, Any], epochs: int) -> int:
     return min(sorted(evals), key=lambda e: evals[e]) if evals else epochs
 
 
+def crossfit_epoch(folds: list[dict[str, Any]], epochs: int) -> int:
+    """The epoch of a cross-fitted critic: the one whose validation loss, averaged over its folds, is lowest (the
+    last epoch when no fold has validation losses)."""
+    losses: dict[int, list[float]] = defaultdict(list)
+    for row in folds:
+        for k, v in (row["metrics"].get("eval_loss") or {}).items():
+            losses[int(k)].append(v)
+    means = {e: sum(v) / len(v) for e, v in losses.items() if e <= epochs}
+    return min(sorted(means), key=lambda e: means[e]) if means else epochs
+
+
 # -- the stage -------------------------------------------------------------------------------
 
 
@@ -124,6 +138,20 @@ def _latest_module(ws: Workspace, cluster: int, kind: str) -> dict[str, Any] | N
     """The newest ``kind`` module of ``cluster`` in the current clustering (never one made for another)."""
     found = ws.modules(cluster, kind)
     return found[0] if found else None
+
+
+def _folds_of(ws: Workspace, critic: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The fold critics that cross-fit ``critic`` (trained on its logs, each without its fold), newest first; none
+    when it was trained on a held-out split."""
+    if critic is None or critic["val_logs"] or not (part := critic["metrics"].get("partition")):
+        return []
+    folds: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for row in ws.modules(critic["cluster"], "critic-fold"):
+        if row["metrics"].get("partition") == part and not seen & set(row["val_logs"]):
+            folds.append(row)
+            seen |= set(row["val_logs"])
+    return folds
 
 
 async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int], row: dict[str, Any] | None,
@@ -205,10 +233,11 @@ class Baseline:
 
 
 async def baseline(ws: Workspace, models: Models, val_ids: list[str], cfg: SelectConfig,
-                   desc: str = "base answers") -> Baseline:
-    """The validation items of ``val_ids`` and the base model's judged answers (none below ``min_val_items``)."""
+                   desc: str = "base answers", min_items: int | None = None) -> Baseline:
+    """The validation items of ``val_ids`` and the base model's judged answers (none below ``min_items``, by
+    default ``min_val_items``)."""
     logs = feedback_examples(ws, val_ids)
-    if len(logs) < cfg.min_val_items:
+    if len(logs) < (cfg.min_val_items if min_items is None else min_items):
         return Baseline(logs, [], [])
     answers = [a.text if a.ok else "" for a in
                await models.generator.generate(_answer_requests(logs, cfg, None), desc=desc)]
@@ -379,7 +408,9 @@ def decide(cluster: int, gap_plan: str | None, expert: Candidate | None, critic:
     if critic is None:
         return [Plan(cluster=cluster, system="uno", path=PathName.BASE, win_rate=rate, reason=why + "; no critic"),
                 single]
-    judged = f"won {critic.win_rate:.2f} of validation comparisons" if critic.win_rate is not None else "not judged"
+    judged = "not judged" if critic.win_rate is None else (
+        f"won {critic.win_rate:.2f} of validation comparisons"
+        + (f" (cross-fitted, {len(critic.outcomes)} items)" if critic.outcomes else ""))
     if critic.reaches(threshold):
         return [_plan(cluster, "uno", critic, f"{why}; critic epoch {critic.epoch} ({judged})"), single]
     below = "" if critic.win_rate is None else f", below {threshold:.2f}"
@@ -517,7 +548,28 @@ async def _expert(ws: Workspace, models: Models, row: dict[str, Any], base: Base
 
 
 async def _critic(ws: Workspace, models: Models, row: dict[str, Any], base: Baseline, cfg: SelectConfig) -> Candidate:
-    """The critic of ``row`` at its epoch of lowest validation loss, its reflective path validated."""
+    """The critic of ``row`` at its epoch of lowest validation loss, its reflective path validated; a cross-fitted
+    critic (:func:`_folds_of`) by its folds instead."""
+    if folds := _folds_of(ws, row):
+        return await _crossfit_critic(ws, models, row, folds, cfg)
     epoch = best_critic_epoch(row["metrics"], row["epochs"])
     val = await validate(ws, models, row["id"], [epoch], critic_answers(ws, models, row["id"], base, cfg), base, cfg)
     return Candidate(PathName.REFLECTIVE, row["id"], epoch, val.rate(epoch))
+
+
+async def _crossfit_critic(ws: Workspace, models: Models, row: dict[str, Any], folds: list[dict[str, Any]],
+                           cfg: SelectConfig) -> Candidate:
+    """A cross-fitted critic: each fold critic's reflective path (at its epoch of lowest validation loss) is judged
+    on the fold it did not train on, and the outcomes of all folds are the critic's (judged once there are
+    ``min_val_items``); it serves at :func:`crossfit_epoch`."""
+    outcomes = [o for found in await together(*(_fold_outcomes(ws, models, f, cfg) for f in folds)) for o in found]
+    rate = sum(outcomes) / len(outcomes) if len(outcomes) >= cfg.min_val_items else None
+    return Candidate(PathName.REFLECTIVE, row["id"], crossfit_epoch(folds, row["epochs"]), rate, tuple(outcomes))
+
+
+async def _fold_outcomes(ws: Workspace, models: Models, fold: dict[str, Any], cfg: SelectConfig) -> list[float]:
+    """The outcomes of one fold critic's reflective path on its fold (every item it has)."""
+    base = await baseline(ws, models, fold["val_logs"], cfg, "base answers (critic folds)", min_items=1)
+    epoch = best_critic_epoch(fold["metrics"], fold["epochs"])
+    val = await validate(ws, models, fold["id"], [epoch], critic_answers(ws, models, fold["id"], base, cfg), base, cfg)
+    return val.outcomes.get(epoch, [])

@@ -42,7 +42,7 @@ from .plans import epoch_dir
 from .profiles import PROFILE_NAMES, note, train_values
 from .records import content_hash
 from .store import Workspace
-from .training_data import admitted, critic_rows, expert_rows, learning_rows, split_members
+from .training_data import admitted, critic_rows, critic_splits, expert_rows, learning_rows, split_members
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -79,6 +79,10 @@ class TrainConfig:
     min_val_logs: int = opt(2, "At least this many of a cluster's logs with rules are held out for validation "
                                "once it has three times as many (select judges an expert on no fewer than its "
                                "min_val_items, 2: at 20%, a cluster of 7 would keep one item and never be judged).")
+    critic_folds: int = opt(2, "Cross-fit each critic over this many folds of its cluster's logs with rules: a critic "
+                               "trained without each fold is judged on it, so every log is a validation item once, "
+                               "and the critic that serves trains on them all (about twice the critic training); "
+                               "0 or 1: one critic with the held-out split, as the reference.")
     seed: int = opt(42, "Seed of the split and of training.")
     min_pairs: int | None = opt(None, f"Clusters with fewer training pairs get no expert "
                                       f"({note('train', 'min_pairs')}).")
@@ -107,6 +111,8 @@ class TrainConfig:
         if min(ints) < 1:
             raise ConfigError("epochs, critic_epochs, lora_r, lora_alpha, batch_size, grad_accum, "
                               "max_length, min_pairs, min_steps_per_epoch and min_val_logs must be ≥ 1")
+        if self.critic_folds < 0:
+            raise ConfigError("train.critic_folds must be ≥ 0")
         if not 0.0 < self.max_user_share <= 1.0:
             raise ConfigError("train.max_user_share must be in (0, 1]")
         if not (0.0 <= self.val_fraction < 1.0 and 0.0 <= self.lora_dropout < 1.0 and self.learning_rate > 0):
@@ -346,7 +352,8 @@ def train_critic(base: Path, train: list[dict], val: list[dict], cfg: TrainConfi
             **length_fit(tok, train, cfg.max_length)}
 
 
-TRAINERS = {"expert": (expert_rows, train_expert), "critic": (critic_rows, train_critic)}
+TRAINERS = {"expert": (expert_rows, train_expert), "critic": (critic_rows, train_critic),
+            "critic-fold": (critic_rows, train_critic)}
 
 
 # -- the stage -------------------------------------------------------------------------------
@@ -366,7 +373,7 @@ def _module_key(kind: str, cluster: int, model: str, cfg: TrainConfig, train: li
     give the same module."""
     data_hash = content_hash("data", {"train": train, "val": val})
     relevant = {k: v for k, v in asdict(cfg).items() if k not in ("critics", "min_pairs", "base_model", "min_val_logs",
-                                                                  "max_user_share")}
+                                                                  "max_user_share", "critic_folds")}
     return content_hash(kind, {"cluster": cluster, "data": data_hash, "base": model, "cfg": relevant}), data_hash
 
 
@@ -391,6 +398,7 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
     meanwhile (the module is not recorded)."""
     assert cfg.min_pairs is not None and cfg.epochs is not None and cfg.critic_epochs is not None, "resolved()"
     make_rows, trainer = TRAINERS[kind]
+    partition = content_hash("logs", sorted({*train_ids, *val_ids}))  # a critic's folds share their critic's
     train_ids, held = admitted(ws, sorted(train_ids), cfg)
     train, val = make_rows(ws, train_ids), make_rows(ws, val_ids)
     if learning_rows(kind, train) < (cfg.min_pairs if kind == "expert" else 1):
@@ -419,7 +427,8 @@ def train_module(ws: Workspace, kind: str, cluster: int, base: Path, cfg: TrainC
         # collector next runs, or the next module's model is loaded beside this one (+2 GB measured).
         gc.collect()
     seconds = time.perf_counter() - start
-    metrics = {**metrics, "logs_quarantined": held["quarantined"], "logs_capped": held["capped"]}
+    metrics = {**metrics, "logs_quarantined": held["quarantined"], "logs_capped": held["capped"],
+               "partition": partition}
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     epochs = cfg.epochs if kind == "expert" else cfg.critic_epochs
     shutil.rmtree(final, ignore_errors=True)
@@ -483,13 +492,22 @@ def run(ws: Workspace, cfg: TrainConfig | None = None, cluster: int | None = Non
             raise InputError(f"no cluster {cluster}; clusters are 0..{max(clusters)}")
         clusters = [cluster]
     base = resolve_base_model(ws, cfg.base_model)
-    jobs = [(f"{kind} of cluster {c}", (kind, c, train_ids, val_ids))
-            for c in clusters for train_ids, val_ids in [split_members(ws, c, cfg)]
-            for kind in module_kinds(cfg, plans.get(c))]
+    jobs = [job for c in clusters for job in _cluster_jobs(ws, cfg, c, plans.get(c))]
     with ws.recorded_run("train", asdict(cfg)) as result:
         done, skipped, failed = _train_jobs(ws, cfg, base, clustering, jobs, executor or ExecutorConfig(), on_module)
         result.update(modules=[m.id for m in done], skipped=skipped, **({"failed": failed} if failed else {}))
     return done
+
+
+def _cluster_jobs(ws: Workspace, cfg: TrainConfig, c: int, gap_plan: str | None) -> list[tuple[str, tuple]]:
+    """The training jobs ``(key, (kind, cluster, train ids, val ids))`` of cluster ``c``: its expert on the held-out
+    split, its critic (and the critic's folds: :func:`critic_splits`)."""
+    kinds = module_kinds(cfg, gap_plan)
+    splits = [("expert", *split_members(ws, c, cfg))] if "expert" in kinds else []
+    splits += critic_splits(ws, c, cfg) if "critic" in kinds else []
+    folds = iter(range(1, len(splits) + 1))
+    return [(f"{kind}{f' {next(folds)}' if kind == 'critic-fold' else ''} of cluster {c}", (kind, c, train, val))
+            for kind, train, val in splits]
 
 
 def _train_jobs(ws: Workspace, cfg: TrainConfig, base: Path, clustering: int | None, jobs: list[tuple[str, tuple]],

@@ -26,6 +26,7 @@ class SplitSettings(Protocol):
     seed: int
     min_val_logs: int
     max_user_share: float
+    critic_folds: int
 
 
 def split_ids(ids: list[str], val_fraction: float, seed: int, min_val: int = 1) -> tuple[list[str], list[str]]:
@@ -51,6 +52,31 @@ def split_members(ws: Workspace, cluster: int, cfg: SplitSettings) -> tuple[list
                                    cfg.min_val_logs)
     return sorted(train_ids + list(no_rules)), val_ids
 
+
+def fold_ids(ids: list[str], folds: int, seed: int) -> list[list[str]]:
+    """``ids`` dealt into ``folds`` seeded folds as even as can be (fewer when there are fewer ids; none when that
+    leaves fewer than two)."""
+    ids = sorted(ids)
+    random.Random(seed).shuffle(ids)
+    k = min(folds, len(ids))
+    return [sorted(ids[i::k]) for i in range(k)] if k >= 2 else []
+
+
+def critic_splits(ws: Workspace, cluster: int, cfg: SplitSettings) -> list[tuple[str, list[str], list[str]]]:
+    """(kind, train ids, validation ids) of each critic a cluster gets.
+
+    With ``critic_folds`` k ≥ 2 the critic is cross-fitted: its logs with rules are dealt into k folds
+    (:func:`fold_ids`), a ``critic-fold`` module trains without each fold and is judged on it, so that every log is
+    a validation item once (a held-out split leaves a cluster of 5 one item, never judged); the critic that serves
+    trains on all the cluster's logs, judged by its folds. Otherwise (k ≤ 1, or one log with rules) one critic on
+    the held-out split of :func:`split_members`."""
+    members = ws.cluster_members(cluster)
+    no_rules = {log.id for log in no_rule_logs(ws, members)}
+    folds = fold_ids([m for m in members if m not in no_rules], cfg.critic_folds, cfg.seed)
+    if not folds:
+        return [("critic", *split_members(ws, cluster, cfg))]
+    every = sorted(members)
+    return [*(("critic-fold", sorted(set(every) - set(fold)), fold) for fold in folds), ("critic", every, [])]
 
 #: The logs a user may always give a cluster's training: the share binds in clusters larger than 15 logs, so a
 #: small cluster (a few users with a few dialogs each, as on a laptop) keeps its data, and one user's hundred

@@ -67,7 +67,7 @@ def seed_cluster(ws: Workspace, embedder: Embedder, n: int, answer_words: int, s
 
 def bench_train(n: int, cfg: TrainConfig, embedder: Embedder, answer_words: int = 120,
                 workspace: Path | None = None) -> dict[str, Any]:
-    """Seed one cluster of ``n`` pairs, train its expert and critic, and time each step."""
+    """Seed one cluster of ``n`` pairs, train its expert and critic (and the critic's folds), and time each step."""
     cfg = cfg.resolved()
     with tempfile.TemporaryDirectory(prefix="unolearn-bench-train-") as tmp:
         ws = Workspace.open(workspace or Path(tmp) / "ws")
@@ -84,9 +84,13 @@ def bench_train(n: int, cfg: TrainConfig, embedder: Embedder, answer_words: int 
     out: dict[str, Any] = {"pairs": n, "answer_words": answer_words, "base_model": str(base),
                            "prepare_base_s": round(prepare_s, 1),
                            "config": {k: getattr(cfg, k) for k in ("profile", "epochs", "critic_epochs", "lora_r",
-                                                                   "max_length", "grad_accum")}}
+                                                                   "max_length", "grad_accum", "critic_folds")}}
     for m in modules:
-        out[m.kind] = {"seconds": round(m.seconds, 1), "n_train": m.n_train, "n_val": m.n_val,
-                       "train_loss": m.metrics["train_loss"], "path": m.path if workspace else None}
+        if m.kind != "critic-fold":
+            out[m.kind] = {"seconds": round(m.seconds, 1), "n_train": m.n_train, "n_val": m.n_val,
+                           "train_loss": m.metrics["train_loss"], "path": m.path if workspace else None}
+    if folds := [m for m in modules if m.kind == "critic-fold"]:  # the critic's cross-fitting (train.critic_folds)
+        out["critic_folds"] = {"n": len(folds), "seconds": round(sum(m.seconds for m in folds), 1),
+                               "n_val": [m.n_val for m in folds]}
     out["total_s"] = round(prepare_s + sum(m.seconds for m in modules), 1)
     return out

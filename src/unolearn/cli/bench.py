@@ -131,7 +131,7 @@ def bench_train_cmd(ctx: click.Context, pairs: int, answer_words: int, keep: Pat
     out = bench_train(pairs, cfg, embedder, answer_words=answer_words, workspace=keep)
     echo_json(out) if as_json else click.echo(
         f"{pairs} pairs: base model ready in {out['prepare_base_s']:.0f} s; "
-        + ", ".join(f"{k} {out[k]['seconds']:.0f} s" for k in ("expert", "critic") if k in out)
+        + ", ".join(f"{k} {out[k]['seconds']:.0f} s" for k in ("expert", "critic", "critic_folds") if k in out)
         + f"; total {out['total_s']:.0f} s")
 
 

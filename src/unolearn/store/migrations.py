@@ -14,6 +14,7 @@ one still produces, statement for statement, the schema it always did.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -465,6 +466,30 @@ def m017_pulls(c: Connection) -> None:
     );
     """)
 
+
+@migration
+def m018_critic_folds(c: Connection) -> None:
+    """The ``critic-fold`` module kind: a critic trained without one fold of its cluster's logs, judged on that fold
+    (:func:`unolearn.training_data.critic_splits`). SQLite rebuilds ``modules`` from its own stored definition with
+    the wider CHECK, rows kept; PostgreSQL alters the CHECK."""
+    kinds = "CHECK (kind IN ('expert', 'critic', 'guide'))"
+    wider = "CHECK (kind IN ('expert', 'critic', 'guide', 'critic-fold'))"
+    if c.dialect.name != "sqlite":
+        _script(c, f"""
+        ALTER TABLE modules DROP CONSTRAINT modules_kind_check;
+        ALTER TABLE modules ADD CONSTRAINT modules_kind_check {wider};
+        """)
+        return
+    (sql,) = c.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'modules'").fetchone()
+    if kinds not in sql:
+        raise WorkspaceError(f"migration m018: the modules table has an unknown kind CHECK: {sql}")
+    c.execute(re.sub(r'^CREATE TABLE\s+"?modules"?', "CREATE TABLE modules_new", sql.replace(kinds, wider)))
+    _script(c, """
+    INSERT INTO modules_new SELECT * FROM modules;
+    DROP TABLE modules;
+    ALTER TABLE modules_new RENAME TO modules;
+    CREATE INDEX modules_cluster ON modules(cluster, kind);
+    """)
 
 def applied(c: Connection) -> set[str]:
     """The names of the migrations applied to the database of ``c`` (a read: nothing is created).
