@@ -78,6 +78,7 @@ def critic_splits(ws: Workspace, cluster: int, cfg: SplitSettings) -> list[tuple
     every = sorted(members)
     return [*(("critic-fold", sorted(set(every) - set(fold)), fold) for fold in folds), ("critic", every, [])]
 
+
 #: The logs a user may always give a cluster's training: the share binds in clusters larger than 15 logs, so a
 #: small cluster (a few users with a few dialogs each, as on a laptop) keeps its data, and one user's hundred
 #: logs still count as a fifth of a large one.
