@@ -33,7 +33,15 @@ from unolearn.train import (
     run,
     run_in_child,
 )
-from unolearn.training_data import critic_rows, expert_rows, learning_rows, split_ids, split_members
+from unolearn.training_data import (
+    critic_rows,
+    critic_splits,
+    expert_rows,
+    fold_ids,
+    learning_rows,
+    split_ids,
+    split_members,
+)
 
 TOPICS = {  # cluster theme → (query words, feedback rule); themes share no words, so they cluster apart
     "rice": ("how to cook rice grains pot", "Give numbered steps."),
@@ -99,6 +107,30 @@ def test_a_small_cluster_keeps_enough_validation_items_to_be_judged():
     assert len(split_ids([f"log{i}" for i in range(20)], 0.2, 42, min_val=2)[1]) == 4
     assert TrainConfig().min_val_logs == 2
 
+
+def test_folds_deal_every_id_once_and_need_two():
+    ids = [f"log{i}" for i in range(5)]
+    folds = fold_ids(ids, 2, 42)
+    assert sorted(len(f) for f in folds) == [2, 3] and sorted(sum(folds, [])) == ids
+    assert fold_ids(list(reversed(ids)), 2, 42) == folds and fold_ids(ids, 2, 1) != folds
+    assert sorted(fold_ids(ids[:2], 3, 42)) == [["log0"], ["log1"]] and fold_ids(ids[:1], 2, 42) == []
+    assert fold_ids(ids, 1, 42) == fold_ids(ids, 0, 42) == []
+
+
+def test_a_cross_fitted_critic_trains_on_every_log_and_its_folds_on_the_others(ws):
+    ids = seed_workspace(ws)["law"]
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 6, b"\0" * 16, "hash", now()))
+        c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, 0) for i in ids])
+    splits = critic_splits(ws, 0, TrainConfig())
+    assert [(k, len(t), len(v)) for k, t, v in splits] == [("critic-fold", 3, 3), ("critic-fold", 3, 3),
+                                                            ("critic", 6, 0)]
+    for _, train, val in splits[:2]:
+        assert sorted(train + val) == sorted(ids)
+    held_out = TrainConfig(critic_folds=0)  # as the reference: one critic on the held-out split
+    assert critic_splits(ws, 0, held_out) == [("critic", *split_members(ws, 0, held_out))]
+    with pytest.raises(ConfigError, match="critic_folds"):
+        TrainConfig(critic_folds=-1)
 
 def test_logs_whose_feedback_gave_no_rules_train_as_no_change_pairs(ws):
     ids = seed_workspace(ws)
