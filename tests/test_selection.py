@@ -30,6 +30,11 @@ CFG = SelectConfig()
 
 
 
+def statute_judge(req):
+    """An LLM judge that scores 9 the answers that mention the statute, 5 the others."""
+    answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
+    return json.dumps({"reason": "r", "score": 9 if "statute" in answer else 5})
+
 def bleu(candidate: str, reference: str, lang: str = "en") -> float:
     """Sentence BLEU with the brevity penalty (the drift guard's plain counterpart)."""
     return ngram_bleu(tokens(candidate, lang), [tokens(reference, lang)], 4, brevity=True)
@@ -233,12 +238,8 @@ def test_a_high_gap_clusters_expert_is_validated_but_the_critic_serves(ws):
         revision = "## Draft answer" in req.messages[-1]["content"]
         return "An answer citing the statute." if req.adapter == "exp-law@1" or revision else "An answer."
 
-    def judge(req):
-        answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
-        return json.dumps({"reason": "r", "score": 9 if "statute" in answer else 5})
-
     gen = MockChatModel(responder=generator)
-    plans = run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=judge)))
+    plans = run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=statute_judge)))
     assert {"exp-law@1", "exp-law@2"} <= set(gen.adapters)
     uno = next(p for p in plans if p.system == "uno")
     assert (uno.path, uno.module_id) == ("reflective", "crit-law")
@@ -268,12 +269,8 @@ def test_a_cross_fitted_critic_is_judged_on_every_log_each_by_the_fold_critic_th
         content = req.messages[-1]["content"]
         return "An answer citing the statute." if "Cite the statute" in content else "An answer."
 
-    def judge(req):
-        answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
-        return json.dumps({"reason": "r", "score": 9 if "statute" in answer else 5})
-
     gen = MockChatModel(responder=generator)
-    plans = run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=judge), embedder=HashEmbedder()))
+    plans = run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=statute_judge), embedder=HashEmbedder()))
     uno = next(p for p in plans if p.system == "uno")
     assert (uno.path, uno.module_id, uno.epoch, uno.win_rate) == ("reflective", "crit-law", 2, 1.0)
     assert "critic epoch 2 (won 1.00 of validation comparisons (cross-fitted, 6 items))" in uno.reason
@@ -323,12 +320,8 @@ def test_the_guide_is_validated_with_the_rulebook_before_the_question(ws):
         turn = req.messages[-1]["content"]
         return "An answer citing the statute." if "1. Cite the statute.\n\n## Question\n" in turn else "An answer."
 
-    def judge(req):
-        answer = req.messages[0]["content"].rsplit("## Answer\n", 1)[1]
-        return json.dumps({"reason": "r", "score": 9 if "statute" in answer else 5})
-
     gen = MockChatModel(responder=generator)
-    plans = {p.system: p for p in run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=judge)))}
+    plans = {p.system: p for p in run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=statute_judge)))}
     guided = plans["uno-guided"]
     assert guided.path == "guide" and guided.win_rate == 1.0 and "guide 1.00; reflective 0.50" in guided.reason
     text = Guide.from_json(ws.guide_body(guided.module_id)).text()
