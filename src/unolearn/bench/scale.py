@@ -64,7 +64,8 @@ def ray_part(root: Path, embedder: Embedder, workers: int, pairs: int, echo: Cal
 
     tiny = build_tiny_model(root / "tiny-model")
     cfg = TrainConfig(base_model=str(tiny), epochs=4, critic_epochs=4, lora_r=4, lora_alpha=8, grad_accum=1,
-                      max_length=768, min_pairs=2, min_steps_per_epoch=None, critics="all")
+                      max_length=768, min_pairs=2, min_steps_per_epoch=None, critics="all",
+                      critic_folds=0)  # two jobs, one per worker, as the figures in docs/benchmarks.md
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a Ray task trains with its num_cpus (1) threads: the same here
     try:
