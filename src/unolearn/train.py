@@ -81,7 +81,8 @@ class TrainConfig:
                                "min_val_items, 2: at 20%, a cluster of 7 would keep one item and never be judged).")
     critic_folds: int = opt(2, "Cross-fit each critic over this many folds of its cluster's logs with rules: a critic "
                                "trained without each fold is judged on it, so every log is a validation item once, "
-                               "and the critic that serves trains on them all (about twice the critic training); "
+                               "and the critic that serves trains on them all (about 2.5 times the critic's training "
+                               "rows: all logs and each fold's rest, against 80%); "
                                "0 or 1: one critic with the held-out split, as the reference.")
     seed: int = opt(42, "Seed of the split and of training.")
     min_pairs: int | None = opt(None, f"Clusters with fewer training pairs get no expert "
