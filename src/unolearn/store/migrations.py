@@ -491,6 +491,7 @@ def m018_critic_folds(c: Connection) -> None:
     CREATE INDEX modules_cluster ON modules(cluster, kind);
     """)
 
+
 def applied(c: Connection) -> set[str]:
     """The names of the migrations applied to the database of ``c`` (a read: nothing is created).
 
