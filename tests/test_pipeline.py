@@ -73,7 +73,7 @@ def test_run_answer_and_resume(server, run_cli, ws_dir, tmp_path, tiny_model_dir
     assert out["distill"]["usable_feedback"] == 8 and out["distill"]["filtered_as_noise"] == 1
     assert out["distill"]["pairs"] == {"revision": 8}
     assert out["cluster"]["n_clusters"] == 1 and out["assess"][0]["plan"] == "primary"
-    assert {m["kind"] for m in out["train"]} == {"expert", "critic"}
+    assert sorted(m["kind"] for m in out["train"]) == ["critic", "critic-fold", "critic-fold", "expert"]
     uno = next(p for p in out["select"] if p["system"] == "uno")
     assert uno["path"] == "primary" and uno["win_rate"] >= 0.53, uno
     assert any(name.startswith("expert-") for name in server.adapters)
