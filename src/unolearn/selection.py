@@ -114,18 +114,12 @@ def choose_epoch(outcomes: dict[int, list[float]], threshold: float) -> tuple[in
     return (best if rates[best] >= threshold else None), rates[best]
 
 
-def best_critic_epoch(metrics: dict[str, Any], epochs: int) -> int:
-    """The critic epoch with the lowest validation loss (the last epoch without validation)."""
-    evals = {int(k): v for k, v in (metrics.get("eval_loss") or {}).items()}
-    return min(sorted(evals), key=lambda e: evals[e]) if evals else epochs
-
-
-def crossfit_epoch(folds: list[dict[str, Any]], epochs: int) -> int:
-    """The epoch of a cross-fitted critic: the one whose validation loss, averaged over its folds, is lowest (the
-    last epoch when no fold has validation losses)."""
+def best_critic_epoch(metrics: dict[str, Any] | list[dict[str, Any]], epochs: int) -> int:
+    """The critic epoch with the lowest validation loss among its ``epochs``, the losses averaged when ``metrics``
+    lists several modules' (a cross-fitted critic's folds); the last epoch without validation."""
     losses: dict[int, list[float]] = defaultdict(list)
-    for row in folds:
-        for k, v in (row["metrics"].get("eval_loss") or {}).items():
+    for m in metrics if isinstance(metrics, list) else [metrics]:
+        for k, v in (m.get("eval_loss") or {}).items():
             losses[int(k)].append(v)
     means = {e: sum(v) / len(v) for e, v in losses.items() if e <= epochs}
     return min(sorted(means), key=lambda e: means[e]) if means else epochs
@@ -552,24 +546,32 @@ async def _critic(ws: Workspace, models: Models, row: dict[str, Any], base: Base
     critic (:func:`_folds_of`) by its folds instead."""
     if folds := _folds_of(ws, row):
         return await _crossfit_critic(ws, models, row, folds, cfg)
+    epoch, val = await _reflective(ws, models, row, base, cfg)
+    return Candidate(PathName.REFLECTIVE, row["id"], epoch, val.rate(epoch))
+
+
+async def _reflective(ws: Workspace, models: Models, row: dict[str, Any], base: Baseline,
+                      cfg: SelectConfig) -> tuple[int, Validation]:
+    """The reflective path of the critic (or fold critic) of ``row``, at its epoch of lowest validation loss,
+    judged on ``base``'s items: that epoch and its validation."""
     epoch = best_critic_epoch(row["metrics"], row["epochs"])
     val = await validate(ws, models, row["id"], [epoch], critic_answers(ws, models, row["id"], base, cfg), base, cfg)
-    return Candidate(PathName.REFLECTIVE, row["id"], epoch, val.rate(epoch))
+    return epoch, val
 
 
 async def _crossfit_critic(ws: Workspace, models: Models, row: dict[str, Any], folds: list[dict[str, Any]],
                            cfg: SelectConfig) -> Candidate:
     """A cross-fitted critic: each fold critic's reflective path (at its epoch of lowest validation loss) is judged
     on the fold it did not train on, and the outcomes of all folds are the critic's (judged once there are
-    ``min_val_items``); it serves at :func:`crossfit_epoch`."""
+    ``min_val_items``); it serves at the epoch of lowest validation loss over its folds."""
     outcomes = [o for found in await together(*(_fold_outcomes(ws, models, f, cfg) for f in folds)) for o in found]
     rate = sum(outcomes) / len(outcomes) if len(outcomes) >= cfg.min_val_items else None
-    return Candidate(PathName.REFLECTIVE, row["id"], crossfit_epoch(folds, row["epochs"]), rate, tuple(outcomes))
+    epoch = best_critic_epoch([f["metrics"] for f in folds], row["epochs"])
+    return Candidate(PathName.REFLECTIVE, row["id"], epoch, rate, tuple(outcomes))
 
 
 async def _fold_outcomes(ws: Workspace, models: Models, fold: dict[str, Any], cfg: SelectConfig) -> list[float]:
     """The outcomes of one fold critic's reflective path on its fold (every item it has)."""
     base = await baseline(ws, models, fold["val_logs"], cfg, "base answers (critic folds)", min_items=1)
-    epoch = best_critic_epoch(fold["metrics"], fold["epochs"])
-    val = await validate(ws, models, fold["id"], [epoch], critic_answers(ws, models, fold["id"], base, cfg), base, cfg)
+    epoch, val = await _reflective(ws, models, fold, base, cfg)
     return val.outcomes.get(epoch, [])
