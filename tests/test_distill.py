@@ -318,6 +318,29 @@ def test_when_the_models_rules_are_rejected_the_users_own_sentences_are_taken(ws
     assert res.echoed == 1 and res.rules_rejected == {"quote": 1, "copy": 1} and res.usable_feedback == 1
 
 
+def test_the_users_sentences_whose_quoted_phrase_or_number_the_rules_dropped_are_added(ws):
+    complaint = "Give me a one-line 'Summary:' so I don't have to read everything. Highlight the important words " \
+                "in bold. Just 5 sentences at most, please."
+    dropped = make_log("Is evolution a belief?", "Evolution is a scientific theory supported by evidence.", complaint)
+    kept = make_log("What is a comet?", "A comet is an icy body that releases gas near the Sun.",
+                    "Use at most 3 sentences and start with 'Summary:'.")
+    ws.add_logs([dropped, kept])
+
+    def lossy(req):  # what the 0.5B model wrote for this complaint on a held-out seed: the phrase and the number gone
+        if "You study conversations" in req.messages[0]["content"]:
+            if "Evolution" in req.messages[-1]["content"]:
+                return json.dumps({"rules": ["Summarize the key points in bold."]})
+            return json.dumps({"rules": ["Answer in 3 sentences or fewer.", "Begin with 'Summary:'."]})
+        return respond(req)
+
+    res = run(ws, Models(ws, generator=MockChatModel(responder=lossy)))
+    assert stored_rules(ws, dropped.id, "feedback") == [
+        "Summarize the key points in bold.", "Give me a one-line 'Summary:' so I don't have to read everything.",
+        "Just 5 sentences at most, please."]
+    assert stored_rules(ws, kept.id, "feedback") == ["Answer in 3 sentences or fewer.", "Begin with 'Summary:'."]
+    assert res.recalled == 1 and res.echoed == 0
+
+
 def test_the_gate_decides_only_when_the_model_answered_yes_or_no(ws):
     ws.add_logs([LOGS["noise"]])
     off = MockChatModel(responder=lambda r: "Maybe" if r.logprobs else respond(r))  # neither yes nor no

@@ -13,7 +13,8 @@ from unolearn.errors import ConfigError, NotFoundError
 from unolearn.guide import Guide
 from unolearn.prompts import guide_messages
 from unolearn.records import Log, Message
-from unolearn.rulebook import RulebookConfig, build_cluster, markers, merge, run
+from unolearn.rulebook import RulebookConfig, build_cluster, merge, run
+from unolearn.rulefilter import markers
 from unolearn.store import now
 from unolearn.train import TrainConfig
 

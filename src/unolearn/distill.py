@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from tqdm import tqdm
 
@@ -30,10 +30,12 @@ from .executor import ExecutorConfig, run_jobs
 from .judge import JUDGES, resolve_judge, score_items
 from .profiles import note
 from .records import Log, content_hash
-from .rulefilter import echo_rules, filter_rules
+from .rulefilter import echo_rules, filter_rules, lost_sentences
 from .store import Workspace, now
 from .text import guard_failure, numbered, replacement_measures
 
+#: Where a log's feedback rules came from (:func:`feedback_rules`).
+RuleSource = Literal["model", "echo", "recall"]
 RULES_SCHEMA: dict[str, Any] = {
     "type": "object",
     # A length cap per rule keeps small models from writing a whole answer into one rule (measured:
@@ -162,6 +164,7 @@ class DistillResult:
     gated_as_noise: int = 0  # of filtered_as_noise: feedback the gate found asks for no change
     rules_rejected: Counter = field(default_factory=Counter)  # by rulefilter.reject_reason
     echoed: int = 0  # feedback whose rules are the user's own sentences (the model's were rejected)
+    recalled: int = 0  # feedback whose rules gained the user's sentences naming a phrase or number they dropped
     pairs: Counter = field(default_factory=Counter)
     guarded: Counter = field(default_factory=Counter)  # never-chosen candidates by reason (guard_failure, unfinished)
     unpaired: int = 0  # logs with revisions, none of which passed the guards: no pair
@@ -462,8 +465,9 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
             result.fail(out.error)
             continue
         if kind == "feedback":
-            rules, rejected, echoed = feedback_rules(clean_rules(out.parsed), log)
-            result.echoed += echoed
+            rules, rejected, source = feedback_rules(clean_rules(out.parsed), log)
+            result.echoed += source == "echo"
+            result.recalled += source == "recall"
         else:
             rules, rejected = filter_rules(clean_rules(out.parsed), log.lang, log.query)
         result.rules_rejected.update(rejected)
@@ -481,10 +485,13 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
     ws.put_rules(rows)
 
 
-def feedback_rules(raw: list[str], log: Log) -> tuple[list[str], Counter, bool]:
+def feedback_rules(raw: list[str], log: Log) -> tuple[list[str], Counter, RuleSource]:
     """The model's ``raw`` feedback rules that pass the filter — or, when it rejected any of them, the
     user's own sentences (:func:`unolearn.rulefilter.echo_rules`) where they give a rule; the rejected
-    ones by reason; and whether the user's sentences were taken.
+    ones by reason; and where the rules came from: ``model``, ``echo`` (the user's sentences instead), or
+    ``recall`` (the model's, then the user's sentences naming a quoted phrase or a number they dropped,
+    :func:`unolearn.rulefilter.lost_sentences`; only where the model wrote a rule: no rule is its verdict that the
+    feedback asks for no change).
 
     Why all of them: a small model that copied the answer or wrote only the quoted phrase has not
     understood the complaint, and its other rules are rarely better (docs/embedded-model.md)."""
@@ -492,8 +499,10 @@ def feedback_rules(raw: list[str], log: Log) -> tuple[list[str], Counter, bool]:
     if rejected and log.feedback:
         echoed = echo_rules(log.feedback, log.lang, log.query, log.first_answer)
         if echoed:
-            return echoed, rejected, True
-    return kept, rejected, False
+            return echoed, rejected, "echo"
+    lost = [s for s in lost_sentences(log.feedback, kept, log.lang, log.query, log.first_answer)
+            if s not in kept] if kept else []  # no rule at all: the model read no complaint, as the filter's verdict
+    return kept + lost, rejected, "recall" if lost else "model"
 
 
 def stored_rules(ws: Workspace, log_id: str, kind: str) -> list[str] | None:

@@ -11,9 +11,10 @@ writes one user's several complaints as one rule, which no other user's rule is 
 1. **Merge** rules that say the same thing: cosine ≥ ``merge_similarity`` under the embedder, or, for
    pairs less than ``unsure_band`` below it, the judge's yes/no ("do they ask for the same thing?")
    read from the first token's log-probabilities — and in both cases only rules whose literal markers agree
-   (the phrases they quote and the numbers they name, :func:`markers`). An entry's text is its group's medoid;
-   a member's own wording may stand for it in a prompt (``servable``) only when it passes screening itself and
-   its cosine to that text is at least ``merge_similarity`` (a chain of merges, or the judge, cannot lend it).
+   (the phrases they quote and the numbers they name, :func:`~unolearn.rulefilter.markers`). An entry's text is
+   its group's medoid; a member's own wording may stand for it in a prompt (``servable``) only when it passes
+   screening itself and its cosine to that text is at least ``merge_similarity`` (a chain of merges, or the judge,
+   cannot lend it).
 2. **Screening** (:mod:`unolearn.screen`): an entry whose text carries a link, contact data (a redaction
    placeholder too), a promotion, a command or code to run, or an instruction about the assistant's own
    instructions, tools or other users is ``quarantined``: it reaches no prompt until a person approves it.
@@ -37,8 +38,6 @@ With ``review: required`` no entry reaches a prompt before a person approves it 
 from __future__ import annotations
 
 import asyncio
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,7 +51,7 @@ from .distill import feedback_examples
 from .errors import ConfigError, InputError
 from .profiles import note
 from .records import Lang, Log, RuleEntry, RuleMember, RuleStatus, content_hash
-from .rulefilter import QUOTED, sentences
+from .rulefilter import markers, sentences
 from .screen import screen_reason
 from .store import Workspace
 from .store.rulebook import Rejections
@@ -134,41 +133,9 @@ async def _yes(judge: ChatModel, prompts: list[str], desc: str) -> list[float]:
     return [yes_probability(o.top_logprobs) for o in outs]
 
 
-#: A number a rule names (the phrases it quotes: :data:`unolearn.rulefilter.QUOTED`).
-NUMBER = re.compile(r"[0-9０-９]+(?:[.,][0-9]+)?")
-_FULLWIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
-
-
-#: What may close a quoted phrase without changing it (after NFKC, which makes full-width marks ASCII).
-_CLOSING = ".。!?:;,、 \t"
-
-
-def phrase(quoted: str) -> str:
-    """A quoted phrase as :func:`markers` compares it: NFKC, case-folded, without the punctuation that closes it
-    (the whole phrase where it is nothing else, such as "- ")."""
-    text = unicodedata.normalize("NFKC", quoted).strip().casefold()
-    return text.rstrip(_CLOSING).strip() or text
-
-
-def markers(rule: str) -> frozenset[str]:
-    """What a check of the rule would look for literally: the phrases it quotes (:func:`phrase`: case, width and
-    closing punctuation aside) and the numbers it names.
-
-    Why merging needs them to agree: short rules embed close together whatever they ask. Under the
-    multilingual embedder "请用“结论：”开头" (open with 结论：) and "请加一行以“总结：”开头的总结"
-    (a 总结： line) have cosine 0.93, "最多3句话" and "最多4句话" 0.98: merged, one user's preference
-    vanished into another's entry and lent it support it did not have (held-out seed 1005, whose guide lost
-    the 结论： opening). Closing punctuation is no difference: the 0.5B model distils one sign-off as
-    ‘以上仅供参考.’ and as “以上仅供参考。” (held-out seed 1010, cosine 0.96-0.99), and two users' entries stayed
-    apart, each unsupported.
-    """
-    quoted = {phrase(m) for m in QUOTED.findall(rule)}
-    return frozenset(quoted | {n.translate(_FULLWIDTH) for n in NUMBER.findall(rule)})
-
-
 async def merge(judge: ChatModel | None, rules: list[str], vecs: np.ndarray, lang: str,
                 cfg: RulebookConfig) -> list[list[int]]:
-    """Groups of rule indices that say the same thing (their markers agreeing, :func:`markers`)."""
+    """Groups of rule indices that say the same thing (their markers agreeing, :func:`~unolearn.rulefilter.markers`)."""
     groups = _Groups(len(rules))
     sims = vecs @ vecs.T
     marks = [markers(r) for r in rules]
