@@ -341,6 +341,22 @@ def test_the_users_sentences_whose_quoted_phrase_or_number_the_rules_dropped_are
     assert res.recalled == 1 and res.echoed == 0
 
 
+def test_feedback_whose_rules_came_back_unreadable_gets_the_users_own_sentences(ws):
+    log = make_log("What is a comet?", "A comet is an icy body.", "Keep it to 4 sentences or fewer. Finish with "
+                   '"Good luck!" as the last words.')
+    ws.add_logs([log])
+
+    def cut(req):  # the feedback rules cut by the token budget mid-string, as the 0.5B model's were on seed 1017
+        if "You study conversations" in req.messages[0]["content"]:
+            return '{"rules": ["Keep the answer to at most four sentences and finish with \\"Good'
+        return respond(req)
+
+    res = run(ws, Models(ws, generator=MockChatModel(responder=cut)))
+    assert stored_rules(ws, log.id, "feedback") == ["Keep it to 4 sentences or fewer.",
+                                                    'Finish with "Good luck!" as the last words.']
+    assert res.echoed == 1 and res.failed == 0 and res.rules_rejected == {"unreadable": 1}
+
+
 def test_the_gate_decides_only_when_the_model_answered_yes_or_no(ws):
     ws.add_logs([LOGS["noise"]])
     off = MockChatModel(responder=lambda r: "Maybe" if r.logprobs else respond(r))  # neither yes nor no

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .backends import ChatModel, ChatRequest, Models, run_with_models
 from .config import opt
 from .distill_examples import feedback_turns, gate_turns, prior_turns
-from .errors import BackendError, ConfigError
+from .errors import BackendError, ConfigError, SchemaError
 from .executor import ExecutorConfig, run_jobs
 from .judge import JUDGES, resolve_judge, score_items
 from .profiles import note
@@ -461,11 +461,12 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
     rows = []
     answered: list[tuple[Log, str, list[str]]] = [(log, "feedback", []) for log in todo if log.id in gated]
     for (log, kind, _), out in zip(jobs, outs):
-        if not out.ok:
+        unreadable = kind == "feedback" and isinstance(out.error, SchemaError)
+        if not out.ok and not unreadable:
             result.fail(out.error)
             continue
         if kind == "feedback":
-            rules, rejected, source = feedback_rules(clean_rules(out.parsed), log)
+            rules, rejected, source = feedback_rules(clean_rules(out.parsed), log, unreadable)
             result.echoed += source == "echo"
             result.recalled += source == "recall"
         else:
@@ -485,8 +486,9 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
     ws.put_rules(rows)
 
 
-def feedback_rules(raw: list[str], log: Log) -> tuple[list[str], Counter, RuleSource]:
-    """The model's ``raw`` feedback rules that pass the filter — or, when it rejected any of them, the
+def feedback_rules(raw: list[str], log: Log, unreadable: bool = False) -> tuple[list[str], Counter, RuleSource]:
+    """The model's ``raw`` feedback rules that pass the filter — or, when it rejected any of them or its answer
+    was ``unreadable`` (not valid JSON: cut by the token budget, or broken), the
     user's own sentences (:func:`unolearn.rulefilter.echo_rules`) where they give a rule; the rejected
     ones by reason; and where the rules came from: ``model``, ``echo`` (the user's sentences instead), or
     ``recall`` (the model's, then the user's sentences naming a quoted phrase or a number they dropped,
@@ -494,8 +496,13 @@ def feedback_rules(raw: list[str], log: Log) -> tuple[list[str], Counter, RuleSo
     feedback asks for no change).
 
     Why all of them: a small model that copied the answer or wrote only the quoted phrase has not
-    understood the complaint, and its other rules are rarely better (docs/embedded-model.md)."""
+    understood the complaint, and its other rules are rarely better (docs/embedded-model.md). Why unreadable
+    answers too: asked again, the model writes the same (the request is seeded and cached), and the log stayed
+    without rules — 8 complaints, every one naming quoted phrases and numbers, of the 18–21 logs with words on
+    each of the random preference files 1010–1017 (0 to 3 per file)."""
     kept, rejected = filter_rules(raw, log.lang, log.query, log.first_answer, feedback_text(log))
+    if unreadable:
+        rejected["unreadable"] += 1
     if rejected and log.feedback:
         echoed = echo_rules(log.feedback, log.lang, log.query, log.first_answer)
         if echoed:
