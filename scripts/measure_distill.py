@@ -26,10 +26,10 @@ from pathlib import Path
 
 from unolearn.assess import yes_probability
 from unolearn.backends.llamacpp import LlamaCppChatModel
-from unolearn.distill import DistillConfig, clean_rules, feedback_request, feedback_rules, gate_request
+from unolearn.distill import DistillConfig, clean_rules, feedback_request, gate_request
 from unolearn.readers import from_memorybench
 from unolearn.records import Log, Message
-from unolearn.rulefilter import filter_rules
+from unolearn.rulefilter import feedback_rules, filter_rules
 from unolearn.simulate import OFF_TOPIC, THANKS
 
 DATA = Path(__file__).parent / "data"

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 from tqdm import tqdm
 
@@ -30,12 +30,10 @@ from .executor import ExecutorConfig, run_jobs
 from .judge import JUDGES, resolve_judge, score_items
 from .profiles import note
 from .records import Log, content_hash
-from .rulefilter import echo_rules, filter_rules, lost_sentences
+from .rulefilter import feedback_rules, filter_rules
 from .store import Workspace, now
 from .text import guard_failure, numbered, replacement_measures
 
-#: Where a log's feedback rules came from (:func:`feedback_rules`).
-RuleSource = Literal["model", "echo", "recall"]
 RULES_SCHEMA: dict[str, Any] = {
     "type": "object",
     # A length cap per rule keeps small models from writing a whole answer into one rule (measured:
@@ -451,7 +449,7 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
 
     Feedback the gate finds asks for no change is stored as no rules without asking for them; every
     rule written goes through :func:`unolearn.rulefilter.filter_rules` (feedback rules through
-    :func:`feedback_rules`, which may take the user's own sentences instead).
+    :func:`~unolearn.rulefilter.feedback_rules`, which may take the user's own sentences instead).
     """
     todo = [log for log in logs if log.feedback and log.first_answer is not None and log.id not in done.feedback]
     gated = await _gate(gen, todo, cfg, result)
@@ -484,32 +482,6 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
             result.filtered_as_noise += not rules
             result.gated_as_noise += log.id in gated
     ws.put_rules(rows)
-
-
-def feedback_rules(raw: list[str], log: Log, unreadable: bool = False) -> tuple[list[str], Counter, RuleSource]:
-    """The model's ``raw`` feedback rules that pass the filter — or, when it rejected any of them or its answer
-    was ``unreadable`` (not valid JSON: cut by the token budget, or broken), the
-    user's own sentences (:func:`unolearn.rulefilter.echo_rules`) where they give a rule; the rejected
-    ones by reason; and where the rules came from: ``model``, ``echo`` (the user's sentences instead), or
-    ``recall`` (the model's, then the user's sentences naming a quoted phrase or a number they dropped,
-    :func:`unolearn.rulefilter.lost_sentences`; only where the model wrote a rule: no rule is its verdict that the
-    feedback asks for no change).
-
-    Why all of them: a small model that copied the answer or wrote only the quoted phrase has not
-    understood the complaint, and its other rules are rarely better (docs/embedded-model.md). Why unreadable
-    answers too: asked again, the model writes the same (the request is seeded and cached), and the log stayed
-    without rules — 8 complaints, every one naming quoted phrases and numbers, of the 18–21 logs with words on
-    each of the random preference files 1010–1017 (0 to 3 per file)."""
-    kept, rejected = filter_rules(raw, log.lang, log.query, log.first_answer, feedback_text(log))
-    if unreadable:
-        rejected["unreadable"] += 1
-    if rejected and log.feedback:
-        echoed = echo_rules(log.feedback, log.lang, log.query, log.first_answer)
-        if echoed:
-            return echoed, rejected, "echo"
-    lost = [s for s in lost_sentences(log.feedback, kept, log.lang, log.query, log.first_answer)
-            if s not in kept] if kept else []  # no rule at all: the model read no complaint, as the filter's verdict
-    return kept + lost, rejected, "recall" if lost else "model"
 
 
 def stored_rules(ws: Workspace, log_id: str, kind: str) -> list[str] | None:

@@ -8,7 +8,8 @@ with 'In short:'"). Each would become a preference pair, a cluster member, a cri
 line of the `rules` baseline's memory. :func:`reject_reason` names what is wrong with one rule (None
 when it is a rule); :func:`filter_rules` keeps the rules and counts the others; :func:`echo_rules`
 takes rules from the user's own sentences when the model's were rejected, and :func:`lost_sentences`
-those whose literal requirement (a quoted phrase, a number) the model's rules dropped.
+those whose literal requirement (a quoted phrase, a number) the model's rules dropped; :func:`feedback_rules`
+decides one log's rules with them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 from .text import tokens
+
+if TYPE_CHECKING:
+    from .records import Log
 
 REFUSAL = re.compile(r"(?i)\b(i'?m sorry|i am sorry|i apologi[sz]e|i can ?not|i can'?t|i am unable|i'?m unable|"
                      r"as an ai)\b|抱歉|对不起|无法(回答|提供|协助|帮助)|作为(一个)?\s*(ai|人工智能)")
@@ -33,6 +38,8 @@ QUOTED = re.compile(f"(?<![A-Za-z0-9])['\"‘“「『]([^{QUOTE_MARKS}]{{1,60}}
 #: or a closing quote or bracket, and a line break.
 SENTENCE_END = re.compile(r"(?<=[.!?;])(?<![0-9]\.)\s+|(?<=[0-9]\.)\s+(?![0-9]+\.)"
                           r"|(?<=[。！？；])(?![.!?;。！？；)）\]'\"’”」』])\s*|\n+")
+#: Where a log's feedback rules came from (:func:`feedback_rules`).
+RuleSource = Literal["model", "echo", "recall"]
 COPY_RUN = 6  # tokens in a row shared with the query or the answer make a copy ...
 COPY_SHARE = 0.6  # ... when they are at least this share of the rule's tokens
 
@@ -196,3 +203,29 @@ def lost_sentences(feedback: Sequence[str], rules: Sequence[str], lang: str, que
     """
     kept = frozenset().union(*(markers(r) for r in rules))
     return [s for s in echo_rules(feedback, lang, query, answer) if markers(s) - kept]
+
+
+def feedback_rules(raw: list[str], log: Log, unreadable: bool = False) -> tuple[list[str], Counter, RuleSource]:
+    """The model's ``raw`` feedback rules that pass the filter — or, when it rejected any of them or its answer
+    was ``unreadable`` (not valid JSON: cut by the token budget, or broken), the
+    user's own sentences (:func:`echo_rules`) where they give a rule; the rejected
+    ones by reason; and where the rules came from: ``model``, ``echo`` (the user's sentences instead), or
+    ``recall`` (the model's, then the user's sentences naming a quoted phrase or a number they dropped,
+    :func:`lost_sentences`; only where the model wrote a rule: no rule is its verdict that the
+    feedback asks for no change).
+
+    Why all of them: a small model that copied the answer or wrote only the quoted phrase has not
+    understood the complaint, and its other rules are rarely better (docs/embedded-model.md). Why unreadable
+    answers too: asked again, the model writes the same (the request is seeded and cached), and the log stayed
+    without rules — 8 complaints, every one naming quoted phrases and numbers, of the 18–21 logs with words on
+    each of the random preference files 1010–1017 (0 to 3 per file)."""
+    kept, rejected = filter_rules(raw, log.lang, log.query, log.first_answer, "\n".join(log.feedback))
+    if unreadable:
+        rejected["unreadable"] += 1
+    if rejected and log.feedback:
+        echoed = echo_rules(log.feedback, log.lang, log.query, log.first_answer)
+        if echoed:
+            return echoed, rejected, "echo"
+    lost = [s for s in lost_sentences(log.feedback, kept, log.lang, log.query, log.first_answer)
+            if s not in kept] if kept else []  # no rule at all: the model read no complaint, as the filter's verdict
+    return kept + lost, rejected, "recall" if lost else "model"
