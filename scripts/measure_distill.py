@@ -27,6 +27,7 @@ from pathlib import Path
 from unolearn.assess import yes_probability
 from unolearn.backends.llamacpp import LlamaCppChatModel
 from unolearn.distill import DistillConfig, clean_rules, feedback_request, gate_request
+from unolearn.errors import SchemaError
 from unolearn.readers import from_memorybench
 from unolearn.records import Log, Message
 from unolearn.rulefilter import feedback_rules, filter_rules
@@ -63,7 +64,8 @@ async def measure(model, sample, cfg: DistillConfig) -> list[dict]:
     rows = []
     for (name, log, label), g, r in zip(sample, gates, rules):
         raw = clean_rules(r.parsed) if r.ok else []
-        kept, rejected, source = feedback_rules(raw, log) if cfg.examples else (*filter_rules(
+        unreadable = isinstance(r.error, SchemaError)  # as distil: the user's own sentences then
+        kept, rejected, source = feedback_rules(raw, log, unreadable) if cfg.examples else (*filter_rules(
             raw, log.lang, log.query, log.first_answer), "model")
         rows.append({"log": name, "asks_change": label, "p_change": round(yes_probability(g.top_logprobs), 3)
                      if g.ok and g.top_logprobs else None, "follow_up": log.messages[2].content[:300],

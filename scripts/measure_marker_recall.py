@@ -7,9 +7,9 @@ that the feedback asks for no change, which this does not judge): the markers
 (:func:`unolearn.rulefilter.markers`) of the user's sentences, and how many of them some rule of the same log names.
 Prints one JSON line per workspace (``logs``, ``markers``, ``kept``, ``recall``, ``logs_losing_one``, and the first
 ``examples`` of a sentence whose marker was lost, with the log's rules), then one for all of them. Reads the store
-only: no model call. ``--as-now``: the stored rules as distil now stores them from the same model output, the
-user's sentences naming a dropped marker added (:func:`unolearn.rulefilter.lost_sentences`; for workspaces distilled
-before that, so that one workspace gives both figures).
+only: no model call. ``--as-now``: the stored rules as distil now stores them from the same model output
+(:func:`unolearn.rulefilter.feedback_rules` on them: the user's sentences naming a dropped marker added; for
+workspaces distilled before that, so that one workspace gives both figures).
 """
 
 from __future__ import annotations
@@ -17,16 +17,8 @@ from __future__ import annotations
 import json
 import sys
 
-from unolearn.rulefilter import SENTENCE_END, echo_rules, lost_sentences, markers
+from unolearn.rulefilter import SENTENCE_END, feedback_rules, markers
 from unolearn.store import Workspace
-
-
-def as_now(log, rules: list[str]) -> list[str]:
-    """``rules`` with the user's sentences they dropped a marker of, unless they are the user's own sentences."""
-    if rules == echo_rules(log.feedback, log.lang, log.query, log.first_answer):
-        return rules
-    return rules + [s for s in lost_sentences(log.feedback, rules, log.lang, log.query, log.first_answer)
-                    if s not in rules]
 
 
 def measure(ws: Workspace, recall: bool = False, n_examples: int = 3) -> dict:
@@ -37,7 +29,7 @@ def measure(ws: Workspace, recall: bool = False, n_examples: int = 3) -> dict:
         if not rules:
             continue
         logs += 1
-        rules = as_now(log, rules) if recall else rules
+        rules = feedback_rules(rules, log)[0] if recall else rules
         named = frozenset().union(*(markers(r) for r in rules))
         lost_here = False
         for sentence in (s.strip() for turn in log.feedback for s in SENTENCE_END.split(turn)):

@@ -161,7 +161,7 @@ class DistillResult:
     filtered_as_noise: int = 0
     gated_as_noise: int = 0  # of filtered_as_noise: feedback the gate found asks for no change
     rules_rejected: Counter = field(default_factory=Counter)  # by rulefilter.reject_reason
-    echoed: int = 0  # feedback whose rules are the user's own sentences (the model's were rejected)
+    echoed: int = 0  # feedback whose rules are the user's own sentences (the model's were rejected or unreadable)
     recalled: int = 0  # feedback whose rules gained the user's sentences naming a phrase or number they dropped
     pairs: Counter = field(default_factory=Counter)
     guarded: Counter = field(default_factory=Counter)  # never-chosen candidates by reason (guard_failure, unfinished)

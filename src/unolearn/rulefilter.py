@@ -226,6 +226,6 @@ def feedback_rules(raw: list[str], log: Log, unreadable: bool = False) -> tuple[
         echoed = echo_rules(log.feedback, log.lang, log.query, log.first_answer)
         if echoed:
             return echoed, rejected, "echo"
-    lost = [s for s in lost_sentences(log.feedback, kept, log.lang, log.query, log.first_answer)
-            if s not in kept] if kept else []  # no rule at all: the model read no complaint, as the filter's verdict
+    # a sentence already among the rules names no dropped marker; no rule at all: the model read no complaint
+    lost = lost_sentences(log.feedback, kept, log.lang, log.query, log.first_answer) if kept else []
     return kept + lost, rejected, "recall" if lost else "model"
