@@ -59,7 +59,8 @@ def test_held_out_a_log_gives_neither_its_anchor_nor_the_entries_only_it_and_one
     guide = Guide.build("en", [CITE, SHORT], np.stack([axis(0), axis(0), axis(0), axis(1), axis(1)]),
                         [(0,), (0,), (0,), (1,), (1,)], ["a", "b", "c", "d", "e"])
     held = guide.without("d")
-    assert held.sources == ("a", "b", "c") and held.nearest(axis(1)) == [0]  # SHORT had d and e: one left
+    assert held.sources == ("a", "b", "c", "e") and held.supports[-1] == ()  # SHORT had d and e: e supports none
+    assert held.nearest(axis(1)) == [0]  # e is the nearest, supporting nothing; CITE has the other three's votes
     assert guide.without("a").nearest(axis(0)) == [0, 1]  # CITE keeps b and c; all four left are among the five
     assert guide.without("unknown") is guide
 
@@ -106,3 +107,20 @@ def test_a_guide_with_the_same_text_but_new_wordings_is_a_new_module(ws):
            for g in (first, second)]
     assert ids[0] != ids[1]
     assert [Guide.from_json(ws.guide_body(i)).says for i in ids] == [(), second.says]
+
+
+def test_a_question_whose_nearest_logs_asked_for_nothing_gets_no_entry():
+    """The cluster's training logs that support no entry are neighbours too, as in the rules memory: a travel
+    question whose five nearest logs are travel logs that asked for nothing gets none of the law logs' entries.
+    With the supporters alone as anchors (as before), the nearest of them lent it CITE, however far away it was."""
+    law = [axis(0) + 0.1 * axis(2) * i for i in range(3)]
+    travel = [axis(1) + 0.1 * axis(3) * i for i in range(5)]
+    supporters = Guide.build("en", [CITE], np.stack(law), [(0,)] * 3, ["l0", "l1", "l2"])
+    assert supporters.for_query(axis(1)) == supporters.text([0])  # the attack on the old way: CITE for travel
+    guide = Guide.build("en", [CITE], np.stack(law + travel), [(0,)] * 3 + [()] * 5,
+                        ["l0", "l1", "l2", "t0", "t1", "t2", "t3", "t4"], [[(0, CITE)]] * 3 + [[]] * 5)
+    assert guide.for_query(axis(1)) is None and guide.nearest(axis(1)) == []
+    assert CITE in guide.for_query(axis(0))  # a law question still gets it
+    assert guide.without("t0").for_query(axis(1)) is None  # held out, the other travel logs still answer for it
+    again = Guide.from_json(json.loads(json.dumps(guide.as_json())))
+    assert again.supports == guide.supports and again.for_query(axis(1)) is None

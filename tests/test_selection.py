@@ -415,6 +415,39 @@ def test_a_mixed_cluster_guides_each_question_by_the_rules_of_its_nearest_logs(w
             assert route.path == "guide" and own in route.guide and other not in route.guide
 
 
+def test_a_question_among_logs_that_asked_for_nothing_gets_no_other_topics_entry(ws):
+    """A mixed cluster whose only entry is the law logs' (the travel users asked for nothing that earned a
+    place): a travel question's nearest training logs are travel logs, so it gets no entry. The guide built
+    from the entries' supporters alone gave it the law rule, the nearest supporter's (the README's demo: LexEval's
+    opening given to every HelloBench question)."""
+    ids = seed_workspace(ws)
+    embedder = HashEmbedder(dim=64)
+    centroid = embedder.embed([f"{TOPICS['law'][0]} {TOPICS['travel'][0]}"])[0].astype("float32")
+    with ws.transaction() as c:
+        c.execute("INSERT INTO clusters VALUES (?,?,?,?,?)", (0, 12, centroid.tobytes(), "hash", now()))
+        c.executemany("INSERT INTO cluster_members VALUES (?,?)", [(i, 0) for i in ids["law"] + ids["travel"]])
+    add_module(ws, "crit-mixed", 0, "critic", [ids["law"][0], ids["travel"][0]], metrics={"eval_loss": {"1": 1.0}},
+               train_ids=ids["law"][1:] + ids["travel"][1:])
+    cite = TOPICS["law"][1]
+    members = tuple(RuleMember(log_id=i, user=f"u{n}", rule=cite) for n, i in enumerate(ids["law"][1:]))
+    ws.replace_rulebook([RuleEntry(id="rule-0", cluster=0, text=cite, lang="en", members=members, status="kept")])
+
+    def judge(req):  # law items want the statute; travel items are indifferent
+        item, answer = req.messages[0]["content"].rsplit("## Answer\n", 1)
+        return json.dumps({"reason": "r", "score": 9 if "Cite" not in item or "statute" in answer else 5})
+
+    models = Models(ws, generator=MockChatModel(responder=lambda r: "An answer." + " It cites the statute." * (
+        cite in r.messages[-1]["content"])), judge=MockChatModel(responder=judge), embedder=embedder)
+    guided = {p.system: p for p in run(ws, models)}["uno-guided"]
+    assert guided.path == "guide"
+    snapshot = PlanSnapshot.load(ws, embedder)
+    law, travel = (snapshot.route(f"{TOPICS[t][0]} question 9", "uno-guided") for t in ("law", "travel"))
+    assert law.path == "guide" and cite in law.guide
+    assert cite not in (travel.guide or "")
+    supports = Guide.from_json(ws.guide_body(guided.module_id)).supports
+    assert len(supports) == 10 and supports.count(()) == 5  # every training log a neighbour, supporting or not
+
+
 def test_validations_run_together_and_the_first_error_is_raised_as_itself():
     """select validates clusters (and a cluster's paths) concurrently; an error must still reach the CLI as the
     stage's own one-line error, not wrapped in an exception group, and the other validations stop."""

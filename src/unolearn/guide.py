@@ -1,5 +1,5 @@
-"""The guide path's rules, chosen per question: a cluster's rulebook entries, and for each training log behind
-them the log's query vector (its anchor).
+"""The guide path's rules, chosen per question: a cluster's rulebook entries, and for each of the cluster's
+training logs (and each log behind an entry) the log's query vector (its anchor), supporting some entries or none.
 
 Why per question: at small sizes a cluster can hold two topics whose users asked for different things (NFCats
 and HelloBench in one cluster on a preference file nobody tuned for, issue 37); one guide per cluster then gives
@@ -65,19 +65,18 @@ class Guide:
     def without(self, log_id: str, min_support: int = 2) -> Guide:
         """The guide as if one training log had been held out: without its anchor, and without the entries it
         supports that keep fewer than ``min_support`` other anchors (the rulebook's ``min_users`` would have
-        dropped them); how it answers that log's question when validated on it."""
+        dropped them; their other supporters stay, as neighbours that support less); how it answers that log's
+        question when validated on it."""
         if log_id not in self.sources:
             return self
         a = self.sources.index(log_id)
         others = [i for i in range(len(self.sources)) if i != a]
         left = {e: sum(e in self.supports[i] for i in others) for e in self.supports[a]}
         dropped = {e for e, n in left.items() if n < min_support}
-        supports = [tuple(e for e in self.supports[i] if e not in dropped) for i in others]
-        kept = [j for j, s in enumerate(supports) if s]
-        says = tuple(tuple((e, w) for e, w in self.says[others[j]] if e not in dropped) for j in kept) \
-            if self.says else ()
-        return Guide(self.lang, self.rules, self.anchors[[others[j] for j in kept]], tuple(supports[j] for j in kept),
-                     sources=tuple(self.sources[others[j]] for j in kept), says=says)
+        supports = tuple(tuple(e for e in self.supports[i] if e not in dropped) for i in others)
+        says = tuple(tuple((e, w) for e, w in self.says[i] if e not in dropped) for i in others) if self.says else ()
+        return Guide(self.lang, self.rules, self.anchors[others], supports,
+                     sources=tuple(self.sources[i] for i in others), says=says)
 
     def text(self, indices: Sequence[int] | None = None) -> str | None:
         """The guide text of the entries ``indices`` (all by default), numbered, in rulebook order (None: none)."""

@@ -156,7 +156,7 @@ async def _guide(ws: Workspace, models: Models, cluster: tuple[int | None, int],
     entries = [e for e in ws.rulebook(cluster_id) if e.in_prompt]
     if not entries or row is None:
         return None
-    guide = build_guide(ws, models, entries)
+    guide = build_guide(ws, models, entries, row["train_logs"])
     module_id = ws.ensure_guide(cluster_id, guide.text() or "", [e.id for e in entries], row["train_logs"],
                                 row["val_logs"], {}, clustering, guide.as_json())
     items = _joined(base, await baseline(ws, models, row["train_logs"], cfg, "base answers (training logs)"), cfg)
@@ -172,16 +172,23 @@ def _joined(a: Baseline, b: Baseline, cfg: SelectConfig) -> Baseline:
     return Baseline(logs, [*a.answers, *b.answers], [*a.scores, *b.scores])
 
 
-def build_guide(ws: Workspace, models: Models, entries: list[RuleEntry]) -> Guide:
-    """The guide of a cluster's entries that reach prompts: per training log behind them, its query vector
-    (under the routing embedder), the entries it supports and the wordings it lends them
-    (:meth:`RuleEntry.wording`)."""
+def build_guide(ws: Workspace, models: Models, entries: list[RuleEntry], train_logs: Sequence[str] = ()) -> Guide:
+    """The guide of a cluster's entries that reach prompts: per log behind them, and per training log of the
+    cluster (``train_logs``; supporting none: a neighbour that asked for nothing), its query vector (under the
+    routing embedder), the entries it supports and the wordings it lends them (:meth:`RuleEntry.wording`).
+
+    Why the logs that support nothing: a question's neighbours must be the logs nearest to it, as the rules
+    memory's are; with the supporters alone, a question far from all of them still got the nearest one's
+    entries (the README's demo: one cluster of three topics whose only entry, LexEval's "结论：" opening, was given
+    to every HelloBench question, which then met none of its checks)."""
     says: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for i, entry in enumerate(entries):
         for m in entry.members:
             wording = entry.wording(m)
             if (i, wording) not in says[m.log_id]:
                 says[m.log_id].append((i, wording))
+    for log_id in train_logs:
+        says.setdefault(log_id, [])
     queries = [ws.get_log(log_id).query for log_id in says]
     vecs = models.embedder.embed(queries) if queries else np.zeros((0, 1), dtype=np.float32)
     supports = [[e for e, _ in said] for said in says.values()]
