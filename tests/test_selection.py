@@ -103,12 +103,12 @@ def test_best_critic_epoch():
     assert best_critic_epoch({"eval_loss": {}}, 8) == 8
 
 
-def E(mid, epoch, rate):  # an expert candidate, as validation leaves it
-    return Candidate("primary", mid, epoch, rate)
+def E(mid, epoch, rate, outcomes=()):  # an expert candidate, as validation leaves it
+    return Candidate("primary", mid, epoch, rate, tuple(outcomes))
 
 
-def C(mid, epoch, rate=None):  # a critic candidate
-    return Candidate("reflective", mid, epoch, rate)
+def C(mid, epoch, rate=None, outcomes=()):  # a critic candidate
+    return Candidate("reflective", mid, epoch, rate, tuple(outcomes))
 
 
 def G(mid, rate, outcomes=()):  # a guide candidate
@@ -209,7 +209,7 @@ def test_select_validates_and_stores_plans(ws):
     critiques = [r for r in gen.history if r.adapter == "crit-law@1"]
     assert len(critiques) == 2 and "A long answer about rice." in critiques[0].messages[0]["content"]
     law_uno = next(p for p in plans if (p.cluster, p.system) == (1, "uno"))
-    assert "critic epoch 1 won 0.50 of validation comparisons, below 0.53: not used" in law_uno.reason
+    assert "critic epoch 1 won 0.50 of validation comparisons (2 items), below 0.53: not used" in law_uno.reason
     assert "; gap 0.20 < 0.45 (embedding, 6 logs scored)" in law_uno.reason
     # One row per validation item and epoch (2 val logs × 2 epochs), its judge samples averaged
     rows = ws.conn.execute("SELECT epoch, score_initial, score_module, same_as_base FROM validation "
@@ -280,7 +280,7 @@ def test_a_cross_fitted_critic_is_judged_on_every_log_each_by_the_fold_critic_th
     assert judged == {"fold-1": 3, "fold-2": 3}  # the served critic's own items: none (it trained on all)
 
 def test_uno_guided_takes_the_best_validated_path():
-    expert, critic = E("e", 2, 0.6), C("c", 1, 0.7)
+    expert, critic = E("e", 2, 0.6, (1,) * 6 + (0,) * 4), C("c", 1, 0.7, (1,) * 7 + (0.5,) * 3)
     assert (decide_guided(0, expert, critic, G("g", 0.9), 0.53).path, decide_guided(0, expert, critic, G("g", 0.9),
                                                                                    0.53).module_id) == ("guide", "g")
     # a guide that tied base is kept: the critic's 2 items cannot show it beats the rules memory's way (seed 1006)
@@ -292,12 +292,19 @@ def test_uno_guided_takes_the_best_validated_path():
     assert worse.path == "reflective" and "guide 0.00" in worse.reason
     assert decide_guided(0, None, None, G("g", 0.1, (0,) * 9 + (1,)), 0.53).path == "base"
     assert decide_guided(0, None, None, G("g", 0.3, (0,) * 7 + (1,) * 3), 0.53).path == "guide"  # p = 0.17
-    tie = decide_guided(0, E("e", 2, 0.7), critic, G("g", 0.7), 0.53)  # ties: the guide first
+    tie = decide_guided(0, E("e", 2, 0.7, critic.outcomes), critic, G("g", 0.7), 0.53)  # ties: the guide first
     assert (tie.path, tie.epoch, tie.module_id) == ("guide", None, "g")
     first = decide_guided(0, E("e", 2, 1.0), C("c", 1, 1.0), G("g", 0.6), 0.53)  # a validated guide is not replaced
     assert (first.path, first.module_id) == ("guide", "g") and "the guide validated" in first.reason
-    tie = decide_guided(0, E("e", 2, 0.7), C("c", 1, 0.7), None, 0.53)  # then the expert, then the critic
+    tie = decide_guided(0, E("e", 2, 0.7, critic.outcomes), critic, None, 0.53)  # then the expert, then the critic
     assert (tie.path, tie.epoch) == ("primary", 2)
+    # where no guide is, an expert or critic must show on its items that it beats base (seed 1017: a critic that
+    # won 2 of 3 served at 2.7 times the rules memory's prompt tokens, no better than base); 5 wins of 5 do
+    assert decide_guided(0, None, C("c", 1, 2 / 3, (1, 1, 0)), None, 0.53).path == "base"
+    assert decide_guided(0, E("e", 1, 1.0, (1, 1)), None, None, 0.53).path == "base"
+    assert decide_guided(0, E("e", 1, 0.6, (1,) * 6 + (0,) * 4), None, None, 0.53).path == "base"  # p = 0.38
+    assert decide_guided(0, None, C("c", 1, 1.0, (1,) * 5), None, 0.53).path == "reflective"
+    assert decide_guided(0, None, C("c", 1, 0.75, (1,) * 7 + (0, 0.5, 0.5)), None, 0.53).path == "reflective"
     failed = decide_guided(0, E("e", None, 0.9), None, G("g", None), 0.53)  # no epoch passed; guide not judged
     assert failed.path == "base" and "guide not judged; primary 0.90" in failed.reason
     assert decide_guided(0, None, None, None, 0.53).path == "base"

@@ -347,14 +347,20 @@ class Candidate:
     module_id: str
     epoch: int | None
     win_rate: float | None
-    outcomes: tuple[float, ...] = ()  # a guide's per-item outcomes (1 win, ½ tie, 0 loss)
+    outcomes: tuple[float, ...] = ()  # per-item outcomes (1 win, ½ tie, 0 loss) of the epoch used
+    crossfit: bool = False  # a critic judged by its folds
 
     def shown_worse(self, alpha: float = GUIDE_ALPHA) -> bool:
         """Whether its outcomes show it worse than base: more losses than wins, and the chance of at most that many
         wins among the items not tied, were each a coin flip, below ``alpha`` (a one-sided sign test)."""
         wins, losses = self.outcomes.count(1.0), self.outcomes.count(0.0)
-        n = wins + losses
-        return losses > wins and sum(math.comb(n, k) for k in range(wins + 1)) / 2 ** n < alpha
+        return losses > wins and _at_most(wins, wins + losses) < alpha
+
+    def shown_better(self, alpha: float = GUIDE_ALPHA) -> bool:
+        """Whether its outcomes show it better than base: more wins than losses, and the chance of at most that
+        many losses among the items not tied, were each a coin flip, below ``alpha`` (the same sign test)."""
+        wins, losses = self.outcomes.count(1.0), self.outcomes.count(0.0)
+        return wins > losses and _at_most(losses, wins + losses) < alpha
 
     def reaches(self, threshold: float) -> bool:
         """Whether it may be used: judged, at or above ``threshold``, and (an expert) with an epoch that passed."""
@@ -362,20 +368,29 @@ class Candidate:
                 and (self.path != PathName.PRIMARY or self.epoch is not None))
 
 
+def _at_most(k: int, n: int) -> float:
+    """The chance of at most ``k`` heads in ``n`` fair coin flips."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+
+
 def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | None, guide: Candidate | None,
                   threshold: float) -> Plan:
     """The ``uno-guided`` plan: the guide unless its validation showed it worse than base
     (:meth:`Candidate.shown_worse`; not judged: not used); else the expert or the critic whose win rate is highest
-    and reaches ``threshold`` (the expert on ties); else base.
+    among those that reach ``threshold`` and whose items show them better than base (:meth:`Candidate.shown_better`;
+    the expert on ties); else base.
 
     Why the guide first: it is the rules memory's way of answering (the rules of the nearest logs before the
     question), the bar an expert or critic must beat to replace it, and a few validation items against base cannot
     show that they do — on a preference file nobody tuned for, an expert that won its 2 items answered worse than
     the rules memory (issue 37); on held-out seed 1006 a critic that won its 2 items replaced a guide that tied
-    base, at 2.4 times the guide's prompt tokens and no better answers (docs/benchmarks.md)."""
+    base, at 2.4 times the guide's prompt tokens and no better answers (docs/benchmarks.md). Why shown better, not
+    a win rate alone, where no guide is: on held-out seed 1017 a critic that won 0.67 of 3 items served LexEval, where
+    no entry had two users: prompt tokens 790 against the rules memory's 297, compliance there base's (75%)."""
     tried = [c for c in (guide, expert, critic) if c is not None]
     rates = "; ".join(f"{c.path} {'not judged' if c.win_rate is None else f'{c.win_rate:.2f}'}" for c in tried)
-    ok = [c for c in tried if (c.win_rate is not None and not c.shown_worse() if c is guide else c.reaches(threshold))]
+    ok = [c for c in tried if (c.win_rate is not None and not c.shown_worse() if c is guide
+                               else c.reaches(threshold) and c.shown_better())]
     if not ok:
         return Plan(cluster=cluster, system="uno-guided", path=PathName.BASE,
                     reason=f"no path reached {threshold:.2f} ({rates or 'nothing validated'})")
@@ -411,7 +426,7 @@ def decide(cluster: int, gap_plan: str | None, expert: Candidate | None, critic:
                 single]
     judged = "not judged" if critic.win_rate is None else (
         f"won {critic.win_rate:.2f} of validation comparisons"
-        + (f" (cross-fitted, {len(critic.outcomes)} items)" if critic.outcomes else ""))
+        + (f" ({'cross-fitted, ' * critic.crossfit}{len(critic.outcomes)} items)" if critic.outcomes else ""))
     if critic.reaches(threshold):
         return [_plan(cluster, "uno", critic, f"{why}; critic epoch {critic.epoch} ({judged})"), single]
     below = "" if critic.win_rate is None else f", below {threshold:.2f}"
@@ -545,7 +560,8 @@ async def _expert(ws: Workspace, models: Models, row: dict[str, Any], base: Base
     val = await validate(ws, models, row["id"], range(1, row["epochs"] + 1), answer, base, cfg)
     if not _judged(base):
         return Candidate(PathName.PRIMARY, row["id"], None, None)
-    return Candidate(PathName.PRIMARY, row["id"], *choose_epoch(val.outcomes, cfg.win_threshold))
+    epoch, rate = choose_epoch(val.outcomes, cfg.win_threshold)
+    return Candidate(PathName.PRIMARY, row["id"], epoch, rate, tuple(val.outcomes.get(epoch or 0, ())))
 
 
 async def _critic(ws: Workspace, models: Models, row: dict[str, Any], base: Baseline, cfg: SelectConfig) -> Candidate:
@@ -554,7 +570,7 @@ async def _critic(ws: Workspace, models: Models, row: dict[str, Any], base: Base
     if folds := _folds_of(ws, row):
         return await _crossfit_critic(ws, models, row, folds, cfg)
     epoch, val = await _reflective(ws, models, row, base, cfg)
-    return Candidate(PathName.REFLECTIVE, row["id"], epoch, val.rate(epoch))
+    return Candidate(PathName.REFLECTIVE, row["id"], epoch, val.rate(epoch), tuple(val.outcomes.get(epoch, ())))
 
 
 async def _reflective(ws: Workspace, models: Models, row: dict[str, Any], base: Baseline,
@@ -574,7 +590,7 @@ async def _crossfit_critic(ws: Workspace, models: Models, row: dict[str, Any], f
     outcomes = [o for found in await together(*(_fold_outcomes(ws, models, f, cfg) for f in folds)) for o in found]
     rate = sum(outcomes) / len(outcomes) if len(outcomes) >= cfg.min_val_items else None
     epoch = best_critic_epoch([f["metrics"] for f in folds], row["epochs"])
-    return Candidate(PathName.REFLECTIVE, row["id"], epoch, rate, tuple(outcomes))
+    return Candidate(PathName.REFLECTIVE, row["id"], epoch, rate, tuple(outcomes), crossfit=True)
 
 
 async def _fold_outcomes(ws: Workspace, models: Models, fold: dict[str, Any], cfg: SelectConfig) -> list[float]:
