@@ -330,7 +330,8 @@ def test_the_guide_is_validated_with_the_rulebook_before_the_question(ws):
     gen = MockChatModel(responder=generator)
     plans = {p.system: p for p in run(ws, Models(ws, generator=gen, judge=MockChatModel(responder=statute_judge)))}
     guided = plans["uno-guided"]
-    assert guided.path == "guide" and guided.win_rate == 1.0 and "guide 1.00; reflective 0.50" in guided.reason
+    assert guided.path == "guide" and guided.win_rate == 1.0
+    assert "guide 1.00 (2 won, 0 lost of 2); reflective 0.50 (0 won, 0 lost of 2)" in guided.reason
     text = Guide.from_json(ws.guide_body(guided.module_id)).text()
     assert "1. Cite the statute." in text and "emoji" not in text
     f = funnel(ws)

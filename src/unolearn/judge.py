@@ -17,6 +17,7 @@ are compared.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,3 +131,9 @@ async def score_items(judge: ChatModel, kind: str, items: Sequence[Item], *, sam
         return await likelihood_scores(judge, items, desc=desc)
     return await llm_scores(judge, items, samples=samples, max_tokens=max_tokens, seed=seed,
                             temperature=temperature, desc=desc)
+
+
+def coin_flips_at_most(k: int, n: int) -> float:
+    """The chance of at most ``k`` heads in ``n`` fair coin flips: a one-sided sign test of ``k`` wins (or losses)
+    among ``n`` judged comparisons that were not tied."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n

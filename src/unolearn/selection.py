@@ -27,7 +27,6 @@ Final plans, per cluster and system (a high-gap cluster's expert is validated an
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
@@ -41,7 +40,7 @@ from .distill import feedback_examples, pair_prompt
 from .errors import ConfigError, InputError, one_line
 from .executor import ExecutorConfig, run_jobs
 from .guide import Guide
-from .judge import JUDGES, resolve_judge, score_items
+from .judge import JUDGES, coin_flips_at_most, resolve_judge, score_items
 from .names import PLANNED_SYSTEMS, PathName
 from .plans import ensure_adapter
 from .profiles import note
@@ -354,23 +353,25 @@ class Candidate:
         """Whether its outcomes show it worse than base: more losses than wins, and the chance of at most that many
         wins among the items not tied, were each a coin flip, below ``alpha`` (a one-sided sign test)."""
         wins, losses = self.outcomes.count(1.0), self.outcomes.count(0.0)
-        return losses > wins and _at_most(wins, wins + losses) < alpha
+        return losses > wins and coin_flips_at_most(wins, wins + losses) < alpha
 
     def shown_better(self, alpha: float = GUIDE_ALPHA) -> bool:
         """Whether its outcomes show it better than base: more wins than losses, and the chance of at most that
         many losses among the items not tied, were each a coin flip, below ``alpha`` (the same sign test)."""
         wins, losses = self.outcomes.count(1.0), self.outcomes.count(0.0)
-        return wins > losses and _at_most(losses, wins + losses) < alpha
+        return wins > losses and coin_flips_at_most(losses, wins + losses) < alpha
+
+    def note(self) -> str:
+        """Its path and win rate (its wins and losses where it has outcomes), for a plan's reason."""
+        rate = "not judged" if self.win_rate is None else f"{self.win_rate:.2f}"
+        wl = f" ({self.outcomes.count(1.0)} won, {self.outcomes.count(0.0)} lost of {len(self.outcomes)})" \
+            if self.outcomes else ""
+        return f"{self.path} {rate}{wl}"
 
     def reaches(self, threshold: float) -> bool:
         """Whether it may be used: judged, at or above ``threshold``, and (an expert) with an epoch that passed."""
         return (self.win_rate is not None and self.win_rate >= threshold
                 and (self.path != PathName.PRIMARY or self.epoch is not None))
-
-
-def _at_most(k: int, n: int) -> float:
-    """The chance of at most ``k`` heads in ``n`` fair coin flips."""
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
 
 
 def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | None, guide: Candidate | None,
@@ -384,16 +385,15 @@ def decide_guided(cluster: int, expert: Candidate | None, critic: Candidate | No
     question), the bar an expert or critic must beat to replace it, and a few validation items against base cannot
     show that they do — on a preference file nobody tuned for, an expert that won its 2 items answered worse than
     the rules memory (issue 37); on held-out seed 1006 a critic that won its 2 items replaced a guide that tied
-    base, at 2.4 times the guide's prompt tokens and no better answers (docs/benchmarks.md). Why shown better, not
-    a win rate alone, where no guide is: on held-out seed 1017 a critic that won 0.67 of 3 items served LexEval, where
-    no entry had two users: prompt tokens 790 against the rules memory's 297, compliance there base's (75%)."""
+    base, at 2.4 times the guide's prompt tokens and no better answers; on seed 1017 one that won 2 of 3 items
+    served LexEval (no entry had two users) at 790 prompt tokens against the rules memory's 297, no better."""
     tried = [c for c in (guide, expert, critic) if c is not None]
-    rates = "; ".join(f"{c.path} {'not judged' if c.win_rate is None else f'{c.win_rate:.2f}'}" for c in tried)
+    rates = "; ".join(c.note() for c in tried)
     ok = [c for c in tried if (c.win_rate is not None and not c.shown_worse() if c is guide
                                else c.reaches(threshold) and c.shown_better())]
     if not ok:
         return Plan(cluster=cluster, system="uno-guided", path=PathName.BASE,
-                    reason=f"no path reached {threshold:.2f} ({rates or 'nothing validated'})")
+                    reason=f"no path reached {threshold:.2f} and showed it beats base ({rates or 'nothing validated'})")
     best = ok[0] if ok[0].path == PathName.GUIDE else max(ok, key=lambda c: c.win_rate or 0.0)
     why = "the guide validated, not worse than base" if best.path == PathName.GUIDE else "best validated path"
     return Plan(cluster=cluster, system="uno-guided", path=best.path, module_id=best.module_id, epoch=best.epoch,
