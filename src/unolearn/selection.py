@@ -53,8 +53,8 @@ WIN_THRESHOLD = 0.53
 #: Under ``uno-guided`` a guide is kept unless validation showed it worse than base: more losses than wins, and a
 #: one-sided sign test over the items not tied below this level. It is the rules memory's way of answering, the bar
 #: the other paths must beat, not a module that must beat base first; a win rate below ½ on 3 items shows nothing
-#: (seed 1010: NFCats' guide lost 2 of 3 items and the cluster fell to base, 3% against the rules
-#: memory's 37%; kept, 37%; docs/benchmarks.md). Fewer than 5 items decided can never show it.
+#: (seed 1010: NFCats' guide lost 2 of 3 items and the cluster fell to base, 3% against the rules memory's 37%; kept,
+#: 37%). Fewer than 5 items decided never show it. Where no guide is, an expert or critic must show it beats base.
 GUIDE_ALPHA = 0.05
 
 
