@@ -111,6 +111,10 @@ def test_array_line_numbers(tmp_path):
     (json.dumps({"messages": [{"role": "user", "content": 42}]}), "messages[0].content: expected a string"),
     (json.dumps({"messages": "hello"}), "messages: expected a list"),
     (json.dumps(chat("q", "a", rating="good")), "rating: expected a number"),
+    (json.dumps(chat("q", "a", rating=float("nan"))), "rating: expected a finite number, got nan"),
+    ('{"messages": [{"role": "user", "content": "q"}], "rating": 1e999}', "rating: expected a finite number"),
+    (json.dumps(chat("q", "a", timestamp="bob@example.com")), "timestamp: expected an ISO-8601 date or time"),
+    (json.dumps(chat("q", "a", timestamp=1700000000)), "timestamp: expected an ISO-8601 date or time"),
     (json.dumps(chat("q", "a", actions=["shrug"])), "actions[0]"),
     (json.dumps(chat("q", "a", actions=[{"kind": "edit"}])), "edited answer"),
     (json.dumps(chat("q", "a", user="")), "user: expected a non-empty string"),
@@ -124,6 +128,12 @@ def test_bad_records_are_rejected_with_line_and_reason(tmp_path, raw, reason):
     assert isinstance(good, Log)
     assert isinstance(bad, Rejected) and bad.line == 2 and reason in bad.reason, bad.reason
     assert bad.raw == raw
+
+
+def test_a_content_part_without_text_adds_no_text(tmp_path):
+    parts = [{"type": "text", "text": None}, {"type": "text", "text": "How do I reset it?"}]
+    (log,) = items(write_jsonl(tmp_path / "parts.jsonl", [{"messages": [{"role": "user", "content": parts}]}]))
+    assert log.query == "How do I reset it?"  # before: "NoneHow do I reset it?"
 
 
 def test_forced_format_rejects_other_shapes(tmp_path):

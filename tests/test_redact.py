@@ -91,3 +91,14 @@ def test_a_row_the_redactor_fails_on_is_recorded_without_its_text():
 
     row = ("r1", '[{"role": "user", "content": "bob@example.com"}]', "answer to bob@example.com", "{}", "m", "t", "u")
     assert _redact_row(Failing(), "served", row) == ("r1", "[]", "", "{}", "m", "t", "u")
+
+
+def test_metadata_keys_numbers_and_the_source_are_redacted(redactor):
+    log = Log.from_messages([Message(role="user", content="hi")], lang="en",
+                            source="chat of bob@example.com +1 415 555 0123",
+                            metadata={"bob@example.com": "x", "phone": 14155550123, "card": 4111111111111111,
+                                      "turns": 3, "score": 0.5, "ok": True})
+    out = redactor.log(log)
+    assert out.source == "chat of <EMAIL_1> <PHONE_1>"  # before: every one of them stored as written
+    assert out.metadata == {"<EMAIL_1>": "x", "phone": "<PHONE_1>", "card": "<CARD_1>", "turns": 3, "score": 0.5,
+                            "ok": True}

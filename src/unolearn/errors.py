@@ -6,6 +6,8 @@ the proxy turns it into an HTTP response with its ``http_status``. Anything else
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def one_line(e: BaseException, limit: int | None = None) -> str:
     """An exception's message on one line (at most ``limit`` characters), or its type's name when it has none."""
@@ -88,3 +90,21 @@ class StoreUnavailableError(WorkspaceError):
 
 class RecordError(ValueError):
     """A record that cannot become a :class:`~unolearn.records.Log`; the message names the field."""
+
+
+def check_text(value: Any, field: str) -> None:
+    """A RecordError naming the field of the first string in ``value`` that is not valid Unicode (a lone
+    surrogate, which JSON's ``\\ud800`` escapes can make and no store can hold)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise RecordError(f"{field}: invalid Unicode (a lone surrogate at character {e.start})") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(k, field)
+            check_text(v, f"{field}.{k}" if field != "record" else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_text(v, f"{field}[{i}]")
+

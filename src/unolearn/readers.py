@@ -4,7 +4,7 @@ Input contract:
 - A file is either JSONL (one JSON object per line) or one JSON array of objects; a truncated array
   still yields every complete element before the cut. Files are streamed, never read whole.
 - ``openai``: ``{"messages": [{"role", "content"}...], "actions"?, "rating"?, "lang"?, "source"?,
-  "timestamp"?, "user"?, "metadata"?, "id"?}``.
+  "timestamp"? (ISO-8601), "user"?, "metadata"?, "id"?}``; a finite ``rating``.
 - ``memorybench``: ``{"test_idx", "dataset_name", "lang", "input_prompt" | "input_chat_messages",
   "dialog", "implicit_feedback", "info"}``; ``dialog``/``implicit_feedback`` may be JSON or
   Python-literal strings, as in the published dataset.
@@ -23,6 +23,7 @@ import ast
 import codecs
 import itertools
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,8 @@ from typing import Any, BinaryIO, cast
 from pydantic import ValidationError
 
 from . import importers
-from .errors import InputError, RecordError, one_line
-from .records import Action, Log, Message, Rejected, Role
+from .errors import InputError, RecordError, check_text, one_line
+from .records import Action, Log, Message, Rejected, Role, is_timestamp
 from .tenants import DEFAULT_TENANT, check_tenant
 
 FORMATS = ("auto", "openai", "memorybench", "sharegpt", *importers.PLATFORMS)
@@ -206,7 +207,7 @@ def _content(value: Any, field: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        return "".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text")
+        return "".join(str(p["text"]) for p in value if p.get("type", "text") == "text" and p.get("text") is not None)
     raise RecordError(f"{field}: expected a string, got {type(value).__name__}")
 
 
@@ -274,11 +275,30 @@ def _common(obj: dict, source: str) -> dict[str, Any]:
     rating = obj.get("rating")
     if rating is not None and not isinstance(rating, (int, float)):
         raise RecordError(f"rating: expected a number, got {type(rating).__name__}")
+    if rating is not None and not _finite(rating):
+        raise RecordError(f"rating: expected a finite number, got {str(rating)[:20]}")
     lang = obj.get("lang")
     return {"rating": rating, "lang": lang if lang in ("en", "zh") else None,
-            "source": str(obj.get("source") or source), "timestamp": obj.get("timestamp"),
+            "source": str(obj.get("source") or source), "timestamp": _timestamp(obj.get("timestamp")),
             "user": _user(obj.get("user")), "tenant": _tenant(obj),
             "actions": tuple(_actions(obj.get("actions"), "actions"))}
+
+
+def _finite(number: float) -> bool:
+    """Whether ``number`` is a float's finite value (not NaN, ±Infinity, ``1e999`` or an integer too large)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
+def _timestamp(value: Any) -> str | None:
+    """A record's ``timestamp``: an ISO-8601 date or time (text), or None; anything else is a RecordError (free
+    text there would be stored beside the log's redacted texts as written)."""
+    if value is None or is_timestamp(value):
+        return value
+    shown = type(value).__name__ if not isinstance(value, str) else "text that is not one"
+    raise RecordError(f"timestamp: expected an ISO-8601 date or time (e.g. 2026-01-31T10:00:00Z), got {shown}")
 
 
 def _tenant(obj: dict) -> str | None:
@@ -440,21 +460,3 @@ def with_tenant(log: Log, tenant: str | None) -> Log:
         raise RecordError(f"tenant: the record names tenant {named!r}, this ingest is for tenant {given!r}")
     effective = named or given
     return log if log.tenant == effective else log.model_copy(update={"tenant": effective})
-
-
-def check_text(value: Any, field: str) -> None:
-    """A RecordError naming the field of the first string in ``value`` that is not valid Unicode (a lone
-    surrogate, which JSON's ``\\ud800`` escapes can make and no store can hold)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise RecordError(f"{field}: invalid Unicode (a lone surrogate at character {e.start})") from None
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            check_text(k, field)
-            check_text(v, f"{field}.{k}" if field != "record" else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            check_text(v, f"{field}[{i}]")
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -45,6 +46,15 @@ def detect_lang(text: str) -> Lang:
         return "en"
     cjk = sum(1 for c in chars if CJK.match(c))
     return "zh" if cjk / len(chars) >= 0.2 else "en"
+
+
+def is_timestamp(value: Any) -> bool:
+    """Whether ``value`` is an ISO-8601 date or time as text (what a log's ``timestamp`` holds)."""
+    try:
+        datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 class Record(BaseModel):
@@ -144,6 +154,9 @@ class Rejected(Record):
     line: int
     reason: str
     raw: str
+    users: tuple[str, ...] | None = Field(default=None, description="The user ids the raw record names, found "
+                                                                     "before redaction (what forget matches); None: "
+                                                                     "not looked for.")
 
     @property
     def id(self) -> str:

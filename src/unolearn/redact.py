@@ -149,14 +149,14 @@ class Redactor:
             "feedback": tuple(red(f) for f in log.feedback),
             "actions": tuple(Action(kind=a.kind, turn=a.turn, edited=None if a.edited is None else red(a.edited))
                              for a in log.actions),
-            "metadata": _map_strings(log.metadata, red)})
+            "source": red(log.source), "metadata": _map_strings(log.metadata, red)})
 
     def rejected(self, r: Rejected) -> Rejected:
         """A rejected input record with its raw text and reason redacted."""
         if self._analyzer is None:
             return r
         n = Placeholders()
-        return r.model_copy(update={"raw": self.text(r.raw, n), "reason": self.text(r.reason, n)})
+        return r.model_copy(update={"raw": self.text(_unescaped(r.raw), n), "reason": self.text(r.reason, n)})
 
     def served_row(self, row: tuple) -> tuple:
         """A proxy row ``(response id, messages JSON, answer, route, model, created at, user)``, redacted."""
@@ -181,14 +181,32 @@ def warn_if_disabled(cfg: RedactConfig, where: str) -> None:
               file=sys.stderr)
 
 
+def _unescaped(raw: str) -> str:
+    """A raw JSON record with its ``\\uXXXX`` escapes decoded (``json.dumps``' default writes every non-ASCII
+    character so, and ``\\u7535\\u8bdd13812345678`` hides the number from the recognizers), else as it is."""
+    if "\\u" not in raw:
+        return raw
+    try:
+        text = json.dumps(json.loads(raw), ensure_ascii=False)
+        text.encode("utf-8")  # a lone surrogate stays escaped
+    except (ValueError, RecursionError):
+        return raw
+    return text
+
+
 def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
-    """``value`` (JSON-like) with ``fn`` applied to every string in it (keys kept)."""
+    """``value`` (JSON-like) with ``fn`` applied to every string in it, keys too; a number that ``fn`` changes
+    written as text (``4111111111111111``, a card number as a JSON number, becomes ``<CARD_1>``)."""
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):
-        return {k: _map_strings(v, fn) for k, v in value.items()}
+        return {fn(str(k)): _map_strings(v, fn) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_map_strings(v, fn) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = str(value)
+        redacted = fn(text)
+        return value if redacted == text else redacted
     return value
 
 

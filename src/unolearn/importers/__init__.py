@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import RecordError, one_line
+from ..errors import RecordError, check_text, one_line
 from ..records import Log, Rejected
 from ..store.spool import Spool
 from . import langfuse, langsmith, openinference, otel
@@ -73,8 +73,10 @@ def read_export(path: Path, platform: str, raws: Iterable[RawLike]) -> Iterator[
                 yield offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text)
                 continue
             try:
+                check_text(raw.value, "record")  # a lone surrogate: no store (the spool neither) can hold it
                 found = list(pieces(raw.value, raw.line))
-            except (ValueError, TypeError, KeyError, AttributeError) as e:  # RecordError among them
+            except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError,  # RecordError among them
+                    RecursionError) as e:  # a number too large for a float; attributes nested too deep
                 yield offset, Rejected(file=str(path), line=raw.line, reason=_reason(e, platform), raw=raw.text)
                 continue
             for p in found:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..records import Action, ActionKind, Log, Message
+from ..records import Action, ActionKind, Log, Message, is_timestamp
 
 #: Score labels read as a thumbs up or down (lower case; spaces and dashes read as underscores).
 LIKE_LABELS = frozenset({"thumbs_up", "thumbsup", "up", "like", "liked", "positive", "good", "helpful", "yes",
@@ -92,7 +92,12 @@ def assemble(conversation: str, turns: list[dict[str, Any]], verdicts: list[dict
     """One conversation's log from its spooled turns (in time order) and the verdicts naming its answers."""
     messages: list[dict[str, str]] = []
     answer_of: dict[str, int] = {}  # an id → the index of its answer among the assistant turns
+    seen: set[str] = set()
     for t in turns:
+        key = repr((t["ids"], t["at"], t["input"], t["output"]))
+        if key in seen:  # the same call twice (overlapping exports concatenated): not a user's new turn
+            continue
+        seen.add(key)
         messages.extend(_new_messages(messages, t["input"]))
         if t["output"] is not None:
             messages.append({"role": "assistant", "content": t["output"]})
@@ -104,7 +109,7 @@ def assemble(conversation: str, turns: list[dict[str, Any]], verdicts: list[dict
                             actions=tuple(_actions(verdicts, answer_of)), rating=_rating(verdicts, answer_of),
                             user=next((t["user"] for t in turns if t["user"]), None),
                             tenant=next((t["tenant"] for t in turns if t["tenant"]), None),
-                            source=source, timestamp=first["at"] or None, lang=None,
+                            source=source, timestamp=first["at"] if is_timestamp(first["at"]) else None, lang=None,
                             metadata={**first["metadata"], "conversation": conversation})
     comments = tuple(v["comment"] for v in verdicts if v["comment"] and v["comment"].strip())
     return log.model_copy(update={"feedback": log.feedback + comments}) if comments else log

@@ -117,5 +117,6 @@ def _score(s: dict[str, Any], line: int, prefix: str) -> Iterator[Verdict]:
     rating = float(value) if kind == "NUMERIC" and isinstance(value, (int, float)) else None
     edited = text_of(label if label is not None else value) if kind == "CORRECTION" else None
     comment = s.get("comment") or (label if kind == "TEXT" else None)
+    comment = comment if isinstance(comment, str) else None  # a number or an object is no one's words
     yield Verdict(target=str(target), line=line, comment=comment, action="edit" if edited else action,
                   rating=rating, edited=edited, name=s.get("name"))

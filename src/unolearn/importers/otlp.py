@@ -79,7 +79,10 @@ def iso(nanos: Any) -> str:
         n = int(nanos)
     except (TypeError, ValueError):
         return ""
-    return datetime.fromtimestamp(n / 1e9, UTC).isoformat() if n > 0 else ""
+    try:
+        return datetime.fromtimestamp(n / 1e9, UTC).isoformat() if n > 0 else ""
+    except (OverflowError, ValueError, OSError):  # past the year 9999: no time at all
+        return ""
 
 
 def spans(obj: dict[str, Any]) -> Iterator[Span]:
