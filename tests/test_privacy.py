@@ -182,3 +182,46 @@ def test_retention_forgets_what_was_ingested_long_ago(ws, tmp_path, store_url):
     later = datetime.now(UTC) + timedelta(days=31)
     assert apply_retention(ws, RetentionConfig(days=30), now=later).removed["logs"] == 1
     assert ws.count("logs") == 0
+
+
+#: A record each format rejects, naming its user where that format does (Langfuse ``userId``, LangSmith
+#: ``extra.metadata.user_id``, an OTLP resource's ``user.id``, OpenInference's nested ``user.id``, an openai
+#: ``user`` that is an e-mail address: redacted in the raw text, found before), and a line cut short.
+REJECTED_OF_ALICE = {
+    "langfuse": {"id": "t1", "timestamp": "2024-01-01T00:00:00Z", "input": 42, "output": "my secret diagnosis",
+                 "userId": "alice"},
+    "langsmith": {"id": "r1", "run_type": "llm", "trace_id": "t1", "inputs": 5, "outputs": "my secret diagnosis",
+                  "extra": {"metadata": {"user_id": "alice"}}},
+    "otel": {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "user.id", "value": {"stringValue": "alice"}}]},
+        "scopeSpans": [{"spans": [{"traceId": "t1", "spanId": "s1", "startTimeUnixNano": "1700000000000000000",
+                                   "attributes": [{"key": "gen_ai.input.messages", "value": {"stringValue": "[5]"}},
+                                                  {"key": "n", "value": {"stringValue": "my secret diagnosis"}}]}]}]}]},
+    "openinference": {"context": {"trace_id": "t1", "span_id": "s1"}, "span_kind": "LLM",
+                      "attributes": {"llm": {"input_messages": 5}, "user": {"id": "alice"},
+                                     "output": {"value": "my secret diagnosis"}}},
+    "openai-email-user": chat("my secret diagnosis", "a", rating="good", user="alice@example.com"),
+    "cut-short": '{"messages": [{"role": "user", "content": "my secret diagnosis"}], "user": "alice", "ra',
+}
+
+
+@pytest.mark.parametrize("fmt", REJECTED_OF_ALICE)
+def test_forget_reaches_a_rejected_record_whatever_its_format_calls_the_user(ws, tmp_path, store_url, fmt):
+    from unolearn.forget import forget
+    from unolearn.ingest import ingest
+
+    user = "alice@example.com" if fmt == "openai-email-user" else "alice"
+    assert ingest(ws, [write_jsonl(tmp_path / "x.jsonl", [REJECTED_OF_ALICE[fmt]])], progress=False).rejected == 1
+    assert "my secret diagnosis" in str(ws.conn.execute("SELECT raw FROM rejected").fetchall())
+    assert forget(ws, users=(user[:2], "bob")).nothing  # an id is matched whole: forgetting 'al' keeps alice's
+    assert forget(ws, users=(user,)).removed["rejected"] == 1  # before: only a top-level 'user' was matched
+    assert ws.count("rejected") == 0
+
+
+def test_forget_finds_the_user_in_a_rejected_record_kept_before_users_were_recorded(ws, store_url):
+    from unolearn.forget import forget
+    from unolearn.records import Rejected
+
+    raw = json.dumps({"id": "r1", "run_type": "llm", "extra": json.dumps({"metadata": {"user_id": 7}})})
+    ws.add_logs([], [Rejected(file="old.jsonl", line=1, reason="langsmith: inputs: missing", raw=raw)])
+    assert forget(ws, users=("7",)).removed["rejected"] == 1

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .errors import InputError, UnolearnError
 from .importers import langfuse_api
+from .raw_users import users_in_text
 from .readers import FORMATS, read_logs
 from .records import Log, Rejected
 from .redact import Redactor
@@ -120,9 +121,13 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
 
 
 def _redacted(redactor: Redactor, item: Log | Rejected, path: Path) -> Log | Rejected:
-    """``item`` redacted; a log the redactor fails on is rejected (its text is not kept)."""
+    """``item`` redacted; a log the redactor fails on is rejected (its text is not kept). A rejected record's
+    users are found first (redaction may hide them: an e-mail address as a user id), so ``forget`` finds it."""
     try:
-        return redactor.rejected(item) if isinstance(item, Rejected) else redactor.log(item)
+        if isinstance(item, Rejected):
+            return redactor.rejected(item if item.users is not None else
+                                     item.model_copy(update={"users": users_in_text(item.raw)}))
+        return redactor.log(item)
     except Exception as e:  # noqa: BLE001 — one record's failure is that record's error
         line = getattr(item, "line", 0)
         return Rejected(file=str(path), line=line, reason=f"cannot be redacted ({type(e).__name__}); not stored",

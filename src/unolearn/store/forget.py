@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..raw_users import users_in_text
 from .base import Base
 from .dialect import Connection
 from .snapshots import publish
@@ -92,14 +93,15 @@ class ForgetTables(Base):
                                self._entries_of(logs), self._modules_of(logs))
 
     def _rejected_of(self, users: Sequence[str], before: str | None) -> list[str]:
-        """Rejected input records of ``users`` (a JSON object naming one as its ``user``, or the quoted id
-        anywhere in a record that is not JSON), or rejected before ``before``."""
+        """Rejected input records of ``users`` (naming one as its user id wherever its format puts it, recorded
+        at ingest or found in the raw text; or, in a record that is not JSON, the quoted id anywhere), or
+        rejected before ``before``."""
         out = []
-        quoted = [json.dumps(str(u)) for u in users]
-        for rid, raw, at in self.conn.execute("SELECT id, raw, rejected_at FROM rejected"):
+        wanted = {str(u) for u in users}
+        for rid, raw, at, named in self.conn.execute("SELECT id, raw, rejected_at, users FROM rejected"):
             if before is not None and at < before:
                 out.append(rid)
-            elif users and _names_user(raw, users, quoted):
+            elif wanted and _names_user(raw, named, wanted):
                 out.append(rid)
         return sorted(out)
 
@@ -168,10 +170,13 @@ class ForgetTables(Base):
         self.conn.compact()
 
 
-def _names_user(raw: str, users: Sequence[str], quoted: list[str]) -> bool:
-    """Whether a rejected raw record belongs to one of ``users``."""
+def _names_user(raw: str, named: str | None, wanted: set[str]) -> bool:
+    """Whether a rejected record belongs to one of the ``wanted`` users: one of the ids ``named`` at ingest
+    (JSON; NULL in rows kept before), or one its raw text names as a user."""
+    if wanted & set(json.loads(named) if named else ()) or wanted & set(users_in_text(raw)):
+        return True
     try:
-        obj = json.loads(raw)
-    except ValueError:
-        return any(q in raw for q in quoted)
-    return isinstance(obj, dict) and obj.get("user") is not None and str(obj["user"]) in set(map(str, users))
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return any(json.dumps(u) in raw for u in wanted)
+    return False

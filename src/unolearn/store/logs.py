@@ -34,11 +34,12 @@ class LogTables(Base):
         key order, so concurrent ingests of the same logs wait for each other and never deadlock.
         """
         rows = sorted(_log_row(log) for log in logs)
-        bad = sorted((r.id, r.file, r.line, no_nul(r.reason, "\\0"), no_nul(r.raw, "\\0"), now()) for r in rejected)
+        bad = sorted(((r.id, r.file, r.line, no_nul(r.reason, "\\0"), no_nul(r.raw, "\\0"), now(),
+                       None if r.users is None else json.dumps(list(r.users))) for r in rejected), key=lambda b: b[0])
         with self.transaction(lock=False) as c:
             added = c.executemany(_INSERT_LOG, rows).rowcount if rows else 0
-            c.executemany("INSERT INTO rejected (id, file, line, reason, raw, rejected_at) "
-                          "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", bad)
+            c.executemany("INSERT INTO rejected (id, file, line, reason, raw, rejected_at, users) "
+                          "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", bad)
         return added, len(rows) - added
 
     def pull_state(self, source: str) -> dict[str, Any]:

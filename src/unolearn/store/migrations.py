@@ -492,6 +492,13 @@ def m018_critic_folds(c: Connection) -> None:
     """)
 
 
+@migration
+def m019_rejected_users(c: Connection) -> None:
+    """The user ids a rejected record names (a JSON list, found before its raw text was redacted), so that
+    ``forget --user`` reaches it whatever its format calls the user; NULL in rows kept before."""
+    _script(c, "ALTER TABLE rejected ADD COLUMN users TEXT")
+
+
 def applied(c: Connection) -> set[str]:
     """The names of the migrations applied to the database of ``c`` (a read: nothing is created).
 
