@@ -217,6 +217,15 @@ def test_reflective_streaming_sends_only_the_revision(s):
     assert all("stream" not in r.body for r in s.fake.requests())
 
 
+@pytest.mark.parametrize("field", [{"stream_options": [1]}, {"stream_options": "usage"}, {"stream": "false"}])
+def test_stream_fields_of_the_wrong_type_give_400(s, field):
+    """A `stream_options` that was not an object broke a reflective stream after its 200 (the connection dropped,
+    a traceback in the log) once three upstream calls had run; a `stream` string streamed, "false" too."""
+    resp = ask(s, LAW, system="uno", **{"stream": True, **field})
+    assert_openai_error(resp, 400, "invalid_request")
+    assert not s.fake.requests()
+
+
 # -- security and robustness -----------------------------------------------------------------------
 
 

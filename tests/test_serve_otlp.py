@@ -114,3 +114,23 @@ def test_json_exports_partial_success_and_bad_requests(proxy):
         assert collect_served(ws) == 1
         (log,) = ws.iter_logs()
     assert log.query == "Hi?" and [a.kind for a in log.actions] == ["like"]
+
+
+def test_json_exports_a_store_cannot_keep_give_400(proxy):
+    """A deeply nested export answered a plain-text 500; a lone surrogate (which no store encodes) in an
+    evaluation answered 500, and in a span 200 while its answer was silently not stored."""
+    url, ws_dir = proxy
+    attrs = [{"key": "gen_ai.response.id", "value": {"stringValue": "resp-s"}},
+             {"key": "gen_ai.input.messages", "value": {"stringValue": '[{"role": "user", "content": "Hi?"}]'}},
+             {"key": "gen_ai.output.messages", "value": {"stringValue": '[{"role": "assistant", "content": "Hey."}]'}},
+             {"key": "user.id", "value": {"stringValue": "al\ud800ice"}}]
+    span = {"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "1", "name": "chat", "attributes": attrs,
+            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000"}
+    export = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+    deep = b'{"resourceSpans": ' + b"[" * 1500 + b"]" * 1500 + b"}"
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for body in (deep, export):
+        resp = httpx.post(url + "/v1/traces", content=body, headers=auth, timeout=20)
+        assert resp.status_code == 400 and resp.json()["error"]["message"], resp.text
+    with Workspace.open(ws_dir) as ws:
+        assert ws.count("served") == 0

@@ -26,6 +26,7 @@ from ..importers.conversation import Turn, Verdict
 from ..store import now
 from .problems import HTTPProblem, error_response
 from .recorder import served_row
+from .wire import parse_json
 
 PROTOBUF = "application/x-protobuf"
 #: The route recorded with an answer taken from OTLP (the proxy did not route it).
@@ -48,14 +49,8 @@ async def receive(proxy: Any, request: Any, signal: str) -> Any:
 
 def decode(raw: bytes, signal: str, proto: bool) -> dict[str, Any]:
     """An export request as OTLP/JSON (ids in hex, as the JSON encoding has them); 400 when unreadable."""
-    if not proto:
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise HTTPProblem("the body is not JSON", 400, "invalid_json") from None
-        if not isinstance(body, dict):
-            raise HTTPProblem("expected an OTLP export request object", 400, "invalid_otlp")
-        return body
+    if not proto:  # as a chat body: 400 for a body nested too deeply, a NUL or a lone surrogate, which no store keeps
+        return parse_json(raw)
     try:
         from google.protobuf.json_format import MessageToDict
         from google.protobuf.message import DecodeError

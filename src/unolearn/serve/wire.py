@@ -109,6 +109,10 @@ def parse_chat(raw: bytes, system: str, max_messages: int, tenant: str = DEFAULT
     """Validate a chat completion body of ``tenant`` and find the query it is routed on."""
     body = parse_json(raw)
     _check_numbers(body)
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise HTTPProblem("'stream' must be true or false", 400, "invalid_request")
+    if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
+        raise HTTPProblem("'stream_options' must be an object", 400, "invalid_request")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise HTTPProblem("'messages' must be a non-empty list", 400, "invalid_request")
