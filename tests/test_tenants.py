@@ -178,6 +178,30 @@ def test_answers_and_feedback_stay_in_their_tenant(proxy, ws_dir, store_url):
         assert ws.count("served") == 0
 
 
+def test_a_tenants_key_sees_neither_the_other_tenants_nor_their_adapters(ws_dir, store_url):
+    """Any tenant's key used to reload every tenant's plan and read back the tenants' names and plan ids, read
+    all tenants' counts in /metrics, and list the adapters loaded for other tenants in /v1/models."""
+    two_tenant_workspace(ws_dir, store_url)
+    fake = FakeOpenAI()
+    with fake.running():
+        cfg = ServeConfig(upstream=fake.url, api_key="operator-key-0123", keys=KEYS, reload_interval_s=0,
+                          load_adapters=True)
+        with serve_asgi(create_app(ws_dir, cfg, store=store_url, embedder=HashEmbedder()), lifespan="on") as url:
+            def call(method, path, key):
+                return httpx.request(method, url + path, headers={"Authorization": f"Bearer {key}"}, timeout=20)
+
+            for key in (ACME, GLOBEX):
+                assert_openai_error(call("POST", "/v1/admin/reload", key), 403, "operator_only")
+                assert_openai_error(call("GET", "/metrics", key), 403, "operator_only")
+            reloaded = call("POST", "/v1/admin/reload", "operator-key-0123").json()
+            assert set(reloaded["tenants"]) == {"default", "acme", "Globex Corp"}
+            assert "unolearn_plan_id" in call("GET", "/metrics", "operator-key-0123").text
+            models = {key: {m["id"] for m in call("GET", "/v1/models", key).json()["data"]}
+                      for key in (ACME, GLOBEX)}
+    assert "exp-rice@2" in fake.adapters and models[ACME] >= {"fake-model", "exp-rice@2"}
+    assert models[GLOBEX] == {"fake-model"}  # Globex Corp has no plan: none of the adapters is its own
+
+
 def test_key_maps_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="serve.keys: expected a mapping"):
         ServeConfig(keys=["k"])

@@ -42,7 +42,7 @@ from .config import EMBEDDED_MODEL, SYSTEM_HEADER, ServeConfig, tenants_of
 from .metrics import Metrics
 from .problems import HTTPProblem, UpstreamError, error_body, error_response
 from .recorder import Recorder, served_row
-from .tenancy import TenantPlan
+from .tenancy import TenantPlan, operator_only, own_models
 from .upstream import Relayed, Upstream, content_of
 from .wire import Chat, parse_chat, parse_feedback, route_header
 
@@ -536,11 +536,12 @@ class Proxy:
         from starlette.responses import JSONResponse, Response
 
         try:
-            self.authorize(request)
+            tenant = self.authorize(request)
             if self.upstream is None:
                 return JSONResponse({"object": "list", "data": [
                     {"id": EMBEDDED_MODEL, "object": "model", "created": 0, "owned_by": "unolearn"}]})
-            return Response(await self.upstream.models(), media_type="application/json")
+            listing = own_models(await self.upstream.models(), tenant, self.loaded)
+            return Response(listing, media_type="application/json")
         except UnolearnError as e:
             self.count_error(e)
             return error_response(e)
@@ -560,7 +561,7 @@ class Proxy:
         from starlette.responses import JSONResponse
 
         try:
-            self.authorize(request)
+            operator_only(self.authorize(request))
             return JSONResponse({"object": "reload", **await self.reload()})
         except UnolearnError as e:
             return error_response(e)
@@ -570,7 +571,7 @@ class Proxy:
         from starlette.responses import PlainTextResponse
 
         try:
-            self.authorize(request)
+            operator_only(self.authorize(request))
         except UnolearnError as e:
             return error_response(e)
         depth = self.recorder.queue.qsize() if self.recorder.queue else 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from ..backends import Models
 from ..snapshot import PlanSnapshot
 from ..store import Workspace
+from ..tenants import DEFAULT_TENANT
+from .problems import HTTPProblem
 
 
 @dataclass
@@ -25,3 +28,25 @@ class TenantPlan:
     def plan_id(self) -> int | None:
         """The id of the plan served now (None: none published yet)."""
         return self.snapshot.id if self.snapshot else None
+
+
+def operator_only(tenant: TenantPlan) -> None:
+    """403 unless ``tenant`` is the default one, whose key (``serve.api_key``) is the operator's: another tenant's
+    key must not learn the tenants' names, plan ids and counts (``/metrics``, the reload's answer), nor reload
+    every tenant's plan."""
+    if tenant.name != DEFAULT_TENANT:
+        raise HTTPProblem("this endpoint answers the default tenant's key (serve.api_key) only", 403, "operator_only")
+
+
+def own_models(listing: bytes, tenant: TenantPlan, loaded: set[str]) -> bytes:
+    """The upstream's model list (``GET /v1/models``) without the adapters loaded for other tenants' plans, whose
+    names would tell ``tenant`` which modules they have; ``listing`` as it came when it is no list of models."""
+    others = loaded - (tenant.snapshot.adapter_names() if tenant.snapshot else set())
+    try:
+        body = json.loads(listing)
+    except ValueError:
+        return listing
+    if not (isinstance(body, dict) and isinstance(body.get("data"), list)):
+        return listing
+    body["data"] = [m for m in body["data"] if not (isinstance(m, dict) and m.get("id") in others)]
+    return json.dumps(body).encode()
