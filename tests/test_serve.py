@@ -217,10 +217,12 @@ def test_reflective_streaming_sends_only_the_revision(s):
     assert all("stream" not in r.body for r in s.fake.requests())
 
 
-@pytest.mark.parametrize("field", [{"stream_options": [1]}, {"stream_options": "usage"}, {"stream": "false"}])
-def test_stream_fields_of_the_wrong_type_give_400(s, field):
+@pytest.mark.parametrize("field", [{"stream_options": [1]}, {"stream_options": "usage"}, {"stream": "false"},
+                                   {"user": 5}])
+def test_fields_of_the_wrong_type_give_400(s, field):
     """A `stream_options` that was not an object broke a reflective stream after its 200 (the connection dropped,
-    a traceback in the log) once three upstream calls had run; a `stream` string streamed, "false" too."""
+    a traceback in the log) once three upstream calls had run; a `stream` string streamed, "false" too; a `user`
+    that was a number was recorded as anonymous (any key holder could rate the answer, forget never found it)."""
     resp = ask(s, LAW, system="uno", **{"stream": True, **field})
     assert_openai_error(resp, 400, "invalid_request")
     assert not s.fake.requests()
@@ -390,7 +392,7 @@ def test_collect_served_turns_feedback_into_logs(s):
     rid = ask(s, LAW, system="uno-single", user="user-7", messages=[
         {"role": "system", "content": "You are a lawyer."}, {"role": "user", "content": LAW}]).json()["id"]
     unrated = ask(s, TRAVEL).json()["id"]
-    anonymous = ask(s, RICE, user=12).json()["id"]  # not a string: no user
+    anonymous = ask(s, RICE).json()["id"]  # no user (one that is not a string is a 400: test_fields_of_the_wrong_type…)
     assert s.client.post("/v1/feedback", json={"response_id": anonymous, "action": "like"}).status_code == 200
     said = {"response_id": rid, "text": "Cite the article.", "user": "user-7"}
     assert s.client.post("/v1/feedback", json=said).status_code == 200

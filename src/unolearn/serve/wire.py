@@ -113,6 +113,8 @@ def parse_chat(raw: bytes, system: str, max_messages: int, tenant: str = DEFAULT
         raise HTTPProblem("'stream' must be true or false", 400, "invalid_request")
     if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
         raise HTTPProblem("'stream_options' must be an object", 400, "invalid_request")
+    if body.get("user") is not None and not isinstance(body["user"], str):  # else anonymous: forget could not find it
+        raise HTTPProblem("'user' must be a string", 400, "invalid_request")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise HTTPProblem("'messages' must be a non-empty list", 400, "invalid_request")
