@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..answer import Route
-from ..errors import one_line
+from ..errors import RecordError, check_text, one_line
 from ..names import SERVED_SYSTEMS, PathName
 from ..plans import adapter_name
-from ..readers import RecordError, check_text
 from ..tenants import DEFAULT_TENANT
 from ..wire import text_of
 from .config import ACTIONS
