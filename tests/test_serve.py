@@ -106,14 +106,18 @@ def streamed_text(payloads: list[str]) -> str:
     return "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c["choices"])
 
 
-def assert_openai_error(resp: httpx.Response, status: int, code: str | None = None) -> dict:
+def assert_openai_error(resp: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:
+    """``resp`` is an OpenAI error body (message, type, param, code) with this status, and this code and param
+    when given; no traceback."""
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     err = resp.json()["error"]
-    assert set(err) == {"message", "type", "code"} and err["message"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
     assert "Traceback" not in resp.text and 'File "' not in resp.text
     if code:
         assert err["code"] == code
+    if param:
+        assert err["param"] == param, err
     return err
 
 
@@ -224,7 +228,7 @@ def test_fields_of_the_wrong_type_give_400(s, field):
     a traceback in the log) once three upstream calls had run; a `stream` string streamed, "false" too; a `user`
     that was a number was recorded as anonymous (any key holder could rate the answer, forget never found it)."""
     resp = ask(s, LAW, system="uno", **{"stream": True, **field})
-    assert_openai_error(resp, 400, "invalid_request")
+    assert_openai_error(resp, 400, "invalid_request", param=next(iter(field)))
     assert not s.fake.requests()
 
 
@@ -248,7 +252,7 @@ def test_limits_give_413(s):
     assert_openai_error(ask(s, "x" * 5000), 413, "request_too_large")
     many = [{"role": "user", "content": "hi"}] * 9
     resp = s.client.post("/v1/chat/completions", json={"model": "fake-model", "messages": many})
-    assert_openai_error(resp, 413, "too_many_messages")
+    assert_openai_error(resp, 413, "too_many_messages", param="messages")
     assert not s.fake.requests()
 
 
@@ -271,8 +275,11 @@ def test_invalid_bodies_give_400(s):
 def test_malformed_bodies_give_400_not_500(s, raw):
     """Each of these answered 500 (or recorded nothing) before the proxy checked them."""
     resp = s.client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
-    assert_openai_error(resp, 400)
+    err = assert_openai_error(resp, 400)
     assert not s.fake.requests()
+    for name in ("max_tokens", "temperature"):
+        if f'"{name}"'.encode() in raw:  # the field at fault is named, as the OpenAI API names it
+            assert err["param"] == name, err
     fb = s.client.post("/v1/feedback", content=raw.replace(b'"model"', b'"response_id"'),
                        headers={"content-type": "application/json"})
     assert fb.status_code == 400
@@ -282,7 +289,7 @@ def test_a_client_cannot_name_an_adapter_its_plan_does_not_route_to(s):
     """Before, the base path forwarded a client's `model` as given: any adapter the upstream held was reachable."""
     adapter = "expert-v1-" + "0" * 24 + "@1"
     for query in (TRAVEL, RICE):  # the base path, and the primary path whose adapter is another
-        assert_openai_error(ask(s, query, model=adapter), 403, "adapter_forbidden")
+        assert_openai_error(ask(s, query, model=adapter), 403, "adapter_forbidden", param="model")
     assert not s.fake.requests()
     assert ask(s, TRAVEL).status_code == 200
 
@@ -304,7 +311,7 @@ def test_a_nul_from_a_client_is_refused_and_one_from_the_upstream_left_out(s):
     for body, where in (({"messages": [{"role": "user", "content": "hi\u0000"}]}, "messages[0].content"),
                         ({"messages": [{"role": "user", "content": TRAVEL}], "user": "u\u0000"}, "user")):
         err = assert_openai_error(s.client.post("/v1/chat/completions", json={"model": "fake-model", **body}), 400,
-                                  "invalid_request")
+                                  "invalid_request", param=where)
         assert err["message"] == f"{where} holds a NUL character (\\u0000), which cannot be stored"
     s.fake.enqueue("an answer\u0000 with a NUL")
     resp = ask(s, TRAVEL)
@@ -365,10 +372,11 @@ def test_feedback_is_stored_and_checked(s):
     assert served[0] == f"echo: {RICE}" and served[1] == "exp-rice@2" and json.loads(served[2])["path"] == "primary"
     assert_openai_error(s.client.post("/v1/feedback", json={"response_id": "chatcmpl-nope", "action": "like"}),
                         404, "response_not_found")
-    for bad in ({"response_id": rid, "action": "edit"}, {"response_id": rid, "action": "love"},
-                {"response_id": rid}, {"text": "x"}, {"response_id": rid, "text": "x", "extra": 1},
-                {"response_id": rid, "action": "like", "edited": "x"}):
-        assert_openai_error(s.client.post("/v1/feedback", json=bad), 400, "invalid_feedback")
+    for bad, param in (({"response_id": rid, "action": "edit"}, "edited"), ({"response_id": rid, "action": "love"},
+                       "action"), ({"response_id": rid}, "text"), ({"text": "x"}, "response_id"),
+                       ({"response_id": rid, "text": "x", "extra": 1}, "extra"),
+                       ({"response_id": rid, "action": "like", "edited": "x"}, "edited")):
+        assert_openai_error(s.client.post("/v1/feedback", json=bad), 400, "invalid_feedback", param)
     bad_json = s.client.post("/v1/feedback", content=b"nope", headers={"content-type": "application/json"})
     assert_openai_error(bad_json, 400, "invalid_json")
 

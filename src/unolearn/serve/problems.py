@@ -9,11 +9,13 @@ from ..errors import UnolearnError
 
 
 class HTTPProblem(UnolearnError):
-    """An error answered with a chosen HTTP status and OpenAI error ``type`` and ``code``."""
+    """An error answered with a chosen HTTP status and OpenAI error ``type``, ``code`` and ``param`` (the request
+    field at fault, when there is one)."""
 
-    def __init__(self, message: str, status: int, code: str, type_: str | None = None) -> None:
+    def __init__(self, message: str, status: int, code: str, type_: str | None = None,
+                 param: str | None = None) -> None:
         super().__init__(message)
-        self.http_status, self.code = status, code
+        self.http_status, self.code, self.param = status, code, param
         self.type = type_ or ("invalid_request_error" if status < 500 else "upstream_error")
 
 
@@ -30,7 +32,8 @@ def error_body(e: UnolearnError) -> dict[str, Any]:
     status = e.http_status
     kind = getattr(e, "type", None) or ("invalid_request_error" if status < 500 else "server_error")
     code = getattr(e, "code", None) or type(e).__name__
-    return {"error": {"message": str(e), "type": kind, "code": code}}
+    param = getattr(e, "param", None) or getattr(e, "field", None)
+    return {"error": {"message": str(e), "type": kind, "param": param, "code": code}}
 
 
 def error_response(e: UnolearnError, headers: dict[str, str] | None = None) -> Any:

@@ -508,7 +508,7 @@ class Proxy:
         fewer than ``feedback_per_response``."""
         served = await self.served_soon(rid, tenant)
         if served is None:
-            raise HTTPProblem(f"no response {rid!r}", 404, "response_not_found")
+            raise HTTPProblem(f"no response {rid!r}", 404, "response_not_found", param="response_id")
         answered, given = served
         if answered is not None and user != answered and not (app_attests and user is None):
             raise HTTPProblem("feedback on this answer must come from the user it answered", 403, "feedback_forbidden")
@@ -596,4 +596,4 @@ def refuse_foreign_adapter(chat: Chat, route: Route) -> None:
     planned = adapter_name(route.module_id, route.epoch) if route.module_id and route.epoch is not None else None
     if chat.model != planned:
         raise HTTPProblem(f"model {chat.model!r} is an adapter that this request's plan does not route to", 403,
-                          "adapter_forbidden")
+                          "adapter_forbidden", param="model")

@@ -57,7 +57,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise HTTPProblem("the request body must be a JSON object", 400, "invalid_request")
     if b"\\u0000" in raw and (where := _nul_at(body)):  # the escape is the only way JSON carries a NUL
-        raise HTTPProblem(f"{where} holds a NUL character (\\u0000), which cannot be stored", 400, "invalid_request")
+        raise HTTPProblem(f"{where} holds a NUL character (\\u0000), which cannot be stored", 400, "invalid_request",
+                          param=None if where.startswith(("the body", "a key of")) else where)
     if b"\\u" in raw:  # a lone surrogate, too, comes only as an escape
         try:
             check_text(body, "the body")
@@ -80,7 +81,7 @@ def _check_numbers(body: dict[str, Any]) -> None:
         ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
         if not ok or (kind is int and key != "seed" and value < 1) or (kind is float and not -2**31 < value < 2**31):
             raise HTTPProblem(f"'{key}' must be {'a positive integer' if kind is int else 'a number'}, "
-                              f"got {json.dumps(value)[:40]}", 400, "invalid_request")
+                              f"got {json.dumps(value)[:40]}", 400, "invalid_request", param=key)
 
 
 def _nul_at(value: Any, where: str = "the body") -> str | None:
@@ -109,21 +110,23 @@ def parse_chat(raw: bytes, system: str, max_messages: int, tenant: str = DEFAULT
     body = parse_json(raw)
     _check_numbers(body)
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
-        raise HTTPProblem("'stream' must be true or false", 400, "invalid_request")
+        raise HTTPProblem("'stream' must be true or false", 400, "invalid_request", param="stream")
     if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
-        raise HTTPProblem("'stream_options' must be an object", 400, "invalid_request")
+        raise HTTPProblem("'stream_options' must be an object", 400, "invalid_request", param="stream_options")
     if body.get("user") is not None and not isinstance(body["user"], str):  # else anonymous: forget could not find it
-        raise HTTPProblem("'user' must be a string", 400, "invalid_request")
+        raise HTTPProblem("'user' must be a string", 400, "invalid_request", param="user")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise HTTPProblem("'messages' must be a non-empty list", 400, "invalid_request")
+        raise HTTPProblem("'messages' must be a non-empty list", 400, "invalid_request", param="messages")
     if len(messages) > max_messages:
-        raise HTTPProblem(f"too many messages: {len(messages)} > {max_messages}", 413, "too_many_messages")
+        raise HTTPProblem(f"too many messages: {len(messages)} > {max_messages}", 413, "too_many_messages",
+                          param="messages")
     if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        raise HTTPProblem("every message must be an object with a 'role'", 400, "invalid_request")
+        raise HTTPProblem("every message must be an object with a 'role'", 400, "invalid_request", param="messages")
     users = [text_of(m.get("content")) for m in messages if m["role"] == "user"]
     if not users or not users[-1].strip():
-        raise HTTPProblem("the request needs a last user message with text", 400, "invalid_request")
+        raise HTTPProblem("the request needs a last user message with text", 400, "invalid_request",
+                          param="messages")
     if system not in SERVED_SYSTEMS:
         raise HTTPProblem(f"X-Unolearn-System must be one of {', '.join(SERVED_SYSTEMS)}", 400, "invalid_system")
     return Chat(raw, body, users[-1], bool(body.get("stream")), system, tenant)
@@ -145,18 +148,19 @@ def parse_feedback(raw: bytes) -> Feedback:
     body = parse_json(raw)
     unknown = sorted(set(body) - {"response_id", "text", "action", "edited", "user"})
     rid, text, action, edited, user = (body.get(k) for k in ("response_id", "text", "action", "edited", "user"))
-    problem = (f"unknown field {unknown[0]!r}" if unknown
-               else "'response_id' must be a non-empty string" if not (isinstance(rid, str) and rid)
-               else "'user' must be a string" if user is not None and not isinstance(user, str)
-               else "'text' must be a string" if text is not None and not isinstance(text, str)
-               else f"'action' must be one of {', '.join(ACTIONS)}" if action is not None and action not in ACTIONS
-               else "give 'text' or 'action'" if not (text and text.strip()) and action is None
-               else "'edit' needs the edited answer in 'edited'" if action == "edit" and not (
-                   isinstance(edited, str) and edited.strip())
-               else "'edited' goes only with action 'edit'" if action != "edit" and edited is not None
-               else None)
-    if problem:
-        raise HTTPProblem(problem, 400, "invalid_feedback")
+    checks = [  # (at fault, message, field): the first that is at fault is answered
+        (bool(unknown), f"unknown field {unknown[0]!r}" if unknown else "", unknown[0] if unknown else None),
+        (not (isinstance(rid, str) and rid), "'response_id' must be a non-empty string", "response_id"),
+        (user is not None and not isinstance(user, str), "'user' must be a string", "user"),
+        (text is not None and not isinstance(text, str), "'text' must be a string", "text"),
+        (action is not None and action not in ACTIONS, f"'action' must be one of {', '.join(ACTIONS)}", "action"),
+        (not (isinstance(text, str) and text.strip()) and action is None, "give 'text' or 'action'", "text"),
+        (action == "edit" and not (isinstance(edited, str) and edited.strip()),
+         "'edit' needs the edited answer in 'edited'", "edited"),
+        (action != "edit" and edited is not None, "'edited' goes only with action 'edit'", "edited")]
+    for at_fault, problem, param in checks:
+        if at_fault:
+            raise HTTPProblem(problem, 400, "invalid_feedback", param=param)
     assert isinstance(rid, str)  # checked with the rest above
     return Feedback(rid, text, action, edited, user if user and user.strip() else None)
 
