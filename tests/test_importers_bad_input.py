@@ -25,7 +25,7 @@ def otlp_span(trace: str, start: str, **extra_attrs) -> dict:
 
 
 def items(path) -> tuple[list[Log], list[Rejected]]:
-    out = [item for _, item in read_logs(path) if item is not None]
+    out = [item for _, item, _ in read_logs(path) if item is not None]
     return [x for x in out if isinstance(x, Log)], [x for x in out if isinstance(x, Rejected)]
 
 
@@ -77,3 +77,30 @@ def test_a_rejected_record_written_with_ascii_escapes_is_redacted(ws, tmp_path):
 def test_a_trace_timestamp_that_is_no_time_is_not_kept(tmp_path):
     logs, rejected = items(write_jsonl(tmp_path / "export.jsonl", [{**GOOD, "timestamp": "bob@example.com"}]))
     assert rejected == [] and [(log.query, log.timestamp) for log in logs] == [("How do I reset my router?", None)]
+
+
+class FailsOnBoom(Redactor):
+    """A redactor whose detector crashes on one log (Presidio raising on an input it cannot take)."""
+
+    def log(self, log: Log) -> Log:
+        if "boom" in log.query:
+            raise RuntimeError("detector crashed")
+        return super().log(log)
+
+
+def test_a_log_the_redactor_fails_on_is_rejected_with_its_line(ws, tmp_path):
+    """Such a log was rejected as line 0: nobody could tell which record of the file it was."""
+    path = write_jsonl(tmp_path / "logs.jsonl", [chat("How do I boil rice?"), chat("boom: call bob@example.com"),
+                                                 chat("How do I fry eggs?")])
+    result = ingest(ws, [path], progress=False, redactor=FailsOnBoom())
+    assert (result.ingested, result.rejected) == (2, 1)
+    (line, reason, raw), = ws.conn.execute("SELECT line, reason, raw FROM rejected").fetchall()
+    assert (line, raw) == (2, "") and reason == "cannot be redacted (RuntimeError); not stored"
+
+
+def test_a_conversation_of_an_export_the_redactor_fails_on_is_named(ws, tmp_path):
+    """A platform's log gathers several lines: its rejection names the conversation instead of line 0 alone."""
+    path = write_jsonl(tmp_path / "export.jsonl", [GOOD, {**GOOD, "id": "t9", "input": "boom"}])
+    assert ingest(ws, [path], progress=False, redactor=FailsOnBoom()).rejected == 1
+    ((reason,),) = ws.conn.execute("SELECT reason FROM rejected").fetchall()
+    assert reason.startswith("conversation t9") and reason.endswith("cannot be redacted (RuntimeError); not stored")

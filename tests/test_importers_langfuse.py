@@ -70,7 +70,7 @@ def export(tmp_path: Path) -> Path:
 
 
 def test_a_langfuse_export_becomes_conversations_with_feedback(tmp_path):
-    items = [item for _, item in read_logs(export(tmp_path)) if item is not None]
+    items = [item for _, item, _ in read_logs(export(tmp_path)) if item is not None]
     logs = {log.query: log for log in items if isinstance(log, Log)}
     assert set(logs) == {"How do I reset my router?", "Capital of France?"}
     router = logs["How do I reset my router?"]
@@ -92,8 +92,8 @@ def test_a_langfuse_export_becomes_conversations_with_feedback(tmp_path):
 def test_a_named_format_and_detection_by_content(tmp_path):
     path = export(tmp_path)
     renamed = path.rename(tmp_path / "data.json")  # the name says nothing: the content does
-    named = [i for _, i in read_logs(renamed, "langfuse") if isinstance(i, Log)]
-    auto = [i for _, i in read_logs(renamed) if isinstance(i, Log)]
+    named = [i for _, i, _ in read_logs(renamed, "langfuse") if isinstance(i, Log)]
+    auto = [i for _, i, _ in read_logs(renamed) if isinstance(i, Log)]
     assert [log.id for log in named] == [log.id for log in auto] and len(auto) == 2
 
 
@@ -103,7 +103,7 @@ def test_a_trace_with_its_scores_inline(tmp_path):
              "output": "It is a lease.", "observations": [],
              "scores": [{"id": "s", "name": "feedback", "dataType": "CATEGORICAL", "value": 0,
                          "stringValue": "thumbs down", "comment": "cite the clauses", "source": "API"}]}
-    (log,) = [i for _, i in read_logs(write_jsonl(tmp_path / "t.jsonl", [trace])) if i is not None]
+    (log,) = [i for _, i, _ in read_logs(write_jsonl(tmp_path / "t.jsonl", [trace])) if i is not None]
     assert log.query == "Summarise this contract" and log.user == "42" and log.tenant == "acme"
     assert log.feedback == ("cite the clauses",) and log.actions[0].kind == "dislike"
 
@@ -129,6 +129,6 @@ def test_an_export_whose_first_line_is_broken_is_still_told_by_its_content(tmp_p
     good = export(tmp_path).read_text(encoding="utf-8")
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "t0", "timestamp": \n' + good, encoding="utf-8")
-    items = [i for _, i in read_logs(broken) if i is not None]
+    items = [i for _, i, _ in read_logs(broken) if i is not None]
     assert sum(isinstance(i, Log) for i in items) == 2
     assert [r.line for r in items if isinstance(r, Rejected)][0] == 1

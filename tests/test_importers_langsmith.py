@@ -86,7 +86,7 @@ def export(tmp_path: Path) -> Path:
 
 
 def test_langsmith_runs_and_feedback_become_conversations(tmp_path):
-    items = [item for _, item in read_logs(export(tmp_path)) if item is not None]
+    items = [item for _, item, _ in read_logs(export(tmp_path)) if item is not None]
     logs = {log.query: log for log in items if isinstance(log, Log)}
     assert set(logs) == {"How do I reset my router?", "Capital of France?"}
     router = logs["How do I reset my router?"]
@@ -108,8 +108,8 @@ def test_langsmith_runs_and_feedback_become_conversations(tmp_path):
 def test_a_json_array_named_or_detected(tmp_path):
     path = tmp_path / "data.json"
     path.write_text("[\n" + ",\n".join(r.model_dump_json() for r in records()) + "\n]\n", encoding="utf-8")
-    named = [i for _, i in read_logs(path, "langsmith") if isinstance(i, Log)]
-    auto = [i for _, i in read_logs(path) if isinstance(i, Log)]
+    named = [i for _, i, _ in read_logs(path, "langsmith") if isinstance(i, Log)]
+    auto = [i for _, i, _ in read_logs(path) if isinstance(i, Log)]
     assert [log.id for log in named] == [log.id for log in auto] and len(auto) == 2
 
 
@@ -121,7 +121,7 @@ def test_prompts_and_a_page_of_runs(tmp_path):
     page = {"runs": [json.loads(run.model_dump_json())], "cursors": {"next": None}}
     thumbs = feedback(1, 1, 1, "thumbs", score=False, comment="cite the clauses")
     path = write_jsonl(tmp_path / "page.jsonl", [page, thumbs.model_dump_json()])
-    (log,) = [i for _, i in read_logs(path) if i is not None]
+    (log,) = [i for _, i, _ in read_logs(path) if i is not None]
     assert (log.query, log.first_answer) == ("Summarise this contract", "It is a lease.")
     assert log.user == "42" and log.tenant == "acme" and log.metadata["conversation"] == "c-9"
     assert log.feedback == ("cite the clauses",) and [a.kind for a in log.actions] == ["dislike"]

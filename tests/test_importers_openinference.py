@@ -146,7 +146,7 @@ def by_query(items) -> dict[str, Log]:
 def test_openinference_spans_and_annotations_become_conversations(tmp_path):
     path = export(tmp_path)
     assert importers.detect(json.loads(path.read_text().splitlines()[0])) == "openinference"
-    items = [item for _, item in read_logs(path) if item is not None]
+    items = [item for _, item, _ in read_logs(path) if item is not None]
     logs = by_query(items)
     assert set(logs) == {"How do I reset my router?", "Capital of France?"}
     router = logs["How do I reset my router?"]
@@ -173,7 +173,7 @@ def test_phoenix_span_json_reads_as_the_otlp_export_does(tmp_path):
 
     def seen(path: Path) -> list:
         return sorted((log.query, log.first_answer, log.feedback, log.user, tuple(a.kind for a in log.actions))
-                      for _, log in read_logs(path) if isinstance(log, Log))
+                      for _, log, _ in read_logs(path) if isinstance(log, Log))
 
     assert importers.detect(spans_page) == "openinference"
     assert seen(phoenix) == seen(otlp) and len(seen(otlp)) == 2
@@ -188,6 +188,6 @@ def test_nested_attributes_and_a_named_format(tmp_path):
     note = annotation("b7ad6b7169203331", "note", Annotator.HUMAN, explanation="cite the spec")
     rating = annotation("b7ad6b7169203331", "stars", Annotator.CODE, score=0.75)
     path = write_jsonl(tmp_path / "nested.jsonl", [span, note, rating])
-    (log,) = [i for _, i in read_logs(path, "openinference") if i is not None]
+    (log,) = [i for _, i, _ in read_logs(path, "openinference") if i is not None]
     assert (log.query, log.first_answer, log.user, log.tenant) == ("What is OTLP?", "A protocol.", "dave", "acme")
     assert log.feedback == ("cite the spec",) and log.rating == 0.75 and log.metadata["conversation"] == "s9"

@@ -65,7 +65,7 @@ def export(tmp_path: Path) -> Path:
 
 
 def test_genai_spans_and_evaluation_events_become_conversations(tmp_path):
-    items = [item for _, item in read_logs(export(tmp_path)) if item is not None]
+    items = [item for _, item, _ in read_logs(export(tmp_path)) if item is not None]
     logs = {log.query: log for log in items if isinstance(log, Log)}
     assert set(logs) == {"How do I reset my router?", "Capital of France?"}
     router = logs["How do I reset my router?"]
@@ -88,6 +88,6 @@ def test_older_per_message_events(tmp_path):
         span.add_event("gen_ai.choice", {"index": 0, "message": json.dumps({"content": "A protocol."})})
         span.add_event("gen_ai.evaluation.result", {ga.GEN_AI_EVALUATION_SCORE_LABEL: "thumbs_up"})
     path = write_jsonl(tmp_path / "events.json", [otlp_json(out.get_finished_spans())])
-    (log,) = [i for _, i in read_logs(path, "otel") if i is not None]
+    (log,) = [i for _, i, _ in read_logs(path, "otel") if i is not None]
     assert (log.query, log.first_answer) == ("What is OTLP?", "A protocol.")
     assert log.messages[0].role == "system" and [a.kind for a in log.actions] == ["like"]

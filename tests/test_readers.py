@@ -10,7 +10,7 @@ from unolearn.records import Log, Rejected
 
 
 def items(path: Path, fmt: str = "auto"):
-    return [item for _, item in read_logs(path, fmt)]
+    return [item for _, item, _ in read_logs(path, fmt)]
 
 
 def test_openai_jsonl(tmp_path):

@@ -93,6 +93,13 @@ def test_a_row_the_redactor_fails_on_is_recorded_without_its_text():
     assert _redact_row(Failing(), "served", row) == ("r1", "[]", "", "{}", "m", "t", "u")
 
 
+def test_metadata_keys_that_redact_alike_keep_both_values(redactor):
+    """Two keys holding one address written two ways got one placeholder: the second value overwrote the first."""
+    log = Log.from_messages([Message(role="user", content="hi")], lang="en",
+                            metadata={"Bob@example.com": "first", "bob@example.com": "second", "ok": 1})
+    assert redactor.log(log).metadata == {"<EMAIL_1>": "first", "<EMAIL_1> (2)": "second", "ok": 1}
+
+
 def test_metadata_keys_numbers_and_the_source_are_redacted(redactor):
     log = Log.from_messages([Message(role="user", content="hi")], lang="en",
                             source="chat of bob@example.com +1 415 555 0123",

@@ -367,7 +367,7 @@ def test_output_reads_back_as_memorybench_logs(tmp_path):
     recs = run(prompts, rounds=2)
     path = tmp_path / "logs.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
-    logs = [item for _, item in read_logs(path, "memorybench")]
+    logs = [item for _, item, _ in read_logs(path, "memorybench")]
     assert all(isinstance(log, Log) for log in logs)
     for rec, log in zip(recs, logs):
         assert log == from_memorybench(rec, "x").model_copy(update={"source": log.source})
@@ -385,7 +385,7 @@ def test_simulated_users_each_have_several_dialogs_of_one_dataset(tmp_path):
     assert [r["user"] for r in recs] == ["sim-A-1"] * 3 + ["sim-A-2"] * 3 + ["sim-A-3"] + ["sim-B-1"] * 2
     path = tmp_path / "logs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
-    assert [item.user for _, item in read_logs(path, "memorybench")] == [r["user"] for r in recs]
+    assert [item.user for _, item, _ in read_logs(path, "memorybench")] == [r["user"] for r in recs]
     with pytest.raises(ConfigError, match="logs_per_user"):
         SimulateConfig(logs_per_user=0)
 

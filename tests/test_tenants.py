@@ -41,10 +41,10 @@ def test_readers_take_the_tenant_from_the_record_or_its_metadata(tmp_path):
     path = write_jsonl(tmp_path / "l.jsonl", [chat("q1", "a"), chat("q2", "a", tenant="acme"),
                                               chat("q3", "a", metadata={"tenant": "globex"}),
                                               chat("q4", "a", tenant=""), chat("q5", "a", tenant="acme")])
-    items = [item for _, item in read_logs(path)]
+    items = [item for _, item, _ in read_logs(path)]
     assert [getattr(i, "tenant", None) for i in items[:3]] == [None, "acme", "globex"]
     assert items[3].reason.startswith("tenant: expected a non-empty") and items[3].line == 4
-    forced = [item for _, item in read_logs(path, tenant="globex")]
+    forced = [item for _, item, _ in read_logs(path, tenant="globex")]
     assert [getattr(i, "tenant", None) for i in forced] == ["globex", None, "globex", None, None]
     assert forced[1].line == 2 and "names tenant 'acme', this ingest is for tenant 'globex'" in forced[1].reason
     untagged = Log.from_messages([Message(role="user", content="q1"), Message(role="assistant", content="a")],

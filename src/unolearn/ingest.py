@@ -98,14 +98,14 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
             _flush(target, [], bad, result, on_reject)
         logs.clear()
 
-    for offset, item in read_logs(path, fmt, tenant):
+    for offset, item, line in read_logs(path, fmt, tenant):
         if item is None:  # a platform export being gathered: progress only
             bar.update(offset - done)
             done = offset
             continue
         if label and isinstance(item, Rejected):
             item = item.model_copy(update={"file": label})
-        item = _redacted(redactor, item, path)
+        item = _redacted(redactor, item, path, line)
         if isinstance(item, Rejected):
             bad.append(item)
             if on_reject:
@@ -120,17 +120,19 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
     bar.update(path.stat().st_size - done)
 
 
-def _redacted(redactor: Redactor, item: Log | Rejected, path: Path) -> Log | Rejected:
-    """``item`` redacted; a log the redactor fails on is rejected (its text is not kept). A rejected record's
-    users are found first (redaction may hide them: an e-mail address as a user id), so ``forget`` finds it."""
+def _redacted(redactor: Redactor, item: Log | Rejected, path: Path, line: int) -> Log | Rejected:
+    """``item`` (read at ``line``) redacted; a log the redactor fails on is rejected (its text is not kept), named
+    by its line, or by its conversation when an export gathered it from several. A rejected record's users are
+    found first (redaction may hide them: an e-mail address as a user id), so ``forget`` finds it."""
     try:
         if isinstance(item, Rejected):
             return redactor.rejected(item if item.users is not None else
                                      item.model_copy(update={"users": users_in_text(item.raw)}))
         return redactor.log(item)
     except Exception as e:  # noqa: BLE001 — one record's failure is that record's error
-        line = getattr(item, "line", 0)
-        return Rejected(file=str(path), line=line, reason=f"cannot be redacted ({type(e).__name__}); not stored",
+        conversation = item.metadata.get("conversation") if isinstance(item, Log) and not line else None
+        where = f"conversation {conversation}: " if conversation else ""
+        return Rejected(file=str(path), line=line, reason=f"{where}cannot be redacted ({type(e).__name__}); not stored",
                         raw="")
 
 

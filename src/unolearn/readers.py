@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from pydantic import ValidationError
 
@@ -383,10 +383,17 @@ def to_log(obj: Any, fmt: str, source: str) -> Log:
         raise RecordError(str(e)) from e
 
 
-def read_logs(path: Path, fmt: str = "auto",
-              tenant: str | None = None) -> Iterator[tuple[int, Log | Rejected | None]]:
-    """Yield ``(bytes_read, Log | Rejected | None)`` for every record of ``path``, streaming (None: progress only,
-    while a platform export is gathered by conversation).
+class Read(NamedTuple):
+    """One step of reading a file: the bytes read so far, the item (None: progress only, while a platform export
+    is gathered by conversation) and the line it starts on (0 for a conversation gathered from several lines)."""
+
+    offset: int
+    item: Log | Rejected | None
+    line: int = 0
+
+
+def read_logs(path: Path, fmt: str = "auto", tenant: str | None = None) -> Iterator[Read]:
+    """Yield a :class:`Read` for every record of ``path``, streaming.
 
     A platform's export (:mod:`unolearn.importers`) is told by its first record under ``auto``. With ``tenant``
     (the operator's: these logs are that tenant's), a log naming no tenant gets it, and a log naming another one
@@ -408,7 +415,7 @@ def read_logs(path: Path, fmt: str = "auto",
             yield from _records(path, fmt, raws, tenant)
             return
         for offset, item in importers.read_export(path, platform, raws):
-            yield offset, _checked(item, tenant, path)
+            yield Read(offset, _checked(item, tenant, path), item.line if isinstance(item, Rejected) else 0)
 
 
 def _until_readable(raws: Iterator[RawRecord], most: int = 1000) -> list[RawRecord]:
@@ -422,18 +429,18 @@ def _until_readable(raws: Iterator[RawRecord], most: int = 1000) -> list[RawReco
 
 
 def _records(path: Path, fmt: str, raws: Iterator[RawRecord],
-             tenant: str | None) -> Iterator[tuple[int, Log | Rejected]]:
+             tenant: str | None) -> Iterator[Read]:
     """Each record of a file of records (openai, memorybench, sharegpt) as a Log or a Rejected."""
     for raw in raws:
         if raw.error:
-            yield raw.offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text)
+            yield Read(raw.offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text), raw.line)
             continue
         try:
             check_text(raw.value, "record")
-            yield raw.offset, with_tenant(to_log(raw.value, fmt, path.name), tenant)
+            yield Read(raw.offset, with_tenant(to_log(raw.value, fmt, path.name), tenant), raw.line)
         except (ValueError, TypeError, RecursionError) as e:  # RecordError and pydantic's errors among them
             reason = str(e) if isinstance(e, RecordError) else f"cannot be read as a log: {one_line(e, 200)}"
-            yield raw.offset, Rejected(file=str(path), line=raw.line, reason=reason, raw=raw.text)
+            yield Read(raw.offset, Rejected(file=str(path), line=raw.line, reason=reason, raw=raw.text), raw.line)
 
 
 def _checked(item: Log | Rejected | None, tenant: str | None, path: Path) -> Log | Rejected | None:

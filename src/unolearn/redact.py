@@ -24,6 +24,7 @@ Contract:
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import re
 import sys
@@ -200,7 +201,12 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):
-        return {fn(str(k)): _map_strings(v, fn) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = fn(str(k))
+            key = next(f"{key} ({n})" for n in itertools.count(2) if f"{key} ({n})" not in out) if key in out else key
+            out[key] = _map_strings(v, fn)  # two keys that redact alike ("Bob@x.com", "bob@x.com") keep both values
+        return out
     if isinstance(value, (list, tuple)):
         return [_map_strings(v, fn) for v in value]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
