@@ -130,10 +130,18 @@ def _redacted(redactor: Redactor, item: Log | Rejected, path: Path, line: int) -
                                      item.model_copy(update={"users": users_in_text(item.raw)}))
         return redactor.log(item)
     except Exception as e:  # noqa: BLE001 — one record's failure is that record's error
-        conversation = item.metadata.get("conversation") if isinstance(item, Log) and not line else None
-        where = f"conversation {conversation}: " if conversation else ""
-        return Rejected(file=str(path), line=line, reason=f"{where}cannot be redacted ({type(e).__name__}); not stored",
-                        raw="")
+        reason = f"cannot be redacted ({type(e).__name__}); not stored"
+        return Rejected(file=str(path), line=line, reason=_conversation(redactor, item, line) + reason, raw="")
+
+
+def _conversation(redactor: Redactor, item: Log | Rejected, line: int) -> str:
+    """``conversation <id>: `` for a log an export gathered from several lines (it has no line of its own), its
+    id redacted (a session id may be an e-mail address); empty when there is a line or the id cannot be redacted."""
+    conversation = item.metadata.get("conversation") if isinstance(item, Log) and not line else None
+    try:
+        return f"conversation {redactor.text(str(conversation))}: " if conversation else ""
+    except Exception:  # noqa: BLE001 — the redactor failed on this log already: say less
+        return ""
 
 
 def _flush(ws: Workspace, logs: list[Log], bad: list[Rejected], result: IngestResult,

@@ -203,9 +203,7 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            key = fn(str(k))
-            key = next(f"{key} ({n})" for n in itertools.count(2) if f"{key} ({n})" not in out) if key in out else key
-            out[key] = _map_strings(v, fn)  # two keys that redact alike ("Bob@x.com", "bob@x.com") keep both values
+            out[_free_key(fn(str(k)), out)] = _map_strings(v, fn)
         return out
     if isinstance(value, (list, tuple)):
         return [_map_strings(v, fn) for v in value]
@@ -214,6 +212,12 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
         redacted = fn(text)
         return value if redacted == text else redacted
     return value
+
+
+def _free_key(key: str, taken: dict[str, Any]) -> str:
+    """``key``, or ``key (2)``, ``key (3)``… when taken: two keys that redact alike (``Bob@x.com`` and
+    ``bob@x.com`` both become ``<EMAIL_1>``) keep both their values."""
+    return key if key not in taken else next(f"{key} ({n})" for n in itertools.count(2) if f"{key} ({n})" not in taken)
 
 
 def _splits_cjk(text: str, r: Any) -> bool:
