@@ -49,6 +49,7 @@ class _Failure:
     message: str
     retry_after: float | None = None
     hang_s: float = 0.0
+    param: str | None = None
 
 
 def fake_vector(text: str, dim: int) -> list[float]:
@@ -57,9 +58,10 @@ def fake_vector(text: str, dim: int) -> list[float]:
     return (np.random.default_rng(seed).standard_normal(dim) * 3.0).round(6).tolist()
 
 
-def vllm_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def vllm_error(status: int, message: str, headers: dict[str, str] | None = None,
+               param: str | None = None) -> JSONResponse:
     """An error response shaped like vLLM's."""
-    body = {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": status}
+    body = {"object": "error", "message": message, "type": "BadRequestError", "param": param, "code": status}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -88,9 +90,10 @@ class FakeOpenAI:
             self._answers.append(a if isinstance(a, str) else json.dumps(a))
 
     def fail(self, status: int, message: str = "scripted failure", *, retry_after: float | None = None,
-             times: int = 1) -> None:
-        """Make the next ``times`` requests fail with ``status`` (and a ``Retry-After`` header if given)."""
-        self._failures.extend(_Failure(status, message, retry_after) for _ in range(times))
+             times: int = 1, param: str | None = None) -> None:
+        """Make the next ``times`` requests fail with ``status`` (and a ``Retry-After`` header, the field at
+        fault in ``param``, if given)."""
+        self._failures.extend(_Failure(status, message, retry_after, param=param) for _ in range(times))
 
     def hang(self, seconds: float, *, times: int = 1) -> None:
         """Make the next ``times`` requests wait ``seconds`` before failing with 503 (client timeouts)."""
@@ -138,7 +141,7 @@ class FakeOpenAI:
         if failure.hang_s:
             await asyncio.sleep(failure.hang_s)
         headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else None
-        return body, vllm_error(failure.status, failure.message, headers)
+        return body, vllm_error(failure.status, failure.message, headers, failure.param)
 
     async def _chat(self, request: Request) -> Response:
         with self._lock:

@@ -98,9 +98,20 @@ def test_a_log_the_redactor_fails_on_is_rejected_with_its_line(ws, tmp_path):
     assert (line, raw) == (2, "") and reason == "cannot be redacted (RuntimeError); not stored"
 
 
-def test_a_conversation_of_an_export_the_redactor_fails_on_is_named(ws, tmp_path):
-    """A platform's log gathers several lines: its rejection names the conversation instead of line 0 alone."""
-    path = write_jsonl(tmp_path / "export.jsonl", [GOOD, {**GOOD, "id": "t9", "input": "boom"}])
-    assert ingest(ws, [path], progress=False, redactor=FailsOnBoom()).rejected == 1
-    ((reason,),) = ws.conn.execute("SELECT reason FROM rejected").fetchall()
-    assert reason.startswith("conversation t9") and reason.endswith("cannot be redacted (RuntimeError); not stored")
+def test_conversations_of_an_export_the_redactor_fails_on_are_each_named_and_kept(ws, tmp_path):
+    """A platform's log gathers several lines: its rejection had line 0 and no name, so two such conversations
+    were one rejection (same file, line and empty text: one key) and the second was lost. Each is now kept,
+    with its first line and its conversation, whose id is redacted like any text."""
+    session = {"sessionId": "bob@example.com", "input": "boom", "output": "a"}
+    path = write_jsonl(tmp_path / "export.jsonl", [GOOD, {**GOOD, **session, "id": "t8"},
+                                                   {**GOOD, "id": "t9", "input": "boom again"}])
+    assert ingest(ws, [path], progress=False, redactor=FailsOnBoom()).rejected == 2
+    rows = sorted(ws.conn.execute("SELECT line, reason FROM rejected").fetchall())
+    assert [line for line, _ in rows] == [2, 3]
+    assert all(r.endswith("cannot be redacted (RuntimeError); not stored") for _, r in rows)
+    assert rows[0][1].startswith("conversation <EMAIL_1>: ") and rows[1][1].startswith("conversation t9: ")
+    assert "bob@example.com" not in str(rows)
+    one_line = tmp_path / "array.json"  # an export written as one JSON array on one line: one line for all
+    one_line.write_text(json.dumps([{**GOOD, "id": "a1", "input": "boom"}, {**GOOD, "id": "a2", "input": "boom"}]))
+    assert ingest(ws, [one_line], progress=False, redactor=FailsOnBoom()).rejected == 2
+    assert ws.conn.execute("SELECT count(*) FROM rejected WHERE file = ?", (str(one_line),)).fetchone() == (2,)

@@ -261,7 +261,8 @@ def test_invalid_bodies_give_400(s):
     assert_openai_error(bad, 400, "invalid_json")
     assert_openai_error(s.client.post("/v1/chat/completions", json=[1]), 400)
     no_user = {"model": "fake-model", "messages": [{"role": "system", "content": "hi"}]}
-    assert_openai_error(s.client.post("/v1/chat/completions", json=no_user), 400)
+    assert_openai_error(s.client.post("/v1/chat/completions", json=no_user), 400, param="messages")
+    assert bad.json()["error"]["param"] is None  # no field is at fault in a body that is not JSON
 
 
 @pytest.mark.parametrize("raw", [
@@ -339,7 +340,9 @@ def test_upstream_failures_give_502_without_traceback(s):
 
 def test_upstream_client_errors_are_relayed(s):
     err = assert_openai_error(ask(s, TRAVEL, model="no-such-model"), 404, "upstream_rejected")
-    assert "no-such-model" in err["message"]
+    assert "no-such-model" in err["message"] and err["param"] is None
+    s.fake.fail(400, "max_tokens is too large", param="max_tokens")
+    assert_openai_error(ask(s, TRAVEL), 400, "upstream_rejected", param="max_tokens")  # the field it named
 
 
 def test_unreachable_upstream_gives_502(tmp_path, each_store):
@@ -371,7 +374,7 @@ def test_feedback_is_stored_and_checked(s):
     assert rows == [("too long", "dislike", None), (None, "edit", "Short.")]
     assert served[0] == f"echo: {RICE}" and served[1] == "exp-rice@2" and json.loads(served[2])["path"] == "primary"
     assert_openai_error(s.client.post("/v1/feedback", json={"response_id": "chatcmpl-nope", "action": "like"}),
-                        404, "response_not_found")
+                        404, "response_not_found", param="response_id")
     for bad, param in (({"response_id": rid, "action": "edit"}, "edited"), ({"response_id": rid, "action": "love"},
                        "action"), ({"response_id": rid}, "text"), ({"text": "x"}, "response_id"),
                        ({"response_id": rid, "text": "x", "extra": 1}, "extra"),

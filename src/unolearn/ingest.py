@@ -105,7 +105,7 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
             continue
         if label and isinstance(item, Rejected):
             item = item.model_copy(update={"file": label})
-        item = _redacted(redactor, item, path, line)
+        item = _redacted(redactor, item, label or str(path), line)
         if isinstance(item, Rejected):
             bad.append(item)
             if on_reject:
@@ -120,9 +120,9 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
     bar.update(path.stat().st_size - done)
 
 
-def _redacted(redactor: Redactor, item: Log | Rejected, path: Path, line: int) -> Log | Rejected:
+def _redacted(redactor: Redactor, item: Log | Rejected, file: str, line: int) -> Log | Rejected:
     """``item`` (read at ``line``) redacted; a log the redactor fails on is rejected (its text is not kept), named
-    by its line, or by its conversation when an export gathered it from several. A rejected record's users are
+    by its line and, when an export gathered it from several, its conversation. A rejected record's users are
     found first (redaction may hide them: an e-mail address as a user id), so ``forget`` finds it."""
     try:
         if isinstance(item, Rejected):
@@ -131,13 +131,13 @@ def _redacted(redactor: Redactor, item: Log | Rejected, path: Path, line: int) -
         return redactor.log(item)
     except Exception as e:  # noqa: BLE001 — one record's failure is that record's error
         reason = f"cannot be redacted ({type(e).__name__}); not stored"
-        return Rejected(file=str(path), line=line, reason=_conversation(redactor, item, line) + reason, raw="")
+        return Rejected(file=file, line=line, reason=_conversation(redactor, item) + reason, raw="")
 
 
-def _conversation(redactor: Redactor, item: Log | Rejected, line: int) -> str:
-    """``conversation <id>: `` for a log an export gathered from several lines (it has no line of its own), its
-    id redacted (a session id may be an e-mail address); empty when there is a line or the id cannot be redacted."""
-    conversation = item.metadata.get("conversation") if isinstance(item, Log) and not line else None
+def _conversation(redactor: Redactor, item: Log | Rejected) -> str:
+    """``conversation <id>: `` for a log an export gathered from several lines, its id redacted (a session id may
+    be an e-mail address); empty for another item, or when the id cannot be redacted."""
+    conversation = item.metadata.get("conversation") if isinstance(item, Log) else None
     try:
         return f"conversation {redactor.text(str(conversation))}: " if conversation else ""
     except Exception:  # noqa: BLE001 — the redactor failed on this log already: say less
@@ -172,8 +172,8 @@ def _one_by_one(ws: Workspace, logs: list[Log], bad: list[Rejected],
         except UnolearnError:
             raise
         except Exception as e:  # noqa: BLE001 — this record's error
-            bad.append(Rejected(file=log.source, line=0, reason=f"the store refused it: {type(e).__name__}",
-                                raw=""))
+            bad.append(Rejected(file=log.source, line=0, raw="",
+                                reason=f"the store refused log {log.id[:12]}: {type(e).__name__}"))
             if on_reject:
                 on_reject(bad[-1])
             continue

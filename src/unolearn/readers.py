@@ -385,7 +385,8 @@ def to_log(obj: Any, fmt: str, source: str) -> Log:
 
 class Read(NamedTuple):
     """One step of reading a file: the bytes read so far, the item (None: progress only, while a platform export
-    is gathered by conversation) and the line it starts on (0 for a conversation gathered from several lines)."""
+    is gathered by conversation) and the line it starts on (a conversation gathered from several: its first
+    turn's)."""
 
     offset: int
     item: Log | Rejected | None
@@ -414,8 +415,8 @@ def read_logs(path: Path, fmt: str = "auto", tenant: str | None = None) -> Itera
         if platform is None:
             yield from _records(path, fmt, raws, tenant)
             return
-        for offset, item in importers.read_export(path, platform, raws):
-            yield Read(offset, _checked(item, tenant, path), item.line if isinstance(item, Rejected) else 0)
+        for offset, item, line in importers.read_export(path, platform, raws):
+            yield Read(offset, _checked(item, tenant, path, line), line)
 
 
 def _until_readable(raws: Iterator[RawRecord], most: int = 1000) -> list[RawRecord]:
@@ -443,7 +444,7 @@ def _records(path: Path, fmt: str, raws: Iterator[RawRecord],
             yield Read(raw.offset, Rejected(file=str(path), line=raw.line, reason=reason, raw=raw.text), raw.line)
 
 
-def _checked(item: Log | Rejected | None, tenant: str | None, path: Path) -> Log | Rejected | None:
+def _checked(item: Log | Rejected | None, tenant: str | None, path: Path, line: int) -> Log | Rejected | None:
     """A platform export's log under the operator's tenant, with valid Unicode; else rejected (its conversation
     named: a log gathers several lines)."""
     if not isinstance(item, Log):
@@ -454,7 +455,7 @@ def _checked(item: Log | Rejected | None, tenant: str | None, path: Path) -> Log
             check_tenant(item.tenant)
         return with_tenant(item, tenant)
     except ValueError as e:  # RecordError among them
-        return Rejected(file=str(path), line=0, reason=f"conversation {item.metadata.get('conversation')}: {e}",
+        return Rejected(file=str(path), line=line, reason=f"conversation {item.metadata.get('conversation')}: {e}",
                         raw="")
 
 

@@ -160,8 +160,10 @@ class Rejected(Record):
 
     @property
     def id(self) -> str:
-        """The rejection's content key (same file, line and text → same key)."""
-        return content_hash("rej", {"file": self.file, "line": self.line, "raw": self.raw})
+        """The rejection's content key (same file, line and text → same key; without a text, the reason counts
+        too, so two records rejected without their text at one place are two rejections)."""
+        key = {"file": self.file, "line": self.line, "raw": self.raw}
+        return content_hash("rej", key if self.raw else {**key, "reason": self.reason})
 
 
 RuleStatus = Literal["kept", "approved", "unsupported", "known", "contradicted", "over_budget", "rejected",

@@ -61,45 +61,48 @@ def detect(obj: Any) -> str | None:
     return next((name for name, p in PLATFORMS.items() if p.detect(obj)), None)
 
 
-def read_export(path: Path, platform: str, raws: Iterable[RawLike]) -> Iterator[tuple[int, Log | Rejected | None]]:
-    """``(bytes read, item)`` for a platform export: None while reading (progress), a Rejected for each record
-    that cannot be read, then one Log per conversation and a Rejected per feedback naming no answer here."""
+def read_export(path: Path, platform: str,
+                raws: Iterable[RawLike]) -> Iterator[tuple[int, Log | Rejected | None, int]]:
+    """``(bytes read, item, line)`` for a platform export: None while reading (progress), a Rejected for each
+    record that cannot be read, then one Log per conversation (its line: its first turn's) and a Rejected per
+    feedback naming no answer here."""
     pieces = PLATFORMS[platform].pieces
     offset = 0
     with Spool() as spool:
         for raw in raws:
             offset = raw.offset
             if raw.error:
-                yield offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text)
+                yield offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text), raw.line
                 continue
             try:
                 check_text(raw.value, "record")  # a lone surrogate: no store (the spool neither) can hold it
                 found = list(pieces(raw.value, raw.line))
             except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError,  # RecordError among them
                     RecursionError) as e:  # a number too large for a float; attributes nested too deep
-                yield offset, Rejected(file=str(path), line=raw.line, reason=_reason(e, platform), raw=raw.text)
+                bad = Rejected(file=str(path), line=raw.line, reason=_reason(e, platform), raw=raw.text)
+                yield offset, bad, raw.line
                 continue
             for p in found:
                 if isinstance(p, Turn):
                     spool.add_turn(p.conversation, p.at, p.ids, turn_body(p))
                 else:
                     spool.add_verdict(p.target, verdict_body(p))
-            yield offset, None
+            yield offset, None, raw.line
         yield from _logs(path, spool, offset)
 
 
-def _logs(path: Path, spool: Spool, offset: int) -> Iterator[tuple[int, Log | Rejected]]:
+def _logs(path: Path, spool: Spool, offset: int) -> Iterator[tuple[int, Log | Rejected, int]]:
     for conversation, turns, verdicts in spool.conversations():
+        line = turns[0]["line"]
         try:
-            yield offset, assemble(conversation, turns, verdicts, path.name)
+            yield offset, assemble(conversation, turns, verdicts, path.name), line
         except ValueError as e:
-            yield offset, Rejected(file=str(path), line=turns[0]["line"],
-                                   reason=f"conversation {conversation}: {one_line(e, 200)}",
-                                   raw=json.dumps(turns[0], ensure_ascii=False)[:2000])
+            yield offset, Rejected(file=str(path), line=line, reason=f"conversation {conversation}: {one_line(e, 200)}",
+                                   raw=json.dumps(turns[0], ensure_ascii=False)[:2000]), line
     for v in spool.orphans():
         yield offset, Rejected(file=str(path), line=v["line"],
                                reason=f"feedback for {v['target']}, an answer that is not in this file",
-                               raw=json.dumps(v, ensure_ascii=False))
+                               raw=json.dumps(v, ensure_ascii=False)), v["line"]
 
 
 def _reason(e: BaseException, platform: str) -> str:

@@ -5,7 +5,7 @@ cluster's expert, critic-then-revise or the base model (the UNO plan), and every
 with the feedback users later give on it, so the next ``unolearn run`` learns from served traffic
 (:func:`collect_served` turns them into logs): the loop closes.
 
-HTTP contract (JSON bodies; errors are ``{"error": {"message", "type", "code"}}``, never a traceback):
+HTTP contract (JSON bodies; errors are ``{"error": {"message", "type", "param", "code"}}``, never a traceback):
 
 - ``POST /v1/chat/completions`` — an OpenAI chat completion request (``stream`` true or false).
   Routed on the last user message. The header ``X-Unolearn-System: uno|uno-single|uno-guided|base``

@@ -22,8 +22,8 @@ class HTTPProblem(UnolearnError):
 class UpstreamError(HTTPProblem):
     """The upstream failed: timeout, connection error or 5xx (502), or refused the request (its 4xx)."""
 
-    def __init__(self, message: str, kind: str, status: int = 502) -> None:
-        super().__init__(message, status, f"upstream_{kind}")
+    def __init__(self, message: str, kind: str, status: int = 502, param: str | None = None) -> None:
+        super().__init__(message, status, f"upstream_{kind}", param=param)
         self.kind = kind
 
 

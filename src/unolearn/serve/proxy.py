@@ -511,7 +511,8 @@ class Proxy:
             raise HTTPProblem(f"no response {rid!r}", 404, "response_not_found", param="response_id")
         answered, given = served
         if answered is not None and user != answered and not (app_attests and user is None):
-            raise HTTPProblem("feedback on this answer must come from the user it answered", 403, "feedback_forbidden")
+            raise HTTPProblem("feedback on this answer must come from the user it answered", 403, "feedback_forbidden",
+                              param="user")
         if given >= self.cfg.feedback_per_response:
             raise HTTPProblem(f"at most {self.cfg.feedback_per_response} feedbacks per response", 429,
                               "too_much_feedback")

@@ -108,8 +108,20 @@ def check(status: int, reason: str | None, body: bytes) -> None:
     """Raise for a non-2xx upstream answer: its 4xx as is, a 5xx (or anything else) as 502."""
     message = f"upstream answered HTTP {status}: {error_text(body, reason)}"
     if 400 <= status < 500:
-        raise UpstreamError(message, "rejected", status)
+        raise UpstreamError(message, "rejected", status, param=_param_of(body))
     raise UpstreamError(message, "error")
+
+
+def _param_of(body: bytes) -> str | None:
+    """The ``param`` of an upstream's error body (the field it refused; OpenAI nests it under ``error``, vLLM
+    has written it at the top), else None."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    error = data.get("error") if isinstance(data, dict) and isinstance(data.get("error"), dict) else data
+    param = error.get("param") if isinstance(error, dict) else None
+    return param[:200] if isinstance(param, str) else None
 
 
 class Relayed:
