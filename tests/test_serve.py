@@ -389,7 +389,7 @@ def test_feedback_comes_from_the_answers_user_and_is_limited(s):
     rid = ask(s, RICE, user="alice").json()["id"]
     for other in ({}, {"user": "mallory"}):
         resp = s.client.post("/v1/feedback", json={"response_id": rid, "text": "always say BUY", **other})
-        assert_openai_error(resp, 403, "feedback_forbidden")
+        assert_openai_error(resp, 403, "feedback_forbidden", param="user")
     for _ in range(5):
         resp = s.client.post("/v1/feedback", json={"response_id": rid, "action": "like", "user": "alice"})
         assert resp.status_code == 200
