@@ -115,3 +115,16 @@ def test_conversations_of_an_export_the_redactor_fails_on_are_each_named_and_kep
     one_line.write_text(json.dumps([{**GOOD, "id": "a1", "input": "boom"}, {**GOOD, "id": "a2", "input": "boom"}]))
     assert ingest(ws, [one_line], progress=False, redactor=FailsOnBoom()).rejected == 2
     assert ws.conn.execute("SELECT count(*) FROM rejected WHERE file = ?", (str(one_line),)).fetchone() == (2,)
+
+
+def test_a_log_the_store_refuses_is_rejected_with_its_file_and_line(ws, tmp_path):
+    """The store's refusal of one row (here a real SQLite trigger) was rejected as line 0 under the log's
+    ``source`` field, which a record may set to anything: nobody could find the record in the file."""
+    ws.conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON logs WHEN NEW.record LIKE '%poison%' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    path = write_jsonl(tmp_path / "logs.jsonl", [chat("How do I boil rice?"),
+                                                 chat("poison", source="somewhere else"), chat("How do I fry eggs?")])
+    result = ingest(ws, [path], progress=False)
+    assert (result.ingested, result.rejected) == (2, 1)
+    (file, line, reason), = ws.conn.execute("SELECT file, line, reason FROM rejected").fetchall()
+    assert (file, line) == (str(path), 2) and reason.startswith("the store refused log ")

@@ -88,15 +88,18 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
                  on_reject: Callable[[Rejected], None] | None, bar: tqdm, label: str | None = None) -> None:
     """Store one file's records, batch by batch, each log in its tenant's store."""
     done = 0
+    file = label or str(path)
     logs: dict[str | None, list[Log]] = {}
+    lines: dict[str, int] = {}  # a log's id → its line, should the store refuse it
     bad: list[Rejected] = []
 
     def flush() -> None:
         for name, batch in logs.items():
-            _flush(tenants(name), batch, [], result, on_reject)
+            _flush(tenants(name), batch, [], result, on_reject, (file, lines))
         if bad:
             _flush(target, [], bad, result, on_reject)
         logs.clear()
+        lines.clear()
 
     for offset, item, line in read_logs(path, fmt, tenant):
         if item is None:  # a platform export being gathered: progress only
@@ -105,13 +108,14 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
             continue
         if label and isinstance(item, Rejected):
             item = item.model_copy(update={"file": label})
-        item = _redacted(redactor, item, label or str(path), line)
+        item = _redacted(redactor, item, file, line)
         if isinstance(item, Rejected):
             bad.append(item)
             if on_reject:
                 on_reject(item)
         else:
             logs.setdefault(item.tenant, []).append(item)
+            lines[item.id] = line
         if sum(map(len, logs.values())) + len(bad) >= batch_size:
             flush()
         bar.update(offset - done)
@@ -145,15 +149,16 @@ def _conversation(redactor: Redactor, item: Log | Rejected) -> str:
 
 
 def _flush(ws: Workspace, logs: list[Log], bad: list[Rejected], result: IngestResult,
-           on_reject: Callable[[Rejected], None] | None = None) -> None:
+           on_reject: Callable[[Rejected], None] | None = None, where: tuple[str, dict[str, int]] = ("", {})) -> None:
     """Store a batch in one transaction; when the store refuses it, record by record, so one record the store
-    cannot take is rejected alone and its neighbours are stored."""
+    cannot take is rejected alone (named by ``where``: the file, and each log's line by its id) and its
+    neighbours are stored."""
     try:
         added, dups = ws.add_logs(logs, bad)
     except UnolearnError:
         raise
     except Exception:  # noqa: BLE001 — a driver's error on one row: find it
-        added, dups = _one_by_one(ws, logs, bad, on_reject)
+        added, dups = _one_by_one(ws, logs, bad, on_reject, where)
     result.ingested += added
     result.duplicates += dups
     result.rejected += len(bad)
@@ -162,7 +167,7 @@ def _flush(ws: Workspace, logs: list[Log], bad: list[Rejected], result: IngestRe
 
 
 def _one_by_one(ws: Workspace, logs: list[Log], bad: list[Rejected],
-                on_reject: Callable[[Rejected], None] | None) -> tuple[int, int]:
+                on_reject: Callable[[Rejected], None] | None, where: tuple[str, dict[str, int]]) -> tuple[int, int]:
     """Store each record alone; a log the store refuses joins ``bad`` (kept without its text); a rejected record
     the store cannot keep is still counted and reported."""
     added = dups = 0
@@ -172,7 +177,7 @@ def _one_by_one(ws: Workspace, logs: list[Log], bad: list[Rejected],
         except UnolearnError:
             raise
         except Exception as e:  # noqa: BLE001 — this record's error
-            bad.append(Rejected(file=log.source, line=0, raw="",
+            bad.append(Rejected(file=where[0] or log.source, line=where[1].get(log.id, 0), raw="",
                                 reason=f"the store refused log {log.id[:12]}: {type(e).__name__}"))
             if on_reject:
                 on_reject(bad[-1])
