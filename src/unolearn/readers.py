@@ -27,12 +27,13 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, cast
+from typing import Any, BinaryIO, cast
 
 from pydantic import ValidationError
 
 from . import importers
 from .errors import InputError, RecordError, check_text, one_line
+from .importers import Read
 from .records import Action, Log, Message, Rejected, Role, is_timestamp
 from .tenants import DEFAULT_TENANT, check_tenant
 
@@ -381,16 +382,6 @@ def to_log(obj: Any, fmt: str, source: str) -> Log:
         if isinstance(e, RecordError):
             raise
         raise RecordError(str(e)) from e
-
-
-class Read(NamedTuple):
-    """One step of reading a file: the bytes read so far, the item (None: progress only, while a platform export
-    is gathered by conversation) and the line it starts on (a conversation gathered from several: its first
-    turn's)."""
-
-    offset: int
-    item: Log | Rejected | None
-    line: int = 0
 
 
 def read_logs(path: Path, fmt: str = "auto", tenant: str | None = None) -> Iterator[Read]:

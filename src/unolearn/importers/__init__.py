@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import RecordError, check_text, one_line
 from ..records import Log, Rejected
@@ -61,9 +61,18 @@ def detect(obj: Any) -> str | None:
     return next((name for name, p in PLATFORMS.items() if p.detect(obj)), None)
 
 
-def read_export(path: Path, platform: str,
-                raws: Iterable[RawLike]) -> Iterator[tuple[int, Log | Rejected | None, int]]:
-    """``(bytes read, item, line)`` for a platform export: None while reading (progress), a Rejected for each
+class Read(NamedTuple):
+    """One step of reading a file: the bytes read so far, the item (None: progress only, while a platform export
+    is gathered by conversation) and the line it starts on (a conversation gathered from several: its first
+    turn's)."""
+
+    offset: int
+    item: Log | Rejected | None
+    line: int = 0
+
+
+def read_export(path: Path, platform: str, raws: Iterable[RawLike]) -> Iterator[Read]:
+    """:class:`Read` steps for a platform export: None while reading (progress), a Rejected for each
     record that cannot be read, then one Log per conversation (its line: its first turn's) and a Rejected per
     feedback naming no answer here."""
     pieces = PLATFORMS[platform].pieces
@@ -72,7 +81,7 @@ def read_export(path: Path, platform: str,
         for raw in raws:
             offset = raw.offset
             if raw.error:
-                yield offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text), raw.line
+                yield Read(offset, Rejected(file=str(path), line=raw.line, reason=raw.error, raw=raw.text), raw.line)
                 continue
             try:
                 check_text(raw.value, "record")  # a lone surrogate: no store (the spool neither) can hold it
@@ -80,29 +89,30 @@ def read_export(path: Path, platform: str,
             except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError,  # RecordError among them
                     RecursionError) as e:  # a number too large for a float; attributes nested too deep
                 bad = Rejected(file=str(path), line=raw.line, reason=_reason(e, platform), raw=raw.text)
-                yield offset, bad, raw.line
+                yield Read(offset, bad, raw.line)
                 continue
             for p in found:
                 if isinstance(p, Turn):
                     spool.add_turn(p.conversation, p.at, p.ids, turn_body(p))
                 else:
                     spool.add_verdict(p.target, verdict_body(p))
-            yield offset, None, raw.line
+            yield Read(offset, None, raw.line)
         yield from _logs(path, spool, offset)
 
 
-def _logs(path: Path, spool: Spool, offset: int) -> Iterator[tuple[int, Log | Rejected, int]]:
+def _logs(path: Path, spool: Spool, offset: int) -> Iterator[Read]:
     for conversation, turns, verdicts in spool.conversations():
         line = turns[0]["line"]
         try:
-            yield offset, assemble(conversation, turns, verdicts, path.name), line
+            yield Read(offset, assemble(conversation, turns, verdicts, path.name), line)
         except ValueError as e:
-            yield offset, Rejected(file=str(path), line=line, reason=f"conversation {conversation}: {one_line(e, 200)}",
-                                   raw=json.dumps(turns[0], ensure_ascii=False)[:2000]), line
+            yield Read(offset, Rejected(file=str(path), line=line,
+                                        reason=f"conversation {conversation}: {one_line(e, 200)}",
+                                        raw=json.dumps(turns[0], ensure_ascii=False)[:2000]), line)
     for v in spool.orphans():
-        yield offset, Rejected(file=str(path), line=v["line"],
-                               reason=f"feedback for {v['target']}, an answer that is not in this file",
-                               raw=json.dumps(v, ensure_ascii=False)), v["line"]
+        yield Read(offset, Rejected(file=str(path), line=v["line"],
+                                    reason=f"feedback for {v['target']}, an answer that is not in this file",
+                                    raw=json.dumps(v, ensure_ascii=False)), v["line"])
 
 
 def _reason(e: BaseException, platform: str) -> str:
