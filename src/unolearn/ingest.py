@@ -97,7 +97,7 @@ def _ingest_file(path: Path, fmt: str, batch_size: int, redactor: Redactor, tena
         for name, batch in logs.items():
             _flush(tenants(name), batch, [], result, on_reject, (file, lines))
         if bad:
-            _flush(target, [], bad, result, on_reject)
+            _flush(target, [], bad, result, on_reject, (file, lines))
         logs.clear()
         lines.clear()
 
@@ -149,7 +149,7 @@ def _conversation(redactor: Redactor, item: Log | Rejected) -> str:
 
 
 def _flush(ws: Workspace, logs: list[Log], bad: list[Rejected], result: IngestResult,
-           on_reject: Callable[[Rejected], None] | None = None, where: tuple[str, dict[str, int]] = ("", {})) -> None:
+           on_reject: Callable[[Rejected], None] | None, where: tuple[str, dict[str, int]]) -> None:
     """Store a batch in one transaction; when the store refuses it, record by record, so one record the store
     cannot take is rejected alone (named by ``where``: the file, and each log's line by its id) and its
     neighbours are stored."""
@@ -177,7 +177,7 @@ def _one_by_one(ws: Workspace, logs: list[Log], bad: list[Rejected],
         except UnolearnError:
             raise
         except Exception as e:  # noqa: BLE001 — this record's error
-            bad.append(Rejected(file=where[0] or log.source, line=where[1].get(log.id, 0), raw="",
+            bad.append(Rejected(file=where[0], line=where[1][log.id], raw="",
                                 reason=f"the store refused log {log.id[:12]}: {type(e).__name__}"))
             if on_reject:
                 on_reject(bad[-1])
