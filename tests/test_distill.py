@@ -7,6 +7,7 @@ from doubles import MockChatModel
 
 from unolearn.backends import Models
 from unolearn.backends.cache import CachedChatModel
+from unolearn.bench.quality import load_memory
 from unolearn.distill import DistillConfig, run, stored_rules
 from unolearn.errors import BackendError, ConfigError
 from unolearn.records import Action, Log, Message
@@ -374,3 +375,24 @@ def test_a_resumed_run_whose_leftover_requests_all_fail_goes_on(filled):
     res = run(filled, Models(filled, generator=MockChatModel(responder=broken)))
     assert res.failed > 0 and res.prior_rules == 0
     assert filled.conn.execute("SELECT status FROM runs WHERE stage='distill' ORDER BY id DESC").fetchone()[0] == "ok"
+
+
+def test_a_rule_that_retells_the_case_gives_way_to_the_users_own_sentences(ws):
+    """The embedded model's rule for a complaint about form was the case's answer, its parties named; the
+    `rules` memory would put it into other users' prompts (preferences-alt.yaml, docs/benchmarks.md)."""
+    log = make_log("刘三、黄十一关于增资认缴的主张是否可以获得支持？", "刘三和黄十一关于增资认缴的主张不能获得支持。",
+                   "先讲法律依据，回答请以“根据……”开头。最后加一句“以上意见仅供参考。”", lang="zh")
+    ws.add_logs([log])
+
+    def retelling(req):
+        if "你负责分析用户与 AI 助手之间的对话" in req.messages[0]["content"]:
+            retold = "根据《公司法》的规定，刘三、黄十一关于增资认缴的主张不能获得支持。以上意见仅供参考。"
+            return json.dumps({"rules": [retold, "最后加一句“以上意见仅供参考。”"]}, ensure_ascii=False)
+        return respond(req)
+
+    res = run(ws, Models(ws, generator=MockChatModel(responder=retelling)))
+    assert stored_rules(ws, log.id, "feedback") == ["先讲法律依据，回答请以“根据……”开头。",
+                                                    "最后加一句“以上意见仅供参考。”"]
+    assert res.echoed == 1 and res.rules_rejected == {"case": 1}
+    memory = "\n".join(r for item in load_memory(ws) for r in item.rules)
+    assert "刘三" not in memory and "以上意见仅供参考" in memory

@@ -87,3 +87,23 @@ def test_filter_rules_counts_what_it_drops():
 def test_longest_shared_run():
     assert longest_shared_run("a b c d".split(), "x b c d y".split()) == 3
     assert longest_shared_run([], ["a"]) == 0
+
+
+# A LexEval case and what the embedded model made of a complaint about form (preferences-alt.yaml): the case's
+# answer rewritten, its parties named. The `rules` memory served it to 23 of 50 other users as their answer.
+CASE = "问题：刘三、黄十一关于增资认缴的主张是否可以获得支持？"
+CASE_ANSWER = "刘三和黄十一关于增资认缴的主张不能获得支持，因为两人主张的出资款不一致。"
+FORM = "先讲法律依据，回答请以“根据……”开头。最后加一句“以上意见仅供参考。”"
+RETOLD = "根据《中华人民共和国公司法》的规定，刘三、黄十一关于增资认缴的主张不能获得支持。以上意见仅供参考。"
+
+
+def test_a_rule_that_retells_the_users_case_is_not_a_rule():
+    assert reject_reason(RETOLD, "zh", CASE, CASE_ANSWER, FORM) == "case"
+    assert reject_reason(RETOLD, "zh", CASE, CASE_ANSWER) is None  # every other check lets it through
+    assert reject_reason("回答以“根据”开头，最后加一句“以上意见仅供参考。”", "zh", CASE, CASE_ANSWER, FORM) is None
+    # a phrase of the answer that the user quoted is the user's rule, not the case
+    quoting = ("Never open with 'a tenant can usually stay until the notice period ends' again; give the months "
+               "first, in one short and plain sentence.")
+    assert reject_reason(quoting, "en", QUERY, ANSWER, quoting) is None
+    retold = "Put the answer first, in bold: a tenant can usually stay until the notice period ends, then the law."
+    assert reject_reason(retold, "en", QUERY, ANSWER, "Give me the answer first, in bold.") == "case"

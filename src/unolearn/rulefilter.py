@@ -3,13 +3,13 @@
 Measured on the embedded 0.5B model (issue "UNO must make answers better"): prior rules that are
 questions or restate the query, feedback "rules" that are a follow-up question, a "thank you", a
 copy of the first answer, a refusal ("I'm sorry, but I can't assist with that request."), one
-phrase repeated until the token limit, or only the phrase the user quoted ("In short:" for "Start
-with 'In short:'"). Each would become a preference pair, a cluster member, a critic target and a
-line of the `rules` baseline's memory. :func:`reject_reason` names what is wrong with one rule (None
-when it is a rule); :func:`filter_rules` keeps the rules and counts the others; :func:`echo_rules`
-takes rules from the user's own sentences when the model's were rejected, and :func:`lost_sentences`
-those whose literal requirement (a quoted phrase, a number) the model's rules dropped; :func:`feedback_rules`
-decides one log's rules with them.
+phrase repeated until the token limit, only the phrase the user quoted ("In short:" for "Start
+with 'In short:'"), or the case's answer rewritten with its parties' names. Each would become a
+preference pair, a cluster member, a critic target and a line of the `rules` baseline's memory.
+:func:`reject_reason` names what is wrong with one rule (None when it is a rule); :func:`filter_rules` keeps
+the rules and counts the others; :func:`echo_rules` takes rules from the user's own sentences when the model's
+were rejected, and :func:`lost_sentences` those whose literal requirement (a quoted phrase, a number) the
+model's rules dropped; :func:`feedback_rules` decides one log's rules with them.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?;])(?<![0-9]\.)\s+|(?<=[0-9]\.)\s+(?![0-9]+\
 RuleSource = Literal["model", "echo", "recall"]
 COPY_RUN = 6  # tokens in a row shared with the query or the answer make a copy ...
 COPY_SHARE = 0.6  # ... when they are at least this share of the rule's tokens
+CASE_RUN = 6  # tokens in a row from the query or the answer that the feedback does not say: the user's case
 
 
 #: A number a rule names (the phrases it quotes: :data:`QUOTED`).
@@ -117,7 +118,8 @@ def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
                   feedback: str | None = None) -> str | None:
     """Why ``rule`` is not a rule — ``question``, ``refusal``, ``thanks``, ``repetition``, ``copy`` (of the
     query or of the first ``answer``), ``quote`` (only a phrase the user quoted in ``feedback``, without
-    what to do with it) — or None when it is one."""
+    what to do with it), ``case`` (it retells the user's case: :func:`retells_case`, only with ``feedback``)
+    — or None when it is one."""
     text = rule.strip()
     if text.endswith(("?", "？")):
         return "question"
@@ -134,7 +136,28 @@ def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
         run = longest_shared_run(words, _words(source, lang))
         if run >= COPY_RUN and run >= COPY_SHARE * len(words):
             return "copy"
+    if feedback is not None and retells_case(words, lang, query, answer, feedback):
+        return "case"
     return None
+
+
+def _grams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def retells_case(words: Sequence[str], lang: str, query: str, answer: str | None, feedback: str) -> bool:
+    """A run of :data:`CASE_RUN` of the rule's ``words`` comes from the query or the first answer and not from
+    the feedback: the rule retells this conversation (its parties, its statute, its conclusion) where it should
+    say how to answer.
+
+    Why: the embedded model answered a complaint about form ("open with 根据, close with 以上意见仅供参考。")
+    with the case's answer rewritten, the parties named ("根据《…》的规定，刘三、黄十一关于增资认缴的主张不能获得
+    支持。以上意见仅供参考。"); the `rules` memory put it into 23 of 50 other users' prompts and the model
+    repeated it to them as their answer (preferences-alt.yaml, all 143 test prompts; docs/benchmarks.md). A run
+    the feedback itself says (a phrase of the answer the user quoted) is the user's rule, not the case."""
+    said = _grams(_words(feedback, lang), CASE_RUN)
+    case = _grams(_words(query, lang), CASE_RUN) | _grams(_words(answer or "", lang), CASE_RUN)
+    return bool((_grams(words, CASE_RUN) & case) - said)
 
 
 def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None = None,
