@@ -148,8 +148,9 @@ def test_run_scores_every_system(ws):
     assert saved["systems"]["base"] == s["base"] and "prompts" not in out
     short = next(p for p in saved["prompts"] if p["dataset"] == "Short")  # prompt by prompt: who won where
     assert set(short) == {"index", "dataset", "systems"} and records[short["index"]]["dataset_name"] == "Short"
-    assert short["systems"]["rules"] == {"passed": 1, "checked": 1, "path": None, "cluster": None}
+    assert short["systems"]["rules"] == {"passed": 1, "checked": 1, "failed": [], "path": None, "cluster": None}
     assert short["systems"]["base"]["passed"] == 0 and short["systems"]["uno"]["path"] == "base"
+    assert short["systems"]["base"]["failed"] == ["brief"]  # on what it lost
     table = quality_table(out)
     assert "vs base [95% CI]" in table and f"{out['n_checks']} prompt × constraint checks" in table
     assert f"uno-guided − rules: +0.0 [-100.0, {100 * high:+.1f}] points" in table

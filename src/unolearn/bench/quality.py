@@ -353,7 +353,8 @@ def run(ws: Workspace, models: Models, records: list[dict[str, Any]], prefs: Pre
     """Answer ``records`` with every system and score them; also saved as artifacts/bench_quality.json.
 
     The saved file also lists, per test prompt (its position in ``records``), its dataset and each system's
-    checks passed, checks made, answer path and cluster (``prompts``): where a system wins or loses.
+    checks passed, checks made, the constraints failed, answer path and cluster (``prompts``): where a system wins
+    or loses, and on what.
     """
     cfg = cfg or QualityConfig()
     if not records:
@@ -384,10 +385,10 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
                 prompts = build_prompts(system, queries, vetted if system == "rules-vetted" else memory,
                                         models.embedder.embed, cfg.top_k)
                 attempts = await _plain_system(models, system, prompts, cfg)
-            systems[system], counts[system] = await _system_metrics(models, attempts, records, prefs, cfg)
-            for row, a, (passed, checked) in zip(per_prompt, attempts, counts[system]):
-                row["systems"][system] = {"passed": int(passed), "checked": int(checked), "path": a.path,
-                                          "cluster": a.cluster}
+            systems[system], counts[system], failed = await _system_metrics(models, attempts, records, prefs, cfg)
+            for row, a, (passed, checked), missed in zip(per_prompt, attempts, counts[system], failed):
+                row["systems"][system] = {"passed": int(passed), "checked": int(checked), "failed": missed,
+                                          "path": a.path, "cluster": a.cluster}
     finally:
         await models.aclose()
     add_intervals(systems, counts)
@@ -397,8 +398,9 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
 
 
 async def _system_metrics(models: Models, attempts: list[Attempt], records: list[dict[str, Any]],
-                          prefs: Preferences, cfg: QualityConfig) -> tuple[dict[str, Any], np.ndarray]:
-    """A system's summary (overall and per dataset) and its per-prompt check counts."""
+                          prefs: Preferences, cfg: QualityConfig) -> tuple[dict[str, Any], np.ndarray, list[list[str]]]:
+    """A system's summary (overall and per dataset), its per-prompt check counts and per prompt the constraints
+    its answer failed (their ids)."""
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
     rows = []
     checklists = await _checklists(models, attempts, records) if cfg.checklist else [None] * len(records)
@@ -409,4 +411,4 @@ async def _system_metrics(models: Models, attempts: list[Attempt], records: list
         rows.append(row)
         by_dataset[str(rec.get("dataset_name", "unknown"))].append(row)
     summary = {**_summarise(rows), "per_dataset": {d: _summarise(r) for d, r in sorted(by_dataset.items())}}
-    return summary, prompt_counts(rows)
+    return summary, prompt_counts(rows), [sorted(k for k, ok in r["checks"].items() if not ok) for r in rows]
