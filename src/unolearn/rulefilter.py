@@ -152,8 +152,8 @@ def retells_case(words: Sequence[str], lang: str, query: str, answer: str | None
 
     Why: the embedded model answered a complaint about form ("open with 根据, close with 以上意见仅供参考。")
     with the case's answer rewritten, the parties named ("根据《…》的规定，刘三、黄十一关于增资认缴的主张不能获得
-    支持。以上意见仅供参考。"); the `rules` memory put it into 23 of 50 other users' prompts and the model
-    repeated it to them as their answer (preferences-alt.yaml, all 143 test prompts; docs/benchmarks.md). A run
+    支持。以上意见仅供参考。"); the `rules` memory put it into other users' prompts and the model repeated it
+    to 23 of 50 of them as their answer (preferences-alt.yaml, all 143 test prompts; docs/benchmarks.md). A run
     the feedback itself says (a phrase of the answer the user quoted) is the user's rule, not the case."""
     said = _grams(_words(feedback, lang), CASE_RUN)
     case = _grams(_words(query, lang), CASE_RUN) | _grams(_words(answer or "", lang), CASE_RUN)
