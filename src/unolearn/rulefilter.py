@@ -132,11 +132,12 @@ def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
         return "quote"
     if repetitive(words):
         return "repetition"
-    for source in (query, answer or ""):
-        run = longest_shared_run(words, _words(source, lang))
+    sources = [_words(query, lang), _words(answer or "", lang)]
+    for source in sources:
+        run = longest_shared_run(words, source)
         if run >= COPY_RUN and run >= COPY_SHARE * len(words):
             return "copy"
-    if feedback is not None and retells_case(words, lang, query, answer, feedback):
+    if feedback is not None and retells_case(words, sources, _words(feedback, lang)):
         return "case"
     return None
 
@@ -145,19 +146,18 @@ def _grams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def retells_case(words: Sequence[str], lang: str, query: str, answer: str | None, feedback: str) -> bool:
-    """A run of :data:`CASE_RUN` of the rule's ``words`` comes from the query or the first answer and not from
-    the feedback: the rule retells this conversation (its parties, its statute, its conclusion) where it should
-    say how to answer.
+def retells_case(words: Sequence[str], sources: Sequence[Sequence[str]], said: Sequence[str]) -> bool:
+    """A run of :data:`CASE_RUN` of the rule's ``words`` comes from one of the ``sources`` (the query's and the
+    first answer's words) and not from the feedback's words (``said``): the rule retells this conversation (its
+    parties, its statute, its conclusion) where it should say how to answer.
 
     Why: the embedded model answered a complaint about form ("open with 根据, close with 以上意见仅供参考。")
     with the case's answer rewritten, the parties named ("根据《…》的规定，刘三、黄十一关于增资认缴的主张不能获得
     支持。以上意见仅供参考。"); the `rules` memory put it into other users' prompts and the model repeated it
     to 23 of 50 of them as their answer (preferences-alt.yaml, all 143 test prompts; docs/benchmarks.md). A run
     the feedback itself says (a phrase of the answer the user quoted) is the user's rule, not the case."""
-    said = _grams(_words(feedback, lang), CASE_RUN)
-    case = _grams(_words(query, lang), CASE_RUN) | _grams(_words(answer or "", lang), CASE_RUN)
-    return bool((_grams(words, CASE_RUN) & case) - said)
+    case = set().union(*(_grams(source, CASE_RUN) for source in sources))
+    return bool((_grams(words, CASE_RUN) & case) - _grams(said, CASE_RUN))
 
 
 def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None = None,
