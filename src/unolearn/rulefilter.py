@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from .text import tokens
 
@@ -114,12 +114,30 @@ def quoted(feedback: str) -> set[str]:
     return {_bare(m) for m in QUOTED.findall(feedback)} - {""}
 
 
+class _Conversation(NamedTuple):
+    """What a rule is judged against, tokenised once for all the rules of a log."""
+
+    sources: tuple[list[str], list[str]]  # the query's and the first answer's words
+    feedback: str | None
+    said: list[str]  # the feedback's words
+    quoted: set[str]  # the phrases the feedback quotes
+
+
+def _conversation(lang: str, query: str, answer: str | None, feedback: str | None) -> _Conversation:
+    return _Conversation((_words(query, lang), _words(answer or "", lang)), feedback,
+                         _words(feedback or "", lang), quoted(feedback) if feedback else set())
+
+
 def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
                   feedback: str | None = None) -> str | None:
     """Why ``rule`` is not a rule — ``question``, ``refusal``, ``thanks``, ``repetition``, ``copy`` (of the
     query or of the first ``answer``), ``quote`` (only a phrase the user quoted in ``feedback``, without
     what to do with it), ``case`` (it retells the user's case: :func:`retells_case`, only with ``feedback``)
     — or None when it is one."""
+    return _reason(rule, lang, _conversation(lang, query, answer, feedback))
+
+
+def _reason(rule: str, lang: str, said: _Conversation) -> str | None:
     text = rule.strip()
     if text.endswith(("?", "？")):
         return "question"
@@ -128,16 +146,15 @@ def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
     words = _words(text, lang)
     if words and all(w in ACKNOWLEDGEMENTS for w in words):  # thanks, in one word or several
         return "thanks"
-    if feedback and _bare(text) in quoted(feedback):
+    if _bare(text) in said.quoted:
         return "quote"
     if repetitive(words):
         return "repetition"
-    sources = [_words(query, lang), _words(answer or "", lang)]
-    for source in sources:
+    for source in said.sources:
         run = longest_shared_run(words, source)
         if run >= COPY_RUN and run >= COPY_SHARE * len(words):
             return "copy"
-    if feedback is not None and retells_case(words, sources, _words(feedback, lang)):
+    if said.feedback is not None and retells_case(words, said.sources, said.said):
         return "case"
     return None
 
@@ -165,8 +182,9 @@ def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None
     """The rules that are rules, and a count of the others by :func:`reject_reason`."""
     kept: list[str] = []
     rejected: Counter[str] = Counter()
+    said = _conversation(lang, query, answer, feedback)
     for rule in rules:
-        reason = reject_reason(rule, lang, query, answer, feedback)
+        reason = _reason(rule, lang, said)
         if reason:
             rejected[reason] += 1
         else:
@@ -205,11 +223,12 @@ def echo_rules(feedback: Sequence[str], lang: str, query: str, answer: str | Non
     to change (docs/embedded-model.md).
     """
     out: list[str] = []
+    said = _conversation(lang, query, answer, None)
     for turn in feedback:
         for sentence in SENTENCE_END.split(turn):
             sentence = sentence.strip()
             if (len(_words(sentence, lang)) >= 2 and sentence not in out
-                    and reject_reason(sentence, lang, query, answer) is None):
+                    and _reason(sentence, lang, said) is None):
                 out.append(sentence)
     return out
 
