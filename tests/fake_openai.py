@@ -79,6 +79,7 @@ class FakeOpenAI:
         self.reverse_embeddings = False  #: return embeddings in reverse ``index`` order
         self.in_flight = self.max_in_flight = 0
         self.responder: Callable[[dict[str, Any]], str] | None = None  #: answers when nothing is queued
+        self.finish_reason = "stop"  #: of every chat answer ("length": as if max_tokens cut it)
         self._answers: deque[str] = deque()
         self._failures: deque[_Failure] = deque()
         self._lock = threading.Lock()
@@ -168,7 +169,7 @@ class FakeOpenAI:
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         if body.get("stream"):
             return StreamingResponse(self._sse(model, content, prompt, body), media_type="text/event-stream")
-        out = chat_completion(model, content, prompt_tokens=prompt)
+        out = chat_completion(model, content, prompt_tokens=prompt, finish_reason=self.finish_reason)
         if body.get("logprobs"):  # OpenAI's shape; the scripted answer is the likeliest first token
             alts = [{"token": content, "logprob": -0.1}, {"token": "No", "logprob": -2.5}]
             out["choices"][0]["logprobs"] = {"content": [{"token": content, "logprob": -0.1,
@@ -188,7 +189,7 @@ class FakeOpenAI:
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model}
         for d in deltas:
             yield _event({**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]})
-        yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": self.finish_reason}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
             yield _event({**base, "choices": [], "usage": usage})

@@ -148,7 +148,8 @@ def test_run_scores_every_system(ws):
     assert saved["systems"]["base"] == s["base"] and "prompts" not in out
     short = next(p for p in saved["prompts"] if p["dataset"] == "Short")  # prompt by prompt: who won where
     assert set(short) == {"index", "dataset", "systems"} and records[short["index"]]["dataset_name"] == "Short"
-    assert short["systems"]["rules"] == {"passed": 1, "checked": 1, "failed": [], "path": None, "cluster": None}
+    assert short["systems"]["rules"] == {"passed": 1, "checked": 1, "failed": [], "path": None, "cluster": None,
+                                         "cut": False}
     assert short["systems"]["base"]["passed"] == 0 and short["systems"]["uno"]["path"] == "base"
     assert short["systems"]["base"]["failed"] == ["brief"]  # on what it lost
     table = quality_table(out)
@@ -156,6 +157,21 @@ def test_run_scores_every_system(ws):
     assert f"uno-guided − rules: +0.0 [-100.0, {100 * high:+.1f}] points" in table
     html = write_report(ws, HashEmbedder()).read_text()
     assert "Benchmark: constraint compliance" in html and "HelloBench-X" in html
+
+
+def test_answers_the_token_budget_cut_are_counted(ws):
+    """An answer that ran to max_tokens (a small model repeating one sentence) is counted per system and prompt."""
+    records = [{"input_prompt": f"cook rice {w}", "dataset_name": "Short", "info": {}} for w in ("fast", "slowly")]
+    gen = MockChatModel(responder=lambda req: "again " * 20 if "slowly" in req.messages[-1]["content"] else "Rice.")
+    out = run(ws, Models(ws, generator=gen, embedder=HashEmbedder()), records, PREFS,
+              QualityConfig(systems=("base", "uno", "self-refine"), checklist=False, max_tokens=8))
+    s = out["systems"]
+    assert s["base"]["cut"] == s["uno"]["cut"] == s["self-refine"]["cut"] == 1 and s["base"]["errors"] == 0
+    assert s["base"]["per_dataset"]["Short"]["cut"] == 1
+    saved = json.loads((ws.artifacts / "bench_quality.json").read_text())["prompts"]
+    assert [p["systems"]["uno"]["cut"] for p in saved] == [False, True]
+    header, base_row = quality_table(out).splitlines()[:2]
+    assert header.split()[-1] == "cut" and base_row.split()[-1] == "1"
 
 
 def test_self_refine_critiques_and_revises_without_an_adapter(ws):

@@ -87,6 +87,7 @@ def s(stack):
         stack.fake.history.clear()
     stack.fake._answers.clear()
     stack.fake._failures.clear()
+    stack.fake.finish_reason = "stop"
     return stack
 
 
@@ -163,7 +164,20 @@ def test_reflective_path_drafts_critiques_revises_and_returns_only_the_revision(
     prompt = revise.body["messages"][-1]["content"]
     assert revise.body["model"] == "fake-model" and "1. Cite the statute." in prompt and "the draft answer" in prompt
     assert resp.headers["x-unolearn-route"].startswith("path=reflective; cluster=1; system=uno; adapter=crit-law@1")
-    assert resp.json()["usage"]["completion_tokens"] > 0
+    assert resp.json()["usage"]["completion_tokens"] > 0 and resp.json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_client_is_told_when_the_token_budget_cut_the_revision(s):
+    """The proxy writes the reflective path's answer itself; a revision that ran to max_tokens is reported as
+    cut (finish_reason "length", as the upstream said), not as finished: a client continues or retries on it."""
+    s.fake.finish_reason = "length"
+    s.fake.enqueue("draft", "1. rule", "the revision, cut", "draft", "1. rule", "the revision, cut")
+    resp = ask(s, LAW, max_tokens=4)
+    assert resp.json()["choices"][0]["finish_reason"] == "length", resp.text
+    with s.client.stream("POST", "/v1/chat/completions", json={
+            "model": "fake-model", "stream": True, "messages": [{"role": "user", "content": LAW}]}) as r:
+        chunks = [json.loads(p) for p in events(r) if p != "[DONE]"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
 
 
 def test_guide_path_puts_the_rulebook_before_the_question_for_any_upstream(s):
@@ -594,6 +608,9 @@ def test_embedded_mode_answers_through_the_plan(tmp_path, each_store):
         body = {"messages": [{"role": "user", "content": RICE}]}
         primary = client.post("/v1/chat/completions", json=body)
         assert primary.json()["choices"][0]["message"]["content"] == "answer via exp-rice@2"
+        assert primary.json()["choices"][0]["finish_reason"] == "stop"
+        cut = client.post("/v1/chat/completions", json={**body, "max_tokens": 2})  # 3 words: the budget cut it
+        assert cut.json()["choices"][0]["finish_reason"] == "length"
         with client.stream("POST", "/v1/chat/completions",
                            json={"stream": True, "messages": [{"role": "user", "content": LAW}]}) as resp:
             payloads = events(resp)

@@ -67,11 +67,13 @@ class Answer:
     critique: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
     latency_s: float = 0.0  # model time of the calls; an answer from the response cache counts its first call's
+    finish_reason: str | None = None  # of the call that wrote the text: "length" when max_tokens cut it
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         return {"text": self.text, "route": asdict(self.route), "draft": self.draft,
-                "critique": self.critique, "usage": self.usage, "latency_s": round(self.latency_s, 3)}
+                "critique": self.critique, "usage": self.usage, "latency_s": round(self.latency_s, 3),
+                "finish_reason": self.finish_reason}
 
 
 def query_of(messages: list[dict[str, str]]) -> str:
@@ -111,10 +113,11 @@ def planned_route(system: str, cluster: int | None, distance: float, path: str, 
 
 
 def _usage(*results: ChatResult) -> dict[str, Any]:
-    """Token counts and model time of ``results`` (keyword arguments of :class:`Answer`)."""
+    """Token counts and model time of ``results``, and the last one's finish reason (it wrote the answer):
+    keyword arguments of :class:`Answer`."""
     return {"usage": {"prompt_tokens": sum(r.prompt_tokens for r in results),
                       "completion_tokens": sum(r.completion_tokens for r in results)},
-            "latency_s": sum(r.latency_s for r in results)}
+            "latency_s": sum(r.latency_s for r in results), "finish_reason": results[-1].finish_reason}
 
 
 async def _one(models: Models, req: ChatRequest) -> ChatResult:

@@ -25,10 +25,10 @@ def sse(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
-def chunks(rid: str, model: str, text: str, usage: dict[str, int] | None) -> list[bytes]:
+def chunks(rid: str, model: str, text: str, usage: dict[str, int] | None, finish_reason: str = "stop") -> list[bytes]:
     """``text`` as ``chat.completion.chunk`` events: role, content, finish, [usage], ``[DONE]``."""
     base = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-    deltas = [({"role": "assistant", "content": ""}, None), ({"content": text}, None), ({}, "stop")]
+    deltas = [({"role": "assistant", "content": ""}, None), ({"content": text}, None), ({}, finish_reason)]
     out = [sse({**base, "choices": [{"index": 0, "delta": d, "finish_reason": f}]}) for d, f in deltas]
     if usage is not None:
         out.append(sse({**base, "choices": [], "usage": completion(rid, model, "", usage)["usage"]}))

@@ -210,11 +210,12 @@ class Attempt:
     error: str | None = None
     path: str | None = None  # uno systems: primary, reflective, base, or unseen (no cluster near enough)
     cluster: int | None = None  # uno systems: the cluster the prompt was routed to
+    cut: bool = False  # max_tokens cut the answer (finish reason "length"), e.g. one sentence repeated to the end
 
 
 def _attempt(system: str, i: int, res: ChatResult) -> Attempt:
     return Attempt(system, i, res.text if res.ok else "", res.prompt_tokens, res.latency_s,
-                   None if res.ok else str(res.error))
+                   None if res.ok else str(res.error), cut=res.finish_reason == "length")
 
 
 async def _plain_system(models: Models, system: str, prompts: list[str], cfg: QualityConfig) -> list[Attempt]:
@@ -234,7 +235,8 @@ async def _uno_system(ws: Workspace, models: Models, router: Router | None, syst
                 messages = [{"role": "user", "content": q}]
                 if system == "self-refine":
                     out = await self_refine(models, messages, max_tokens=cfg.max_tokens)
-                    return Attempt(system, i, out.text, out.usage.get("prompt_tokens", 0), out.latency_s)
+                    return Attempt(system, i, out.text, out.usage.get("prompt_tokens", 0), out.latency_s,
+                                   cut=out.finish_reason == "length")
                 route = plan_route(ws, router, q, system)
                 routing_s = time.perf_counter() - start
                 out = await answer(ws, models, router, messages, system, max_tokens=cfg.max_tokens, route=route)
@@ -244,7 +246,7 @@ async def _uno_system(ws: Workspace, models: Models, router: Router | None, syst
             # as the plain systems' do.
             path = route.path if route.cluster is not None or router is None else "unseen"
             return Attempt(system, i, out.text, out.usage.get("prompt_tokens", 0), routing_s + out.latency_s,
-                           path=path, cluster=route.cluster)
+                           path=path, cluster=route.cluster, cut=out.finish_reason == "length")
 
     return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(queries))))
 
@@ -303,7 +305,7 @@ def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "compliance": round(float(np.mean(checks)), 4) if checks else None,
         "prompt_tokens": round(float(np.mean([r["prompt_tokens"] for r in rows])), 1),
         "latency_s": round(float(np.mean([r["latency_s"] for r in rows])), 3),
-        "errors": sum(r["error"] is not None for r in rows)}
+        "errors": sum(r["error"] is not None for r in rows), "cut": sum(r["cut"] for r in rows)}
     for key in ("rouge_l", "checklist"):
         vals = [r[key] for r in rows if r.get(key) is not None]
         if vals:
@@ -388,7 +390,7 @@ async def _run(ws: Workspace, models: Models, records: list[dict[str, Any]], pre
             systems[system], counts[system], failed = await _system_metrics(models, attempts, records, prefs, cfg)
             for row, a, (passed, checked), missed in zip(per_prompt, attempts, counts[system], failed):
                 row["systems"][system] = {"passed": int(passed), "checked": int(checked), "failed": missed,
-                                          "path": a.path, "cluster": a.cluster}
+                                          "path": a.path, "cluster": a.cluster, "cut": a.cut}
     finally:
         await models.aclose()
     add_intervals(systems, counts)
@@ -405,7 +407,8 @@ async def _system_metrics(models: Models, attempts: list[Attempt], records: list
     rows = []
     checklists = await _checklists(models, attempts, records) if cfg.checklist else [None] * len(records)
     for a, rec, checklist in zip(attempts, records, checklists):
-        row = {**_score(a, rec, prefs), "prompt_tokens": a.prompt_tokens, "latency_s": a.latency_s, "error": a.error}
+        row = {**_score(a, rec, prefs), "prompt_tokens": a.prompt_tokens, "latency_s": a.latency_s, "error": a.error,
+               "cut": a.cut}
         if cfg.checklist:
             row["checklist"] = checklist
         rows.append(row)

@@ -266,7 +266,8 @@ def bench_quality_cmd(ctx: click.Context, train_logs: tuple[Path, ...], tests: t
 
     Prints per system and dataset: constraint compliance (share of prompt × hidden constraint pairs
     satisfied), quality guards (LexEval ROUGE-L, HelloBench checklist coverage), prompt tokens and
-    latency per query. Also adds a bar chart to `unolearn report`.
+    latency per query, and how many answers the token budget cut (`cut`: finish reason "length", e.g. a
+    sentence repeated to the end). Also adds a bar chart to `unolearn report`.
     """
     from ..bench.quality import QualityConfig, run
     from ..ingest import ingest as run_ingest
@@ -296,13 +297,13 @@ def quality_table(result: dict[str, Any]) -> str:
         return "–" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}" if isinstance(v, float) else str(v))
 
     lines = [f"{'system':<11} {'dataset':<34} {'n':>4} {'checks':>6} {'compliance':>10} {'vs base [95% CI]':>24} "
-             f"{'rougeL':>7} {'checklist':>9} {'prompt tok':>10} {'latency s':>9}"]
+             f"{'rougeL':>7} {'checklist':>9} {'prompt tok':>10} {'latency s':>9} {'cut':>4}"]
     for name, s in result["systems"].items():
         for ds, d in [("all", s), *s["per_dataset"].items()]:
             lines.append(f"{name:<11} {ds[:34]:<34} {d['n']:>4} {d.get('n_checks', '–'):>6} "
                          f"{f(d['compliance'], True):>10} {_vs_base(result, name, d) if ds == 'all' else '':>24} "
                          f"{f(d.get('rouge_l')):>7} {f(d.get('checklist')):>9} {d['prompt_tokens']:>10} "
-                         f"{d['latency_s']:>9.2f}")
+                         f"{d['latency_s']:>9.2f} {d.get('cut', '–'):>4}")
     lines.append(f"({result['n_prompts']} test prompts, {result.get('n_checks', '–')} prompt × constraint checks; "
                  "* = the 95% interval of the difference to base excludes 0)")
     rules = result["systems"].get("rules", {})

@@ -43,8 +43,8 @@ from .metrics import Metrics
 from .problems import HTTPProblem, UpstreamError, error_body, error_response
 from .recorder import Recorder, served_row
 from .tenancy import TenantPlan, operator_only, own_models
-from .upstream import Relayed, Upstream, content_of
-from .wire import Chat, parse_chat, parse_feedback, route_header
+from .upstream import Relayed, Upstream, content_of, finish_of, usage_of
+from .wire import Chat, Composed, parse_chat, parse_feedback, route_header
 
 log = logging.getLogger(__name__)
 
@@ -333,9 +333,9 @@ class Proxy:
     async def dispatch(self, chat: Chat, route: Route, start: float) -> Any:
         """Answer ``chat`` along ``route``."""
         if self.upstream is None:
-            text, usage, model = await self.embedded(chat, route)
+            composed = await self.embedded(chat, route)
         elif route.path == PathName.REFLECTIVE:
-            text, usage, model = await self.reflective(chat, route)
+            composed = await self.reflective(chat, route)
         elif route.path == PathName.GUIDE:
             assert route.guide is not None  # planned_route sends a guide that is gone along the base path
             body = json.dumps({**chat.body, "messages": guide_messages(chat.body["messages"], route.guide)}).encode()
@@ -348,7 +348,7 @@ class Proxy:
             if chat.stream:
                 return await self.relay_stream(chat, route, body, model, start)
             return await self.relay(chat, route, body, model)
-        return self.final(chat, route, text, usage, model, start)
+        return self.final(chat, route, composed, start)
 
     async def relay(self, chat: Chat, route: Route, body: bytes, model: str) -> Any:
         """Forward a non-streaming request; answer the upstream's JSON with our response id."""
@@ -419,7 +419,7 @@ class Proxy:
                     parts.append((choice.get("delta") or {}).get("content") or "")
         return sse(obj), False
 
-    async def reflective(self, chat: Chat, route: Route) -> tuple[str, dict[str, int], str]:
+    async def reflective(self, chat: Chat, route: Route) -> Composed:
         """Draft, critic rules, revision: three upstream calls; returns the revised answer."""
         upstream = self.upstream
         assert upstream is not None  # upstream mode only
@@ -434,11 +434,9 @@ class Proxy:
 
         critic = adapter_name(*route.adapter())
         revised, _, (d2, d3) = await reflect(call, body["messages"], draft, critic, chat.query)
-        usage = {k: sum(int((d.get("usage") or {}).get(k) or 0) for d in (d1, d2, d3))
-                 for k in ("prompt_tokens", "completion_tokens")}
-        return revised, usage, chat.model
+        return Composed(revised, usage_of(d1, d2, d3), chat.model, finish_of(d3))
 
-    async def embedded(self, chat: Chat, route: Route) -> tuple[str, dict[str, int], str]:
+    async def embedded(self, chat: Chat, route: Route) -> Composed:
         """Answer with the workspace's own chat backend (:func:`unolearn.answer.answer`)."""
         messages = [{"role": m["role"], "content": text_of(m.get("content"))} for m in chat.body["messages"]]
         kw = {"max_tokens": int(chat.body.get("max_tokens") or chat.body.get("max_completion_tokens") or 512),
@@ -447,21 +445,22 @@ class Proxy:
         assert self.models is not None and tenant.models is not None  # embedded mode
         router = tenant.snapshot.router if tenant.snapshot else None
         out = await answer(tenant.ws, tenant.models, router, messages, chat.system, route=route, **kw)
-        return out.text, out.usage, self.models.generator.model_id
+        return Composed(out.text, out.usage, self.models.generator.model_id, out.finish_reason or "stop")
 
-    def final(self, chat: Chat, route: Route, text: str, usage: dict[str, int], model: str, start: float) -> Any:
+    def final(self, chat: Chat, route: Route, out: Composed, start: float) -> Any:
         """Answer a text the proxy composed (JSON, or SSE events when streaming); record it."""
         from starlette.responses import Response
 
-        self.record(chat, route, text, model)
-        shown = chat.model or model
+        self.record(chat, route, out.text, out.model)
+        shown = chat.model or out.model
         if not chat.stream:
-            body = json.dumps(completion(chat.rid, shown, text, usage))
+            body = json.dumps(completion(chat.rid, shown, out.text, out.usage, out.finish_reason))
             return Response(body, media_type="application/json", headers=self.headers(chat, route))
+        sent = chunks(chat.rid, shown, out.text, out.usage if chat.include_usage else None, out.finish_reason)
 
         async def events() -> AsyncIterator[bytes]:
             try:
-                for c in chunks(chat.rid, shown, text, usage if chat.include_usage else None):
+                for c in sent:
                     yield c
             finally:
                 self.finished(chat.tenant, route, 200, start)

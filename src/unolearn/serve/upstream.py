@@ -154,3 +154,17 @@ def content_of(data: Any) -> str:
         return data["choices"][0]["message"].get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
         return ""
+
+
+def finish_of(data: Any) -> str:
+    """``choices[0].finish_reason`` of a chat completion ("stop" when absent): "length" when max_tokens cut it."""
+    try:
+        return data["choices"][0].get("finish_reason") or "stop"
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return "stop"
+
+
+def usage_of(*answers: Any) -> dict[str, int]:
+    """The prompt and completion tokens of chat completions, added up (0 for what an answer leaves out)."""
+    return {k: sum(int((d.get("usage") or {}).get(k) or 0) for d in answers)
+            for k in ("prompt_tokens", "completion_tokens")}

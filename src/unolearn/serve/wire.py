@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..answer import Route
 from ..errors import RecordError, check_text, one_line
@@ -15,6 +15,15 @@ from ..tenants import DEFAULT_TENANT
 from ..wire import text_of
 from .config import ACTIONS
 from .problems import HTTPProblem
+
+
+class Composed(NamedTuple):
+    """An answer the proxy wrote itself (embedded mode, the reflective path's revision), not relayed."""
+
+    text: str
+    usage: dict[str, int]
+    model: str
+    finish_reason: str = "stop"  # "length": max_tokens cut the text, as the client must be told
 
 
 @dataclass
