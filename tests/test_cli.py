@@ -209,3 +209,21 @@ def test_the_cli_reference_is_current():
 
     stale = "docs/cli.md is stale: python -m unolearn.clidoc --write"
     assert REFERENCE.read_text(encoding="utf-8") == reference(), stale
+
+
+def test_answer_says_when_the_token_budget_cut_it(run_cli, ws_dir):
+    """`unolearn answer` tells its user that the answer stopped at the budget, not at its end."""
+    from fake_openai import FakeOpenAI
+
+    fake = FakeOpenAI()
+    with fake.running():
+        ws_dir.mkdir(parents=True)
+        (ws_dir / "config.yaml").write_text(json.dumps({"backends": {
+            "generator": {"backend": "openai", "base_url": fake.url, "model": "fake-model"},
+            "embedder": {"backend": "openai", "base_url": fake.url, "model": "fake-embed"}}}))
+        whole = run_cli("answer", "how do I cook rice", "--system", "base")
+        fake.finish_reason = "length"
+        cut = run_cli("answer", "how do I boil rice", "--system", "base", "--max-tokens", "3")
+    assert whole.code == 0 and whole.out.strip() == "echo: how do I cook rice" and "[cut" not in whole.err
+    assert cut.code == 0 and cut.out.strip() == "echo: how do I boil rice", cut.err
+    assert "[cut: the answer reached the token budget (3); --max-tokens raises it]" in cut.err

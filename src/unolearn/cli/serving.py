@@ -39,7 +39,7 @@ from .common import (
 @click.pass_context
 def answer_cmd(ctx: click.Context, query: str, system: str, max_tokens: int | None, as_json: bool) -> None:
     """Answer QUERY through the published plan, as the proxy would, and show the path taken (cluster,
-    module, epoch, plan id)."""
+    module, epoch, plan id), and whether the token budget cut the answer."""
     import asyncio
 
     from ..answer import Route, answer
@@ -71,6 +71,8 @@ def answer_cmd(ctx: click.Context, query: str, system: str, max_tokens: int | No
     if r.guide:
         click.echo("[guide]\n" + r.guide, err=True)
     click.echo(out.text)
+    if out.finish_reason == "length":
+        click.echo(f"[cut: the answer reached the token budget ({max_tokens}); --max-tokens raises it]", err=True)
 
 
 @click.command()
