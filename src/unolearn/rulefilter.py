@@ -137,7 +137,7 @@ def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
     return _reason(rule, lang, _conversation(lang, query, answer, feedback))
 
 
-def _reason(rule: str, lang: str, said: _Conversation) -> str | None:
+def _reason(rule: str, lang: str, conv: _Conversation) -> str | None:
     text = rule.strip()
     if text.endswith(("?", "？")):
         return "question"
@@ -146,15 +146,15 @@ def _reason(rule: str, lang: str, said: _Conversation) -> str | None:
     words = _words(text, lang)
     if words and all(w in ACKNOWLEDGEMENTS for w in words):  # thanks, in one word or several
         return "thanks"
-    if _bare(text) in said.quoted:
+    if _bare(text) in conv.quoted:
         return "quote"
     if repetitive(words):
         return "repetition"
-    for source in said.sources:
+    for source in conv.sources:
         run = longest_shared_run(words, source)
         if run >= COPY_RUN and run >= COPY_SHARE * len(words):
             return "copy"
-    if said.feedback is not None and retells_case(words, said.sources, said.said):
+    if conv.feedback is not None and retells_case(words, conv.sources, conv.said):
         return "case"
     return None
 
@@ -182,9 +182,9 @@ def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None
     """The rules that are rules, and a count of the others by :func:`reject_reason`."""
     kept: list[str] = []
     rejected: Counter[str] = Counter()
-    said = _conversation(lang, query, answer, feedback)
+    conv = _conversation(lang, query, answer, feedback)
     for rule in rules:
-        reason = _reason(rule, lang, said)
+        reason = _reason(rule, lang, conv)
         if reason:
             rejected[reason] += 1
         else:
@@ -223,12 +223,12 @@ def echo_rules(feedback: Sequence[str], lang: str, query: str, answer: str | Non
     to change (docs/embedded-model.md).
     """
     out: list[str] = []
-    said = _conversation(lang, query, answer, None)
+    conv = _conversation(lang, query, answer, None)
     for turn in feedback:
         for sentence in SENTENCE_END.split(turn):
             sentence = sentence.strip()
             if (len(_words(sentence, lang)) >= 2 and sentence not in out
-                    and _reason(sentence, lang, said) is None):
+                    and _reason(sentence, lang, conv) is None):
                 out.append(sentence)
     return out
 
