@@ -50,6 +50,8 @@ class _Failure:
     retry_after: float | None = None
     hang_s: float = 0.0
     param: str | None = None
+    body: str | None = None  #: answered as it is, instead of an error body
+    media_type: str = "application/json"
 
 
 def fake_vector(text: str, dim: int) -> list[float]:
@@ -96,6 +98,10 @@ class FakeOpenAI:
         fault in ``param``, if given)."""
         self._failures.extend(_Failure(status, message, retry_after, param=param) for _ in range(times))
 
+    def answer_raw(self, status: int, body: str, *, media_type: str = "application/json") -> None:
+        """Make the next request (of any endpoint, as a failure) be answered with ``status`` and ``body`` as is."""
+        self._failures.append(_Failure(status, "", body=body, media_type=media_type))
+
     def hang(self, seconds: float, *, times: int = 1) -> None:
         """Make the next ``times`` requests wait ``seconds`` before failing with 503 (client timeouts)."""
         self._failures.extend(_Failure(503, "hung", hang_s=seconds) for _ in range(times))
@@ -141,6 +147,8 @@ class FakeOpenAI:
             return body, None
         if failure.hang_s:
             await asyncio.sleep(failure.hang_s)
+        if failure.body is not None:
+            return body, Response(failure.body, failure.status, media_type=failure.media_type)
         headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else None
         return body, vllm_error(failure.status, failure.message, headers, failure.param)
 

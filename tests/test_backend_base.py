@@ -48,6 +48,14 @@ def test_parse_json_output_errors():
         parse_json_output("{", RULES)
     with pytest.raises(SchemaError, match="schema"):
         parse_json_output('{"x": 1}', RULES)
+    with pytest.raises(SchemaError, match="not valid JSON"):  # Python's parser raises RecursionError on it
+        parse_json_output("[" * 5000, RULES)
+
+
+def test_an_answer_nested_too_deeply_is_reasked_not_raised():
+    m = MockChatModel().enqueue("[" * 5000, '{"rules": ["Be brief."]}')
+    (r,) = m.generate_sync([ChatRequest.of("q", schema=RULES)])
+    assert r.ok and r.parsed == {"rules": ["Be brief."]} and len(m.history) == 2
 
 
 def test_request_key_covers_everything_that_changes_the_answer():

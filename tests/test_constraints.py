@@ -90,6 +90,11 @@ def test_check_true_and_false(name, param, good, bad):
     assert run_check(name, norm, bad) is False
 
 
+def test_an_answer_nested_too_deeply_is_no_json_object():
+    _, norm = parse_check({"json_object": True})
+    assert run_check("json_object", norm, "[" * 5000) is False  # Python's parser raises RecursionError on it
+
+
 def test_every_registered_check_is_tested():
     assert {c[0] for c in CASES} == set(CHECKS)
 

@@ -111,6 +111,13 @@ def test_an_interrupted_pull_stores_nothing_and_resumes(run_cli, langfuse_server
     assert all("fromStartTime" not in q for p, q, _ in langfuse_server.requests if p == OBSERVATIONS)
 
 
+def test_an_answer_nested_too_deeply_is_a_clear_error(run_cli, langfuse_server):
+    langfuse_server.pages[(OBSERVATIONS, None)] = "[" * 5000  # Python's parser raises RecursionError on it
+    r = run_cli("ingest", langfuse_server.url)
+    assert r.code != 0 and r.err.strip().splitlines()[-1].endswith("the answer is not JSON")
+    assert "Traceback" not in r.err
+
+
 def test_a_pull_without_keys_says_so(run_cli, langfuse_server, monkeypatch):
     monkeypatch.delenv("LANGFUSE_SECRET_KEY")
     r = run_cli("ingest", langfuse_server.url)

@@ -124,6 +124,16 @@ def test_4xx_fails_at_once_with_server_message(fake_openai):
     assert len(fake_openai.requests()) == 1
 
 
+def test_a_body_nested_too_deeply_is_a_backend_error(fake_openai):
+    deep = "[" * 5000  # Python's parser raises RecursionError on it, which is no ValueError
+    fake_openai.answer_raw(200, deep)
+    res = one(model_for(fake_openai), "hello")
+    assert isinstance(res.error, BackendError) and "non-JSON answer" in str(res.error)
+    fake_openai.answer_raw(400, deep)
+    res = one(model_for(fake_openai), "hello")
+    assert isinstance(res.error, BackendHTTPError) and res.error.status == 400 and "[[[" in str(res.error)
+
+
 def test_connection_refused_is_retried_then_reported():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

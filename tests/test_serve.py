@@ -359,6 +359,19 @@ def test_upstream_client_errors_are_relayed(s):
     assert_openai_error(ask(s, TRAVEL), 400, "upstream_rejected", param="max_tokens")  # the field it named
 
 
+def test_an_upstream_body_nested_too_deeply_is_answered_not_crashed_on(s):
+    deep = "[" * 5000  # Python's parser raises RecursionError on it, which is no ValueError
+    s.fake.answer_raw(400, deep)
+    assert "[[[" in assert_openai_error(ask(s, TRAVEL), 400, "upstream_rejected")["message"]
+    s.fake.answer_raw(200, deep)
+    assert_openai_error(ask(s, TRAVEL), 502, "upstream_bad_answer")
+    s.fake.answer_raw(200, f"data: {deep}\n\ndata: [DONE]\n\n", media_type="text/event-stream")
+    assert events(ask(s, TRAVEL, stream=True)) == [deep, "[DONE]"]  # relayed as it came, to its end
+    s.fake.answer_raw(200, deep)
+    models = s.client.get("/v1/models")
+    assert models.status_code == 200 and models.text == deep
+
+
 def test_unreachable_upstream_gives_502(tmp_path, each_store):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

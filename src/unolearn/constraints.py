@@ -36,13 +36,12 @@ default 1, distinct citations match). For the ``bool`` forms ``false`` asks for 
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, loads_json
 from .records import CJK, detect_lang
 
 _WORDLIKE = re.compile(r"\w")
@@ -158,7 +157,7 @@ def check_json_object(answer: str, wanted: bool) -> bool:
     body = answer.strip()
     fenced = _FENCE.match(body)
     try:
-        is_object = isinstance(json.loads(fenced.group(1) if fenced else body), dict)
+        is_object = isinstance(loads_json(fenced.group(1) if fenced else body), dict)
     except ValueError:
         is_object = False
     return is_object == wanted

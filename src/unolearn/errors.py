@@ -6,12 +6,23 @@ the proxy turns it into an HTTP response with its ``http_status``. Anything else
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
 def one_line(e: BaseException, limit: int | None = None) -> str:
     """An exception's message on one line (at most ``limit`` characters), or its type's name when it has none."""
     return " ".join(str(e).split())[:limit] or type(e).__name__
+
+
+def loads_json(data: str | bytes) -> Any:
+    """``json.loads(data)``, with JSON nested too deeply for Python's parser raised as the
+    :class:`json.JSONDecodeError` any other unreadable JSON is: the parser raises RecursionError there, which
+    a caller catching ValueError misses (a model's answer or a server's body of a few thousand ``[`` did)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", "", 0) from None
 
 
 class UnolearnError(Exception):

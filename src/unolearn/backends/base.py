@@ -26,7 +26,7 @@ import jsonschema
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import BackendError, SchemaError, UnolearnError
+from ..errors import BackendError, SchemaError, UnolearnError, loads_json
 from ..records import canonical_json, content_hash
 
 
@@ -134,7 +134,7 @@ def parse_json_output(text: str, schema: dict[str, Any]) -> Any:
         body = body.split("\n", 1)[1] if "\n" in body else ""
         body = body.rsplit("```", 1)[0]
     try:
-        obj = json.loads(body)
+        obj = loads_json(body)
     except json.JSONDecodeError as e:
         raise SchemaError(f"answer is not valid JSON ({e.msg})") from e
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
-import json
 import logging
 import os
 import random
@@ -36,7 +35,7 @@ import httpx
 import numpy as np
 
 from .. import lora_endpoints
-from ..errors import BackendError, BackendHTTPError, ConfigError
+from ..errors import BackendError, BackendHTTPError, ConfigError, loads_json
 from .base import ChatModel, ChatRequest, ChatResult, Embedder, first_token_logprobs
 
 log = logging.getLogger(__name__)
@@ -63,15 +62,20 @@ def normalize_base_url(base_url: str) -> str:
 
 def error_message(resp: httpx.Response) -> str:
     """The server's error message on one line (OpenAI, vLLM, llama.cpp and FastAPI error bodies)."""
-    return error_text(resp.content, resp.reason_phrase)
+    return error_text(resp.content, resp.reason_phrase, json_or_none(resp.content))
 
 
-def error_text(body: bytes, reason: str | None) -> str:
-    """The message of an error answer's ``body`` on one line: its JSON message, else its text, else ``reason``."""
+def json_or_none(body: bytes) -> Any:
+    """``body`` as JSON, else None (not JSON, not Unicode, or nested too deeply)."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        data = None
+        return loads_json(body)
+    except ValueError:  # UnicodeDecodeError among them
+        return None
+
+
+def error_text(body: bytes, reason: str | None, data: Any) -> str:
+    """The message of an error answer on one line: that of its JSON ``data`` (``body`` parsed, or None), else
+    its ``body``'s text, else ``reason``."""
     msg = _message_of(data) if data is not None else None
     text = msg or body.decode("utf-8", "replace") or reason or ""
     return re.sub(r"\s+", " ", str(text)).strip()[:500]
@@ -198,7 +202,7 @@ class OpenAIHTTP:
     def _json(self, resp: httpx.Response) -> Any:
         """The JSON body of a 2xx response, or a :class:`BackendError` naming what came instead."""
         try:
-            return resp.json()
+            return loads_json(resp.content)
         except ValueError as e:
             raise BackendError(f"non-JSON answer from {resp.request.url}: {resp.text[:200]!r}") from e
 

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from ..errors import InputError
+from ..errors import InputError, loads_json
 
 OBSERVATIONS = "api/public/v2/observations"
 SCORES = "api/public/v3/scores"
@@ -109,7 +109,7 @@ def _get(client: httpx.Client, path: str, params: dict[str, Any]) -> Any:
         if r.status_code >= 400:
             raise InputError(f"Langfuse {path}: HTTP {r.status_code}")
         try:
-            return r.json()
+            return loads_json(r.content)
         except ValueError as e:
             raise InputError(f"Langfuse {path}: the answer is not JSON") from e
     raise InputError(f"Langfuse {path}: HTTP {r.status_code} after {RETRIES} retries")

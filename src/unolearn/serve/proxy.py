@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # annotations only: the upstream client imports it (the serve
 from ..answer import Route, answer, reflect
 from ..backends import Models
 from ..config import BackendsConfig
-from ..errors import BackendHTTPError, ConfigError, UnolearnError
+from ..errors import BackendHTTPError, ConfigError, UnolearnError, loads_json
 from ..lora_endpoints import load_adapter, unload_adapter
 from ..names import PathName
 from ..plans import adapter_name, epoch_dir
@@ -409,7 +409,7 @@ class Proxy:
         if payload == b"[DONE]":
             return b"data: [DONE]\n\n", True
         try:
-            obj = json.loads(payload)
+            obj = loads_json(payload)
         except ValueError:
             return event + b"\n\n", False
         if isinstance(obj, dict) and "id" in obj:

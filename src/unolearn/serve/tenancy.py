@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from ..backends import Models
+from ..errors import loads_json
 from ..snapshot import PlanSnapshot
 from ..store import Workspace
 from ..tenants import DEFAULT_TENANT
@@ -43,7 +44,7 @@ def own_models(listing: bytes, tenant: TenantPlan, loaded: set[str]) -> bytes:
     names would tell ``tenant`` which modules they have; ``listing`` as it came when it is no list of models."""
     others = loaded - (tenant.snapshot.adapter_names() if tenant.snapshot else set())
     try:
-        body = json.loads(listing)
+        body = loads_json(listing)
     except ValueError:
         return listing
     if not (isinstance(body, dict) and isinstance(body.get("data"), list)):

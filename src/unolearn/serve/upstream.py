@@ -13,7 +13,8 @@ try:
 except ImportError:  # only the proxy's upstream client needs it (the serve extra); collect_served does not
     aiohttp = None  # type: ignore[assignment]  # a module or None: Upstream is used only with the serve extra
 
-from ..backends.openai_http import error_text, resolve_api_key
+from ..backends.openai_http import error_text, json_or_none, resolve_api_key
+from ..errors import loads_json
 from .problems import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class Upstream:
         """POST ``body`` and return the JSON answer of a 2xx."""
         data = await self.read("POST", path, body)
         try:
-            return json.loads(data)
+            return loads_json(data)
         except ValueError as e:
             raise UpstreamError(f"upstream answered non-JSON: {data[:200]!r}", "bad_answer") from e
 
@@ -106,19 +107,16 @@ class Upstream:
 
 def check(status: int, reason: str | None, body: bytes) -> None:
     """Raise for a non-2xx upstream answer: its 4xx as is, a 5xx (or anything else) as 502."""
-    message = f"upstream answered HTTP {status}: {error_text(body, reason)}"
+    data = json_or_none(body)
+    message = f"upstream answered HTTP {status}: {error_text(body, reason, data)}"
     if 400 <= status < 500:
-        raise UpstreamError(message, "rejected", status, param=_param_of(body))
+        raise UpstreamError(message, "rejected", status, param=_param_of(data))
     raise UpstreamError(message, "error")
 
 
-def _param_of(body: bytes) -> str | None:
-    """The ``param`` of an upstream's error body (the field it refused; OpenAI nests it under ``error``, vLLM
-    has written it at the top), else None."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+def _param_of(data: Any) -> str | None:
+    """The ``param`` of an upstream's error body parsed (the field it refused; OpenAI nests it under ``error``,
+    vLLM has written it at the top), else None."""
     error = data.get("error") if isinstance(data, dict) and isinstance(data.get("error"), dict) else data
     param = error.get("param") if isinstance(error, dict) else None
     return param[:200] if isinstance(param, str) else None
