@@ -118,14 +118,14 @@ class _Conversation(NamedTuple):
     """What a rule is judged against, tokenised once for all the rules of a log."""
 
     sources: tuple[list[str], list[str]]  # the query's and the first answer's words
-    feedback: str | None
-    said: list[str]  # the feedback's words
     quoted: set[str]  # the phrases the feedback quotes
+    case: set[tuple[str, ...]] | None  # the case's runs (:func:`case_runs`); None without feedback
 
 
 def _conversation(lang: str, query: str, answer: str | None, feedback: str | None) -> _Conversation:
-    return _Conversation((_words(query, lang), _words(answer or "", lang)), feedback,
-                         _words(feedback or "", lang), quoted(feedback) if feedback else set())
+    sources = (_words(query, lang), _words(answer or "", lang))
+    case = None if feedback is None else case_runs(sources, _words(feedback, lang))
+    return _Conversation(sources, quoted(feedback) if feedback else set(), case)
 
 
 def reject_reason(rule: str, lang: str, query: str, answer: str | None = None,
@@ -154,7 +154,7 @@ def _reason(rule: str, lang: str, conv: _Conversation) -> str | None:
         run = longest_shared_run(words, source)
         if run >= COPY_RUN and run >= COPY_SHARE * len(words):
             return "copy"
-    if conv.feedback is not None and retells_case(words, conv.sources, conv.said):
+    if conv.case is not None and retells_case(words, conv.case):
         return "case"
     return None
 
@@ -163,18 +163,23 @@ def _grams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def retells_case(words: Sequence[str], sources: Sequence[Sequence[str]], said: Sequence[str]) -> bool:
-    """A run of :data:`CASE_RUN` of the rule's ``words`` comes from one of the ``sources`` (the query's and the
-    first answer's words) and not from the feedback's words (``said``): the rule retells this conversation (its
-    parties, its statute, its conclusion) where it should say how to answer.
+def case_runs(sources: Sequence[Sequence[str]], said: Sequence[str]) -> set[tuple[str, ...]]:
+    """The runs of :data:`CASE_RUN` words of the ``sources`` (the query's and the first answer's words) that the
+    feedback's words (``said``) do not hold."""
+    return set().union(*(_grams(source, CASE_RUN) for source in sources)) - _grams(said, CASE_RUN)
+
+
+def retells_case(words: Sequence[str], case: set[tuple[str, ...]]) -> bool:
+    """A run of :data:`CASE_RUN` of the rule's ``words`` is one of the ``case``'s runs (:func:`case_runs`: from
+    the query or the first answer, not from the feedback): the rule retells this conversation (its parties, its
+    statute, its conclusion) where it should say how to answer.
 
     Why: the embedded model answered a complaint about form ("open with 根据, close with 以上意见仅供参考。")
     with the case's answer rewritten, the parties named ("根据《…》的规定，刘三、黄十一关于增资认缴的主张不能获得
     支持。以上意见仅供参考。"); the `rules` memory put it into other users' prompts and the model repeated it
     to 23 of 50 of them as their answer (preferences-alt.yaml, all 143 test prompts; docs/benchmarks.md). A run
     the feedback itself says (a phrase of the answer the user quoted) is the user's rule, not the case."""
-    case = set().union(*(_grams(source, CASE_RUN) for source in sources))
-    return bool((_grams(words, CASE_RUN) & case) - _grams(said, CASE_RUN))
+    return not case.isdisjoint(_grams(words, CASE_RUN))
 
 
 def filter_rules(rules: Sequence[str], lang: str, query: str, answer: str | None = None,
