@@ -373,6 +373,16 @@ def test_a_user_who_makes_the_model_answer_deeply_nested_json_sinks_only_that_lo
     assert stored_rules(ws, LOGS["fb"].id, "feedback")  # the other user's log went through as always
 
 
+def test_the_prior_rules_schema_caps_the_list_at_max_prior_rules(ws):
+    ws.add_logs([LOGS["prompt_only"]])
+    model = MockChatModel(responder=respond)
+    res = run(ws, Models(ws, generator=model), DistillConfig(max_prior_rules=3))
+    (req,) = [r for r in model.history if "You study requests" in r.messages[0]["content"]]
+    assert req.schema["properties"]["rules"]["maxItems"] == 3
+    assert "at most 3 rules" in req.messages[0]["content"]
+    assert res.prior_rules == 1 and res.failed == 0
+
+
 def test_the_gate_decides_only_when_the_model_answered_yes_or_no(ws):
     ws.add_logs([LOGS["noise"]])
     off = MockChatModel(responder=lambda r: "Maybe" if r.logprobs else respond(r))  # neither yes nor no

@@ -92,6 +92,23 @@ def test_schema_request_is_constrained_and_parsed(model):
     assert all(r.strip() for r in res.parsed["rules"])
 
 
+def test_a_prior_rules_answer_that_would_loop_closes_its_list_at_the_cap(model):
+    # The README demo's one failed distil request: greedily, the model repeated "Be clear and concise." until
+    # the token budget cut its JSON, on every re-ask. The schema's cap closes the list instead.
+    from unolearn.distill import DistillConfig, prior_request
+    from unolearn.records import Log, Message
+
+    query = ("You should write a detailed response to the following question on Science.\n[Question]: Do you "
+             "believe we are living in a simulation? Why or why not? And if so, who or what do you believe to be "
+             "controlling said simulation?\n[Requirements]:\n1. The answer should be long enough to provide a "
+             "comprehensive response.\n")
+    log = Log.from_messages([Message(role="user", content=query)], source="t")
+    cfg = DistillConfig()
+    res = asyncio.run(model.complete(prior_request(log, cfg)))
+    assert res.finish_reason == "stop" and res.parsed is not None, res.text[-200:]
+    assert 1 <= len(res.parsed["rules"]) <= cfg.max_prior_rules
+
+
 def test_first_token_logprobs_answer_a_yes_no_question(model):
     def p_yes(question: str) -> float:
         [res] = model.generate_sync([ChatRequest.of(question + " Answer yes or no.", max_tokens=1, logprobs=10)])

@@ -41,6 +41,16 @@ RULES_SCHEMA: dict[str, Any] = {
     "properties": {"rules": {"type": "array", "items": {"type": "string", "maxLength": 200}}},
     "required": ["rules"],
 }
+
+
+def rules_schema(most: int) -> dict[str, Any]:
+    """:data:`RULES_SCHEMA` with at most ``most`` rules. A model that decodes under the schema closes the list
+    there instead of repeating a rule until the token budget cuts its JSON (the embedded model did, greedily);
+    an answer within the cap decodes token for token as before."""
+    rules = {**RULES_SCHEMA["properties"]["rules"], "maxItems": most}
+    return {**RULES_SCHEMA, "properties": {"rules": rules}}
+
+
 PROMPTS = {
     "en": {
         "prior": (
@@ -115,7 +125,7 @@ class DistillConfig:
     temperature: float = opt(1.0, "Sampling temperature of the revisions.")
     top_p: float = opt(0.9, "Nucleus sampling of the revisions.")
     seed: int = opt(42, "Seed of the first revision; revision i uses seed + i.")
-    max_prior_rules: int = opt(5, "At most this many rules are kept from the query alone.")
+    max_prior_rules: int = opt(5, "At most this many rules from the query alone (the answer's schema caps its list).")
     rules_max_tokens: int = opt(384, f"Token budget of a rules answer ({note('distill', 'rules_max_tokens')}).")
     answer_max_tokens: int = opt(1024, "Token budget of a revised answer "
                                        f"({note('distill', 'answer_max_tokens')}); a candidate that it cuts "
@@ -216,7 +226,8 @@ def prior_request(log: Log, cfg: DistillConfig) -> ChatRequest:
     return ChatRequest.of([{"role": "system", "content": p["prior"].format(n=cfg.max_prior_rules)},
                            *(prior_turns(log.lang, p["prior_input"]) if cfg.examples else []),
                            {"role": "user", "content": p["prior_input"].format(query=log.query)}],
-                          schema=RULES_SCHEMA, max_tokens=cfg.rules_max_tokens, seed=cfg.seed, owners=(log.id,))
+                          schema=rules_schema(cfg.max_prior_rules), max_tokens=cfg.rules_max_tokens, seed=cfg.seed,
+                          owners=(log.id,))
 
 
 def _feedback_input(log: Log) -> str:
@@ -470,7 +481,7 @@ async def _rules(ws: Workspace, gen: ChatModel, logs: list[Log], done: _Done, cf
         else:
             rules, rejected = filter_rules(clean_rules(out.parsed), log.lang, log.query)
         result.rules_rejected.update(rejected)
-        answered.append((log, kind, rules[:cfg.max_prior_rules] if kind == "prior" else rules))
+        answered.append((log, kind, rules))
     for log, kind, rules in answered:
         rows.append((log.id, kind, rules, gen.model_id))
         done.record_rules(log.id, kind, rules)
