@@ -92,7 +92,8 @@ def test_schema_request_is_constrained_and_parsed(model):
     assert all(r.strip() for r in res.parsed["rules"])
 
 
-def test_a_prior_rules_answer_that_would_loop_closes_its_list_at_the_cap(model):
+@pytest.mark.parametrize("parallel", [1, 8])
+def test_a_prior_rules_answer_that_would_loop_closes_its_list_at_the_cap(model, parallel):
     # The README demo's one failed distil request: greedily, the model repeated "Be clear and concise." until
     # the token budget cut its JSON, on every re-ask. The schema's cap closes the list instead.
     from unolearn.distill import DistillConfig, prior_request
@@ -104,7 +105,11 @@ def test_a_prior_rules_answer_that_would_loop_closes_its_list_at_the_cap(model):
              "comprehensive response.\n")
     log = Log.from_messages([Message(role="user", content=query)], source="t")
     cfg = DistillConfig()
-    res = asyncio.run(model.complete(prior_request(log, cfg)))
+    model.use_parallel(parallel)  # the batch decoder's grammar, too
+    try:
+        res = asyncio.run(model.complete(prior_request(log, cfg)))
+    finally:
+        model.use_parallel(1)
     assert res.finish_reason == "stop" and res.parsed is not None, res.text[-200:]
     assert 1 <= len(res.parsed["rules"]) <= cfg.max_prior_rules
 
