@@ -22,19 +22,18 @@ import ctypes
 import gc
 import json
 import math
-import multiprocessing
 import shutil
 import sys
 import time
 import warnings
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .base_model import cpu_bf16, gpu_bf16, resolve_base_model
+from .children import child_pool
 from .config import opt
 from .errors import ConfigError, InputError, UnolearnError, one_line
 from .executor import ExecutorConfig, run_jobs
@@ -566,8 +565,7 @@ def run_in_child(root: Path, cfg: TrainConfig | None = None, cluster: int | None
     into the workspace; errors it raises are raised here.
     """
     _glibc("malloc_trim", 0)  # give back what earlier stages freed (the embedded model's buffers) first
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+    with child_pool() as pool:  # a child that a killed parent leaves behind exits too
         try:
             return pool.submit(_run_at, str(root), cfg, cluster, store, executor).result()
         except BrokenProcessPool:
