@@ -7,21 +7,13 @@ from test_train import TOPICS, seed_workspace
 from unolearn.answer import plan_route
 from unolearn.backends import Models
 from unolearn.cluster import Router
+from unolearn.decisions import Candidate, choose_epoch, decide, decide_guided
 from unolearn.errors import ConfigError
 from unolearn.funnel import funnel
 from unolearn.guide import Guide
 from unolearn.plans import load_plan
 from unolearn.records import RuleEntry, RuleMember
-from unolearn.selection import (
-    Candidate,
-    SelectConfig,
-    best_critic_epoch,
-    choose_epoch,
-    decide,
-    decide_guided,
-    outcome,
-    run,
-)
+from unolearn.selection import SelectConfig, best_critic_epoch, outcome, run
 from unolearn.snapshot import PlanSnapshot
 from unolearn.store import now
 from unolearn.text import drift, ngram_bleu, tokens
