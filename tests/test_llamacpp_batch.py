@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 
 import jsonschema
@@ -14,7 +15,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from test_llamacpp import _peft_folder  # noqa: E402
 
 from unolearn.backends.base import ChatRequest  # noqa: E402
-from unolearn.backends.llamacpp import LlamaCppChatModel  # noqa: E402
+from unolearn.backends.llamacpp import PENALTY_LAST_N, LlamaCppChatModel  # noqa: E402
 from unolearn.backends.llamacpp_batch import _Greedy  # noqa: E402
 from unolearn.bench.embedded import ANSWER_SCHEMA, packaged_prompts  # noqa: E402
 from unolearn.errors import BackendError  # noqa: E402
@@ -221,3 +222,55 @@ def test_a_caller_that_stops_waiting_does_not_fail_the_others(model):
     assert all(o.text for i, o in enumerate(outcomes) if i not in (1, 6))
     [after] = model.generate_sync([ChatRequest.of("Say hi.", max_tokens=4)])  # the decoder still serves
     assert after.ok and after.text
+
+
+def test_greedy_with_a_repeat_penalty_chooses_as_llama_cpp_does():
+    # llama.cpp's own penalties sampler, then its greedy one, on the same logits, step after step
+    from llama_cpp._internals import LlamaSampler, LlamaTokenDataArray
+
+    n_vocab, penalty = 300, 1.3
+    chain = LlamaSampler()
+    chain.add_penalties(n_vocab, PENALTY_LAST_N, penalty, 0.0, 0.0)
+    chain.add_greedy()
+    mine, plain = _Greedy(None, None, penalty), _Greedy(None, None)
+    rng = np.random.default_rng(0)
+    changed = 0
+    for step in range(400):
+        logits = rng.normal(size=n_vocab).astype(np.float32)
+        logits[:6] += 2.5  # a few tokens stay likeliest, so the window holds them again and again
+        if step % 2:
+            logits -= 6.0  # every logit negative: the penalty multiplies them
+        candidates = LlamaTokenDataArray(n_vocab=n_vocab)
+        candidates.copy_logits(logits)
+        llama_cpp.llama_sampler_apply(chain.sampler, ctypes.byref(candidates.candidates))
+        theirs = int(candidates.candidates_data.id[candidates.candidates.selected])
+        llama_cpp.llama_sampler_accept(chain.sampler, theirs)
+        ours = mine.choose(logits)
+        assert ours == theirs
+        changed += ours != plain.choose(logits)
+    assert changed > 30  # the penalty changed many choices: the test can tell it from none
+
+
+def test_a_repeat_penalty_breaks_a_loop_alike_on_both_paths(model):
+    loop = ChatRequest.of("Write the word 'echo' 40 times, separated by spaces.", max_tokens=48)
+    json_req = ChatRequest.of(PROMPTS[1] + ' Answer in JSON: {"answer": "..."}', schema=ANSWER_SCHEMA, max_tokens=40)
+    [looped, plain_json] = model.generate_sync([loop, json_req])
+    assert looped.finish_reason == "length" and looped.text.count("echo") >= 40
+    penalised = LlamaCppChatModel(n_ctx=1024, parallel=2, repeat_penalty=1.3)
+    try:
+        assert penalised.model_id == model.model_id + ":rp1.3"  # its answers never come from the other's cache
+        [batched, batched_json] = penalised.generate_sync([loop, json_req])
+        penalised.use_parallel(1)
+        [alone, alone_json] = penalised.generate_sync([loop, json_req])
+    finally:
+        asyncio.run(penalised.aclose())
+    assert batched.text == alone.text and batched.text.count("echo") < 20 and batched.finish_reason == "stop"
+    assert batched_json.parsed == alone_json.parsed == plain_json.parsed  # JSON answers are not penalised
+
+
+def test_a_repeat_penalty_below_one_is_refused():
+    from unolearn.config import ChatConfig
+    from unolearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="repeat_penalty"):
+        ChatConfig(repeat_penalty=0.9)

@@ -56,6 +56,11 @@ class ChatConfig:
     n_threads: int | None = opt(None, "CPU threads (embedded; default: all). Fewer are faster on a busy machine.")
     parallel: int = opt(8, "Requests decoded together per step (embedded; 1: one at a time). Each adds a "
                            "KV cache of n_ctx tokens (about 50 MB at 4096 for the packaged model).")
+    repeat_penalty: float = opt(1.0, "Embedded: llama.cpp's repeat penalty on the last 64 tokens of a free-text "
+                                     "answer (1: none; JSON answers never). It keeps a small model out of loops "
+                                     "that repeat a sentence to the token budget; answers cached without it "
+                                     "are not reused. An OpenAI-compatible server applies its own (vLLM: the "
+                                     "model's generation_config).")
 
     def __post_init__(self) -> None:
         if self.backend not in CHAT_BACKENDS:
@@ -65,9 +70,9 @@ class ChatConfig:
         if self.backend == "hf" and not self.model:
             raise ConfigError("backend 'hf' needs model (a Hugging Face model folder)")
         if (self.concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0 or self.n_ctx < 256
-                or self.parallel < 1):
-            raise ConfigError("concurrency ≥ 1, max_retries ≥ 0, timeout_s > 0, n_ctx ≥ 256 and parallel ≥ 1 "
-                              "are required")
+                or self.parallel < 1 or self.repeat_penalty < 1):
+            raise ConfigError("concurrency ≥ 1, max_retries ≥ 0, timeout_s > 0, n_ctx ≥ 256, parallel ≥ 1 and "
+                              "repeat_penalty ≥ 1 are required")
 
 
 @dataclass

@@ -36,7 +36,8 @@ def make_chat(cfg: ChatConfig) -> ChatModel:
         return TransformersChatModel(cfg.model)
     from .llamacpp import LlamaCppChatModel
 
-    return LlamaCppChatModel(cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, parallel=cfg.parallel)
+    return LlamaCppChatModel(cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, parallel=cfg.parallel,
+                             repeat_penalty=cfg.repeat_penalty)
 
 
 def make_embedder(cfg: EmbedderConfig) -> Embedder:

@@ -156,6 +156,9 @@ class LlamaCppChatModel(ChatModel):
     ``adapters`` maps adapter names (as in :attr:`ChatRequest.adapter`) to GGUF LoRA files.
     ``n_threads=None`` uses every CPU this process may run on (see :func:`default_threads`).
     ``seed`` is used for requests without one. ``cache_dir`` is where a split default model is reassembled.
+    ``repeat_penalty`` > 1 divides the logits (multiplies negative ones) of the tokens among the last
+    :data:`PENALTY_LAST_N` tokens of a free-text answer, as llama.cpp's repeat penalty does; JSON answers
+    (a schema) and scored replies are never penalised. It is part of :attr:`model_id` when not 1.
     ``parallel`` > 1 decodes up to that many generation requests together
     (:class:`~unolearn.backends.llamacpp_batch.BatchDecoder`, its KV cache made on the first one);
     scoring and logprobs requests still run one at a time on the model's own context.
@@ -165,8 +168,10 @@ class LlamaCppChatModel(ChatModel):
 
     def __init__(self, model_path: str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
                  seed: int = 42, adapters: dict[str, str] | None = None,
-                 cache_dir: str | None = None, parallel: int = 1) -> None:
+                 cache_dir: str | None = None, parallel: int = 1, repeat_penalty: float = 1.0) -> None:
         super().__init__()
+        if repeat_penalty < 1:
+            raise ConfigError(f"repeat_penalty must be at least 1 (1: none), not {repeat_penalty}")
         if model_path is None or model_path in PACKAGED_NAMES:
             path = packaged_model_path(packaged(model_path), cache_dir=cache_dir)
         else:
@@ -175,7 +180,9 @@ class LlamaCppChatModel(ChatModel):
             raise ConfigError(f"{path}: no such model file")
         self.model_path = path
         self.model_id = f"llamacpp:{path.name}:{file_sha256(path)[:12]}"
-        self.seed = seed
+        if repeat_penalty != 1:  # other answers: never served from the cache of unpenalised ones
+            self.model_id += f":rp{repeat_penalty:g}"
+        self.seed, self.repeat_penalty = seed, repeat_penalty
         self._lock = threading.Lock()
         self._load_args = (path, n_ctx, n_threads or default_threads(), seed)
         self._adapter_files = dict(adapters or {})
@@ -254,7 +261,7 @@ class LlamaCppChatModel(ChatModel):
             if self._batcher is None:
                 self._batcher = BatchDecoder(self._llm, parallel=self.parallel, n_ctx=self._load_args[1],
                                              seed=self.seed, lock=self._lock, tokens=self._prompt_tokens,
-                                             adapters=self._adapters)
+                                             adapters=self._adapters, repeat_penalty=self.repeat_penalty)
             return self._batcher
 
     def _complete_locked(self, request: ChatRequest) -> ChatResult:
@@ -343,6 +350,8 @@ class LlamaCppChatModel(ChatModel):
         }
         if request.schema is not None:
             args["response_format"] = {"type": "json_object", "schema": request.schema}
+        elif self.repeat_penalty != 1:
+            args["repeat_penalty"] = self.repeat_penalty
         return args
 
     def _use_adapter(self, name: str | None) -> None:
@@ -372,6 +381,10 @@ class LlamaCppChatModel(ChatModel):
             self._llm = None
             self._adapters.clear()
 
+
+#: How many of the last generated tokens the repeat penalty looks back on: llama-cpp-python's default
+#: ``last_n_tokens_size``, which the one-at-a-time path uses, and the batch decoder's window.
+PENALTY_LAST_N = 64
 
 #: llama.cpp model parameters unolearn sets on every model it loads. ``use_extra_bufts=False`` keeps
 #: llama.cpp from repacking weights into its extra CPU buffer types: on CPUs with AMX (Sapphire Rapids

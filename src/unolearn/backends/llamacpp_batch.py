@@ -13,7 +13,8 @@ read alone, in blocks of :data:`PROMPT_BLOCK` tokens counted from position 0, re
 slot's previous prompt, exactly as the one-at-a-time path reads it; then each step decodes one token of
 every active sequence. Each sequence samples on its own: greedy (under the grammar of its JSON schema,
 if any: :class:`_Greedy`), or with the chain llama-cpp-python builds for a sampled chat completion
-(the grammar, top-k 40, typical 1, top-p, min-p 0.05, temperature and a draw seeded by the request).
+(the repeat penalty, the grammar, top-k 40, typical 1, top-p, min-p 0.05, temperature and a draw seeded by
+the request). A free-text answer's repeat penalty, if any, looks back on its own last generated tokens.
 
 Imported only when an embedded model decodes in parallel, so llama-cpp-python is imported at the top.
 
@@ -39,6 +40,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from ..errors import BackendError, SchemaError
 from .base import ChatRequest, ChatResult, parse_json_output
+from .llamacpp import PENALTY_LAST_N
 from .prefix import PROMPT_BLOCK, shared_prefix
 
 #: How many times per slot a queued request for another adapter may be passed over by later requests for the
@@ -77,8 +79,9 @@ class BatchDecoder:
     """
 
     def __init__(self, llm: Any, *, parallel: int, n_ctx: int, seed: int, lock: threading.Lock,
-                 tokens: Any, adapters: dict[str, Any]) -> None:
+                 tokens: Any, adapters: dict[str, Any], repeat_penalty: float = 1.0) -> None:
         self._llm, self._lock, self._tokens, self._adapters = llm, lock, tokens, adapters
+        self.repeat_penalty = repeat_penalty
         self.parallel, self.n_ctx, self.seed = parallel, n_ctx, seed
         params = llm.context_params  # a copy: the model context's threads, flash attention and cache types
         params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx * parallel, parallel, False
@@ -326,9 +329,12 @@ class BatchDecoder:
     def _sampler(self, request: ChatRequest) -> Any:
         """A greedy chooser, or the sampler chain llama-cpp-python builds for a sampled chat completion."""
         grammar = None if request.schema is None else self._grammar(request.schema)
+        penalty = self.repeat_penalty if grammar is None else 1.0
         if request.temperature == 0:
-            return _Greedy(self._vocab, grammar)
+            return _Greedy(self._vocab, grammar, penalty)
         chain = LlamaSampler()
+        if penalty != 1:
+            chain.add_penalties(self._n_vocab, PENALTY_LAST_N, penalty, 0.0, 0.0)
         if grammar is not None:
             chain.add_grammar(self._llm._model, grammar)
         chain.add_top_k(40)
@@ -356,17 +362,28 @@ class _Greedy:
     one is given: the likeliest token is checked alone, and the whole vocabulary is constrained only when
     the grammar refuses it. That is the token constraining first would give, at a small part of the cost
     (constraining 150k candidates took 27 ms a token here; llama.cpp's own common sampler does the same).
+
+    With ``penalty`` > 1 (free text only, so never with a grammar), the logits of the tokens among the last
+    :data:`PENALTY_LAST_N` chosen ones are first divided by it (multiplied, when not positive), as
+    llama.cpp's penalties sampler does before its greedy one.
     """
 
-    def __init__(self, vocab: Any, grammar: Any) -> None:
+    def __init__(self, vocab: Any, grammar: Any, penalty: float = 1.0) -> None:
+        assert grammar is None or penalty == 1  # JSON answers are never penalised
         self._grammar = None if grammar is None else llama_cpp.llama_sampler_init_grammar(
             vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8"))
+        self._penalty = np.float32(penalty)
+        self._recent: deque[int] = deque(maxlen=PENALTY_LAST_N)
         self._one = np.recarray((1,), dtype=_TOKEN_DATA)
         self._one_array = llama_cpp.llama_token_data_array(
             data=self._one.ctypes.data_as(llama_cpp.llama_token_data_p), size=1, selected=-1, sorted=False)
 
     def choose(self, logits: Any) -> int:
         """The next token given the logits; under a grammar, the grammar accepts it."""
+        if self._penalty != 1:
+            token = int(self._penalised(logits).argmax())
+            self._recent.append(token)
+            return token
         token = int(logits.argmax())
         if self._grammar is None:
             return token
@@ -374,6 +391,16 @@ class _Greedy:
             token = self._constrained(logits)
         llama_cpp.llama_sampler_accept(self._grammar, token)
         return token
+
+    def _penalised(self, logits: Any) -> Any:
+        """A copy of ``logits`` with the recent tokens' ones penalised."""
+        out = np.array(logits, dtype=np.float32)
+        if not self._recent:
+            return out
+        seen = np.fromiter(set(self._recent), dtype=np.int64)
+        vals = out[seen]
+        out[seen] = np.where(vals <= 0, vals * self._penalty, vals / self._penalty)
+        return out
 
     def _allows(self, token: int, logit: float) -> bool:
         self._one.id[0], self._one.logit[0], self._one.p[0] = token, logit, 0.0
