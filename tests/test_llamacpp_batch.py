@@ -15,8 +15,8 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from test_llamacpp import _peft_folder  # noqa: E402
 
 from unolearn.backends.base import ChatRequest  # noqa: E402
-from unolearn.backends.llamacpp import PENALTY_LAST_N, LlamaCppChatModel  # noqa: E402
-from unolearn.backends.llamacpp_batch import _Greedy  # noqa: E402
+from unolearn.backends.llamacpp import LlamaCppChatModel  # noqa: E402
+from unolearn.backends.llamacpp_batch import PENALTY_LAST_N, _Greedy  # noqa: E402
 from unolearn.bench.embedded import ANSWER_SCHEMA, packaged_prompts  # noqa: E402
 from unolearn.errors import BackendError  # noqa: E402
 

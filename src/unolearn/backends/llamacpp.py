@@ -156,9 +156,9 @@ class LlamaCppChatModel(ChatModel):
     ``adapters`` maps adapter names (as in :attr:`ChatRequest.adapter`) to GGUF LoRA files.
     ``n_threads=None`` uses every CPU this process may run on (see :func:`default_threads`).
     ``seed`` is used for requests without one. ``cache_dir`` is where a split default model is reassembled.
-    ``repeat_penalty`` > 1 divides the logits (multiplies negative ones) of the tokens among the last
-    :data:`PENALTY_LAST_N` tokens of a free-text answer, as llama.cpp's repeat penalty does; JSON answers
-    (a schema) and scored replies are never penalised. It is part of :attr:`model_id` when not 1.
+    ``repeat_penalty`` > 1 divides the logits (multiplies negative ones) of the tokens among the last 64
+    of a free-text answer (llama-cpp-python's ``last_n_tokens_size``), as llama.cpp's repeat penalty does;
+    JSON answers (a schema) and scored replies are never penalised. It is part of :attr:`model_id` when not 1.
     ``parallel`` > 1 decodes up to that many generation requests together
     (:class:`~unolearn.backends.llamacpp_batch.BatchDecoder`, its KV cache made on the first one);
     scoring and logprobs requests still run one at a time on the model's own context.
@@ -381,10 +381,6 @@ class LlamaCppChatModel(ChatModel):
             self._llm = None
             self._adapters.clear()
 
-
-#: How many of the last generated tokens the repeat penalty looks back on: llama-cpp-python's default
-#: ``last_n_tokens_size``, which the one-at-a-time path uses, and the batch decoder's window.
-PENALTY_LAST_N = 64
 
 #: llama.cpp model parameters unolearn sets on every model it loads. ``use_extra_bufts=False`` keeps
 #: llama.cpp from repacking weights into its extra CPU buffer types: on CPUs with AMX (Sapphire Rapids

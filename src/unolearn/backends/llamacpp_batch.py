@@ -40,12 +40,15 @@ from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from ..errors import BackendError, SchemaError
 from .base import ChatRequest, ChatResult, parse_json_output
-from .llamacpp import PENALTY_LAST_N
 from .prefix import PROMPT_BLOCK, shared_prefix
 
 #: How many times per slot a queued request for another adapter may be passed over by later requests for the
 #: active one (then no request is admitted until the slots drain and the adapter switches): bounds its wait.
 PASS_OVER = 4
+
+#: How many of a sequence's last generated tokens the repeat penalty looks back on: llama-cpp-python's default
+#: ``last_n_tokens_size``, which the one-at-a-time path uses.
+PENALTY_LAST_N = 64
 
 
 @dataclass
